@@ -36,6 +36,11 @@ def online_softmax_update(m, l, acc, scores, v_tile):
     return m_new, l_new, acc_new
 
 
+def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Accumulate in float32 for half/bfloat16 inputs, and never below the input's precision."""
+    return torch.promote_types(dtype, torch.float32)
+
+
 def _tile_mask(q0, q1, k0, k1, window, device):
     """Boolean (q1-q0, k1-k0) mask of allowed (query, key) pairs, or None when all are allowed."""
     qi = torch.arange(q0, q1, device=device)[:, None]
@@ -58,21 +63,22 @@ def _key_range(q0, q1, T, tile, window):
 def tiled_attention_forward(q, k, v, scale, window=None, tile=64):
     """Forward pass. Returns (out, lse) with lse = logsumexp of each query's scores, (B, H, T)."""
     B, H, T, D = q.shape
+    acc_dtype = _acc_dtype(q.dtype)
     out = torch.empty_like(q)
-    lse = torch.empty(B, H, T, device=q.device, dtype=torch.float32)
+    lse = torch.empty(B, H, T, device=q.device, dtype=acc_dtype)
     for q0 in range(0, T, tile):
         q1 = min(q0 + tile, T)
-        qt = q[:, :, q0:q1].float() * scale
-        m = torch.full((B, H, q1 - q0, 1), float("-inf"), device=q.device)
-        l = torch.zeros((B, H, q1 - q0, 1), device=q.device)
-        acc = torch.zeros((B, H, q1 - q0, D), device=q.device)
+        qt = q[:, :, q0:q1].to(acc_dtype) * scale
+        m = torch.full((B, H, q1 - q0, 1), float("-inf"), device=q.device, dtype=acc_dtype)
+        l = torch.zeros((B, H, q1 - q0, 1), device=q.device, dtype=acc_dtype)
+        acc = torch.zeros((B, H, q1 - q0, D), device=q.device, dtype=acc_dtype)
         for k0 in _key_range(q0, q1, T, tile, window):
             k1 = min(k0 + tile, T)
-            s = qt @ k[:, :, k0:k1].float().transpose(-2, -1)  # (B, H, tq, tk)
+            s = qt @ k[:, :, k0:k1].to(acc_dtype).transpose(-2, -1)  # (B, H, tq, tk)
             mask = _tile_mask(q0, q1, k0, k1, window, q.device)
             if mask is not None:
                 s = s.masked_fill(~mask, float("-inf"))
-            m, l, acc = online_softmax_update(m, l, acc, s, v[:, :, k0:k1].float())
+            m, l, acc = online_softmax_update(m, l, acc, s, v[:, :, k0:k1].to(acc_dtype))
         out[:, :, q0:q1] = (acc / l).to(q.dtype)
         lse[:, :, q0:q1] = (m + torch.log(l)).squeeze(-1)
     return out, lse
@@ -81,17 +87,18 @@ def tiled_attention_forward(q, k, v, scale, window=None, tile=64):
 def tiled_attention_backward(q, k, v, out, lse, dout, scale, window=None, tile=64):
     """FlashAttention-2 style backward: recompute each tile's probabilities from lse."""
     B, H, T, D = q.shape
-    dq = torch.zeros(q.shape, device=q.device, dtype=torch.float32)
-    dk = torch.zeros(k.shape, device=q.device, dtype=torch.float32)
-    dv = torch.zeros(v.shape, device=q.device, dtype=torch.float32)
-    delta = (dout.float() * out.float()).sum(-1, keepdim=True)  # (B, H, T, 1) = rowsum(dO * O)
+    a = _acc_dtype(q.dtype)
+    dq = torch.zeros(q.shape, device=q.device, dtype=a)
+    dk = torch.zeros(k.shape, device=q.device, dtype=a)
+    dv = torch.zeros(v.shape, device=q.device, dtype=a)
+    delta = (dout.to(a) * out.to(a)).sum(-1, keepdim=True)  # (B, H, T, 1) = rowsum(dO * O)
     for q0 in range(0, T, tile):
         q1 = min(q0 + tile, T)
-        qt, dot = q[:, :, q0:q1].float(), dout[:, :, q0:q1].float()
+        qt, dot = q[:, :, q0:q1].to(a), dout[:, :, q0:q1].to(a)
         lse_t, delta_t = lse[:, :, q0:q1, None], delta[:, :, q0:q1]
         for k0 in _key_range(q0, q1, T, tile, window):
             k1 = min(k0 + tile, T)
-            kt, vt = k[:, :, k0:k1].float(), v[:, :, k0:k1].float()
+            kt, vt = k[:, :, k0:k1].to(a), v[:, :, k0:k1].to(a)
             s = (qt @ kt.transpose(-2, -1)) * scale
             mask = _tile_mask(q0, q1, k0, k1, window, q.device)
             if mask is not None:
