@@ -1,0 +1,80 @@
+# make lab   -> install (once) and open JupyterLab on notebooks/
+# make test  -> install (once) and run every test: unit tests, then the notebooks under nbval
+# make notebooks -> re-execute every notebook in place (refreshes the stored outputs)
+# make clean / distclean -> remove caches / also the .venv
+#
+# Everything goes into ./.venv, made with python3 if it is missing.
+
+PYTHON3 ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+JUPYTER := $(VENV)/bin/jupyter
+STAMP := $(VENV)/.tutorial_lib-installed
+# The torch that `pip install torch` would otherwise resolve to a multi-GB CUDA build.
+TORCH_PIN := torch==2.13.0
+# Profile the tests and `make notebooks` run under: stored outputs must be made with the profile
+# nbval checks them with (`make notebooks NOTEBOOK_PROFILE=cpu` for a bigger, slower refresh).
+TEST_PROFILE := smoke
+NOTEBOOK_PROFILE ?= smoke
+NOTEBOOK_TIMEOUT ?= 3600
+LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings
+# JupyterLab refuses to start as root without --allow-root.
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
+NOTEBOOKS := $(wildcard notebooks/*.ipynb)
+
+.PHONY: venv install lab test notebooks clean distclean
+
+venv install: $(STAMP)
+
+$(PY):
+	@$(PYTHON3) -m venv $(VENV) || { rm -rf $(VENV); \
+	  echo "error: '$(PYTHON3) -m venv' failed; on Debian/Ubuntu: apt-get install python3-venv" >&2; exit 1; }
+
+# Re-run when the package's metadata changes; a torch already in the venv is kept.
+$(STAMP): pyproject.toml | $(PY)
+	@if $(PY) -c "import torch" 2>/dev/null; then \
+	  echo "keeping torch $$($(PY) -c 'import torch; print(torch.__version__)')"; \
+	else \
+	  echo "installing $(TORCH_PIN) (CPU build where one is available)"; \
+	  $(PY) -m pip install "$(TORCH_PIN)"; \
+	fi
+	$(PY) -m pip install -e '.[dev]'
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	@# No news/update-check toast in JupyterLab (it would reach for the internet and cover cells).
+	@mkdir -p $(LAB_SETTINGS)
+	@printf '%s\n' '{"@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": false}}' \
+	  > $(LAB_SETTINGS)/overrides.json
+	@touch $(STAMP)
+
+# JUPYTER_PATH puts this venv's kernel first, ahead of any "python3" kernel in ~/.local.
+lab: install
+	JUPYTER_PATH=$(CURDIR)/$(VENV)/share/jupyter $(JUPYTER) lab --notebook-dir=notebooks $(ALLOW_ROOT)
+
+# Both suites run even when the first fails; any failure fails the target. pytest's exit code 5
+# ("no tests collected") is not a failure.
+test: install
+	@rc=0; \
+	TUTORIAL_PROFILE=$(TEST_PROFILE) $(PY) -m pytest tests; r=$$?; \
+	if [ $$r -ne 0 ] && [ $$r -ne 5 ]; then rc=$$r; fi; \
+	if ls notebooks/*.ipynb >/dev/null 2>&1; then \
+	  TUTORIAL_PROFILE=$(TEST_PROFILE) $(PY) -m pytest --nbval --nbval-current-env notebooks \
+	    --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider; r=$$?; \
+	  if [ $$r -ne 0 ] && [ $$r -ne 5 ]; then rc=$$r; fi; \
+	else echo "no notebooks/*.ipynb: nbval skipped"; fi; \
+	exit $$rc
+
+notebooks: install
+	@if [ -z "$(NOTEBOOKS)" ]; then echo "no notebooks/*.ipynb to run"; exit 0; fi; \
+	JUPYTER_PATH=$(CURDIR)/$(VENV)/share/jupyter TUTORIAL_PROFILE=$(NOTEBOOK_PROFILE) \
+	$(JUPYTER) nbconvert --to notebook --execute --inplace \
+	  --ExecutePreprocessor.kernel_name=python3 --ExecutePreprocessor.timeout=$(NOTEBOOK_TIMEOUT) \
+	  $(NOTEBOOKS)
+
+# clean keeps .venv (others may be using it); distclean removes it too.
+clean:
+	rm -rf build *.egg-info .pytest_cache
+	find tutorial_lib tests notebooks -name __pycache__ -type d -prune -exec rm -rf {} + 2>/dev/null || true
+	find notebooks -name .ipynb_checkpoints -type d -prune -exec rm -rf {} + 2>/dev/null || true
+
+distclean: clean
+	rm -rf $(VENV)

@@ -1,0 +1,53 @@
+"""pyproject.toml and environment.yml must promise the same runtime dependencies."""
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CONDA_TO_PYPI = {"pytorch": "torch"}  # conda-forge's names where they differ from PyPI's
+NOT_RUNTIME = {"python", "pip"}
+
+
+def _name(requirement: str) -> str:
+    """'torch>=2.5' -> 'torch'; names compared the PEP 503 way."""
+    name = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", requirement).group(1)
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def pyproject():
+    tomllib = pytest.importorskip("tomllib")
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def test_runtime_dependencies_match():
+    yaml = pytest.importorskip("yaml")
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    conda = set()
+    for dep in env["dependencies"]:
+        if isinstance(dep, str):
+            name = _name(dep)
+            conda.add(CONDA_TO_PYPI.get(name, name))
+    conda -= NOT_RUNTIME
+    pip = {_name(d) for d in pyproject()["project"]["dependencies"]}
+    assert conda == pip
+
+
+def test_environment_installs_the_package_with_dev_extras():
+    text = (ROOT / "environment.yml").read_text()
+    assert "conda-forge" in text
+    assert re.search(r"^\s*- -e \.\[dev\]\s*$", text, re.M)
+
+
+def test_dev_extra_has_the_test_tools():
+    extras = pyproject()["project"]["optional-dependencies"]
+    for extra in ("dev", "test"):
+        names = {_name(d) for d in extras[extra]}
+        assert {"pytest", "nbval", "nbformat", "nbclient", "ipykernel", "playwright"} <= names
+
+
+def test_assets_are_package_data():
+    data = pyproject()["tool"]["setuptools"]["package-data"]["tutorial_lib"]
+    assert "assets/*" in data
+    for name in ("r50k_base.tiktoken", "shakespeare.txt.gz", "PROVENANCE.md"):
+        assert (ROOT / "tutorial_lib" / "assets" / name).is_file()
