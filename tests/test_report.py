@@ -1,0 +1,65 @@
+"""The guide's tables are generated from results/*.json, never typed in."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tutorial_lib.report import BLOCK, block_names, fmt, load_results, markdown_table, render_guide
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _result(device_type, device, rows, section="gqa_train"):
+    return {"schema_version": 1,
+            "stamp": {"device": device, "device_type": device_type, "dtype": "float32",
+                      "torch": "2.x", "date": "2026-11-28T00:00:00", "profile": "cpu"},
+            "sections": {section: {"rows": rows, "columns": ["n_kv_head", "ms"], "sizes": {"B": 4}}}}
+
+
+def test_render_block_fills_markers_gpu_first_and_keeps_prose():
+    text = "intro 1.25x claim\n<!-- report:gqa_train -->\nold\n<!-- /report:gqa_train -->\noutro\n"
+    cpu = _result("cpu", "cpu (2 cores)", [{"n_kv_head": 12, "ms": 812.5}, {"n_kv_head": 4, "ms": 790.25}])
+    gpu = _result("cuda", "NVIDIA H200", [{"n_kv_head": 12, "ms": 31.25}])
+    cpu["_path"], gpu["_path"] = "a.json", "b.json"
+    out = render_guide(text, sorted([cpu, gpu], key=lambda d: d["stamp"]["device_type"] != "cuda"))
+    assert out.startswith("intro 1.25x claim\n<!-- report:gqa_train -->\n")
+    assert out.endswith("<!-- /report:gqa_train -->\noutro\n")
+    assert "old" not in out
+    assert out.index("NVIDIA H200") < out.index("cpu (2 cores)")
+    assert "| 12 | 812.5 |" in out and "| 4 | 790.2 |" in out
+    # idempotent: rendering the rendered guide changes nothing
+    assert render_guide(out, [gpu, cpu]) == out
+
+
+def test_missing_section_says_how_to_produce_it():
+    text = "<!-- report:nothing -->\n<!-- /report:nothing -->\n"
+    assert "bench --suite guide" in render_guide(text, [])
+
+
+def test_fmt_and_table():
+    assert fmt(1234567) == "1,234,567"
+    assert fmt(0.012345) == "0.0123"
+    assert fmt(None) == "—" and fmt(float("nan")) == "—"
+    assert fmt("a|b") == "a\\|b"
+    assert markdown_table([{"a": 1, "b": 2.5}]) == "| a | b |\n|---|---|\n| 1 | 2.5 |\n"
+
+
+def test_load_results_rejects_incomplete_file(tmp_path):
+    p = tmp_path / "bad.json"
+    p.write_text(json.dumps({"stamp": {}}))
+    with pytest.raises(ValueError, match="schema_version"):
+        load_results([p])
+
+
+def test_committed_guide_matches_report():
+    """Fails when OPTIMIZATION_GUIDE.md was edited by hand or results changed without `report`."""
+    guide = ROOT / "OPTIMIZATION_GUIDE.md"
+    if not guide.exists():
+        pytest.skip("no guide yet")
+    r = subprocess.run([sys.executable, "-m", "tutorial_lib", "report", "--check"], cwd=ROOT,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert block_names(guide.read_text()), "the guide has no generated blocks"
+    assert all(m.group("name") for m in BLOCK.finditer(guide.read_text()))

@@ -1,0 +1,118 @@
+"""Generate OPTIMIZATION_GUIDE.md's tables from recorded results (results/*.json).
+
+The guide's prose never carries a measured number: every number sits inside a block
+
+    <!-- report:SECTION -->
+    ...generated...
+    <!-- /report:SECTION -->
+
+which ``python -m tutorial_lib report`` rewrites from the results files, one table per recorded
+device, each captioned with device, dtype, torch version, date and sizes. A test fails when the
+committed guide differs from what ``render_guide`` would write.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Iterable
+
+BLOCK = re.compile(r"(<!-- report:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /report:(?P=name) -->)",
+                   re.DOTALL)
+DEVICE_ORDER = {"cuda": 0, "mps": 1, "cpu": 2}
+
+
+def load_results(paths: Iterable[Path]) -> list[dict]:
+    """Results files, GPU first, each checked for the fields the report needs."""
+    out = []
+    for p in paths:
+        data = json.loads(Path(p).read_text())
+        for key in ("schema_version", "stamp", "sections"):
+            if key not in data:
+                raise ValueError(f"results file {p}: missing field {key!r}")
+        data["_path"] = str(p)
+        out.append(data)
+    out.sort(key=lambda d: (DEVICE_ORDER.get(d["stamp"].get("device_type"), 9), d["_path"]))
+    return out
+
+
+def fmt(v) -> str:
+    """A cell: ints with separators, floats to 3-4 significant digits, None/NaN as an em dash."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "—"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, float):
+        a = abs(v)
+        if a == 0:
+            return "0"
+        if a >= 1e5:
+            return f"{v:,.0f}"
+        if a >= 100:
+            return f"{v:,.1f}"
+        if a >= 1:
+            return f"{v:.3g}" if a < 10 else f"{v:.1f}"
+        return f"{v:.3g}"
+    return str(v).replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_table(rows: list[dict], columns: list[str] | None = None) -> str:
+    if not rows:
+        return "_(no rows)_\n"
+    cols = columns or list(dict.fromkeys(k for r in rows for k in r))
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for r in rows:
+        lines.append("| " + " | ".join(fmt(r.get(c)) for c in cols) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def caption(stamp: dict, section: dict) -> str:
+    sizes = section.get("sizes")
+    size_txt = ", ".join(f"{k}={v}" for k, v in sizes.items()) if sizes else ""
+    parts = [f"**{stamp.get('device', '?')}**", stamp.get("dtype", "?"), f"torch {stamp.get('torch', '?')}",
+             f"profile `{stamp.get('profile', '?')}`", stamp.get("date", "?")[:10]]
+    txt = "Recorded on " + ", ".join(parts)
+    if size_txt:
+        txt += f"; {size_txt}"
+    return txt + "."
+
+
+def render_block(name: str, results: list[dict]) -> str:
+    chunks = []
+    for res in results:
+        section = res["sections"].get(name)
+        if section is None:
+            continue
+        body = caption(res["stamp"], section) + "\n\n"
+        if section.get("error"):
+            body += f"_This section failed on this device: {fmt(section['error'])}_\n"
+        else:
+            body += markdown_table(section.get("rows", []), section.get("columns"))
+        if section.get("note"):
+            body += "\n" + section["note"].strip() + "\n"
+        chunks.append(body)
+    if not chunks:
+        return ("_No recorded result for this table yet: run "
+                "`python -m tutorial_lib bench --suite guide --out results/<device>.json`._\n")
+    return "\n".join(chunks)
+
+
+def render_guide(text: str, results: list[dict]) -> str:
+    """The guide with every report block regenerated from ``results``."""
+    def repl(m):
+        return m.group(1) + render_block(m.group("name"), results) + m.group(4)
+    return BLOCK.sub(repl, text)
+
+
+def block_names(text: str) -> list[str]:
+    return [m.group("name") for m in BLOCK.finditer(text)]
+
+
+def regenerate(guide: Path, results_dir: Path) -> tuple[str, str]:
+    """(old text, new text) of the guide, from every results_dir/*.json."""
+    old = guide.read_text()
+    results = load_results(sorted(Path(results_dir).glob("*.json")))
+    return old, render_guide(old, results)
