@@ -13,9 +13,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _result(device_type, device, rows, section="gqa_train"):
     return {"schema_version": 1,
-            "stamp": {"device": device, "device_type": device_type, "dtype": "float32",
-                      "torch": "2.x", "date": "2026-11-28T00:00:00", "profile": "cpu"},
-            "sections": {section: {"rows": rows, "columns": ["n_kv_head", "ms"], "sizes": {"B": 4}}}}
+            "meta": {"device": device_type, "device_name": device, "dtype": "float32",
+                     "torch": "2.x", "date": "2026-11-28T00:00:00", "profile": "cpu"},
+            "rows": [dict(r, kind=section) for r in rows],
+            "sections": {section: {"columns": ["n_kv_head", "ms"], "sizes": {"B": 4}}}}
 
 
 def test_render_block_fills_markers_gpu_first_and_keeps_prose():
@@ -23,7 +24,7 @@ def test_render_block_fills_markers_gpu_first_and_keeps_prose():
     cpu = _result("cpu", "cpu (2 cores)", [{"n_kv_head": 12, "ms": 812.5}, {"n_kv_head": 4, "ms": 790.25}])
     gpu = _result("cuda", "NVIDIA H200", [{"n_kv_head": 12, "ms": 31.25}])
     cpu["_path"], gpu["_path"] = "a.json", "b.json"
-    out = render_guide(text, sorted([cpu, gpu], key=lambda d: d["stamp"]["device_type"] != "cuda"))
+    out = render_guide(text, [gpu, cpu])
     assert out.startswith("intro 1.25x claim\n<!-- report:gqa_train -->\n")
     assert out.endswith("<!-- /report:gqa_train -->\noutro\n")
     assert "old" not in out
@@ -48,8 +49,8 @@ def test_fmt_and_table():
 
 def test_load_results_rejects_incomplete_file(tmp_path):
     p = tmp_path / "bad.json"
-    p.write_text(json.dumps({"stamp": {}}))
-    with pytest.raises(ValueError, match="schema_version"):
+    p.write_text(json.dumps({"schema_version": 1, "meta": {}}))
+    with pytest.raises(ValueError, match="rows"):
         load_results([p])
 
 

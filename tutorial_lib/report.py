@@ -6,7 +6,8 @@ The guide's prose never carries a measured number: every number sits inside a bl
     ...generated...
     <!-- /report:SECTION -->
 
-which ``python -m tutorial_lib report`` rewrites from the results files, one table per recorded
+which ``python -m tutorial_lib report`` rewrites from the results files (``measure.records`` format;
+rows whose ``kind`` is SECTION, plus optional ``sections[SECTION]`` columns/sizes/note), one table per recorded
 device, each captioned with device, dtype, torch version, date and sizes. A test fails when the
 committed guide differs from what ``render_guide`` would write.
 """
@@ -28,12 +29,12 @@ def load_results(paths: Iterable[Path]) -> list[dict]:
     out = []
     for p in paths:
         data = json.loads(Path(p).read_text())
-        for key in ("schema_version", "stamp", "sections"):
+        for key in ("schema_version", "meta", "rows"):
             if key not in data:
                 raise ValueError(f"results file {p}: missing field {key!r}")
         data["_path"] = str(p)
         out.append(data)
-    out.sort(key=lambda d: (DEVICE_ORDER.get(d["stamp"].get("device_type"), 9), d["_path"]))
+    out.sort(key=lambda d: (DEVICE_ORDER.get(str(d["meta"].get("device", "")).split(":")[0], 9), d["_path"]))
     return out
 
 
@@ -69,11 +70,12 @@ def markdown_table(rows: list[dict], columns: list[str] | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def caption(stamp: dict, section: dict) -> str:
+def caption(meta: dict, section: dict) -> str:
     sizes = section.get("sizes")
     size_txt = ", ".join(f"{k}={v}" for k, v in sizes.items()) if sizes else ""
-    parts = [f"**{stamp.get('device', '?')}**", stamp.get("dtype", "?"), f"torch {stamp.get('torch', '?')}",
-             f"profile `{stamp.get('profile', '?')}`", stamp.get("date", "?")[:10]]
+    parts = [f"**{meta.get('device_name') or meta.get('device', '?')}**", meta.get("dtype", "?"),
+             f"torch {meta.get('torch', '?')}", f"profile `{meta.get('profile', '?')}`",
+             str(meta.get("date", "?"))[:10]]
     txt = "Recorded on " + ", ".join(parts)
     if size_txt:
         txt += f"; {size_txt}"
@@ -83,14 +85,15 @@ def caption(stamp: dict, section: dict) -> str:
 def render_block(name: str, results: list[dict]) -> str:
     chunks = []
     for res in results:
-        section = res["sections"].get(name)
-        if section is None:
+        section = res.get("sections", {}).get(name, {})
+        rows = [r for r in res["rows"] if r.get("kind") == name]
+        if not rows and not section:
             continue
-        body = caption(res["stamp"], section) + "\n\n"
+        body = caption(res["meta"], section) + "\n\n"
         if section.get("error"):
             body += f"_This section failed on this device: {fmt(section['error'])}_\n"
         else:
-            body += markdown_table(section.get("rows", []), section.get("columns"))
+            body += markdown_table(rows, section.get("columns"))
         if section.get("note"):
             body += "\n" + section["note"].strip() + "\n"
         chunks.append(body)
