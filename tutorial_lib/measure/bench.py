@@ -1,0 +1,360 @@
+"""Timing with ``torch.utils.benchmark``: any callable, a GPT training step, and sweeps.
+
+- ``time_fn(fn, device=...)``: median and spread of a callable (Timer.blocked_autorange or
+  adaptive_autorange), plus the CUDA peak memory while it ran. Synchronises CUDA only when timing
+  on CUDA; a CPU run makes no CUDA call at all.
+- ``measure_step(config, batch_size, seq_len, mode=...)``: forward (``"fwd"``), forward+backward
+  (``"fwdbwd"``) or a full training step (``"train"``: + AdamW, fused on CUDA) of a GPT built from
+  ``config`` -> ``StepResult`` with ms/step, tokens/s, peak memory, analytic FLOPs and MFU.
+- ``measure_sweep(points)``: many ``measure_step`` calls with a progress bar; an OOM or an
+  unsupported backend becomes a row with ``error`` set, and the sweep carries on.
+
+Every result carries device, device name, dtype and sizes, so a number never travels alone.
+"""
+from __future__ import annotations
+
+import dataclasses
+import gc
+import math
+import time
+import timeit
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, List, Optional, Union
+
+import torch
+
+from tutorial_lib import settings
+from tutorial_lib.config import GPTConfig, get_config
+
+MODES = ("fwd", "fwdbwd", "train")
+# Failures a sweep records instead of raising: OOM (a RuntimeError subclass), unsupported
+# backends / missing kernels (RuntimeError, NotImplementedError), a compiler that is absent.
+SWEEP_ERRORS = (RuntimeError, NotImplementedError, ImportError, AssertionError)
+
+
+# ---- timing any callable ---------------------------------------------------------------------
+@dataclass
+class Timing:
+    """Timing of one callable: all times in milliseconds per call."""
+    median_ms: float
+    iqr_ms: float  # interquartile range of the per-call times (the spread)
+    mean_ms: float
+    min_ms: float
+    n_runs: int  # timed calls in total (measurements x calls per measurement)
+    n_measurements: int  # blocks the Timer measured (the median is over these)
+    device: str
+    peak_mem_bytes: Optional[int] = None  # CUDA: max_memory_allocated while timing; None on CPU
+    label: str = ""
+
+    @property
+    def spread(self) -> float:
+        """IQR / median: the relative spread (0.05 = 5 %)."""
+        return self.iqr_ms / self.median_ms if self.median_ms else float("nan")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _timer_fn(device: torch.device) -> Callable[[], float]:
+    """A clock that waits for the device first: synchronise on CUDA/MPS only."""
+    if device.type in ("cuda", "mps"):
+        def clock():
+            settings.synchronize(device)
+            return timeit.default_timer()
+        return clock
+    return timeit.default_timer
+
+
+def time_fn(fn: Callable[[], object], device=None, min_run_time: Optional[float] = None,
+            adaptive: bool = False, warmup: int = 1, min_measurements: int = 3,
+            label: str = "") -> Timing:
+    """Time ``fn()`` with ``torch.utils.benchmark.Timer`` on ``device``.
+
+    ``warmup`` calls run first (and compile/allocate). ``blocked_autorange(min_run_time)`` then
+    measures blocks of calls (``adaptive=True``: ``adaptive_autorange`` until IQR/median < 10 %),
+    topped up to ``min_measurements`` blocks so that a slow step still gets a median and a spread.
+    The Timer uses all of torch's threads (its default is one). On CUDA the clock synchronises and
+    the peak allocated memory over the timed calls is recorded.
+    """
+    from torch.utils.benchmark import Timer
+    from torch.utils.benchmark.utils.common import Measurement
+
+    dev = torch.device(device) if device is not None else settings.get_device()
+    if min_run_time is None:
+        min_run_time = settings.get_profile(device=dev).min_run_time
+    if min_run_time <= 0:
+        raise ValueError(f"min_run_time={min_run_time!r} must be > 0")
+    cuda = dev.type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(dev)
+    for _ in range(max(0, warmup)):
+        fn()
+    settings.synchronize(dev)
+    timer = Timer(stmt="fn()", globals={"fn": fn}, timer=_timer_fn(dev),
+                  num_threads=torch.get_num_threads(), label=label or "fn")
+    if adaptive:
+        m = timer.adaptive_autorange(threshold=0.1, min_run_time=min_run_time,
+                                     max_run_time=max(10 * min_run_time, 1.0))
+    else:
+        m = timer.blocked_autorange(min_run_time=min_run_time)
+    extra = [timer.timeit(m.number_per_run) for _ in range(min_measurements - len(m.times))]
+    if extra:
+        m = Measurement.merge([m, *extra])[0]
+    times = m.times
+    peak = int(torch.cuda.max_memory_allocated(dev)) if cuda else None
+    return Timing(median_ms=m.median * 1e3, iqr_ms=m.iqr * 1e3, mean_ms=m.mean * 1e3,
+                  min_ms=min(times) * 1e3, n_runs=len(m.raw_times) * m.number_per_run,
+                  n_measurements=len(times), device=str(dev), peak_mem_bytes=peak, label=label)
+
+
+# ---- a GPT step ------------------------------------------------------------------------------
+@dataclass
+class StepResult:
+    """One measured GPT step (or an error row from a sweep). Times in ms, memory in bytes."""
+    label: str
+    preset: str  # config.name
+    config: str  # config.describe()
+    mode: str  # fwd | fwdbwd | train
+    batch_size: int
+    seq_len: int
+    device: str  # "cpu", "cuda:0", ...
+    device_name: str  # hardware label (GPU name, CPU model)
+    dtype: str  # compute dtype: "bfloat16" = autocast on fp32 weights
+    compile: bool = False
+    attn_backend: str = ""
+    median_ms: Optional[float] = None
+    iqr_ms: Optional[float] = None
+    min_ms: Optional[float] = None
+    n_runs: Optional[int] = None
+    tokens_per_s: Optional[float] = None
+    peak_mem_bytes: Optional[int] = None  # CUDA peak allocated during the timed steps; None on CPU
+    params: Optional[int] = None
+    flops: Optional[float] = None  # analytic FLOPs of the timed work, causal-aware (see flops.py)
+    flops_counter: Optional[float] = None  # the same under FlopCounterMode's full-T^2 convention
+    achieved_tflops: Optional[float] = None  # flops / median time, in TFLOP/s
+    mfu: Optional[float] = None  # achieved / peak for this GPU and dtype; None on CPU / unknown GPU
+    error: Optional[str] = None  # set instead of the numbers when the point failed (OOM, ...)
+    extra: dict = field(default_factory=dict)  # anything a caller wants to stamp on the row
+    kind: str = "step"  # row kind in a results file (see records.py)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def tokens(self) -> int:
+        return self.batch_size * self.seq_len
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def resolve_config(config: Union[GPTConfig, str], **changes) -> GPTConfig:
+    """A GPTConfig from a config or a preset name, with optional field changes."""
+    if isinstance(config, str):
+        return get_config(config, **changes)
+    if not isinstance(config, GPTConfig):
+        raise ValueError(f"config={config!r} must be a GPTConfig or a preset name")
+    return config.replace(**changes) if changes else config
+
+
+def _check_sizes(config: GPTConfig, batch_size, seq_len, mode):
+    if mode not in MODES:
+        raise ValueError(f"mode={mode!r} is not one of {list(MODES)}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
+    if not isinstance(seq_len, int) or seq_len < 1:
+        raise ValueError(f"seq_len={seq_len!r} must be a positive integer")
+    if seq_len > config.block_size:
+        raise ValueError(f"seq_len={seq_len} exceeds block_size={config.block_size} of {config.name}")
+
+
+def make_batch(config: GPTConfig, batch_size: int, seq_len: int, device=None, seed: int = 0):
+    """Random token ids (B, T) and next-token targets (B, T): timing does not depend on the text."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, config.vocab_size, (batch_size, seq_len + 1), generator=g)
+    x = x.to(device)
+    return x[:, :-1].contiguous(), x[:, 1:].contiguous()
+
+
+def make_optimizer(model: torch.nn.Module, device, lr: float = 3e-4, weight_decay: float = 0.1):
+    """AdamW as GPT-2 trainers use it: fused on CUDA (one kernel per step), PyTorch's default elsewhere."""
+    kw = {"fused": True} if torch.device(device).type == "cuda" else {}
+    return torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95),
+                             weight_decay=weight_decay, **kw)
+
+
+def build_step(model, idx, targets, mode: str, device, dtype, optimizer=None) -> Callable[[], None]:
+    """The closure ``measure_step`` times; also used by the profiler and memory tools.
+
+    fwd: forward + loss under no_grad; fwdbwd: + backward (grads reset each call);
+    train: + optimizer step. Low-precision dtypes run under autocast (weights stay fp32).
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode={mode!r} is not one of {list(MODES)}")
+    dev = torch.device(device)
+
+    if mode == "fwd":
+        def step():
+            with torch.no_grad(), settings.autocast(dev, dtype):
+                model(idx, targets)
+        return step
+
+    if mode == "fwdbwd":
+        def step():
+            model.zero_grad(set_to_none=True)
+            with settings.autocast(dev, dtype):
+                _, loss = model(idx, targets)
+            loss.backward()
+        return step
+
+    if optimizer is None:
+        raise ValueError("mode='train' needs an optimizer")
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        with settings.autocast(dev, dtype):
+            _, loss = model(idx, targets)
+        loss.backward()
+        optimizer.step()
+    return step
+
+
+def prepare_step(config: Union[GPTConfig, str], batch_size: int, seq_len: int, mode: str = "train",
+                 device=None, dtype=None, compile: bool = False, seed: int = 0, model=None):
+    """Build (model, step closure, device, dtype) for one GPT step -- shared by timing, profiling
+    and memory tools so that they all measure the same thing."""
+    from tutorial_lib.model import GPT
+
+    cfg = resolve_config(config)
+    _check_sizes(cfg, batch_size, seq_len, mode)
+    dev = settings.get_device(device) if not isinstance(device, torch.device) else device
+    dt = settings.parse_dtype(dtype) if dtype is not None else settings.default_dtype(dev)
+    if model is None:
+        torch.manual_seed(seed)
+        model = GPT(cfg)
+    model = model.to(dev).train()
+    run_model = torch.compile(model) if compile else model
+    idx, targets = make_batch(cfg, batch_size, seq_len, dev, seed)
+    opt = make_optimizer(model, dev) if mode == "train" else None
+    return model, build_step(run_model, idx, targets, mode, dev, dt, opt), dev, dt
+
+
+def measure_step(config: Union[GPTConfig, str], batch_size: int, seq_len: int, mode: str = "train",
+                 device=None, dtype=None, compile: bool = False, min_run_time: Optional[float] = None,
+                 adaptive: bool = False, warmup: int = 2, seed: int = 0, model=None,
+                 label: str = "") -> StepResult:
+    """Time one GPT step of ``config`` at (batch_size, seq_len) on ``device``.
+
+    dtype: None = bf16 autocast on CUDA, fp32 on CPU. mode: "fwd" | "fwdbwd" | "train".
+    Returns a StepResult (raises on bad input and on failures; ``measure_sweep`` records them).
+    """
+    from tutorial_lib.measure import flops as F
+
+    cfg = resolve_config(config)
+    model, step, dev, dt = prepare_step(cfg, batch_size, seq_len, mode, device, dtype, compile,
+                                        seed, model)
+    tm = time_fn(step, dev, min_run_time=min_run_time, adaptive=adaptive, warmup=warmup,
+                 label=label or cfg.name)
+    name = settings.device_name(dev)
+    fwd_bwd = "fwd" if mode == "fwd" else "fwdbwd"
+    fl = F.model_flops(cfg, batch_size, seq_len, mode=fwd_bwd, causal=True)
+    fl_counter = F.model_flops(cfg, batch_size, seq_len, mode=fwd_bwd, causal=False)
+    sec = tm.median_ms / 1e3
+    achieved = fl / sec
+    res = StepResult(
+        label=label or cfg.name, preset=cfg.name, config=cfg.describe(), mode=mode,
+        batch_size=batch_size, seq_len=seq_len, device=str(dev), device_name=name,
+        dtype=settings.dtype_name(dt), compile=compile, attn_backend=cfg.attn_backend,
+        median_ms=tm.median_ms, iqr_ms=tm.iqr_ms, min_ms=tm.min_ms, n_runs=tm.n_runs,
+        tokens_per_s=batch_size * seq_len / sec, peak_mem_bytes=tm.peak_mem_bytes,
+        params=model.num_params(), flops=fl, flops_counter=fl_counter,
+        achieved_tflops=achieved / 1e12, mfu=F.mfu(achieved, name, dt) if dev.type == "cuda" else None)
+    del model, step
+    return res
+
+
+def _free(device) -> None:
+    gc.collect()
+    if torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def error_row(config, batch_size, seq_len, mode, device, dtype, compile, exc, label="") -> StepResult:
+    """The row a sweep records when a point fails: sizes and stamps kept, numbers None."""
+    try:
+        cfg = resolve_config(config)
+        preset, desc, backend = cfg.name, cfg.describe(), cfg.attn_backend
+    except ValueError:
+        preset, desc, backend = str(config), str(config), ""
+    dev = torch.device(device) if device is not None else settings.get_device()
+    dt = settings.parse_dtype(dtype) if dtype is not None else settings.default_dtype(dev)
+    msg = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+    return StepResult(label=label or preset, preset=preset, config=desc, mode=mode,
+                      batch_size=batch_size, seq_len=seq_len, device=str(dev),
+                      device_name=settings.device_name(dev), dtype=settings.dtype_name(dt),
+                      compile=compile, attn_backend=backend, error=msg)
+
+
+def measure_sweep(points: Iterable[dict], progress: bool = True, desc: str = "measuring",
+                  **common) -> List[StepResult]:
+    """``measure_step(**common, **point)`` for each point; failures become error rows.
+
+    Example: ``measure_sweep([{"seq_len": T} for T in (128, 256)], config="gpt2_small",
+    batch_size=1)``. OOM and unsupported backends (RuntimeError, NotImplementedError, missing
+    compiler) are recorded in the row's ``error``; bad input (ValueError) still raises.
+    """
+    points = list(points)
+    rows: List[StepResult] = []
+    bar = _progress(len(points), desc, progress)
+    for p in points:
+        kw = {**common, **p}
+        unknown = set(kw) - set(measure_step.__code__.co_varnames[:measure_step.__code__.co_argcount])
+        if unknown:
+            raise ValueError(f"measure_sweep: unknown measure_step argument(s) {sorted(unknown)}")
+        try:
+            rows.append(measure_step(**kw))
+        except ValueError:
+            raise
+        except SWEEP_ERRORS as e:
+            rows.append(error_row(kw.get("config"), kw.get("batch_size"), kw.get("seq_len"),
+                                  kw.get("mode", "train"), kw.get("device"), kw.get("dtype"),
+                                  kw.get("compile", False), e, kw.get("label", "")))
+        finally:
+            _free(kw.get("device") or settings.get_device())
+        if bar is not None:
+            bar.update(1)
+            r = rows[-1]
+            bar.set_postfix_str(f"{r.label} T={r.seq_len}: " +
+                                (f"{r.median_ms:.1f} ms" if r.ok else "error"))
+    if bar is not None:
+        bar.close()
+    return rows
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    """A tqdm bar (notebook-aware when available), or None."""
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc=desc, leave=False)
+
+
+def speedup(base: StepResult, new: StepResult) -> float:
+    """base time / new time (>1 = new is faster); nan when either row failed."""
+    if not (base.ok and new.ok):
+        return math.nan
+    return base.median_ms / new.median_ms
+
+
+def wall_clock(fn: Callable[[], object], device=None) -> float:
+    """Seconds for one call of fn, synchronised on CUDA -- for long one-off runs, not benchmarks."""
+    dev = torch.device(device) if device is not None else settings.get_device()
+    settings.synchronize(dev)
+    t0 = time.perf_counter()
+    fn()
+    settings.synchronize(dev)
+    return time.perf_counter() - t0

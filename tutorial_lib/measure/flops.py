@@ -1,0 +1,329 @@
+"""Analytic cost model of a GPT step, per component, cross-checked by FlopCounterMode.
+
+For a config, a batch B and a length T, ``cost_table`` returns one ``ComponentCost`` per component
+of the seed's breakdown (embedding; attention: qkv, rope, scores, softmax, av, out; mlp: up, act,
+down; norm; residual; lm_head; loss), summed over all layers, with
+
+- ``fwd_flops`` / ``bwd_flops``: matrix-multiply FLOPs (2 per multiply-add) under the convention of
+  ``torch.utils.flop_counter.FlopCounterMode``: only matmuls and attention kernels are counted, and an
+  attention kernel is charged the full T x T score matrix even when it is causal or windowed (a
+  mask does not make the kernel skip work). The tests assert an *exact* match with the counter.
+- ``fwd_flops_causal`` / ``bwd_flops_causal``: the same with attention charged only for the
+  (query, key) pairs a query may see -- T(T+1)/2 for causal, about T*W for a window -- the useful
+  work, and what a kernel that skips masked tiles approaches.
+- ``fwd_other_flops``: an *estimate* of elementwise work (softmax, GELU, norms, RoPE, residual adds,
+  loss) that FlopCounterMode does not count; rough per-element operation counts, stated below.
+- ``params`` and ``act_bytes`` (bytes of the activations the component writes in forward).
+
+Backward conventions: a Linear costs 2x its forward (grad input + grad weight). Eager attention's
+backward is 4 matmuls over T x T (its probabilities were saved); a flash-style kernel (``sdpa``,
+``tiled``, ``flex``) recomputes the scores first, 5 matmuls -- the FLOPs it pays to save memory.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Dict, List, Optional
+
+import torch
+
+from tutorial_lib.config import GPTConfig
+
+# Elementwise operations per element (estimates; FlopCounterMode counts none of them).
+ELEMENTWISE_OPS = {
+    "rope": 3,  # x1*cos - x2*sin (and the mirror): 2 mul + 1 add per output element
+    "scale_mask": 1,  # scores * 1/sqrt(d) (the mask is a select, not arithmetic)
+    "softmax": 5,  # max, subtract, exp, sum, divide
+    "gelu": 8,  # erf-based GELU, a handful of operations
+    "swiglu": 5,  # silu (~4) and the gate multiply
+    "rmsnorm": 4,  # square, mean, scale by rsqrt, scale by weight
+    "layernorm": 7,  # mean, subtract, square, mean, scale by rsqrt, weight, bias
+    "residual": 1,  # x + f(x)
+    "loss": 5,  # log-softmax over the vocabulary + pick the target
+}
+
+GROUPS = ("embedding", "attention", "mlp", "norm", "residual", "lm_head", "loss")
+
+
+@dataclass(frozen=True)
+class ComponentCost:
+    """Cost of one component for one (config, B, T), summed over all layers."""
+    name: str  # e.g. "attention.scores"
+    group: str  # one of GROUPS
+    scope: str  # the profiler scope (tutorial_lib.scopes) whose time this work shows up in
+    fwd_flops: int  # matmul FLOPs, FlopCounterMode convention (full T x T for attention)
+    bwd_flops: int
+    fwd_flops_causal: int  # attention charged only for visible (query, key) pairs
+    bwd_flops_causal: int
+    fwd_other_flops: int  # elementwise estimate (not counted by FlopCounterMode)
+    params: int
+    act_bytes: int  # bytes of activations written in forward (at the given element size)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# ---- attention pair counts -------------------------------------------------------------------
+def visible_pairs(T: int, window: Optional[int] = None) -> int:
+    """(query, key) pairs a causal (optionally sliding-window) attention uses: sum_i min(i+1, W)."""
+    if window is None or window >= T:
+        return T * (T + 1) // 2
+    return window * (window + 1) // 2 + (T - window) * window
+
+
+def tiled_pairs(T: int, tile: int, window: Optional[int] = None) -> int:
+    """(query, key) pairs the ``tiled`` backend computes: whole tiles, skipping tiles fully masked."""
+    from tutorial_lib.flash import _key_range
+
+    n = 0
+    for q0 in range(0, T, tile):
+        q1 = min(q0 + tile, T)
+        for k0 in _key_range(q0, q1, T, tile, window):
+            n += (q1 - q0) * (min(k0 + tile, T) - k0)
+    return n
+
+
+def local_pairs(T: int, window: int) -> int:
+    """Pairs the ``local`` backend computes: blocks of W queries x 2W keys (T padded to blocks)."""
+    if window >= T:
+        return T * T  # one plain causal SDPA call: charged T x T by the counter
+    nb = math.ceil(T / window)
+    return nb * window * 2 * window
+
+
+def attention_pairs(config: GPTConfig, T: int) -> Dict[str, int]:
+    """{'counter': pairs the kernel is charged for, 'causal': pairs that are visible}."""
+    b, W = config.attn_backend, config.window
+    if b == "tiled":
+        counter = tiled_pairs(T, config.tile_size, W)
+    elif b == "local":
+        counter = local_pairs(T, W)
+    else:  # eager, sdpa, flex: the full T x T (masks and block masks are not seen by the counter)
+        counter = T * T
+    return {"counter": counter, "causal": visible_pairs(T, W)}
+
+
+def attention_bwd_matmuls(config: GPTConfig, T: Optional[int] = None) -> int:
+    """T x T-sized matmuls in attention's backward: 4 when probabilities were saved, 5 when recomputed."""
+    b = config.attn_backend
+    if b == "eager" or (b == "local" and (T is None or config.window < T)):
+        return 4  # autograd through (q k^T) and (p v): 2 matmuls each
+    if b in ("sdpa", "flex") or b == "local":
+        return sdpa_counter_bwd_matmuls()
+    return 5  # tiled: recompute s, then dV, dP, dQ, dK
+
+
+def sdpa_counter_bwd_matmuls() -> int:
+    """How many T x T matmuls this torch's FlopCounterMode charges an SDPA backward (4 or 5).
+
+    PyTorch 2.13 charges the recomputation of the scores (5); older versions charge 4.
+    """
+    from torch.utils.flop_counter import sdpa_backward_flop_count, sdpa_flop_count
+
+    s = (1, 1, 4, 4)
+    return int(round(2 * sdpa_backward_flop_count(s, s, s, s) / sdpa_flop_count(s, s, s)))
+
+
+# ---- the model -------------------------------------------------------------------------------
+def _lin(n_tokens: int, fan_in: int, fan_out: int) -> int:
+    return 2 * n_tokens * fan_in * fan_out
+
+
+def cost_table(config: GPTConfig, batch_size: int, seq_len: int,
+               bytes_per_element: int = 4) -> List[ComponentCost]:
+    """Per-component cost of a GPT of ``config`` on a (batch_size, seq_len) batch, all layers summed.
+
+    ``bytes_per_element`` sizes ``act_bytes`` (4 for fp32, 2 for bf16 activations).
+    """
+    for name, v in (("batch_size", batch_size), ("seq_len", seq_len),
+                    ("bytes_per_element", bytes_per_element)):
+        if not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name}={v!r} must be a positive integer")
+    c = config
+    B, T, L, C = batch_size, seq_len, c.n_layer, c.n_embd
+    H, Hkv, D, Hid, V = c.n_head, c.kv_heads, c.head_dim, c.mlp_hidden, c.padded_vocab_size
+    N = B * T  # tokens
+    e = bytes_per_element
+    bias = 1 if c.bias else 0
+    pairs = attention_pairs(c, T)
+    nb = attention_bwd_matmuls(c, T)
+    rows: List[ComponentCost] = []
+
+    def add(name, group, scope, fwd=0, bwd=0, fwd_c=None, bwd_c=None, other=0, params=0, act=0):
+        rows.append(ComponentCost(name, group, scope, int(fwd), int(bwd),
+                                  int(fwd if fwd_c is None else fwd_c),
+                                  int(bwd if bwd_c is None else bwd_c),
+                                  int(other), int(params), int(act * e)))
+
+    # embedding: a gather (no FLOPs); learned positions add one table row per token
+    emb_params = V * C + (c.block_size * C if c.pos == "learned" else 0)
+    add("embedding", "embedding", "embedding", other=N * C if c.pos == "learned" else 0,
+        params=emb_params, act=N * C)
+
+    # attention projections
+    kv = Hkv * D
+    add("attention.qkv", "attention", "attention.qkv",
+        fwd=L * (_lin(N, C, H * D) + 2 * _lin(N, C, kv)),
+        bwd=2 * L * (_lin(N, C, H * D) + 2 * _lin(N, C, kv)),
+        params=L * (C * (H * D + 2 * kv) + bias * (H * D + 2 * kv)), act=L * N * (H * D + 2 * kv))
+    if c.pos == "rope":
+        add("attention.rope", "attention", "attention.rope",
+            other=L * ELEMENTWISE_OPS["rope"] * N * (H + Hkv) * D, act=L * N * (H + Hkv) * D)
+
+    # attention core: S = Q K^T (scores), P = softmax(S), O = P V (av); per visible/charged pair
+    # each of the two products is 2*D FLOPs per (query, key) pair per head.
+    bwd_scores = nb - 2  # recompute (if any) + dQ + dK
+    per_pair = 2 * B * H * D * L
+    materialised = c.attn_backend == "eager"
+    tt = B * H * T * T * L  # elements of the score matrices if materialised
+    add("attention.scores", "attention", "attention.core",
+        fwd=per_pair * pairs["counter"], bwd=bwd_scores * per_pair * pairs["counter"],
+        fwd_c=per_pair * pairs["causal"], bwd_c=bwd_scores * per_pair * pairs["causal"],
+        other=ELEMENTWISE_OPS["scale_mask"] * (tt if materialised else B * H * L * pairs["counter"]),
+        act=2 * tt if materialised else 0)  # scaled scores + masked scores
+    add("attention.softmax", "attention", "attention.core",
+        other=ELEMENTWISE_OPS["softmax"] * (tt if materialised else B * H * L * pairs["counter"]),
+        act=tt if materialised else L * B * H * T)  # probabilities, or one logsumexp per query
+    add("attention.av", "attention", "attention.core",
+        fwd=per_pair * pairs["counter"], bwd=2 * per_pair * pairs["counter"],
+        fwd_c=per_pair * pairs["causal"], bwd_c=2 * per_pair * pairs["causal"],
+        act=L * N * H * D)
+    add("attention.out", "attention", "attention.out", fwd=L * _lin(N, H * D, C),
+        bwd=2 * L * _lin(N, H * D, C), params=L * (H * D * C + bias * C), act=L * N * C)
+
+    # MLP
+    n_in = 2 if c.mlp == "swiglu" else 1  # SwiGLU: gate and up projections
+    add("mlp.up", "mlp", "mlp.up", fwd=L * n_in * _lin(N, C, Hid), bwd=2 * L * n_in * _lin(N, C, Hid),
+        params=L * n_in * (C * Hid + bias * Hid), act=L * n_in * N * Hid)
+    add("mlp.act", "mlp", "mlp.act", other=L * ELEMENTWISE_OPS[c.mlp] * N * Hid,
+        act=L * N * Hid * (2 if c.mlp == "swiglu" else 1))  # SwiGLU: silu(g), then silu(g)*u
+    add("mlp.down", "mlp", "mlp.down", fwd=L * _lin(N, Hid, C), bwd=2 * L * _lin(N, Hid, C),
+        params=L * (Hid * C + bias * C), act=L * N * C)
+
+    # norms: two per block and the final one
+    n_norms = 2 * L + 1
+    norm_params = C * (2 if (c.norm == "layernorm" and c.bias) else 1)
+    add("norm", "norm", "norm", other=n_norms * ELEMENTWISE_OPS[c.norm] * N * C,
+        params=n_norms * norm_params, act=n_norms * N * C)
+    add("residual", "residual", "", other=2 * L * N * C, act=2 * L * N * C)
+
+    # head and loss (the loss runs on an fp32 copy of the logits)
+    add("lm_head", "lm_head", "lm_head", fwd=_lin(N, C, V), bwd=2 * _lin(N, C, V),
+        params=0 if c.tie_embeddings else V * C, act=N * V)
+    add("loss", "loss", "loss", other=ELEMENTWISE_OPS["loss"] * N * V,
+        act=2 * N * V * 4 // e)  # fp32 logits copy + log-probabilities, always 4 bytes
+    return rows
+
+
+def totals(rows: List[ComponentCost]) -> Dict[str, int]:
+    """Column sums of a cost table."""
+    keys = ("fwd_flops", "bwd_flops", "fwd_flops_causal", "bwd_flops_causal", "fwd_other_flops",
+            "params", "act_bytes")
+    return {k: sum(getattr(r, k) for r in rows) for k in keys}
+
+
+def model_flops(config: GPTConfig, batch_size: int, seq_len: int, mode: str = "fwd",
+                causal: bool = False, include_elementwise: bool = False) -> int:
+    """Matmul FLOPs of one step: mode "fwd", "bwd" or "fwdbwd".
+
+    causal=False: FlopCounterMode's convention (full T x T); True: only visible pairs.
+    include_elementwise adds the elementwise estimate (forward x1, backward x2).
+    """
+    if mode not in ("fwd", "bwd", "fwdbwd"):
+        raise ValueError(f"mode={mode!r} is not one of ['fwd', 'bwd', 'fwdbwd']")
+    t = totals(cost_table(config, batch_size, seq_len))
+    sfx = "_causal" if causal else ""
+    fwd = t["fwd_flops" + sfx] + (t["fwd_other_flops"] if include_elementwise else 0)
+    bwd = t["bwd_flops" + sfx] + (2 * t["fwd_other_flops"] if include_elementwise else 0)
+    return {"fwd": fwd, "bwd": bwd, "fwdbwd": fwd + bwd}[mode]
+
+
+def group_shares(rows: List[ComponentCost], key: str = "fwd_flops", by: str = "name") -> Dict[str, float]:
+    """Fraction of ``key`` per component (by="name"), per top-level group or per profiler scope."""
+    if by not in ("name", "group", "scope"):
+        raise ValueError(f"by={by!r} is not one of ['name', 'group', 'scope']")
+    total = sum(getattr(r, key) for r in rows)
+    out: Dict[str, float] = {}
+    for r in rows:
+        k = getattr(r, by)
+        out[k] = out.get(k, 0.0) + (getattr(r, key) / total if total else 0.0)
+    return out
+
+
+def num_params(config: GPTConfig) -> int:
+    """Parameters of a GPT of ``config`` from the formulas (tied head counted once)."""
+    return totals(cost_table(config, 1, 1))["params"]
+
+
+def rule_of_thumb_flops(config: GPTConfig, batch_size: int, seq_len: int) -> Dict[str, int]:
+    """Kaplan et al.'s estimate: 2N FLOPs per token forward, 6N forward+backward (N = non-embedding
+    matmul weights + the head), ignoring attention's T^2 term -- for comparison with the table."""
+    t = cost_table(config, 1, 1)
+    n = sum(r.params for r in t if r.group in ("attention", "mlp")) + config.padded_vocab_size * config.n_embd
+    tokens = batch_size * seq_len
+    return {"fwd": 2 * n * tokens, "fwdbwd": 6 * n * tokens, "N": n}
+
+
+# ---- exercise helpers ------------------------------------------------------------------------
+def attention_score_flops(B: int, T: int, H: int, D: int, causal: bool = False) -> int:
+    """FLOPs of S = Q K^T for one layer: 2*B*H*T*T*D (causal=True: only the T(T+1)/2 visible pairs)."""
+    pairs = T * (T + 1) // 2 if causal else T * T
+    return 2 * B * H * D * pairs
+
+
+def check_attention_score_flops(answer, B: int = 4, T: int = 512, H: int = 12, D: int = 64) -> str:
+    """Check a learner's FLOPs for Q K^T of one layer (full T x T); returns a verdict string."""
+    want = attention_score_flops(B, T, H, D)
+    try:
+        got = float(answer)
+    except (TypeError, ValueError):
+        return f"✗ expected a number, got {answer!r}"
+    if got == want:
+        return f"✓ correct: 2·B·H·T²·D = {want:,} FLOPs for B={B}, T={T}, H={H}, D={D}"
+    hint = ""
+    if got == want / 2:
+        hint = " (one multiply-add is 2 FLOPs)"
+    elif got == attention_score_flops(B, T, H, D, causal=True):
+        hint = " (that is the causal half; the kernel computes the full T x T)"
+    elif got == 2 * want:
+        hint = " (that counts Q K^T and P V together)"
+    return f"✗ {got:,.0f} is not right{hint}; try 2 · B · H · T · T · D"
+
+
+# ---- peak throughput and MFU -----------------------------------------------------------------
+# Dense (no sparsity) tensor-core TFLOP/s from the vendors' datasheets: (bf16/fp16, tf32, fp32).
+# Order matters: more specific names first.
+PEAK_TFLOPS = [
+    ("H100 PCIe", {"bfloat16": 756.0, "float16": 756.0, "tf32": 378.0, "float32": 51.0}),
+    ("H100", {"bfloat16": 989.0, "float16": 989.0, "tf32": 494.0, "float32": 67.0}),
+    ("H200", {"bfloat16": 989.0, "float16": 989.0, "tf32": 494.0, "float32": 67.0}),
+    ("H800", {"bfloat16": 989.0, "float16": 989.0, "tf32": 494.0, "float32": 67.0}),
+    ("A100", {"bfloat16": 312.0, "float16": 312.0, "tf32": 156.0, "float32": 19.5}),
+    ("A800", {"bfloat16": 312.0, "float16": 312.0, "tf32": 156.0, "float32": 19.5}),
+    ("L40S", {"bfloat16": 362.0, "float16": 362.0, "tf32": 183.0, "float32": 91.6}),
+    ("A10", {"bfloat16": 125.0, "float16": 125.0, "tf32": 62.5, "float32": 31.2}),
+    ("L4", {"bfloat16": 121.0, "float16": 121.0, "tf32": 60.0, "float32": 30.3}),
+    ("V100", {"float16": 125.0, "float32": 15.7}),
+    ("T4", {"float16": 65.0, "float32": 8.1}),
+]
+
+
+def peak_flops(device_name: str, dtype="bfloat16") -> Optional[float]:
+    """Peak dense FLOP/s of a GPU (by name) for a dtype, or None when unknown (e.g. any CPU)."""
+    from tutorial_lib.settings import dtype_name
+
+    key = dtype_name(dtype) if not isinstance(dtype, str) or dtype != "tf32" else "tf32"
+    if key == "float32" and torch.backends.cuda.matmul.allow_tf32:
+        key = "tf32"
+    for name, table in PEAK_TFLOPS:
+        if name.lower() in str(device_name).lower():
+            v = table.get(key)
+            return None if v is None else v * 1e12
+    return None
+
+
+def mfu(achieved_flops_per_s: float, device_name: str, dtype="bfloat16") -> Optional[float]:
+    """Model FLOPs utilisation: achieved / peak, or None when the peak is unknown."""
+    peak = peak_flops(device_name, dtype)
+    return None if peak is None else achieved_flops_per_s / peak
