@@ -1,0 +1,214 @@
+"""tutorial_lib.gqa: MHA -> GQA pooling, analytic sizes, decode measurement, the picture.
+
+References used here: explicit Python loops over heads (pooling), ``torch.repeat_interleave``
+(an MHA model whose K/V heads are copies of the pooled heads must equal the GQA model),
+``KVCache.nbytes`` and module parameter counts (analytic sizes), ``model.generate`` without a
+cache (the timed decoder's tokens).
+"""
+import matplotlib
+
+matplotlib.use("Agg")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from tutorial_lib import gqa  # noqa: E402
+from tutorial_lib.attention import KVCache  # noqa: E402
+from tutorial_lib.config import get_config  # noqa: E402
+from tutorial_lib.model import GPT  # noqa: E402
+
+TINY = get_config("tiny", n_head=4, n_embd=64)  # 4 heads of 16
+TWELVE = get_config("tiny", n_head=12, n_embd=96, n_layer=2)  # 12 heads of 8: the seed's grouping
+
+
+def _model(cfg, seed=0):
+    torch.manual_seed(seed)
+    return GPT(cfg).eval()
+
+
+def _idx(cfg, B=2, T=24, seed=1):
+    return torch.randint(0, cfg.vocab_size, (B, T), generator=torch.Generator().manual_seed(seed))
+
+
+def test_attention_label():
+    assert gqa.attention_label(TWELVE) == "MHA"
+    assert gqa.attention_label(TWELVE.replace(n_kv_head=12)) == "MHA"
+    assert gqa.attention_label(TWELVE.replace(n_kv_head=4)) == "GQA-4"
+    assert gqa.attention_label(TWELVE.replace(n_kv_head=1)) == "MQA"
+
+
+@pytest.mark.parametrize("old,new", [(12, 4), (12, 1), (12, 12), (4, 2), (6, 3)])
+def test_pool_kv_heads_matches_loop(old, new):
+    D, C = 5, 7
+    w = torch.randn(old * D, C, dtype=torch.float64)
+    b = torch.randn(old * D, dtype=torch.float64)
+    r = old // new
+    ref_w = torch.stack([sum(w[(g * r + j) * D:(g * r + j + 1) * D] for j in range(r)) / r
+                         for g in range(new)]).reshape(new * D, C)
+    ref_b = torch.stack([sum(b[(g * r + j) * D:(g * r + j + 1) * D] for j in range(r)) / r
+                         for g in range(new)]).reshape(new * D)
+    torch.testing.assert_close(gqa.pool_kv_heads(w, old, new), ref_w, rtol=0, atol=1e-12)
+    torch.testing.assert_close(gqa.pool_kv_heads(b, old, new), ref_b, rtol=0, atol=1e-12)
+
+
+def test_pool_kv_heads_bad_input():
+    w = torch.randn(12 * 4, 8)
+    with pytest.raises(ValueError, match="new_kv_head=5"):
+        gqa.pool_kv_heads(w, 12, 5)
+    with pytest.raises(ValueError, match="n_kv_head=7"):
+        gqa.pool_kv_heads(w, 7, 7)
+
+
+def test_mha_to_gqa_same_heads_is_exact_copy():
+    m = _model(TWELVE)
+    c = gqa.mha_to_gqa(m, 12)
+    idx = _idx(TWELVE)
+    torch.testing.assert_close(c(idx)[0], m(idx)[0], rtol=0, atol=0)
+    assert c is not m and c.config.kv_heads == 12
+
+
+@pytest.mark.parametrize("cfg,n_kv", [(TWELVE, 4), (TWELVE, 2), (TWELVE, 1), (TINY, 2),
+                                      (TINY.replace(bias=True), 1)])
+def test_mha_to_gqa_equals_mha_with_repeated_pooled_heads(cfg, n_kv):
+    """The GQA model must compute what an MHA model computes when each of its K/V heads is the
+    mean of its group (repeat_interleave of the pooled heads) -- an independent construction."""
+    m = _model(cfg)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    g = gqa.mha_to_gqa(m, n_kv)
+    assert g.config.kv_heads == n_kv and g.config.n_head == cfg.n_head
+    assert g.num_params() < m.num_params()
+    ref = _model(cfg)
+    D, r = cfg.head_dim, cfg.n_head // n_kv
+    sd = dict(before)
+    for name, t in before.items():
+        if ".attn.k_proj." in name or ".attn.v_proj." in name:
+            heads = t.reshape(cfg.n_head, D, *t.shape[1:])
+            pooled = torch.stack([heads[gi * r:(gi + 1) * r].mean(0) for gi in range(n_kv)])
+            sd[name] = pooled.repeat_interleave(r, dim=0).reshape(t.shape)
+    ref.load_state_dict(sd)
+    idx = _idx(cfg)
+    torch.testing.assert_close(g(idx)[0], ref(idx)[0], rtol=1e-5, atol=1e-5)
+    for k, v in m.state_dict().items():  # the source is unchanged
+        assert torch.equal(v, before[k]), k
+
+
+def test_mha_to_gqa_from_gqa_and_bad_input():
+    m = _model(TWELVE.replace(n_kv_head=4))
+    assert gqa.mha_to_gqa(m, 2).config.kv_heads == 2
+    with pytest.raises(ValueError, match="pooled, not split"):
+        gqa.mha_to_gqa(m, 6)  # 6 divides 12 but not 4
+    with pytest.raises(ValueError, match="n_kv_head=5"):
+        gqa.mha_to_gqa(m, 5)
+    with pytest.raises(ValueError, match="n_kv_head=0"):
+        gqa.mha_to_gqa(m, 0)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", torch.float16])
+@pytest.mark.parametrize("n_kv", [12, 4, 1])
+def test_kv_cache_bytes_matches_kvcache(dtype, n_kv):
+    from tutorial_lib.settings import parse_dtype
+
+    cfg = TWELVE.replace(n_kv_head=n_kv)
+    cache = KVCache(cfg, 3, 40, dtype=parse_dtype(dtype))
+    assert gqa.kv_cache_bytes(cfg, 3, 40, dtype) == cache.nbytes
+
+
+def test_kv_cache_bytes_gpt2_small_by_hand():
+    cfg = get_config("gpt2_small")
+    # 2 (K,V) x 12 layers x 12 heads x 64 dims x 2 bytes = 36,864 bytes per token in bf16
+    assert gqa.kv_cache_bytes(cfg, 1, 1, "bfloat16") == 36864
+    assert gqa.kv_cache_bytes(cfg.replace(n_kv_head=1), 4, 1024, "bfloat16") == 36864 // 12 * 4 * 1024
+    assert gqa.max_context_tokens(cfg, 36864 * 10, "bfloat16") == 10
+    with pytest.raises(ValueError, match="seq_len=0"):
+        gqa.kv_cache_bytes(cfg, 1, 0)
+    with pytest.raises(ValueError, match="dtype='int4'"):
+        gqa.kv_cache_bytes(cfg, 1, 1, "int4")
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_attention_params_match_module(bias):
+    from tutorial_lib.attention import CausalSelfAttention
+
+    for n_kv in (12, 4, 1):
+        cfg = TWELVE.replace(n_kv_head=n_kv, bias=bias)
+        mod = CausalSelfAttention(cfg)
+        p = gqa.attention_params(cfg)
+        assert p["total"] == sum(t.numel() for t in mod.parameters())
+        assert p["k"] == sum(t.numel() for t in mod.k_proj.parameters())
+        assert p["q"] == sum(t.numel() for t in mod.q_proj.parameters())
+
+
+def test_gqa_cost_table():
+    rows = gqa.gqa_cost_table(TWELVE, batch_size=2, seq_len=16, dtype="float32")
+    assert [r["attention"] for r in rows] == ["MHA", "GQA-4", "GQA-2", "MQA"]
+    for r in rows:
+        assert r["params"] == GPT(TWELVE.replace(n_kv_head=r["n_kv_head"])).num_params()
+        assert r["kv_cache_ratio"] == pytest.approx(r["n_kv_head"] / 12)
+        assert r["kv_cache_bytes"] == KVCache(TWELVE.replace(n_kv_head=r["n_kv_head"]), 2, 16).nbytes
+    flops = [r["train_flops"] for r in rows]
+    assert flops == sorted(flops, reverse=True) and rows[0]["flops_ratio"] == 1.0
+    # only the K and V projections shrink: 2 of the 4 attention projections, scaled by n_kv/n_head
+    mha, mqa = rows[0], rows[-1]
+    assert mha["attn_proj_flops"] - mqa["attn_proj_flops"] == pytest.approx(
+        mha["attn_proj_flops"] / 2 * (1 - 1 / 12))
+    with pytest.raises(ValueError, match="n_kv_head=5"):
+        gqa.gqa_cost_table(TWELVE, kv_heads=(12, 5))
+
+
+def test_greedy_decoder_matches_generate_without_cache():
+    cfg = TINY.replace(n_kv_head=2)
+    m = _model(cfg)
+    prompt = _idx(cfg, B=2, T=10)
+    decode, cache = gqa.greedy_decoder(m, prompt, 6)
+    first = decode()
+    second = decode()  # the rewind makes every call identical
+    ref = m.generate(prompt, 7, use_cache=False)[:, 10:]
+    assert torch.equal(first, ref) and torch.equal(second, ref)
+    assert cache.length == 16
+
+
+def test_measure_decode_rows_and_errors(monkeypatch):
+    rows = gqa.measure_decode(TINY, [8, 24], kv_heads=[4, 1], batch_size=2, new_tokens=3,
+                              device="cpu", min_run_time=0.01)
+    assert [(r.attention, r.context) for r in rows] == [("MHA", 8), ("MHA", 24), ("MQA", 8), ("MQA", 24)]
+    for r in rows:
+        assert r.ok and r.tokens_per_s > 0 and r.device == "cpu" and r.dtype == "float32"
+        assert r.tokens_per_s == pytest.approx(2 * 1e3 / r.ms_per_step)
+        assert r.cache_bytes == gqa.kv_cache_bytes(TINY.replace(n_kv_head=r.n_kv_head), 2,
+                                                   r.context + 3)
+    # a context beyond block_size still runs (the config is widened for RoPE)
+    long = gqa.measure_decode(TINY, [TINY.block_size], batch_size=1, new_tokens=2, min_run_time=0.01)
+    assert long[0].ok
+
+    def oom(*a, **k):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1 GiB")
+
+    monkeypatch.setattr(gqa, "_decode_one", oom)
+    rows = gqa.measure_decode(TINY, [8, 16], batch_size=1, new_tokens=2, min_run_time=0.01)
+    assert len(rows) == 2 and all("out of memory" in r.error for r in rows)
+    assert all(r.tokens_per_s is None and r.cache_bytes for r in rows)
+
+
+@pytest.mark.parametrize("kw,match", [
+    ({"context_lengths": []}, "empty"), ({"context_lengths": [0]}, "context length 0"),
+    ({"batch_size": 0}, "batch_size=0"), ({"new_tokens": -1}, "new_tokens=-1"),
+    ({"kv_heads": [3]}, "n_kv_head=3"), ({"dtype": "int8"}, "dtype='int8'")])
+def test_measure_decode_bad_input(kw, match):
+    args = {"context_lengths": [8], **kw}
+    with pytest.raises(ValueError, match=match):
+        gqa.measure_decode(TINY, **args)
+
+
+def test_head_grouping_figure():
+    import matplotlib.pyplot as plt
+
+    cfgs = [TWELVE.replace(n_kv_head=h) for h in (12, 4, 1)]
+    fig = gqa.head_grouping_figure(cfgs, title="heads")
+    axes = fig.get_axes()
+    assert len(axes) == 3
+    assert [len(ax.patches) for ax in axes] == [12 + 12, 12 + 4, 12 + 1]
+    assert [len(ax.lines) for ax in axes] == [12, 12, 12]  # one wire per query head
+    assert "GQA-4" in axes[1].get_title()
+    plt.close(fig)
+    with pytest.raises(ValueError, match="empty"):
+        gqa.head_grouping_figure([])
