@@ -177,7 +177,8 @@ def test_measure_decode_rows_and_errors(monkeypatch):
         assert r.cache_bytes == gqa.kv_cache_bytes(TINY.replace(n_kv_head=r.n_kv_head), 2,
                                                    r.context + 3)
     # a context beyond block_size still runs (the config is widened for RoPE)
-    long = gqa.measure_decode(TINY, [TINY.block_size], batch_size=1, new_tokens=2, min_run_time=0.01)
+    short = TINY.replace(block_size=16)
+    long = gqa.measure_decode(short, [16], batch_size=1, new_tokens=2, min_run_time=0.01)
     assert long[0].ok
 
     def oom(*a, **k):
