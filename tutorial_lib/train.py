@@ -1,0 +1,348 @@
+"""Short, seeded training runs with validation loss: does a change learn as well, per step and per second?
+
+The seed judges every optimisation by speed *and* by "val loss @ 1000". ``train`` answers the
+second question honestly on the bundled corpus: the same seed gives the same model, the same
+batches and (on CPU) bit-identical losses, so two runs differ only by what you changed.
+
+    >>> h = train("tiny", TrainConfig(steps=50, batch_size=8, seq_len=64))
+    >>> h.final_val_loss, h.tokens_per_s
+
+A run is AdamW (fused on CUDA) or Muon for the hidden matrices + AdamW for the rest
+(``tutorial_lib.optim``), linear warmup then cosine/linear decay, gradient clipping, bf16 autocast
+on CUDA, validation on fixed held-out batches every ``eval_every`` steps, and a tqdm bar.
+
+Scale-out: under ``torchrun --nproc_per_node N`` (env ``WORLD_SIZE`` > 1) the model is wrapped in
+DistributedDataParallel (gloo on CPU, nccl on CUDA). ``batch_size`` is the *global* batch: each
+rank takes its own ``batch_size / N`` slice of the same seeded stream (``data.BatchSampler``), and
+DDP averages the gradients, so N ranks follow the trajectory of one process with the same
+global batch, only faster.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional, Union
+
+import torch
+import torch.distributed as dist
+
+from tutorial_lib import data
+from tutorial_lib.config import GPTConfig, get_config
+from tutorial_lib.model import GPT
+from tutorial_lib.settings import get_device, synchronize
+from tutorial_lib.optim import DECAYS, OPTIMIZERS, OptimizerSpec, build_optimizer, lr_scale
+
+SCHEMA_VERSION = 1
+DTYPES = ("auto", "float32", "bfloat16")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 200  # optimizer steps
+    batch_size: int = 8  # GLOBAL sequences per step (split evenly across DDP ranks)
+    seq_len: int = 128  # tokens per sequence (<= the model's block_size)
+    optimizer: str = "adamw"  # "adamw" or "muon" (Muon on hidden matrices, AdamW on the rest)
+    lr: float = 3e-3  # AdamW peak learning rate (embeddings/head/norms in a Muon run)
+    muon_lr: float = 0.02  # Muon peak learning rate for the blocks' matrices
+    weight_decay: float = 0.1  # decoupled weight decay on matrices
+    warmup_steps: int = 20  # linear warmup steps
+    decay: str = "cosine"  # "cosine", "linear" or "constant" after warmup
+    min_lr_ratio: float = 0.1  # the schedule ends at min_lr_ratio * peak
+    grad_clip: Optional[float] = 1.0  # max global gradient norm; None or 0 = no clipping
+    eval_every: int = 50  # validation loss every this many steps (also at step 0 and the end)
+    eval_batches: int = 4  # fixed validation batches per evaluation
+    eval_batch_size: Optional[int] = None  # global sequences per validation batch (None = batch_size)
+    seed: int = 0  # model init, batch order and validation batches
+    device: Optional[str] = None  # None = CUDA if available, else CPU (under DDP on CUDA: cuda:LOCAL_RANK)
+    dtype: str = "auto"  # autocast: "auto" = bfloat16 on CUDA, float32 on CPU
+    compile: bool = False  # torch.compile the model
+    progress: bool = True  # tqdm bar (rank 0 only)
+
+    def __post_init__(self):
+        for f, lo in (("steps", 1), ("batch_size", 1), ("seq_len", 1), ("warmup_steps", 0),
+                      ("eval_every", 1), ("eval_batches", 1), ("seed", 0)):
+            v = getattr(self, f)
+            if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+                raise ValueError(f"TrainConfig.{f}={v!r} must be an integer >= {lo}")
+        if self.eval_batch_size is not None and (not isinstance(self.eval_batch_size, int)
+                                                 or self.eval_batch_size < 1):
+            raise ValueError(f"TrainConfig.eval_batch_size={self.eval_batch_size!r} must be None "
+                             "or an integer >= 1")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"TrainConfig.optimizer={self.optimizer!r} is not one of {list(OPTIMIZERS)}")
+        if self.decay not in DECAYS:
+            raise ValueError(f"TrainConfig.decay={self.decay!r} is not one of {list(DECAYS)}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"TrainConfig.dtype={self.dtype!r} is not one of {list(DTYPES)}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(f"TrainConfig.min_lr_ratio={self.min_lr_ratio!r} must be in [0, 1]")
+        if self.grad_clip is not None and not self.grad_clip >= 0:
+            raise ValueError(f"TrainConfig.grad_clip={self.grad_clip!r} must be None or >= 0")
+        self.optimizer_spec()  # validates lr, muon_lr, weight_decay
+
+    def optimizer_spec(self) -> OptimizerSpec:
+        return OptimizerSpec(self.optimizer, lr=self.lr, muon_lr=self.muon_lr,
+                             weight_decay=self.weight_decay)
+
+    def replace(self, **changes) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass
+class TrainHistory:
+    """What a run did, step by step; JSON-serialisable (``save`` / ``load``)."""
+
+    model: dict  # GPTConfig.to_dict()
+    config: dict  # TrainConfig as a dict
+    optimizer: str
+    device: str
+    dtype: str  # compute dtype of the forward/backward (autocast) 
+    world_size: int
+    n_params: int
+    tokens_per_step: int  # global batch_size * seq_len
+    steps: List[int] = field(default_factory=list)  # 1..N: optimizer steps done
+    train_loss: List[float] = field(default_factory=list)  # mean over the global batch
+    lr: List[float] = field(default_factory=list)  # AdamW group lr used at that step
+    grad_norm: List[float] = field(default_factory=list)  # before clipping
+    step_time_s: List[float] = field(default_factory=list)  # batch + fwd + bwd + clip + update
+    optimizer_time_s: List[float] = field(default_factory=list)  # the update alone
+    val_steps: List[int] = field(default_factory=list)  # steps done when validated (0 = init)
+    val_loss: List[float] = field(default_factory=list)
+    val_wall_s: List[float] = field(default_factory=list)  # training time so far (eval excluded)
+    diverged: bool = False  # stopped on a non-finite loss
+    torch_version: str = torch.__version__
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def wall_time_s(self) -> float:
+        """Training time, evaluation excluded."""
+        return float(sum(self.step_time_s))
+
+    @property
+    def median_step_s(self) -> float:
+        t = sorted(self.step_time_s[1:] or self.step_time_s)  # the first step includes warm-up
+        return t[len(t) // 2]
+
+    @property
+    def median_optimizer_s(self) -> float:
+        t = sorted(self.optimizer_time_s[1:] or self.optimizer_time_s)
+        return t[len(t) // 2]
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens_per_step / self.median_step_s
+
+    @property
+    def final_val_loss(self) -> float:
+        return self.val_loss[-1]
+
+    def val_loss_at_time(self, seconds: float) -> float:
+        """The last validation loss measured within ``seconds`` of training (nan if none)."""
+        vals = [v for v, t in zip(self.val_loss, self.val_wall_s) if t <= seconds]
+        return vals[-1] if vals else float("nan")
+
+    @property
+    def label(self) -> str:
+        return f"{self.model.get('name', 'model')} / {self.optimizer}"
+
+    def summary(self) -> dict:
+        return {"model": self.model.get("name"), "optimizer": self.optimizer, "device": self.device,
+                "dtype": self.dtype, "world_size": self.world_size, "params": self.n_params,
+                "steps": len(self.steps), "batch_size": self.config["batch_size"],
+                "seq_len": self.config["seq_len"], "final_val_loss": round(self.final_val_loss, 4),
+                "median_step_ms": round(1e3 * self.median_step_s, 2),
+                "median_optimizer_ms": round(1e3 * self.median_optimizer_s, 2),
+                "tokens_per_s": round(self.tokens_per_s, 1), "wall_time_s": round(self.wall_time_s, 2)}
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["summary"] = self.summary()
+        return d
+
+    def save(self, path: Union[str, Path]) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=1))
+        return path
+
+    @classmethod
+    def load(cls, path: Union[str, Path]) -> "TrainHistory":
+        d = json.loads(Path(path).read_text())
+        d.pop("summary", None)
+        return cls(**d)
+
+
+# ---- distributed ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+
+def dist_info() -> DistInfo:
+    """Rank and world size from torchrun's environment (RANK, LOCAL_RANK, WORLD_SIZE)."""
+    env = os.environ
+    return DistInfo(int(env.get("RANK", 0)), int(env.get("LOCAL_RANK", 0)),
+                    int(env.get("WORLD_SIZE", 1)))
+
+
+def resolve_device(name: Optional[str], info: DistInfo = DistInfo()) -> torch.device:
+    """``settings.get_device`` (cuda if present, $TUTORIAL_DEVICE overrides); on CUDA under DDP each
+    rank takes ``cuda:LOCAL_RANK``."""
+    device = get_device(None if name in (None, "auto") else name)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", info.local_rank if info.world_size > 1 else 0)
+    return device
+
+
+# ---- validation ----------------------------------------------------------------------------
+def check_sizes(cfg: GPTConfig, tc: TrainConfig, world_size: int = 1) -> None:
+    """The errors a run would otherwise hit late: sequence too long, batch bigger than a split."""
+    if tc.seq_len > cfg.block_size:
+        raise ValueError(f"TrainConfig.seq_len={tc.seq_len} exceeds the model's block_size="
+                         f"{cfg.block_size}")
+    for split, b in (("train", tc.batch_size), ("val", tc.eval_batch_size or tc.batch_size)):
+        n = len(data.get_split(split))
+        if b * tc.seq_len > n:
+            raise ValueError(f"batch_size * seq_len = {b} * {tc.seq_len} = {b * tc.seq_len} tokens "
+                             f"is larger than the {split!r} split ({n} tokens)")
+        if b % world_size:
+            raise ValueError(f"global batch size {b} ({split}) is not divisible by "
+                             f"world_size={world_size}")
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, batches, autocast) -> float:
+    """Mean loss over fixed batches (mean over ranks under DDP)."""
+    was_training = model.training
+    model.eval()
+    total = None
+    for x, y in batches:
+        with autocast():
+            _, loss = model(x, y)
+        total = loss.float() if total is None else total + loss.float()
+    total = total / len(batches)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        total = total / dist.get_world_size()
+    model.train(was_training)
+    return float(total)
+
+
+# ---- the run -------------------------------------------------------------------------------
+def train(model_config: Union[GPTConfig, str], config: Optional[TrainConfig] = None,
+          **changes) -> TrainHistory:
+    """Train a fresh ``GPT(model_config)`` for ``config.steps`` steps and return its history.
+
+    ``model_config`` is a GPTConfig or a preset name; ``changes`` override TrainConfig fields
+    (``train("tiny", steps=20, optimizer="muon")``). Under torchrun (WORLD_SIZE > 1) the process
+    group is set up here (and torn down again if this call created it); every rank returns the
+    same history, and only rank 0 shows progress.
+    """
+    cfg = get_config(model_config) if isinstance(model_config, str) else model_config
+    tc = (config or TrainConfig()).replace(**changes) if changes else (config or TrainConfig())
+    info = dist_info()
+    check_sizes(cfg, tc, info.world_size)
+    device = resolve_device(tc.device, info)
+    created_group = False
+    if info.world_size > 1 and not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        created_group = True
+    try:
+        # the run seeds its own generator state; the caller's global RNG is left as it was
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            return _run(cfg, tc, info, device)
+    finally:
+        if created_group:
+            dist.destroy_process_group()
+
+
+def _run(cfg: GPTConfig, tc: TrainConfig, info: DistInfo, device: torch.device) -> TrainHistory:
+    amp_dtype = torch.bfloat16 if (tc.dtype == "bfloat16" or (tc.dtype == "auto" and device.type == "cuda")) else None
+    autocast = ((lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype is not None
+                else contextlib.nullcontext)
+    def sync():
+        synchronize(device)
+
+    torch.manual_seed(tc.seed)  # identical initial weights on every rank and every run
+    raw = GPT(cfg).to(device)
+    model = raw
+    if info.world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        model = DDP(raw, device_ids=[device.index] if device.type == "cuda" else None)
+    opt = build_optimizer(raw, tc.optimizer_spec())
+    if tc.compile:
+        model = torch.compile(model)
+
+    W = info.world_size
+    sampler = data.BatchSampler("train", tc.batch_size // W, tc.seq_len, seed=tc.seed,
+                                rank=info.rank, world_size=W, device=device)
+    eval_b = tc.eval_batch_size or tc.batch_size
+    val_sampler = data.BatchSampler("val", eval_b // W, tc.seq_len, seed=tc.seed + 1,
+                                    rank=info.rank, world_size=W, device=device)
+    val_batches = [val_sampler.next_batch() for _ in range(tc.eval_batches)]
+
+    h = TrainHistory(model=cfg.to_dict(), config=dataclasses.asdict(tc), optimizer=tc.optimizer,
+                     device=str(device), dtype=str(amp_dtype or torch.float32).replace("torch.", ""),
+                     world_size=W, n_params=raw.num_params(),
+                     tokens_per_step=tc.batch_size * tc.seq_len)
+
+    def validate(step: int) -> None:
+        h.val_steps.append(step)
+        h.val_loss.append(evaluate(model, val_batches, autocast))
+        h.val_wall_s.append(h.wall_time_s)
+
+    bar = None
+    if tc.progress and info.rank == 0:
+        from tqdm import tqdm
+        bar = tqdm(total=tc.steps, desc=f"{cfg.name}/{tc.optimizer}", unit="step",
+                   mininterval=1.0, dynamic_ncols=True)
+    clip = tc.grad_clip or None
+    model.train()
+    validate(0)
+    for step in range(tc.steps):
+        opt.set_lr_scale(lr_scale(step, tc.steps, tc.warmup_steps, tc.decay, tc.min_lr_ratio))
+        sync()
+        t0 = time.perf_counter()
+        x, y = sampler.next_batch()
+        with autocast():
+            _, loss = model(x, y)
+        loss.backward()
+        # max_norm=inf measures the norm without clipping
+        gnorm = torch.nn.utils.clip_grad_norm_(raw.parameters(), clip or float("inf"))
+        sync()
+        t1 = time.perf_counter()
+        opt.step()
+        opt.zero_grad()
+        sync()
+        t2 = time.perf_counter()
+        loss = loss.detach().float()
+        if W > 1:
+            dist.all_reduce(loss, op=dist.ReduceOp.SUM)
+            loss = loss / W
+        h.steps.append(step + 1)
+        h.train_loss.append(float(loss))
+        h.lr.append(opt.param_groups[0]["lr"])
+        h.grad_norm.append(float(gnorm))
+        h.step_time_s.append(t2 - t0)
+        h.optimizer_time_s.append(t2 - t1)
+        if not math.isfinite(h.train_loss[-1]):
+            h.diverged = True
+            break
+        if (step + 1) % tc.eval_every == 0 or step + 1 == tc.steps:
+            validate(step + 1)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{h.train_loss[-1]:.3f}", val=f"{h.val_loss[-1]:.3f}", refresh=False)
+    if bar is not None:
+        bar.close()
+    return h
