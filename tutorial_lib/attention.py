@@ -85,6 +85,10 @@ def sdpa_attention(q, k, v, window=None, offset=0, dropout_p=0.0, training=False
     p = dropout_p if training else 0.0
     if window is None and offset == 0 and q.shape[2] == k.shape[2]:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p, enable_gqa=gqa)
+    if q.shape[2] == 1 and offset == k.shape[2] - 1 and (window is None or k.shape[2] <= window):
+        # one decoding step that sees every cached key: no mask, so the fused kernels (which
+        # support enable_gqa without a mask) run instead of the math fallback
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=p, enable_gqa=gqa)
     mask = causal_mask(q.shape[2], k.shape[2], window, offset, q.device)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, enable_gqa=gqa)
 
