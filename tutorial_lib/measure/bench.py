@@ -258,8 +258,10 @@ def measure_step(config: Union[GPTConfig, str], batch_size: int, seq_len: int, m
                  label=label or cfg.name)
     name = settings.device_name(dev)
     fwd_bwd = "fwd" if mode == "fwd" else "fwdbwd"
-    fl = F.model_flops(cfg, batch_size, seq_len, mode=fwd_bwd, causal=True)
-    fl_counter = F.model_flops(cfg, batch_size, seq_len, mode=fwd_bwd, causal=False)
+    fl = F.model_flops(cfg, batch_size, seq_len, mode=fwd_bwd, causal=True,
+                       device_type=dev.type)
+    fl_counter = F.model_flops(cfg, batch_size, seq_len, mode=fwd_bwd, causal=False,
+                               device_type=dev.type)
     sec = tm.median_ms / 1e3
     achieved = fl / sec
     res = StepResult(

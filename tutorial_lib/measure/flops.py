@@ -18,6 +18,13 @@ down; norm; residual; lm_head; loss), summed over all layers, with
 Backward conventions: a Linear costs 2x its forward (grad input + grad weight). Eager attention's
 backward is 4 matmuls over T x T (its probabilities were saved); a flash-style kernel (``sdpa``,
 ``tiled``, ``flex``) recomputes the scores first, 5 matmuls -- the FLOPs it pays to save memory.
+(PyTorch 2.13's counter charges SDPA's backward those 5; older versions charge 4 -- the model
+asks the installed counter, see ``sdpa_counter_bwd_matmuls``.)
+
+Cross-checked exactly in tests/test_flops.py for eager, sdpa, tiled and local attention, GQA/MQA,
+MLP ratios, SwiGLU, windows, learned/RoPE positions, LayerNorm/RMSNorm, biases, vocab padding
+and untied heads. ``flex`` is charged full T x T (the counter's own flex formula) but is not
+cross-checked: FlopCounterMode cannot run flex_attention eagerly on CPU.
 """
 from __future__ import annotations
 
@@ -84,34 +91,44 @@ def tiled_pairs(T: int, tile: int, window: Optional[int] = None) -> int:
     return n
 
 
-def local_pairs(T: int, window: int) -> int:
-    """Pairs the ``local`` backend computes: blocks of W queries x 2W keys (T padded to blocks)."""
+def local_pairs(T: int, window: int, device_type: str = "cpu") -> int:
+    """Pairs the ``local`` backend (tutorial_lib.window) computes, as the counter charges them.
+
+    Blocks of C = W queries. On CPU (W >= 2) the fast path runs each diagonal C x C block and the
+    previous block's (C-1) x (C-1) triangle through the flash kernel: nb*C^2 + (nb-1)*(C-1)^2.
+    Elsewhere (and for W = 1) one masked SDPA call over C x 2C blocks: nb*C*2C. W >= T: plain
+    causal SDPA, T x T. Mirrors window.py's schedule -- update both together.
+    """
     if window >= T:
-        return T * T  # one plain causal SDPA call: charged T x T by the counter
+        return T * T
     nb = math.ceil(T / window)
+    if device_type == "cpu" and window >= 2:
+        return nb * window * window + (nb - 1) * (window - 1) ** 2
     return nb * window * 2 * window
 
 
-def attention_pairs(config: GPTConfig, T: int) -> Dict[str, int]:
+def attention_pairs(config: GPTConfig, T: int, device_type: str = "cpu") -> Dict[str, int]:
     """{'counter': pairs the kernel is charged for, 'causal': pairs that are visible}."""
     b, W = config.attn_backend, config.window
     if b == "tiled":
         counter = tiled_pairs(T, config.tile_size, W)
     elif b == "local":
-        counter = local_pairs(T, W)
+        counter = local_pairs(T, W, device_type)
     else:  # eager, sdpa, flex: the full T x T (masks and block masks are not seen by the counter)
         counter = T * T
     return {"counter": counter, "causal": visible_pairs(T, W)}
 
 
-def attention_bwd_matmuls(config: GPTConfig, T: Optional[int] = None) -> int:
-    """T x T-sized matmuls in attention's backward: 4 when probabilities were saved, 5 when recomputed."""
+def attention_bwd_matmuls(config: GPTConfig) -> int:
+    """T x T-sized matmuls in attention's backward: 4 when probabilities were saved (eager),
+    else what the kernel's backward costs (SDPA, flex, local: the counter's SDPA formula; tiled: 5,
+    it recomputes the scores, then dV, dP, dQ, dK)."""
     b = config.attn_backend
-    if b == "eager" or (b == "local" and (T is None or config.window < T)):
+    if b == "eager":
         return 4  # autograd through (q k^T) and (p v): 2 matmuls each
-    if b in ("sdpa", "flex") or b == "local":
-        return sdpa_counter_bwd_matmuls()
-    return 5  # tiled: recompute s, then dV, dP, dQ, dK
+    if b == "tiled":
+        return 5
+    return sdpa_counter_bwd_matmuls()
 
 
 def sdpa_counter_bwd_matmuls() -> int:
@@ -130,11 +147,12 @@ def _lin(n_tokens: int, fan_in: int, fan_out: int) -> int:
     return 2 * n_tokens * fan_in * fan_out
 
 
-def cost_table(config: GPTConfig, batch_size: int, seq_len: int,
-               bytes_per_element: int = 4) -> List[ComponentCost]:
+def cost_table(config: GPTConfig, batch_size: int, seq_len: int, bytes_per_element: int = 4,
+               device_type: str = "cpu") -> List[ComponentCost]:
     """Per-component cost of a GPT of ``config`` on a (batch_size, seq_len) batch, all layers summed.
 
-    ``bytes_per_element`` sizes ``act_bytes`` (4 for fp32, 2 for bf16 activations).
+    ``bytes_per_element`` sizes ``act_bytes`` (4 for fp32, 2 for bf16 activations);
+    ``device_type`` matters only for the ``local`` backend, whose schedule differs on CPU.
     """
     for name, v in (("batch_size", batch_size), ("seq_len", seq_len),
                     ("bytes_per_element", bytes_per_element)):
@@ -146,8 +164,8 @@ def cost_table(config: GPTConfig, batch_size: int, seq_len: int,
     N = B * T  # tokens
     e = bytes_per_element
     bias = 1 if c.bias else 0
-    pairs = attention_pairs(c, T)
-    nb = attention_bwd_matmuls(c, T)
+    pairs = attention_pairs(c, T, device_type)
+    nb = attention_bwd_matmuls(c)
     rows: List[ComponentCost] = []
 
     def add(name, group, scope, fwd=0, bwd=0, fwd_c=None, bwd_c=None, other=0, params=0, act=0):
@@ -224,7 +242,8 @@ def totals(rows: List[ComponentCost]) -> Dict[str, int]:
 
 
 def model_flops(config: GPTConfig, batch_size: int, seq_len: int, mode: str = "fwd",
-                causal: bool = False, include_elementwise: bool = False) -> int:
+                causal: bool = False, include_elementwise: bool = False,
+                device_type: str = "cpu") -> int:
     """Matmul FLOPs of one step: mode "fwd", "bwd" or "fwdbwd".
 
     causal=False: FlopCounterMode's convention (full T x T); True: only visible pairs.
@@ -232,7 +251,7 @@ def model_flops(config: GPTConfig, batch_size: int, seq_len: int, mode: str = "f
     """
     if mode not in ("fwd", "bwd", "fwdbwd"):
         raise ValueError(f"mode={mode!r} is not one of ['fwd', 'bwd', 'fwdbwd']")
-    t = totals(cost_table(config, batch_size, seq_len))
+    t = totals(cost_table(config, batch_size, seq_len, device_type=device_type))
     sfx = "_causal" if causal else ""
     fwd = t["fwd_flops" + sfx] + (t["fwd_other_flops"] if include_elementwise else 0)
     bwd = t["bwd_flops" + sfx] + (2 * t["fwd_other_flops"] if include_elementwise else 0)
@@ -327,3 +346,111 @@ def mfu(achieved_flops_per_s: float, device_name: str, dtype="bfloat16") -> Opti
     """Model FLOPs utilisation: achieved / peak, or None when the peak is unknown."""
     peak = peak_flops(device_name, dtype)
     return None if peak is None else achieved_flops_per_s / peak
+
+
+# ---- the counter -----------------------------------------------------------------------------
+def _cpu_flash_fwd(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    from torch.utils.flop_counter import sdpa_flop_count
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def _cpu_flash_bwd(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None,
+                   **kwargs) -> int:
+    from torch.utils.flop_counter import sdpa_backward_flop_count
+    return sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
+
+
+def cpu_flash_formulas() -> dict:
+    """FlopCounterMode formulas for the CPU flash SDPA kernel, which the counter does not know:
+    the same as its formulas for the CUDA flash kernel (full T x T)."""
+    aten = torch.ops.aten
+    out = {}
+    for op, fn in (("_scaled_dot_product_flash_attention_for_cpu", _cpu_flash_fwd),
+                   ("_scaled_dot_product_flash_attention_for_cpu_backward", _cpu_flash_bwd)):
+        if hasattr(aten, op):
+            out[getattr(aten, op)] = fn
+    return out
+
+
+def flop_counter(display: bool = False, depth: Optional[int] = None):
+    """A ``FlopCounterMode`` that also counts the CPU flash SDPA kernel."""
+    from torch.utils.flop_counter import FlopCounterMode
+    return FlopCounterMode(display=display, depth=depth, custom_mapping=cpu_flash_formulas())
+
+
+_MODULE_COMPONENT = {"q_proj": "attention.qkv", "k_proj": "attention.qkv", "v_proj": "attention.qkv",
+                     "o_proj": "attention.out", "gate_proj": "mlp.up", "up_proj": "mlp.up",
+                     "down_proj": "mlp.down", "lm_head": "lm_head"}
+
+
+def _by_component(counts: Dict[str, Dict]) -> Dict[str, int]:
+    """Module-level counts (FlopCounterMode.get_flop_counts) -> {component: FLOPs}."""
+    out: Dict[str, int] = {}
+    for mod, ops in counts.items():
+        leaf = mod.rsplit(".", 1)[-1]
+        n = sum(ops.values())
+        if leaf in _MODULE_COMPONENT:
+            c = _MODULE_COMPONENT[leaf]
+            out[c] = out.get(c, 0) + n
+        elif leaf == "attn":  # attention module minus its projections = the core
+            children = sum(sum(v.values()) for m, v in counts.items()
+                           if m.startswith(mod + ".") and m.rsplit(".", 1)[-1] in _MODULE_COMPONENT)
+            out["attention.core"] = out.get("attention.core", 0) + n - children
+    return {k: v for k, v in out.items() if v}
+
+
+def _by_kind(counts: Dict[str, Dict]) -> Dict[str, int]:
+    """Global op counts -> {"linear": mm/addmm FLOPs, "attention": everything else (bmm, SDPA)}."""
+    out = {"linear": 0, "attention": 0}
+    for op, n in counts.get("Global", {}).items():
+        out["linear" if str(op).split(".")[-1] in ("mm", "addmm") else "attention"] += n
+    return out
+
+
+def count_flops(config: GPTConfig, batch_size: int, seq_len: int, backward: bool = True,
+                device="cpu", model=None, seed: int = 0) -> Dict[str, object]:
+    """Count one step's FLOPs with FlopCounterMode: forward (with loss) and backward separately.
+
+    Returns {"fwd", "bwd"} totals; "fwd_by_component" from the counter's module tracking
+    (components of ``cost_table``, with scores + av merged into "attention.core"); and
+    "fwd_by_kind" / "bwd_by_kind": {"linear": mm/addmm, "attention": bmm + attention kernels}.
+    (The counter's module tracking is not reliable in backward -- identity modules such as
+    dropout(p=0) confuse it -- so backward is split by op kind instead.)
+    """
+    from tutorial_lib.measure.bench import make_batch
+    from tutorial_lib.model import GPT
+
+    if model is None:
+        torch.manual_seed(seed)
+        model = GPT(config)
+    model = model.to(device)
+    idx, targets = make_batch(config, batch_size, seq_len, device, seed)
+    with flop_counter() as fc:
+        _, loss = model(idx, targets)
+    counts = fc.get_flop_counts()
+    res = {"fwd": fc.get_total_flops(), "fwd_by_component": _by_component(counts),
+           "fwd_by_kind": _by_kind(counts)}
+    if backward:
+        with flop_counter() as bc:
+            loss.backward()
+        res["bwd"] = bc.get_total_flops()
+        res["bwd_by_kind"] = _by_kind(bc.get_flop_counts())
+    return res
+
+
+def analytic_by_kind(rows: List[ComponentCost], key: str = "fwd_flops") -> Dict[str, int]:
+    """A cost table's FLOPs split as ``count_flops``'s by-kind: attention core vs linear layers."""
+    att = sum(getattr(r, key) for r in rows if r.name in ("attention.scores", "attention.av"))
+    return {"linear": sum(getattr(r, key) for r in rows) - att, "attention": att}
+
+
+def analytic_by_component(rows: List[ComponentCost], key: str = "fwd_flops") -> Dict[str, int]:
+    """A cost table's matmul FLOPs per component, scores + av merged into "attention.core"
+    (the granularity FlopCounterMode's module tracking can see)."""
+    out: Dict[str, int] = {}
+    for r in rows:
+        name = "attention.core" if r.name in ("attention.scores", "attention.av") else r.name
+        v = getattr(r, key)
+        if v:
+            out[name] = out.get(name, 0) + v
+    return out

@@ -1,0 +1,135 @@
+"""Analytic cost model vs PyTorch's FlopCounterMode (exact), parameter formulas vs the real model."""
+import pytest
+import torch
+
+from tutorial_lib import GPTConfig, get_config
+from tutorial_lib.measure import flops as F
+from tutorial_lib.model import GPT
+
+BASE = GPTConfig(n_layer=2, n_head=4, n_embd=64, vocab_size=1000, block_size=64, name="t")
+VARIANTS = {
+    "mha_sdpa": BASE,
+    "eager": BASE.replace(attn_backend="eager"),
+    "gqa2": BASE.replace(n_kv_head=2),
+    "mqa": BASE.replace(n_kv_head=1),
+    "gqa2_eager": BASE.replace(n_kv_head=2, attn_backend="eager"),
+    "mlp3x": BASE.replace(mlp_ratio=3.0),
+    "swiglu_8/3": BASE.replace(mlp="swiglu"),
+    "swiglu_3x": BASE.replace(mlp="swiglu", mlp_ratio=3.0),
+    "window_sdpa": BASE.replace(window=7),
+    "window_eager": BASE.replace(window=7, attn_backend="eager"),
+    "tiled": BASE.replace(attn_backend="tiled", tile_size=8),
+    "tiled_window": BASE.replace(attn_backend="tiled", tile_size=8, window=7),
+    "learned_layernorm_bias": BASE.replace(pos="learned", norm="layernorm", bias=True, gelu_approx="tanh"),
+    "rmsnorm_learned": BASE.replace(pos="learned"),
+    "layernorm_nobias": BASE.replace(norm="layernorm"),
+    "vocab_pad64": BASE.replace(pad_vocab_multiple=64),
+    "untied": BASE.replace(tie_embeddings=False),
+    "gqa_swiglu_window": BASE.replace(n_kv_head=2, mlp="swiglu", mlp_ratio=3.0, window=5),
+}
+B, T = 2, 20  # T not a multiple of the tile (8) or the window (7)
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_analytic_matches_flop_counter_exactly(name):
+    cfg = VARIANTS[name]
+    got = F.count_flops(cfg, B, T)
+    rows = F.cost_table(cfg, B, T)
+    tot = F.totals(rows)
+    assert got["fwd"] == tot["fwd_flops"]
+    assert got["bwd"] == tot["bwd_flops"]
+    assert got["fwd_by_component"] == F.analytic_by_component(rows, "fwd_flops")
+    assert got["fwd_by_kind"] == F.analytic_by_kind(rows, "fwd_flops")
+    assert got["bwd_by_kind"] == F.analytic_by_kind(rows, "bwd_flops")
+
+
+@pytest.mark.parametrize("window", [1, 7, 20, 64])
+def test_local_backend_matches_counter(window):
+    """The local (O(T*W)) backend's schedule as window.py runs it on CPU; update
+    flops.local_pairs with window.py."""
+    cfg = BASE.replace(attn_backend="local", window=window)
+    got = F.count_flops(cfg, B, T)
+    tot = F.totals(F.cost_table(cfg, B, T))
+    assert (got["fwd"], got["bwd"]) == (tot["fwd_flops"], tot["bwd_flops"])
+
+
+def test_gpt2_small_at_real_size_matches_counter():
+    cfg = get_config("gpt2_small")
+    got = F.count_flops(cfg, 1, 64)
+    tot = F.totals(F.cost_table(cfg, 1, 64))
+    assert (got["fwd"], got["bwd"]) == (tot["fwd_flops"], tot["bwd_flops"])
+
+
+def test_counter_needs_our_cpu_flash_formulas():
+    """Without the registered formulas the CPU flash kernel is invisible to the counter."""
+    from torch.utils.flop_counter import FlopCounterMode
+    q = torch.randn(1, 2, 16, 8)
+    with FlopCounterMode(display=False) as plain:
+        torch.nn.functional.scaled_dot_product_attention(q, q, q, is_causal=True)
+    with F.flop_counter() as ours:
+        torch.nn.functional.scaled_dot_product_attention(q, q, q, is_causal=True)
+    assert plain.get_total_flops() == 0
+    assert ours.get_total_flops() == F.attention_score_flops(1, 16, 2, 8) * 2  # full T x T
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_param_formula_matches_model(name):
+    cfg = VARIANTS[name]
+    assert F.num_params(cfg) == GPT(cfg).num_params()
+
+
+def test_gpt2_classic_parameter_count():
+    assert F.num_params(get_config("gpt2_classic")) == 124_439_808
+
+
+def test_causal_counts_visible_pairs():
+    assert F.visible_pairs(4) == 10 and F.visible_pairs(10, 3) == 3 + 3 + 3 * 7 + 0
+    assert F.visible_pairs(5, 5) == F.visible_pairs(5)
+    brute = sum(1 for i in range(13) for j in range(13) if j <= i and i - j < 4)
+    assert F.visible_pairs(13, 4) == brute
+    # the tiled backend computes whole tiles: between the visible pairs and T^2
+    assert F.visible_pairs(100) < F.tiled_pairs(100, 16) < 100 * 100
+
+
+def test_gpt2_small_shares_the_notebook_states():
+    """LM head ~29 % of forward FLOPs; MLP ~60 % and QK^T + AV ~10 % of a block (B=4, T=512)."""
+    rows = F.cost_table(get_config("gpt2_small"), 4, 512)
+    share = F.group_shares(rows, "fwd_flops", by="group")
+    assert share["lm_head"] == pytest.approx(0.29, abs=0.01)
+    block = {r.name: r.fwd_flops for r in rows if r.group in ("attention", "mlp")}
+    mlp = sum(v for k, v in block.items() if k.startswith("mlp"))
+    assert mlp / sum(block.values()) == pytest.approx(0.60, abs=0.02)
+    core = block["attention.scores"] + block["attention.av"]
+    assert core / sum(block.values()) == pytest.approx(0.10, abs=0.01)
+
+
+def test_rule_of_thumb_is_close_at_short_length():
+    cfg = get_config("gpt2_small")
+    t = F.totals(F.cost_table(cfg, 1, 64))
+    r = F.rule_of_thumb_flops(cfg, 1, 64)
+    assert t["fwd_flops"] == pytest.approx(r["fwd"], rel=0.02)  # T^2 term small at T=64
+
+
+def test_exercise_checker():
+    assert F.check_attention_score_flops(2 * 4 * 12 * 512 * 512 * 64).startswith("✓")
+    assert "2 FLOPs" in F.check_attention_score_flops(4 * 12 * 512 * 512 * 64)
+    assert "causal" in F.check_attention_score_flops(F.attention_score_flops(4, 512, 12, 64, causal=True))
+    assert F.check_attention_score_flops("lots").startswith("✗")
+
+
+def test_mfu_peak_table():
+    assert F.peak_flops("NVIDIA H200", "bfloat16") == 989e12
+    assert F.peak_flops("NVIDIA A100-SXM4-80GB", torch.bfloat16) == 312e12
+    assert F.peak_flops("NVIDIA H100 PCIe", "bf16") == 756e12
+    assert F.peak_flops("AMD EPYC (2 cores)", "float32") is None
+    assert F.mfu(494.5e12, "NVIDIA H100 80GB HBM3", "bfloat16") == pytest.approx(0.5)
+    assert F.mfu(1e12, "some cpu") is None
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="seq_len=0"):
+        F.cost_table(BASE, 1, 0)
+    with pytest.raises(ValueError, match="mode='both'"):
+        F.model_flops(BASE, 1, 8, mode="both")
+    with pytest.raises(ValueError, match="by='layer'"):
+        F.group_shares(F.cost_table(BASE, 1, 8), by="layer")

@@ -1,0 +1,270 @@
+"""Where the memory of a training step goes: parameters, gradients, optimizer state, activations.
+
+``memory_breakdown(config, B, T)`` runs one real training step and measures, on any device:
+
+- parameters, gradients and optimizer state from the tensors themselves (each storage once);
+- activations saved for backward with ``torch.autograd.graph.saved_tensors_hooks``: every tensor
+  autograd keeps is seen as it is saved, each storage counted once (a view of a kept tensor costs
+  nothing extra), parameters and buffers excluded, and attributed to the model scope that saved it
+  (``tutorial_lib.scopes.current()``);
+- on CUDA also the allocator's view: ``max_memory_allocated`` over the step (after
+  ``reset_peak_memory_stats``), and optionally a memory snapshot for PyTorch's visualiser
+  (https://pytorch.org/memory_viz).
+
+Components of the activation breakdown (the scope that *saves* a tensor owns it):
+``attention.scores`` (T x T tensors: scores, probabilities, masks -- eager attention only),
+``attention.core`` (q, k, v, output, logsumexp kept by the kernel), ``attention.qkv`` / ``.rope`` /
+``.out``, ``mlp.up`` / ``.act`` / ``.down``, ``residual`` (the residual stream: a norm's input,
+kept by the norm), ``norm`` (the norms' own intermediates), ``embedding``, ``lm_head``, ``loss``
+(the fp32 logits and log-probabilities), ``other`` (outside every scope).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Optional, Union
+
+import torch
+
+from tutorial_lib import scopes, settings
+from tutorial_lib.config import GPTConfig
+
+# component -> group, for plots and the seed's categories
+COMPONENT_GROUPS = {
+    "embedding": "embedding",
+    "attention.qkv": "attention", "attention.rope": "attention", "attention.core": "attention",
+    "attention.scores": "attention scores/probs", "attention.out": "attention",
+    "mlp.up": "mlp", "mlp.act": "mlp", "mlp.down": "mlp",
+    "residual": "residual stream", "norm": "norms",
+    "lm_head": "head + loss", "loss": "head + loss", "other": "other",
+}
+
+
+@dataclass
+class MemoryBreakdown:
+    """Bytes by kind for one training step; the same type on CPU and CUDA."""
+    device: str
+    device_name: str
+    dtype: str
+    preset: str
+    batch_size: int
+    seq_len: int
+    params_bytes: int
+    grads_bytes: int
+    optimizer_bytes: int
+    activations_bytes: int  # saved for backward, each storage once (saved_tensors_hooks)
+    activations_by_component: Dict[str, int] = field(default_factory=dict)
+    peak_bytes: Optional[int] = None  # CUDA: max_memory_allocated over the step; None on CPU
+    baseline_bytes: Optional[int] = None  # CUDA: allocated before the step (params, grads, state)
+    snapshot_path: Optional[str] = None  # CUDA memory snapshot for the visualiser, if requested
+    attn_backend: str = ""
+    kind: str = "memory"
+
+    @property
+    def total_bytes(self) -> int:
+        """params + grads + optimizer state + saved activations: the seed's sum. The allocator's
+        real peak differs: activations are freed while gradients are made, and temporaries and
+        the allocator's caching add to it (``peak_bytes`` on CUDA)."""
+        return self.params_bytes + self.grads_bytes + self.optimizer_bytes + self.activations_bytes
+
+    def by_kind(self) -> Dict[str, int]:
+        return {"parameters": self.params_bytes, "gradients": self.grads_bytes,
+                "optimizer state": self.optimizer_bytes, "activations": self.activations_bytes}
+
+    def activations_by_group(self) -> Dict[str, int]:
+        out: Dict[str, int] = {}
+        for k, v in self.activations_by_component.items():
+            g = COMPONENT_GROUPS.get(k, "other")
+            out[g] = out.get(g, 0) + v
+        return out
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["total_bytes"] = self.total_bytes
+        return d
+
+
+# ---- saved-tensor accounting -----------------------------------------------------------------
+class SavedTensorLog:
+    """Records every tensor autograd saves (inside ``with log:``), each storage once, by scope."""
+
+    def __init__(self, exclude: Optional[set] = None, seq_len: Optional[int] = None,
+                 model: Optional[torch.nn.Module] = None):
+        self.exclude = set(exclude or ())  # storage ids never counted (parameters, buffers)
+        self.seq_len = seq_len  # tensors ending in (T, T) inside attention.core are scores/probs
+        self.model = model  # its norms' inputs are marked as the residual stream
+        self.by_component: Dict[str, int] = {}
+        self._seen: set = set()
+        self._residual: set = set()
+        self._hooks = None
+        self._handles: list = []
+
+    @staticmethod
+    def storage_key(t: torch.Tensor):
+        s = t.untyped_storage()
+        return (t.device.type, t.device.index, s.data_ptr(), s.nbytes())
+
+    def _component(self, t: torch.Tensor, name: Optional[str]) -> str:
+        if name is None:
+            return "other"
+        T = self.seq_len
+        if name == "attention.core" and T is not None and t.dim() >= 2 and tuple(t.shape[-2:]) == (T, T):
+            return "attention.scores"
+        return name
+
+    def _mark_residual(self, module, args):
+        if args and isinstance(args[0], torch.Tensor):
+            self._residual.add(self.storage_key(args[0]))
+
+    def _pack(self, t: torch.Tensor):
+        if t.layout == torch.strided and t.device.type != "meta":
+            key = self.storage_key(t)
+            if key[2] != 0 and key not in self._seen and key not in self.exclude:
+                self._seen.add(key)
+                comp = "residual" if key in self._residual else self._component(t, scopes.current())
+                self.by_component[comp] = self.by_component.get(comp, 0) + key[3]
+        return t
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_component.values())
+
+    def __enter__(self):
+        if self.model is not None:  # a norm's input is the residual stream (or the embedding)
+            for m in self.model.modules():
+                if isinstance(m, (torch.nn.LayerNorm, torch.nn.RMSNorm)):
+                    self._handles.append(m.register_forward_pre_hook(self._mark_residual))
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
+        self._hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._hooks.__exit__(*exc)
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+        return False
+
+
+def _storage_keys(tensors) -> set:
+    return {SavedTensorLog.storage_key(t) for t in tensors}
+
+
+def saved_bytes(fn: Callable, *args, by_component: bool = False, **kwargs):
+    """Bytes autograd saves for backward during ``fn(*args, **kwargs)`` (each storage once).
+
+    Inputs that are leaves requiring grad, and parameters of ``fn`` when it is a module, are not
+    counted (they exist anyway). Example -- attention memory vs T::
+
+        q, k, v = (torch.randn(1, 12, T, 64, requires_grad=True) for _ in range(3))
+        saved_bytes(attention_core, q, k, v, "eager")
+
+    Returns an int, or (int, {component: bytes}) with ``by_component``.
+    """
+    exclude = _storage_keys(a for a in list(args) + list(kwargs.values())
+                            if isinstance(a, torch.Tensor) and a.is_leaf)
+    if isinstance(fn, torch.nn.Module):
+        exclude |= _storage_keys(list(fn.parameters()) + list(fn.buffers()))
+    with scopes.enabled(record=False), SavedTensorLog(exclude) as log:
+        out = fn(*args, **kwargs)
+    del out
+    return (log.total, dict(log.by_component)) if by_component else log.total
+
+
+def _tensor_bytes(tensors) -> int:
+    seen, n = set(), 0
+    for t in tensors:
+        if t is None:
+            continue
+        key = SavedTensorLog.storage_key(t)
+        if key not in seen:
+            seen.add(key)
+            n += key[3]
+    return n
+
+
+def optimizer_state_tensors(optimizer: torch.optim.Optimizer):
+    for state in optimizer.state.values():
+        for v in state.values():
+            if isinstance(v, torch.Tensor):
+                yield v
+
+
+# ---- one training step -----------------------------------------------------------------------
+def memory_breakdown(config: Union[GPTConfig, str], batch_size: int, seq_len: int, device=None,
+                     dtype=None, seed: int = 0, snapshot_path: Optional[str] = None,
+                     model=None) -> MemoryBreakdown:
+    """Run one AdamW training step of ``config`` at (batch_size, seq_len) and break its memory down.
+
+    Activations are the tensors saved for backward during the forward pass (loss included).
+    On CUDA the step runs twice: once to create gradients and optimizer state, then measured
+    in steady state with the allocator's peak; ``snapshot_path`` saves a CUDA memory snapshot
+    (``torch.cuda.memory._dump_snapshot``) of the measured step. On CPU no CUDA call is made.
+    """
+    from tutorial_lib.measure.bench import make_batch, make_optimizer, resolve_config
+    from tutorial_lib.model import GPT
+
+    cfg = resolve_config(config)
+    if seq_len > cfg.block_size:
+        raise ValueError(f"seq_len={seq_len} exceeds block_size={cfg.block_size} of {cfg.name}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
+    dev = settings.get_device(device) if not isinstance(device, torch.device) else device
+    dt = settings.parse_dtype(dtype) if dtype is not None else settings.default_dtype(dev)
+    cuda = dev.type == "cuda"
+    if model is None:
+        torch.manual_seed(seed)
+        model = GPT(cfg)
+    model = model.to(dev).train()
+    opt = make_optimizer(model, dev)
+    idx, targets = make_batch(cfg, batch_size, seq_len, dev, seed)
+    static = _storage_keys(list(model.parameters()) + list(model.buffers()))
+
+    def step(log=None):
+        opt.zero_grad(set_to_none=True)
+        ctx = log if log is not None else contextlib.nullcontext()
+        with scopes.enabled(record=False), ctx, settings.autocast(dev, dt):
+            _, loss = model(idx, targets)
+        loss.backward()
+        opt.step()
+
+    peak = baseline = None
+    if cuda:
+        step()  # create grads and optimizer state, so the measured step is a steady-state one
+        opt.zero_grad(set_to_none=True)
+        settings.synchronize(dev)
+        baseline = torch.cuda.memory_allocated(dev)
+        torch.cuda.reset_peak_memory_stats(dev)
+        if snapshot_path:
+            torch.cuda.memory._record_memory_history(max_entries=200_000)
+    log = SavedTensorLog(exclude=static, seq_len=seq_len, model=model)
+    step(log)
+    if cuda:
+        settings.synchronize(dev)
+        peak = torch.cuda.max_memory_allocated(dev)
+        if snapshot_path:
+            torch.cuda.memory._dump_snapshot(snapshot_path)
+            torch.cuda.memory._record_memory_history(enabled=None)
+    params = list(model.parameters())
+    return MemoryBreakdown(
+        device=str(dev), device_name=settings.device_name(dev), dtype=settings.dtype_name(dt),
+        preset=cfg.name, batch_size=batch_size, seq_len=seq_len,
+        params_bytes=_tensor_bytes(params),
+        grads_bytes=_tensor_bytes(p.grad for p in params),
+        optimizer_bytes=_tensor_bytes(optimizer_state_tensors(opt)),
+        activations_bytes=log.total,
+        activations_by_component=dict(sorted(log.by_component.items(), key=lambda kv: -kv[1])),
+        peak_bytes=peak, baseline_bytes=baseline, snapshot_path=snapshot_path if cuda else None,
+        attn_backend=cfg.attn_backend)
+
+
+def fmt_bytes(n: Optional[float]) -> str:
+    """1536 -> '1.5 KiB'; None -> 'n/a'."""
+    if n is None:
+        return "n/a"
+    n = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
