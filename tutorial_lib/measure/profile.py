@@ -169,7 +169,8 @@ def attribute(events, cuda: bool = False) -> Dict[tuple, float]:
         add((OTHER_FWD, "forward"), max(0.0, phase_total["forward"] - fwd_scoped))
     else:
         add((OTHER_FWD, "forward"), max(0.0, phase_total["forward"] - fwd_scoped))
-        add((OTHER_BWD, "backward"), max(0.0, phase_total["backward"] - bwd_nodes))
+        if phase_total["backward"]:
+            add((OTHER_BWD, "backward"), max(0.0, phase_total["backward"] - bwd_nodes))
     if phase_total["optimizer"]:
         add(("optimizer (AdamW)", "optimizer"), phase_total["optimizer"])
     return acc

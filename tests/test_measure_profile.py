@@ -1,0 +1,54 @@
+"""measure.profile: per-component times from torch.profiler, forward and backward."""
+import json
+
+import pytest
+
+from tutorial_lib import GPTConfig, scopes
+from tutorial_lib.measure import profile as P
+
+CFG = GPTConfig(n_layer=2, n_head=4, n_embd=64, vocab_size=1000, block_size=128, name="t",
+                attn_backend="eager")
+
+
+@pytest.fixture(scope="module")
+def prof(tmp_path_factory):
+    path = tmp_path_factory.mktemp("trace") / "step.json"
+    return P.profile_step(CFG, 2, 64, device="cpu", steps=1, warmup=1, trace_path=str(path))
+
+
+def test_shares_add_up_and_cover_every_scope(prof):
+    assert sum(prof.shares().values()) == pytest.approx(1.0)
+    assert sum(r["ms"] for r in prof.rows) == pytest.approx(prof.step_ms)
+    fwd = prof.ms("forward")
+    assert set(scopes.SCOPE_NAMES) <= set(fwd)
+    assert fwd[P.OTHER_FWD] < 0.5 * sum(fwd.values())  # scopes cover most of the forward
+    assert set(prof.phase_ms()) == {"forward", "backward", "optimizer"}
+
+
+def test_backward_is_attributed_to_the_scopes_that_created_it(prof):
+    bwd = prof.ms("backward")
+    for s in ("attention.qkv", "attention.core", "attention.out", "mlp.up", "mlp.down", "lm_head",
+              "loss", "norm"):
+        assert bwd.get(s, 0) > 0, s
+    unattributed = bwd.get(P.OTHER_BWD, 0)
+    assert unattributed < 0.25 * sum(bwd.values())
+
+
+def test_table_and_groups(prof):
+    t = prof.table()
+    assert sum(r["share"] for r in t) == pytest.approx(1.0)
+    g = prof.shares(by="group")
+    assert {"attention", "mlp", "lm_head", "loss", "norm", "embedding"} <= set(g)
+
+
+def test_trace_is_chrome_json(prof):
+    doc = json.load(open(prof.trace_path))
+    names = {e.get("name") for e in doc["traceEvents"]}
+    assert "attention.core" in names and "phase.backward" in names
+
+
+def test_forward_only_mode():
+    r = P.profile_step(CFG, 1, 16, mode="fwd", device="cpu", steps=1, warmup=0)
+    assert set(r.phase_ms()) == {"forward"}
+    with pytest.raises(ValueError, match="mode='bwd'"):
+        P.profile_step(CFG, 1, 16, mode="bwd", device="cpu")
