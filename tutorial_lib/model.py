@@ -107,7 +107,9 @@ class GPT(nn.Module):
         loss = None
         if targets is not None:
             with scope("loss"):
-                loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.view(-1),
+                # at least float32 (bf16 logits are upcast; float64 ones are not cut down)
+                ce_dtype = torch.promote_types(logits.dtype, torch.float32)
+                loss = F.cross_entropy(logits.view(-1, logits.size(-1)).to(ce_dtype), targets.view(-1),
                                        ignore_index=-1)
         return logits, loss
 
@@ -133,7 +135,8 @@ class GPT(nn.Module):
         x = idx
         for _ in range(max_new_tokens):
             logits, _ = self(x if cache is None else x[:, cache.length:], kv_cache=cache)
-            logits = logits[:, -1, : self.config.vocab_size].float()
+            logits = logits[:, -1, : self.config.vocab_size]
+            logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
             if temperature == 0:
                 nxt = logits.argmax(dim=-1, keepdim=True)
             else:

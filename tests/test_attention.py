@@ -1,0 +1,336 @@
+"""Attention backends against an independent float64 reference written here from scratch.
+
+The reference builds its mask with Python loops and maps query head h to K/V head h // n_rep by
+explicit indexing (no library helper), then takes an explicit softmax. Every backend (eager, sdpa,
+tiled, local, flex) must match it: outputs, and gradients of q, k and v.
+"""
+import math
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tutorial_lib import attention as A
+from tutorial_lib import flash
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These ops are tiny: one intra-op thread is faster than two and robust on a shared CPU."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+TILE = 32
+T = 100  # not a multiple of TILE (32) nor of the default tile (64)
+HEADS = [(4, 4), (4, 2), (4, 1), (12, 12), (12, 4), (12, 2), (12, 1)]  # (n_head, n_kv_head)
+WINDOWS = [None, 1, 7, 64, T, 3 * T]  # None = plain causal; T and 3T are >= T
+
+
+# ---- the independent reference ---------------------------------------------------------------
+def mask_from_scratch(T_q, T_k, window=None, offset=0):
+    rows = []
+    for i in range(T_q):
+        pos = offset + i  # the query's absolute position
+        rows.append([j <= pos and (window is None or pos - j < window) for j in range(T_k)])
+    return torch.tensor(rows, dtype=torch.bool)
+
+
+_MASKS = {}
+
+
+def reference_attention(q, k, v, window=None):
+    """softmax(q k^T / sqrt(D) + mask) v in float64, K/V head of query head h = h // (H / Hkv)."""
+    B, H, Tq, D = q.shape
+    Hkv = k.shape[1]
+    kv_of = torch.tensor([h // (H // Hkv) for h in range(H)])
+    kk, vv = k.double()[:, kv_of], v.double()[:, kv_of]
+    key = (Tq, k.shape[2], window)
+    if key not in _MASKS:
+        _MASKS[key] = mask_from_scratch(Tq, k.shape[2], window)
+    s = torch.einsum("bhid,bhjd->bhij", q.double(), kk) / math.sqrt(D)
+    s = s.masked_fill(~_MASKS[key], float("-inf"))
+    e = torch.exp(s - s.max(dim=-1, keepdim=True).values)
+    p = e / e.sum(dim=-1, keepdim=True)
+    return torch.einsum("bhij,bhjd->bhid", p, vv)
+
+
+def loop_attention(q, k, v, window=None):
+    """The same thing with plain Python loops over (b, h, i), for checking the reference itself."""
+    B, H, Tq, D = q.shape
+    n_rep = H // k.shape[1]
+    out = torch.zeros(B, H, Tq, D, dtype=torch.float64)
+    for b in range(B):
+        for h in range(H):
+            for i in range(Tq):
+                js = [j for j in range(i + 1) if window is None or i - j < window]
+                s = torch.stack([(q[b, h, i].double() @ k[b, h // n_rep, j].double()) / math.sqrt(D)
+                                 for j in js])
+                w = torch.exp(s - s.max())
+                w = w / w.sum()
+                out[b, h, i] = sum(w[n] * v[b, h // n_rep, j].double() for n, j in enumerate(js))
+    return out
+
+
+def qkv(B, H, Hkv, T_, D, dtype=torch.float64, seed=0, grad=False):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(B, H, T_, D, generator=g, dtype=dtype)
+    k = torch.randn(B, Hkv, T_, D, generator=g, dtype=dtype)
+    v = torch.randn(B, Hkv, T_, D, generator=g, dtype=dtype)
+    if grad:
+        for t in (q, k, v):
+            t.requires_grad_(True)
+    return q, k, v
+
+
+def run_backend(backend, q, k, v, window):
+    return A.attention_core(q, k, v, backend, window, tile=TILE)
+
+
+def flex_forward(q, k, v, window):
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "flex_attention called without torch.compile()" on CPU
+        return A.attention_core(q, k, v, "flex", window)
+
+
+# ---- the reference is right -------------------------------------------------------------------
+@pytest.mark.parametrize("window", [None, 1, 3, 20])
+def test_reference_matches_plain_loops(window):
+    q, k, v = qkv(1, 4, 2, 13, 4, seed=1)
+    torch.testing.assert_close(reference_attention(q, k, v, window), loop_attention(q, k, v, window),
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_reference_plain_causal_matches_pytorch_sdpa():
+    q, k, v = qkv(2, 4, 4, 37, 8, seed=2)
+    ref = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    torch.testing.assert_close(reference_attention(q, k, v), ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("window, offset", [(None, 0), (3, 0), (None, 5), (4, 6), (1, 2)])
+def test_causal_mask_matches_loops(window, offset):
+    assert torch.equal(A.causal_mask(7, 7 + offset, window, offset), mask_from_scratch(7, 7 + offset, window, offset))
+
+
+# ---- every backend: outputs and gradients ------------------------------------------------------
+def _backends(window):
+    return ["eager", "sdpa", "tiled"] + ([] if window is None else ["local"])
+
+
+@pytest.mark.parametrize("window", WINDOWS, ids=lambda w: f"w{w}")
+@pytest.mark.parametrize("heads", HEADS, ids=lambda h: f"H{h[0]}kv{h[1]}")
+def test_backends_match_reference_outputs_and_grads(heads, window):
+    H, Hkv = heads
+    D = 8
+    q0, k0, v0 = qkv(2, H, Hkv, T, D, seed=H * 100 + Hkv)
+    dout = torch.randn(2, H, T, D, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+
+    q, k, v = (t.clone().requires_grad_(True) for t in (q0, k0, v0))
+    ref = reference_attention(q, k, v, window)
+    ref_grads = torch.autograd.grad(ref, (q, k, v), dout)
+
+    for backend in _backends(window):
+        q, k, v = (t.clone().requires_grad_(True) for t in (q0, k0, v0))
+        out = run_backend(backend, q, k, v, window)
+        assert out.shape == (2, H, T, D) and out.dtype == torch.float64, backend
+        torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10, msg=lambda m: f"{backend}: {m}")
+        grads = torch.autograd.grad(out, (q, k, v), dout)
+        for name, g, rg in zip("qkv", grads, ref_grads):
+            assert g.shape == rg.shape, (backend, name)
+            torch.testing.assert_close(g, rg, rtol=1e-9, atol=1e-9,
+                                       msg=lambda m: f"{backend} d{name}: {m}")
+
+
+@pytest.mark.parametrize("tile", [1, 7, 16, 64, 128])
+def test_tiled_any_tile_size(tile):
+    q0, k0, v0 = qkv(1, 4, 4, 30, 8, seed=3)
+    for window in (None, 5):
+        q, k, v = (t.clone().requires_grad_(True) for t in (q0, k0, v0))
+        out = flash.tiled_attention(q, k, v, window, tile)
+        out.sum().backward()
+        qr, kr, vr = (t.clone().requires_grad_(True) for t in (q0, k0, v0))
+        ref = reference_attention(qr, kr, vr, window)
+        ref.sum().backward()
+        torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+        for a, b in ((q, qr), (k, kr), (v, vr)):
+            torch.testing.assert_close(a.grad, b.grad, rtol=1e-9, atol=1e-9)
+
+
+def test_tiled_float32_inputs_keep_float32_and_match():
+    q0, k0, v0 = qkv(2, 4, 4, 70, 16, dtype=torch.float32, seed=4)
+    out = flash.tiled_attention(q0, k0, v0, None, 32)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out.double(), reference_attention(q0, k0, v0), rtol=1e-5, atol=1e-5)
+
+
+def test_tiled_rejects_unexpanded_kv():
+    q, k, v = qkv(1, 4, 2, 8, 4)
+    with pytest.raises(ValueError, match="repeat_kv"):
+        flash.tiled_attention(q, k, v)
+
+
+def test_attention_core_unknown_backend():
+    q, k, v = qkv(1, 2, 2, 4, 4)
+    with pytest.raises(ValueError, match="'nope'"):
+        A.attention_core(q, k, v, "nope")
+
+
+def test_local_needs_a_window():
+    q, k, v = qkv(1, 2, 2, 4, 4)
+    for bad in (None, 0, -2):
+        with pytest.raises(ValueError, match=f"window={bad!r}"):
+            A.attention_core(q, k, v, "local", bad)
+
+
+# ---- flex: forward on CPU; training on CPU is our clear error ---------------------------------
+@pytest.mark.parametrize("window", [None, 1, 7, 64, T], ids=lambda w: f"w{w}")
+@pytest.mark.parametrize("heads", [(4, 4), (4, 1), (12, 4)], ids=lambda h: f"H{h[0]}kv{h[1]}")
+def test_flex_forward_matches_eager_and_reference(heads, window):
+    H, Hkv = heads
+    q, k, v = qkv(2, H, Hkv, T, 8, seed=11)
+    out = flex_forward(q, k, v, window)
+    torch.testing.assert_close(out, A.eager_attention(q, k, v, window), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(out, reference_attention(q, k, v, window), rtol=1e-10, atol=1e-10)
+
+
+def test_flex_training_on_cpu_raises_our_error():
+    q, k, v = qkv(1, 4, 2, 16, 8, grad=True)
+    with pytest.raises(RuntimeError) as err:
+        A.attention_core(q, k, v, "flex", None)
+    assert type(err.value) is RuntimeError  # not PyTorch's NotImplementedError (a RuntimeError subclass)
+    assert "'sdpa'" in str(err.value) and "'local'" in str(err.value)
+
+
+# ---- grouped heads ----------------------------------------------------------------------------
+@pytest.mark.parametrize("n_rep", [1, 2, 3, 4, 12])
+def test_repeat_kv_is_repeat_interleave(n_rep):
+    x = torch.randn(2, 3, 5, 4)
+    torch.testing.assert_close(A.repeat_kv(x, n_rep), torch.repeat_interleave(x, n_rep, dim=1), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("backend", ["eager", "sdpa", "tiled", "flex"])
+def test_gqa_core_equals_mha_on_interleaved_kv(backend):
+    q, k, v = qkv(2, 12, 4, 40, 8, seed=5)
+    kk, vv = torch.repeat_interleave(k, 3, dim=1), torch.repeat_interleave(v, 3, dim=1)
+    if backend == "flex":
+        a, b = flex_forward(q, k, v, None), flex_forward(q, kk, vv, None)
+    else:
+        a, b = run_backend(backend, q, k, v, None), run_backend(backend, q, kk, vv, None)
+    torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+# ---- windows ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("backend", ["eager", "sdpa", "tiled", "local", "flex"])
+def test_window_at_least_T_is_plain_causal(backend):
+    q, k, v = qkv(2, 4, 2, 45, 8, seed=6)
+    causal = F.scaled_dot_product_attention(q, A.repeat_kv(k, 2), A.repeat_kv(v, 2), is_causal=True)
+    for window in (45, 46, 1000):
+        out = flex_forward(q, k, v, window) if backend == "flex" else run_backend(backend, q, k, v, window)
+        torch.testing.assert_close(out, causal, rtol=1e-12, atol=1e-12)
+        if backend != "local":
+            plain = flex_forward(q, k, v, None) if backend == "flex" else run_backend(backend, q, k, v, None)
+            torch.testing.assert_close(out, plain, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", ["eager", "sdpa", "tiled", "local", "flex"])
+def test_window_one_attends_to_itself_only(backend):
+    q, k, v = qkv(2, 4, 2, 37, 8, seed=8)
+    out = flex_forward(q, k, v, 1) if backend == "flex" else run_backend(backend, q, k, v, 1)
+    # query head h reads value head h // 2, at its own position only
+    torch.testing.assert_close(out, torch.repeat_interleave(v, 2, dim=1), rtol=1e-12, atol=1e-12)
+
+
+def test_window_limits_what_a_query_can_see():
+    """Changing a key/value that lies outside every later query's window changes nothing there."""
+    W = 5
+    q, k, v = qkv(1, 2, 2, 30, 4, seed=9)
+    k2, v2 = k.clone(), v.clone()
+    k2[:, :, 10] += 3.0
+    v2[:, :, 10] -= 7.0
+    for backend in ("eager", "sdpa", "tiled", "local"):
+        a, b = run_backend(backend, q, k, v, W), run_backend(backend, q, k2, v2, W)
+        torch.testing.assert_close(a[:, :, :10], b[:, :, :10], rtol=0, atol=0)  # the past
+        assert (a[:, :, 10:15] - b[:, :, 10:15]).abs().amax(dim=-1).min() > 1e-6  # inside the window
+        torch.testing.assert_close(a[:, :, 15:], b[:, :, 15:], rtol=1e-12, atol=1e-12)  # beyond it
+
+
+# ---- online softmax ---------------------------------------------------------------------------
+@pytest.mark.parametrize("tile", [1, 3, 8, 25])
+def test_online_softmax_over_tiles_equals_softmax(tile):
+    g = torch.Generator().manual_seed(10)
+    Tq, Tk, D = 6, 25, 5
+    s = torch.randn(2, Tq, Tk, generator=g, dtype=torch.float64) * 4
+    s[:, 0, :12] = float("-inf")  # a row whose first tiles are fully masked
+    s[:, 1, 20:] = float("-inf")  # a row whose last tile is fully masked
+    s[:, 2, ::2] = float("-inf")  # scattered masking
+    v = torch.randn(2, Tk, D, generator=g, dtype=torch.float64)
+    m = torch.full((2, Tq, 1), float("-inf"), dtype=torch.float64)
+    l = torch.zeros(2, Tq, 1, dtype=torch.float64)
+    acc = torch.zeros(2, Tq, D, dtype=torch.float64)
+    for j in range(0, Tk, tile):
+        m, l, acc = flash.online_softmax_update(m, l, acc, s[..., j:j + tile], v[:, j:j + tile])
+    assert torch.isfinite(acc).all() and torch.isfinite(l).all()
+    p = torch.exp(s - s.max(-1, keepdim=True).values)
+    p = p / p.sum(-1, keepdim=True)
+    torch.testing.assert_close(acc / l, p @ v, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close((m + l.log()).squeeze(-1), torch.logsumexp(s, -1), rtol=1e-12, atol=1e-12)
+
+
+# ---- memory: what autograd saves for backward -------------------------------------------------
+def saved_bytes(fn, T_, B=1, H=2, D=8):
+    """Bytes autograd saves for backward during fn(q, k, v); each storage counted once."""
+    q, k, v = (torch.randn(B, H, T_, D, requires_grad=True) for _ in range(3))
+    storages, largest = {}, [0]
+
+    def pack(t):
+        st = t.untyped_storage()
+        storages[st.data_ptr()] = st.nbytes()
+        largest[0] = max(largest[0], t.numel())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn(q, k, v)
+    out.sum().backward()  # the saved tensors are enough for backward
+    assert q.grad is not None and k.grad is not None and v.grad is not None
+    return sum(storages.values()), largest[0]
+
+
+def test_tiled_saved_memory_grows_linearly_eager_quadratically():
+    tiled = lambda q, k, v: A.attention_core(q, k, v, "tiled", None, tile=64)  # noqa: E731
+    eager = lambda q, k, v: A.attention_core(q, k, v, "eager", None)  # noqa: E731
+    t1, t1_big = saved_bytes(tiled, 256)
+    t2, t2_big = saved_bytes(tiled, 512)
+    e1, e1_big = saved_bytes(eager, 256)
+    e2, _ = saved_bytes(eager, 512)
+    assert t2 / t1 <= 2.2, (t1, t2)
+    assert 3.5 <= e2 / e1 <= 4.05, (e1, e2)
+    assert t1_big < 256 * 256 <= e1_big  # no T x T tensor is saved by the tiled path
+    assert t2 < e2 / 4
+
+
+# ---- RoPE against complex-number rotation -----------------------------------------------------
+def test_rope_is_a_complex_rotation():
+    T_, D, theta = 11, 8, 10000.0
+    x = torch.randn(2, 3, T_, D, dtype=torch.float64)
+    cos, sin = A.rope_cache(T_, D, theta)
+    out = A.apply_rope(x, cos.double(), sin.double())
+    z = torch.complex(x[..., : D // 2], x[..., D // 2:])
+    ang = torch.tensor([[t / theta ** (2 * i / D) for i in range(D // 2)] for t in range(T_)], dtype=torch.float64)
+    rz = z * torch.polar(torch.ones_like(ang), ang)
+    torch.testing.assert_close(out, torch.cat([rz.real, rz.imag], -1), rtol=1e-6, atol=1e-6)
+
+
+def test_rope_scores_depend_on_relative_position_only():
+    D = 16
+    cos, sin = A.rope_cache(40, D)
+    q, k = torch.randn(D, dtype=torch.float64), torch.randn(D, dtype=torch.float64)
+
+    def score(i, j):
+        qi = A.apply_rope(q.expand(1, 1, 40, D), cos.double(), sin.double())[0, 0, i]
+        kj = A.apply_rope(k.expand(1, 1, 40, D), cos.double(), sin.double())[0, 0, j]
+        return (qi @ kj).item()
+
+    assert score(9, 4) == pytest.approx(score(30, 25), abs=1e-5)
+    assert score(9, 4) != pytest.approx(score(9, 5), abs=1e-3)
