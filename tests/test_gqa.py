@@ -213,3 +213,29 @@ def test_head_grouping_figure():
     plt.close(fig)
     with pytest.raises(ValueError, match="empty"):
         gqa.head_grouping_figure([])
+
+
+# ---- uptraining ------------------------------------------------------------------------------
+def test_val_loss_matches_train_runs_first_evaluation():
+    from tutorial_lib.train import train
+
+    cfg = TINY.replace(vocab_size=50257)
+    h = train(cfg, steps=1, batch_size=2, seq_len=16, eval_every=1, eval_batches=2, progress=False)
+    torch.manual_seed(0)  # train() seeds the model with its seed (0) the same way
+    m = GPT(cfg)
+    assert gqa.val_loss(m, batch_size=2, seq_len=16, eval_batches=2) == pytest.approx(h.val_loss[0], abs=1e-6)
+
+
+def test_continue_training_lowers_val_loss_and_converted_model_trains():
+    cfg = TINY.replace(vocab_size=50257)
+    m = _model(cfg)
+    r = gqa.continue_training(m, 6, batch_size=2, seq_len=16, eval_batches=1, lr=3e-3)
+    assert r["steps"] == 6 and len(r["train_loss"]) == 6 and r["seconds"] > 0
+    assert r["val_after"] < r["val_before"] - 0.1
+    g = gqa.mha_to_gqa(m, 1)
+    before = gqa.val_loss(g, batch_size=2, seq_len=16, eval_batches=1)
+    r2 = gqa.continue_training(g, 3, batch_size=2, seq_len=16, eval_batches=1)
+    assert r2["val_before"] == pytest.approx(before)
+    assert g.config.kv_heads == 1 and r2["val_after"] < r2["val_before"]
+    with pytest.raises(ValueError, match="steps=0"):
+        gqa.continue_training(g, 0)

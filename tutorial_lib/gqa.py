@@ -9,7 +9,8 @@ In this library GQA is one config field: ``GPTConfig.n_kv_head`` (None or ``n_he
 1 = MQA, anything in between = GQA). This module holds what the lesson needs around it:
 
 - ``attention_label(config)``: "MHA" / "GQA-4" / "MQA".
-- ``pool_kv_heads`` and ``mha_to_gqa(model, n_kv_head)``: the paper's uptraining start.
+- ``pool_kv_heads`` and ``mha_to_gqa(model, n_kv_head)``: the paper's uptraining start;
+  ``continue_training`` / ``val_loss`` for the uptraining itself.
 - ``kv_cache_bytes(config, batch, length)``: analytic KV-cache size (what ``KVCache`` allocates).
 - ``attention_params`` and ``gqa_cost_table``: parameters, FLOPs and cache bytes per n_kv_head.
 - ``measure_decode(config, context_lengths)``: tokens/s of KV-cache decoding, with cache bytes.
@@ -89,6 +90,72 @@ def mha_to_gqa(model, n_kv_head: int):
     new.load_state_dict(state)
     new.train(model.training)
     return new
+
+
+# ---- a little training for the converted model (the paper's "uptraining") ----------------------
+def _val_batches(batch_size: int, seq_len: int, eval_batches: int, seed: int, device):
+    from tutorial_lib import data
+
+    # the same held-out batches as tutorial_lib.train (its val sampler uses seed + 1)
+    s = data.BatchSampler("val", batch_size, seq_len, seed=seed + 1, device=device)
+    return [s.next_batch() for _ in range(eval_batches)]
+
+
+def val_loss(model, batch_size: int = 8, seq_len: int = 128, eval_batches: int = 4, seed: int = 0,
+             dtype=None) -> float:
+    """Mean loss of ``model`` on fixed validation batches (those ``tutorial_lib.train`` uses for
+    the same sizes and seed)."""
+    from tutorial_lib import settings
+    from tutorial_lib.train import evaluate
+
+    dev = next(model.parameters()).device
+    dt = settings.parse_dtype(dtype) if dtype is not None else settings.default_dtype(dev)
+    batches = _val_batches(batch_size, seq_len, eval_batches, seed, dev)
+    return evaluate(model, batches, lambda: settings.autocast(dev, dt))
+
+
+def continue_training(model, steps: int, batch_size: int = 8, seq_len: int = 128, lr: float = 3e-3,
+                      warmup_steps: Optional[int] = None, eval_batches: int = 4, seed: int = 0,
+                      dtype=None) -> dict:
+    """Train ``model`` in place for ``steps`` AdamW steps on the corpus (warmup, cosine decay,
+    clipping at 1.0); validation loss before and after. For the GQA paper's uptraining: convert
+    with ``mha_to_gqa``, then continue for a few percent of the original steps.
+
+    Returns {"val_before", "val_after", "train_loss" (per step), "steps", "seconds"}.
+    """
+    import time
+
+    from tutorial_lib import data, settings
+    from tutorial_lib.measure.bench import make_optimizer
+    from tutorial_lib.optim import lr_scale
+
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise ValueError(f"steps={steps!r} must be a positive integer")
+    dev = next(model.parameters()).device
+    dt = settings.parse_dtype(dtype) if dtype is not None else settings.default_dtype(dev)
+    warm = max(1, steps // 10) if warmup_steps is None else warmup_steps
+    before = val_loss(model, batch_size, seq_len, eval_batches, seed, dt)
+    opt = make_optimizer(model, dev, lr=lr)
+    sampler = data.BatchSampler("train", batch_size, seq_len, seed=seed, device=dev)
+    model.train()
+    losses = []
+    t0 = time.perf_counter()
+    for step in range(steps):
+        for g in opt.param_groups:
+            g["lr"] = lr * lr_scale(step, steps, warm, "cosine", 0.1)
+        x, y = sampler.next_batch()
+        with settings.autocast(dev, dt):
+            _, loss = model(x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(float(loss.detach()))
+    settings.synchronize(dev)
+    seconds = time.perf_counter() - t0
+    after = val_loss(model, batch_size, seq_len, eval_batches, seed, dt)
+    return {"val_before": before, "val_after": after, "train_loss": losses, "steps": steps,
+            "seconds": seconds}
 
 
 # ---- analytic sizes --------------------------------------------------------------------------
