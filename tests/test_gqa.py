@@ -239,3 +239,35 @@ def test_continue_training_lowers_val_loss_and_converted_model_trains():
     assert g.config.kv_heads == 1 and r2["val_after"] < r2["val_before"]
     with pytest.raises(ValueError, match="steps=0"):
         gqa.continue_training(g, 0)
+
+
+def test_kv_head_choices():
+    assert gqa.kv_head_choices(get_config("gpt2_small")) == [12, 4, 2, 1]
+    assert gqa.kv_head_choices(TINY) == [4, 2, 1]
+    assert gqa.kv_head_choices(get_config("tiny", n_head=6, n_embd=48)) == [6, 2, 1]
+    assert gqa.quality_kv_heads(get_config("gpt2_small")) == [12, 4, 1]
+    assert gqa.quality_kv_heads(TINY) == [4, 2, 1]
+    assert gqa.quality_kv_heads(get_config("tiny", n_head=2, n_embd=32)) == [2, 1]
+
+
+def test_measure_training(monkeypatch):
+    cfg = TINY.replace(vocab_size=256, n_layer=1)
+    rows = gqa.measure_training(cfg, [4, 1], batch_size=2, seq_len=16, device="cpu", min_run_time=0.01)
+    mha, mqa = rows
+    assert (mha["attention"], mqa["attention"]) == ("MHA", "MQA")
+    assert mha["speedup"] == 1.0 and mqa["speedup"] == pytest.approx(mha["median_ms"] / mqa["median_ms"])
+    assert mha["params"] == GPT(cfg).num_params() and mqa["params"] < mha["params"]
+    # exact memory: params + grads + 2 AdamW moments (+ step counters) + activations
+    assert mha["total_bytes"] >= 4 * 4 * mha["params"] + mha["activations_bytes"]
+    assert mha["peak_bytes"] is None and mha["error"] is None
+
+    from tutorial_lib.measure import bench
+
+    def boom(*a, **k):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(bench, "measure_step", boom)
+    rows = gqa.measure_training(cfg, [4, 2], batch_size=1, seq_len=8)
+    assert all("OutOfMemoryError" in r["error"] and r["speedup"] is None for r in rows)
+    with pytest.raises(ValueError, match="n_kv_head=3"):
+        gqa.measure_training(cfg, [3], 1, 8)

@@ -13,6 +13,7 @@ In this library GQA is one config field: ``GPTConfig.n_kv_head`` (None or ``n_he
   ``continue_training`` / ``val_loss`` for the uptraining itself.
 - ``kv_cache_bytes(config, batch, length)``: analytic KV-cache size (what ``KVCache`` allocates).
 - ``attention_params`` and ``gqa_cost_table``: parameters, FLOPs and cache bytes per n_kv_head.
+- ``measure_training(config, kv_heads, B, T)``: step time, speedup and memory per n_kv_head.
 - ``measure_decode(config, context_lengths)``: tokens/s of KV-cache decoding, with cache bytes.
 - ``head_grouping_figure(config)``: the seed's MHA-vs-GQA picture, drawn from configs.
 """
@@ -216,6 +217,67 @@ def gqa_cost_table(config: GPTConfig, kv_heads: Sequence[int] = GQA_KV_HEADS, ba
         r["params_ratio"] = r["params"] / base["params"]
         r["flops_ratio"] = r["train_flops"] / base["train_flops"]
         r["kv_cache_ratio"] = r["kv_cache_bytes"] / base["kv_cache_bytes"]
+    return rows
+
+
+def kv_head_choices(config: GPTConfig, wanted: Sequence[int] = GQA_KV_HEADS) -> List[int]:
+    """The n_kv_head values of ``wanted`` (plus n_head itself) that divide ``config.n_head``, largest
+    first: (12, 4, 2, 1) for GPT-2 small, (4, 2, 1) for a 4-head model."""
+    hs = {config.n_head} | {h for h in wanted if 1 <= h <= config.n_head and config.n_head % h == 0}
+    return sorted(hs, reverse=True)
+
+
+def quality_kv_heads(config: GPTConfig) -> List[int]:
+    """MHA, one GQA in between, and MQA: (12, 4, 1) for 12 heads, (4, 2, 1) for 4 heads."""
+    H = config.n_head
+    mid = H // 3 if H % 3 == 0 and H > 3 else H // 2
+    return sorted({H, max(mid, 1), 1}, reverse=True)
+
+
+# ---- measured: a training step per n_kv_head ---------------------------------------------------
+def measure_training(config: GPTConfig, kv_heads: Sequence[int], batch_size: int, seq_len: int,
+                     device=None, dtype=None, min_run_time: Optional[float] = None,
+                     memory: bool = True) -> List[dict]:
+    """A full training step (AdamW) for each n_kv_head: time (``measure_step``), speedup against
+    the first entry, and memory (``memory_breakdown``: params + grads + optimizer state + saved
+    activations, exact on every device; the allocator's peak on CUDA). Errors become rows."""
+    from tutorial_lib import settings
+    from tutorial_lib.measure.bench import SWEEP_ERRORS, measure_step
+    from tutorial_lib.measure.memory import memory_breakdown
+
+    for h in kv_heads:
+        _check_kv_heads(config, h)
+    dev = settings.get_device(device) if not isinstance(device, torch.device) else device
+    dt = settings.parse_dtype(dtype) if dtype is not None else settings.default_dtype(dev)
+    rows = []
+    for h in kv_heads:
+        cfg = config.replace(n_kv_head=h)
+        row = {"attention": attention_label(cfg), "n_kv_head": h, "preset": config.name,
+               "batch_size": batch_size, "seq_len": seq_len, "device": str(dev),
+               "device_name": settings.device_name(dev), "dtype": settings.dtype_name(dt),
+               "median_ms": None, "iqr_ms": None, "tokens_per_s": None, "speedup": None,
+               "params": None, "activations_bytes": None, "total_bytes": None, "peak_bytes": None,
+               "error": None}
+        try:
+            st = measure_step(cfg, batch_size, seq_len, mode="train", device=dev, dtype=dt,
+                              min_run_time=min_run_time)
+            row.update(median_ms=st.median_ms, iqr_ms=st.iqr_ms, tokens_per_s=st.tokens_per_s,
+                       params=st.params, peak_bytes=st.peak_mem_bytes)
+            if memory:
+                mem = memory_breakdown(cfg, batch_size, seq_len, device=dev, dtype=dt)
+                row.update(activations_bytes=mem.activations_bytes, total_bytes=mem.total_bytes)
+        except SWEEP_ERRORS as e:
+            msg = str(e).splitlines()[0] if str(e) else ""
+            row["error"] = f"{type(e).__name__}: {msg}"[:300]
+        finally:
+            gc.collect()
+            if dev.type == "cuda":
+                torch.cuda.empty_cache()
+        rows.append(row)
+    base = rows[0]
+    for r in rows:
+        if r["median_ms"] and base["median_ms"]:
+            r["speedup"] = base["median_ms"] / r["median_ms"]
     return rows
 
 
