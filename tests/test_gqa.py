@@ -271,3 +271,26 @@ def test_measure_training(monkeypatch):
     assert all("OutOfMemoryError" in r["error"] and r["speedup"] is None for r in rows)
     with pytest.raises(ValueError, match="n_kv_head=3"):
         gqa.measure_training(cfg, [3], 1, 8)
+
+
+def test_decode_and_loss_figures():
+    import matplotlib.pyplot as plt
+
+    def row(att, h, ctx, tps, err=None):
+        return gqa.DecodeResult(attention=att, n_kv_head=h, context=ctx, batch_size=2, new_tokens=4,
+                                device="cpu", device_name="cpu", dtype="float32", preset="tiny",
+                                cache_bytes=1024 * h * ctx, tokens_per_s=tps, error=err)
+
+    rows = [row("MHA", 4, 16, 10.0), row("MHA", 4, 64, None, "OutOfMemoryError: x"),
+            row("MQA", 1, 16, 12.0), row("MQA", 1, 64, 11.0)]
+    fig = gqa.decode_figure(rows)
+    a1, a2 = fig.get_axes()
+    assert [len(ln.get_xdata()) for ln in a1.get_lines()] == [1, 2]  # the failed point is left out
+    assert [len(ln.get_xdata()) for ln in a2.get_lines()] == [2, 2]  # cache bytes are analytic
+    assert "1 points failed" in fig._suptitle.get_text()
+    plt.close(fig)
+    fig = gqa.val_loss_figure({"MHA": {"val_steps": [0, 10], "val_loss": [10.8, 7.25]}})
+    assert "final 7.250" in fig.get_axes()[0].get_lines()[0].get_label()
+    plt.close(fig)
+    with pytest.raises(ValueError):
+        gqa.decode_figure([])

@@ -465,3 +465,53 @@ def head_grouping_figure(configs: Sequence[GPTConfig], title: Optional[str] = No
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def decode_figure(rows: Sequence[DecodeResult]):
+    """Two panels from ``measure_decode`` rows: tokens/s vs context and KV-cache MiB vs context,
+    one line per n_kv_head. Failed points are left out (and named in the title)."""
+    import matplotlib.pyplot as plt
+
+    rows = list(rows)
+    if not rows:
+        raise ValueError("rows is empty")
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for label in dict.fromkeys(r.attention for r in rows):
+        pts = [r for r in rows if r.attention == label]
+        ok = [r for r in pts if r.ok]
+        a1.plot([r.context for r in ok], [r.tokens_per_s for r in ok], "o-", label=label)
+        a2.plot([r.context for r in pts], [r.cache_bytes / 2 ** 20 for r in pts], "o-", label=label)
+    r0 = rows[0]
+    for ax, yl in ((a1, "tokens / s (higher is better)"), (a2, "KV cache, MiB")):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("context length (tokens already cached)")
+        ax.set_ylabel(yl)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    a2.set_yscale("log")
+    failed = sum(not r.ok for r in rows)
+    fig.suptitle(f"KV-cache decoding: {r0.preset}, batch {r0.batch_size}, {r0.new_tokens} new tokens, "
+                 f"{r0.dtype}, {r0.device_name}" + (f" ({failed} points failed)" if failed else ""),
+                 fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def val_loss_figure(histories: dict, title: str = ""):
+    """Validation loss vs step for {label: TrainHistory (or a dict with val_steps/val_loss)}."""
+    import matplotlib.pyplot as plt
+
+    if not histories:
+        raise ValueError("histories is empty")
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for label, h in histories.items():
+        steps = h["val_steps"] if isinstance(h, dict) else h.val_steps
+        loss = h["val_loss"] if isinstance(h, dict) else h.val_loss
+        ax.plot(steps, loss, "o-", label=f"{label} (final {loss[-1]:.3f})")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("validation loss (nats/token)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
