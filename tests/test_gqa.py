@@ -201,8 +201,6 @@ def test_measure_decode_bad_input(kw, match):
 
 
 def test_head_grouping_figure():
-    import matplotlib.pyplot as plt
-
     cfgs = [TWELVE.replace(n_kv_head=h) for h in (12, 4, 1)]
     fig = gqa.head_grouping_figure(cfgs, title="heads")
     axes = fig.get_axes()
@@ -210,7 +208,6 @@ def test_head_grouping_figure():
     assert [len(ax.patches) for ax in axes] == [12 + 12, 12 + 4, 12 + 1]
     assert [len(ax.lines) for ax in axes] == [12, 12, 12]  # one wire per query head
     assert "GQA-4" in axes[1].get_title()
-    plt.close(fig)
     with pytest.raises(ValueError, match="empty"):
         gqa.head_grouping_figure([])
 
@@ -274,8 +271,6 @@ def test_measure_training(monkeypatch):
 
 
 def test_decode_and_loss_figures():
-    import matplotlib.pyplot as plt
-
     def row(att, h, ctx, tps, err=None):
         return gqa.DecodeResult(attention=att, n_kv_head=h, context=ctx, batch_size=2, new_tokens=4,
                                 device="cpu", device_name="cpu", dtype="float32", preset="tiny",
@@ -288,9 +283,7 @@ def test_decode_and_loss_figures():
     assert [len(ln.get_xdata()) for ln in a1.get_lines()] == [1, 2]  # the failed point is left out
     assert [len(ln.get_xdata()) for ln in a2.get_lines()] == [2, 2]  # cache bytes are analytic
     assert "1 points failed" in fig._suptitle.get_text()
-    plt.close(fig)
     fig = gqa.val_loss_figure({"MHA": {"val_steps": [0, 10], "val_loss": [10.8, 7.25]}})
     assert "final 7.250" in fig.get_axes()[0].get_lines()[0].get_label()
-    plt.close(fig)
     with pytest.raises(ValueError):
         gqa.decode_figure([])

@@ -230,55 +230,47 @@ def attention_sweep(seq_lens: Sequence[int], backends: Optional[Sequence[str]] =
 
 
 def loglog_slopes(rows: Sequence[AttentionPoint], value: str = "saved_bytes",
-                  min_seq_len: int = 0) -> Dict[str, float]:
-    """Per backend, the least-squares slope of log(value) against log(T) over its successful rows
-    with T >= min_seq_len: ~2 means quadratic in T, ~1 linear. NaN with fewer than two points."""
-    import numpy as np
+                  last: Optional[int] = None) -> Dict[str, float]:
+    """Per backend, the fitted exponent of ``value`` in T (``plots.fit_loglog_slope`` over its
+    successful rows; ``last``: only the largest-T points): ~2 quadratic, ~1 linear. NaN with fewer
+    than two usable points."""
+    from tutorial_lib.plots import fit_loglog_slope
 
     out: Dict[str, float] = {}
     for b in dict.fromkeys(r.backend for r in rows):
-        pts = [(r.seq_len, getattr(r, value)) for r in rows
-               if r.backend == b and r.ok and getattr(r, value) and r.seq_len >= min_seq_len]
-        if len(pts) < 2 or len({t for t, _ in pts}) < 2:
+        pts = [(r.seq_len, getattr(r, value)) for r in rows if r.backend == b and r.ok]
+        try:
+            out[b] = fit_loglog_slope([p[0] for p in pts], [p[1] for p in pts], last=last)[0]
+        except ValueError:
             out[b] = float("nan")
-            continue
-        x, y = np.log([p[0] for p in pts]), np.log([float(p[1]) for p in pts])
-        out[b] = float(np.polyfit(x, y, 1)[0])
     return out
 
 
-def sweep_figure(rows: Sequence[AttentionPoint], value: str = "saved_bytes", title: str = ""):
-    """Log-log plot of ``value`` (saved_bytes, peak_bytes or median_ms) vs T, one line per backend,
-    the fitted slope in the legend; failed points listed under the axes. Returns a Figure."""
-    import matplotlib.pyplot as plt
+_UNITS = {"saved_bytes": ("MiB kept for backward", 2 ** 20), "peak_bytes": ("CUDA peak above inputs, MiB", 2 ** 20),
+          "median_ms": ("ms per forward+backward", 1.0), "scores_bytes": ("MiB", 2 ** 20)}
 
-    units = {"saved_bytes": ("MiB kept for backward", 2 ** 20), "peak_bytes": ("CUDA peak, MiB", 2 ** 20),
-             "median_ms": ("ms per forward+backward", 1.0), "scores_bytes": ("MiB", 2 ** 20)}
-    if value not in units:
-        raise ValueError(f"value={value!r} is not one of {list(units)}")
-    label, scale = units[value]
-    slopes = loglog_slopes(rows, value)
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for b, s in slopes.items():
+
+def sweep_figure(rows: Sequence[AttentionPoint], value: str = "saved_bytes", title: str = ""):
+    """``plots.loglog_scaling`` of ``value`` (saved_bytes, peak_bytes or median_ms) vs T, one line
+    per backend with its fitted slope; failed points are named under the axes. Returns a Figure."""
+    from tutorial_lib.plots import loglog_scaling
+
+    if value not in _UNITS:
+        raise ValueError(f"value={value!r} is not one of {list(_UNITS)}")
+    label, scale = _UNITS[value]
+    series = {}
+    for b in dict.fromkeys(r.backend for r in rows):
         pts = [(r.seq_len, getattr(r, value) / scale) for r in rows
                if r.backend == b and r.ok and getattr(r, value)]
         if pts:
-            ax.plot(*zip(*pts), "o-", label=f"{b} (slope {s:.2f})")
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("sequence length T")
-    ax.set_ylabel(label)
+            series[b] = ([p[0] for p in pts], [p[1] for p in pts])
     r0 = rows[0] if rows else None
     stamp = (f"{r0.device_name}, {r0.dtype}, B={r0.batch_size} H={r0.n_head} D={r0.head_dim}"
              if r0 else "")
-    ax.set_title(title or stamp, fontsize=9)
+    fig = loglog_scaling(series, ylabel=label, title=title or stamp)
     failed = sorted({f"{r.backend}: {r.error.split(':')[0]}" for r in rows if not r.ok})
     if failed:
-        ax.text(0.0, -0.2, "not measured -- " + "; ".join(failed), transform=ax.transAxes, fontsize=7,
-                va="top")
-    ax.legend(fontsize=8)
-    ax.grid(True, which="both", alpha=0.3)
-    fig.tight_layout()
+        fig.text(0.01, 0.005, "not measured -- " + "; ".join(failed), fontsize=7, va="bottom")
     return fig
 
 

@@ -431,15 +431,16 @@ def max_context_tokens(config: GPTConfig, budget_bytes: int, dtype="bfloat16") -
 def head_grouping_figure(configs: Sequence[GPTConfig], title: Optional[str] = None):
     """The seed's MHA-vs-GQA diagram drawn from configs: query heads (left) wired to the K/V head
     their group shares (right), one panel per config. Returns a matplotlib Figure."""
-    import matplotlib.pyplot as plt
+    import matplotlib
+    from matplotlib.figure import Figure
     from matplotlib.patches import FancyBboxPatch
 
     configs = list(configs)
     if not configs:
         raise ValueError("configs is empty")
-    fig, axes = plt.subplots(1, len(configs), figsize=(3.2 * len(configs), 0.32 * configs[0].n_head + 1.6),
-                             squeeze=False)
-    cmap = plt.get_cmap("tab20")
+    fig = Figure(figsize=(3.2 * len(configs), 0.32 * configs[0].n_head + 1.6))
+    axes = fig.subplots(1, len(configs), squeeze=False)
+    cmap = matplotlib.colormaps["tab20"]
     for ax, cfg in zip(axes[0], configs):
         H, Hkv, r = cfg.n_head, cfg.kv_heads, cfg.n_rep
         for h in range(H):
@@ -470,12 +471,13 @@ def head_grouping_figure(configs: Sequence[GPTConfig], title: Optional[str] = No
 def decode_figure(rows: Sequence[DecodeResult]):
     """Two panels from ``measure_decode`` rows: tokens/s vs context and KV-cache MiB vs context,
     one line per n_kv_head. Failed points are left out (and named in the title)."""
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     rows = list(rows)
     if not rows:
         raise ValueError("rows is empty")
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig = Figure(figsize=(10, 3.8))
+    a1, a2 = fig.subplots(1, 2)
     for label in dict.fromkeys(r.attention for r in rows):
         pts = [r for r in rows if r.attention == label]
         ok = [r for r in pts if r.ok]
@@ -499,11 +501,12 @@ def decode_figure(rows: Sequence[DecodeResult]):
 
 def val_loss_figure(histories: dict, title: str = ""):
     """Validation loss vs step for {label: TrainHistory (or a dict with val_steps/val_loss)}."""
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     if not histories:
         raise ValueError("histories is empty")
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    fig = Figure(figsize=(6.4, 4.0))
+    ax = fig.subplots()
     for label, h in histories.items():
         steps = h["val_steps"] if isinstance(h, dict) else h.val_steps
         loss = h["val_loss"] if isinstance(h, dict) else h.val_loss
