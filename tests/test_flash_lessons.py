@@ -160,3 +160,28 @@ def test_model_backend_comparison():
                                       measure_time=False)
     if bad[0]["error"] is not None:  # CPU: flex cannot train
         assert "flex" in bad[0]["error"]
+
+
+# ---- the tiling picture ----------------------------------------------------------------------
+@pytest.mark.parametrize("T,tile,window", [(100, 32, None), (128, 32, None), (256, 32, 40), (64, 64, None)])
+def test_tile_grid_matches_the_pairs_the_kernel_computes(T, tile, window):
+    from tutorial_lib.measure.flops import tiled_pairs
+
+    grid = fl.tile_grid(T, tile, window)
+    n = math.ceil(T / tile)
+    size = [min(tile, T - i * tile) for i in range(n)]
+    computed = sum(size[i] * size[j] for i in range(n) for j in range(n) if grid[i][j] != "skipped")
+    assert computed == tiled_pairs(T, tile, window)
+    for i in range(n):  # causal: nothing above the diagonal; the diagonal is always masked
+        assert all(grid[i][j] == "skipped" for j in range(i + 1, n))
+        assert grid[i][i] == "masked" or size[i] == 1
+    if window is None:
+        assert all(grid[i][j] == "full" for i in range(n) for j in range(i))
+
+
+def test_tiling_figure():
+    fig = fl.tiling_figure(256, 64)
+    a1, a2 = fig.get_axes()
+    assert "256x256" in a1.get_title() and "(6)" in a2.get_title() and "(4)" in a2.get_title()
+    with pytest.raises(ValueError, match="tile=0"):
+        fl.tile_grid(16, 0)

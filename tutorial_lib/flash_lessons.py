@@ -321,3 +321,55 @@ def model_backend_comparison(config, batch_size: int, seq_len: int,
                 torch.cuda.empty_cache()
         rows.append(row)
     return rows
+
+
+# ---- the picture -----------------------------------------------------------------------------
+def tile_grid(T: int, tile: int, window: Optional[int] = None) -> List[List[str]]:
+    """For each (query tile, key tile): "full" (computed, no mask), "masked" (computed, partly
+    masked: the diagonal or the window's edge) or "skipped" (never computed) -- exactly what
+    ``flash.tiled_attention_forward`` does."""
+    from tutorial_lib.flash import _key_range, _tile_mask
+
+    if not isinstance(T, int) or T < 1 or not isinstance(tile, int) or tile < 1:
+        raise ValueError(f"T={T!r} and tile={tile!r} must be positive integers")
+    n = math.ceil(T / tile)
+    grid = [["skipped"] * n for _ in range(n)]
+    for qi, q0 in enumerate(range(0, T, tile)):
+        q1 = min(q0 + tile, T)
+        for k0 in _key_range(q0, q1, T, tile, window):
+            k1 = min(k0 + tile, T)
+            grid[qi][k0 // tile] = "full" if _tile_mask(q0, q1, k0, k1, window, "cpu") is None else "masked"
+    return grid
+
+
+def tiling_figure(T: int = 512, tile: int = 64, window: Optional[int] = None):
+    """Left: the (T, T) score matrix eager attention materialises. Right: the tiles the tiled
+    kernel visits -- only a (tile, tile) block exists at a time; tiles above the diagonal are
+    skipped. Returns a Figure."""
+    import numpy as np
+    from matplotlib.colors import ListedColormap
+    from matplotlib.figure import Figure
+
+    grid = tile_grid(T, tile, window)
+    code = {"skipped": 0, "masked": 1, "full": 2}
+    arr = np.array([[code[c] for c in row] for row in grid])
+    fig = Figure(figsize=(9, 4.2))
+    a1, a2 = fig.subplots(1, 2)
+    qi = np.arange(T)[:, None]
+    kj = np.arange(T)[None, :]
+    causal = (kj <= qi) & ((qi - kj < window) if window else True)
+    a1.imshow(causal, cmap=ListedColormap(["#eeeeee", "#d62728"]), interpolation="nearest")
+    a1.set_title(f"eager: a full {T}x{T} score matrix per head\n(red = used, grey = masked but "
+                 "still computed and stored)", fontsize=8)
+    a2.imshow(arr, cmap=ListedColormap(["#eeeeee", "#ff7f0e", "#2ca02c"]), vmin=0, vmax=2,
+              interpolation="nearest")
+    counts = {k: sum(row.count(k) for row in grid) for k in code}
+    a2.set_title(f"tiled: {tile}x{tile} tiles, one at a time\ngreen = computed ({counts['full']}), "
+                 f"orange = computed with mask ({counts['masked']}), grey = skipped ({counts['skipped']})",
+                 fontsize=8)
+    for ax, lab in ((a1, "key position"), (a2, "key tile")):
+        ax.set_xlabel(lab)
+    a1.set_ylabel("query position")
+    a2.set_ylabel("query tile")
+    fig.tight_layout()
+    return fig
