@@ -95,17 +95,17 @@ def local_pairs(T: int, window: int, device_type: str = "cpu") -> int:
     """Pairs the ``local`` backend (tutorial_lib.window) computes, as the counter charges them.
 
     On CPU (W >= 2) the fast path runs the first W queries as one causal W x W call, then blocks
-    of b = min(64, W-1) queries (T padded to W + n*b): each its own b x b block (causal) and a
+    of b = window.block_for(W) = min(64, W // 2) queries (T padded to W + n*b): each its own b x b block (causal) and a
     b x (W-1) window of the keys before it: W^2 + n*b*(b + W - 1). Elsewhere (and for W = 1) one
     masked SDPA call over C x 2C blocks of C = W: nb*C*2C. W >= T: plain causal SDPA, T x T.
     Mirrors window.py's schedule -- update both together.
     """
-    from tutorial_lib.window import DEFAULT_BLOCK
+    from tutorial_lib.window import block_for
 
     if window >= T:
         return T * T
     if device_type == "cpu" and window >= 2:
-        b = min(DEFAULT_BLOCK, window - 1)
+        b = block_for(window)
         n = math.ceil((T - window) / b)
         return window * window + n * b * (b + window - 1)
     nb = math.ceil(T / window)

@@ -61,6 +61,7 @@ class ProfileResult:
     rows: List[dict] = field(default_factory=list)
     trace_path: Optional[str] = None
     attn_backend: str = ""
+    config_fields: dict = field(default_factory=dict)  # GPTConfig.to_dict() of the profiled model
     kind: str = "profile"
 
     def shares(self, phase: Optional[str] = None, by: str = "scope") -> Dict[str, float]:
@@ -95,6 +96,25 @@ class ProfileResult:
         return [{"name": n, "forward_ms": fwd.get(n, 0.0), "backward_ms": bwd.get(n, 0.0),
                  "total_ms": tot[n], "share": tot[n] / self.step_ms if self.step_ms else 0.0}
                 for n in names]
+
+    def component_rows(self) -> List[dict]:
+        """One row per model scope: time per step, share of the step's time, and the scope's share
+        of the analytic matmul FLOPs of the same work (forward, + backward in train mode)."""
+        from tutorial_lib.measure import flops as F
+
+        flop = {}
+        if self.config_fields:
+            cfg = GPTConfig(**self.config_fields)
+            keys = ("fwd_flops",) if self.mode == "fwd" else ("fwd_flops", "bwd_flops")
+            rows = F.cost_table(cfg, self.batch_size, self.seq_len,
+                                device_type=torch.device(self.device).type)
+            total = sum(getattr(r, k) for r in rows for k in keys)
+            for r in rows:
+                if r.scope:
+                    flop[r.scope] = flop.get(r.scope, 0.0) + sum(getattr(r, k) for k in keys) / total
+        tot = self.ms()
+        return [{"component": name, "time_ms": ms, "time_share": ms / self.step_ms if self.step_ms else 0.0,
+                 "flop_share": flop.get(name, 0.0)} for name, ms in tot.items()]
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -260,4 +280,4 @@ def profile_step(config: Union[GPTConfig, str], batch_size: int, seq_len: int, m
         dtype=settings.dtype_name(dt), batch_size=batch_size, seq_len=seq_len, mode=mode,
         steps=steps, time_source="cuda kernel time" if cuda else "cpu time",
         step_ms=total_us / 1e3 / steps, wall_ms=wall * 1e3, rows=rows,
-        trace_path=trace_path, attn_backend=cfg.attn_backend)
+        trace_path=trace_path, attn_backend=cfg.attn_backend, config_fields=cfg.to_dict())

@@ -86,6 +86,19 @@ def save_results(path: Union[str, Path], rows: Iterable[Any], meta: Optional[dic
     return path
 
 
+def save_document(path: Union[str, Path], doc: Dict[str, Any]) -> Path:
+    """Write an already-assembled results document (``schema_version``, ``meta``, ``rows``, ...)."""
+    if not isinstance(doc, dict) or "rows" not in doc or "meta" not in doc:
+        raise ValueError("save_document: doc needs 'meta' and 'rows'")
+    doc = {"schema_version": doc.get("schema_version", SCHEMA_VERSION), **doc}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(_jsonable(doc), indent=1) + "\n")
+    tmp.replace(path)
+    return path
+
+
 def load_results(path: Union[str, Path]) -> Dict[str, Any]:
     """Read a results file: ``{"schema_version", "meta", "rows"}``; ValueError when it is not one."""
     path = Path(path)

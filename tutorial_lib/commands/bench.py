@@ -1,0 +1,144 @@
+"""``python -m tutorial_lib bench``: timed GPT steps -> a stamped results file.
+
+A grid of measurements (every combination of the list-valued options):
+
+    python -m tutorial_lib bench --preset gpt2_small --batch 4 --seq 256 512 1024 \\
+        --attn eager sdpa --mode train --out results/attention_T.json
+
+or a named suite of measurements (``tutorial_lib.suite``; e.g. everything the guide cites):
+
+    python -m tutorial_lib bench --suite guide --out results/<device>.json
+
+Results are written with ``measure.records`` (schema version, device, dtype, torch version, date).
+A point that runs out of memory or hits an unsupported backend is recorded with its error and
+the run goes on; bad options are refused before anything runs.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+
+HELP = "timed GPT steps over a grid (or a named suite) -> results/NAME.json"
+
+
+def _suites():
+    try:
+        from tutorial_lib import suite
+    except ImportError:
+        return None
+    return suite
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from tutorial_lib.config import ATTN_BACKENDS, PRESETS
+    from tutorial_lib.measure.bench import MODES
+
+    s = _suites()
+    names = list(getattr(s, "SUITES", ())) if s else []
+    p.add_argument("--suite", default=None, choices=names or None,
+                   help="run a named suite instead of a grid" + (f" ({', '.join(names)})" if names else ""))
+    p.add_argument("--only", nargs="+", default=None, metavar="SECTION",
+                   help="with --suite: run only these sections")
+    p.add_argument("--preset", nargs="+", default=None, choices=sorted(PRESETS),
+                   help="model preset(s) (default: the size profile's)")
+    p.add_argument("--batch", nargs="+", type=int, default=None, help="batch size(s)")
+    p.add_argument("--seq", nargs="+", type=int, default=None, help="sequence length(s)")
+    p.add_argument("--mode", nargs="+", default=["train"], choices=MODES,
+                   help="fwd, fwdbwd (forward+backward) or train (+ AdamW step)")
+    p.add_argument("--attn", nargs="+", default=None, choices=ATTN_BACKENDS, help="attention backend(s)")
+    p.add_argument("--kv-heads", nargs="+", type=int, default=None, help="n_kv_head value(s) (GQA/MQA)")
+    p.add_argument("--mlp", nargs="+", default=None, choices=("gelu", "swiglu"), help="MLP kind(s)")
+    p.add_argument("--mlp-ratio", nargs="+", type=float, default=None, help="MLP expansion ratio(s)")
+    p.add_argument("--window", nargs="+", type=int, default=None, help="sliding window(s)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16"),
+                   help="compute dtype (default: bfloat16 autocast on CUDA, float32 on CPU)")
+    p.add_argument("--profile", default=None, choices=("smoke", "cpu", "gpu"),
+                   help="size profile (default: $TUTORIAL_PROFILE, else from the device)")
+    p.add_argument("--min-run-time", type=float, default=None,
+                   help="seconds of timing per point (default: size profile)")
+    p.add_argument("--out", default=None, help="write the results here, e.g. results/NAME.json")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def grid(args, prof) -> list:
+    """The measure_step keyword sets of a grid run (every combination of the list options)."""
+    from tutorial_lib.config import get_config
+
+    axes = {
+        "preset": args.preset or [prof.preset],
+        "batch_size": args.batch or [prof.batch],
+        "seq_len": args.seq or [prof.seq_len],
+        "mode": args.mode,
+        "attn_backend": args.attn or [None],
+        "n_kv_head": args.kv_heads or [None],
+        "mlp": args.mlp or [None],
+        "mlp_ratio": args.mlp_ratio or [None],
+        "window": args.window or [None],
+    }
+    points = []
+    for combo in itertools.product(*axes.values()):
+        a = dict(zip(axes, combo))
+        changes = {k: a[k] for k in ("attn_backend", "n_kv_head", "mlp", "mlp_ratio", "window")
+                   if a[k] is not None}
+        cfg = get_config(a["preset"], **changes)  # ValueError for a bad combination
+        if a["seq_len"] > cfg.block_size and cfg.pos == "rope":
+            cfg = cfg.replace(block_size=a["seq_len"])  # RoPE has no table: longer T is fine
+        label = cfg.name + "".join(f" {k}={v}" for k, v in changes.items())
+        points.append({"config": cfg, "batch_size": a["batch_size"], "seq_len": a["seq_len"],
+                       "mode": a["mode"], "label": label})
+    return points
+
+
+def run(args) -> int:
+    from tutorial_lib import settings
+    from tutorial_lib.measure import bench, records
+    from tutorial_lib.nbutils import format_rows
+
+    try:
+        dev = settings.get_device(args.device)
+        prof = settings.get_profile(args.profile, device=dev)
+        if args.suite:
+            return _run_suite(args, dev, prof)
+        points = grid(args, prof)
+        for p in points:
+            bench._check_sizes(p["config"], p["batch_size"], p["seq_len"], p["mode"])
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    dtype = args.dtype or settings.dtype_name(settings.default_dtype(dev))
+    print(f"{len(points)} point(s) on {dev} ({settings.device_name(dev)}), {dtype}, size profile {prof.name}")
+    rows = bench.measure_sweep(points, progress=not args.no_progress, desc="bench", device=dev,
+                               dtype=dtype, compile=args.compile,
+                               min_run_time=args.min_run_time or prof.min_run_time)
+    print(format_rows([{
+        "label": r.label, "mode": r.mode, "B": r.batch_size, "T": r.seq_len, "ms": r.median_ms,
+        "IQR": r.iqr_ms, "tokens/s": r.tokens_per_s, "TFLOP/s": r.achieved_tflops, "MFU": r.mfu,
+        "peak MiB": None if r.peak_mem_bytes is None else r.peak_mem_bytes / 2**20,
+        "error": r.error} for r in rows],
+        formats={"ms": "{:.2f}", "IQR": "{:.2f}", "tokens/s": "{:,.0f}", "TFLOP/s": "{:.3f}",
+                 "MFU": "{:.1%}", "peak MiB": "{:,.0f}"}))
+    if args.out:
+        records.save_results(args.out, rows, meta={"command": "bench", "size_profile": prof.name},
+                             device=dev, dtype=dtype)
+        print(f"results: {args.out}")
+    return 0
+
+
+def _run_suite(args, dev, prof) -> int:
+    from tutorial_lib.measure import records
+
+    s = _suites()
+    if s is None:
+        raise ValueError(f"suite={args.suite!r}: tutorial_lib.suite is not available")
+    doc = s.run_suite(args.suite, profile=prof.name, device=dev, only=args.only,
+                      progress=not args.no_progress)
+    n_err = sum(1 for r in doc["rows"] if r.get("error"))
+    print(f"suite {args.suite}: {len(doc['rows'])} rows ({n_err} with errors) on {dev}, "
+          f"size profile {prof.name}")
+    if args.out:
+        records.save_document(args.out, doc)
+        print(f"results: {args.out}")
+    return 0

@@ -1,0 +1,209 @@
+"""Figures for the tutorial, drawn from measured data. Every function returns a matplotlib Figure.
+
+Figures are built with ``matplotlib.figure.Figure`` (not pyplot), so nothing is shown or kept
+alive behind the caller's back: a notebook displays the returned figure once, the CLI saves it.
+
+- ``time_breakdown``: the seed's "single forward pass time breakdown" as nested horizontal bars
+  (model -> block -> attention / MLP parts), with the seed's claimed ranges marked.
+- ``memory_breakdown``: parameters / gradients / optimizer state / activations, and activations
+  by component.
+- ``loglog_scaling`` (+ ``fit_loglog_slope``): cost vs T on log-log axes with fitted slopes.
+- ``flop_vs_time``: FLOP share beside measured time share per component.
+"""
+from __future__ import annotations
+
+from typing import Dict, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+from matplotlib.figure import Figure
+
+COLORS = {"embedding": "#8c8c8c", "attention": "#d62728", "mlp": "#ff7f0e", "norm": "#2ca02c",
+          "lm_head": "#1f77b4", "loss": "#9467bd", "other": "#bcbd22", "blocks": "#7f7f7f",
+          "residual": "#17becf", "optimizer": "#e377c2"}
+
+
+def _color(name: str) -> str:
+    return COLORS.get(name.split(".")[0], COLORS.get(name, "#7f7f7f"))
+
+
+def fit_loglog_slope(x: Sequence[float], y: Sequence[float], last: Optional[int] = None
+                     ) -> Tuple[float, float]:
+    """Least-squares slope and intercept of log(y) vs log(x): y ≈ e^b · x^slope.
+
+    ``last``: fit only the last n points (the large-T regime). Points with a missing, zero or
+    negative y (failed measurements) are skipped. Needs two usable points.
+    """
+    pts = [(float(a), float(b)) for a, b in zip(x, y)
+           if a is not None and b is not None and np.isfinite(b) and a > 0 and b > 0]
+    if last is not None:
+        pts = pts[-last:]
+    if len(pts) < 2:
+        raise ValueError(f"fit_loglog_slope needs >= 2 positive points, got {len(pts)}")
+    lx, ly = np.log([p[0] for p in pts]), np.log([p[1] for p in pts])
+    slope, intercept = np.polyfit(lx, ly, 1)
+    return float(slope), float(intercept)
+
+
+# ---- time breakdown ---------------------------------------------------------------------------
+def time_breakdown(prof, phase: str = "forward", claims: bool = True, title: Optional[str] = None,
+                   n_layer: Optional[int] = None) -> Figure:
+    """Nested bars of a ``ProfileResult``: model level, block level, inside attention and MLP.
+
+    Each panel's bars are shares of the level above (as in the seed's figure); with ``claims``
+    the seed's claimed shares are drawn as grey ranges/ticks for comparison.
+    """
+    from tutorial_lib import claims as C
+
+    L = n_layer or _n_layer_of(prof)
+    seed = C.time_shares_from_profile(prof, phase, n_layer=L)
+    ms = prof.ms(phase)
+    total = sum(ms.values())
+    top = {"embedding": ms.get("embedding", 0.0) / total,
+           f"transformer blocks ×{L}": seed["time.blocks"] or 0.0,
+           "lm_head": ms.get("lm_head", 0.0) / total,
+           "loss": ms.get("loss", 0.0) / total}
+    top["final norm + other"] = max(0.0, 1.0 - sum(top.values()))
+    panels = [
+        ("model", top, {"embedding": "time.embedding", f"transformer blocks ×{L}": "time.blocks",
+                        "lm_head": "time.lm_head"}),
+        ("one block", {"attention": seed["time.block.attention"] or 0.0, "mlp": seed["time.block.mlp"] or 0.0,
+                       "norm": seed["time.block.norm"] or 0.0},
+         {"attention": "time.block.attention", "mlp": "time.block.mlp", "norm": "time.block.norm"}),
+        ("attention", {k: seed[f"time.attention.{k}"] or 0.0 for k in ("qkv", "rope", "core", "out")},
+         {k: f"time.attention.{k}" for k in ("qkv", "rope", "core", "out")}),
+        ("MLP", {k: seed[f"time.mlp.{k}"] or 0.0 for k in ("up", "act", "down")},
+         {k: f"time.mlp.{k}" for k in ("up", "act", "down")}),
+    ]
+    fig = Figure(figsize=(9, 7.5), layout="constrained")
+    axes = fig.subplots(len(panels), 1, gridspec_kw={"height_ratios": [len(p[1]) for p in panels]})
+    for ax, (name, shares, claim_keys) in zip(axes, panels):
+        labels = list(shares)[::-1]
+        vals = [shares[k] for k in labels]
+        group = {"attention": "attention", "MLP": "mlp"}.get(name)
+        cols = [_color(group or k.split(" ")[0]) for k in labels]
+        ax.barh(labels, vals, color=cols, alpha=0.85, label="measured")
+        for i, (k, v) in enumerate(zip(labels, vals)):
+            ax.text(v + 0.01, i, f"{100 * v:.1f}%", va="center", fontsize=8)
+            if claims and k in claim_keys:
+                c = C.get(claim_keys[k])
+                lo, hi = (c.low, c.high) if c.low is not None else (c.value, c.value)
+                ax.plot([lo, hi], [i + 0.32, i + 0.32], color="k", lw=3 if hi > lo else 0,
+                        solid_capstyle="butt")
+                ax.plot([lo, hi], [i + 0.32, i + 0.32], "k|", ms=8)
+        ax.set_xlim(0, 1.05)
+        ax.set_title(f"{name} (share of {'forward pass' if name == 'model' else 'the level above'})",
+                     fontsize=9, loc="left")
+        ax.tick_params(labelsize=8)
+    axes[-1].set_xlabel("share of time  (black ticks: the seed's claim)" if claims else "share of time")
+    fig.suptitle(title or f"{prof.preset}: {phase} time breakdown, B={prof.batch_size}, "
+                 f"T={prof.seq_len}, {prof.device_name}, {prof.dtype}", fontsize=10)
+    return fig
+
+
+def _n_layer_of(prof) -> int:
+    import re
+    m = re.search(r"(\d+)L ", getattr(prof, "config", ""))
+    return int(m.group(1)) if m else 12
+
+
+# ---- memory -----------------------------------------------------------------------------------
+def memory_breakdown(mb, title: Optional[str] = None, unit: str = "MiB") -> Figure:
+    """Two panels for a ``MemoryBreakdown``: bytes by kind, and the activations by component."""
+    div = {"KiB": 2**10, "MiB": 2**20, "GiB": 2**30}[unit]
+    kinds = mb.by_kind()
+    groups = dict(sorted(mb.activations_by_group().items(), key=lambda kv: kv[1]))
+    fig = Figure(figsize=(10, 3.4), layout="constrained")
+    ax1, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.2]})
+    kind_colors = ["#1f77b4", "#aec7e8", "#ff7f0e", "#d62728"]
+    labels = list(kinds)[::-1]
+    vals = [kinds[k] / div for k in labels]
+    ax1.barh(labels, vals, color=kind_colors[::-1])
+    for i, v in enumerate(vals):
+        ax1.text(v, i, f" {v:,.1f}", va="center", fontsize=8)
+    ax1.set_xlabel(unit)
+    ax1.set_xlim(0, max(vals) * 1.25 if max(vals) else 1)
+    peak = f"\nCUDA peak allocated {mb.peak_bytes / div:,.0f} {unit}" if mb.peak_bytes else ""
+    ax1.set_title(f"by kind (sum {mb.total_bytes / div:,.0f} {unit}){peak}", fontsize=9, loc="left")
+    g_vals = [v / div for v in groups.values()]
+    ax2.barh(list(groups), g_vals, color="#d62728", alpha=0.8)
+    for i, v in enumerate(g_vals):
+        ax2.text(v, i, f" {v:,.2f}", va="center", fontsize=8)
+    ax2.set_xlabel(unit)
+    ax2.set_xlim(0, max(g_vals) * 1.3 if g_vals else 1)
+    ax2.set_title("activations saved for backward, by component", fontsize=9, loc="left")
+    for ax in (ax1, ax2):
+        ax.tick_params(labelsize=8)
+    fig.suptitle(title or f"{mb.preset}: memory of one training step, B={mb.batch_size}, "
+                 f"T={mb.seq_len}, {mb.attn_backend}, {mb.device_name}, {mb.dtype}", fontsize=10)
+    return fig
+
+
+# ---- scaling ----------------------------------------------------------------------------------
+def loglog_scaling(series: Mapping[str, Tuple[Sequence[float], Sequence[float]]],
+                   xlabel: str = "sequence length T", ylabel: str = "time (ms)",
+                   title: str = "", fit_last: Optional[int] = None,
+                   reference_slopes: Sequence[float] = (1.0, 2.0)) -> Figure:
+    """Log-log curves {label: (x, y)} with each fitted slope in the legend, plus dotted slope
+    guides (slope 1 = linear, 2 = quadratic) through the first curve's first point."""
+    fig = Figure(figsize=(6.5, 4.2), layout="constrained")
+    ax = fig.subplots()
+    first = None
+    for label, (x, y) in series.items():
+        pts = [(a, b) for a, b in zip(x, y) if b is not None and np.isfinite(b) and b > 0]
+        if not pts:
+            continue
+        xs, ys = zip(*pts)
+        try:
+            slope, _ = fit_loglog_slope(xs, ys, last=fit_last)
+            lab = f"{label} (slope {slope:.2f})"
+        except ValueError:
+            lab = label
+        ax.plot(xs, ys, "o-", label=lab)
+        first = first or (xs[0], ys[0], xs[-1])
+    if first:
+        x0, y0, x1 = first
+        xx = np.array([x0, x1])
+        for s in reference_slopes:
+            ax.plot(xx, y0 * (xx / x0) ** s, ":", color="grey", lw=1)
+            ax.text(x1, y0 * (x1 / x0) ** s, f" slope {s:g}", color="grey", fontsize=7, va="center")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+# ---- FLOPs vs time ----------------------------------------------------------------------------
+def flop_vs_time(flop_share: Mapping[str, float], time_share: Mapping[str, float],
+                 title: str = "", other_share: Optional[Mapping[str, float]] = None) -> Figure:
+    """Grouped horizontal bars per component: share of matmul FLOPs vs share of measured time
+    (and optionally the estimated elementwise share). Components in ``time_share``'s order."""
+    names = [n for n in time_share if n in flop_share or time_share[n] > 0.005]
+    fig = Figure(figsize=(7.5, 0.35 * len(names) + 1.4), layout="constrained")
+    ax = fig.subplots()
+    y = np.arange(len(names))[::-1]
+    h = 0.38 if other_share is None else 0.27
+    ax.barh(y + h / 2, [flop_share.get(n, 0.0) for n in names], h, label="share of FLOPs (matmul)",
+            color="#1f77b4")
+    ax.barh(y - h / 2, [time_share.get(n, 0.0) for n in names], h, label="share of measured time",
+            color="#d62728")
+    if other_share is not None:
+        ax.barh(y - 1.5 * h, [other_share.get(n, 0.0) for n in names], h,
+                label="share of elementwise ops (estimate)", color="#2ca02c")
+    ax.set_yticks(y, names, fontsize=8)
+    ax.set_xlabel("share")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(True, axis="x", alpha=0.3)
+    return fig
+
+
+def save(fig: Figure, path: str, dpi: int = 120) -> str:
+    """Save a figure (folders created); returns the path."""
+    import os
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    return path
