@@ -11,7 +11,7 @@ Two implementations of the blocking:
   block n needs only key blocks n-1 and n, so one ``scaled_dot_product_attention`` call on
   (C x 2C) blocks with a band mask does it: 2W scores per query, autograd for free.
 - ``local_window_attention`` on CPU (``_LocalWindowCPU``): the first W queries are plain causal
-  attention; every later block of b queries (b = 64) attends to its own block causally, unmasked,
+  attention; every later block of b = min(64, W//2) queries attends to its own block causally,
   and to the W-1 keys before the block with one (b, W-1) mask shared by all blocks. Those key
   windows overlap, and are a strided *view* of K and V, never copied; grouped K/V heads are used
   as they are (no ``repeat_kv``). Both halves run on PyTorch's CPU flash kernel, which returns the
@@ -207,6 +207,15 @@ def _fast_cpu_ok(q, k, v) -> bool:
 DEFAULT_BLOCK = 64
 
 
+def block_for(window: int, block: int = DEFAULT_BLOCK) -> int:
+    """Query-block size of the CPU path: at most ``block`` and at most window // 2.
+
+    A block must be < window (its first query must see every key of the block before it); half
+    the window keeps T - window a multiple of the block for power-of-two sizes, so no padding.
+    """
+    return max(1, min(block, window // 2))
+
+
 def local_window_attention(q, k, v, window: int, scale: Optional[float] = None,
                            block: int = DEFAULT_BLOCK):
     """Causal sliding-window attention in O(T * window): query i sees keys i-window+1 .. i.
@@ -214,7 +223,7 @@ def local_window_attention(q, k, v, window: int, scale: Optional[float] = None,
     q (B, H, T, D), k/v (B, Hkv, T, D) -> (B, H, T, D). On CPU (the fast path):
 
     1. the first ``window`` queries see everything before them: one plain causal call;
-    2. every later block of ``block`` queries sees its own block causally (no mask) and the
+    2. every later block of b = min(block, window // 2) queries sees its own block causally and the
        window-1 keys before the block through an overlapping strided *view* of K and V with one
        (block, window-1) mask shared by all blocks; the two halves merge by log-sum-exp.
 
@@ -231,7 +240,7 @@ def local_window_attention(q, k, v, window: int, scale: Optional[float] = None,
                                               enable_gqa=H != k.shape[1])
     if window == 1 or not _fast_cpu_ok(q, k, v):
         return local_window_attention_sdpa(q, k, v, window, scale)
-    b = min(block, window - 1)  # a block never holds a key its first query cannot see
+    b = block_for(window, block)
     pad = -(T - window) % b
     q, k, v = (F.pad(t, (0, 0, 0, pad)) if pad else t.contiguous() for t in (q, k, v))
     out = _LocalWindowCPU.apply(q, k, v, window, b, scale)
