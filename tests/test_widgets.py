@@ -1,0 +1,367 @@
+"""The explorers without a browser: pure computations against independent formulas, and every
+widget callback driven by setting ``widget.value`` (tests/test_browser.py does it in JupyterLab)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tutorial_lib import decision, explore
+from tutorial_lib.attention import causal_mask
+from tutorial_lib.config import get_config
+from tutorial_lib.model import GPT
+
+W_ = pytest.importorskip("ipywidgets")
+from tutorial_lib import widgets  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _no_session_calibration():
+    widgets._CALIBRATIONS.clear()
+    yield
+    widgets._CALIBRATIONS.clear()
+
+
+# ---- the package stays free of ipywidgets -----------------------------------------------------
+def test_core_and_cli_import_without_ipywidgets():
+    code = ("import sys, tutorial_lib, tutorial_lib.explore, tutorial_lib.decision, tutorial_lib.cli\n"
+            "assert 'ipywidgets' not in sys.modules, 'ipywidgets imported'\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ---- cost model -------------------------------------------------------------------------------
+def test_settings_validate_with_field_names():
+    with pytest.raises(ValueError, match="seq_len"):
+        explore.ExplorerSettings(seq_len=0)
+    with pytest.raises(ValueError, match="dtype"):
+        explore.ExplorerSettings(dtype="int8")
+    with pytest.raises(ValueError, match="n_kv_head"):
+        explore.ExplorerSettings(n_kv_head=5)
+    # T beyond the preset's block_size is fine analytically (RoPE): block_size is raised
+    assert explore.ExplorerSettings(seq_len=4096).config().block_size == 4096
+
+
+def test_flops_per_scope_match_hand_formulas():
+    B, T = 2, 256
+    s = explore.ExplorerSettings(seq_len=T, batch_size=B, dtype="float32")
+    cfg = s.config()
+    C, L, V, Hid = cfg.n_embd, cfg.n_layer, cfg.vocab_size, cfg.mlp_hidden
+    p = explore.predict_cost(s)
+    # a Linear costs 2*N*in*out forward and twice that backward
+    assert p.flops["mlp.up"] == 3 * 2 * B * T * C * Hid * L
+    assert p.flops["lm_head"] == 3 * 2 * B * T * C * V
+    assert p.flops["attention.qkv"] == 3 * 2 * B * T * C * 3 * C * L
+    assert sum(p.flop_share.values()) == pytest.approx(1.0)
+    assert p.step_ms is None and p.time_share == p.flop_share and "compute-bound" in p.basis
+
+
+def test_eager_attention_does_the_full_square_sdpa_the_causal_half():
+    T = 512
+    cfg = get_config("gpt2_small")
+    e = explore.scope_work(cfg.replace(attn_backend="eager"), 1, T)
+    f = explore.scope_work(cfg.replace(attn_backend="sdpa"), 1, T)
+    H, D, L = cfg.n_head, cfg.head_dim, cfg.n_layer
+    pairs_full, pairs_causal = T * T, T * (T + 1) // 2
+    # eager: QK^T and PV, 2*D FLOPs per (query, key) pair each, over all T x T, backward 2x
+    mm_e = e["attention.core"] - 3 * (1 + 5) * H * T * T * L  # minus scale_mask + softmax estimate
+    assert mm_e == 4 * H * D * pairs_full * L * 3
+    # the flash kernel skips the masked half but recomputes the scores in backward (nb matmuls)
+    from tutorial_lib.measure.flops import sdpa_counter_bwd_matmuls
+    nb = sdpa_counter_bwd_matmuls()
+    per_pair = 2 * H * D * L
+    assert f["attention.core"] == (per_pair * pairs_causal * ((1 + nb - 2) + 3)
+                                   + 3 * (1 + 5) * H * T * T * L)
+
+
+def test_memory_prediction_against_the_real_model():
+    cfg = get_config("tiny")
+    m = explore.predict_memory(cfg, 2, 64, "float32")
+    n = GPT(cfg).num_params()
+    assert m["params"] == n
+    assert m["by_kind"]["parameters"] == 4 * n and m["by_kind"]["gradients"] == 4 * n
+    assert m["by_kind"]["optimizer state"] == 8 * n
+    eager = explore.predict_memory(cfg.replace(attn_backend="eager"), 2, 64, "float32")
+    B, H, T, L = 2, cfg.n_head, 64, cfg.n_layer
+    # eager writes the scaled scores, the masked scores and the probabilities: 3 x (B, H, T, T)
+    assert eager["activations_by_group"]["attention scores/probs"] == 3 * B * H * T * T * 4 * L
+    assert m["activations_by_group"]["attention scores/probs"] == 0
+
+
+def test_calibration_reproduces_its_measurement_and_scales_with_work():
+    s = explore.ExplorerSettings(preset="tiny", seq_len=64, batch_size=2, dtype="float32")
+    work = explore.scope_work(s.config(), 2, 64)
+    rates = {k: 1e9 * (i + 1) for i, k in enumerate(work)}  # made-up per-scope rates
+    scope_ms = {k: w / rates[k] for k, w in work.items() if w}
+    cal = explore.Calibration.from_measurement(s, sum(scope_ms.values()), "cpu", "test-cpu", scope_ms)
+    same = explore.predict_cost(s, cal)
+    assert same.step_ms == pytest.approx(sum(scope_ms.values()))
+    s2 = s.replace(seq_len=128)
+    w2 = explore.scope_work(s2.config(), 2, 128)
+    longer = explore.predict_cost(s2, cal)
+    for k, ms in longer.time_ms.items():
+        assert ms == pytest.approx(w2[k] / rates[k])
+    # one whole-step rate: time scales with the total work
+    glob = explore.Calibration.from_measurement(s, 10.0, "cpu", "test-cpu")
+    ratio = explore._model_work(w2) / explore._model_work(work)
+    assert explore.predict_cost(s2, glob).step_ms == pytest.approx(10.0 * ratio)
+    # another dtype: not calibrated, and it says why
+    p = explore.predict_cost(s.replace(dtype="bfloat16"), cal)
+    assert p.step_ms is None and "float32" in p.basis
+
+
+def test_profile_rows_become_scope_ms_that_sum_to_the_step():
+    rows = [{"scope": "mlp.up", "ms": 2.0}, {"scope": "mlp.up", "ms": 2.0},
+            {"scope": "other (autograd engine)", "ms": 1.0}, {"scope": "optimizer (AdamW)", "ms": 3.0},
+            {"scope": "grad accumulation", "ms": 2.0}]
+    ms = explore.profile_scope_ms(rows, step_ms=5.0)
+    assert ms == pytest.approx({"mlp.up": 2.0, "other": 0.5, "optimizer": 2.5})
+
+
+def test_calibration_from_results_uses_this_device_only():
+    s = explore.ExplorerSettings(preset="tiny", seq_len=32, batch_size=2, dtype="float32")
+    doc = {"meta": {"device": "cpu", "device_name": "box", "date": "2026"}, "_path": "r/cpu.json",
+           "rows": [{"kind": "step", "preset": "tiny", "seq_len": 32, "batch_size": 2,
+                     "median_ms": 4.0, "dtype": "float32", "attn_backend": "sdpa"}]}
+    cal = explore.calibration_from_results([doc], "box", "float32")
+    w = explore._model_work(explore.scope_work(s.config(), 2, 32))
+    assert cal.global_rate == pytest.approx(w / 4.0) and "cpu.json" in cal.source
+    assert explore.predict_cost(s, cal).step_ms == pytest.approx(4.0)
+    assert explore.calibration_from_results([doc], "another box", "float32") is None
+    assert explore.calibration_from_results([doc], "box", "bfloat16") is None
+
+
+# ---- lesson computations ----------------------------------------------------------------------
+def test_gqa_point_cache_bytes_formula():
+    r = explore.gqa_point(4, 1000, batch_size=3, dtype="bfloat16", docs=[])
+    cfg = get_config("gpt2_small")
+    assert r["cache_bytes"] == 2 * cfg.n_layer * 3 * 4 * 1000 * cfg.head_dim * 2
+    assert r["cache_ratio"] == pytest.approx(4 / 12)
+    assert r["label"] == "GQA-4" and r["decode_speedup_analytic"] > 1
+    assert explore.gqa_point(12, 1000, docs=[])["decode_speedup_analytic"] == 1.0
+    with pytest.raises(ValueError):
+        explore.gqa_point(5, 1000, docs=[])
+
+
+def test_flash_point_formula():
+    r = explore.flash_point(1024, batch_size=2, dtype="float32", docs=[])
+    H = 12
+    assert r["eager_attention_bytes_per_layer"] == 3 * 2 * H * 1024 * 1024 * 4
+    assert r["sdpa_attention_bytes_per_layer"] == 2 * H * 1024 * 4  # one logsumexp per query
+    assert r["training_ratio"] > 1
+
+
+@pytest.mark.parametrize("T,W", [(16, 4), (16, None), (13, 5)])
+def test_mask_density_is_the_mask_when_the_grid_is_fine(T, W):
+    dens = explore.mask_density(T, W, grid=64)
+    ref = causal_mask(T, T, W).float().numpy()
+    assert (dens == ref).all()
+
+
+def test_mask_density_keeps_the_number_of_visible_pairs():
+    from tutorial_lib.measure.flops import visible_pairs
+    T, W, g = 1024, 100, 64
+    dens = explore.mask_density(T, W, grid=g)
+    assert dens.sum() * (T // g) ** 2 == pytest.approx(visible_pairs(T, W))
+
+
+def test_window_point_against_a_brute_force_count():
+    r = explore.window_point(8, 40, n_layer=3)
+    assert r["pairs"] == int(causal_mask(40, 40, 8).sum())
+    assert r["pairs_full"] == int(causal_mask(40, 40).sum())
+    assert r["receptive_field"] == 3 * 7 + 1
+    assert r["flop_ratio"] == pytest.approx(r["pairs_full"] / r["pairs"])
+    assert explore.window_point(None, 40)["flop_ratio"] == 1.0
+    with pytest.raises(ValueError, match="window"):
+        explore.window_point(0, 40)
+
+
+def test_crossover_checker():
+    T = explore.crossover_seq_len("sdpa")
+    cfg = get_config("gpt2_small", block_size=T)
+    f, half = explore.flop_breakdown(cfg, 1, T), explore.flop_breakdown(cfg, 1, T // 2)
+    mlp = lambda d: d["mlp.up"] + d["mlp.act"] + d["mlp.down"]  # noqa: E731
+    assert f["attention.core"] > mlp(f) and half["attention.core"] <= mlp(half)
+    assert explore.check_crossover(T).startswith("✓")
+    assert "eager" in explore.check_crossover(explore.crossover_seq_len("eager"))
+    assert explore.check_crossover(T // 4).startswith("✗") and "larger" in explore.check_crossover(T // 4)
+    assert explore.check_crossover("lots").startswith("✗")
+
+
+# ---- decision tree ----------------------------------------------------------------------------
+def _doc(device="cuda", name="GPU-X"):
+    return {"meta": {"device": device, "device_name": name, "date": "2026"}, "_path": "x.json",
+            "sections": {"before_after": {"sizes": {"T": 512}}, "gqa_decode": {"sizes": {"B": 1}}},
+            "rows": [
+                {"kind": "before_after", "variant": "baseline: MHA", "speedup": 1.0, "peak_mem_MiB": 1000.0},
+                {"kind": "before_after", "variant": "+ GQA-4", "speedup": 1.3, "peak_mem_MiB": 900.0},
+                {"kind": "before_after", "variant": "+ SDPA (flash)", "speedup": 2.5, "peak_mem_MiB": 500.0},
+                {"kind": "gqa_decode", "variant": "GQA-4", "context": 512, "speedup_vs_MHA": 1.7},
+                {"kind": "gqa_decode", "variant": "GQA-4", "context": 4096, "speedup_vs_MHA": 2.9},
+                {"kind": "quality", "variant": "Muon", "val_loss_vs_baseline": -0.05}]}
+
+
+def test_recommend_bad_input():
+    for kw, field in (({"seq_len": 0}, "seq_len"), ({"device": "tpu"}, "device"), ({"goal": "fun"}, "goal")):
+        args = {"seq_len": 512, "device": "cpu", "goal": "speed", **kw}
+        with pytest.raises(ValueError, match=field):
+            decision.recommend(args["seq_len"], args["device"], args["goal"], results=[])
+
+
+def test_recommend_analytic_is_sorted_and_labelled():
+    r = decision.recommend(4096, "cpu", "speed", results=[])
+    vals = [p.value for p in r.steps]
+    assert vals == sorted(vals, reverse=True) and all(v >= decision.GAIN_THRESHOLD for v in vals)
+    assert all(not p.measured and p.source.startswith("analytic") for p in r.steps + r.no_gain)
+    w = next(p for p in r.steps + r.no_gain if p.key == "window")
+    assert w.value == pytest.approx(decision.analytic_payoff("window", 4096, "cpu", "speed"))
+    assert "Sliding Window" in r.seed[0]  # the seed's long-T branch
+    assert "GQA" in decision.recommend(128, "cpu", "speed", results=[]).seed[0]
+    # a window as long as T is no window at all
+    r = decision.recommend(256, "cpu", "speed", window=256, results=[])
+    assert next(p for p in r.no_gain if p.key == "window").value is None
+
+
+def test_recommend_uses_measurements_of_this_device_kind_near_this_T():
+    docs = [_doc()]
+    r = decision.recommend(512, "cuda", "speed", results=docs)
+    assert [p.key for p in r.steps[:2]] == ["flash", "gqa"]
+    assert r.steps[0].measured and "GPU-X" in r.steps[0].source and r.steps[0].value == 2.5
+    mem = decision.recommend(512, "cuda", "memory", results=docs)
+    assert mem.steps[0].key == "flash" and mem.steps[0].value == pytest.approx(2.0)
+    dec = decision.recommend(4096, "cuda", "decoding", results=docs)
+    g = next(p for p in dec.steps if p.key == "gqa")
+    assert g.measured and g.value == 2.9 and "4096" in g.source
+    far = decision.recommend(8192, "cuda", "speed", results=docs)  # measured at T=512: too far
+    assert not any(p.measured for p in far.steps + far.no_gain)
+    cpu = decision.recommend(512, "cpu", "speed", results=docs)  # a GPU file says nothing of the CPU
+    assert not any(p.measured for p in cpu.steps + cpu.no_gain)
+    assert any("Muon" in q and "-0.050" in q for q in r.quality)
+
+
+# ---- the widgets, driven by their values ------------------------------------------------------
+def test_cost_explorer_callbacks():
+    ex = widgets.cost_explorer(results=[], device="cpu")
+    n0, img0 = ex.n_updates, ex.image.value
+    assert isinstance(ex.result, explore.CostPrediction) and ex.error is None
+    ex.controls["seq_len"].value = 2048
+    assert ex.result.settings.seq_len == 2048 and "T=2048" in ex.readout.value
+    assert ex.n_updates == n0 + 1 and ex.image.value != img0
+    ex.controls["n_kv_head"].value = 4
+    assert "GQA-4" in ex.result.config
+    ex.controls["attn_backend"].value = "eager"
+    assert ex.result.memory["activations_by_group"]["attention scores/probs"] > 0
+    ex.controls["window"].value = 256
+    assert ex.result.settings.window == 256
+    ex.controls["mlp"].value = "swiglu"
+    ex.controls["mlp_ratio"].value = 3.0
+    assert "swiglu x3" in ex.result.config
+    ex.controls["dtype"].value = "float32"
+    assert ex.result.memory["activations_by_group"]["mlp"] == explore.predict_memory(
+        ex.settings().config(), 4, 2048, "float32")["activations_by_group"]["mlp"]
+    ex.controls["preset"].value = "tiny"  # K/V head choices follow the model's heads
+    assert [v for _, v in ex.controls["n_kv_head"].options] == [4, 2, 1]
+    assert ex.controls["n_kv_head"].value == 4 and ex.result.settings.preset == "tiny"
+
+
+@pytest.mark.slow
+def test_cost_explorer_measure_now_calibrates():
+    ex = widgets.cost_explorer(preset="tiny", seq_len=32, batch_size=1, dtype="float32",
+                               results=[], device="cpu")
+    assert ex.result.step_ms is None
+    m = ex.measure()
+    assert m is not None and m["step_ms"] > 0 and m["predicted_before_ms"] is None
+    assert ex.progress.value == ex.progress.max and ex.progress.bar_style == "success"
+    assert "ms/step" in ex.measured.value and not ex.button.disabled
+    assert sum(m["time_share"].values()) == pytest.approx(1.0)
+    assert m["memory"]["by_kind"]["parameters"] == 4 * GPT(get_config("tiny")).num_params()
+    # the prediction for what was measured now comes from the measurement
+    assert "measured now" in ex.result.basis
+    assert ex.result.step_ms == pytest.approx(m["step_ms"], rel=0.25)
+    # ... and every explorer on this device and dtype uses it
+    other = widgets.cost_explorer(preset="tiny", seq_len=64, batch_size=1, dtype="float32",
+                                  results=[], device="cpu")
+    assert other.result.step_ms is not None and other.result.step_ms > 0
+
+
+def test_measure_failure_is_shown_not_raised(monkeypatch):
+    import tutorial_lib.measure.bench as bench
+
+    def boom(*a, **k):
+        raise RuntimeError("out of memory (pretend)")
+    monkeypatch.setattr(bench, "measure_step", boom)
+    ex = widgets.cost_explorer(preset="tiny", seq_len=32, results=[], device="cpu")
+    assert ex.measure() is None
+    assert "out of memory" in ex.measured.value and ex.progress.bar_style == "danger"
+    assert not ex.button.disabled
+
+
+def test_value_error_lands_in_the_readout():
+    class Broken(widgets.Explorer):
+        def compute(self, x):
+            if x > 1:
+                raise ValueError("x=2 is too big")
+            return x
+
+        def figure(self, r):
+            from matplotlib.figure import Figure
+            return Figure(figsize=(1, 1))
+
+    b = Broken({"x": W_.IntSlider(value=1, min=0, max=3)})
+    assert b.error is None and b.result == 1
+    b.controls["x"].value = 2
+    assert b.error == "x=2 is too big" and "too big" in b.readout.value and b.result == 1
+
+
+def test_decision_tree_callbacks():
+    t = widgets.decision_tree(seq_len=512, device="cuda", goal="speed", results=[_doc()])
+    assert t.result.steps[0].key == "flash" and "measured" in t.readout.value
+    img = t.image.value
+    t.controls["goal"].value = "decoding"
+    assert t.result.goal == "decoding" and "for decoding at T=512" in t.readout.value
+    assert t.image.value != img
+    t.controls["device"].value = "cpu"
+    assert not any(p.measured for p in t.result.steps)
+    t.controls["seq_len"].value = 4096
+    t.controls["window"].value = 512
+    w = next(p for p in t.result.steps + t.result.no_gain if p.key == "window")
+    assert "W=512" in w.title and t.result.seq_len == 4096
+
+
+@pytest.mark.slow
+def test_gqa_explorer_callbacks_and_measure():
+    g = widgets.gqa_explorer(results=[], measure_config=get_config("gpt2_mini", n_layer=1),
+                             measure_tokens=2)
+    g.controls["n_kv_head"].value = 1
+    assert g.result["label"] == "MQA" and g.result["cache_ratio"] == pytest.approx(1 / 12)
+    g.controls["context"].value = 128
+    g.controls["dtype"].value = "float32"
+    assert g.result["cache_bytes"] == 2 * 12 * 1 * 1 * 128 * 64 * 4
+    assert "MQA" in g.readout.value
+    rows = g.measure()
+    assert [r.n_kv_head for r in rows] == [12, 1] and all(r.ok for r in rows)
+    assert rows[1].cache_bytes * 12 == rows[0].cache_bytes
+    assert "tokens/s" in g.measured.value and g.progress.bar_style == "success"
+
+
+def test_flash_explorer_callbacks():
+    f = widgets.flash_explorer(results=[])
+    f.controls["seq_len"].value = 4096
+    f.controls["batch_size"].value = 2
+    assert f.result["eager_attention_bytes_per_layer"] == 3 * 2 * 12 * 4096 * 4096 * 4
+    r1 = f.result["attention_ratio"]
+    f.controls["seq_len"].value = 8192
+    assert f.result["attention_ratio"] == pytest.approx(2 * r1)  # T^2 / T
+
+
+def test_window_explorer_callbacks():
+    w = widgets.window_explorer(window=256, seq_len=2048)
+    assert w.result["window"] == 256 and w.result["flop_ratio"] > 1
+    w.controls["window"].value = 0  # "full"
+    assert w.result["window"] is None and w.result["flop_ratio"] == 1.0
+    assert "full causal" in w.readout.value
+    w.controls["window"].value = 64
+    w.controls["n_layer"].value = 4
+    assert w.result["receptive_field"] == 4 * 63 + 1
+    assert w.result["mask"].shape == (64, 64)

@@ -1,0 +1,251 @@
+"""The seed's decision tree, recomputed: what to change first for a sequence length, device and goal.
+
+``recommend(seq_len, device, goal)`` scores each change against the seed's baseline (GPT-2 small:
+MHA, GELU 4x, eager attention) and orders them by payoff:
+
+- ``speed``: training-step speedup; ``memory``: training-memory reduction; ``decoding``:
+  KV-cache decoding speedup (tokens/s). Every payoff is base / variant (> 1 = better).
+- *measured* when a results file (``results/*.json`` from ``python -m tutorial_lib bench
+  --suite guide``) was recorded on this kind of device and holds that change -- stamped with where
+  and at which sizes, which need not be your sequence length;
+- else *analytic*, and labelled so: speed = the model's work ratio (FLOPs as the kernels do them,
+  ``explore.scope_work``: the compute-bound assumption), memory = ``explore.predict_memory``,
+  decoding = bytes read per new token (all weights + the KV cache at context T; a window caps the
+  cache at W), the memory-bound assumption.
+
+The seed's own answer (``claims`` keys ``tree.*``) is returned beside ours.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+from tutorial_lib import explore
+from tutorial_lib.config import get_config
+
+GOALS = ("speed", "memory", "decoding")
+DEVICES = ("cpu", "cuda")
+BASELINE = {"attn_backend": "eager"}  # GPT-2 small, MHA, GELU 4x, eager attention
+GAIN_THRESHOLD = 1.02  # payoffs below this are listed as "little or no gain"
+
+
+@dataclass(frozen=True)
+class Change:
+    key: str
+    title: str
+    seed_name: str  # what the seed's tree calls it
+    # results rows that measure it: (kind, variant label prefix)
+    measured_as: tuple = ()
+
+
+CHANGES = (
+    Change("gqa", "GQA-4 (4 K/V heads for 12 Q heads)", "GQA",
+           (("before_after", "+ GQA-4"), ("gqa_train", "GQA-4"), ("gqa_decode", "GQA-4"))),
+    Change("flash", "Flash attention (fused SDPA)", "Flash",
+           (("before_after", "+ SDPA"), ("flash_model", "sdpa"))),
+    Change("mlp3", "MLP 4x -> 3x", "3× MLP", (("before_after", "+ MLP 3x"), ("mlp", "GELU 3x"))),
+    Change("window", "Sliding-window attention", "Sliding Window", ()),
+    Change("swiglu", "SwiGLU 8/3x (param-matched)", "SwiGLU", (("swiglu", "SwiGLU 8/3x"),)),
+)
+QUALITY_ONLY = (("swiglu", "SwiGLU 8/3x"), ("muon", "Muon"))
+
+
+def change_config(key: str, seq_len: int, device: str, window: Optional[int] = None):
+    """The baseline config with one change applied (window: W = ``window`` or T/4, at least 16)."""
+    base = get_config("gpt2_small", block_size=max(1024, seq_len), **BASELINE)
+    if key == "baseline":
+        return base
+    if key == "gqa":
+        return base.replace(n_kv_head=4)
+    if key == "flash":
+        return base.replace(attn_backend="sdpa")
+    if key == "mlp3":
+        return base.replace(mlp_ratio=3.0)
+    if key == "swiglu":
+        return base.replace(mlp="swiglu")
+    if key == "window":
+        W = window or max(16, seq_len // 4)
+        # CPU trains windows with the local O(T*W) kernel; CUDA with flex's block-sparse mask
+        return base.replace(window=W, attn_backend="local" if device == "cpu" else "flex")
+    raise ValueError(f"change={key!r} is not one of {[c.key for c in CHANGES]}")
+
+
+@dataclass
+class Payoff:
+    key: str
+    title: str
+    value: Optional[float]  # base / variant, > 1 = better; None: not applicable here
+    source: str  # "measured on ... (sizes)" or "analytic (...)"
+    measured: bool
+    note: str = ""
+
+    def describe(self, goal: str) -> str:
+        what = {"speed": "faster step", "memory": "less training memory",
+                "decoding": "faster decoding"}[goal]
+        v = "n/a" if self.value is None else f"{self.value:.2f}x {what}"
+        return f"{self.title}: {v} [{self.source}]" + (f" -- {self.note}" if self.note else "")
+
+
+@dataclass
+class Recommendation:
+    seq_len: int
+    device: str
+    goal: str
+    steps: List[Payoff]  # recommended, best first
+    no_gain: List[Payoff]  # payoff below GAIN_THRESHOLD (or n/a)
+    quality: List[str]  # quality-only changes (SwiGLU, Muon): measured val-loss deltas if any
+    seed: List[str]  # the seed's tree for this T
+    notes: List[str] = field(default_factory=list)
+
+    def lines(self) -> List[str]:
+        out = [f"T={self.seq_len}, device={self.device}, goal={self.goal}:"]
+        out += [f"  {i}. {p.describe(self.goal)}" for i, p in enumerate(self.steps, 1)]
+        if self.no_gain:
+            out.append("  little or no gain here: " + "; ".join(p.describe(self.goal) for p in self.no_gain))
+        out += [f"  quality: {q}" for q in self.quality]
+        out.append("  the seed says: " + " | ".join(self.seed))
+        out += [f"  note: {n}" for n in self.notes]
+        return out
+
+
+def seed_tree(seq_len: int) -> List[str]:
+    """The seed's recommendation for this T, in its own words."""
+    from tutorial_lib import claims
+
+    keys = ["tree.short" if seq_len < 512 else "tree.long", "tree.swiglu", "tree.optimizer"]
+    return [claims.get(k).text for k in keys]
+
+
+# ---- analytic payoffs -------------------------------------------------------------------------
+def _dtype(device: str) -> str:
+    return "bfloat16" if device == "cuda" else "float32"
+
+
+def decode_bytes_per_token(cfg, context: int, dtype: str) -> int:
+    """Bytes one decoding step reads: every weight once + the whole KV cache (capped at W)."""
+    from tutorial_lib.gqa import kv_cache_bytes
+    from tutorial_lib.measure import flops as F
+
+    e = explore.DTYPE_BYTES[dtype]
+    ctx = min(context, cfg.window) if cfg.window else context
+    return F.num_params(cfg) * e + kv_cache_bytes(cfg, 1, ctx, dtype)
+
+
+def analytic_payoff(key: str, seq_len: int, device: str, goal: str, batch_size: int = 4,
+                    window: Optional[int] = None) -> float:
+    """base / variant for ``goal`` from the analytic model (see the module docstring)."""
+    base = change_config("baseline", seq_len, device)
+    var = change_config(key, seq_len, device, window)
+    dt = _dtype(device)
+    if goal == "speed":
+        w = [explore._model_work(explore.scope_work(c, batch_size, seq_len, device)) for c in (base, var)]
+    elif goal == "memory":
+        w = [explore.predict_memory(c, batch_size, seq_len, dt)["total"] for c in (base, var)]
+    elif goal == "decoding":
+        w = [decode_bytes_per_token(c, seq_len, dt) for c in (base, var)]
+    else:
+        raise ValueError(f"goal={goal!r} is not one of {list(GOALS)}")
+    return w[0] / w[1]
+
+
+_ANALYTIC_BASIS = {"speed": "analytic: FLOP ratio as the kernels do them (compute-bound)",
+                   "memory": "analytic: params + grads + AdamW + activations",
+                   "decoding": "analytic: bytes read per new token (memory-bound)"}
+
+
+# ---- measured payoffs -------------------------------------------------------------------------
+def _sizes(doc: dict, kind: str) -> str:
+    s = doc.get("sections", {}).get(kind, {}).get("sizes") or {}
+    return ", ".join(f"{k}={v}" for k, v in s.items())
+
+
+def _find(doc: dict, kind: str, prefix: str) -> List[dict]:
+    return [r for r in doc["rows"] if r.get("kind") == kind and str(r.get("variant", "")).startswith(prefix)
+            and not r.get("error")]
+
+
+def _near(measured_T, seq_len: int) -> bool:
+    """A measurement counts for T when it was taken within a factor of 2 of it."""
+    try:
+        return measured_T is None or int(measured_T) / 2 <= seq_len <= 2 * int(measured_T)
+    except (TypeError, ValueError):
+        return True
+
+
+def measured_payoff(change: Change, goal: str, seq_len: int, docs: Sequence[dict]):
+    """(value, source) from the newest results doc that has this change for this goal, measured
+    within a factor of 2 of ``seq_len``; None when there is none."""
+    for doc in docs:
+        where = doc["meta"].get("device_name", doc["meta"].get("device", "?"))
+        for kind, prefix in change.measured_as:
+            rows = _find(doc, kind, prefix)
+            if not rows:
+                continue
+            first = next(b for b in doc["rows"] if b.get("kind") == kind)  # the section's baseline
+            T = (doc.get("sections", {}).get(kind, {}).get("sizes") or {}).get("T")
+            if goal == "speed" and kind != "gqa_decode" and _near(T, seq_len) and rows[0].get("speedup"):
+                return rows[0]["speedup"], f"measured on {where} ({kind}: {_sizes(doc, kind)})"
+            if (goal == "memory" and kind != "gqa_decode" and _near(T, seq_len)
+                    and first.get("peak_mem_MiB") and rows[0].get("peak_mem_MiB")):
+                return (first["peak_mem_MiB"] / rows[0]["peak_mem_MiB"],
+                        f"measured peak on {where} ({kind}: {_sizes(doc, kind)})")
+            if goal == "decoding" and kind == "gqa_decode":
+                r = min(rows, key=lambda r: abs(r.get("context", 0) - seq_len))
+                if r.get("speedup_vs_MHA") and _near(r.get("context"), seq_len):
+                    return (r["speedup_vs_MHA"],
+                            f"measured on {where} at context {r['context']} ({_sizes(doc, kind)})")
+    return None
+
+
+def quality_notes(docs: Sequence[dict]) -> List[str]:
+    out = []
+    for key, prefix in QUALITY_ONLY:
+        for doc in docs:
+            rows = _find(doc, "quality", prefix)
+            if rows and rows[0].get("val_loss_vs_baseline") is not None:
+                r = rows[0]
+                out.append(f"{r['variant']}: validation loss {r['val_loss_vs_baseline']:+.3f} vs the "
+                           f"baseline ({_sizes(doc, 'quality')}, {doc['meta'].get('device_name', '?')})")
+                break
+        else:
+            out.append(f"{prefix}: no measured quality run yet (python -m tutorial_lib bench "
+                       f"--suite guide); the seed claims it learns faster")
+    return out
+
+
+def recommend(seq_len: int, device: str = "cpu", goal: str = "speed", batch_size: int = 4,
+              window: Optional[int] = None, results: Optional[Sequence[dict]] = None,
+              results_dir: Optional[Path] = None) -> Recommendation:
+    """The changes worth making for (T, device, goal), best first, with their payoffs."""
+    if not isinstance(seq_len, int) or isinstance(seq_len, bool) or seq_len < 1:
+        raise ValueError(f"seq_len={seq_len!r} must be a positive integer")
+    if device not in DEVICES:
+        raise ValueError(f"device={device!r} is not one of {list(DEVICES)}")
+    if goal not in GOALS:
+        raise ValueError(f"goal={goal!r} is not one of {list(GOALS)}")
+    docs = list(results) if results is not None else explore.load_all_results(results_dir)
+    docs = [d for d in docs if explore.device_kind(d["meta"].get("device", "")) == device]
+    notes = []
+    payoffs = []
+    for ch in CHANGES:
+        if ch.key == "window" and (window or max(16, seq_len // 4)) >= seq_len:
+            payoffs.append(Payoff(ch.key, ch.title, None, "n/a", False, "a window >= T is full attention"))
+            continue
+        title = ch.title + (f" (W={window or max(16, seq_len // 4)})" if ch.key == "window" else "")
+        m = measured_payoff(ch, goal, seq_len, docs)
+        if m is not None:
+            payoffs.append(Payoff(ch.key, title, float(m[0]), m[1], True))
+        else:
+            v = analytic_payoff(ch.key, seq_len, device, goal, batch_size, window)
+            payoffs.append(Payoff(ch.key, title, v, _ANALYTIC_BASIS[goal], False))
+    good = sorted((p for p in payoffs if p.value is not None and p.value >= GAIN_THRESHOLD),
+                  key=lambda p: -p.value)
+    rest = [p for p in payoffs if p not in good]
+    if device == "cpu":
+        notes.append("on CPU, flex attention has no backward: train windows with the local kernel")
+    if not docs:
+        where = "among the results given" if results is not None else (
+            f"in {results_dir or explore.results_dir()}")
+        notes.append(f"no results file for {device} {where}: every payoff is analytic")
+    return Recommendation(seq_len, device, goal, good, rest, quality_notes(docs), seed_tree(seq_len), notes)
