@@ -79,3 +79,14 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="seq_len=999"):
         M.memory_breakdown(CFG, 1, 999, device="cpu")
     assert M.fmt_bytes(1536) == "1.5 KiB" and M.fmt_bytes(None) == "n/a" and M.fmt_bytes(12) == "12 B"
+
+
+def test_probs_checker_agrees_with_measured_eager_memory():
+    q, k, v = (torch.randn(2, 3, 40, 8, requires_grad=True) for _ in range(3))
+    measured = M.saved_bytes(attention_core, q, k, v, "eager", by_component=False)
+    mask = 40 * 40  # the bool causal mask is kept too
+    assert measured == M.attention_probs_bytes(2, 3, 40, 4) + mask
+    assert M.check_attention_probs_bytes(4 * 12 * 512 * 512 * 2).startswith("✓")
+    assert "elements" in M.check_attention_probs_bytes(4 * 12 * 512 * 512)
+    assert "one head" in M.check_attention_probs_bytes(4 * 512 * 512 * 2)
+    assert M.check_attention_probs_bytes(None).startswith("✗")

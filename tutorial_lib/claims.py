@@ -246,14 +246,13 @@ def format_table(rows: Iterable[dict], width: int = 44) -> str:
 
 
 # ---- measured values in the seed's terms ----------------------------------------------------------
-def time_shares_from_profile(prof, phase: str = "forward", n_layer: int = 12) -> Dict[str, float]:
-    """The seed's time-breakdown keys from a ``ProfileResult`` (its forward pass by default).
+def shares_in_seed_terms(ms: Mapping[str, float], n_layer: int = 12) -> Dict[str, Optional[float]]:
+    """The seed's time-breakdown keys from any per-scope amounts (ms, FLOPs, bytes ...).
 
-    Shares "of forward pass" are of the phase's total; "of block" of attention + MLP + the
-    blocks' norms (the final norm is 1 of the 2L+1 norm calls, removed by that share);
-    "of attention" / "of MLP" of those groups.
+    ``ms`` maps model scopes (``tutorial_lib.scopes``) to amounts. Shares "of forward pass" are
+    of the total; "of block" of attention + MLP + the blocks' norms (the final norm is 1 of the
+    2L+1 norm calls, removed by that share); "of attention" / "of MLP" of those groups.
     """
-    ms = prof.ms(phase)
     total = sum(ms.values())
     norm_block = ms.get("norm", 0.0) * (2 * n_layer) / (2 * n_layer + 1)
     att = {k: v for k, v in ms.items() if k.startswith("attention.")}
@@ -278,20 +277,25 @@ def time_shares_from_profile(prof, phase: str = "forward", n_layer: int = 12) ->
     }
 
 
-def flop_shares_in_seed_terms(rows, key: str = "fwd_flops", n_layer: int = 12) -> Dict[str, float]:
-    """The same keys from an analytic cost table (``measure.flops.cost_table``): FLOP shares.
+def time_shares_from_profile(prof, phase: str = "forward", n_layer: int = 12) -> Dict[str, Optional[float]]:
+    """The seed's time-breakdown keys measured by a ``ProfileResult`` (its forward pass by default)."""
+    return shares_in_seed_terms(prof.ms(phase), n_layer)
+
+
+def scope_amounts(rows, key: str = "fwd_flops") -> Dict[str, float]:
+    """A cost table (``measure.flops.cost_table``) summed per model scope (residual adds, which
+    run outside every scope, are left out)."""
+    out: Dict[str, float] = {}
+    for r in rows:
+        if r.scope:
+            out[r.scope] = out.get(r.scope, 0.0) + getattr(r, key)
+    return out
+
+
+def flop_shares_in_seed_terms(rows, key: str = "fwd_flops", n_layer: int = 12) -> Dict[str, Optional[float]]:
+    """The same keys from an analytic cost table: shares of matmul FLOPs.
 
     Elementwise components (act, norm, rope) have no matmul FLOPs: pass
     ``key="fwd_other_flops"`` to see their estimated elementwise work instead.
     """
-    by = {r.name: getattr(r, key) for r in rows}
-
-    class _P:  # adapt to time_shares_from_profile's interface
-        @staticmethod
-        def ms(phase):
-            out = {k: v for k, v in by.items() if k not in ("attention.scores", "attention.softmax",
-                                                            "attention.av", "residual")}
-            out["attention.core"] = by.get("attention.scores", 0) + by.get("attention.softmax", 0) + \
-                by.get("attention.av", 0)
-            return out
-    return time_shares_from_profile(_P, n_layer=n_layer)
+    return shares_in_seed_terms(scope_amounts(rows, key), n_layer)

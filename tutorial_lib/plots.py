@@ -47,21 +47,27 @@ def fit_loglog_slope(x: Sequence[float], y: Sequence[float], last: Optional[int]
 # ---- time breakdown ---------------------------------------------------------------------------
 def time_breakdown(prof, phase: str = "forward", claims: bool = True, title: Optional[str] = None,
                    n_layer: Optional[int] = None) -> Figure:
-    """Nested bars of a ``ProfileResult``: model level, block level, inside attention and MLP.
+    """The seed's nested "time breakdown" bars from a ``ProfileResult`` (its forward pass)."""
+    return nested_breakdown(
+        prof.ms(phase), n_layer or _n_layer_of(prof), claims=claims, what="time",
+        title=title or f"{prof.preset}: {phase} time breakdown, B={prof.batch_size}, "
+                       f"T={prof.seq_len}, {prof.attn_backend}, {prof.device_name}, {prof.dtype}")
 
-    Each panel's bars are shares of the level above (as in the seed's figure); with ``claims``
-    the seed's claimed shares are drawn as grey ranges/ticks for comparison.
-    """
+
+def nested_breakdown(amounts: Mapping[str, float], n_layer: int = 12, claims: bool = True,
+                     what: str = "time", title: str = "") -> Figure:
+    """Nested bars of per-scope amounts (ms, FLOPs, ...): model level, one block, inside attention
+    and inside the MLP; each panel's bars are shares of the level above, as in the seed's figure.
+    With ``claims`` the seed's claimed time shares are drawn as black ranges/ticks."""
     from tutorial_lib import claims as C
 
-    L = n_layer or _n_layer_of(prof)
-    seed = C.time_shares_from_profile(prof, phase, n_layer=L)
-    ms = prof.ms(phase)
-    total = sum(ms.values())
-    top = {"embedding": ms.get("embedding", 0.0) / total,
+    L = n_layer
+    seed = C.shares_in_seed_terms(amounts, n_layer=L)
+    total = sum(amounts.values()) or 1.0
+    top = {"embedding": amounts.get("embedding", 0.0) / total,
            f"transformer blocks ×{L}": seed["time.blocks"] or 0.0,
-           "lm_head": ms.get("lm_head", 0.0) / total,
-           "loss": ms.get("loss", 0.0) / total}
+           "lm_head": amounts.get("lm_head", 0.0) / total,
+           "loss": amounts.get("loss", 0.0) / total}
     top["final norm + other"] = max(0.0, 1.0 - sum(top.values()))
     panels = [
         ("model", top, {"embedding": "time.embedding", f"transformer blocks ×{L}": "time.blocks",
@@ -91,12 +97,11 @@ def time_breakdown(prof, phase: str = "forward", claims: bool = True, title: Opt
                         solid_capstyle="butt")
                 ax.plot([lo, hi], [i + 0.32, i + 0.32], "k|", ms=8)
         ax.set_xlim(0, 1.05)
-        ax.set_title(f"{name} (share of {'forward pass' if name == 'model' else 'the level above'})",
+        ax.set_title(f"{name} (share of {'the whole pass' if name == 'model' else 'the level above'})",
                      fontsize=9, loc="left")
         ax.tick_params(labelsize=8)
-    axes[-1].set_xlabel("share of time  (black ticks: the seed's claim)" if claims else "share of time")
-    fig.suptitle(title or f"{prof.preset}: {phase} time breakdown, B={prof.batch_size}, "
-                 f"T={prof.seq_len}, {prof.device_name}, {prof.dtype}", fontsize=10)
+    axes[-1].set_xlabel(f"share of {what}" + ("  (black: the seed's claimed time share)" if claims else ""))
+    fig.suptitle(title, fontsize=10)
     return fig
 
 

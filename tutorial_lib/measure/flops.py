@@ -426,8 +426,16 @@ def count_flops(config: GPTConfig, batch_size: int, seq_len: int, backward: bool
     from tutorial_lib.model import GPT
 
     if model is None:
-        torch.manual_seed(seed)
-        model = GPT(config)
+        # FLOPs depend on shapes, not values: build on the meta device and allocate without the
+        # (slow) weight initialisation
+        with torch.device("meta"):
+            model = GPT(config)
+        model = model.to_empty(device=device)
+        if config.tie_embeddings:
+            model.lm_head.weight = model.wte.weight
+        with torch.no_grad():
+            for p in list(model.parameters()) + list(model.buffers()):
+                p.zero_()
     model = model.to(device)
     idx, targets = make_batch(config, batch_size, seq_len, device, seed)
     with flop_counter() as fc:

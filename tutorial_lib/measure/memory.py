@@ -268,3 +268,29 @@ def fmt_bytes(n: Optional[float]) -> str:
         if abs(n) < 1024 or unit == "TiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
+
+
+def attention_probs_bytes(B: int, H: int, T: int, bytes_per_element: int = 2) -> int:
+    """Bytes of one layer's attention probabilities (B, H, T, T): what eager attention keeps."""
+    return B * H * T * T * bytes_per_element
+
+
+def check_attention_probs_bytes(answer, B: int = 4, H: int = 12, T: int = 512,
+                                bytes_per_element: int = 2) -> str:
+    """Check a learner's bytes for one layer's (B, H, T, T) probabilities; returns a verdict."""
+    want = attention_probs_bytes(B, H, T, bytes_per_element)
+    try:
+        got = float(answer)
+    except (TypeError, ValueError):
+        return f"✗ expected a number of bytes, got {answer!r}"
+    if got == want:
+        return (f"✓ correct: B·H·T²·{bytes_per_element} = {want:,} bytes = {fmt_bytes(want)} per layer "
+                f"(B={B}, H={H}, T={T})")
+    hint = ""
+    if got == want // bytes_per_element:
+        hint = " (that is elements; multiply by the bytes per element)"
+    elif got == want // H:
+        hint = " (that is one head; there are H of them)"
+    elif got == want // B:
+        hint = " (that is one sequence; there are B of them)"
+    return f"✗ {got:,.0f} is not right{hint}; try B · H · T · T · bytes_per_element"

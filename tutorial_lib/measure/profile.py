@@ -122,19 +122,20 @@ class ProfileResult:
 
 @contextlib.contextmanager
 def quiet_stderr():
-    """Silence the profiler's C++ ``USDT ... profiler_start/stop`` lines (file descriptor 2)."""
+    """Silence the profiler's C++ ``USDT ... profiler_start/stop`` lines: they are written to file
+    descriptor 2 (in Jupyter too, where ``sys.stderr`` is the kernel's stream, not fd 2)."""
     try:
-        fd = sys.stderr.fileno()
-    except (AttributeError, OSError, ValueError):
-        fd = 2
-    sys.stderr.flush()
-    saved = os.dup(fd)
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except OSError:  # no fd 2 at all: nothing to silence
+        yield
+        return
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
-        os.dup2(devnull, fd)
+        os.dup2(devnull, 2)
         yield
     finally:
-        os.dup2(saved, fd)
+        os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
 
