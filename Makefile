@@ -22,7 +22,7 @@ LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 NOTEBOOKS := $(wildcard notebooks/*.ipynb)
 
-.PHONY: venv install lab test notebooks clean distclean
+.PHONY: venv install lab test notebooks clean distclean browser-deps
 
 venv install: $(STAMP)
 
@@ -50,9 +50,18 @@ $(STAMP): pyproject.toml | $(PY)
 lab: install
 	JUPYTER_PATH=$(CURDIR)/$(VENV)/share/jupyter $(JUPYTER) lab --notebook-dir=notebooks $(ALLOW_ROOT)
 
+# The browser test (tests/test_browser.py) drives Debian's Chromium through Playwright: install it
+# when it is missing and we can (root with apt-get); otherwise that test skips.
+browser-deps:
+	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing Debian's chromium for the browser test"; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+	    || echo "warning: could not install chromium; the browser test will skip" >&2; \
+	fi
+
 # Both suites run even when the first fails; any failure fails the target. pytest's exit code 5
 # ("no tests collected") is not a failure.
-test: install
+test: install browser-deps
 	@rc=0; \
 	TUTORIAL_PROFILE=$(TEST_PROFILE) $(PY) -m pytest tests; r=$$?; \
 	if [ $$r -ne 0 ] && [ $$r -ne 5 ]; then rc=$$r; fi; \

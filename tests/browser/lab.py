@@ -117,6 +117,9 @@ class JupyterLabServer:
             "JUPYTERLAB_WORKSPACES_DIR": str(self.workdir / "lab-workspaces"),
             "JUPYTER_RUNTIME_DIR": str(self.workdir / "runtime"),
             "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
+            # this environment's kernel first, ahead of any "python3" kernel in ~/.local
+            "JUPYTER_PATH": os.pathsep.join(filter(None, [str(Path(sys.prefix) / "share" / "jupyter"),
+                                                          env.get("JUPYTER_PATH")])),
             "TUTORIAL_RESULTS_DIR": env.get("TUTORIAL_RESULTS_DIR", str(REPO / "results")),
         })
         env.setdefault("TUTORIAL_PROFILE", "smoke")
