@@ -1,0 +1,432 @@
+"""The guide suite: every measurement OPTIMIZATION_GUIDE.md and the notebooks cite, in one run.
+
+``python -m tutorial_lib bench --suite guide --out results/<device>.json`` runs each section below
+and writes one results file (``measure.records`` format: stamped ``meta``, ``rows`` with a ``kind``
+per section, and ``sections`` with each table's columns, sizes and notes). ``report`` turns it into
+the guide's tables. A section that fails (OOM, an unsupported backend, a missing feature) is
+recorded with its error and the suite goes on.
+
+Sizes come from ``SuiteSizes.for_profile``: the seed's own setting on a GPU (GPT-2 small, B=4,
+T=512, bf16 autocast), a smaller one on a CPU, toy sizes for the smoke profile used by tests.
+Budget: about 8 minutes on one H200, about 20 on a 2-core CPU.
+"""
+from __future__ import annotations
+
+import dataclasses
+import gc
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Tuple
+
+import torch
+
+from tutorial_lib import settings
+from tutorial_lib.config import GPTConfig, get_config
+
+SUITES = ("guide",)
+
+
+@dataclass(frozen=True)
+class SuiteSizes:
+    profile: str
+    preset: str  # model measured for time/memory
+    batch: int
+    seq_len: int
+    attn_seqs: Tuple[int, ...]  # T sweep of the attention-core curves
+    attn_batch: int
+    attn_heads: int
+    window: int
+    window_seqs: Tuple[int, ...]
+    decode_contexts: Tuple[int, ...]
+    decode_tokens: int
+    train_preset: str  # model of the quality (validation-loss) runs
+    train_batch: int
+    train_seq_len: int
+    train_steps: int
+    eval_every: int
+    eval_batches: int
+    min_run_time: float
+    compile: bool  # also time torch.compile'd variants
+
+    @classmethod
+    def for_profile(cls, name: str) -> "SuiteSizes":
+        if name == "gpu":
+            return cls("gpu", "gpt2_small", 4, 512, (256, 512, 1024, 2048, 4096, 8192), 4, 12, 256,
+                       (512, 1024, 2048, 4096, 8192, 16384), (128, 512, 1024, 4096), 64,
+                       "gpt2_small", 16, 512, 300, 100, 10, 0.5, True)
+        if name == "cpu":
+            return cls("cpu", "gpt2_small", 1, 256, (128, 256, 512, 1024, 2048), 1, 12, 128,
+                       (512, 1024, 2048, 4096), (64, 256, 512), 16,
+                       "gpt2_mini", 8, 128, 150, 50, 4, 0.5, False)
+        if name == "smoke":
+            return cls("smoke", "tiny", 2, 32, (32, 64, 128), 1, 4, 16, (64, 128), (16, 32), 4,
+                       "tiny", 4, 32, 6, 3, 1, 0.02, False)
+        raise ValueError(f"profile={name!r} is not one of {list(settings.PROFILE_NAMES)}")
+
+
+class Suite:
+    """Collects rows and section metadata; each section runs under its own error guard."""
+
+    def __init__(self, sizes: SuiteSizes, device: torch.device, progress: bool = True):
+        self.sizes, self.device, self.progress = sizes, device, progress
+        self.dtype = settings.default_dtype(device)
+        self.rows: List[dict] = []
+        self.sections: Dict[str, dict] = {}
+
+    def add(self, kind: str, rows, columns=None, sizes=None, note=None):
+        for r in rows:
+            d = r.to_dict() if hasattr(r, "to_dict") else dict(r)
+            d["kind"] = kind
+            self.rows.append(d)
+        meta = self.sections.setdefault(kind, {})
+        if columns:
+            meta["columns"] = list(columns)
+        if sizes:
+            meta["sizes"] = dict(sizes)
+        if note:
+            meta["note"] = note
+
+    def run(self, name: str, fn: Callable[["Suite"], None]):
+        t0 = time.perf_counter()
+        if self.progress:
+            print(f"[suite] {name} ...", flush=True)
+        try:
+            fn(self)
+        except Exception as e:  # recorded, and the suite goes on
+            msg = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:400]
+            self.sections.setdefault(name, {})["error"] = msg
+            if self.progress:
+                traceback.print_exc()
+        finally:
+            gc.collect()
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+        dt = time.perf_counter() - t0
+        self.sections.setdefault(name, {})["seconds"] = round(dt, 1)
+        if self.progress:
+            print(f"[suite] {name}: {dt:.1f} s", flush=True)
+
+    # shared helpers ------------------------------------------------------------------------
+    def step(self, cfg: GPTConfig, label: str, mode: str = "train", compile: bool = False,
+             batch: Optional[int] = None, seq_len: Optional[int] = None):
+        """A measured step as a row; an error row instead of raising."""
+        from tutorial_lib.measure.bench import SWEEP_ERRORS, error_row, measure_step
+
+        s = self.sizes
+        B, T = batch or s.batch, seq_len or s.seq_len
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        try:
+            r = measure_step(cfg, B, T, mode=mode, device=self.device, compile=compile,
+                             min_run_time=s.min_run_time, label=label)
+        except SWEEP_ERRORS as e:
+            r = error_row(cfg, B, T, mode, self.device, None, compile, e, label=label)
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        return r
+
+    def base_config(self) -> GPTConfig:
+        return get_config(self.sizes.preset)
+
+
+def _ratio(a, b):
+    return None if (a is None or b is None or b == 0) else a / b
+
+
+def _step_row(r, base=None, **extra) -> dict:
+    d = {"variant": r.label, "ms_per_step": r.median_ms, "tokens_per_s": r.tokens_per_s,
+         "speedup": _ratio(base.median_ms, r.median_ms) if base is not None else 1.0,
+         "peak_mem_MiB": None if r.peak_mem_bytes is None else r.peak_mem_bytes / 2**20,
+         "params_M": None if r.params is None else r.params / 1e6,
+         "TFLOP/s": r.achieved_tflops, "MFU": r.mfu, "error": r.error}
+    d.update(extra)
+    return d
+
+
+# ---- sections ------------------------------------------------------------------------------
+def sec_breakdown(S: Suite):
+    from tutorial_lib.measure import profile as P
+
+    s = S.sizes
+    res = P.profile_step(S.base_config().replace(attn_backend="eager"), s.batch, s.seq_len,
+                         device=S.device, steps=2)
+    S.add("breakdown", res.component_rows(),
+          columns=["component", "time_ms", "time_share", "flop_share"],
+          sizes={"model": s.preset + " (eager attention)", "B": s.batch, "T": s.seq_len})
+
+
+def sec_gqa_train(S: Suite):
+    from tutorial_lib.claims import claimed
+    from tutorial_lib.measure import flops as F
+
+    s, cfg0 = S.sizes, S.base_config()
+    rows, base, base_fl = [], None, None
+    for h in sorted({h for h in (cfg0.n_head, 4, 2, 1) if cfg0.n_head % h == 0}, reverse=True):
+        cfg = cfg0.replace(n_kv_head=h, name=f"kv{h}")
+        label = "MHA" if h == cfg0.n_head else ("MQA" if h == 1 else f"GQA-{h}")
+        r = S.step(cfg, label)
+        fl = F.model_flops(cfg, s.batch, s.seq_len, mode="fwdbwd", causal=True)
+        base = base or r
+        base_fl = base_fl or fl
+        rows.append(_step_row(r, base, n_kv_head=h, flops_vs_MHA=fl / base_fl,
+                              claimed_speedup=1.0 if h == cfg0.n_head else claimed(f"gqa.speedup.kv{h}")))
+    S.add("gqa_train", rows,
+          columns=["variant", "n_kv_head", "params_M", "flops_vs_MHA", "ms_per_step", "speedup",
+                   "claimed_speedup", "tokens_per_s", "peak_mem_MiB", "error"],
+          sizes={"model": s.preset, "B": s.batch, "T": s.seq_len, "step": "fwd+bwd+AdamW"})
+
+
+def sec_gqa_decode(S: Suite):
+    from tutorial_lib.gqa import measure_decode
+
+    s, cfg0 = S.sizes, S.base_config()
+    heads = sorted({h for h in (cfg0.n_head, 4, 1) if cfg0.n_head % h == 0}, reverse=True)
+    rows = measure_decode(cfg0, s.decode_contexts, kv_heads=heads, batch_size=1,
+                          new_tokens=s.decode_tokens, device=S.device,
+                          dtype="bfloat16" if S.device.type == "cuda" else "float32",
+                          min_run_time=s.min_run_time)
+    out = []
+    base = {r.context: r for r in rows if r.n_kv_head == cfg0.n_head}
+    for r in rows:
+        b = base.get(r.context)
+        out.append({"variant": r.attention, "context": r.context, "cache_MiB": r.cache_bytes / 2**20,
+                    "ms_per_token": r.ms_per_step, "tokens_per_s": r.tokens_per_s,
+                    "speedup_vs_MHA": _ratio(b.ms_per_step if b else None, r.ms_per_step),
+                    "error": r.error})
+    S.add("gqa_decode", out,
+          columns=["variant", "context", "cache_MiB", "ms_per_token", "tokens_per_s",
+                   "speedup_vs_MHA", "error"],
+          sizes={"model": s.preset, "B": 1, "new tokens": s.decode_tokens})
+
+
+def sec_flash_vs_T(S: Suite):
+    from tutorial_lib.flash_lessons import attention_sweep
+
+    s = S.sizes
+    backends = ["eager", "tiled", "sdpa"] + (["flex"] if S.device.type == "cuda" else [])
+    rows = attention_sweep(s.attn_seqs, backends, batch_size=s.attn_batch, n_head=s.attn_heads,
+                           head_dim=64, device=S.device, min_run_time=s.min_run_time)
+    S.add("flash_vs_T", rows, columns=["backend", "seq_len", "median_ms", "saved_bytes", "peak_bytes",
+                                       "scores_bytes", "error"], sizes={"B": s.attn_batch, "H": s.attn_heads, "D": 64,
+                                     "work": "attention core fwd+bwd"})
+
+
+def sec_flash_model(S: Suite):
+    from tutorial_lib.claims import claimed
+
+    s, cfg0 = S.sizes, S.base_config()
+    rows, base = [], None
+    for be in ("eager", "sdpa"):
+        r = S.step(cfg0.replace(attn_backend=be), be)
+        base = base or r
+        rows.append(_step_row(r, base, attn_backend=be))
+    S.add("flash_model", rows,
+          columns=["variant", "ms_per_step", "speedup", "tokens_per_s", "peak_mem_MiB", "error"],
+          sizes={"model": s.preset, "B": s.batch, "T": s.seq_len})
+
+
+def sec_mlp(S: Suite):
+    from tutorial_lib.measure import flops as F
+
+    s, cfg0 = S.sizes, S.base_config()
+    rows, base, base_fl = [], None, None
+    for ratio in (4.0, 3.0):
+        cfg = cfg0.replace(mlp_ratio=ratio)
+        r = S.step(cfg, f"GELU {ratio:g}x")
+        fl = F.model_flops(cfg, s.batch, s.seq_len, mode="fwdbwd", causal=True)
+        base, base_fl = base or r, base_fl or fl
+        rows.append(_step_row(r, base, flops_vs_4x=fl / base_fl))
+    S.add("mlp", rows, columns=["variant", "params_M", "flops_vs_4x", "ms_per_step", "speedup",
+                                "tokens_per_s", "peak_mem_MiB", "error"],
+          sizes={"model": s.preset, "B": s.batch, "T": s.seq_len})
+
+
+def sec_swiglu(S: Suite):
+    from tutorial_lib.measure import flops as F
+
+    s, cfg0 = S.sizes, S.base_config()
+    rows, base, base_fl = [], None, None
+    for label, kw in (("GELU 4x", {}), ("SwiGLU 8/3x", {"mlp": "swiglu"}),
+                      ("SwiGLU 3x", {"mlp": "swiglu", "mlp_ratio": 3.0})):
+        cfg = cfg0.replace(**kw)
+        r = S.step(cfg, label)
+        fl = F.model_flops(cfg, s.batch, s.seq_len, mode="fwdbwd", causal=True)
+        base, base_fl = base or r, base_fl or fl
+        rows.append(_step_row(r, base, flops_vs_gelu=fl / base_fl))
+    S.add("swiglu", rows, columns=["variant", "params_M", "flops_vs_gelu", "ms_per_step", "speedup",
+                                   "tokens_per_s", "peak_mem_MiB", "error"],
+          sizes={"model": s.preset, "B": s.batch, "T": s.seq_len})
+
+
+def sec_window_curve(S: Suite):
+    from tutorial_lib.window_lessons import window_sweep
+
+    s = S.sizes
+    rows = window_sweep(s.window_seqs, window=s.window, batch_size=1, n_head=s.attn_heads,
+                        head_dim=64, device=S.device, min_run_time=s.min_run_time)
+    S.add("window_curve", rows, columns=["impl", "seq_len", "visible_pairs", "median_ms",
+                                         "saved_bytes", "peak_bytes", "error"], sizes={"W": s.window, "B": 1, "H": s.attn_heads, "D": 64,
+                                       "work": "attention core fwd+bwd"})
+
+
+def sec_optimizer(S: Suite):
+    from tutorial_lib.model import GPT
+    from tutorial_lib.optim import OptimizerSpec, muon_available, time_optimizer_step
+
+    s = S.sizes
+    torch.manual_seed(0)
+    model = GPT(get_config(s.preset)).to(S.device)
+    rows = []
+    for name in ("adamw", "muon"):
+        if name == "muon" and not muon_available():
+            rows.append({"optimizer": name, "error": "torch.optim.Muon is not in this torch"})
+            continue
+        r = time_optimizer_step(model, OptimizerSpec(name), min_run_time=s.min_run_time)
+        rows.append({"optimizer": name, "ms_per_update": r["median_s"] * 1e3,
+                     "state_MiB": r["state_bytes"] / 2**20})
+    del model
+    S.add("optimizer", rows, columns=["optimizer", "ms_per_update", "state_MiB", "error"],
+          sizes={"model": s.preset, "work": "optimizer.step() alone"})
+
+
+QUALITY_VARIANTS = (
+    ("baseline (MHA, GELU 4x)", {}, "adamw"),
+    ("GQA-4", {"n_kv_head": 4}, "adamw"),
+    ("MQA", {"n_kv_head": 1}, "adamw"),
+    ("MLP 3x", {"mlp_ratio": 3.0}, "adamw"),
+    ("SwiGLU 8/3x", {"mlp": "swiglu"}, "adamw"),
+    ("window", {"window": "W"}, "adamw"),
+    ("Muon", {}, "muon"),
+    ("GQA-4 + 3x MLP + SwiGLU", {"n_kv_head": 4, "mlp": "swiglu", "mlp_ratio": 3.0}, "adamw"),
+)
+
+
+def sec_quality(S: Suite):
+    from tutorial_lib.train import TrainConfig, train
+
+    s = S.sizes
+    base_cfg = get_config(s.train_preset)
+    window = max(1, s.train_seq_len // 4)
+    tc = TrainConfig(steps=s.train_steps, batch_size=s.train_batch, seq_len=s.train_seq_len,
+                     eval_every=s.eval_every, eval_batches=s.eval_batches,
+                     warmup_steps=max(1, s.train_steps // 10), device=str(S.device), progress=False)
+    rows, base = [], None
+    for label, changes, opt in QUALITY_VARIANTS:
+        ch = {k: (window if v == "W" else v) for k, v in changes.items()}
+        try:
+            h = train(base_cfg.replace(**ch), tc.replace(optimizer=opt))
+            row = {"variant": label, "optimizer": opt, "params_M": h.n_params / 1e6,
+                   "val_loss": h.val_loss[-1], "train_loss": h.train_loss[-1],
+                   "ms_per_step": h.median_step_s * 1e3, "wall_s": h.wall_time_s}
+        except Exception as e:  # noqa: BLE001 -- recorded per row
+            row = {"variant": label, "optimizer": opt, "error": f"{type(e).__name__}: {e}"[:300]}
+        base = base or row
+        if "val_loss" in row and "val_loss" in base:
+            row["val_loss_vs_baseline"] = row["val_loss"] - base["val_loss"]
+        rows.append(row)
+    S.add("quality", rows, columns=["variant", "optimizer", "params_M", "val_loss",
+                                    "val_loss_vs_baseline", "ms_per_step", "wall_s", "error"],
+          sizes={"model": s.train_preset, "B": s.train_batch, "T": s.train_seq_len,
+                 "steps": s.train_steps, "window": window, "data": "Shakespeare (bundled)"})
+
+
+BEFORE_AFTER = (
+    ("baseline: MHA, GELU 4x, eager", {"attn_backend": "eager"}),
+    ("+ GQA-4", {"attn_backend": "eager", "n_kv_head": 4}),
+    ("+ SDPA (flash)", {"attn_backend": "sdpa"}),
+    ("+ MLP 3x", {"attn_backend": "eager", "mlp_ratio": 3.0}),
+    ("GQA-4 + SDPA + 3x (the seed's 'after')", {"attn_backend": "sdpa", "n_kv_head": 4, "mlp_ratio": 3.0}),
+    ("... + SwiGLU 3x", {"attn_backend": "sdpa", "n_kv_head": 4, "mlp": "swiglu", "mlp_ratio": 3.0}),
+)
+
+
+def expected_results_rows(before, after) -> List[dict]:
+    """The seed's "Expected Results" table: each claimed cell beside the measured one, plus the
+    arithmetic that shows its rows disagree (tokens/s implied by its own time per step)."""
+    from tutorial_lib.claims import claimed, compare
+
+    tokens = before.batch_size * before.seq_len
+    mib = lambda r: None if r.peak_mem_bytes is None else r.peak_mem_bytes / 2**30  # GiB
+    rows = [
+        compare("results.tokens_per_s.before", before.tokens_per_s),
+        compare("results.tokens_per_s.after", after.tokens_per_s),
+        compare("results.step_ms.before", before.median_ms),
+        compare("results.step_ms.after", after.median_ms),
+        compare("results.peak_mem.before", mib(before)),
+        compare("results.peak_mem.after", mib(after)),
+    ]
+    implied = tokens / (claimed("results.step_ms.before") / 1e3)
+    rows.append({"key": "results.consistency", "claim": "5,000 tokens/s at 51 ms per step",
+                 "claimed": claimed("results.tokens_per_s.before"), "measured": implied,
+                 "ratio": implied / claimed("results.tokens_per_s.before"), "verdict": "inconsistent",
+                 "note": f"{tokens:,} tokens per step (B={before.batch_size}, T={before.seq_len}) "
+                         f"in 51 ms is {implied:,.0f} tokens/s"})
+    return [{k: r.get(k) for k in ("claim", "claimed", "measured", "ratio", "verdict", "note")}
+            for r in rows]
+
+
+def sec_before_after(S: Suite):
+    s, cfg0 = S.sizes, S.base_config()
+    rows, results, base = [], {}, None
+    variants = list(BEFORE_AFTER)
+    if s.seq_len >= 512:
+        variants.append(("... + window W=" + str(s.window) + " (local)",
+                         {"attn_backend": "local", "window": s.window, "n_kv_head": 4,
+                          "mlp": "swiglu", "mlp_ratio": 3.0}))
+    if s.compile:
+        variants.append(("GQA-4 + SDPA + 3x + torch.compile",
+                         {"attn_backend": "sdpa", "n_kv_head": 4, "mlp_ratio": 3.0, "_compile": True}))
+    for label, ch in variants:
+        ch = dict(ch)
+        comp = ch.pop("_compile", False)
+        r = S.step(cfg0.replace(**ch), label, compile=comp)
+        base = base or r
+        results[label] = r
+        rows.append(_step_row(r, base))
+    S.add("before_after", rows, columns=["variant", "ms_per_step", "speedup", "tokens_per_s",
+                                         "peak_mem_MiB", "TFLOP/s", "MFU", "error"],
+          sizes={"model": s.preset, "B": s.batch, "T": s.seq_len, "step": "fwd+bwd+AdamW"})
+    before, after = results[BEFORE_AFTER[0][0]], results[BEFORE_AFTER[4][0]]
+    S.add("expected_results", expected_results_rows(before, after),
+          sizes={"model": s.preset, "B": s.batch, "T": s.seq_len})
+
+
+SECTIONS = {
+    "breakdown": sec_breakdown,
+    "gqa_train": sec_gqa_train,
+    "gqa_decode": sec_gqa_decode,
+    "flash_vs_T": sec_flash_vs_T,
+    "flash_model": sec_flash_model,
+    "mlp": sec_mlp,
+    "swiglu": sec_swiglu,
+    "window_curve": sec_window_curve,
+    "optimizer": sec_optimizer,
+    "before_after": sec_before_after,
+    "quality": sec_quality,
+}
+
+
+def run_suite(name: str = "guide", profile: Optional[str] = None, device=None,
+              only: Optional[List[str]] = None, progress: bool = True) -> dict:
+    """Run the suite; return the results document (``meta``, ``rows``, ``sections``)."""
+    from tutorial_lib.measure.records import SCHEMA_VERSION, stamp, to_row
+
+    if name not in SUITES:
+        raise ValueError(f"suite={name!r} is not one of {list(SUITES)}")
+    dev = settings.get_device(device) if not isinstance(device, torch.device) else device
+    prof = settings.get_profile(profile, device=dev).name
+    sizes = SuiteSizes.for_profile(prof)
+    names = list(SECTIONS) if not only else list(only)
+    for n in names:
+        if n not in SECTIONS:
+            raise ValueError(f"section={n!r} is not one of {list(SECTIONS)}")
+    S = Suite(sizes, dev, progress)
+    t0 = time.perf_counter()
+    for n in names:
+        S.run(n, SECTIONS[n])
+    meta = stamp(dev, None, suite=name, profile=prof, sizes=dataclasses.asdict(sizes),
+                 seconds=round(time.perf_counter() - t0, 1))
+    return {"schema_version": SCHEMA_VERSION, "meta": meta,
+            "rows": [to_row(r) for r in S.rows], "sections": S.sections}
