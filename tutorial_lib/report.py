@@ -82,7 +82,39 @@ def caption(meta: dict, section: dict) -> str:
     return txt + "."
 
 
+# ---- analytic blocks: computed from the library at report time, the same on every device ----
+def _analytic_flop_shares() -> str:
+    """The seed's time-share claims beside GPT-2 small's analytic matmul-FLOP shares."""
+    from tutorial_lib import claims
+    from tutorial_lib.config import get_config
+    from tutorial_lib.measure import flops as F
+
+    cfg, B, T = get_config("gpt2_small"), 4, 512
+    rows = F.cost_table(cfg, B, T)
+    full = claims.flop_shares_in_seed_terms(rows, "fwd_flops")
+    causal = claims.flop_shares_in_seed_terms(rows, "fwd_flops_causal")
+    out = []
+    for key, share in full.items():
+        c = claims.get(key)
+        claim = c.text.split("  ")[0].strip()
+        out.append({"seed's claim": claim, "share of": c.of, "claimed": c.value,
+                    "FLOP share (full T×T)": share, "FLOP share (causal)": causal[key]})
+    t = F.totals(rows)
+    note = (f"GPT-2 small ({cfg.describe()}), B={B}, T={T}, forward pass: "
+            f"{t['fwd_flops'] / 1e9:,.0f} GFLOPs counting the full T×T attention "
+            f"(FlopCounterMode's convention), {t['fwd_flops_causal'] / 1e9:,.0f} GFLOPs counting only "
+            "the causal half. Elementwise work (softmax, GELU, norms, RoPE) has no matmul FLOPs, so its "
+            "share here is 0: its cost is memory traffic, which only a measurement shows. Computed by "
+            "`tutorial_lib.measure.flops.cost_table`; the tests check it against FlopCounterMode.")
+    return markdown_table(out) + "\n" + note + "\n"
+
+
+ANALYTIC = {"analytic.flop_shares": _analytic_flop_shares}
+
+
 def render_block(name: str, results: list[dict]) -> str:
+    if name in ANALYTIC:
+        return ANALYTIC[name]()
     chunks = []
     for res in results:
         section = res.get("sections", {}).get(name, {})
