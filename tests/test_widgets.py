@@ -120,16 +120,30 @@ def test_profile_rows_become_scope_ms_that_sum_to_the_step():
 
 
 def test_calibration_from_results_uses_this_device_only():
-    s = explore.ExplorerSettings(preset="tiny", seq_len=32, batch_size=2, dtype="float32")
+    s = explore.ExplorerSettings(preset="tiny", seq_len=32, batch_size=2, dtype="float32", n_kv_head=2)
     doc = {"meta": {"device": "cpu", "device_name": "box", "date": "2026"}, "_path": "r/cpu.json",
-           "rows": [{"kind": "step", "preset": "tiny", "seq_len": 32, "batch_size": 2,
-                     "median_ms": 4.0, "dtype": "float32", "attn_backend": "sdpa"}]}
+           "rows": [{"kind": "step", "preset": "tiny", "seq_len": 32, "batch_size": 2, "mode": "train",
+                     "label": "tiny n_kv_head=2", "median_ms": 4.0, "dtype": "float32",
+                     "attn_backend": "sdpa"},
+                    {"kind": "step", "preset": "tiny", "seq_len": 32, "batch_size": 2, "mode": "fwd",
+                     "label": "tiny", "median_ms": 1.0, "dtype": "float32", "attn_backend": "sdpa"}]}
     cal = explore.calibration_from_results([doc], "box", "float32")
     w = explore._model_work(explore.scope_work(s.config(), 2, 32))
-    assert cal.global_rate == pytest.approx(w / 4.0) and "cpu.json" in cal.source
-    assert explore.predict_cost(s, cal).step_ms == pytest.approx(4.0)
+    assert cal.global_rate == pytest.approx(w / 4.0) and "1 measured step(s) in cpu.json" in cal.source
+    assert explore.predict_cost(s, cal).step_ms == pytest.approx(4.0)  # the GQA-2 config, not MHA
     assert explore.calibration_from_results([doc], "another box", "float32") is None
     assert explore.calibration_from_results([doc], "box", "bfloat16") is None
+
+
+def test_calibration_from_the_guide_suites_before_after_rows():
+    suite = pytest.importorskip("tutorial_lib.suite")
+    label, changes = suite.BEFORE_AFTER[1]
+    doc = {"meta": {"device": "cuda:0", "device_name": "GPU-X", "dtype": "bfloat16", "date": "2026"},
+           "_path": "gpu.json", "sections": {"before_after": {"sizes": {"model": "gpt2_small", "B": 4, "T": 512}}},
+           "rows": [{"kind": "before_after", "variant": label, "ms_per_step": 50.0}]}
+    cal = explore.calibration_from_results([doc], "GPU-X", "bfloat16")
+    s = explore.ExplorerSettings(seq_len=512, batch_size=4, dtype="bfloat16", **changes)
+    assert explore.predict_cost(s, cal, "cuda").step_ms == pytest.approx(50.0)
 
 
 # ---- lesson computations ----------------------------------------------------------------------
@@ -150,6 +164,18 @@ def test_flash_point_formula():
     assert r["eager_attention_bytes_per_layer"] == 3 * 2 * H * 1024 * 1024 * 4
     assert r["sdpa_attention_bytes_per_layer"] == 2 * H * 1024 * 4  # one logsumexp per query
     assert r["training_ratio"] > 1
+
+
+def test_lesson_points_show_measurements_of_this_device_kind_only():
+    doc = _doc()
+    doc["rows"].append({"kind": "flash_vs_T", "backend": "eager", "seq_len": 1024, "saved_bytes": 123,
+                        "batch_size": 1, "n_head": 12})
+    g = explore.gqa_point(4, 512, docs=[doc], device="cuda:0")
+    assert [m["context"] for m in g["measured"]] == [512, 4096] and g["measured"][0]["device_name"] == "GPU-X"
+    assert explore.gqa_point(4, 512, docs=[doc], device="cpu")["measured"] == []
+    f = explore.flash_point(1024, docs=[doc], device="cuda")
+    assert f["measured"][0]["saved_bytes"] == 123
+    assert explore.flash_point(1024, docs=[doc], device="cpu")["measured"] == []
 
 
 @pytest.mark.parametrize("T,W", [(16, 4), (16, None), (13, 5)])

@@ -287,33 +287,74 @@ def device_kind(device: str) -> str:
     return str(device).split(":")[0]
 
 
+def _label_changes(label: str) -> Dict[str, object]:
+    """'gpt2_small n_kv_head=4 attn_backend=eager' (a bench label) -> {'n_kv_head': 4, ...}."""
+    out: Dict[str, object] = {}
+    for tok in str(label).split()[1:]:
+        k, sep, v = tok.partition("=")
+        if not sep:
+            continue
+        for conv in (int, float):
+            try:
+                out[k] = conv(v)
+                break
+            except ValueError:
+                pass
+        else:
+            out[k] = None if v == "None" else v
+    return out
+
+
+def _step_points(doc: dict, dtype: str):
+    """(ExplorerSettings, median ms) of every measured training step in a results doc that says
+    what it measured: ``bench`` rows (kind "step", mode "train") and the guide suite's
+    before/after rows (their variants' config changes are in ``suite.BEFORE_AFTER``)."""
+    keys = {"n_kv_head", "mlp", "mlp_ratio", "window", "attn_backend"}
+    for r in doc["rows"]:
+        if r.get("kind") == "step" and r.get("mode") == "train" and r.get("median_ms") \
+                and r.get("dtype") == dtype and not r.get("error"):
+            ch = {k: v for k, v in _label_changes(r.get("label", "")).items() if k in keys}
+            ch.setdefault("attn_backend", r.get("attn_backend") or "sdpa")
+            try:
+                yield ExplorerSettings(preset=r["preset"], seq_len=r["seq_len"],
+                                       batch_size=r["batch_size"], dtype=dtype, **ch), r["median_ms"]
+            except (ValueError, KeyError, TypeError):
+                continue
+    sizes = (doc.get("sections", {}).get("before_after", {}) or {}).get("sizes") or {}
+    if doc["meta"].get("dtype") != dtype or not sizes:
+        return
+    try:
+        from tutorial_lib.suite import BEFORE_AFTER
+    except ImportError:
+        return
+    known = dict(BEFORE_AFTER)
+    for r in doc["rows"]:
+        if r.get("kind") == "before_after" and r.get("variant") in known and r.get("ms_per_step"):
+            try:
+                yield ExplorerSettings(preset=sizes["model"], seq_len=sizes["T"], batch_size=sizes["B"],
+                                       dtype=dtype, **known[r["variant"]]), r["ms_per_step"]
+            except (ValueError, KeyError, TypeError):
+                continue
+
+
 def calibration_from_results(docs: List[dict], device_name: str, dtype: str) -> Optional[Calibration]:
     """A whole-step calibration from the newest results file measured on ``device_name`` in
-    ``dtype``: the median achieved FLOP rate over its measured steps (rows with a config)."""
-    from statistics import median
-
+    ``dtype``: the median of work / time over its measured training steps."""
     for doc in docs:
         meta = doc["meta"]
         if meta.get("device_name") != device_name:
             continue
-        rates, label = [], None
-        for r in doc["rows"]:
-            if r.get("kind") != "step" or not r.get("median_ms") or r.get("dtype") != dtype:
-                continue
-            try:
-                s = ExplorerSettings(preset=r["preset"], seq_len=r["seq_len"],
-                                     batch_size=r["batch_size"], dtype=dtype,
-                                     attn_backend=r.get("attn_backend") or "sdpa")
-            except (ValueError, KeyError):
-                continue
-            w = _model_work(scope_work(s.config(), s.batch_size, s.seq_len, device_kind(meta.get("device", "cpu"))))
-            rates.append((w / r["median_ms"], r["median_ms"], s.describe()))
+        dev = device_kind(meta.get("device", "cpu"))
+        rates = []
+        for s, ms in _step_points(doc, dtype):
+            w = _model_work(scope_work(s.config(), s.batch_size, s.seq_len, dev))
+            rates.append((w / ms, ms, s.describe()))
         if rates:
             rates.sort()
             mid = rates[len(rates) // 2]
             return Calibration(source=f"{len(rates)} measured step(s) in {Path(doc['_path']).name}",
                                device=meta.get("device", ""), device_name=device_name, dtype=dtype,
-                               label=mid[2], step_ms=mid[1], global_rate=median(r[0] for r in rates))
+                               label=mid[2], step_ms=mid[1], global_rate=mid[0])
     return None
 
 
