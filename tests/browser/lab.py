@@ -116,6 +116,9 @@ class JupyterLabServer:
             "JUPYTERLAB_SETTINGS_DIR": str(settings),
             "JUPYTERLAB_WORKSPACES_DIR": str(self.workdir / "lab-workspaces"),
             "JUPYTER_RUNTIME_DIR": str(self.workdir / "runtime"),
+            # no user config (passwords, extensions) or user kernels from ~/.jupyter, ~/.local
+            "JUPYTER_CONFIG_DIR": str(self.workdir / "config"),
+            "JUPYTER_DATA_DIR": str(self.workdir / "data"),
             "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
             # this environment's kernel first, ahead of any "python3" kernel in ~/.local
             "JUPYTER_PATH": os.pathsep.join(filter(None, [str(Path(sys.prefix) / "share" / "jupyter"),
