@@ -1,4 +1,5 @@
 """The window lesson's measuring functions and exercise checkers (tutorial_lib.window_lessons)."""
+import dataclasses
 import math
 
 import pytest
@@ -105,3 +106,15 @@ def test_check_visible_pairs():
     assert not r.passed and "first W-1 queries" in r.message
     r = WL.check_visible_pairs(lambda T, W: T * (T + 1) // 2)
     assert not r.passed and "full causal" in r.message
+
+
+def test_quality_runs_same_seed_same_batches():
+    s = dataclasses.replace(WL.WindowSizes.for_profile("smoke"), quality_steps=4, eval_every=2,
+                            eval_batches=1)
+    runs = WL.quality_runs(s, device="cpu")
+    full, win = runs["full"], runs[f"window W={s.quality_window}"]
+    assert full.val_steps == win.val_steps == [0, 2, 4]
+    # the same initial weights: before training, the window barely changes the loss (~ln 50257)
+    assert abs(full.val_loss[0] - win.val_loss[0]) < 0.05
+    assert win.model["attn_backend"] == "local" and win.model["window"] == s.quality_window
+    assert full.model["window"] is None

@@ -36,28 +36,37 @@ IMPL_LABELS = {
 class WindowSizes:
     profile: str
     window: int  # W of the cost-vs-T sweep
-    seq_lens: Tuple[int, ...]  # T of the sweep
+    seq_lens: Tuple[int, ...]  # T of the sweep (the largest is the headline comparison)
     n_head: int
     head_dim: int
     batch: int
     rounds: int  # interleaved timing rounds per T
     min_run_time: float  # seconds per timing (per implementation, per round)
-    payoff_preset: str  # whole-model step time with and without the window
+    payoff_preset: str  # whole-model training step with and without the window
     payoff_seqs: Tuple[int, ...]
     payoff_window: int
+    payoff_batch: int
+    quality_preset: str  # validation loss after N steps, window vs full
+    quality_batch: int
+    quality_seq_len: int
+    quality_window: int
+    quality_steps: int
+    eval_every: int
+    eval_batches: int
 
     @classmethod
     def for_profile(cls, name: Optional[str] = None) -> "WindowSizes":
         from tutorial_lib.settings import get_profile
 
         p = get_profile(name).name
-        if p == "smoke":
-            return cls(p, 16, (64, 128, 256), 4, 16, 1, 2, 0.02, "tiny", (64, 128), 16)
-        if p == "cpu":
-            return cls(p, 256, (512, 1024, 2048, 4096), 12, 64, 1, 3, 0.6, "gpt2_small", (256, 1024),
-                       128)
+        if p == "smoke":  # CI: seconds
+            return cls(p, 64, (256, 512, 1024), 4, 32, 1, 2, 0.02, "tiny", (64, 256), 16, 1,
+                       "tiny", 4, 64, 16, 20, 10, 2)
+        if p == "cpu":  # a few minutes on 2 quiet cores
+            return cls(p, 256, (512, 1024, 2048, 4096), 12, 64, 1, 3, 0.3, "gpt2_small", (512, 1024),
+                       128, 1, "gpt2_mini", 4, 256, 64, 60, 20, 4)
         return cls(p, 256, (1024, 2048, 4096, 8192, 16384), 12, 64, 4, 3, 0.3, "gpt2_small",
-                   (512, 1024, 2048), 256)
+                   (1024, 2048, 4096), 256, 4, "gpt2_small", 16, 1024, 256, 300, 50, 10)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -144,7 +153,7 @@ def window_sweep(seq_lens: Sequence[int], window: int, impls: Optional[Sequence[
                  batch_size: int = 1, n_head: int = 12, n_kv_head: Optional[int] = None,
                  head_dim: int = 64, device=None, dtype=None, mode: str = "fwdbwd",
                  min_run_time: Optional[float] = None, rounds: int = 3, measure_memory: bool = True,
-                 progress: bool = False) -> List[WindowPoint]:
+                 measure_time: bool = True, progress: bool = False) -> List[WindowPoint]:
     """Time and memory of the attention core vs T at a fixed window, per implementation.
 
     For every T, all implementations are timed in turn, ``rounds`` times (interleaved), each
@@ -153,6 +162,7 @@ def window_sweep(seq_lens: Sequence[int], window: int, impls: Optional[Sequence[
     for backward (``measure.memory.saved_bytes``), and on CUDA the allocator's peak. FlexAttention
     has no CPU backward: on CPU its fwdbwd rows carry that error (time it with ``mode="fwd"``).
     Failures (OOM, unsupported) become rows with ``error``; the sweep goes on.
+    ``measure_time=False``: memory only (deterministic for given sizes on a given torch build).
     """
     from tutorial_lib import settings
     from tutorial_lib.attention import has_flex_attention
@@ -171,8 +181,10 @@ def window_sweep(seq_lens: Sequence[int], window: int, impls: Optional[Sequence[
     Ts = list(seq_lens)
     if not Ts or any(not isinstance(T, int) or isinstance(T, bool) or T < 1 for T in Ts):
         raise ValueError(f"seq_lens={seq_lens!r} must be a non-empty list of positive integers")
-    if not isinstance(rounds, int) or rounds < 1:
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
         raise ValueError(f"rounds={rounds!r} must be an integer >= 1")
+    if not measure_time:
+        rounds = 0
     Hkv = n_head if n_kv_head is None else n_kv_head
     if n_head % Hkv:
         raise ValueError(f"n_head={n_head} is not a multiple of n_kv_head={n_kv_head}")
@@ -184,7 +196,7 @@ def window_sweep(seq_lens: Sequence[int], window: int, impls: Optional[Sequence[
     bar = None
     if progress:
         from tqdm.auto import tqdm
-        bar = tqdm(total=len(Ts) * len(impls) * rounds, desc="window sweep", leave=False)
+        bar = tqdm(total=len(Ts) * len(impls) * max(rounds, 1), desc="window sweep", leave=False)
     rows: List[WindowPoint] = []
     for T in Ts:
         g = torch.Generator().manual_seed(T)
@@ -203,7 +215,8 @@ def window_sweep(seq_lens: Sequence[int], window: int, impls: Optional[Sequence[
                     raise NotImplementedError("flex_attention has no CPU backward in PyTorch "
                                               "(forward only: time it with mode='fwd')")
                 run = _runner(fn, q, k, v, mode)
-                run()  # warm-up (flex compiles on CUDA here)
+                if measure_time or dev.type == "cuda":
+                    run()  # warm-up (flex compiles on CUDA here)
                 if mode == "fwdbwd" and measure_memory:
                     p.saved_bytes = int(saved_bytes(fn, q, k, v))
                 if dev.type == "cuda":
@@ -217,7 +230,7 @@ def window_sweep(seq_lens: Sequence[int], window: int, impls: Optional[Sequence[
             except SWEEP_ERRORS as e:
                 p.error = _err(e)
                 if bar is not None:
-                    bar.update(rounds)
+                    bar.update(max(rounds, 1))
         for _ in range(rounds):
             for impl, run in runs.items():
                 p = pts[impl]
@@ -236,6 +249,8 @@ def window_sweep(seq_lens: Sequence[int], window: int, impls: Optional[Sequence[
                 qs = sorted(p.round_ms)
                 p.iqr_ms = qs[(3 * len(qs)) // 4] - qs[len(qs) // 4] if len(qs) > 1 else 0.0
             rows.append(p)
+            if bar is not None and not rounds and p.error is None:
+                bar.update(1)
         del q, k, v, runs
         gc.collect()
         if dev.type == "cuda":
@@ -277,26 +292,25 @@ def slopes(rows: Sequence[WindowPoint], value: str = "median_ms", last: Optional
 
 
 # ---- quality and whole-model payoff ------------------------------------------------------------
-def quality_runs(window: int, preset: Optional[str] = None, profile: Optional[str] = None,
-                 steps: Optional[int] = None, seq_len: Optional[int] = None,
-                 progress: bool = False) -> Dict[str, "object"]:
-    """Validation loss after N steps: full causal attention vs a sliding window of ``window``.
+def quality_runs(sizes: WindowSizes, progress: bool = False, device=None) -> Dict[str, "object"]:
+    """Validation loss after N steps: full causal attention vs a sliding window.
 
-    Same seed, same batches (``train.train``); sizes from the profile's ``train_*`` fields.
-    Returns {"full": TrainHistory, "window": TrainHistory}.
+    Same seed, same batches (``train.train``); the window run uses the ``local`` backend.
+    Returns {"full": TrainHistory, "window W=...": TrainHistory}.
     """
     from tutorial_lib.config import get_config
-    from tutorial_lib.settings import get_profile
     from tutorial_lib.train import TrainConfig, train
 
-    p = get_profile(profile)
-    T = seq_len or p.train_seq_len
-    tc = TrainConfig(steps=steps or p.train_steps, batch_size=p.train_batch, seq_len=T,
-                     eval_every=p.eval_every, eval_batches=p.eval_batches, progress=progress,
-                     warmup_steps=max(1, (steps or p.train_steps) // 10))
-    base = get_config(preset or p.train_preset)
+    s = sizes
+    tc = TrainConfig(steps=s.quality_steps, batch_size=s.quality_batch, seq_len=s.quality_seq_len,
+                     eval_every=s.eval_every, eval_batches=s.eval_batches, progress=progress,
+                     warmup_steps=max(1, s.quality_steps // 10),
+                     device=None if device is None else str(device))
+    base = get_config(s.quality_preset)
+    base = base.replace(block_size=max(base.block_size, s.quality_seq_len))
     return {"full": train(base.replace(attn_backend="sdpa", window=None), tc),
-            "window": train(base.replace(attn_backend="local", window=window), tc)}
+            f"window W={s.quality_window}": train(base.replace(attn_backend="local",
+                                                               window=s.quality_window), tc)}
 
 
 def model_payoff(preset: str, seq_lens: Sequence[int], window: int, batch_size: int = 1,
