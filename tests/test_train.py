@@ -271,3 +271,19 @@ def test_cli_rejects_unknown_optimizer(capsys):
         main(CLI_FAST + ["--optimizer", "sgd"])
     assert e.value.code == 2
     assert "sgd" in capsys.readouterr().err
+
+
+# ---- Muon's cost, against PyTorch's FLOP counter -----------------------------------------------
+@pytest.mark.parametrize("changes", [{}, {"mlp": "swiglu", "n_kv_head": 2}, {"mlp_ratio": 3.0}])
+def test_muon_step_flops_match_flop_counter(changes):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from tutorial_lib.optim import muon_step_flops
+
+    model = GPT(get_config("tiny", **changes))
+    opt = build_optimizer(model, OptimizerSpec("muon"))
+    for p in model.parameters():
+        p.grad = torch.randn_like(p)
+    with FlopCounterMode(display=False) as fc:
+        opt.optimizers["muon"].step()
+    assert fc.get_total_flops() == muon_step_flops(model)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import torch
 import torch.nn as nn
@@ -195,6 +195,26 @@ def time_optimizer_step(model: nn.Module, spec: OptimizerSpec, min_run_time: flo
     device = next(model.parameters()).device
     return {"optimizer": spec.name, "device": str(device), "median_s": m.median, "iqr_s": m.iqr,
             "runs": len(m.times), "state_bytes": opt.state_bytes()}
+
+
+def newton_schulz_flops(rows: int, cols: int, ns_steps: int = 5) -> int:
+    """Matmul FLOPs of Muon's Newton-Schulz orthogonalisation of one (rows, cols) matrix.
+
+    With X the matrix turned so that it is (m, n), m <= n, each iteration computes
+    A = X X^T (2 m^2 n), B = b A + c A A (2 m^3) and X = a X + B X (2 m^2 n).
+    """
+    m, n = min(rows, cols), max(rows, cols)
+    return ns_steps * (4 * m * m * n + 2 * m ** 3)
+
+
+def muon_step_flops(model: nn.Module, ns_steps: int = 5) -> int:
+    """Matmul FLOPs one Muon step adds: Newton-Schulz on every matrix Muon owns.
+
+    It does not depend on the batch: Muon's cost is per step, so large batches amortise it.
+    """
+    params = dict(model.named_parameters())
+    return sum(newton_schulz_flops(*params[n].shape, ns_steps)
+               for n in split_parameters(model, "muon").muon)
 
 
 def _check_choice(field: str, value, allowed) -> None:

@@ -35,8 +35,8 @@ import torch.distributed as dist
 from tutorial_lib import data
 from tutorial_lib.config import GPTConfig, get_config
 from tutorial_lib.model import GPT
-from tutorial_lib.settings import get_device, synchronize
 from tutorial_lib.optim import DECAYS, OPTIMIZERS, OptimizerSpec, build_optimizer, lr_scale
+from tutorial_lib.settings import device_name, get_device, synchronize
 
 SCHEMA_VERSION = 1
 DTYPES = ("auto", "float32", "bfloat16")
@@ -116,6 +116,7 @@ class TrainHistory:
     val_loss: List[float] = field(default_factory=list)
     val_wall_s: List[float] = field(default_factory=list)  # training time so far (eval excluded)
     diverged: bool = False  # stopped on a non-finite loss
+    device_name: str = ""  # hardware: GPU name, or CPU model and cores
     torch_version: str = torch.__version__
     schema_version: int = SCHEMA_VERSION
 
@@ -153,6 +154,7 @@ class TrainHistory:
 
     def summary(self) -> dict:
         return {"model": self.model.get("name"), "optimizer": self.optimizer, "device": self.device,
+                "device_name": self.device_name,
                 "dtype": self.dtype, "world_size": self.world_size, "params": self.n_params,
                 "steps": len(self.steps), "batch_size": self.config["batch_size"],
                 "seq_len": self.config["seq_len"], "final_val_loss": round(self.final_val_loss, 4),
@@ -168,7 +170,7 @@ class TrainHistory:
     def save(self, path: Union[str, Path]) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=1))
+        path.write_text(json.dumps(self.to_dict()))
         return path
 
     @classmethod
@@ -294,7 +296,7 @@ def _run(cfg: GPTConfig, tc: TrainConfig, info: DistInfo, device: torch.device) 
     h = TrainHistory(model=cfg.to_dict(), config=dataclasses.asdict(tc), optimizer=tc.optimizer,
                      device=str(device), dtype=str(amp_dtype or torch.float32).replace("torch.", ""),
                      world_size=W, n_params=raw.num_params(),
-                     tokens_per_step=tc.batch_size * tc.seq_len)
+                     tokens_per_step=tc.batch_size * tc.seq_len, device_name=device_name(device))
 
     def validate(step: int) -> None:
         h.val_steps.append(step)
