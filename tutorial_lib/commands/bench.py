@@ -104,7 +104,7 @@ def run(args) -> int:
             return _run_suite(args, dev, prof)
         points = grid(args, prof)
         for p in points:
-            bench._check_sizes(p["config"], p["batch_size"], p["seq_len"], p["mode"])
+            bench.check_sizes(p["config"], p["batch_size"], p["seq_len"], p["mode"])
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

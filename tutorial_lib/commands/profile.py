@@ -78,7 +78,7 @@ def run(args) -> int:
         return 2
     tasks = ["profile"] + ([] if args.no_memory else ["memory"]) + \
         ([] if args.no_timing else ["timing"]) + (["compiled"] if args.compile and not args.no_timing else [])
-    bar = bench._progress(len(tasks), "profile", not args.no_progress)
+    bar = bench.progress_bar(len(tasks), "profile", not args.no_progress)
     print(f"{cfg.describe()}\nB={B}, T={T}, device {dev} ({settings.device_name(dev)}), {dtype}, "
           f"size profile {prof.name}\n")
     out_rows = []

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import inspect
 import math
 import time
 import timeit
@@ -158,7 +159,8 @@ def resolve_config(config: Union[GPTConfig, str], **changes) -> GPTConfig:
     return config.replace(**changes) if changes else config
 
 
-def _check_sizes(config: GPTConfig, batch_size, seq_len, mode):
+def check_sizes(config: GPTConfig, batch_size, seq_len, mode) -> None:
+    """ValueError naming the field for a bad mode, batch size or length (before anything runs)."""
     if mode not in MODES:
         raise ValueError(f"mode={mode!r} is not one of {list(MODES)}")
     if not isinstance(batch_size, int) or batch_size < 1:
@@ -227,7 +229,7 @@ def prepare_step(config: Union[GPTConfig, str], batch_size: int, seq_len: int, m
     from tutorial_lib.model import GPT
 
     cfg = resolve_config(config)
-    _check_sizes(cfg, batch_size, seq_len, mode)
+    check_sizes(cfg, batch_size, seq_len, mode)
     dev = settings.get_device(device) if not isinstance(device, torch.device) else device
     dt = settings.parse_dtype(dtype) if dtype is not None else settings.default_dtype(dev)
     if model is None:
@@ -308,10 +310,10 @@ def measure_sweep(points: Iterable[dict], progress: bool = True, desc: str = "me
     """
     points = list(points)
     rows: List[StepResult] = []
-    bar = _progress(len(points), desc, progress)
+    bar = progress_bar(len(points), desc, progress)
     for p in points:
         kw = {**common, **p}
-        unknown = set(kw) - set(measure_step.__code__.co_varnames[:measure_step.__code__.co_argcount])
+        unknown = set(kw) - set(inspect.signature(measure_step).parameters)
         if unknown:
             raise ValueError(f"measure_sweep: unknown measure_step argument(s) {sorted(unknown)}")
         try:
@@ -334,7 +336,7 @@ def measure_sweep(points: Iterable[dict], progress: bool = True, desc: str = "me
     return rows
 
 
-def _progress(total: int, desc: str, enabled: bool):
+def progress_bar(total: int, desc: str, enabled: bool = True):
     """A tqdm bar (notebook-aware when available), or None."""
     if not enabled:
         return None
