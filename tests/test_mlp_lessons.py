@@ -56,6 +56,10 @@ def test_equal_steps_and_equal_time():
     assert t["fast"]["seconds"] == t["slow"]["seconds"] == 10.0
     assert t["fast"]["steps_done"] == 10 and t["slow"]["steps_done"] == 5
     assert t["fast"]["val_loss"] < t["slow"]["val_loss"]  # ...worse per second
+    # between validation points the curve is read linearly, as it is plotted
+    assert fast.val_loss_at_time(2.5) == pytest.approx(8.0)
+    assert fast.steps_at_time(2.5) == pytest.approx(2.5)
+    assert slow.val_loss_at_time(-1) == 10.0 and slow.val_loss_at_time(1e9) == 4.5
     fig = L.curves_figure({"fast": fast, "slow": slow}, title="x")
     assert len(fig.axes) == 2
 

@@ -242,14 +242,11 @@ def at_equal_steps(histories: Mapping[str, "object"]) -> List[dict]:
 
 
 def at_equal_time(histories: Mapping[str, "object"]) -> List[dict]:
-    """Validation loss of each run at the same training time: the shortest run's total time."""
+    """Validation loss of each run after the same training time -- the shortest run's total --
+    read off each loss-vs-time curve (linear between validation points, as plotted)."""
     budget = min(h.wall_time_s for h in histories.values())
-    rows = []
-    for k, h in histories.items():
-        done = [(s, v) for s, v, t in zip(h.val_steps, h.val_loss, h.val_wall_s) if t <= budget + 1e-9]
-        s, v = done[-1]
-        rows.append({"run": k, "seconds": budget, "steps_done": s, "val_loss": v})
-    return rows
+    return [{"run": k, "seconds": budget, "steps_done": h.steps_at_time(budget),
+             "val_loss": h.val_loss_at_time(budget)} for k, h in histories.items()]
 
 
 def load_histories(directory: Union[str, Path], names: Mapping[str, str]) -> Dict[str, "object"]:

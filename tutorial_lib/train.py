@@ -144,9 +144,13 @@ class TrainHistory:
         return self.val_loss[-1]
 
     def val_loss_at_time(self, seconds: float) -> float:
-        """The last validation loss measured within ``seconds`` of training (nan if none)."""
-        vals = [v for v, t in zip(self.val_loss, self.val_wall_s) if t <= seconds]
-        return vals[-1] if vals else float("nan")
+        """Validation loss after ``seconds`` of training, read off the loss-vs-time curve: linear
+        interpolation between validation points (clamped to the first and last point)."""
+        return _interp(seconds, self.val_wall_s, self.val_loss)
+
+    def steps_at_time(self, seconds: float) -> float:
+        """Optimizer steps done after ``seconds`` of training (interpolated like val_loss_at_time)."""
+        return _interp(seconds, self.val_wall_s, self.val_steps)
 
     @property
     def label(self) -> str:
@@ -178,6 +182,17 @@ class TrainHistory:
         d = json.loads(Path(path).read_text())
         d.pop("summary", None)
         return cls(**d)
+
+
+def _interp(x: float, xs: List[float], ys: List[float]) -> float:
+    if not xs:
+        return float("nan")
+    if x <= xs[0]:
+        return float(ys[0])
+    for x0, x1, y0, y1 in zip(xs, xs[1:], ys, ys[1:]):
+        if x <= x1:
+            return float(y1 if x1 == x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0))
+    return float(ys[-1])
 
 
 # ---- distributed ---------------------------------------------------------------------------
