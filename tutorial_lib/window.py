@@ -26,6 +26,7 @@ multiple of anything (the last block is padded).
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Optional
 
@@ -94,10 +95,12 @@ def _cpu_flash():
             ops._scaled_dot_product_flash_attention_for_cpu_backward)
 
 
+@functools.lru_cache(maxsize=16)
 def _band_mask(b: int, L: int, dtype, device) -> torch.Tensor:
     """(b, L) additive mask shared by every query block: query c sees window key u iff u >= c.
 
     0 where allowed, -inf elsewhere (the raw kernel wants a mask in the query's dtype, not bool).
+    Cached: every layer and step of a model asks for the same one (never written to).
     """
     c = torch.arange(b, device=device)[:, None]
     u = torch.arange(L, device=device)[None, :]

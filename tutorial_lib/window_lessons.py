@@ -60,8 +60,8 @@ class WindowSizes:
 
         p = get_profile(name).name
         if p == "smoke":  # CI: seconds
-            return cls(p, 64, (256, 512, 1024), 4, 32, 1, 2, 0.02, "tiny", (64, 256), 16, 1,
-                       "tiny", 4, 64, 16, 20, 10, 2)
+            return cls(p, 32, (256, 512, 1024), 4, 32, 1, 1, 0.01, "tiny", (128,), 32, 1,
+                       "tiny", 2, 64, 16, 6, 3, 1)
         if p == "cpu":  # a few minutes on 2 quiet cores
             return cls(p, 256, (512, 1024, 2048, 4096), 12, 64, 1, 3, 0.3, "gpt2_small", (512, 1024),
                        128, 1, "gpt2_mini", 4, 256, 64, 60, 20, 4)
