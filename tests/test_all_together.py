@@ -1,0 +1,114 @@
+"""The closing notebook's functions (tutorial_lib.all_together)."""
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from tutorial_lib import all_together as AT
+from tutorial_lib import claims
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_sizes_per_profile():
+    for name in ("smoke", "cpu", "gpu"):
+        s = AT.FinalSizes.for_profile(name)
+        assert s.short_seq < s.long_seq and s.long_seq >= 256 and s.long_window < s.long_seq
+    assert AT.FinalSizes.for_profile("gpu").short_seq == 512  # the seed's own B=4, T=512
+    assert AT.FinalSizes.for_profile("gpu").short_batch == 4
+
+
+def test_variants_are_the_seed_s_changes():
+    s = AT.FinalSizes.for_profile("cpu")
+    v = AT.short_variants(s)
+    base, _ = v[AT.BEFORE_LABEL]
+    assert (base.attn_backend, base.kv_heads, base.mlp, base.ratio, base.window) == ("eager", 12, "gelu", 4.0, None)
+    after, _ = v[AT.AFTER_LABEL]
+    assert (after.attn_backend, after.kv_heads, after.mlp, after.ratio) == ("sdpa", 4, "gelu", 3.0)
+    sw, _ = v["+ SwiGLU 8/3x"]
+    assert sw.mlp == "swiglu" and math.isclose(sw.ratio, 8 / 3)
+    # every single change differs from the baseline in exactly one field (or two for SwiGLU)
+    for label in ("+ GQA-4", "+ SDPA (flash)", "+ MLP 3x"):
+        c, _ = v[label]
+        diff = {k for k, a in base.to_dict().items() if c.to_dict()[k] != a and k != "name"}
+        assert len(diff) == 1, (label, diff)
+    assert not any("window" in k for k in v)  # T = 256 < 512: the seed puts no window here
+    assert not any(comp for _, comp in v.values())
+    g = AT.short_variants(AT.FinalSizes.for_profile("gpu"))  # T = 512: window and compile join
+    assert any("window" in k for k in g) and any(comp for _, comp in g.values())
+    long = AT.long_variants(s)
+    w, _ = long[f"+ window W={s.long_window} (local)"]
+    assert w.attn_backend == "local" and w.window == s.long_window and w.block_size >= s.long_seq
+
+
+def test_seed_table_arithmetic_finds_the_inconsistent_row():
+    a = AT.seed_table_arithmetic()
+    assert a["tokens_per_step"] == 2048
+    assert round(a["tps_from_ms_before"]) == 40157  # 2,048 tokens in 51 ms
+    assert math.isclose(a["tokens_per_step_implied_before"], 255.0)  # 5,000 tok/s x 51 ms
+    assert math.isclose(a["tps_gain"], 1.54)
+
+
+def _row(label, ms, speedup, mem):
+    return {"variant": label, "median_ms": ms, "tokens_per_s": 2048 / (ms / 1e3), "speedup": speedup,
+            "memory_bytes_shown": mem}
+
+
+def test_expected_results_rows_and_verdicts():
+    before, after = _row("b", 51.0, 1.0, 8.5e9), _row("a", 33.0, 51 / 33, 6.0e9)
+    rows = {r["key"]: r for r in AT.expected_results(before, after, 3.50, 3.48)}
+    assert rows["results.step_ms.before"]["verdict"] == "agrees"
+    assert math.isclose(rows["results.tokens_per_s.before"]["measured"], 2048 / 0.051)
+    assert rows["results.tokens_per_s.before"]["verdict"] == "higher"  # the seed's own 5,000 is off
+    assert math.isclose(rows["results.peak_mem.change"]["measured"], 6.0 / 8.5)
+    assert rows["results.val_loss.after"]["verdict"] == "agrees"
+    missing = AT.expected_results(before, {"variant": "a", "error": "OOM"}, None, None)
+    assert {r["verdict"] for r in missing if r["key"].endswith("after")} == {"n/a"}
+
+
+def test_tree_payoffs_order_by_measurement():
+    short = [_row(AT.BEFORE_LABEL, 10, 1.0, 1), _row("+ GQA-4", 9, 1.1, 1), _row("+ MLP 3x", 8, 1.25, 1),
+             _row("+ SDPA (flash)", 5, 2.0, 1)]
+    long = [_row(AT.BEFORE_LABEL, 10, 1.0, 1), _row("+ window W=8 (local)", 5, 2.0, 1)]
+    t = AT.tree_payoffs(short, long)
+    assert [k for k, _ in t["short"]] == ["Flash (SDPA)", "3× MLP", "GQA-4"]
+    assert [k for k, _ in t["short_seed_order"]] == ["GQA-4", "3× MLP", "Flash (SDPA)"]
+    assert t["long"][0] == ("Sliding window (local)", 2.0)
+    assert dict(t["long"])["GQA-4"] is None  # not measured: listed, last
+
+
+def test_measure_and_quality_smoke():
+    s = dataclasses.replace(AT.FinalSizes.for_profile("smoke"), quality_steps=2, eval_every=1)
+    v = dict(list(AT.short_variants(s).items())[:2])
+    rows = AT.measure(v, 1, 32, s, device="cpu", memory=True)
+    assert [r["variant"] for r in rows] == list(v)
+    assert all(r["error"] is None and r["median_ms"] > 0 and r["memory_bytes_shown"] > 0 for r in rows)
+    assert rows[0]["speedup"] == 1.0
+    q = AT.quality(s, device="cpu")
+    assert len(q) == len(AT.QUALITY)
+    for label, h in q.items():
+        assert not isinstance(h, str), (label, h)
+        assert h.val_steps[-1] == 2 and all(math.isfinite(x) for x in h.val_loss)
+    win = [h for k, h in q.items() if "window" in k][0]
+    assert win.model["attn_backend"] == "local" and win.model["window"] == s.quality_window
+
+
+def test_check_tokens_per_second():
+    assert AT.check_tokens_per_second(lambda B, T, ms: B * T / (ms / 1e3)).passed
+    r = AT.check_tokens_per_second(lambda B, T, ms: B * T / ms)
+    assert not r.passed and "millisecond" in r.message
+    r = AT.check_tokens_per_second(lambda B, T, ms: T / (ms / 1e3))
+    assert not r.passed and "batch_size x seq_len" in r.message
+
+
+def test_claims_keys_exist():
+    for key in ("results.tokens_per_s.before", "results.step_ms.after", "results.peak_mem.change",
+                "results.val_loss.after", "tree.short", "tree.long", "tree.swiglu", "tree.optimizer"):
+        claims.get(key)

@@ -1,0 +1,276 @@
+"""The closing notebook (07) as functions: every change alone and combined, measured, beside the
+seed's "Expected Results" table and its decision tree.
+
+- ``FinalSizes.for_profile``: a short and a long sequence setting, quality-run sizes, per profile.
+- ``short_variants`` / ``long_variants``: the seed's baseline (MHA, GELU 4x, eager attention), each
+  single change, and the combinations (GQA-4 + SDPA + 3x MLP, + SwiGLU, + window where T >= 512,
+  + ``torch.compile`` where it is cheap to compile).
+- ``measure``: training-step time (interleaved rounds, ``mlp_lessons.measure_variants``) and memory.
+- ``quality``: validation loss after N steps (``train.train``, same seed and batches).
+- ``seed_table_arithmetic``: what the seed's own table implies (its inconsistent tokens/s row).
+- ``expected_results``: the seed's table with a claimed and a measured column.
+- ``tree_payoffs``: both branches of the seed's decision tree, ordered by measured payoff.
+- ``check_tokens_per_second``: exercise checker.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Tuple
+
+from tutorial_lib.config import GPTConfig, get_config
+
+BASELINE = {"attn_backend": "eager", "n_kv_head": None, "mlp": "gelu", "mlp_ratio": 4.0, "window": None}
+AFTER = {"attn_backend": "sdpa", "n_kv_head": 4, "mlp_ratio": 3.0}  # the seed's "GQA + Flash + 3x MLP"
+AFTER_SWIGLU = dict(AFTER, mlp="swiglu")  # ... + SwiGLU at 3x
+BEFORE_LABEL, AFTER_LABEL = "baseline: MHA, GELU 4x, eager", "GQA-4 + SDPA + MLP 3x"
+
+
+@dataclass(frozen=True)
+class FinalSizes:
+    profile: str
+    preset: str  # model of the timed steps
+    short_batch: int
+    short_seq: int  # the short setting (the seed's T < 512 branch, or its own B=4, T=512 on a GPU)
+    long_batch: int
+    long_seq: int  # the long setting (T >= 512)
+    long_window: int
+    rounds: int
+    min_run_time: float
+    compile: bool  # also time torch.compile'd variants (CUDA; minutes to compile on a CPU)
+    quality_preset: str
+    quality_batch: int
+    quality_seq: int
+    quality_window: int
+    quality_steps: int
+    eval_every: int
+    eval_batches: int
+
+    @classmethod
+    def for_profile(cls, name: Optional[str] = None) -> "FinalSizes":
+        from tutorial_lib.settings import get_profile
+
+        p = get_profile(name).name
+        if p == "smoke":
+            return cls(p, "tiny", 2, 64, 1, 256, 64, 1, 0.01, False, "tiny", 2, 64, 16, 4, 2, 1)
+        if p == "cpu":
+            return cls(p, "gpt2_small", 1, 256, 1, 1024, 256, 2, 0.5, False, "gpt2_mini", 4, 128, 32,
+                       50, 25, 4)
+        return cls(p, "gpt2_small", 4, 512, 4, 2048, 512, 3, 0.5, True, "gpt2_small", 16, 512, 128,
+                   300, 50, 10)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# ---- the variants ----------------------------------------------------------------------------
+def _cfg(preset: str, T: int, **changes) -> GPTConfig:
+    base = get_config(preset)
+    return base.replace(**dict(BASELINE, block_size=max(base.block_size, T), **changes))
+
+
+def short_variants(s: FinalSizes) -> Dict[str, Tuple[GPTConfig, bool]]:
+    """{label: (config, compile)} at the short setting: baseline, single changes, combinations."""
+    T, P = s.short_seq, s.preset
+    v = {
+        BEFORE_LABEL: _cfg(P, T),
+        "+ GQA-4": _cfg(P, T, n_kv_head=4),
+        "+ SDPA (flash)": _cfg(P, T, attn_backend="sdpa"),
+        "+ MLP 3x": _cfg(P, T, mlp_ratio=3.0),
+        "+ SwiGLU 8/3x": _cfg(P, T, mlp="swiglu", mlp_ratio=None),
+        AFTER_LABEL: _cfg(P, T, **AFTER),
+        "... + SwiGLU 3x": _cfg(P, T, **AFTER_SWIGLU),
+    }
+    out = {k: (c, False) for k, c in v.items()}
+    if T >= 512:
+        W = min(s.long_window, T // 2)
+        out[f"... + window W={W} (local)"] = (_cfg(P, T, **dict(AFTER_SWIGLU, attn_backend="local",
+                                                                  window=W)), False)
+    if s.compile:
+        out["... + torch.compile"] = (v["... + SwiGLU 3x"], True)
+    return out
+
+
+def long_variants(s: FinalSizes) -> Dict[str, Tuple[GPTConfig, bool]]:
+    """The seed's T >= 512 branch at the long setting: window, flash, GQA alone and combined."""
+    T, P, W = s.long_seq, s.preset, s.long_window
+    v = {
+        BEFORE_LABEL: _cfg(P, T),
+        f"+ window W={W} (local)": _cfg(P, T, attn_backend="local", window=W),
+        "+ SDPA (flash)": _cfg(P, T, attn_backend="sdpa"),
+        "+ GQA-4": _cfg(P, T, n_kv_head=4),
+        "GQA-4 + SDPA + 3x + SwiGLU": _cfg(P, T, **AFTER_SWIGLU),
+        f"... + window W={W} (local)": _cfg(P, T, **dict(AFTER_SWIGLU, attn_backend="local", window=W)),
+    }
+    return {k: (c, False) for k, c in v.items()}
+
+
+# ---- measuring -------------------------------------------------------------------------------
+def measure(variants: Dict[str, Tuple[GPTConfig, bool]], batch_size: int, seq_len: int,
+            s: FinalSizes, device=None, memory: bool = True) -> List[dict]:
+    """Training step per variant: ms, tokens/s, speedup over the first (paired per round), memory.
+
+    Eager variants are timed interleaved (``mlp_lessons.measure_variants``); compiled ones with
+    ``measure_step(compile=True)`` after a warm-up that compiles (errors become rows).
+    """
+    from tutorial_lib.measure.bench import SWEEP_ERRORS, measure_step
+    from tutorial_lib.mlp_lessons import measure_variants
+
+    plain = {k: c for k, (c, comp) in variants.items() if not comp}
+    rows = {r["variant"]: r for r in measure_variants(plain, batch_size, seq_len, rounds=s.rounds,
+                                                        min_run_time=s.min_run_time, device=device,
+                                                        memory=memory)}
+    base = rows.get(next(iter(variants)))
+    for label, (cfg, comp) in variants.items():
+        if not comp:
+            continue
+        try:
+            r = measure_step(cfg, batch_size, seq_len, mode="train", device=device, compile=True,
+                             min_run_time=s.min_run_time, warmup=3)
+            rows[label] = {"variant": label, "median_ms": r.median_ms, "tokens_per_s": r.tokens_per_s,
+                           "speedup": (base["median_ms"] / r.median_ms) if base and base.get("median_ms")
+                           else None, "peak_bytes": r.peak_mem_bytes, "error": None,
+                           "note": "torch.compile, timed after compiling (not interleaved)"}
+        except SWEEP_ERRORS as e:
+            rows[label] = {"variant": label, "error": f"{type(e).__name__}: {str(e).splitlines()[0]}"[:300]}
+    out = []
+    for label, (cfg, comp) in variants.items():
+        r = dict(rows[label])
+        r.update(config=cfg.describe(), compile=comp, batch_size=batch_size, seq_len=seq_len)
+        mem = r.get("peak_bytes") or r.get("memory_bytes")
+        r["memory_bytes_shown"] = mem
+        out.append(r)
+    return out
+
+
+QUALITY = (
+    (BEFORE_LABEL.replace(", eager", ""), {}, "adamw"),
+    (AFTER_LABEL.replace(" + SDPA", ""), {"n_kv_head": 4, "mlp_ratio": 3.0}, "adamw"),
+    ("... + SwiGLU 3x", {"n_kv_head": 4, "mlp_ratio": 3.0, "mlp": "swiglu"}, "adamw"),
+    ("... + window W", {"n_kv_head": 4, "mlp_ratio": 3.0, "mlp": "swiglu", "window": "W"}, "adamw"),
+    ("baseline, Muon optimizer", {}, "muon"),
+)
+
+
+def quality(s: FinalSizes, device=None) -> Dict[str, object]:
+    """Validation loss after ``quality_steps`` steps for each of ``QUALITY`` (SDPA everywhere: eager
+    and SDPA compute the same function; the window runs on the ``local`` backend).
+
+    Same seed, batches and validation batches for every run. {label: TrainHistory or error str}.
+    """
+    from tutorial_lib.train import TrainConfig, train
+
+    base = get_config(s.quality_preset)
+    base = base.replace(block_size=max(base.block_size, s.quality_seq), attn_backend="sdpa")
+    tc = TrainConfig(steps=s.quality_steps, batch_size=s.quality_batch, seq_len=s.quality_seq,
+                     eval_every=s.eval_every, eval_batches=s.eval_batches, progress=False,
+                     warmup_steps=max(1, s.quality_steps // 10),
+                     device=None if device is None else str(device))
+    out = {}
+    for label, changes, opt in QUALITY:
+        ch = dict(changes)
+        if ch.get("window") == "W":
+            ch.update(window=s.quality_window, attn_backend="local")
+            label = f"{label}={s.quality_window}"
+        try:
+            out[label] = train(base.replace(**ch), tc.replace(optimizer=opt))
+        except Exception as e:  # noqa: BLE001 -- e.g. an optimizer this torch lacks: a row, not a crash
+            out[label] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
+    return out
+
+
+# ---- the seed's table ------------------------------------------------------------------------
+def seed_table_arithmetic(batch_size: int = 4, seq_len: int = 512) -> dict:
+    """What the seed's Expected Results imply at its own setting (B=4, T=512: 2,048 tokens/step)."""
+    from tutorial_lib import claims as C
+
+    tokens = batch_size * seq_len
+    before_ms, after_ms = C.get("results.step_ms.before").value, C.get("results.step_ms.after").value
+    before_tps, after_tps = C.get("results.tokens_per_s.before").value, C.get("results.tokens_per_s.after").value
+    return {
+        "tokens_per_step": tokens,
+        "tps_from_ms_before": tokens / (before_ms / 1e3),
+        "tps_from_ms_after": tokens / (after_ms / 1e3),
+        "tokens_per_step_implied_before": before_tps * before_ms / 1e3,
+        "tokens_per_step_implied_after": after_tps * after_ms / 1e3,
+        "tps_gain": after_tps / before_tps,
+        "ms_gain": before_ms / after_ms,
+        "claimed_before_tps": before_tps, "claimed_after_tps": after_tps,
+        "claimed_before_ms": before_ms, "claimed_after_ms": after_ms,
+    }
+
+
+def expected_results(before: dict, after: dict, val_before: Optional[float],
+                     val_after: Optional[float], setting: str = "") -> List[dict]:
+    """The seed's "Expected Results" rows (``claims`` keys ``results.*``) beside our measurements.
+
+    ``before`` / ``after``: rows of ``measure`` (the baseline and GQA-4 + SDPA + 3x). Memory is the
+    CUDA allocator's peak on a GPU; on a CPU, the exact sum of parameters, gradients, optimizer
+    state and saved activations (no allocator peak exists there), in GB.
+    """
+    from tutorial_lib import claims as C
+
+    def gb(r):
+        m = r.get("memory_bytes_shown")
+        return m / 1e9 if m else None
+
+    def ratio(a, b):
+        return a / b if a is not None and b else None
+
+    b_tps, a_tps = before.get("tokens_per_s"), after.get("tokens_per_s")
+    b_ms, a_ms = before.get("median_ms"), after.get("median_ms")
+    measured = {
+        "results.tokens_per_s.before": b_tps, "results.tokens_per_s.after": a_tps,
+        "results.tokens_per_s.gain": after.get("speedup") or ratio(a_tps, b_tps),
+        "results.step_ms.before": b_ms, "results.step_ms.after": a_ms,
+        "results.step_ms.change": (1 / after["speedup"]) if after.get("speedup") else ratio(a_ms, b_ms),
+        "results.peak_mem.before": gb(before), "results.peak_mem.after": gb(after),
+        "results.peak_mem.change": ratio(gb(after), gb(before)),
+        "results.val_loss.before": val_before, "results.val_loss.after": val_after,
+    }
+    return C.claims_table(measured, setting=setting)
+
+
+# ---- the decision tree -----------------------------------------------------------------------
+def tree_payoffs(short_rows: List[dict], long_rows: List[dict]) -> Dict[str, List[Tuple[str, Optional[float]]]]:
+    """The seed's two branches with our measured step speedups, each ordered by payoff.
+
+    short: GQA, 3x MLP, Flash (the seed's T < 512 order); long: Sliding Window, Flash, GQA.
+    """
+    def find(rows, prefix):
+        for r in rows:
+            if r["variant"].startswith(prefix):
+                return r.get("speedup")
+        return None
+
+    short = [("GQA-4", find(short_rows, "+ GQA-4")), ("3× MLP", find(short_rows, "+ MLP 3x")),
+             ("Flash (SDPA)", find(short_rows, "+ SDPA"))]
+    long = [("Sliding window (local)", find(long_rows, "+ window")),
+            ("Flash (SDPA)", find(long_rows, "+ SDPA")), ("GQA-4", find(long_rows, "+ GQA-4"))]
+    key = lambda kv: -(kv[1] or 0.0)  # noqa: E731
+    return {"short": sorted(short, key=key), "long": sorted(long, key=key),
+            "short_seed_order": short, "long_seed_order": long}
+
+
+# ---- exercise --------------------------------------------------------------------------------
+def check_tokens_per_second(fn: Callable):
+    """Check ``fn(batch_size, seq_len, ms_per_step)`` -> tokens per second of a training step."""
+    from tutorial_lib.exercises import CheckResult, _call
+
+    name = "tokens_per_second"
+    cases = [(4, 512, 51.0), (1, 256, 1000.0), (8, 128, 12.5), (16, 1024, 250.0)]
+    for B, T, ms in cases:
+        got, err = _call(name, fn, B, T, ms)
+        if err is not None:
+            return err
+        want = B * T / (ms / 1e3)
+        if isinstance(got, (int, float)) and abs(got - want) <= 1e-6 * want:
+            continue
+        if isinstance(got, (int, float)) and abs(got - B * T / ms) <= 1e-6 * want / 1e3:
+            return CheckResult(name, False, f"({B}, {T}, {ms} ms): {got:.4g} is tokens per *millisecond*;"
+                               " convert the step time to seconds")
+        if isinstance(got, (int, float)) and abs(got - T / (ms / 1e3)) <= 1e-6 * want:
+            return CheckResult(name, False, f"({B}, {T}, {ms} ms): {got:.4g} counts one sequence; a step "
+                               "processes batch_size x seq_len tokens")
+        return CheckResult(name, False, f"({B}, {T}, {ms} ms): got {got!r}, expected {want:.1f}")
+    return CheckResult(name, True, f"all {len(cases)} cases match batch * T / seconds", len(cases))
