@@ -41,7 +41,7 @@ def test_missing_section_says_how_to_produce_it():
 
 def test_fmt_and_table():
     assert fmt(1234567) == "1,234,567"
-    assert fmt(0.012345) == "0.0123"
+    assert fmt(0.012345) == "0.0123" and fmt(99372.8) == "99,373"
     assert fmt(None) == "—" and fmt(float("nan")) == "—"
     assert fmt("a|b") == "a\\|b"
     assert markdown_table([{"a": 1, "b": 2.5}]) == "| a | b |\n|---|---|\n| 1 | 2.5 |\n"

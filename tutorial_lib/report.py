@@ -50,7 +50,7 @@ def fmt(v) -> str:
         a = abs(v)
         if a == 0:
             return "0"
-        if a >= 1e5:
+        if a >= 1e3:
             return f"{v:,.0f}"
         if a >= 100:
             return f"{v:,.1f}"
@@ -112,9 +112,56 @@ def _analytic_flop_shares() -> str:
 ANALYTIC = {"analytic.flop_shares": _analytic_flop_shares}
 
 
-def render_block(name: str, results: list[dict]) -> str:
+# ---- recorded training runs: results/<folder>/*.json written by `python -m tutorial_lib train` ----
+def _variant(model: dict, optimizer: str) -> str:
+    mlp = model.get("mlp", "gelu")
+    ratio = model.get("mlp_ratio") or (4.0 if mlp == "gelu" else 8 / 3)
+    r = "8/3" if abs(ratio - 8 / 3) < 1e-6 else f"{ratio:g}"
+    kv = model.get("n_kv_head")
+    attn = "" if kv in (None, model.get("n_head")) else (", MQA" if kv == 1 else f", GQA-{kv}")
+    return f"{'SwiGLU' if mlp == 'swiglu' else 'GELU'} {r}x{attn}, {optimizer}"
+
+
+def training_runs(results_dir: Path) -> list[dict]:
+    """One table per folder of train histories, each row one run's summary."""
+    out = []
+    for folder in sorted(p for p in Path(results_dir).iterdir() if p.is_dir()):
+        rows, meta = [], None
+        for f in sorted(folder.glob("*.json")):
+            h = json.loads(f.read_text())
+            if "summary" not in h or "val_loss" not in h:
+                continue
+            sm = h["summary"]
+            meta = meta or {"device_name": sm.get("device_name", sm.get("device")), "dtype": sm["dtype"],
+                            "torch": h.get("torch_version", "?"), "folder": folder.name,
+                            "sizes": f"{sm['model']}, B={sm['batch_size']}, T={sm['seq_len']}, "
+                                     f"{sm['steps']} steps"}
+            rows.append({"variant": _variant(h["model"], h["optimizer"]), "params_M": sm["params"] / 1e6,
+                         "val_loss": sm["final_val_loss"], "best_val_loss": min(h["val_loss"]),
+                         "ms_per_step": sm["median_step_ms"], "optimizer_ms": sm["median_optimizer_ms"],
+                         "tokens_per_s": sm["tokens_per_s"], "wall_s": sm["wall_time_s"]})
+        if rows:
+            out.append({"meta": meta, "rows": rows})
+    return out
+
+
+def render_training(runs: list[dict]) -> str:
+    if not runs:
+        return "_No recorded training runs yet (`python -m tutorial_lib train --out results/<name>/...`)._\n"
+    chunks = []
+    for run in runs:
+        m = run["meta"]
+        chunks.append(f"Recorded on **{m['device_name']}**, {m['dtype']}, torch {m['torch']} "
+                      f"(`results/{m['folder']}/`); {m['sizes']}, same seed and data for every row.\n\n"
+                      + markdown_table(run["rows"]))
+    return "\n".join(chunks)
+
+
+def render_block(name: str, results: list[dict], runs: list[dict] | None = None) -> str:
     if name in ANALYTIC:
         return ANALYTIC[name]()
+    if name == "training_runs":
+        return render_training(runs or [])
     chunks = []
     for res in results:
         section = res.get("sections", {}).get(name, {})
@@ -135,10 +182,10 @@ def render_block(name: str, results: list[dict]) -> str:
     return "\n".join(chunks)
 
 
-def render_guide(text: str, results: list[dict]) -> str:
-    """The guide with every report block regenerated from ``results``."""
+def render_guide(text: str, results: list[dict], runs: list[dict] | None = None) -> str:
+    """The guide with every report block regenerated from ``results`` (and training ``runs``)."""
     def repl(m):
-        return m.group(1) + render_block(m.group("name"), results) + m.group(4)
+        return m.group(1) + render_block(m.group("name"), results, runs) + m.group(4)
     return BLOCK.sub(repl, text)
 
 
@@ -150,4 +197,5 @@ def regenerate(guide: Path, results_dir: Path) -> tuple[str, str]:
     """(old text, new text) of the guide, from every results_dir/*.json."""
     old = guide.read_text()
     results = load_results(sorted(Path(results_dir).glob("*.json")))
-    return old, render_guide(old, results)
+    runs = training_runs(results_dir) if Path(results_dir).is_dir() else []
+    return old, render_guide(old, results, runs)
