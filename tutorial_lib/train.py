@@ -287,7 +287,8 @@ def _run(cfg: GPTConfig, tc: TrainConfig, info: DistInfo, device: torch.device) 
     amp_dtype = torch.bfloat16 if (tc.dtype == "bfloat16" or (tc.dtype == "auto" and device.type == "cuda")) else None
     autocast = ((lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype is not None
                 else contextlib.nullcontext)
-    def sync():
+
+    def sync():  # wait for the device before reading the clock (a no-op on CPU)
         synchronize(device)
 
     torch.manual_seed(tc.seed)  # identical initial weights on every rank and every run
@@ -295,7 +296,9 @@ def _run(cfg: GPTConfig, tc: TrainConfig, info: DistInfo, device: torch.device) 
     model = raw
     if info.world_size > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
-        model = DDP(raw, device_ids=[device.index] if device.type == "cuda" else None)
+        # the only buffers are RoPE tables, identical on every rank: nothing to broadcast per step
+        model = DDP(raw, device_ids=[device.index] if device.type == "cuda" else None,
+                    broadcast_buffers=False)
     opt = build_optimizer(raw, tc.optimizer_spec())
     if tc.compile:
         model = torch.compile(model)
