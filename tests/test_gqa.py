@@ -165,11 +165,19 @@ def test_greedy_decoder_matches_generate_without_cache():
     ref = m.generate(prompt, 7, use_cache=False)[:, 10:]
     assert torch.equal(first, ref) and torch.equal(second, ref)
     assert cache.length == 16
+    # random prefill: the same cache size and positions, no model run over the prompt
+    decode_r, cache_r = gqa.greedy_decoder(m, prompt, 6, prefill="random")
+    assert cache_r.length == 10 and cache_r.k[:, :, :, :10].abs().sum() > 0
+    out = decode_r()
+    assert out.shape == (2, 7) and torch.equal(out[:, :1], prompt[:, -1:]) and torch.equal(decode_r(), out)
+    assert cache_r.nbytes == cache.nbytes
+    with pytest.raises(ValueError, match="prefill='none'"):
+        gqa.greedy_decoder(m, prompt, 2, prefill="none")
 
 
 def test_measure_decode_rows_and_errors(monkeypatch):
     rows = gqa.measure_decode(TINY, [8, 24], kv_heads=[4, 1], batch_size=2, new_tokens=3,
-                              device="cpu", min_run_time=0.01)
+                              device="cpu", min_run_time=0.01, prefill="model")
     assert [(r.attention, r.context) for r in rows] == [("MHA", 8), ("MHA", 24), ("MQA", 8), ("MQA", 24)]
     for r in rows:
         assert r.ok and r.tokens_per_s > 0 and r.device == "cpu" and r.dtype == "float32"
@@ -178,8 +186,9 @@ def test_measure_decode_rows_and_errors(monkeypatch):
                                                    r.context + 3)
     # a context beyond block_size still runs (the config is widened for RoPE)
     short = TINY.replace(block_size=16)
-    long = gqa.measure_decode(short, [16], batch_size=1, new_tokens=2, min_run_time=0.01)
-    assert long[0].ok
+    long = gqa.measure_decode(short, [16], batch_size=1, new_tokens=2, min_run_time=0.01)  # random prefill
+    assert long[0].ok and long[0].cache_bytes == gqa.kv_cache_bytes(short, 1, 18)
+    assert set(gqa.DECODE_SIZES) == {"smoke", "cpu", "gpu"}
 
     def oom(*a, **k):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1 GiB")
@@ -193,7 +202,8 @@ def test_measure_decode_rows_and_errors(monkeypatch):
 @pytest.mark.parametrize("kw,match", [
     ({"context_lengths": []}, "empty"), ({"context_lengths": [0]}, "context length 0"),
     ({"batch_size": 0}, "batch_size=0"), ({"new_tokens": -1}, "new_tokens=-1"),
-    ({"kv_heads": [3]}, "n_kv_head=3"), ({"dtype": "int8"}, "dtype='int8'")])
+    ({"kv_heads": [3]}, "n_kv_head=3"), ({"dtype": "int8"}, "dtype='int8'"),
+    ({"prefill": "zeros"}, "prefill='zeros'")])
 def test_measure_decode_bad_input(kw, match):
     args = {"context_lengths": [8], **kw}
     with pytest.raises(ValueError, match=match):

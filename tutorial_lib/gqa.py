@@ -309,22 +309,46 @@ class DecodeResult:
         return dataclasses.asdict(self)
 
 
-def greedy_decoder(model, prompt: torch.Tensor, new_tokens: int):
-    """Prefill ``prompt`` (B, context) into a fresh KVCache; return ``decode()`` and the cache.
+PREFILLS = ("random", "model")
+# Decoding sizes per size profile. GQA pays when reading the KV cache costs as much as reading the
+# weights: GPT-2 small holds ~124 M weights and 12 x 2 x 768 = 18,432 cached values per token
+# (MHA), so the cache matches the weights at batch x context ~ 6,700 tokens. The contexts below
+# reach well past that; "random" prefill keeps long contexts cheap (see measure_decode).
+DECODE_SIZES = {
+    "smoke": {"batch_size": 2, "contexts": (16, 64), "new_tokens": 4},
+    "cpu": {"batch_size": 8, "contexts": (128, 512, 2048), "new_tokens": 8},
+    "gpu": {"batch_size": 16, "contexts": (512, 2048, 8192), "new_tokens": 32},
+}
 
+
+def greedy_decoder(model, prompt: torch.Tensor, new_tokens: int, prefill: str = "model"):
+    """Fill a fresh KVCache with a (B, context) prompt; return ``decode()`` and the cache.
+
+    ``prefill="model"`` runs the model on the prompt (what generation does). ``"random"`` writes
+    random keys and values for the prompt's positions instead -- decoding costs exactly the same
+    (no operation depends on the values), and a long context costs nothing to set up.
     Each ``decode()`` call rewinds the cache to the prompt and runs ``new_tokens`` single-token
     steps, greedily, returning the (B, new_tokens + 1) tokens chosen -- the first from the
-    prefill's last position, then one per step (the same as ``model.generate``).
+    prompt's last position, then one per step (with "model" prefill: ``model.generate``'s tokens).
     """
     from tutorial_lib.attention import KVCache
 
+    if prefill not in PREFILLS:
+        raise ValueError(f"prefill={prefill!r} is not one of {list(PREFILLS)}")
     cfg = model.config
     B, context = prompt.shape
     p = next(model.parameters())
     cache = KVCache(cfg, B, context + new_tokens, device=p.device, dtype=p.dtype)
     with torch.inference_mode():
-        logits, _ = model(prompt, kv_cache=cache)  # prefill
-        first = logits[:, -1:, :cfg.vocab_size].argmax(-1)
+        if prefill == "model":
+            logits, _ = model(prompt, kv_cache=cache)
+            first = logits[:, -1:, :cfg.vocab_size].argmax(-1)
+        else:
+            g = torch.Generator().manual_seed(0)
+            for t in (cache.k, cache.v):
+                t[..., :context, :] = torch.randn(t[..., :context, :].shape, generator=g).to(t)
+            cache.length = context
+            first = prompt[:, -1:]
 
     def decode():
         with torch.inference_mode():
@@ -339,7 +363,7 @@ def greedy_decoder(model, prompt: torch.Tensor, new_tokens: int):
 
 
 def _decode_one(cfg: GPTConfig, context: int, batch_size: int, new_tokens: int, dev, dt,
-                min_run_time, seed: int):
+                min_run_time, seed: int, prefill: str = "random"):
     from tutorial_lib.measure.bench import time_fn
     from tutorial_lib.model import GPT
 
@@ -347,8 +371,8 @@ def _decode_one(cfg: GPTConfig, context: int, batch_size: int, new_tokens: int, 
     model = GPT(cfg).to(device=dev, dtype=dt).eval()
     g = torch.Generator().manual_seed(seed)
     prompt = torch.randint(0, cfg.vocab_size, (batch_size, context), generator=g).to(dev)
-    decode, cache = greedy_decoder(model, prompt, new_tokens)
-    tm = time_fn(decode, dev, min_run_time=min_run_time, warmup=1, min_measurements=3)
+    decode, cache = greedy_decoder(model, prompt, new_tokens, prefill)
+    tm = time_fn(decode, dev, min_run_time=min_run_time, warmup=2, min_measurements=3)
     nbytes = cache.nbytes
     del model, cache, decode
     return tm, nbytes
@@ -356,12 +380,14 @@ def _decode_one(cfg: GPTConfig, context: int, batch_size: int, new_tokens: int, 
 
 def measure_decode(config: GPTConfig, context_lengths: Iterable[int], kv_heads: Optional[Sequence[int]] = None,
                    batch_size: int = 1, new_tokens: int = 16, device=None, dtype="float32",
-                   min_run_time: Optional[float] = None, seed: int = 0,
+                   min_run_time: Optional[float] = None, seed: int = 0, prefill: str = "random",
                    progress: bool = False) -> List[DecodeResult]:
     """Greedy KV-cache decoding speed for each (n_kv_head, context length).
 
-    For each point a model with random weights (speed does not depend on them) prefills a random
-    ``context``-token prompt into a ``KVCache``, then ``new_tokens`` single-token steps are timed
+    For each point a model with random weights (speed does not depend on them) gets a
+    ``context``-token ``KVCache`` -- filled with random keys/values (``prefill="random"``, the
+    default: decoding time does not depend on them, and long contexts cost nothing to set up) or
+    by running the model on a random prompt (``"model"``) -- then ``new_tokens`` single-token steps are timed
     (``torch.utils.benchmark`` via ``measure.bench.time_fn``, median over blocks; the cache is
     rewound before each call). Weights and cache are in ``dtype``. ``kv_heads`` defaults to the
     config's own. An OOM or unsupported point becomes a row with ``error`` set.
@@ -378,6 +404,8 @@ def measure_decode(config: GPTConfig, context_lengths: Iterable[int], kv_heads: 
     for name, v in (("batch_size", batch_size), ("new_tokens", new_tokens)):
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise ValueError(f"{name}={v!r} must be a positive integer")
+    if prefill not in PREFILLS:
+        raise ValueError(f"prefill={prefill!r} is not one of {list(PREFILLS)}")
     heads = list(kv_heads) if kv_heads is not None else [config.kv_heads]
     for h in heads:
         _check_kv_heads(config, h)
@@ -401,7 +429,8 @@ def measure_decode(config: GPTConfig, context_lengths: Iterable[int], kv_heads: 
             if dev.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(dev)
             try:
-                tm, nbytes = _decode_one(cfg, c, batch_size, new_tokens, dev, dt, min_run_time, seed)
+                tm, nbytes = _decode_one(cfg, c, batch_size, new_tokens, dev, dt, min_run_time, seed,
+                                         prefill)
                 assert nbytes == row.cache_bytes, (nbytes, row.cache_bytes)
                 row.ms_per_step = tm.median_ms / new_tokens
                 row.iqr_ms = tm.iqr_ms / new_tokens
