@@ -70,7 +70,7 @@ def main():
     probe.unlink()
     left = args.budget_s - (time.time() - start)
     per_run = left / len(VARIANTS) - 25.0  # start-up, data, evaluation
-    steps = int(max(50, min(args.max_steps, per_run / (1.15 * step_s)) // 50 * 50))
+    steps = min(args.max_steps, int(max(50, per_run / (1.15 * step_s) // 50 * 50)))
     print(f"probe: muon step {step_s * 1e3:.1f} ms; {left:.0f}s left -> {steps} steps per run", flush=True)
     for name, opt, sets in VARIANTS:
         if time.time() - start > args.budget_s:
