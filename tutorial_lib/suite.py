@@ -58,7 +58,7 @@ class SuiteSizes:
         if name == "cpu":
             return cls("cpu", "gpt2_small", 1, 256, (128, 256, 512, 1024, 2048), 1, 12, 128,
                        (512, 1024, 2048, 4096), (64, 256, 512), 16,
-                       "gpt2_mini", 8, 128, 150, 50, 4, 0.5, False)
+                       "gpt2_mini", 8, 64, 80, 40, 4, 0.5, False)
         if name == "smoke":
             return cls("smoke", "tiny", 2, 32, (32, 64, 128), 1, 4, 16, (64, 128), (16, 32), 4,
                        "tiny", 4, 32, 6, 3, 1, 0.02, False)
