@@ -48,6 +48,7 @@ outputs were measured.
 """)
 
 code("""
+%matplotlib inline
 import torch
 
 from tutorial_lib import claims, plots, settings

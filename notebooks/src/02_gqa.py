@@ -43,6 +43,7 @@ the real GPT-2 small. The first cell says where the stored outputs were measured
 """)
 
 code("""
+%matplotlib inline
 import torch
 
 from tutorial_lib import claims, gqa, settings

@@ -41,6 +41,7 @@ md("""
 """)
 
 code("""
+%matplotlib inline
 import torch
 
 from tutorial_lib import claims, flash, flash_lessons as fl, settings
