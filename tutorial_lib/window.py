@@ -9,7 +9,8 @@ Two implementations of the blocking:
 
 - ``local_window_attention_sdpa``: device-agnostic and short. Cut T into blocks of C = W queries;
   block n needs only key blocks n-1 and n, so one ``scaled_dot_product_attention`` call on
-  (C x 2C) blocks with a band mask does it: 2W scores per query, autograd for free.
+  (C x 2C) blocks with one shared band mask does it (block 0 is plain causal): 2W scores per
+  query, autograd for free.
 - ``local_window_attention`` on CPU (``_LocalWindowCPU``): the first W queries are plain causal
   attention; every later block of b = min(64, W//2) queries attends to its own block causally,
   and to the W-1 keys before the block with one (b, W-1) mask shared by all blocks. Those key
@@ -54,11 +55,12 @@ def _check(q, k, v, window) -> None:
                          f"n_kv_head={k.shape[1]}")
 
 
-# ---- the reference-style path: one masked SDPA call over (C x 2C) blocks ------------------------
+# ---- the plain-SDPA path: block 0 causal, then one masked call over (C x 2C) blocks ----------
 def local_window_attention_sdpa(q, k, v, window: int, scale: Optional[float] = None):
-    """Blocked sliding-window attention as one masked SDPA call (any device, autograd built in).
+    """Blocked sliding-window attention with plain SDPA calls (any device, autograd built in).
 
-    Query block n (C = window queries) attends to key blocks n-1 and n: (B, H*nb, C, 2C) scores.
+    Blocks of C = window queries. Block 0 is plain causal attention; every later block n attends
+    to key blocks n-1 and n -- (C x 2C) scores with one band mask shared by all blocks.
     """
     _check(q, k, v, window)
     B, H, T, D = q.shape
@@ -70,18 +72,18 @@ def local_window_attention_sdpa(q, k, v, window: int, scale: Optional[float] = N
     pad = nb * C - T
     if pad:
         q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
+    first = F.scaled_dot_product_attention(q[:, :, :C], k[:, :, :C], v[:, :, :C], is_causal=True,
+                                           scale=scale)
     kb, vb = k.reshape(B, H, nb, C, D), v.reshape(B, H, nb, C, D)
-    # keys of block n: block n-1 (zeros before the first, masked) then block n -> (B, H, nb, 2C, D)
-    kk = torch.cat([F.pad(kb, (0, 0, 0, 0, 1, 0))[:, :, :-1], kb], dim=3)
-    vv = torch.cat([F.pad(vb, (0, 0, 0, 0, 1, 0))[:, :, :-1], vb], dim=3)
+    # keys of block n >= 1: block n-1 then block n -> (B, H*(nb-1), 2C, D)
+    kk = torch.cat([kb[:, :, :-1], kb[:, :, 1:]], dim=3).reshape(B, H * (nb - 1), 2 * C, D)
+    vv = torch.cat([vb[:, :, :-1], vb[:, :, 1:]], dim=3).reshape(B, H * (nb - 1), 2 * C, D)
     # query c sits at local key position C + c and sees keys j with 0 <= C + c - j < W
-    mask = causal_mask(C, 2 * C, window, offset=C, device=q.device)  # (C, 2C)
-    masks = mask.expand(nb, C, 2 * C).clone()
-    masks[0, :, :C] = False  # block 0 has no previous block
-    masks = masks[None].expand(H, nb, C, 2 * C).reshape(1, H * nb, C, 2 * C)
-    out = F.scaled_dot_product_attention(q.reshape(B, H * nb, C, D), kk.reshape(B, H * nb, 2 * C, D),
-                                         vv.reshape(B, H * nb, 2 * C, D), attn_mask=masks, scale=scale)
-    return out.reshape(B, H, nb * C, D)[:, :, :T]
+    mask = causal_mask(C, 2 * C, window, offset=C, device=q.device)  # (C, 2C), broadcast
+    rest = F.scaled_dot_product_attention(q[:, :, C:].reshape(B, H * (nb - 1), C, D), kk, vv,
+                                          attn_mask=mask, scale=scale)
+    out = torch.cat([first, rest.reshape(B, H, (nb - 1) * C, D)], dim=2)
+    return out[:, :, :T] if pad else out
 
 
 # ---- the fast CPU path ------------------------------------------------------------------------
@@ -165,6 +167,7 @@ class _LocalWindowCPU(torch.autograd.Function):
         return out
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
         _, bwd = _cpu_flash()
         q, k, v, out, l0, *lses = ctx.saved_tensors

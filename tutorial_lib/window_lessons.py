@@ -26,7 +26,7 @@ IMPL_LABELS = {
     "causal": "full causal SDPA (is_causal)",
     "band_mask": "SDPA + (T, T) band mask",
     "local": "local: blocked, CPU flash kernel + lse merge",
-    "local_sdpa": "local_sdpa: blocked, one masked SDPA call",
+    "local_sdpa": "local_sdpa: blocked, plain SDPA calls",
     "flex": "FlexAttention + sliding-window block mask",
 }
 

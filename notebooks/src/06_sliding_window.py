@@ -201,8 +201,9 @@ show_source(Wn._merge)
 """)
 
 md("""
-The same blocking written as one masked SDPA call — device-agnostic and short (autograd does the
-backward), but it computes 2W scores per query through a mask, and copies K/V into blocks:
+The same blocking written with plain SDPA calls — block 0 causal, then one masked call over all
+(W × 2W) blocks — device-agnostic and short (autograd does the backward), but it computes 2W scores
+per query through a mask, and copies K/V into blocks:
 """)
 
 code("""
@@ -340,7 +341,7 @@ best = sp.get("local", {}).get(T_big)
 print(f"Headline, T={T_big}, W={S.window}: the blocked local path is "
       + (f"{best:.2f}x as fast as full causal SDPA (forward + backward)" if best else "not measured")
       + f"; the band mask is {sp.get('band_mask', {}).get(T_big, float('nan')):.2f}x, "
-      f"the one-call SDPA blocking {sp.get('local_sdpa', {}).get(T_big, float('nan')):.2f}x.")
+      f"the plain-SDPA blocking {sp.get('local_sdpa', {}).get(T_big, float('nan')):.2f}x.")
 print(f"Work model for comparison: causal computes {T_big * (T_big + 1) // 2 / local_pairs(T_big, S.window):.1f}x "
       f"the scores the local path computes.")
 """, ignore=True)
@@ -381,8 +382,8 @@ print("fitted slope over the two largest T:", ", ".join(f"{i} {s_:.2f}" for i, s
 md("""
 The full-causal flash kernel keeps only its output and the log-sum-exp per query: **linear** in T.
 The blocked local path keeps exactly the same. The band mask keeps its (T, T) mask for backward —
-quadratic memory on top of quadratic time. The one-call SDPA blocking is linear but bigger (its
-K/V blocks and masks). So on a flash-capable backend, windows are about *time*; the memory story
+quadratic memory on top of quadratic time. The plain-SDPA blocking is linear but bigger (its
+K/V blocks). So on a flash-capable backend, windows are about *time*; the memory story
 of long sequences was already solved by flash attention (notebook 03).
 
 ## 6. Does it still learn?
@@ -464,7 +465,7 @@ lines = [
     f"- Measured on {rows[0].device_name} ({rows[0].dtype}), attention core fwd+bwd, W={S.window}, "
     f"B={S.batch} H={S.n_head} D={S.head_dim}:",
     f"  local (blocked) vs full causal SDPA at T={T_big}: {sp.get('local', {}).get(T_big, float('nan')):.2f}x; "
-    f"band mask: {sp.get('band_mask', {}).get(T_big, float('nan')):.2f}x; one-call blocking: "
+    f"band mask: {sp.get('band_mask', {}).get(T_big, float('nan')):.2f}x; plain-SDPA blocking: "
     f"{sp.get('local_sdpa', {}).get(T_big, float('nan')):.2f}x.",
     f"- Fitted time slopes (two largest T): causal {slope.get('causal', float('nan')):.2f}, band mask "
     f"{slope.get('band_mask', float('nan')):.2f}, local {slope.get('local', float('nan')):.2f}.",

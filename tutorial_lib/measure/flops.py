@@ -96,8 +96,9 @@ def local_pairs(T: int, window: int, device_type: str = "cpu") -> int:
 
     On CPU (W >= 2) the fast path runs the first W queries as one causal W x W call, then blocks
     of b = window.block_for(W) = min(64, W // 2) queries (T padded to W + n*b): each its own b x b block (causal) and a
-    b x (W-1) window of the keys before it: W^2 + n*b*(b + W - 1). Elsewhere (and for W = 1) one
-    masked SDPA call over C x 2C blocks of C = W: nb*C*2C. W >= T: plain causal SDPA, T x T.
+    b x (W-1) window of the keys before it: W^2 + n*b*(b + W - 1). Elsewhere (and for W = 1)
+    blocks of C = W: block 0 causal (C x C), then one masked SDPA call over C x 2C blocks:
+    C^2 + (nb-1)*C*2C. W >= T: plain causal SDPA, T x T.
     Mirrors window.py's schedule -- update both together.
     """
     from tutorial_lib.window import block_for
@@ -109,7 +110,7 @@ def local_pairs(T: int, window: int, device_type: str = "cpu") -> int:
         n = math.ceil((T - window) / b)
         return window * window + n * b * (b + window - 1)
     nb = math.ceil(T / window)
-    return nb * window * 2 * window
+    return window * window + (nb - 1) * window * 2 * window
 
 
 def attention_pairs(config: GPTConfig, T: int, device_type: str = "cpu") -> Dict[str, int]:
