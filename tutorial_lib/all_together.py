@@ -107,7 +107,7 @@ def long_variants(s: FinalSizes) -> Dict[str, Tuple[GPTConfig, bool]]:
 
 # ---- measuring -------------------------------------------------------------------------------
 def measure(variants: Dict[str, Tuple[GPTConfig, bool]], batch_size: int, seq_len: int,
-            s: FinalSizes, device=None, memory: bool = True) -> List[dict]:
+            s: FinalSizes, device=None, memory: bool = True, rounds: Optional[int] = None) -> List[dict]:
     """Training step per variant: ms, tokens/s, speedup over the first (paired per round), memory.
 
     Eager variants are timed interleaved (``mlp_lessons.measure_variants``); compiled ones with
@@ -117,7 +117,7 @@ def measure(variants: Dict[str, Tuple[GPTConfig, bool]], batch_size: int, seq_le
     from tutorial_lib.mlp_lessons import measure_variants
 
     plain = {k: c for k, (c, comp) in variants.items() if not comp}
-    rows = {r["variant"]: r for r in measure_variants(plain, batch_size, seq_len, rounds=s.rounds,
+    rows = {r["variant"]: r for r in measure_variants(plain, batch_size, seq_len, rounds=rounds or s.rounds,
                                                         min_run_time=s.min_run_time, device=device,
                                                         memory=memory)}
     base = rows.get(next(iter(variants)))

@@ -64,7 +64,7 @@ class WindowSizes:
                        "tiny", 2, 64, 16, 6, 3, 1)
         if p == "cpu":  # a few minutes on 2 quiet cores
             return cls(p, 256, (512, 1024, 2048, 4096), 12, 64, 1, 3, 0.3, "gpt2_small", (512, 1024),
-                       128, 1, "gpt2_mini", 4, 256, 64, 60, 20, 4)
+                       128, 1, "gpt2_mini", 4, 128, 32, 40, 20, 4)
         return cls(p, 256, (1024, 2048, 4096, 8192, 16384), 12, 64, 4, 3, 0.3, "gpt2_small",
                    (1024, 2048, 4096), 256, 4, "gpt2_small", 16, 1024, 256, 300, 50, 10)
 
@@ -314,31 +314,28 @@ def quality_runs(sizes: WindowSizes, progress: bool = False, device=None) -> Dic
 
 
 def model_payoff(preset: str, seq_lens: Sequence[int], window: int, batch_size: int = 1,
-                 device=None, min_run_time: Optional[float] = None) -> List[dict]:
+                 device=None, min_run_time: Optional[float] = None, rounds: int = 2) -> List[dict]:
     """A whole GPT training step (fwd + bwd + AdamW) with full causal SDPA vs the local window,
-    at each T: ms/step, tokens/s, and the step-time speedup the window buys (errors as rows)."""
-    from tutorial_lib.measure.bench import SWEEP_ERRORS, measure_step, resolve_config
+    at each T: ms/step and the speedup the window buys -- the two timed interleaved, in rounds,
+    with per-round ratios (``mlp_lessons.measure_variants``); errors become rows."""
+    from tutorial_lib.measure.bench import resolve_config
+    from tutorial_lib.mlp_lessons import measure_variants
 
     rows = []
     for T in seq_lens:
         cfg = resolve_config(preset)
         cfg = cfg.replace(block_size=max(cfg.block_size, T))
-        res = {}
-        for label, c in (("full", cfg.replace(attn_backend="sdpa", window=None)),
-                         ("window", cfg.replace(attn_backend="local", window=window))):
-            try:
-                res[label] = measure_step(c, batch_size, T, mode="train", device=device,
-                                          min_run_time=min_run_time)
-            except SWEEP_ERRORS as e:
-                res[label] = _err(e)
-        f, w = res["full"], res["window"]
-        ok = not isinstance(f, str) and not isinstance(w, str) and f.ok and w.ok
+        res = measure_variants({"full": cfg.replace(attn_backend="sdpa", window=None),
+                                "window": cfg.replace(attn_backend="local", window=window)},
+                               batch_size, T, rounds=rounds, min_run_time=min_run_time,
+                               device=device, memory=False)
+        f, w = res
+        ok = not f.get("error") and not w.get("error")
         rows.append({"preset": cfg.name, "seq_len": T, "window": window, "batch_size": batch_size,
-                     "full_ms": f.median_ms if ok else None, "window_ms": w.median_ms if ok else None,
-                     "speedup": f.median_ms / w.median_ms if ok else None,
-                     "device_name": f.device_name if not isinstance(f, str) else None,
-                     "error": None if ok else (f if isinstance(f, str) else w if isinstance(w, str)
-                                               else f.error or w.error)})
+                     "full_ms": f.get("median_ms"), "window_ms": w.get("median_ms"),
+                     "speedup": w.get("speedup") if ok else None,
+                     "device_name": f.get("device_name") or w.get("device_name"),
+                     "error": None if ok else (f.get("error") or w.get("error"))})
     return rows
 
 
