@@ -5,3 +5,19 @@ import sys
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny ops run faster on one intra-op thread than on two, and stay robust on a shared CPU.
+
+    Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``; the thread count is restored
+    after the module, so timing tests elsewhere keep every thread.
+    """
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

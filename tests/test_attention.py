@@ -14,13 +14,7 @@ import torch.nn.functional as F
 from tutorial_lib import attention as A
 from tutorial_lib import flash
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These ops are tiny: one intra-op thread is faster than two and robust on a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 TILE = 32

@@ -11,13 +11,7 @@ from tutorial_lib.attention import KVCache
 from tutorial_lib.config import GPTConfig, get_config
 from tutorial_lib.model import GPT
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These ops are tiny: one intra-op thread is faster than two and robust on a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # a small model for behaviour tests: T = 100 is not a multiple of the tile (32)

@@ -168,7 +168,7 @@ def attention_sweep(seq_lens: Sequence[int], backends: Optional[Sequence[str]] =
     from tutorial_lib import settings
     from tutorial_lib.attention import attention_core
     from tutorial_lib.config import ATTN_BACKENDS
-    from tutorial_lib.measure.bench import SWEEP_ERRORS, time_fn
+    from tutorial_lib.measure.bench import SWEEP_ERRORS, error_text, free_memory, time_fn
     from tutorial_lib.measure.memory import saved_bytes
 
     Ts = list(seq_lens)
@@ -214,13 +214,10 @@ def attention_sweep(seq_lens: Sequence[int], backends: Optional[Sequence[str]] =
                     tm = time_fn(run, dev, min_run_time=min_run_time, warmup=1, min_measurements=3)
                     row.median_ms, row.iqr_ms = tm.median_ms, tm.iqr_ms
             except SWEEP_ERRORS as e:
-                msg = str(e).splitlines()[0] if str(e) else ""
-                row.error = f"{type(e).__name__}: {msg}"[:300]
+                row.error = error_text(e)
             finally:
                 del q, k, v
-                gc.collect()
-                if dev.type == "cuda":
-                    torch.cuda.empty_cache()
+                free_memory(dev)
             rows.append(row)
             if bar is not None:
                 bar.update(1)
@@ -282,7 +279,8 @@ def model_backend_comparison(config, batch_size: int, seq_len: int,
     memory (``memory_breakdown``: saved activations by component everywhere, peak on CUDA).
     One dict per backend; an OOM or unsupported backend is a row with ``error``."""
     from tutorial_lib import settings
-    from tutorial_lib.measure.bench import SWEEP_ERRORS, measure_step, resolve_config
+    from tutorial_lib.measure.bench import (SWEEP_ERRORS, error_text, free_memory, measure_step,
+                                            resolve_config)
     from tutorial_lib.measure.memory import memory_breakdown
 
     cfg = resolve_config(config)
@@ -313,12 +311,9 @@ def model_backend_comparison(config, batch_size: int, seq_len: int,
                 if st.peak_mem_bytes is not None:
                     row["timed_peak_bytes"] = st.peak_mem_bytes
         except SWEEP_ERRORS as e:
-            msg = str(e).splitlines()[0] if str(e) else ""
-            row["error"] = f"{type(e).__name__}: {msg}"[:300]
+            row["error"] = error_text(e)
         finally:
-            gc.collect()
-            if dev.type == "cuda":
-                torch.cuda.empty_cache()
+            free_memory(dev)
         rows.append(row)
     return rows
 

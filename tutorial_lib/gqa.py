@@ -20,7 +20,6 @@ In this library GQA is one config field: ``GPTConfig.n_kv_head`` (None or ``n_he
 from __future__ import annotations
 
 import dataclasses
-import gc
 from dataclasses import dataclass
 from typing import Iterable, List, Optional, Sequence
 
@@ -242,7 +241,7 @@ def measure_training(config: GPTConfig, kv_heads: Sequence[int], batch_size: int
     the first entry, and memory (``memory_breakdown``: params + grads + optimizer state + saved
     activations, exact on every device; the allocator's peak on CUDA). Errors become rows."""
     from tutorial_lib import settings
-    from tutorial_lib.measure.bench import SWEEP_ERRORS, measure_step
+    from tutorial_lib.measure.bench import SWEEP_ERRORS, error_text, free_memory, measure_step
     from tutorial_lib.measure.memory import memory_breakdown
 
     for h in kv_heads:
@@ -267,12 +266,9 @@ def measure_training(config: GPTConfig, kv_heads: Sequence[int], batch_size: int
                 mem = memory_breakdown(cfg, batch_size, seq_len, device=dev, dtype=dt)
                 row.update(activations_bytes=mem.activations_bytes, total_bytes=mem.total_bytes)
         except SWEEP_ERRORS as e:
-            msg = str(e).splitlines()[0] if str(e) else ""
-            row["error"] = f"{type(e).__name__}: {msg}"[:300]
+            row["error"] = error_text(e)
         finally:
-            gc.collect()
-            if dev.type == "cuda":
-                torch.cuda.empty_cache()
+            free_memory(dev)
         rows.append(row)
     base = rows[0]
     for r in rows:
@@ -393,7 +389,7 @@ def measure_decode(config: GPTConfig, context_lengths: Iterable[int], kv_heads: 
     config's own. An OOM or unsupported point becomes a row with ``error`` set.
     """
     from tutorial_lib import settings
-    from tutorial_lib.measure.bench import SWEEP_ERRORS
+    from tutorial_lib.measure.bench import SWEEP_ERRORS, error_text, free_memory
 
     contexts = list(context_lengths)
     for c in contexts:
@@ -437,11 +433,9 @@ def measure_decode(config: GPTConfig, context_lengths: Iterable[int], kv_heads: 
                 row.tokens_per_s = batch_size * 1e3 / row.ms_per_step
                 row.peak_mem_bytes = tm.peak_mem_bytes
             except SWEEP_ERRORS as e:
-                row.error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
+                row.error = error_text(e)
             finally:
-                gc.collect()
-                if dev.type == "cuda":
-                    torch.cuda.empty_cache()
+                free_memory(dev)
             rows.append(row)
             if bar is not None:
                 bar.update(1)

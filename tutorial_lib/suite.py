@@ -96,8 +96,8 @@ class Suite:
         try:
             fn(self)
         except Exception as e:  # recorded, and the suite goes on
-            msg = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:400]
-            self.sections.setdefault(name, {})["error"] = msg
+            from tutorial_lib.measure.bench import error_text
+            self.sections.setdefault(name, {})["error"] = error_text(e, 400)
             if self.progress:
                 traceback.print_exc()
         finally:
@@ -216,8 +216,6 @@ def sec_flash_vs_T(S: Suite):
 
 
 def sec_flash_model(S: Suite):
-    from tutorial_lib.claims import claimed
-
     s, cfg0 = S.sizes, S.base_config()
     rows, base = [], None
     for be in ("eager", "sdpa"):
@@ -323,7 +321,8 @@ def sec_quality(S: Suite):
                    "val_loss": h.val_loss[-1], "train_loss": h.train_loss[-1],
                    "ms_per_step": h.median_step_s * 1e3, "wall_s": h.wall_time_s}
         except Exception as e:  # noqa: BLE001 -- recorded per row
-            row = {"variant": label, "optimizer": opt, "error": f"{type(e).__name__}: {e}"[:300]}
+            from tutorial_lib.measure.bench import error_text
+            row = {"variant": label, "optimizer": opt, "error": error_text(e)}
         base = base or row
         if "val_loss" in row and "val_loss" in base:
             row["val_loss_vs_baseline"] = row["val_loss"] - base["val_loss"]

@@ -278,10 +278,17 @@ def measure_step(config: Union[GPTConfig, str], batch_size: int, seq_len: int, m
     return res
 
 
-def _free(device) -> None:
+def free_memory(device) -> None:
+    """Release what a finished sweep point held (Python garbage, and CUDA's cached blocks)."""
     gc.collect()
     if torch.device(device).type == "cuda":
         torch.cuda.empty_cache()
+
+
+def error_text(exc: BaseException, limit: int = 300) -> str:
+    """What a sweep row records for a failed point: the exception's type and first line."""
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {first}"[:limit]
 
 
 def error_row(config, batch_size, seq_len, mode, device, dtype, compile, exc, label="") -> StepResult:
@@ -293,7 +300,7 @@ def error_row(config, batch_size, seq_len, mode, device, dtype, compile, exc, la
         preset, desc, backend = str(config), str(config), ""
     dev = torch.device(device) if device is not None else settings.get_device()
     dt = settings.parse_dtype(dtype) if dtype is not None else settings.default_dtype(dev)
-    msg = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+    msg = error_text(exc)
     return StepResult(label=label or preset, preset=preset, config=desc, mode=mode,
                       batch_size=batch_size, seq_len=seq_len, device=str(dev),
                       device_name=settings.device_name(dev), dtype=settings.dtype_name(dt),
@@ -325,7 +332,7 @@ def measure_sweep(points: Iterable[dict], progress: bool = True, desc: str = "me
                                   kw.get("mode", "train"), kw.get("device"), kw.get("dtype"),
                                   kw.get("compile", False), e, kw.get("label", "")))
         finally:
-            _free(kw.get("device") or settings.get_device())
+            free_memory(kw.get("device") or settings.get_device())
         if bar is not None:
             bar.update(1)
             r = rows[-1]
