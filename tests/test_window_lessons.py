@@ -10,12 +10,7 @@ from tutorial_lib.attention import causal_mask
 from tutorial_lib.measure.flops import visible_pairs
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def test_sizes_for_every_profile():

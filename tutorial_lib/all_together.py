@@ -113,7 +113,7 @@ def measure(variants: Dict[str, Tuple[GPTConfig, bool]], batch_size: int, seq_le
     Eager variants are timed interleaved (``mlp_lessons.measure_variants``); compiled ones with
     ``measure_step(compile=True)`` after a warm-up that compiles (errors become rows).
     """
-    from tutorial_lib.measure.bench import SWEEP_ERRORS, measure_step
+    from tutorial_lib.measure.bench import SWEEP_ERRORS, error_text, measure_step
     from tutorial_lib.mlp_lessons import measure_variants
 
     plain = {k: c for k, (c, comp) in variants.items() if not comp}
@@ -132,7 +132,7 @@ def measure(variants: Dict[str, Tuple[GPTConfig, bool]], batch_size: int, seq_le
                            else None, "peak_bytes": r.peak_mem_bytes, "error": None,
                            "note": "torch.compile, timed after compiling (not interleaved)"}
         except SWEEP_ERRORS as e:
-            rows[label] = {"variant": label, "error": f"{type(e).__name__}: {str(e).splitlines()[0]}"[:300]}
+            rows[label] = {"variant": label, "error": error_text(e)}
     out = []
     for label, (cfg, comp) in variants.items():
         r = dict(rows[label])
@@ -158,6 +158,7 @@ def quality(s: FinalSizes, device=None) -> Dict[str, object]:
 
     Same seed, batches and validation batches for every run. {label: TrainHistory or error str}.
     """
+    from tutorial_lib.measure.bench import error_text
     from tutorial_lib.train import TrainConfig, train
 
     base = get_config(s.quality_preset)
@@ -175,7 +176,7 @@ def quality(s: FinalSizes, device=None) -> Dict[str, object]:
         try:
             out[label] = train(base.replace(**ch), tc.replace(optimizer=opt))
         except Exception as e:  # noqa: BLE001 -- e.g. an optimizer this torch lacks: a row, not a crash
-            out[label] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
+            out[label] = error_text(e)
     return out
 
 

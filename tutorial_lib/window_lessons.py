@@ -13,7 +13,6 @@ whole-model payoff, and the exercises' checkers.
 from __future__ import annotations
 
 import dataclasses
-import gc
 import statistics
 import warnings
 from dataclasses import dataclass, field
@@ -144,11 +143,6 @@ def _runner(fn, q, k, v, mode):
     return run
 
 
-def _err(e: BaseException) -> str:
-    msg = str(e).splitlines()[0] if str(e) else ""
-    return f"{type(e).__name__}: {msg}"[:300]
-
-
 def window_sweep(seq_lens: Sequence[int], window: int, impls: Optional[Sequence[str]] = None,
                  batch_size: int = 1, n_head: int = 12, n_kv_head: Optional[int] = None,
                  head_dim: int = 64, device=None, dtype=None, mode: str = "fwdbwd",
@@ -166,7 +160,7 @@ def window_sweep(seq_lens: Sequence[int], window: int, impls: Optional[Sequence[
     """
     from tutorial_lib import settings
     from tutorial_lib.attention import has_flex_attention
-    from tutorial_lib.measure.bench import SWEEP_ERRORS, time_fn
+    from tutorial_lib.measure.bench import SWEEP_ERRORS, error_text, free_memory, time_fn
     from tutorial_lib.measure.flops import visible_pairs
     from tutorial_lib.measure.memory import saved_bytes
 
@@ -228,7 +222,7 @@ def window_sweep(seq_lens: Sequence[int], window: int, impls: Optional[Sequence[
                     p.peak_bytes = int(torch.cuda.max_memory_allocated(dev) - base)
                 runs[impl] = run
             except SWEEP_ERRORS as e:
-                p.error = _err(e)
+                p.error = error_text(e)
                 if bar is not None:
                     bar.update(max(rounds, 1))
         for _ in range(rounds):
@@ -240,7 +234,7 @@ def window_sweep(seq_lens: Sequence[int], window: int, impls: Optional[Sequence[
                     tm = time_fn(run, dev, min_run_time=min_run_time, warmup=0, min_measurements=3)
                     p.round_ms.append(tm.median_ms)
                 except SWEEP_ERRORS as e:
-                    p.error = _err(e)
+                    p.error = error_text(e)
                 if bar is not None:
                     bar.update(1)
         for p in pts.values():
@@ -252,9 +246,7 @@ def window_sweep(seq_lens: Sequence[int], window: int, impls: Optional[Sequence[
             if bar is not None and not rounds and p.error is None:
                 bar.update(1)
         del q, k, v, runs
-        gc.collect()
-        if dev.type == "cuda":
-            torch.cuda.empty_cache()
+        free_memory(dev)
     if bar is not None:
         bar.close()
     return rows
