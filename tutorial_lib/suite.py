@@ -133,6 +133,28 @@ class Suite:
         return get_config(self.sizes.preset)
 
 
+def _variants(S: "Suite", configs: dict, memory: bool = False) -> List[dict]:
+    """Training steps of several variants timed in interleaved rounds (``mlp_lessons.measure_variants``):
+    each speedup is the median of per-round ratios, so load that comes and goes cancels."""
+    from tutorial_lib.mlp_lessons import measure_variants
+
+    s = S.sizes
+    if S.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(S.device)
+    rows = measure_variants(configs, s.batch, s.seq_len, rounds=3, min_run_time=s.min_run_time,
+                            device=S.device, memory=memory)
+    out = []
+    for r in rows:
+        mem = r.get("memory_bytes")
+        out.append({"variant": r["variant"], "ms_per_step": r.get("median_ms"),
+                    "speedup": r.get("speedup"), "tokens_per_s": r.get("tokens_per_s"),
+                    "params_M": r["params"] / 1e6 if r.get("params") else None,
+                    "step_memory_MiB": None if mem is None else mem / 2**20,
+                    "peak_mem_MiB": None if r.get("peak_bytes") is None else r["peak_bytes"] / 2**20,
+                    "error": r.get("error")})
+    return out
+
+
 def _ratio(a, b):
     return None if (a is None or b is None or b == 0) else a / b
 
@@ -164,20 +186,20 @@ def sec_gqa_train(S: Suite):
     from tutorial_lib.measure import flops as F
 
     s, cfg0 = S.sizes, S.base_config()
-    rows, base, base_fl = [], None, None
-    for h in sorted({h for h in (cfg0.n_head, 4, 2, 1) if cfg0.n_head % h == 0}, reverse=True):
-        cfg = cfg0.replace(n_kv_head=h, name=f"kv{h}")
-        label = "MHA" if h == cfg0.n_head else ("MQA" if h == 1 else f"GQA-{h}")
-        r = S.step(cfg, label)
-        fl = F.model_flops(cfg, s.batch, s.seq_len, mode="fwdbwd", causal=True)
-        base = base or r
-        base_fl = base_fl or fl
-        rows.append(_step_row(r, base, n_kv_head=h, flops_vs_MHA=fl / base_fl,
-                              claimed_speedup=1.0 if h == cfg0.n_head else claimed(f"gqa.speedup.kv{h}")))
+    heads = sorted({h for h in (cfg0.n_head, 4, 2, 1) if cfg0.n_head % h == 0}, reverse=True)
+    label = lambda h: "MHA" if h == cfg0.n_head else ("MQA" if h == 1 else f"GQA-{h}")  # noqa: E731
+    configs = {label(h): cfg0.replace(n_kv_head=h) for h in heads}
+    rows = _variants(S, configs)
+    base_fl = F.model_flops(cfg0, s.batch, s.seq_len, mode="fwdbwd", causal=True)
+    for h, r in zip(heads, rows):
+        r.update(n_kv_head=h, claimed_speedup=1.0 if h == cfg0.n_head else claimed(f"gqa.speedup.kv{h}"),
+                 flops_vs_MHA=F.model_flops(configs[label(h)], s.batch, s.seq_len, mode="fwdbwd",
+                                            causal=True) / base_fl)
     S.add("gqa_train", rows,
           columns=["variant", "n_kv_head", "params_M", "flops_vs_MHA", "ms_per_step", "speedup",
-                   "claimed_speedup", "tokens_per_s", "peak_mem_MiB", "error"],
-          sizes={"model": s.preset, "B": s.batch, "T": s.seq_len, "step": "fwd+bwd+AdamW"})
+                   "claimed_speedup", "tokens_per_s", "error"],
+          sizes={"model": s.preset, "B": s.batch, "T": s.seq_len, "step": "fwd+bwd+AdamW",
+                 "timing": "3 interleaved rounds, speedup = median per-round ratio"})
 
 
 def sec_gqa_decode(S: Suite):
@@ -217,47 +239,36 @@ def sec_flash_vs_T(S: Suite):
 
 def sec_flash_model(S: Suite):
     s, cfg0 = S.sizes, S.base_config()
-    rows, base = [], None
-    for be in ("eager", "sdpa"):
-        r = S.step(cfg0.replace(attn_backend=be), be)
-        base = base or r
-        rows.append(_step_row(r, base, attn_backend=be))
+    rows = _variants(S, {be: cfg0.replace(attn_backend=be) for be in ("eager", "sdpa")}, memory=True)
     S.add("flash_model", rows,
-          columns=["variant", "ms_per_step", "speedup", "tokens_per_s", "peak_mem_MiB", "error"],
-          sizes={"model": s.preset, "B": s.batch, "T": s.seq_len})
+          columns=["variant", "ms_per_step", "speedup", "tokens_per_s", "step_memory_MiB",
+                   "peak_mem_MiB", "error"],
+          sizes={"model": s.preset, "B": s.batch, "T": s.seq_len,
+                 "memory": "params + grads + AdamW + saved activations, exact"})
+
+
+def _mlp_like(S: Suite, kind: str, variants, base_key: str):
+    from tutorial_lib.measure import flops as F
+
+    s, cfg0 = S.sizes, S.base_config()
+    configs = {label: cfg0.replace(**kw) for label, kw in variants}
+    rows = _variants(S, configs)
+    base_fl = F.model_flops(cfg0, s.batch, s.seq_len, mode="fwdbwd", causal=True)
+    for (label, _), r in zip(variants, rows):
+        r[base_key] = F.model_flops(configs[label], s.batch, s.seq_len, mode="fwdbwd", causal=True) / base_fl
+    S.add(kind, rows, columns=["variant", "params_M", base_key, "ms_per_step", "speedup",
+                               "tokens_per_s", "error"],
+          sizes={"model": s.preset, "B": s.batch, "T": s.seq_len, "step": "fwd+bwd+AdamW",
+                 "timing": "3 interleaved rounds"})
 
 
 def sec_mlp(S: Suite):
-    from tutorial_lib.measure import flops as F
-
-    s, cfg0 = S.sizes, S.base_config()
-    rows, base, base_fl = [], None, None
-    for ratio in (4.0, 3.0):
-        cfg = cfg0.replace(mlp_ratio=ratio)
-        r = S.step(cfg, f"GELU {ratio:g}x")
-        fl = F.model_flops(cfg, s.batch, s.seq_len, mode="fwdbwd", causal=True)
-        base, base_fl = base or r, base_fl or fl
-        rows.append(_step_row(r, base, flops_vs_4x=fl / base_fl))
-    S.add("mlp", rows, columns=["variant", "params_M", "flops_vs_4x", "ms_per_step", "speedup",
-                                "tokens_per_s", "peak_mem_MiB", "error"],
-          sizes={"model": s.preset, "B": s.batch, "T": s.seq_len})
+    _mlp_like(S, "mlp", (("GELU 4x", {}), ("GELU 3x", {"mlp_ratio": 3.0})), "flops_vs_4x")
 
 
 def sec_swiglu(S: Suite):
-    from tutorial_lib.measure import flops as F
-
-    s, cfg0 = S.sizes, S.base_config()
-    rows, base, base_fl = [], None, None
-    for label, kw in (("GELU 4x", {}), ("SwiGLU 8/3x", {"mlp": "swiglu"}),
-                      ("SwiGLU 3x", {"mlp": "swiglu", "mlp_ratio": 3.0})):
-        cfg = cfg0.replace(**kw)
-        r = S.step(cfg, label)
-        fl = F.model_flops(cfg, s.batch, s.seq_len, mode="fwdbwd", causal=True)
-        base, base_fl = base or r, base_fl or fl
-        rows.append(_step_row(r, base, flops_vs_gelu=fl / base_fl))
-    S.add("swiglu", rows, columns=["variant", "params_M", "flops_vs_gelu", "ms_per_step", "speedup",
-                                   "tokens_per_s", "peak_mem_MiB", "error"],
-          sizes={"model": s.preset, "B": s.batch, "T": s.seq_len})
+    _mlp_like(S, "swiglu", (("GELU 4x", {}), ("SwiGLU 8/3x", {"mlp": "swiglu"}),
+                            ("SwiGLU 3x", {"mlp": "swiglu", "mlp_ratio": 3.0})), "flops_vs_gelu")
 
 
 def sec_window_curve(S: Suite):
@@ -343,54 +354,46 @@ BEFORE_AFTER = (
 )
 
 
-def expected_results_rows(before, after) -> List[dict]:
-    """The seed's "Expected Results" table: each claimed cell beside the measured one, plus the
-    arithmetic that shows its rows disagree (tokens/s implied by its own time per step)."""
+def expected_results_rows(before: dict, after: dict) -> List[dict]:
+    """The seed's "Expected Results" table: each claimed cell beside the measured one (rows of
+    ``before_after``), plus the arithmetic that shows its rows disagree with each other."""
     from tutorial_lib.claims import claimed, compare
 
-    tokens = before.batch_size * before.seq_len
-    mib = lambda r: None if r.peak_mem_bytes is None else r.peak_mem_bytes / 2**30  # GiB
+    tokens = 4 * 512  # the seed's setting (B=4, T=512), whatever this run measured
     rows = [
-        compare("results.tokens_per_s.before", before.tokens_per_s),
-        compare("results.tokens_per_s.after", after.tokens_per_s),
-        compare("results.step_ms.before", before.median_ms),
-        compare("results.step_ms.after", after.median_ms),
-        compare("results.peak_mem.before", mib(before)),
-        compare("results.peak_mem.after", mib(after)),
+        compare("results.tokens_per_s.before", before.get("tokens_per_s")),
+        compare("results.tokens_per_s.after", after.get("tokens_per_s")),
+        compare("results.step_ms.before", before.get("ms_per_step")),
+        compare("results.step_ms.after", after.get("ms_per_step")),
     ]
     implied = tokens / (claimed("results.step_ms.before") / 1e3)
-    rows.append({"key": "results.consistency", "claim": "5,000 tokens/s at 51 ms per step",
-                 "claimed": claimed("results.tokens_per_s.before"), "measured": implied,
-                 "ratio": implied / claimed("results.tokens_per_s.before"), "verdict": "inconsistent",
-                 "note": f"{tokens:,} tokens per step (B={before.batch_size}, T={before.seq_len}) "
-                         f"in 51 ms is {implied:,.0f} tokens/s"})
+    rows.append({"claim": "5,000 tokens/s at 51 ms per step", "claimed": claimed("results.tokens_per_s.before"),
+                 "measured": implied, "ratio": implied / claimed("results.tokens_per_s.before"),
+                 "verdict": "inconsistent",
+                 "note": f"{tokens:,} tokens per step (the seed's B=4, T=512) in 51 ms is {implied:,.0f} tokens/s"})
     return [{k: r.get(k) for k in ("claim", "claimed", "measured", "ratio", "verdict", "note")}
             for r in rows]
 
 
 def sec_before_after(S: Suite):
     s, cfg0 = S.sizes, S.base_config()
-    rows, results, base = [], {}, None
     variants = list(BEFORE_AFTER)
     if s.seq_len >= 512:
         variants.append(("... + window W=" + str(s.window) + " (local)",
                          {"attn_backend": "local", "window": s.window, "n_kv_head": 4,
                           "mlp": "swiglu", "mlp_ratio": 3.0}))
-    if s.compile:
-        variants.append(("GQA-4 + SDPA + 3x + torch.compile",
-                         {"attn_backend": "sdpa", "n_kv_head": 4, "mlp_ratio": 3.0, "_compile": True}))
-    for label, ch in variants:
-        ch = dict(ch)
-        comp = ch.pop("_compile", False)
-        r = S.step(cfg0.replace(**ch), label, compile=comp)
-        base = base or r
-        results[label] = r
-        rows.append(_step_row(r, base))
-    S.add("before_after", rows, columns=["variant", "ms_per_step", "speedup", "tokens_per_s",
-                                         "peak_mem_MiB", "TFLOP/s", "MFU", "error"],
-          sizes={"model": s.preset, "B": s.batch, "T": s.seq_len, "step": "fwd+bwd+AdamW"})
-    before, after = results[BEFORE_AFTER[0][0]], results[BEFORE_AFTER[4][0]]
+    rows = _variants(S, {label: cfg0.replace(**ch) for label, ch in variants})
+    if s.compile:  # torch.compile'd "after", timed on its own (compilation is not interleavable)
+        label = "GQA-4 + SDPA + 3x + torch.compile"
+        r = S.step(cfg0.replace(attn_backend="sdpa", n_kv_head=4, mlp_ratio=3.0), label, compile=True)
+        rows.append({"variant": label, "ms_per_step": r.median_ms, "tokens_per_s": r.tokens_per_s,
+                     "speedup": _ratio(rows[0]["ms_per_step"], r.median_ms), "error": r.error})
+    S.add("before_after", rows, columns=["variant", "ms_per_step", "speedup", "tokens_per_s", "error"],
+          sizes={"model": s.preset, "B": s.batch, "T": s.seq_len, "step": "fwd+bwd+AdamW",
+                 "timing": "3 interleaved rounds"})
+    before, after = rows[0], rows[4]
     S.add("expected_results", expected_results_rows(before, after),
+          columns=["claim", "claimed", "measured", "ratio", "verdict", "note"],
           sizes={"model": s.preset, "B": s.batch, "T": s.seq_len})
 
 
