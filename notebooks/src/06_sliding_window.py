@@ -46,6 +46,7 @@ sizes. The first cell says where the stored outputs were measured.
 """)
 
 code("""
+%matplotlib inline
 import math
 
 import torch

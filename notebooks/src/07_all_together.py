@@ -42,6 +42,7 @@ outputs were measured.
 """)
 
 code("""
+%matplotlib inline
 import torch
 
 from tutorial_lib import all_together as AT
