@@ -6,21 +6,7 @@
 Cells whose output depends on the machine start with ``# NBVAL_IGNORE_OUTPUT``; every other code
 cell is compared exactly by nbval and must not depend on the size profile.
 """
-from pathlib import Path
-
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
-
-IGNORE = "# NBVAL_IGNORE_OUTPUT\n"
-cells = []
-
-
-def md(text):
-    cells.append(new_markdown_cell(text.strip("\n")))
-
-
-def code(text, ignore=False):
-    cells.append(new_code_cell((IGNORE if ignore else "") + text.strip("\n")))
+from _build import code, md, write  # the shared scaffold: notebooks/src/_build.py
 
 
 md("""
@@ -335,9 +321,4 @@ md("""
    counts first.
 """)
 
-nb = new_notebook(cells=cells, metadata={
-    "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-    "language_info": {"name": "python"}})
-out = Path(__file__).resolve().parents[1] / "04_mlp_expansion.ipynb"
-nbformat.write(nb, out)
-print(f"wrote {out} ({len(cells)} cells)")
+write("04_mlp_expansion.ipynb")

@@ -7,21 +7,7 @@ Widget cells start with ``# NBVAL_IGNORE_OUTPUT`` (their state and figures are n
 analytic cells are compared exactly by nbval and do not depend on the size profile. The browser
 test (tests/test_browser.py) opens this notebook in JupyterLab and moves its widgets.
 """
-from pathlib import Path
-
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
-
-IGNORE = "# NBVAL_IGNORE_OUTPUT\n"
-cells = []
-
-
-def md(text):
-    cells.append(new_markdown_cell(text.strip("\n")))
-
-
-def code(text, ignore=False):
-    cells.append(new_code_cell((IGNORE if ignore else "") + text.strip("\n")))
+from _build import code, md, write  # the shared scaffold: notebooks/src/_build.py
 
 
 md("""
@@ -161,9 +147,4 @@ answer = None  # your T, e.g. 2048
 print(explore.check_crossover(answer))
 """)
 
-nb = new_notebook(cells=cells, metadata={
-    "kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"},
-    "language_info": {"name": "python"}})
-out = Path(__file__).resolve().parents[1] / "08_explorer.ipynb"
-nbformat.write(nb, out)
-print(f"wrote {out}")
+write("08_explorer.ipynb")
