@@ -64,3 +64,25 @@ def test_committed_guide_matches_report():
     assert r.returncode == 0, r.stderr
     assert block_names(guide.read_text()), "the guide has no generated blocks"
     assert all(m.group("name") for m in BLOCK.finditer(guide.read_text()))
+
+
+def test_load_note_flags_busy_cpu_runs_only():
+    from tutorial_lib.report import load_note
+
+    cpu = {"device": "cpu"}
+    quiet = {"load": {"start": 1.2, "end": 1.9, "cores": 2, "threads": 2}}
+    busy = {"load": {"start": 1.5, "end": 4.2, "cores": 2, "threads": 2}}
+    assert load_note(cpu, quiet).startswith("_Load average 1.2–1.9 on 2 cores")
+    assert "noisy" not in load_note(cpu, quiet)
+    assert "other jobs were competing" in load_note(cpu, busy)
+    assert load_note({"device": "cuda:0"}, busy) == ""  # GPU timings: host load is not the story
+    assert load_note(cpu, {}) == ""  # older files without the record
+
+
+def test_suite_records_load_per_section():
+    from tutorial_lib import suite
+    doc = suite.run_suite("guide", profile="smoke", device="cpu", only=["optimizer"], progress=False)
+    load = doc["sections"]["optimizer"].get("load")
+    import os
+    if hasattr(os, "getloadavg"):
+        assert load["cores"] == os.cpu_count() and load["start"] >= 0 and load["end"] >= 0

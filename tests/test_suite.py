@@ -66,3 +66,61 @@ def test_bench_suite_cli_writes_a_file_the_report_reads(tmp_path):
     rows = [x for x in docs[0]["rows"] if x["kind"] == "optimizer"]
     assert {x["optimizer"] for x in rows} == {"adamw", "muon"}
     assert json.loads(out.read_text())["schema_version"] >= 1
+
+
+def _point(backend, T, ms, saved, error=None):
+    from tutorial_lib.flash_lessons import AttentionPoint
+    return AttentionPoint(backend, T, 1, 4, 64, "cpu", "cpu", "float32", "fwdbwd", scores_bytes=4 * T * T,
+                          saved_bytes=saved, median_ms=ms, error=error)
+
+
+def test_attention_slopes_recover_known_exponents():
+    from tutorial_lib.config import get_config
+    from tutorial_lib.measure import flops as F
+
+    Ts = [256, 512, 1024, 2048]
+    rows = ([_point("eager", T, 3e-6 * T ** 2, 16 * T ** 2) for T in Ts]
+            + [_point("sdpa", T, 5e-3 * T ** 1.5, 100 * T) for T in Ts]
+            # a failed point is skipped, not fitted as zero
+            + [_point("tiled", T, 0.1 * T, 50 * T) for T in Ts[:-1]] + [_point("tiled", 2048, None, None, "OOM")])
+    cfg = get_config("gpt2_small")
+    out = {r["what"]: r for r in suite.attention_slope_rows(rows, cfg, batch=4)}
+    assert out["attention core, eager"]["time_slope"] == pytest.approx(2.0)
+    assert out["attention core, eager"]["memory_slope"] == pytest.approx(2.0)
+    assert out["attention core, eager"]["T_range"] == "512-2048"
+    assert out["attention core, sdpa"]["time_slope"] == pytest.approx(1.5)
+    assert out["attention core, sdpa"]["memory_slope"] == pytest.approx(1.0)
+    assert out["attention core, tiled"]["T_range"] == "256-1024"
+    assert out["attention core, tiled"]["time_slope"] == pytest.approx(1.0)
+    step = out["whole gpt2_small training step FLOPs (cost model, B=4)"]
+    # independent check: the two-point exponent of the cost model's FLOPs between 1024 and 2048
+    big = cfg.replace(block_size=2048)
+    import math
+    two_point = math.log2(F.model_flops(big, 4, 2048, "fwdbwd", causal=True)
+                          / F.model_flops(big, 4, 1024, "fwdbwd", causal=True))
+    assert 1.0 < step["flops_slope"] < two_point < 2.0  # linear layers dominate: far from the seed's 2
+    assert step["claimed_slope"] == 2.0
+
+
+def test_memory_section_is_exact_and_sdpa_keeps_no_scores():
+    from tutorial_lib.config import get_config
+    from tutorial_lib.model import GPT
+
+    doc = suite.run_suite("guide", profile="smoke", device="cpu", only=["memory"], progress=False)
+    rows = {r["quantity"].strip(): r for r in doc["rows"] if r["kind"] == "memory"}
+    sizes = doc["sections"]["memory"]["sizes"]
+    cfg = get_config(sizes["model"])
+    n_params = sum(p.numel() for p in GPT(cfg).parameters())
+    assert rows["parameters"]["eager_MB"] == pytest.approx(4 * n_params / 1e6)  # fp32 weights
+    assert rows["gradients"]["sdpa_MB"] == pytest.approx(4 * n_params / 1e6)
+    # AdamW: two fp32 moments per weight (+ a scalar step counter per tensor)
+    assert 8 * n_params / 1e6 <= rows["optimizer state (AdamW)"]["eager_MB"] < 8.01 * n_params / 1e6
+    # eager keeps one fp32 (B, H, T, T) probability tensor per layer (+ the bool mask); SDPA none
+    B, T, H = sizes["B"], sizes["T"], cfg.n_head
+    assert rows["attention scores/probs, per layer"]["eager_MB"] >= 4 * B * H * T * T / 1e6
+    assert rows["attention scores/probs, per layer"]["sdpa_MB"] == 0
+    assert rows["activations saved for backward"]["eager_MB"] > rows["activations saved for backward"]["sdpa_MB"]
+    tot = rows["total (params + grads + state + activations)"]
+    parts = ("parameters", "gradients", "optimizer state (AdamW)", "activations saved for backward")
+    assert tot["eager_MB"] == pytest.approx(sum(rows[p]["eager_MB"] for p in parts))
+    assert tot["seed_eager_MB"] == 4000 and tot["seed_flash_MB"] == 2500  # the seed's "~4 GB", "~2.5 GB"

@@ -82,6 +82,24 @@ def caption(meta: dict, section: dict) -> str:
     return txt + "."
 
 
+def load_note(meta: dict, section: dict) -> str:
+    """On a CPU, the machine's load average while the section ran (``Suite.run`` records it) and,
+    when other work was competing for the cores, a warning that its times are noisy."""
+    load = section.get("load")
+    if not load or not str(meta.get("device", "")).startswith("cpu"):
+        return ""
+    vals = [v for v in (load.get("start"), load.get("end")) if v is not None]
+    if not vals:
+        return ""
+    cores, threads = load.get("cores") or 0, load.get("threads") or 0
+    rng = f"{min(vals):.1f}" if len(set(vals)) == 1 else f"{min(vals):.1f}–{max(vals):.1f}"
+    txt = f"_Load average {rng} on {cores} cores while this ran (the suite itself uses {threads} threads)"
+    if cores and max(vals) > cores + 0.5:
+        txt += ("; other jobs were competing for the cores, so its times are noisy and rows measured "
+                "minutes apart are not comparable — byte counts, FLOPs, parameters and losses are not affected")
+    return txt + "._"
+
+
 # ---- analytic blocks: computed from the library at report time, the same on every device ----
 def _analytic_flop_shares() -> str:
     """The seed's time-share claims beside GPT-2 small's analytic matmul-FLOP shares."""
@@ -175,6 +193,9 @@ def render_block(name: str, results: list[dict], runs: list[dict] | None = None)
             body += markdown_table(rows, section.get("columns"))
         if section.get("note"):
             body += "\n" + section["note"].strip() + "\n"
+        load = load_note(res["meta"], section)
+        if load:
+            body += "\n" + load + "\n"
         chunks.append(body)
     if not chunks:
         return ("_No recorded result for this table yet: run "

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import os
 import time
 import traceback
 from dataclasses import dataclass
@@ -48,6 +49,11 @@ class SuiteSizes:
     eval_batches: int
     min_run_time: float
     compile: bool  # also time torch.compile'd variants
+    # the seed's own setting (GPT-2 small, B=4, T=512), used wherever a handful of steps suffice:
+    # the per-component profile (3 steps) and the exact memory breakdown (1 step per backend)
+    seed_preset: str = "gpt2_small"
+    seed_batch: int = 4
+    seed_seq_len: int = 512
 
     @classmethod
     def for_profile(cls, name: str) -> "SuiteSizes":
@@ -63,8 +69,17 @@ class SuiteSizes:
                        "gpt2_mini", 8, 64, 80, 40, 4, 0.3, False)
         if name == "smoke":
             return cls("smoke", "tiny", 2, 32, (32, 64, 128), 1, 4, 16, (64, 128), (16, 32), 4,
-                       "tiny", 4, 32, 6, 3, 1, 0.02, False)
+                       "tiny", 4, 32, 6, 3, 1, 0.02, False,
+                       seed_preset="tiny", seed_batch=2, seed_seq_len=32)
         raise ValueError(f"profile={name!r} is not one of {list(settings.PROFILE_NAMES)}")
+
+
+def _loadavg() -> Optional[float]:
+    """The 1-minute load average (None where the OS has none)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
 
 
 class Suite:
@@ -91,6 +106,7 @@ class Suite:
 
     def run(self, name: str, fn: Callable[["Suite"], None]):
         t0 = time.perf_counter()
+        load0 = _loadavg()
         if self.progress:
             print(f"[suite] {name} ...", flush=True)
         try:
@@ -105,7 +121,11 @@ class Suite:
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
         dt = time.perf_counter() - t0
-        self.sections.setdefault(name, {})["seconds"] = round(dt, 1)
+        sec = self.sections.setdefault(name, {})
+        sec["seconds"] = round(dt, 1)
+        if load0 is not None:  # how busy the machine was: the report flags timings taken under load
+            sec["load"] = {"start": load0, "end": _loadavg(), "cores": os.cpu_count(),
+                           "threads": torch.get_num_threads()}
         if self.progress:
             print(f"[suite] {name}: {dt:.1f} s", flush=True)
 
@@ -174,11 +194,15 @@ def sec_breakdown(S: Suite):
     from tutorial_lib.measure import profile as P
 
     s = S.sizes
-    res = P.profile_step(S.base_config().replace(attn_backend="eager"), s.batch, s.seq_len,
-                         device=S.device, steps=2)
+    res = P.profile_step(get_config(s.seed_preset).replace(attn_backend="eager"), s.seed_batch,
+                         s.seed_seq_len, device=S.device, steps=2, warmup=1)
     S.add("breakdown", res.component_rows(),
           columns=["component", "time_ms", "time_share", "flop_share"],
-          sizes={"model": s.preset + " (eager attention)", "B": s.batch, "T": s.seq_len})
+          sizes={"model": s.seed_preset + " (eager attention)", "B": s.seed_batch, "T": s.seed_seq_len,
+                 "step": "fwd+bwd+AdamW", "time": res.time_source},
+          note="time_share is of the whole step (optimizer included); flop_share is the component's "
+               "share of the step's matmul FLOPs (cost model). Elementwise work has no matmul FLOPs: "
+               "where its time share is large, memory traffic and per-op overhead are the cost.")
 
 
 def sec_gqa_train(S: Suite):
@@ -235,6 +259,106 @@ def sec_flash_vs_T(S: Suite):
     S.add("flash_vs_T", rows, columns=["backend", "seq_len", "median_ms", "saved_bytes", "peak_bytes",
                                        "scores_bytes", "error"], sizes={"B": s.attn_batch, "H": s.attn_heads, "D": 64,
                                      "work": "attention core fwd+bwd"})
+    S.add("attention_vs_T", attention_slope_rows(rows, get_config("gpt2_small"), batch=4),
+          columns=["what", "T_range", "time_slope", "memory_slope", "flops_slope", "claimed_slope"],
+          sizes={"B": s.attn_batch, "H": s.attn_heads, "D": 64, "fit": f"log-log, last {SLOPE_POINTS} lengths"},
+          note="A slope of 2 is quadratic in T (2x longer = 4x more), 1 is linear. Time slopes fit the "
+               "longest lengths, where fixed per-call overheads no longer hide the growth. The seed's "
+               "'2x longer sequences = 4x more compute' holds for the attention core's T x T products; "
+               "the whole model's FLOPs grow far slower, since its linear layers grow only 2x.")
+
+
+SLOPE_POINTS = 3  # fit the exponents over this many of the longest lengths
+
+
+def attention_slope_rows(rows, cfg: GPTConfig, batch: int) -> List[dict]:
+    """How attention cost grows with T: per backend, the fitted log-log exponent of time and of
+    bytes kept for backward (``flash_lessons.loglog_slopes`` over ``attention_sweep`` rows), then the
+    cost model's exponent for the FLOPs of a whole training step of ``cfg`` over the same lengths."""
+    from tutorial_lib.claims import claimed
+    from tutorial_lib.flash_lessons import loglog_slopes
+    from tutorial_lib.measure import flops as F
+    from tutorial_lib.plots import fit_loglog_slope
+
+    t_slope = loglog_slopes(rows, "median_ms", last=SLOPE_POINTS)
+    m_slope = loglog_slopes(rows, "saved_bytes", last=SLOPE_POINTS)
+    out = []
+    for b in t_slope:
+        seqs = sorted(r.seq_len for r in rows if r.backend == b and r.ok)[-SLOPE_POINTS:]
+        out.append({"what": f"attention core, {b}", "T_range": f"{seqs[0]}-{seqs[-1]}" if seqs else None,
+                    "time_slope": _finite(t_slope[b]), "memory_slope": _finite(m_slope[b]),
+                    "claimed_slope": claimed("seq.quadratic") if b == "eager" else (
+                        claimed("seq.flash") if b == "sdpa" else None)})
+    seqs = sorted({r.seq_len for r in rows})[-SLOPE_POINTS:]
+    if len(seqs) >= 2:
+        big = cfg.replace(block_size=max(cfg.block_size, seqs[-1]))
+        step = [F.model_flops(big, batch, T, mode="fwdbwd", causal=True) for T in seqs]
+        rng = f"{seqs[0]}-{seqs[-1]}"
+        out.append({"what": f"whole {cfg.name} training step FLOPs (cost model, B={batch})", "T_range": rng,
+                    "flops_slope": fit_loglog_slope(seqs, step)[0], "claimed_slope": claimed("seq.quadratic")})
+    return out
+
+
+def _finite(x):
+    return None if x is None or x != x else x
+
+
+def sec_memory(S: Suite):
+    """Parameters, gradients, AdamW state and saved activations of one training step, eager vs SDPA
+    attention, beside the seed's "Memory Usage Breakdown" (MB = 10^6 bytes)."""
+    from tutorial_lib.flash_lessons import model_backend_comparison
+
+    s = S.sizes
+    cfg = get_config(s.seed_preset)
+    eager, sdpa = model_backend_comparison(cfg, s.seed_batch, s.seed_seq_len, ("eager", "sdpa"),
+                                           device=S.device, measure_time=False)
+    S.add("memory", memory_rows(eager, sdpa, cfg.n_layer, cuda=S.device.type == "cuda"),
+          columns=["quantity", "seed_eager_MB", "eager_MB", "seed_flash_MB", "sdpa_MB", "error"],
+          sizes={"model": s.seed_preset, "B": s.seed_batch, "T": s.seed_seq_len,
+                 "step": "fwd+bwd+AdamW", "MB": "10^6 bytes"},
+          note="Byte counts are exact (every tensor autograd saves, seen through saved_tensors_hooks, each "
+               "storage once) and do not depend on the machine's load. 'total' is the seed's sum; the "
+               "allocator's real peak differs (activations are freed as gradients appear), and is measured "
+               "on CUDA only. The seed's 8.5 GB peak is from its results table, for the baseline.")
+
+
+def memory_rows(eager: dict, sdpa: dict, n_layer: int, cuda: bool) -> List[dict]:
+    """The memory table: one row per quantity, the seed's claims beside eager and SDPA measurements
+    (rows of ``flash_lessons.model_backend_comparison``; an errored backend leaves its column empty)."""
+    from tutorial_lib.claims import claimed
+
+    def mb(r, key, per_layer=False, group=None):
+        if r.get("error"):
+            return None
+        v = r.get("activations_by_group", {}).get(group, 0) if group else r.get(key)
+        return None if v is None else v / 1e6 / (n_layer if per_layer else 1)
+
+    spec = [  # quantity, value getter args, seed eager key, seed flash key
+        ("parameters", ("params_bytes",), {}, "mem.params", None),
+        ("gradients", ("grads_bytes",), {}, "mem.grads", None),
+        ("optimizer state (AdamW)", ("optimizer_bytes",), {}, "mem.optimizer", None),
+        ("activations saved for backward", ("activations_bytes",), {}, "mem.activations", "mem.flash.activations"),
+        ("  attention scores/probs, per layer", (None,), {"per_layer": True, "group": "attention scores/probs"},
+         "mem.attention_per_layer", None),
+        ("  MLP, per layer", (None,), {"per_layer": True, "group": "mlp"}, "mem.mlp_per_layer", None),
+        ("  residual stream, per layer", (None,), {"per_layer": True, "group": "residual stream"},
+         "mem.residual_per_layer", None),
+        ("total (params + grads + state + activations)", ("total_bytes",), {}, "mem.total", "mem.flash.total"),
+    ]
+    rows = []
+    for q, args, kw, ce, cf in spec:
+        scale = 1e3 if q.startswith("total") else 1.0  # the seed gives totals in GB
+        rows.append({"quantity": q, "seed_eager_MB": claimed(ce) * scale if ce else None,
+                     "eager_MB": mb(eager, *args, **kw), "seed_flash_MB": claimed(cf) * scale if cf else None,
+                     "sdpa_MB": mb(sdpa, *args, **kw)})
+    if cuda:
+        rows.append({"quantity": "CUDA allocator peak over the step",
+                     "seed_eager_MB": claimed("results.peak_mem.before") * 1e3,
+                     "eager_MB": mb(eager, "peak_bytes"), "sdpa_MB": mb(sdpa, "peak_bytes")})
+    errors = "; ".join(f"{r['backend']}: {r['error']}" for r in (eager, sdpa) if r.get("error"))
+    if errors:
+        rows[0]["error"] = errors
+    return rows
 
 
 def sec_flash_model(S: Suite):
@@ -399,6 +523,7 @@ def sec_before_after(S: Suite):
 
 SECTIONS = {
     "breakdown": sec_breakdown,
+    "memory": sec_memory,
     "gqa_train": sec_gqa_train,
     "gqa_decode": sec_gqa_decode,
     "flash_vs_T": sec_flash_vs_T,
