@@ -86,3 +86,43 @@ def test_suite_records_load_per_section():
     import os
     if hasattr(os, "getloadavg"):
         assert load["cores"] == os.cpu_count() and load["start"] >= 0 and load["end"] >= 0
+
+
+def test_recorded_tables_for_notebooks(tmp_path):
+    from tutorial_lib.report import recorded
+
+    empty = recorded("mlp", results_dir=tmp_path)
+    assert "Recorded results files: 0 (none yet)" in empty.text
+    assert "No recorded result for this table yet" in empty._repr_markdown_()
+    doc = {"schema_version": 1,
+           "meta": {"device": "cuda:0", "device_name": "NVIDIA H200", "dtype": "bfloat16",
+                    "torch": "2.11.0", "profile": "gpu", "date": "2026-11-28T10:00:00+00:00"},
+           "rows": [{"kind": "mlp", "variant": "GELU 4x", "ms_per_step": 47.8}],
+           "sections": {"mlp": {"columns": ["variant", "ms_per_step"], "sizes": {"B": 4, "T": 512}}}}
+    (tmp_path / "h200.json").write_text(json.dumps(doc))
+    out = repr(recorded("mlp", results_dir=tmp_path))
+    assert "Recorded results files: 1 (NVIDIA H200)" in out
+    assert "Recorded on **NVIDIA H200**, bfloat16, torch 2.11.0, profile `gpu`, 2026-11-28; B=4, T=512." in out
+    assert "| GELU 4x | 47.8 |" in out
+    with pytest.raises(ValueError, match="section='mlp_typo'"):
+        recorded("mlp_typo", results_dir=tmp_path)
+
+
+def test_decision_block_uses_measured_payoffs_for_their_device_only():
+    from tutorial_lib.report import render_decision
+
+    doc = {"schema_version": 1, "_path": "results/h200.json",
+           "meta": {"device": "cuda:0", "device_name": "NVIDIA H200", "dtype": "bfloat16", "date": "2026-11-28"},
+           "rows": [{"kind": "before_after", "variant": "baseline: MHA, GELU 4x, eager", "speedup": 1.0},
+                    {"kind": "before_after", "variant": "+ SDPA (flash)", "speedup": 1.5}],
+           "sections": {"before_after": {"sizes": {"model": "gpt2_small", "B": 4, "T": 1024}}}}
+    text = render_decision([doc])
+    rows = {tuple(c.strip() for c in line.split("|")[1:4]): line for line in text.splitlines()
+            if line.startswith("| cuda") or line.startswith("| cpu")}
+    assert len(rows) == 18  # 2 devices x 3 lengths x 3 goals
+    first = rows[("cuda", "1,024", "speed")].split("|")[4]
+    assert first.strip().startswith("1. Flash attention (fused SDPA) 1.50× (measured)")
+    # a CUDA measurement says nothing about a CPU, nor about T=4096 (more than 2x away)
+    assert "(measured)" not in rows[("cpu", "1,024", "speed")]
+    assert "(measured)" not in rows[("cuda", "4,096", "speed")]
+    assert "`h200.json` (NVIDIA H200)" in text

@@ -129,6 +129,37 @@ def _analytic_flop_shares() -> str:
 
 ANALYTIC = {"analytic.flop_shares": _analytic_flop_shares}
 
+DECISION_GRID = (("cuda", (256, 1024, 4096)), ("cpu", (256, 1024, 4096)))
+
+
+def render_decision(results: list[dict]) -> str:
+    """The decision tree as a table: for each device kind, T and goal, the changes worth making,
+    best first, with their payoffs (``decision.recommend`` over these results files: *measured*
+    where a file for that device kind holds the change near that T, else *analytic*, labelled)."""
+    from tutorial_lib import decision
+
+    def item(p):
+        return f"{p.title} {p.value:.2f}× ({'measured' if p.measured else 'analytic'})"
+
+    rows = []
+    for device, seqs in DECISION_GRID:
+        for T in seqs:
+            for goal in decision.GOALS:
+                r = decision.recommend(T, device, goal, results=results)
+                rows.append({"device": device, "T": T, "goal": goal,
+                             "do first (payoff = baseline / variant)": "; ".join(
+                                 f"{i}. {item(p)}" for i, p in enumerate(r.steps, 1)) or "—",
+                             "little or no gain": "; ".join(
+                                 p.title if p.value is None else item(p) for p in r.no_gain) or "—",
+                             "the seed says": r.seed[0]})
+    files = ", ".join(f"`{Path(d['_path']).name}` ({d['meta'].get('device_name', '?')})"
+                      for d in results if "_path" in d) or "none"
+    return (markdown_table(rows) + "\nComputed by `tutorial_lib.decision.recommend` from the results "
+            f"files ({files}): *measured* payoffs come from a file recorded on that kind of device, "
+            "within a factor of 2 of T; every other payoff is the cost model's (speed: FLOP ratio, "
+            "compute-bound; memory: predicted bytes; decoding: bytes read per new token, memory-bound). "
+            "The seed's tree is quoted in its own words.\n")
+
 
 # ---- recorded training runs: results/<folder>/*.json written by `python -m tutorial_lib train` ----
 def _variant(model: dict, optimizer: str) -> str:
@@ -180,6 +211,8 @@ def render_block(name: str, results: list[dict], runs: list[dict] | None = None)
         return ANALYTIC[name]()
     if name == "training_runs":
         return render_training(runs or [])
+    if name == "decision":
+        return render_decision(results)
     chunks = []
     for res in results:
         section = res.get("sections", {}).get(name, {})
@@ -212,6 +245,43 @@ def render_guide(text: str, results: list[dict], runs: list[dict] | None = None)
 
 def block_names(text: str) -> list[str]:
     return [m.group("name") for m in BLOCK.finditer(text)]
+
+
+class Recorded:
+    """Recorded tables for a notebook: Markdown in Jupyter (``_repr_markdown_``), the same text
+    elsewhere."""
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def _repr_markdown_(self) -> str:
+        return self.text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def recorded(*sections: str, results_dir: Path | None = None) -> Recorded:
+    """The guide's tables for ``sections``, from every results file in ``results_dir`` (default:
+    the repository's results/), each captioned with the device, dtype, torch, profile, date and
+    sizes it was recorded with -- so a notebook can show them beside its live measurement."""
+    from tutorial_lib.explore import results_dir as default_dir
+    from tutorial_lib.suite import SECTIONS
+
+    known = set(SECTIONS) | {"attention_vs_T", "expected_results"}
+    for name in sections:
+        if name not in known:
+            raise ValueError(f"section={name!r} is not one of {sorted(known)}")
+    d = Path(results_dir) if results_dir is not None else default_dir()
+    docs = load_results(sorted(d.glob("*.json"))) if d.is_dir() else []
+    parts = []
+    for name in sections:
+        parts.append(f"#### Recorded: `{name}` (from `results/*.json`, not measured now)\n\n"
+                     + render_block(name, docs))
+    devices = ", ".join(dict.fromkeys(str(doc["meta"].get("device_name", "?")) for doc in docs)) or "none yet"
+    head = (f"_Recorded results files: {len(docs)} ({devices}). Add one with "
+            "`python -m tutorial_lib bench --suite guide --out results/<device>.json`._\n\n")
+    return Recorded(head + "\n".join(parts))
 
 
 def regenerate(guide: Path, results_dir: Path) -> tuple[str, str]:

@@ -22,6 +22,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
+from tutorial_lib import all_together as _AT
 from tutorial_lib import settings
 from tutorial_lib.config import GPTConfig, get_config
 
@@ -468,13 +469,14 @@ def sec_quality(S: Suite):
                  "steps": s.train_steps, "window": window, "data": "Shakespeare (bundled)"})
 
 
+# the same variants as notebook 07 (``all_together``): the seed's baseline, each change alone, its "after"
 BEFORE_AFTER = (
-    ("baseline: MHA, GELU 4x, eager", {"attn_backend": "eager"}),
+    (_AT.BEFORE_LABEL, {"attn_backend": "eager"}),
     ("+ GQA-4", {"attn_backend": "eager", "n_kv_head": 4}),
     ("+ SDPA (flash)", {"attn_backend": "sdpa"}),
     ("+ MLP 3x", {"attn_backend": "eager", "mlp_ratio": 3.0}),
-    ("GQA-4 + SDPA + 3x (the seed's 'after')", {"attn_backend": "sdpa", "n_kv_head": 4, "mlp_ratio": 3.0}),
-    ("... + SwiGLU 3x", {"attn_backend": "sdpa", "n_kv_head": 4, "mlp": "swiglu", "mlp_ratio": 3.0}),
+    ("GQA-4 + SDPA + 3x (the seed's 'after')", dict(_AT.AFTER)),
+    ("... + SwiGLU 3x", dict(_AT.AFTER_SWIGLU)),
 )
 
 
@@ -509,7 +511,7 @@ def sec_before_after(S: Suite):
     rows = _variants(S, {label: cfg0.replace(**ch) for label, ch in variants})
     if s.compile:  # torch.compile'd "after", timed on its own (compilation is not interleavable)
         label = "GQA-4 + SDPA + 3x + torch.compile"
-        r = S.step(cfg0.replace(attn_backend="sdpa", n_kv_head=4, mlp_ratio=3.0), label, compile=True)
+        r = S.step(cfg0.replace(**_AT.AFTER), label, compile=True)
         rows.append({"variant": label, "ms_per_step": r.median_ms, "tokens_per_s": r.tokens_per_s,
                      "speedup": _ratio(rows[0]["ms_per_step"], r.median_ms), "error": r.error})
     S.add("before_after", rows, columns=["variant", "ms_per_step", "speedup", "tokens_per_s", "error"],

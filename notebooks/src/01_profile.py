@@ -409,6 +409,21 @@ for when in ("before", "after"):
 """)
 
 md("""
+## Recorded results, for comparison
+
+The guide suite (`python -m tutorial_lib bench --suite guide --out results/<device>.json`) records
+these measurements once per machine; below are the files in `results/`, each labelled with the
+device, dtype, torch version, size profile, date and sizes it was recorded with. They are files,
+not measurements made now: set them beside what this machine measured above. A GPU's numbers
+appear here once a GPU run is recorded. `OPTIMIZATION_GUIDE.md` shows the same tables.
+""")
+
+code("""
+from tutorial_lib.report import recorded
+recorded("breakdown", "memory", "attention_vs_T")
+""", ignore=True)
+
+md("""
 ## Summary
 
 - **FLOPs** (analytic, exact against `FlopCounterMode`): the LM head, the MLP and the q/k/v/out

@@ -340,6 +340,21 @@ print(claims.format_table([claims.compare(f"gqa.quality.kv{h}", quality.get(h)) 
 """, ignore=True)
 
 md("""
+## Recorded results, for comparison
+
+The guide suite (`python -m tutorial_lib bench --suite guide --out results/<device>.json`) records
+these measurements once per machine; below are the files in `results/`, each labelled with the
+device, dtype, torch version, size profile, date and sizes it was recorded with. They are files,
+not measurements made now: set them beside what this machine measured above. A GPU's numbers
+appear here once a GPU run is recorded. `OPTIMIZATION_GUIDE.md` shows the same tables.
+""")
+
+code("""
+from tutorial_lib.report import recorded
+recorded("gqa_train", "gqa_decode")
+""", ignore=True)
+
+md("""
 ## Summary
 
 - GQA/MQA shrink only the K and V projections; the query side, QKᵀ, AV, the MLP and the LM head are

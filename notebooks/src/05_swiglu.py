@@ -364,6 +364,21 @@ for label, h in [("SwiGLU 8/3x", runs["SwiGLU 8/3x"]), ("GELU 4x + Muon", muon_r
 """, ignore=True)
 
 md("""
+## Recorded results, for comparison
+
+The guide suite (`python -m tutorial_lib bench --suite guide --out results/<device>.json`) records
+these measurements once per machine; below are the files in `results/`, each labelled with the
+device, dtype, torch version, size profile, date and sizes it was recorded with. They are files,
+not measurements made now: set them beside what this machine measured above. A GPU's numbers
+appear here once a GPU run is recorded. `OPTIMIZATION_GUIDE.md` shows the same tables.
+""")
+
+code("""
+from tutorial_lib.report import recorded
+recorded("swiglu", "optimizer")
+""", ignore=True)
+
+md("""
 ## Summary
 
 - SwiGLU gates the MLP's hidden layer; at 8/3 × n_embd it has exactly GELU 4×'s parameters and

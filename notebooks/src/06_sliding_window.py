@@ -442,7 +442,24 @@ Reading the numbers:
   head dominate), so even removing most of them moves the step little; the payoff grows with T and
   with the share of attention in the step. The window also changes the model (what a token can see),
   so it is a modelling decision first and a speed trick second.
+""")
 
+md("""
+## Recorded results, for comparison
+
+The guide suite (`python -m tutorial_lib bench --suite guide --out results/<device>.json`) records
+these measurements once per machine; below are the files in `results/`, each labelled with the
+device, dtype, torch version, size profile, date and sizes it was recorded with. They are files,
+not measurements made now: set them beside what this machine measured above. A GPU's numbers
+appear here once a GPU run is recorded. `OPTIMIZATION_GUIDE.md` shows the same tables.
+""")
+
+code("""
+from tutorial_lib.report import recorded
+recorded("window_curve")
+""", ignore=True)
+
+md("""
 ## Summary
 """)
 
