@@ -169,6 +169,7 @@ def measure_variants(configs: Mapping[str, GPTConfig], batch_size: int, seq_len:
         if base and not rows[base]["error"]:
             ratios = [b / t for b, t in zip(rows[base]["times_ms"], r["times_ms"])]
             r["speedup"] = statistics.median(ratios)
+            r["speedup_min"], r["speedup_max"] = min(ratios), max(ratios)  # the spread over rounds
         if memory:
             try:
                 mb = memory_breakdown(configs[label], batch_size, seq_len, device=dev, dtype=dtype)

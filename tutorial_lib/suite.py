@@ -52,6 +52,7 @@ class SuiteSizes:
     compile: bool  # also time torch.compile'd variants
     # the seed's own setting (GPT-2 small, B=4, T=512), used wherever a handful of steps suffice:
     # the per-component profile (3 steps) and the exact memory breakdown (1 step per backend)
+    rounds: int = 3  # interleaved timing rounds of the step comparisons (speedup = median ratio)
     seed_preset: str = "gpt2_small"
     seed_batch: int = 4
     seed_seq_len: int = 512
@@ -67,7 +68,7 @@ class SuiteSizes:
             # near 20 minutes (the notebooks' cpu profile measures GPT-2 small itself)
             return cls("cpu", "gpt2_mini", 2, 256, (128, 256, 512, 1024, 2048), 1, 12, 128,
                        (512, 1024, 2048, 4096), (64, 256, 512), 16,
-                       "gpt2_mini", 8, 64, 80, 40, 4, 0.3, False)
+                       "gpt2_mini", 8, 64, 80, 40, 4, 0.3, False, rounds=5)
         if name == "smoke":
             return cls("smoke", "tiny", 2, 32, (32, 64, 128), 1, 4, 16, (64, 128), (16, 32), 4,
                        "tiny", 4, 32, 6, 3, 1, 0.02, False,
@@ -162,13 +163,15 @@ def _variants(S: "Suite", configs: dict, memory: bool = False) -> List[dict]:
     s = S.sizes
     if S.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(S.device)
-    rows = measure_variants(configs, s.batch, s.seq_len, rounds=3, min_run_time=s.min_run_time,
+    rows = measure_variants(configs, s.batch, s.seq_len, rounds=s.rounds, min_run_time=s.min_run_time,
                             device=S.device, memory=memory)
     out = []
     for r in rows:
         mem = r.get("memory_bytes")
         out.append({"variant": r["variant"], "ms_per_step": r.get("median_ms"),
                     "speedup": r.get("speedup"), "tokens_per_s": r.get("tokens_per_s"),
+                    "speedup_range": (f"{r['speedup_min']:.2f}–{r['speedup_max']:.2f}"
+                                      if r.get("speedup_min") is not None else None),
                     "params_M": r["params"] / 1e6 if r.get("params") else None,
                     "step_memory_MiB": None if mem is None else mem / 2**20,
                     "peak_mem_MiB": None if r.get("peak_bytes") is None else r["peak_bytes"] / 2**20,
@@ -222,9 +225,9 @@ def sec_gqa_train(S: Suite):
                                             causal=True) / base_fl)
     S.add("gqa_train", rows,
           columns=["variant", "n_kv_head", "params_M", "flops_vs_MHA", "ms_per_step", "speedup",
-                   "claimed_speedup", "tokens_per_s", "error"],
+                   "speedup_range", "claimed_speedup", "tokens_per_s", "error"],
           sizes={"model": s.preset, "B": s.batch, "T": s.seq_len, "step": "fwd+bwd+AdamW",
-                 "timing": "3 interleaved rounds, speedup = median per-round ratio"})
+                 "timing": f"{s.rounds} interleaved rounds, speedup = median per-round ratio (range: min–max)"})
 
 
 def sec_gqa_decode(S: Suite):
@@ -366,7 +369,7 @@ def sec_flash_model(S: Suite):
     s, cfg0 = S.sizes, S.base_config()
     rows = _variants(S, {be: cfg0.replace(attn_backend=be) for be in ("eager", "sdpa")}, memory=True)
     S.add("flash_model", rows,
-          columns=["variant", "ms_per_step", "speedup", "tokens_per_s", "step_memory_MiB",
+          columns=["variant", "ms_per_step", "speedup", "speedup_range", "tokens_per_s", "step_memory_MiB",
                    "peak_mem_MiB", "error"],
           sizes={"model": s.preset, "B": s.batch, "T": s.seq_len,
                  "memory": "params + grads + AdamW + saved activations, exact"})
@@ -382,9 +385,9 @@ def _mlp_like(S: Suite, kind: str, variants, base_key: str):
     for (label, _), r in zip(variants, rows):
         r[base_key] = F.model_flops(configs[label], s.batch, s.seq_len, mode="fwdbwd", causal=True) / base_fl
     S.add(kind, rows, columns=["variant", "params_M", base_key, "ms_per_step", "speedup",
-                               "tokens_per_s", "error"],
+                               "speedup_range", "tokens_per_s", "error"],
           sizes={"model": s.preset, "B": s.batch, "T": s.seq_len, "step": "fwd+bwd+AdamW",
-                 "timing": "3 interleaved rounds"})
+                 "timing": f"{s.rounds} interleaved rounds, speedup = median per-round ratio (range: min–max)"})
 
 
 def sec_mlp(S: Suite):
@@ -514,9 +517,10 @@ def sec_before_after(S: Suite):
         r = S.step(cfg0.replace(**_AT.AFTER), label, compile=True)
         rows.append({"variant": label, "ms_per_step": r.median_ms, "tokens_per_s": r.tokens_per_s,
                      "speedup": _ratio(rows[0]["ms_per_step"], r.median_ms), "error": r.error})
-    S.add("before_after", rows, columns=["variant", "ms_per_step", "speedup", "tokens_per_s", "error"],
+    S.add("before_after", rows, columns=["variant", "ms_per_step", "speedup", "speedup_range",
+                                         "tokens_per_s", "error"],
           sizes={"model": s.preset, "B": s.batch, "T": s.seq_len, "step": "fwd+bwd+AdamW",
-                 "timing": "3 interleaved rounds"})
+                 "timing": f"{s.rounds} interleaved rounds, speedup = median per-round ratio (range: min–max)"})
     before, after = rows[0], rows[4]
     S.add("expected_results", expected_results_rows(before, after),
           columns=["claim", "claimed", "measured", "ratio", "verdict", "note"],
