@@ -186,7 +186,8 @@ def training_runs(results_dir: Path) -> list[dict]:
                             "sizes": f"{sm['model']}, B={sm['batch_size']}, T={sm['seq_len']}, "
                                      f"{sm['steps']} steps"}
             rows.append({"variant": _variant(h["model"], h["optimizer"]), "params_M": sm["params"] / 1e6,
-                         "val_loss": sm["final_val_loss"], "best_val_loss": min(h["val_loss"]),
+                         # losses to 3 decimals: 3 significant digits round 4.6249996 and 4.625004 apart
+                         "val_loss": f"{sm['final_val_loss']:.3f}", "best_val_loss": f"{min(h['val_loss']):.3f}",
                          "ms_per_step": sm["median_step_ms"], "optimizer_ms": sm["median_optimizer_ms"],
                          "tokens_per_s": sm["tokens_per_s"], "wall_s": sm["wall_time_s"]})
         if rows:

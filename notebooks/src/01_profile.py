@@ -350,9 +350,11 @@ print("fitted slopes (memory vs T):", {b: round(s, 2) for b, s in loglog_slopes(
 """)
 
 md("""
-**Time** of forward + backward on this device, over the size profile's lengths. Both curves
-bend towards slope 2 at large T (flash attention does the same O(T²) arithmetic; it saves
-memory traffic, not FLOPs), while at small T fixed overheads flatten them:
+**Time** of forward + backward on this device, over the size profile's lengths. Both do O(T²)
+arithmetic (flash attention saves memory traffic, not FLOPs), so both curves should steepen
+towards slope 2 as T grows — but at small T fixed overheads flatten them, and where eager's T×T
+matrices fall out of cache its curve can even be steeper than 2. The fitted slopes are printed
+below the figure:
 """)
 
 code("""
@@ -437,8 +439,8 @@ md("""
   activations grow with B·T, and eager attention adds a T² term that SDPA removes (section 6's
   slopes).
 - **The seed**: compare its claims with the tables above — its operation counts describe `QKᵀ`
-  alone, its expected-results table contradicts itself, and its time shares are not what this
-  machine measures.
+  alone, its expected-results table contradicts itself, and its LM-head share is far from the
+  FLOPs; which of its time shares hold on this machine, the breakdown in section 3 says.
 
 Next: [02 · GQA](02_gqa.ipynb) changes the K/V heads, [03 · flash attention](03_flash_attention.ipynb)
 removes the T×T memory.

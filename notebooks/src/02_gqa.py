@@ -358,13 +358,17 @@ md("""
 ## Summary
 
 - GQA/MQA shrink only the K and V projections; the query side, QKᵀ, AV, the MLP and the LM head are
-  untouched. On paper that is a few percent of parameters and FLOPs, and the measured training
-  step moves by about as much — far from the seed's 1.25–1.50×.
+  untouched. On paper that is a few percent of parameters and FLOPs, so the measured training step
+  can move only a little (on a small CPU, less than the run-to-run noise) — far from the seed's
+  1.25–1.50×.
 - The KV cache shrinks by `n_head / n_kv_head` exactly. During decoding every step reads the whole
-  cache, so with long contexts and large batches the tokens/s gain is real and grows with context;
-  in serving, the memory saved also buys longer contexts or bigger batches.
+  cache, so once the cache rather than the weights is most of the bytes read per token (long
+  contexts, large batches) the tokens/s gain should grow with context — the decode table above
+  shows how far this machine's sizes get (exercise 3 pushes further); in serving, the memory saved
+  also buys longer contexts or bigger batches.
 - `n_kv_head = n_head` is exactly MHA, every backend agrees for grouped heads, and an MHA
-  checkpoint converts to GQA by mean-pooling K/V heads; a short uptraining recovers most of the loss.
+  checkpoint converts to GQA by mean-pooling K/V heads; how much of the loss a short uptraining
+  recovers, the losses printed in section 7 show.
 - Quality: in our short runs the validation losses of MHA, GQA and MQA are close; whether the
   difference matters needs longer runs than a notebook can afford (try the `gpu` profile).
 

@@ -22,7 +22,8 @@ md("""
   against eager attention for outputs *and* gradients;
 - measured on your machine: attention memory and time vs T for eager, tiled, SDPA (and FlexAttention
   on CUDA), with fitted log-log slopes, and an honest account of why the pure-PyTorch version saves
-  memory but not time while PyTorch's fused kernel does both;
+  memory, whether it also saves time (that depends on the device and T), and what PyTorch's fused
+  kernel does differently;
 - the whole GPT-2 model with eager vs SDPA attention, beside the seed's memory claims.
 """)
 
@@ -191,27 +192,41 @@ if "eager" in at:
     for b in ("tiled", "sdpa", "flex"):
         if b in at:
             print(f"at T={big}: {b} takes {at[b].median_ms / at['eager'].median_ms:.2f}x eager's time")
+for T in sorted({r.seq_len for r in rows}):
+    here = {r.backend: r.median_ms for r in rows if r.ok and r.seq_len == T}
+    if len(here) > 1:
+        order = sorted(here, key=here.get)
+        tiled_vs = ("" if not {"tiled", "eager"} <= set(here) else
+                    f"; tiled is {'faster' if here['tiled'] < here['eager'] else 'slower'} than eager")
+        print(f"T={T}: fastest {order[0]}, slowest {order[-1]}{tiled_vs}")
 print(claims.format_table([claims.compare("seq.flash", time_slopes.get("sdpa"),
                                           note="SDPA forward+backward time vs T")]))
 """, ignore=True)
 
 md("""
-### Why the pure-PyTorch version saves memory but not time
+### What pure-PyTorch tiling does for memory — and why its time is a different question
 
 - **Memory** depends only on what is *kept*: the tiled version keeps q, k, v, the output and one
-  number per query, so its memory is linear in T, exactly like a real flash kernel.
-- **Time** depends on how the work is *executed*. Each tile step is half a dozen separate PyTorch
-  ops launched from a Python loop — `(T / tile)²/2` of them per head group, each writing its small
-  result to memory and reading it back for the next op, with a per-op overhead of microseconds.
-  The backward pass also recomputes the scores (5 matrix products per tile instead of eager's 4).
-  Eager attention, by contrast, runs a few large, efficient matrix products.
+  number per query, so its memory is linear in T, exactly like a real flash kernel. That is the
+  guaranteed win, on every device.
+- **Time** depends on how the work is *executed*, and the two costs pull opposite ways. Each tile
+  step is half a dozen separate PyTorch ops launched from a Python loop — `(T / tile)²/2` of them
+  per head group, each writing its small result to memory and reading it back for the next op,
+  with a per-op overhead of microseconds — and the backward pass recomputes the scores (5 matrix
+  products per tile instead of eager's 4). Eager attention runs a few large matrix products, but
+  writes the T × T scores out and reads them back several times, and at long T they no longer fit
+  in any cache. Which cost is larger depends on the device and on T: the per-op overhead weighs
+  most where each op is fast (a GPU, short T), the T × T traffic most at long T. The lines printed
+  above say which won at each length on this machine — do not take "tiling is slower" or "tiling
+  is faster" from anyone without that measurement.
 - **SDPA's fused kernel** (FlashAttention on CUDA, a tiled C++ kernel on CPU) does the same tiling
   *inside one kernel*: a tile of scores lives in registers / shared memory (GPU) or cache (CPU),
   is used and discarded without a round trip to main memory, and causally masked tiles are skipped.
   Eager attention is limited by memory traffic — the T × T scores are written and read several
   times (scale, mask, softmax, dropout, AV, and again in backward) — so removing that traffic is
-  what makes the fused kernel fast. It is the same number of FLOPs (more, in backward), done
-  without the bytes.
+  what lets the fused kernel be fast wherever that traffic dominates (long T). It is the same
+  number of FLOPs (more, in backward), done without the bytes; at short T there is little traffic
+  to remove, and the timings above show whether it still won here.
 
 The seed's "Same O(n²) but much faster constant factors" is right about the compute; the memory
 is where flash changes the *exponent*, from 2 to 1.
@@ -301,9 +316,11 @@ md("""
 - The online softmax computes the same result tile by tile with a running max and normaliser;
   the tiled kernel keeps only the output and one log-sum-exp per query, and recomputes
   probabilities in backward: memory linear in T (slope ≈ 1), outputs and gradients equal to eager.
-- Written in pure PyTorch, tiling is *slower* than eager: many small ops from a Python loop, each
-  a round trip to memory. SDPA's fused kernel does the same tiling inside one kernel and is both
-  leaner and faster; the FLOPs stay O(T²) — flash changes memory traffic, not arithmetic.
+- Written in pure PyTorch, tiling is a memory optimisation, not a speed one: it trades eager's
+  T × T memory traffic for many small ops from a Python loop and a recomputation in backward, and
+  whether that is faster or slower than eager depends on the device and T (measured above).
+  SDPA's fused kernel does the same tiling inside one kernel, so it keeps the memory win without
+  the per-op overhead; the FLOPs stay O(T²) — flash changes memory traffic, not arithmetic.
 - For the whole model, switching `attn_backend` from `"eager"` to `"sdpa"` removes the T × T
   activations; how much of the total that is depends on T (try the `gpu` profile or longer T).
 

@@ -187,9 +187,11 @@ print(f"\\nAt this size the MLP is {share:.1%} of the step's FLOPs. Amdahl with 
 """, ignore=True)
 
 md("""
-The MLP by itself gets close to the 4/3 its FLOPs promise (matrix multiplies this size run near a
-constant rate); the whole step gains much less, by about as much as Amdahl's law predicts from the
-MLP's share. On a small model (CI's `tiny`, or `gpt2_mini` on a CPU) the share is smaller still,
+Two comparisons to read in the printout. The MLP by itself can approach the 4/3 its FLOPs promise
+only if matrix multiplies of both sizes run at the same rate — compare its measured speedup with
+4/3. The whole step can gain at most what Amdahl's law allows from the MLP's share — compare the
+measured step speedup with that prediction; a measurement above the prediction is noise, not a
+free lunch. On a small model (CI's `tiny`, or `gpt2_mini` on a CPU) the share is smaller still,
 because the 50,257-way LM head dominates.
 
 ## 6. Does it still learn? Validation loss after the same number of steps
@@ -293,9 +295,8 @@ md("""
 - Going from 4× to 3× removes exactly a quarter of the MLP's parameters and FLOPs — the seed's
   numbers are right *for the MLP*.
 - The MLP is well under half of GPT-2 small's training FLOPs (section 4), so the whole model loses
-  only that share of a quarter; by Amdahl's law the step cannot get 25 % faster, and the
-  measured step gains about what the MLP's share allows (less on small models, whose LM head
-  dominates).
+  only that share of a quarter; by Amdahl's law the step cannot get 25 % faster — section 5 puts the
+  measured step beside that ceiling (lower still on small models, whose LM head dominates).
 - Quality: the validation losses printed above say how much the smaller MLP costs at equal steps
   on this corpus; in short runs the difference is small, and on a small dataset it can even help.
 - Whether 3× pays depends on what limits you: it saves memory and time in proportion to the

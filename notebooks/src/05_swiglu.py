@@ -382,14 +382,16 @@ md("""
 ## Summary
 
 - SwiGLU gates the MLP's hidden layer; at 8/3 × n_embd it has exactly GELU 4×'s parameters and
-  matmul FLOPs, so any gain in loss comes almost for free in time (one more, smaller matmul and an
-  elementwise product).
+  matmul FLOPs; its extra cost in time is one more matmul launch and an elementwise product per
+  layer — small but not zero (the step times in sections 5 and 8 show what it was here and on the
+  H200).
 - "Faster learning" has two meanings: lower loss at equal steps (tokens), and lower loss at equal
   wall time. Always look at both: a change that costs time per step must win by more per step.
 - Muon orthogonalises the update of every hidden matrix; its extra cost is per step
-  (Newton–Schulz FLOPs, computed above), so it is amortised by large batches and is cheap on a GPU
-  and expensive on a CPU. In the recorded GPT-2 small runs it reaches a given validation loss in
-  far fewer steps — and on this small corpus also starts overfitting sooner.
+  (Newton–Schulz FLOPs, computed above) and does not shrink with the batch, so large batches
+  amortise it; even on the H200 at B=16, T=512 it was a large part of each recorded step (the
+  `optim ms` column of section 8). In the recorded GPT-2 small runs it reaches a given validation
+  loss in far fewer steps — and on this small corpus also starts overfitting sooner.
 - The seed's one-number "val loss @ 1000" is not enough to judge either change: report the curve,
   the best loss, the step time, and the data budget.
 

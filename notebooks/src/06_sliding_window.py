@@ -337,7 +337,8 @@ md("""
 FlexAttention cannot train on CPU, so its row above records that instead of a time. Its *forward*
 can run; here is the forward pass alone at the largest T. Without `torch.compile` (which PyTorch
 does only on CUDA in our library), CPU flex runs an unfused reference path, so do not expect the
-block mask to pay off here — on CUDA, compiled, it is the fast way to train with a window.
+block mask to pay off here — on CUDA, compiled, it is designed to be the fast way to train with a
+window (the GPU suite times it; no GPU measurement is in this repository yet).
 """)
 
 code("""
@@ -484,9 +485,11 @@ print("\\n".join(lines))
 
 md("""
 - A window changes *what* attention computes; only an implementation that skips the masked scores
-  changes *how much* it computes. A mask on full attention is the slowest of all.
+  changes *how much* it computes. A mask on full attention does all the work of full attention and
+  more; it was the slowest in the measurements above.
 - The blocked path is exact (same outputs and gradients as the naive reference), trains on CPU, and
-  keeps flash attention's linear memory. On CUDA, FlexAttention with a block mask is the tool.
+  keeps flash attention's linear memory. On CUDA, FlexAttention with a block mask is the purpose-built
+  tool (compiled; not measured here).
 - Stacked layers still see far: L layers of window W reach L·(W−1)+1 tokens back.
 - Whether the window pays for a whole training step depends on attention's share of the step —
   measure it at your T before putting the window first.

@@ -259,18 +259,23 @@ md("""
 How to read it, and what carries over to other machines:
 
 - **The LM head and the MLP are most of a GPT-2-small step** at short T (notebook 01). Changes that
-  only touch attention's projections (GQA) move the training step by a few percent; GQA's real payoff
-  is the KV cache at decoding time (notebook 02).
-- **Fused attention (SDPA/flash)** is free accuracy-wise and always at least as fast as eager; its gain
-  grows with T, because eager attention's softmax and masking are memory-bound T² passes (notebook 03).
+  only touch attention's projections (GQA) can move the training step by a few percent at most —
+  on a 2-core CPU, less than the run-to-run noise; GQA's real payoff is the KV cache at decoding
+  time with long contexts (notebook 02).
+- **Fused attention (SDPA/flash)** is free accuracy-wise and removes the T × T activations; its time
+  gain grows with T, because eager attention's softmax and masking are memory-bound T² passes
+  (notebook 03) — at short T the two are close, and on a CPU eager can even be ahead.
 - **A 3× MLP** removes a quarter of the MLP's FLOPs, which is less than a quarter of the step
   (notebook 04); **SwiGLU** is about learning per step, not speed (notebook 05).
 - **A sliding window** pays only where attention is a large share of the step — long T, and an
-  implementation that skips the masked scores; a band mask on full attention is slower (notebook 06).
+  implementation that skips the masked scores; a band mask on full attention is not one (it was
+  slower than plain causal attention in notebook 06).
   It also changes what the model can see.
-- On a **GPU**, the same ranking holds with bigger gains for fused attention and `torch.compile`
-  (fewer kernel launches, fused elementwise ops); run this notebook with the `gpu` profile, or the
-  suite (`python -m tutorial_lib bench --suite guide`), to measure it at the seed's setting.
+- On a **GPU**, expect larger gains from fused attention and `torch.compile` (fewer kernel launches,
+  fused elementwise ops, where elementwise work is a larger share of the time) — but that is a
+  prediction until it is measured: run this notebook with the `gpu` profile, or the suite
+  (`python -m tutorial_lib bench --suite guide`), and the recorded-results section above shows the
+  GPU's file beside this machine's.
 
 ## Exercises
 
