@@ -109,3 +109,15 @@ def test_nbutils():
     assert t.splitlines()[2].endswith("1.23") and t.splitlines()[3].endswith("—")
     with pytest.raises(ValueError, match="no source"):
         nbutils.show_source(1)
+
+
+def test_env_summary_warns_when_the_cpu_is_already_busy():
+    from tutorial_lib import nbutils
+
+    quiet = nbutils.load_lines("cpu", 2, load=0.3, cores=2)
+    busy = nbutils.load_lines("cpu", 2, load=3.7, cores=2)
+    assert quiet == ["load average  : 0.3 on 2 cores (last minute, before this notebook's work)"]
+    # the previous notebook's 2 threads, just finished, are not a reason to warn
+    assert len(nbutils.load_lines("cpu", 2, load=1.9, cores=2)) == 1
+    assert busy[0].startswith("load average  : 3.7 on 2 cores") and busy[1].startswith("WARNING")
+    assert nbutils.load_lines("cuda:0", 2, load=9.0, cores=2) == []

@@ -69,7 +69,28 @@ def env_summary(device=None) -> str:
         f"size profile  : {env['profile']}  (set TUTORIAL_PROFILE=smoke|cpu|gpu to change)",
         f"compute dtype : {env['dtype']}{' autocast' if env['dtype'] != 'float32' else ''}",
         f"threads       : {torch.get_num_threads()}",
-    ])
+    ] + load_lines(env["device"], torch.get_num_threads()))
+
+
+def load_lines(device: str, threads: int, load: Optional[float] = None, cores: Optional[int] = None) -> list:
+    """On a CPU: the 1-minute load average, and a warning when other processes already keep the
+    cores busy -- then every timing below is noisy, and small multi-threaded (elementwise) ops
+    suffer most, because their threads wait for each other on oversubscribed cores."""
+    import os
+
+    if not str(device).startswith("cpu"):
+        return []
+    try:
+        load = os.getloadavg()[0] if load is None else load
+    except (AttributeError, OSError):
+        return []
+    cores = cores or os.cpu_count() or 1
+    out = [f"load average  : {load:.1f} on {cores} cores (last minute, before this notebook's work)"]
+    if load > cores + 0.5:  # more runnable threads than cores: something else is computing
+        out.append(f"WARNING: more work than cores in the last minute; if other processes are still "
+                   f"running, CPU timings here will be noisy and elementwise ops with {threads} threads "
+                   f"inflated. Stop them, or torch.set_num_threads(1), before trusting a time.")
+    return out
 
 
 def format_rows(rows: Iterable[Mapping], columns: Optional[Sequence[str]] = None,
