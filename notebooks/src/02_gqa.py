@@ -6,7 +6,7 @@
 Cells whose output depends on the machine start with ``# NBVAL_IGNORE_OUTPUT``; every other code
 cell is compared exactly by nbval and must not depend on the size profile.
 """
-from _build import code, md, write  # the shared scaffold: notebooks/src/_build.py
+from _build import code, md, recorded_section, write  # the shared scaffold: notebooks/src/_build.py
 
 
 md("""
@@ -344,20 +344,7 @@ print(f"\\nQuality = MHA val loss / variant val loss ({qcfg.name}, {P.train_step
 print(claims.format_table([claims.compare(f"gqa.quality.kv{h}", quality.get(h)) for h in keys]))
 """, ignore=True)
 
-md("""
-## Recorded results, for comparison
-
-The guide suite (`python -m tutorial_lib bench --suite guide --out results/<device>.json`) records
-these measurements once per machine; below are the files in `results/`, each labelled with the
-device, dtype, torch version, size profile, date and sizes it was recorded with. They are files,
-not measurements made now: set them beside what this machine measured above. A GPU's numbers
-appear here once a GPU run is recorded. `OPTIMIZATION_GUIDE.md` shows the same tables.
-""")
-
-code("""
-from tutorial_lib.report import recorded
-recorded("gqa_train", "gqa_decode")
-""", ignore=True)
+recorded_section("gqa_train", "gqa_decode")
 
 md("""
 ## Summary

@@ -6,7 +6,7 @@
 Cells whose output depends on the machine start with ``# NBVAL_IGNORE_OUTPUT``; every other code
 cell is compared exactly by nbval and must not depend on the size profile.
 """
-from _build import code, md, write  # the shared scaffold: notebooks/src/_build.py
+from _build import code, md, recorded_section, write  # the shared scaffold: notebooks/src/_build.py
 
 
 md("""
@@ -363,20 +363,7 @@ for label, h in [("SwiGLU 8/3x", runs["SwiGLU 8/3x"]), ("GELU 4x + Muon", muon_r
           f"at equal time ({t_eq:.1f} s) {h.val_loss_at_time(t_eq) - base.val_loss_at_time(t_eq):+.3f}")
 """, ignore=True)
 
-md("""
-## Recorded results, for comparison
-
-The guide suite (`python -m tutorial_lib bench --suite guide --out results/<device>.json`) records
-these measurements once per machine; below are the files in `results/`, each labelled with the
-device, dtype, torch version, size profile, date and sizes it was recorded with. They are files,
-not measurements made now: set them beside what this machine measured above. A GPU's numbers
-appear here once a GPU run is recorded. `OPTIMIZATION_GUIDE.md` shows the same tables.
-""")
-
-code("""
-from tutorial_lib.report import recorded
-recorded("swiglu", "optimizer")
-""", ignore=True)
+recorded_section("swiglu", "optimizer")
 
 md("""
 ## Summary

@@ -6,7 +6,7 @@
 Cells whose output depends on the machine start with ``# NBVAL_IGNORE_OUTPUT``; every other code
 cell is compared exactly by nbval and must not depend on the size profile.
 """
-from _build import code, md, write  # the shared scaffold: notebooks/src/_build.py
+from _build import code, md, recorded_section, write  # the shared scaffold: notebooks/src/_build.py
 
 
 md("""
@@ -445,20 +445,7 @@ Reading the numbers:
   so it is a modelling decision first and a speed trick second.
 """)
 
-md("""
-## Recorded results, for comparison
-
-The guide suite (`python -m tutorial_lib bench --suite guide --out results/<device>.json`) records
-these measurements once per machine; below are the files in `results/`, each labelled with the
-device, dtype, torch version, size profile, date and sizes it was recorded with. They are files,
-not measurements made now: set them beside what this machine measured above. A GPU's numbers
-appear here once a GPU run is recorded. `OPTIMIZATION_GUIDE.md` shows the same tables.
-""")
-
-code("""
-from tutorial_lib.report import recorded
-recorded("window_curve")
-""", ignore=True)
+recorded_section("window_curve")
 
 md("""
 ## Summary

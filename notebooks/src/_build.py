@@ -30,3 +30,22 @@ def write(name: str) -> Path:
     nbformat.write(nb, out)
     print(f"wrote {out} ({len(cells)} cells)")
     return out
+
+
+def recorded_section(*sections):
+    """The "Recorded results, for comparison" markdown + code cells for the guide-suite ``sections``
+    that this lesson measures live (``tutorial_lib.report.recorded``)."""
+    md("""
+## Recorded results, for comparison
+
+The guide suite (`python -m tutorial_lib bench --suite guide --out results/<device>.json`) records
+these measurements once per machine; below are the files in `results/`, each labelled with the
+device, dtype, torch version, size profile, date and sizes it was recorded with. They are files,
+not measurements made now: set them beside what this machine measured above. A GPU's numbers
+appear here once a GPU run is recorded. `OPTIMIZATION_GUIDE.md` shows the same tables.
+""")
+    args = ", ".join('"' + x + '"' for x in sections)
+    code(f"""
+from tutorial_lib.report import recorded
+recorded({args})
+""", ignore=True)
