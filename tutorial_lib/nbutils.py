@@ -86,7 +86,9 @@ def load_lines(device: str, threads: int, load: Optional[float] = None, cores: O
         return []
     cores = cores or os.cpu_count() or 1
     out = [f"load average  : {load:.1f} on {cores} cores (last minute, before this notebook's work)"]
-    if load > cores + 0.5:  # more runnable threads than cores: something else is computing
+    from tutorial_lib.settings import cpu_oversubscribed
+
+    if cpu_oversubscribed(load, cores):
         out.append(f"WARNING: more work than cores in the last minute; if other processes are still "
                    f"running, CPU timings here will be noisy and elementwise ops with {threads} threads "
                    f"inflated. Stop them, or torch.set_num_threads(1), before trusting a time.")

@@ -94,7 +94,9 @@ def load_note(meta: dict, section: dict) -> str:
     cores, threads = load.get("cores") or 0, load.get("threads") or 0
     rng = f"{min(vals):.1f}" if len(set(vals)) == 1 else f"{min(vals):.1f}–{max(vals):.1f}"
     txt = f"_Load average {rng} on {cores} cores while this ran (the suite itself uses {threads} threads)"
-    if cores and max(vals) > cores + 0.5:
+    from tutorial_lib.settings import cpu_oversubscribed
+
+    if cores and cpu_oversubscribed(max(vals), cores):
         txt += ("; other jobs were competing for the cores, so its times are noisy and rows measured "
                 "minutes apart are not comparable — byte counts, FLOPs, parameters and losses are not affected")
     return txt + "._"

@@ -81,6 +81,13 @@ def synchronize(device) -> None:
         torch.mps.synchronize()
 
 
+def cpu_oversubscribed(load: float, cores: int) -> bool:
+    """True when a 1-minute load average means more runnable threads than cores (with half a
+    core of slack): other work was competing, so CPU timings are noisy. One rule for the
+    notebooks' first cell and the report's notes."""
+    return load > cores + 0.5
+
+
 # ---- dtypes and autocast -------------------------------------------------------------------
 def parse_dtype(dtype) -> torch.dtype:
     """'bf16' / 'bfloat16' / torch.bfloat16 ... -> torch.dtype; ValueError for anything else."""
