@@ -1,27 +1,26 @@
-"""The closing notebook's functions (tutorial_lib.all_together)."""
-import dataclasses
+"""The closing notebook's functions (tutorial_lib.lessons.all_together)."""
 import math
 
 import pytest
-import torch
 
-from tutorial_lib import all_together as AT
 from tutorial_lib import claims
-
+from tutorial_lib.lessons import all_together as AT
+from tutorial_lib.lessons.common import quality_runs
+from tutorial_lib.sizes import get_sizes
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def test_sizes_per_profile():
     for name in ("smoke", "cpu", "gpu"):
-        s = AT.FinalSizes.for_profile(name)
+        s = get_sizes(name).final
         assert s.short_seq < s.long_seq and s.long_seq >= 256 and s.long_window < s.long_seq
-    assert AT.FinalSizes.for_profile("gpu").short_seq == 512  # the seed's own B=4, T=512
-    assert AT.FinalSizes.for_profile("gpu").short_batch == 4
+    assert get_sizes("gpu").final.short_seq == 512  # the seed's own B=4, T=512
+    assert get_sizes("gpu").final.short_batch == 4
 
 
 def test_variants_are_the_seed_s_changes():
-    s = AT.FinalSizes.for_profile("cpu")
+    s = get_sizes("cpu").final
     v = AT.short_variants(s)
     base, _ = v[AT.BEFORE_LABEL]
     assert (base.attn_backend, base.kv_heads, base.mlp, base.ratio, base.window) == ("eager", 12, "gelu", 4.0, None)
@@ -36,7 +35,7 @@ def test_variants_are_the_seed_s_changes():
         assert len(diff) == 1, (label, diff)
     assert not any("window" in k for k in v)  # T = 256 < 512: the seed puts no window here
     assert not any(comp for _, comp in v.values())
-    g = AT.short_variants(AT.FinalSizes.for_profile("gpu"))  # T = 512: window and compile join
+    g = AT.short_variants(get_sizes("gpu").final)  # T = 512: window and compile join
     assert any("window" in k for k in g) and any(comp for _, comp in g.values())
     long = AT.long_variants(s)
     w, _ = long[f"+ window W={s.long_window} (local)"]
@@ -80,19 +79,27 @@ def test_tree_payoffs_order_by_measurement():
 
 
 def test_measure_and_quality_smoke():
-    s = dataclasses.replace(AT.FinalSizes.for_profile("smoke"), quality_steps=2, eval_every=1)
+    s = get_sizes("smoke").final
     v = dict(list(AT.short_variants(s).items())[:2])
     rows = AT.measure(v, 1, 32, s, device="cpu", memory=True)
     assert [r["variant"] for r in rows] == list(v)
     assert all(r["error"] is None and r["median_ms"] > 0 and r["memory_bytes_shown"] > 0 for r in rows)
     assert rows[0]["speedup"] == 1.0
-    q = AT.quality(s, device="cpu")
-    assert len(q) == len(AT.QUALITY)
-    for label, h in q.items():
+    q = get_sizes("smoke").quality
+    variants = AT.quality_variants(q)
+    runs = quality_runs(variants, q, seeds=(0,), steps=2, eval_every=1, device="cpu")
+    assert list(runs) == list(variants) and variants["baseline, Muon optimizer"][1] == "muon"
+    for label, (h,) in runs.items():
         assert not isinstance(h, str), (label, h)
         assert h.val_steps[-1] == 2 and all(math.isfinite(x) for x in h.val_loss)
-    win = [h for k, h in q.items() if "window" in k][0]
-    assert win.model["attn_backend"] == "local" and win.model["window"] == s.quality_window
+    (win,) = [h for k, (h,) in runs.items() if "window" in k]
+    assert win.model["attn_backend"] == "local" and win.model["window"] == q.window
+
+
+def test_decision_tree_figure():
+    f = AT.decision_tree_figure([("GQA-4", 1.1), ("3x MLP", None)], [("window", 2.0)], "T=256", "T=1024")
+    texts = [t.get_text() for t in f.axes[0].texts]
+    assert any("GQA-4: 1.10× step" in t for t in texts) and any("not measured" in t for t in texts)
 
 
 def test_check_tokens_per_second():

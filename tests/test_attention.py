@@ -12,7 +12,9 @@ import torch
 import torch.nn.functional as F
 
 from tutorial_lib import attention as A
-from tutorial_lib import flash
+from tutorial_lib import model as model_lib
+from tutorial_lib.attention import flash_tiled as flash
+from tutorial_lib.attention import reference as ref
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -105,7 +107,7 @@ def test_reference_plain_causal_matches_pytorch_sdpa():
 
 @pytest.mark.parametrize("window, offset", [(None, 0), (3, 0), (None, 5), (4, 6), (1, 2)])
 def test_causal_mask_matches_loops(window, offset):
-    assert torch.equal(A.causal_mask(7, 7 + offset, window, offset), mask_from_scratch(7, 7 + offset, window, offset))
+    assert torch.equal(ref.causal_mask(7, 7 + offset, window, offset), mask_from_scratch(7, 7 + offset, window, offset))
 
 
 # ---- every backend: outputs and gradients ------------------------------------------------------
@@ -185,7 +187,7 @@ def test_flex_forward_matches_eager_and_reference(heads, window):
     H, Hkv = heads
     q, k, v = qkv(2, H, Hkv, T, 8, seed=11)
     out = flex_forward(q, k, v, window)
-    torch.testing.assert_close(out, A.eager_attention(q, k, v, window), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(out, ref.eager_attention(q, k, v, window), rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(out, reference_attention(q, k, v, window), rtol=1e-10, atol=1e-10)
 
 
@@ -201,7 +203,7 @@ def test_flex_training_on_cpu_raises_our_error():
 @pytest.mark.parametrize("n_rep", [1, 2, 3, 4, 12])
 def test_repeat_kv_is_repeat_interleave(n_rep):
     x = torch.randn(2, 3, 5, 4)
-    torch.testing.assert_close(A.repeat_kv(x, n_rep), torch.repeat_interleave(x, n_rep, dim=1), rtol=0, atol=0)
+    torch.testing.assert_close(ref.repeat_kv(x, n_rep), torch.repeat_interleave(x, n_rep, dim=1), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("backend", ["eager", "sdpa", "tiled", "flex"])
@@ -219,7 +221,7 @@ def test_gqa_core_equals_mha_on_interleaved_kv(backend):
 @pytest.mark.parametrize("backend", ["eager", "sdpa", "tiled", "local", "flex"])
 def test_window_at_least_T_is_plain_causal(backend):
     q, k, v = qkv(2, 4, 2, 45, 8, seed=6)
-    causal = F.scaled_dot_product_attention(q, A.repeat_kv(k, 2), A.repeat_kv(v, 2), is_causal=True)
+    causal = F.scaled_dot_product_attention(q, ref.repeat_kv(k, 2), ref.repeat_kv(v, 2), is_causal=True)
     for window in (45, 46, 1000):
         out = flex_forward(q, k, v, window) if backend == "flex" else run_backend(backend, q, k, v, window)
         torch.testing.assert_close(out, causal, rtol=1e-12, atol=1e-12)
@@ -308,8 +310,8 @@ def test_tiled_saved_memory_grows_linearly_eager_quadratically():
 def test_rope_is_a_complex_rotation():
     T_, D, theta = 11, 8, 10000.0
     x = torch.randn(2, 3, T_, D, dtype=torch.float64)
-    cos, sin = A.rope_cache(T_, D, theta)
-    out = A.apply_rope(x, cos.double(), sin.double())
+    cos, sin = model_lib.rope_cache(T_, D, theta)
+    out = model_lib.apply_rope(x, cos.double(), sin.double())
     z = torch.complex(x[..., : D // 2], x[..., D // 2:])
     ang = torch.tensor([[t / theta ** (2 * i / D) for i in range(D // 2)] for t in range(T_)], dtype=torch.float64)
     rz = z * torch.polar(torch.ones_like(ang), ang)
@@ -318,12 +320,12 @@ def test_rope_is_a_complex_rotation():
 
 def test_rope_scores_depend_on_relative_position_only():
     D = 16
-    cos, sin = A.rope_cache(40, D)
+    cos, sin = model_lib.rope_cache(40, D)
     q, k = torch.randn(D, dtype=torch.float64), torch.randn(D, dtype=torch.float64)
 
     def score(i, j):
-        qi = A.apply_rope(q.expand(1, 1, 40, D), cos.double(), sin.double())[0, 0, i]
-        kj = A.apply_rope(k.expand(1, 1, 40, D), cos.double(), sin.double())[0, 0, j]
+        qi = model_lib.apply_rope(q.expand(1, 1, 40, D), cos.double(), sin.double())[0, 0, i]
+        kj = model_lib.apply_rope(k.expand(1, 1, 40, D), cos.double(), sin.double())[0, 0, j]
         return (qi @ kj).item()
 
     assert score(9, 4) == pytest.approx(score(30, 25), abs=1e-5)

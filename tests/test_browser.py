@@ -23,9 +23,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from browser.lab import (JupyterLabServer, cell_errors, chromium_path, launch_chromium,
-                         open_notebook, run_all)
+from browser.lab import JupyterLabServer, cell_errors, chromium_path, launch_chromium, open_notebook, run_all
 
 pytestmark = pytest.mark.browser
 

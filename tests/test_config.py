@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from tutorial_lib.config import PRESETS, GPTConfig, get_config
+from tutorial_lib.model import PRESETS, GPTConfig, get_config
 
 
 def _both(*parts):

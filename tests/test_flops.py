@@ -2,9 +2,11 @@
 import pytest
 import torch
 
-from tutorial_lib import GPTConfig, get_config
+from tutorial_lib.attention import flash_tiled
+from tutorial_lib.attention import reference as ref
+from tutorial_lib.lessons import profile as profile_lesson
 from tutorial_lib.measure import flops as F
-from tutorial_lib.model import GPT
+from tutorial_lib.model import GPT, GPTConfig, get_config
 
 BASE = GPTConfig(n_layer=2, n_head=4, n_embd=64, vocab_size=1000, block_size=64, name="t")
 VARIANTS = {
@@ -69,7 +71,7 @@ def test_counter_needs_our_cpu_flash_formulas():
     with F.flop_counter() as ours:
         torch.nn.functional.scaled_dot_product_attention(q, q, q, is_causal=True)
     assert plain.get_total_flops() == 0
-    assert ours.get_total_flops() == F.attention_score_flops(1, 16, 2, 8) * 2  # full T x T
+    assert ours.get_total_flops() == 2 * 2 * 1 * 2 * 16 * 16 * 8  # 2 products x 2*B*H*T*T*D  # full T x T
 
 
 @pytest.mark.parametrize("name", list(VARIANTS))
@@ -83,12 +85,12 @@ def test_gpt2_classic_parameter_count():
 
 
 def test_causal_counts_visible_pairs():
-    assert F.visible_pairs(4) == 10 and F.visible_pairs(10, 3) == 3 + 3 + 3 * 7 + 0
-    assert F.visible_pairs(5, 5) == F.visible_pairs(5)
+    assert ref.visible_pairs(4) == 10 and ref.visible_pairs(10, 3) == 3 + 3 + 3 * 7 + 0
+    assert ref.visible_pairs(5, 5) == ref.visible_pairs(5)
     brute = sum(1 for i in range(13) for j in range(13) if j <= i and i - j < 4)
-    assert F.visible_pairs(13, 4) == brute
+    assert ref.visible_pairs(13, 4) == brute
     # the tiled backend computes whole tiles: between the visible pairs and T^2
-    assert F.visible_pairs(100) < F.tiled_pairs(100, 16) < 100 * 100
+    assert ref.visible_pairs(100) < flash_tiled.tiled_pairs(100, 16) < 100 * 100
 
 
 def test_gpt2_small_shares_the_notebook_states():
@@ -111,10 +113,10 @@ def test_rule_of_thumb_is_close_at_short_length():
 
 
 def test_exercise_checker():
-    assert F.check_attention_score_flops(2 * 4 * 12 * 512 * 512 * 64).startswith("✓")
-    assert "2 FLOPs" in F.check_attention_score_flops(4 * 12 * 512 * 512 * 64)
-    assert "causal" in F.check_attention_score_flops(F.attention_score_flops(4, 512, 12, 64, causal=True))
-    assert F.check_attention_score_flops("lots").startswith("✗")
+    assert profile_lesson.check_attention_score_flops(2 * 4 * 12 * 512 * 512 * 64).startswith("✓")
+    assert "2 FLOPs" in profile_lesson.check_attention_score_flops(4 * 12 * 512 * 512 * 64)
+    assert "causal" in profile_lesson.check_attention_score_flops(profile_lesson.attention_score_flops(4, 512, 12, 64, causal=True))
+    assert profile_lesson.check_attention_score_flops("lots").startswith("✗")
 
 
 def test_mfu_peak_table():

@@ -1,4 +1,4 @@
-"""tutorial_lib.gqa: MHA -> GQA pooling, analytic sizes, decode measurement, the picture.
+"""tutorial_lib.lessons.gqa: MHA -> GQA pooling, analytic sizes, decode measurement, the picture.
 
 References used here: explicit Python loops over heads (pooling), ``torch.repeat_interleave``
 (an MHA model whose K/V heads are copies of the pooled heads must equal the GQA model),
@@ -9,13 +9,12 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
-from tutorial_lib import gqa  # noqa: E402
-from tutorial_lib.attention import KVCache  # noqa: E402
-from tutorial_lib.config import get_config  # noqa: E402
-from tutorial_lib.model import GPT  # noqa: E402
+from tutorial_lib.lessons import gqa
+from tutorial_lib.model import GPT, KVCache, get_config
+from tutorial_lib.train import train, val_loss
 
 TINY = get_config("tiny", n_head=4, n_embd=64)  # 4 heads of 16
 TWELVE = get_config("tiny", n_head=12, n_embd=96, n_layer=2)  # 12 heads of 8: the seed's grouping
@@ -127,7 +126,7 @@ def test_kv_cache_bytes_gpt2_small_by_hand():
 
 @pytest.mark.parametrize("bias", [False, True])
 def test_attention_params_match_module(bias):
-    from tutorial_lib.attention import CausalSelfAttention
+    from tutorial_lib.model import CausalSelfAttention
 
     for n_kv in (12, 4, 1):
         cfg = TWELVE.replace(n_kv_head=n_kv, bias=bias)
@@ -189,7 +188,6 @@ def test_measure_decode_rows_and_errors(monkeypatch):
     short = DEC.replace(block_size=16)
     long = gqa.measure_decode(short, [16], batch_size=1, new_tokens=2, min_run_time=0.01)  # random prefill
     assert long[0].ok and long[0].cache_bytes == gqa.kv_cache_bytes(short, 1, 18)
-    assert set(gqa.DECODE_SIZES) == {"smoke", "cpu", "gpu"}
 
     def oom(*a, **k):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1 GiB")
@@ -223,30 +221,29 @@ def test_head_grouping_figure():
         gqa.head_grouping_figure([])
 
 
-# ---- uptraining ------------------------------------------------------------------------------
+# ---- uptraining: train() continues a given model in place ---------------------------------------
 def test_val_loss_matches_train_runs_first_evaluation():
-    from tutorial_lib.train import train
-
     cfg = TINY.replace(vocab_size=50257)
     h = train(cfg, steps=1, batch_size=2, seq_len=16, eval_every=1, eval_batches=2, progress=False)
     torch.manual_seed(0)  # train() seeds the model with its seed (0) the same way
     m = GPT(cfg)
-    assert gqa.val_loss(m, batch_size=2, seq_len=16, eval_batches=2) == pytest.approx(h.val_loss[0], abs=1e-6)
+    assert val_loss(m, batch_size=2, seq_len=16, eval_batches=2) == pytest.approx(h.val_loss[0], abs=1e-6)
 
 
-def test_continue_training_lowers_val_loss_and_converted_model_trains():
+def test_training_a_converted_model_continues_it_in_place():
     cfg = TINY.replace(vocab_size=50257)
     m = _model(cfg)
-    r = gqa.continue_training(m, 6, batch_size=2, seq_len=16, eval_batches=1, lr=3e-3)
-    assert r["steps"] == 6 and len(r["train_loss"]) == 6 and r["seconds"] > 0
-    assert r["val_after"] < r["val_before"] - 0.1
+    kw = dict(batch_size=2, seq_len=16, eval_batches=1, eval_every=3, warmup_steps=1, progress=False)
+    h = train(m, steps=6, **kw)
+    assert h.val_steps == [0, 3, 6] and h.val_loss[-1] < h.val_loss[0] - 0.1
+    assert val_loss(m, batch_size=2, seq_len=16, eval_batches=1) == pytest.approx(h.val_loss[-1])  # in place
     g = gqa.mha_to_gqa(m, 1)
-    before = gqa.val_loss(g, batch_size=2, seq_len=16, eval_batches=1)
-    r2 = gqa.continue_training(g, 3, batch_size=2, seq_len=16, eval_batches=1)
-    assert r2["val_before"] == pytest.approx(before)
-    assert g.config.kv_heads == 1 and r2["val_after"] < r2["val_before"]
+    before = val_loss(g, batch_size=2, seq_len=16, eval_batches=1)
+    h2 = train(g, steps=3, **kw)
+    assert h2.val_loss[0] == pytest.approx(before)  # starts from the converted weights, not a fresh init
+    assert g.config.kv_heads == 1 and h2.val_loss[-1] < h2.val_loss[0]
     with pytest.raises(ValueError, match="steps=0"):
-        gqa.continue_training(g, 0)
+        train(g, steps=0, **kw)
 
 
 def test_kv_head_choices():
@@ -269,19 +266,17 @@ def test_measure_training(monkeypatch):
     assert mha["total_bytes"] >= 4 * 4 * mha["params"] + mha["activations_bytes"]
     assert mha["peak_bytes"] is None and mha["error"] is None
 
-    from tutorial_lib.measure import bench
-
     def boom(*a, **k):
         raise torch.OutOfMemoryError("CUDA out of memory")
 
-    monkeypatch.setattr(bench, "measure_step", boom)
+    monkeypatch.setattr(gqa, "measure_step", boom)
     rows = gqa.measure_training(cfg, [4, 2], batch_size=1, seq_len=8)
     assert all("OutOfMemoryError" in r["error"] and r["speedup"] is None for r in rows)
     with pytest.raises(ValueError, match="n_kv_head=3"):
         gqa.measure_training(cfg, [3], 1, 8)
 
 
-def test_decode_and_loss_figures():
+def test_decode_figure():
     def row(att, h, ctx, tps, err=None):
         return gqa.DecodeResult(attention=att, n_kv_head=h, context=ctx, batch_size=2, new_tokens=4,
                                 device="cpu", device_name="cpu", dtype="float32", preset="tiny",
@@ -294,7 +289,16 @@ def test_decode_and_loss_figures():
     assert [len(ln.get_xdata()) for ln in a1.get_lines()] == [1, 2]  # the failed point is left out
     assert [len(ln.get_xdata()) for ln in a2.get_lines()] == [2, 2]  # cache bytes are analytic
     assert "1 points failed" in fig._suptitle.get_text()
-    fig = gqa.val_loss_figure({"MHA": {"val_steps": [0, 10], "val_loss": [10.8, 7.25]}})
-    assert "final 7.250" in fig.get_axes()[0].get_lines()[0].get_label()
     with pytest.raises(ValueError):
         gqa.decode_figure([])
+
+
+def test_gqa_point_cache_bytes_formula():
+    r = gqa.gqa_point(4, 1000, batch_size=3, dtype="bfloat16", docs=[])
+    cfg = get_config("gpt2_small")
+    assert r["cache_bytes"] == 2 * cfg.n_layer * 3 * 4 * 1000 * cfg.head_dim * 2
+    assert r["cache_ratio"] == pytest.approx(4 / 12)
+    assert r["label"] == "GQA-4" and r["decode_speedup_analytic"] > 1
+    assert gqa.gqa_point(12, 1000, docs=[])["decode_speedup_analytic"] == 1.0
+    with pytest.raises(ValueError):
+        gqa.gqa_point(5, 1000, docs=[])

@@ -5,19 +5,22 @@ import json
 import pytest
 import torch
 
-from tutorial_lib import get_config, settings
-from tutorial_lib.measure import bench, records
+from tutorial_lib import settings, sizes
+from tutorial_lib.measure import records
+from tutorial_lib.measure import timing as bench
+from tutorial_lib.model import get_config
+from tutorial_lib.sizes import get_sizes
 
 
 # ---- settings ----------------------------------------------------------------------------------
 def test_profile_from_env_and_default(monkeypatch):
     monkeypatch.setenv("TUTORIAL_PROFILE", "smoke")
-    assert settings.get_profile().name == "smoke"
+    assert get_sizes().name == "smoke"
     monkeypatch.setenv("TUTORIAL_PROFILE", "GPU")
-    assert settings.get_profile().name == "gpu"
+    assert get_sizes().name == "gpu"
     monkeypatch.delenv("TUTORIAL_PROFILE")
-    assert settings.get_profile(device="cpu").name == "cpu"
-    p = settings.get_profile("gpu")
+    assert get_sizes(device="cpu").name == "cpu"
+    p = get_sizes("gpu").step
     assert (p.preset, p.batch, p.seq_len, p.dtype) == ("gpt2_small", 4, 512, "bfloat16")
     with pytest.raises(dataclasses.FrozenInstanceError):
         p.batch = 3
@@ -26,16 +29,21 @@ def test_profile_from_env_and_default(monkeypatch):
 def test_invalid_profile_names_the_value(monkeypatch):
     monkeypatch.setenv("TUTORIAL_PROFILE", "laptop")
     with pytest.raises(ValueError, match="TUTORIAL_PROFILE='laptop'"):
-        settings.get_profile()
+        get_sizes()
     with pytest.raises(ValueError, match="'huge'"):
-        settings.get_profile("huge")
+        get_sizes("huge")
 
 
-def test_profiles_are_runnable_configs():
-    for p in settings.PROFILES.values():
-        cfg = get_config(p.preset)
-        assert p.seq_len <= cfg.block_size  # seq_sweep may exceed it: sweeps raise block_size
-        assert p.train_seq_len <= get_config(p.train_preset).block_size
+def test_sizes_are_keyword_only_and_runnable():
+    with pytest.raises(TypeError):
+        sizes.Step("tiny", 2, 32, "float32", 0.1, 1, 1)  # positional sizes are refused
+    for p in sizes.PROFILES.values():
+        for step in (p.step, p.seed):
+            assert step.seq_len <= get_config(step.preset).block_size
+        assert p.quality.seq_len <= get_config(p.quality.preset).block_size
+        assert p.quality.window < p.quality.seq_len and len(p.quality.seeds) >= 2
+        assert p.suite.seq_len <= get_config(p.suite.preset).block_size
+        assert p.final.long_window < p.final.long_seq
 
 
 def test_device_and_dtype_parsing():

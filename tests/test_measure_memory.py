@@ -2,10 +2,10 @@
 import pytest
 import torch
 
-from tutorial_lib import GPTConfig
 from tutorial_lib.attention import attention_core
+from tutorial_lib.lessons import profile as profile_lesson
 from tutorial_lib.measure import memory as M
-from tutorial_lib.model import GPT
+from tutorial_lib.model import GPT, GPTConfig
 
 CFG = GPTConfig(n_layer=2, n_head=4, n_embd=64, vocab_size=1000, block_size=128, name="t")
 
@@ -85,8 +85,8 @@ def test_probs_checker_agrees_with_measured_eager_memory():
     q, k, v = (torch.randn(2, 3, 40, 8, requires_grad=True) for _ in range(3))
     measured = M.saved_bytes(attention_core, q, k, v, "eager", by_component=False)
     mask = 40 * 40  # the bool causal mask is kept too
-    assert measured == M.attention_probs_bytes(2, 3, 40, 4) + mask
-    assert M.check_attention_probs_bytes(4 * 12 * 512 * 512 * 2).startswith("✓")
-    assert "elements" in M.check_attention_probs_bytes(4 * 12 * 512 * 512)
-    assert "one head" in M.check_attention_probs_bytes(4 * 512 * 512 * 2)
-    assert M.check_attention_probs_bytes(None).startswith("✗")
+    assert measured == profile_lesson.attention_probs_bytes(2, 3, 40, 4) + mask
+    assert profile_lesson.check_attention_probs_bytes(4 * 12 * 512 * 512 * 2).startswith("✓")
+    assert "elements" in profile_lesson.check_attention_probs_bytes(4 * 12 * 512 * 512)
+    assert "one head" in profile_lesson.check_attention_probs_bytes(4 * 512 * 512 * 2)
+    assert profile_lesson.check_attention_probs_bytes(None).startswith("✗")

@@ -3,8 +3,9 @@ import json
 
 import pytest
 
-from tutorial_lib import GPTConfig, scopes
+from tutorial_lib import scopes
 from tutorial_lib.measure import profile as P
+from tutorial_lib.model import GPTConfig
 
 CFG = GPTConfig(n_layer=2, n_head=4, n_embd=64, vocab_size=1000, block_size=128, name="t",
                 attn_backend="eager")

@@ -1,12 +1,14 @@
 """claims (seed numbers as data, compare), plots (figures from measured data), nbutils."""
-import math
 
 import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from tutorial_lib import GPTConfig, claims as C, nbutils, plots
+from tutorial_lib import claims as C
+from tutorial_lib.lessons import common as nbutils
+from tutorial_lib.lessons import profile as plots
 from tutorial_lib.measure import flops as F
+from tutorial_lib.model import GPTConfig
 
 CFG = GPTConfig(n_layer=2, n_head=4, n_embd=64, vocab_size=1000, block_size=128, name="t")
 
@@ -49,7 +51,7 @@ def test_table_text():
 
 
 def test_flop_shares_in_seed_terms_match_cost_table():
-    from tutorial_lib import get_config
+    from tutorial_lib.model import get_config
     rows = F.cost_table(get_config("gpt2_small"), 4, 512)
     s = C.flop_shares_in_seed_terms(rows)
     assert s["time.lm_head"] == pytest.approx(F.group_shares(rows, by="group")["lm_head"])
@@ -59,13 +61,13 @@ def test_flop_shares_in_seed_terms_match_cost_table():
 
 def test_fit_loglog_slope():
     T = np.array([128, 256, 512, 1024])
-    assert plots.fit_loglog_slope(T, 3.0 * T ** 2)[0] == pytest.approx(2.0)
-    assert plots.fit_loglog_slope(T, 5 + 0 * T)[0] == pytest.approx(0.0, abs=1e-9)
+    assert nbutils.fit_loglog_slope(T, 3.0 * T ** 2)[0] == pytest.approx(2.0)
+    assert nbutils.fit_loglog_slope(T, 5 + 0 * T)[0] == pytest.approx(0.0, abs=1e-9)
     # failed points are skipped; the tail can be fitted alone
-    assert plots.fit_loglog_slope(T, [None, 2.0, 4.0, 8.0])[0] == pytest.approx(1.0)
-    assert plots.fit_loglog_slope(T, [1, 1, 2, 4], last=3)[0] == pytest.approx(1.0)
+    assert nbutils.fit_loglog_slope(T, [None, 2.0, 4.0, 8.0])[0] == pytest.approx(1.0)
+    assert nbutils.fit_loglog_slope(T, [1, 1, 2, 4], last=3)[0] == pytest.approx(1.0)
     with pytest.raises(ValueError, match=">= 2"):
-        plots.fit_loglog_slope([1, 2], [None, 3])
+        nbutils.fit_loglog_slope([1, 2], [None, 3])
 
 
 @pytest.fixture(scope="module")
@@ -76,12 +78,12 @@ def prof():
 
 def test_figures_from_measured_data(prof, tmp_path):
     from tutorial_lib.measure.memory import memory_breakdown
-    figs = [plots.time_breakdown(prof), plots.memory_breakdown(memory_breakdown(CFG, 1, 32, device="cpu")),
-            plots.loglog_scaling({"a": ([64, 128, 256], [1, 4, 16]), "failed": ([64], [None])}),
+    figs = [plots.time_breakdown(prof), plots.memory_figure(memory_breakdown(CFG, 1, 32, device="cpu")),
+            nbutils.loglog_scaling({"a": ([64, 128, 256], [1, 4, 16]), "failed": ([64], [None])}),
             plots.flop_vs_time(F.group_shares(F.cost_table(CFG, 1, 32), by="scope"), prof.shares("forward"))]
     for i, fig in enumerate(figs):
         assert isinstance(fig, Figure)
-        plots.save(fig, str(tmp_path / f"f{i}.png"))
+        nbutils.save_figure(fig, str(tmp_path / f"f{i}.png"))
         assert (tmp_path / f"f{i}.png").stat().st_size > 5000
     # the bars show the measured shares
     ax = figs[0].axes[2]  # attention panel
@@ -101,8 +103,8 @@ def test_component_rows_give_time_and_flop_shares(prof):
 
 
 def test_nbutils():
-    src = nbutils.show_source(F.attention_score_flops)
-    assert "def attention_score_flops" in str(src) and "tutorial_lib/measure/flops.py" in repr(src)
+    src = nbutils.show_source(plots.attention_score_flops)
+    assert "def attention_score_flops" in str(src) and "tutorial_lib/lessons/profile.py" in repr(src)
     assert "<div" in src._repr_html_()
     assert "size profile" in nbutils.env_summary("cpu")
     t = nbutils.format_rows([{"a": "x", "b": 1.23456}, {"a": "yy", "b": None}], formats={"b": "{:.2f}"})
@@ -112,7 +114,7 @@ def test_nbutils():
 
 
 def test_env_summary_warns_when_the_cpu_is_already_busy():
-    from tutorial_lib import nbutils
+    from tutorial_lib.lessons import common as nbutils
 
     quiet = nbutils.load_lines("cpu", 2, load=0.3, cores=2)
     busy = nbutils.load_lines("cpu", 2, load=3.7, cores=2)

@@ -7,9 +7,7 @@ import pytest
 import torch
 
 from tutorial_lib import scopes
-from tutorial_lib.attention import KVCache
-from tutorial_lib.config import GPTConfig, get_config
-from tutorial_lib.model import GPT
+from tutorial_lib.model import GPT, GPTConfig, KVCache, get_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -322,7 +320,7 @@ def _profiled_names(model, idx, on):
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        with scopes.enabled(on):
+        with scopes.enabled(model, on=on):
             model(idx, idx)
     return {e.key for e in prof.key_averages()}
 
@@ -336,6 +334,31 @@ def test_scopes_are_recorded_only_when_enabled():
     learned = build(SMALL.replace(pos="learned"), dtype=torch.float32)
     names = _profiled_names(learned, idx, True)
     assert "attention.rope" not in names and "attention.core" in names
-    with scopes.enabled():
+    with scopes.enabled(model):
         pass
     assert scopes.scope("x") is scopes.scope("y")  # back to the shared no-op after the block
+    assert not any(m._forward_pre_hooks or m._forward_hooks for m in model.modules())  # hooks removed
+
+
+def test_module_scopes_label_every_projection_norm_and_the_head():
+    model = build(SMALL.replace(mlp="swiglu"), dtype=torch.float32)
+    named = model.module_scopes()
+    blk = model.blocks[0]
+    assert named[blk.attn.q_proj] == named[blk.attn.v_proj] == "attention.qkv"
+    assert named[blk.mlp.gate_proj] == named[blk.mlp.up_proj] == "mlp.up"
+    assert named[blk.norm1] == named[model.norm_f] == "norm"
+    assert named[model.lm_head] == "lm_head" and named[model.wte] == "embedding"
+    assert set(named.values()) <= set(scopes.SCOPE_NAMES)
+
+
+def test_a_module_that_raises_leaves_no_scope_open():
+    model = build(SMALL, dtype=torch.float32)
+
+    def broken(x):
+        raise RuntimeError("out of memory (simulated)")
+
+    model.blocks[0].mlp.up_proj.forward = broken  # fails inside a labelled module
+    with scopes.enabled(model, record=False):
+        with pytest.raises(RuntimeError, match="simulated"):
+            model(tokens(1, 16, SMALL.vocab_size))
+        assert scopes.current() is None

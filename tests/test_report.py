@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tutorial_lib.report import BLOCK, block_names, fmt, load_results, markdown_table, render_guide
+from tutorial_lib.guide.report import BLOCK, block_names, fmt, load_results, markdown_table, render_guide
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,7 +67,7 @@ def test_committed_guide_matches_report():
 
 
 def test_load_note_flags_busy_cpu_runs_only():
-    from tutorial_lib.report import load_note
+    from tutorial_lib.guide.report import load_note
 
     cpu = {"device": "cpu"}
     quiet = {"load": {"start": 1.2, "end": 1.9, "cores": 2, "threads": 2}}
@@ -80,7 +80,7 @@ def test_load_note_flags_busy_cpu_runs_only():
 
 
 def test_suite_records_load_per_section():
-    from tutorial_lib import suite
+    from tutorial_lib.guide import suite
     doc = suite.run_suite("guide", profile="smoke", device="cpu", only=["optimizer"], progress=False)
     load = doc["sections"]["optimizer"].get("load")
     import os
@@ -89,7 +89,7 @@ def test_suite_records_load_per_section():
 
 
 def test_recorded_tables_for_notebooks(tmp_path):
-    from tutorial_lib.report import recorded
+    from tutorial_lib.guide.report import recorded
 
     empty = recorded("mlp", results_dir=tmp_path)
     assert "Recorded results files: 0 (none yet)" in empty.text
@@ -109,7 +109,7 @@ def test_recorded_tables_for_notebooks(tmp_path):
 
 
 def test_decision_block_uses_measured_payoffs_for_their_device_only():
-    from tutorial_lib.report import render_decision
+    from tutorial_lib.guide.report import render_decision
 
     doc = {"schema_version": 1, "_path": "results/h200.json",
            "meta": {"device": "cuda:0", "device_name": "NVIDIA H200", "dtype": "bfloat16", "date": "2026-11-28"},

@@ -6,18 +6,19 @@ from pathlib import Path
 
 import pytest
 
-from tutorial_lib import suite
-from tutorial_lib.report import load_results, render_guide
+from tutorial_lib.guide import suite
+from tutorial_lib.guide.report import load_results, render_guide
+from tutorial_lib.sizes import get_sizes
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_sizes_per_profile_and_bad_names():
-    gpu = suite.SuiteSizes.for_profile("gpu")
+    gpu = get_sizes("gpu").suite
     assert (gpu.preset, gpu.batch, gpu.seq_len) == ("gpt2_small", 4, 512)  # the seed's setting
-    assert suite.SuiteSizes.for_profile("smoke").preset == "tiny"
+    assert get_sizes("smoke").suite.preset == "tiny"
     with pytest.raises(ValueError, match="profile='tpu'"):
-        suite.SuiteSizes.for_profile("tpu")
+        suite.run_suite("guide", profile="tpu", device="cpu", progress=False)
     with pytest.raises(ValueError, match="section='nope'"):
         suite.run_suite("guide", profile="smoke", device="cpu", only=["nope"], progress=False)
     with pytest.raises(ValueError, match="suite='other'"):
@@ -69,14 +70,14 @@ def test_bench_suite_cli_writes_a_file_the_report_reads(tmp_path):
 
 
 def _point(backend, T, ms, saved, error=None):
-    from tutorial_lib.flash_lessons import AttentionPoint
+    from tutorial_lib.lessons.flash_attention import AttentionPoint
     return AttentionPoint(backend, T, 1, 4, 64, "cpu", "cpu", "float32", "fwdbwd", scores_bytes=4 * T * T,
                           saved_bytes=saved, median_ms=ms, error=error)
 
 
 def test_attention_slopes_recover_known_exponents():
-    from tutorial_lib.config import get_config
     from tutorial_lib.measure import flops as F
+    from tutorial_lib.model import get_config
 
     Ts = [256, 512, 1024, 2048]
     rows = ([_point("eager", T, 3e-6 * T ** 2, 16 * T ** 2) for T in Ts]
@@ -103,8 +104,7 @@ def test_attention_slopes_recover_known_exponents():
 
 
 def test_memory_section_is_exact_and_sdpa_keeps_no_scores():
-    from tutorial_lib.config import get_config
-    from tutorial_lib.model import GPT
+    from tutorial_lib.model import GPT, get_config
 
     doc = suite.run_suite("guide", profile="smoke", device="cpu", only=["memory"], progress=False)
     rows = {r["quantity"].strip(): r for r in doc["rows"] if r["kind"] == "memory"}

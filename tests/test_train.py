@@ -7,10 +7,9 @@ import torch
 
 from tutorial_lib import data
 from tutorial_lib.cli import main
-from tutorial_lib.config import get_config
-from tutorial_lib.model import GPT
-from tutorial_lib.optim import (OptimizerSpec, build_optimizer, lr_scale, split_parameters,
-                                time_optimizer_step)
+from tutorial_lib.lessons.swiglu import time_optimizer_step
+from tutorial_lib.model import GPT, get_config
+from tutorial_lib.optim import OptimizerSpec, build_optimizer, lr_scale, split_parameters
 from tutorial_lib.train import TrainConfig, TrainHistory, train
 
 # A run small enough for seconds on 2 cores: the tiny model, 2 x 16 tokens per step.

@@ -6,15 +6,16 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
-from tutorial_lib import decision, explore
-from tutorial_lib.attention import causal_mask
-from tutorial_lib.config import get_config
-from tutorial_lib.model import GPT
+from tutorial_lib.lessons import decision
+from tutorial_lib.lessons import explorer as explore
+from tutorial_lib.model import GPT, get_config
 
 W_ = pytest.importorskip("ipywidgets")
-from tutorial_lib import widgets  # noqa: E402
+from tutorial_lib import widgets
+from tutorial_lib.guide import suite
+from tutorial_lib.lessons.flash_attention import flash_point
+from tutorial_lib.lessons.gqa import gqa_point
 
 
 @pytest.fixture(autouse=True)
@@ -26,7 +27,7 @@ def _no_session_calibration():
 
 # ---- the package stays free of ipywidgets -----------------------------------------------------
 def test_core_and_cli_import_without_ipywidgets():
-    code = ("import sys, tutorial_lib, tutorial_lib.explore, tutorial_lib.decision, tutorial_lib.cli\n"
+    code = ("import sys, tutorial_lib, tutorial_lib.lessons.explorer, tutorial_lib.lessons.decision, tutorial_lib.cli\n"
             "assert 'ipywidgets' not in sys.modules, 'ipywidgets imported'\n")
     subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -68,7 +69,7 @@ def test_eager_attention_does_the_full_square_sdpa_the_causal_half():
     mm_e = e["attention.core"] - 3 * (1 + 5) * H * T * T * L  # minus scale_mask + softmax estimate
     assert mm_e == 4 * H * D * pairs_full * L * 3
     # the flash kernel skips the masked half but recomputes the scores in backward (nb matmuls)
-    from tutorial_lib.measure.flops import sdpa_counter_bwd_matmuls
+    from tutorial_lib.attention.reference import sdpa_backward_matmuls as sdpa_counter_bwd_matmuls
     nb = sdpa_counter_bwd_matmuls()
     per_pair = 2 * H * D * L
     assert f["attention.core"] == (per_pair * pairs_causal * ((1 + nb - 2) + 3)
@@ -104,7 +105,7 @@ def test_calibration_reproduces_its_measurement_and_scales_with_work():
         assert ms == pytest.approx(w2[k] / rates[k])
     # one whole-step rate: time scales with the total work
     glob = explore.Calibration.from_measurement(s, 10.0, "cpu", "test-cpu")
-    ratio = explore._model_work(w2) / explore._model_work(work)
+    ratio = explore.model_work(w2) / explore.model_work(work)
     assert explore.predict_cost(s2, glob).step_ms == pytest.approx(10.0 * ratio)
     # another dtype: not calibrated, and it says why
     p = explore.predict_cost(s.replace(dtype="bfloat16"), cal)
@@ -123,12 +124,13 @@ def test_calibration_from_results_uses_this_device_only():
     s = explore.ExplorerSettings(preset="tiny", seq_len=32, batch_size=2, dtype="float32", n_kv_head=2)
     doc = {"meta": {"device": "cpu", "device_name": "box", "date": "2026"}, "_path": "r/cpu.json",
            "rows": [{"kind": "step", "preset": "tiny", "seq_len": 32, "batch_size": 2, "mode": "train",
-                     "label": "tiny n_kv_head=2", "median_ms": 4.0, "dtype": "float32",
-                     "attn_backend": "sdpa"},
+                     "config_fields": s.config().to_dict(), "median_ms": 4.0, "dtype": "float32"},
                     {"kind": "step", "preset": "tiny", "seq_len": 32, "batch_size": 2, "mode": "fwd",
-                     "label": "tiny", "median_ms": 1.0, "dtype": "float32", "attn_backend": "sdpa"}]}
+                     "config_fields": s.config().to_dict(), "median_ms": 1.0, "dtype": "float32"},
+                    {"kind": "step", "seq_len": 32, "batch_size": 2, "mode": "train", "median_ms": 9.0,
+                     "dtype": "float32"}]}  # a row that does not say what it measured: not used
     cal = explore.calibration_from_results([doc], "box", "float32")
-    w = explore._model_work(explore.scope_work(s.config(), 2, 32))
+    w = explore.model_work(explore.scope_work(s.config(), 2, 32))
     assert cal.global_rate == pytest.approx(w / 4.0) and "1 measured step(s) in cpu.json" in cal.source
     assert explore.predict_cost(s, cal).step_ms == pytest.approx(4.0)  # the GQA-2 config, not MHA
     assert explore.calibration_from_results([doc], "another box", "float32") is None
@@ -136,71 +138,37 @@ def test_calibration_from_results_uses_this_device_only():
 
 
 def test_calibration_from_the_guide_suites_before_after_rows():
-    suite = pytest.importorskip("tutorial_lib.suite")
     label, changes = suite.BEFORE_AFTER[1]
+    cfg = get_config("gpt2_small", **changes)
     doc = {"meta": {"device": "cuda:0", "device_name": "GPU-X", "dtype": "bfloat16", "date": "2026"},
-           "_path": "gpu.json", "sections": {"before_after": {"sizes": {"model": "gpt2_small", "B": 4, "T": 512}}},
-           "rows": [{"kind": "before_after", "variant": label, "ms_per_step": 50.0}]}
+           "_path": "gpu.json", "rows": [{"kind": "before_after", "variant": label, "ms_per_step": 50.0,
+                                          "config_fields": cfg.to_dict(), "batch_size": 4, "seq_len": 512}]}
     cal = explore.calibration_from_results([doc], "GPU-X", "bfloat16")
     s = explore.ExplorerSettings(seq_len=512, batch_size=4, dtype="bfloat16", **changes)
     assert explore.predict_cost(s, cal, "cuda").step_ms == pytest.approx(50.0)
 
 
 # ---- lesson computations ----------------------------------------------------------------------
-def test_gqa_point_cache_bytes_formula():
-    r = explore.gqa_point(4, 1000, batch_size=3, dtype="bfloat16", docs=[])
-    cfg = get_config("gpt2_small")
-    assert r["cache_bytes"] == 2 * cfg.n_layer * 3 * 4 * 1000 * cfg.head_dim * 2
-    assert r["cache_ratio"] == pytest.approx(4 / 12)
-    assert r["label"] == "GQA-4" and r["decode_speedup_analytic"] > 1
-    assert explore.gqa_point(12, 1000, docs=[])["decode_speedup_analytic"] == 1.0
-    with pytest.raises(ValueError):
-        explore.gqa_point(5, 1000, docs=[])
 
 
-def test_flash_point_formula():
-    r = explore.flash_point(1024, batch_size=2, dtype="float32", docs=[])
-    H = 12
-    assert r["eager_attention_bytes_per_layer"] == 3 * 2 * H * 1024 * 1024 * 4
-    assert r["sdpa_attention_bytes_per_layer"] == 2 * H * 1024 * 4  # one logsumexp per query
-    assert r["training_ratio"] > 1
 
 
 def test_lesson_points_show_measurements_of_this_device_kind_only():
     doc = _doc()
     doc["rows"].append({"kind": "flash_vs_T", "backend": "eager", "seq_len": 1024, "saved_bytes": 123,
                         "batch_size": 1, "n_head": 12})
-    g = explore.gqa_point(4, 512, docs=[doc], device="cuda:0")
+    g = gqa_point(4, 512, docs=[doc], device="cuda:0")
     assert [m["context"] for m in g["measured"]] == [512, 4096] and g["measured"][0]["device_name"] == "GPU-X"
-    assert explore.gqa_point(4, 512, docs=[doc], device="cpu")["measured"] == []
-    f = explore.flash_point(1024, docs=[doc], device="cuda")
+    assert gqa_point(4, 512, docs=[doc], device="cpu")["measured"] == []
+    f = flash_point(1024, docs=[doc], device="cuda")
     assert f["measured"][0]["saved_bytes"] == 123
-    assert explore.flash_point(1024, docs=[doc], device="cpu")["measured"] == []
+    assert flash_point(1024, docs=[doc], device="cpu")["measured"] == []
 
 
-@pytest.mark.parametrize("T,W", [(16, 4), (16, None), (13, 5)])
-def test_mask_density_is_the_mask_when_the_grid_is_fine(T, W):
-    dens = explore.mask_density(T, W, grid=64)
-    ref = causal_mask(T, T, W).float().numpy()
-    assert (dens == ref).all()
 
 
-def test_mask_density_keeps_the_number_of_visible_pairs():
-    from tutorial_lib.measure.flops import visible_pairs
-    T, W, g = 1024, 100, 64
-    dens = explore.mask_density(T, W, grid=g)
-    assert dens.sum() * (T // g) ** 2 == pytest.approx(visible_pairs(T, W))
 
 
-def test_window_point_against_a_brute_force_count():
-    r = explore.window_point(8, 40, n_layer=3)
-    assert r["pairs"] == int(causal_mask(40, 40, 8).sum())
-    assert r["pairs_full"] == int(causal_mask(40, 40).sum())
-    assert r["receptive_field"] == 3 * 7 + 1
-    assert r["flop_ratio"] == pytest.approx(r["pairs_full"] / r["pairs"])
-    assert explore.window_point(None, 40)["flop_ratio"] == 1.0
-    with pytest.raises(ValueError, match="window"):
-        explore.window_point(0, 40)
 
 
 def test_crossover_checker():
@@ -225,7 +193,8 @@ def _doc(device="cuda", name="GPU-X"):
                 {"kind": "before_after", "variant": "+ SDPA (flash)", "speedup": 2.5, "peak_mem_MiB": 500.0},
                 {"kind": "gqa_decode", "variant": "GQA-4", "context": 512, "speedup_vs_MHA": 1.7},
                 {"kind": "gqa_decode", "variant": "GQA-4", "context": 4096, "speedup_vs_MHA": 2.9},
-                {"kind": "quality", "variant": "Muon", "val_loss_vs_baseline": -0.05}]}
+                {"kind": "quality", "variant": "Muon", "vs_baseline": -0.05, "vs_baseline_sd": 0.01,
+                 "seeds": 3, "verdict": "lower"}]}
 
 
 def test_recommend_bad_input():
@@ -312,11 +281,9 @@ def test_cost_explorer_measure_now_calibrates():
 
 
 def test_measure_failure_is_shown_not_raised(monkeypatch):
-    import tutorial_lib.measure.bench as bench
-
     def boom(*a, **k):
         raise RuntimeError("out of memory (pretend)")
-    monkeypatch.setattr(bench, "measure_step", boom)
+    monkeypatch.setattr(widgets, "measure_step", boom)
     ex = widgets.cost_explorer(preset="tiny", seq_len=32, results=[], device="cpu")
     assert ex.measure() is None
     assert "out of memory" in ex.measured.value and ex.progress.bar_style == "danger"

@@ -1,8 +1,8 @@
 """tutorial_lib: the real implementations and the measuring kit behind the GPT-2 performance tutorial.
 
-Importing this package is cheap and needs neither Jupyter nor ipywidgets; import submodules
-(``tutorial_lib.model``, ``tutorial_lib.measure``, ...) for the pieces you use.
+Importing this package loads nothing; import the pieces you use (``tutorial_lib.model``,
+``tutorial_lib.measure.timing``, ``tutorial_lib.lessons.gqa`` ...). The core and the command line
+need only torch, numpy, matplotlib, tiktoken and tqdm; ``tutorial_lib.widgets`` alone needs
+ipywidgets. README.md has a map of the modules.
 """
-__version__ = "0.1.0"
-
-from tutorial_lib.config import GPTConfig, PRESETS, get_config  # noqa: E402,F401
+__version__ = "0.2.0"

@@ -26,7 +26,9 @@ from pathlib import Path
 from typing import Iterator, Optional, Tuple, Union
 
 import numpy as np
+import tiktoken
 import torch
+from tiktoken.load import load_tiktoken_bpe
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 TOKENIZER_FILE = ASSETS_DIR / "r50k_base.tiktoken"
@@ -67,8 +69,6 @@ def load_encoding(path: Union[str, Path] = TOKENIZER_FILE, expected_sha256: str 
 
     Raises ``RuntimeError`` when the file's sha256 is not ``expected_sha256``.
     """
-    import tiktoken
-    from tiktoken.load import load_tiktoken_bpe
 
     path = Path(path)
     actual = sha256_file(path)
@@ -253,6 +253,14 @@ class BatchSampler:
         return (f"BatchSampler(split={self.split_name!r}, batch_size={self.batch_size}, "
                 f"seq_len={self.seq_len}, seed={self.seed}, rank={self.rank}, "
                 f"world_size={self.world_size}, device='{self.device}')")
+
+
+def random_batch(vocab_size: int, batch_size: int, seq_len: int, device=None, seed: int = 0
+                 ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Random token ids (B, T) and next-token targets (B, T): timing does not depend on the text."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, vocab_size, (batch_size, seq_len + 1), generator=g).to(device)
+    return x[:, :-1].contiguous(), x[:, 1:].contiguous()
 
 
 def get_batch(split: Union[str, np.ndarray] = "train", batch_size: int = 4, seq_len: int = 128,

@@ -171,31 +171,6 @@ def lr_scale(step: int, total_steps: int, warmup_steps: int = 0, decay: str = "c
 
 
 # ---- cost of one optimizer step ------------------------------------------------------------
-def time_optimizer_step(model: nn.Module, spec: OptimizerSpec, min_run_time: float = 0.5) -> dict:
-    """Wall time of ``optimizer.step()`` alone on ``model`` (random gradients), timed with the kit's
-    ``measure.bench.time_fn`` (torch.utils.benchmark; CUDA is synchronised, CPU is not touched).
-
-    Only the update is timed (no forward/backward), so this is the optimizer's own cost per step:
-    AdamW's element-wise moment updates vs Muon's 5 Newton-Schulz iterations (each ~3 matmuls the
-    size of the matrix) on every hidden matrix. The model's weights are restored afterwards.
-    """
-    from tutorial_lib.measure.bench import time_fn
-
-    saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    opt = build_optimizer(model, spec)
-    gen = torch.Generator(device="cpu").manual_seed(0)
-    for p in model.parameters():
-        p.grad = (torch.randn(p.shape, generator=gen) * 1e-3).to(p.device, p.dtype)
-    device = next(model.parameters()).device
-    t = time_fn(opt.step, device, min_run_time=min_run_time, warmup=1,  # warm-up creates the state
-                label=f"{spec.name}.step")
-    with torch.no_grad():
-        model.load_state_dict(saved)
-    model.zero_grad(set_to_none=True)
-    return {"optimizer": spec.name, "device": str(device), "median_s": t.median_ms / 1e3,
-            "iqr_s": t.iqr_ms / 1e3, "runs": t.n_runs, "state_bytes": opt.state_bytes()}
-
-
 def newton_schulz_flops(rows: int, cols: int, ns_steps: int = 5) -> int:
     """Matmul FLOPs of Muon's Newton-Schulz orthogonalisation of one (rows, cols) matrix.
 

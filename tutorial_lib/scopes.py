@@ -1,11 +1,14 @@
-"""Named profiler scopes inside the model, after the seed's breakdown.
-
-``scope("attention.core")`` wraps a region in ``torch.profiler.record_function`` while scopes are
-enabled (``with enabled(): ...``, which the profiling kit turns on), and costs nothing otherwise,
-so plain training and ``torch.compile`` see no profiler ops.
+"""Named profiler scopes in the model, after the seed's breakdown.
 
 The names form a two-level tree: embedding; attention.{qkv,rope,core,out}; mlp.{up,act,down};
-norm; lm_head; loss.
+norm; lm_head; loss. Most of them label *modules*: ``with enabled(model):`` attaches a forward
+pre-hook and a forward hook to each module that ``model.module_scopes()`` names, which open and
+close a ``torch.profiler.record_function`` range. Where no module exists (RoPE, the attention
+kernel, the MLP's activation, the loss) the model says ``with scope("attention.core"):``.
+
+Outside ``enabled`` nothing is attached and ``scope`` is a shared no-op, so plain training and
+``torch.compile`` see no profiler ops. ``current()`` is the innermost open scope: the memory kit
+reads it from a saved-tensor hook to attribute activations to components.
 """
 from __future__ import annotations
 
@@ -20,30 +23,29 @@ SCOPE_NAMES = (
     "norm", "lm_head", "loss",
 )
 
-_enabled = False
-_record = True  # wrap scopes in record_function (False: only track the current scope name)
-_stack: list = []  # names of the scopes currently open (innermost last)
+_state = {"on": False, "record": True}
+_stack: list = []  # the scopes currently open, innermost last
 _null = contextlib.nullcontext()
 
 
-class _Scope:
+class Scope:
     """Pushes its name on the scope stack and, when recording, opens a ``record_function``."""
-    __slots__ = ("name", "_rf")
+    __slots__ = ("name", "rf")
 
     def __init__(self, name: str):
-        self.name, self._rf = name, None
+        self.name, self.rf = name, None
 
     def __enter__(self):
-        _stack.append(self.name)
-        if _record:
-            self._rf = torch.profiler.record_function(self.name)
-            self._rf.__enter__()
+        _stack.append(self)
+        if _state["record"]:
+            self.rf = torch.profiler.record_function(self.name)
+            self.rf.__enter__()
         return self
 
     def __exit__(self, *exc):
         try:
-            if self._rf is not None:
-                self._rf.__exit__(*exc)
+            if self.rf is not None:
+                self.rf.__exit__(*exc)
         finally:
             _stack.pop()
         return False
@@ -51,30 +53,43 @@ class _Scope:
 
 def scope(name: str):
     """A ``record_function`` context named ``name`` when scopes are on, else a no-op."""
-    if _enabled:
-        return _Scope(name)
-    return _null
+    return Scope(name) if _state["on"] else _null
 
 
 def current():
-    """The innermost open scope's name (None outside every scope, or when scopes are off).
+    """The innermost open scope's name (None outside every scope, or when scopes are off)."""
+    return _stack[-1].name if _stack else None
 
-    The memory kit reads it from a saved-tensor hook to attribute activations to components.
-    """
-    return _stack[-1] if _stack else None
+
+def _attach(model) -> list:
+    """Hooks that open a scope around each named module's forward; returns their handles."""
+    handles = []
+    for module, name in model.module_scopes().items():
+        def pre(mod, args, name=name):
+            Scope(name).__enter__()
+
+        def post(mod, args, out):
+            if _stack:
+                _stack[-1].__exit__(None, None, None)
+
+        handles.append(module.register_forward_pre_hook(pre))
+        handles.append(module.register_forward_hook(post, always_call=True))
+    return handles
 
 
 @contextlib.contextmanager
-def enabled(on: bool = True, record: bool = True):
-    """Turn the model's named scopes on (or off) inside the ``with`` block.
+def enabled(model=None, on: bool = True, record: bool = True):
+    """Turn the scopes on inside the ``with`` block (and label ``model``'s modules, if given).
 
     ``record=False`` tracks ``current()`` without creating profiler events (no overhead from
     ``record_function``), for tools that only need to know where they are.
     """
-    global _enabled, _record
-    prev = (_enabled, _record)
-    _enabled, _record = on, record
+    prev = dict(_state)
+    _state.update(on=on, record=record)
+    handles = _attach(model) if (model is not None and on) else []
     try:
         yield
     finally:
-        _enabled, _record = prev
+        for h in handles:
+            h.remove()
+        _state.update(prev)

@@ -31,11 +31,19 @@ from typing import List, Optional, Union
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
 
-from tutorial_lib import data
-from tutorial_lib.config import GPTConfig, get_config
-from tutorial_lib.model import GPT
-from tutorial_lib.optim import DECAYS, OPTIMIZERS, OptimizerSpec, build_optimizer, lr_scale
+from tutorial_lib import data, settings
+from tutorial_lib.files import atomic_write_text
+from tutorial_lib.model import GPT, GPTConfig, get_config
+from tutorial_lib.optim import (
+    DECAYS,
+    OPTIMIZERS,
+    OptimizerSpec,
+    build_optimizer,
+    lr_scale,
+)
 from tutorial_lib.settings import device_name, get_device, synchronize
 
 SCHEMA_VERSION = 1
@@ -172,10 +180,8 @@ class TrainHistory:
         return d
 
     def save(self, path: Union[str, Path]) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict()))
-        return path
+        """Write the history as JSON, atomically (a failed write leaves the old file intact)."""
+        return atomic_write_text(path, json.dumps(self.to_dict()))
 
     @classmethod
     def load(cls, path: Union[str, Path]) -> "TrainHistory":
@@ -235,6 +241,14 @@ def check_sizes(cfg: GPTConfig, tc: TrainConfig, world_size: int = 1) -> None:
                              f"world_size={world_size}")
 
 
+def val_loss(model: torch.nn.Module, batch_size: int = 8, seq_len: int = 128, eval_batches: int = 4,
+             seed: int = 0, dtype=None) -> float:
+    """Mean loss of ``model`` on the fixed validation batches ``train`` uses for these sizes and seed."""
+    dev, dt = settings.resolve(next(model.parameters()).device, dtype)
+    s = data.BatchSampler("val", batch_size, seq_len, seed=seed + 1, device=dev)  # train's val stream
+    return evaluate(model, [s.next_batch() for _ in range(eval_batches)], lambda: settings.autocast(dev, dt))
+
+
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, batches, autocast) -> float:
     """Mean loss over fixed batches (mean over ranks under DDP)."""
@@ -254,16 +268,22 @@ def evaluate(model: torch.nn.Module, batches, autocast) -> float:
 
 
 # ---- the run -------------------------------------------------------------------------------
-def train(model_config: Union[GPTConfig, str], config: Optional[TrainConfig] = None,
+def train(model: Union[GPT, GPTConfig, str], config: Optional[TrainConfig] = None,
           **changes) -> TrainHistory:
-    """Train a fresh ``GPT(model_config)`` for ``config.steps`` steps and return its history.
+    """Train for ``config.steps`` steps and return the history.
 
-    ``model_config`` is a GPTConfig or a preset name; ``changes`` override TrainConfig fields
-    (``train("tiny", steps=20, optimizer="muon")``). Under torchrun (WORLD_SIZE > 1) the process
-    group is set up here (and torn down again if this call created it); every rank returns the
-    same history, and only rank 0 shows progress.
+    ``model`` is a preset name or a GPTConfig (a fresh ``GPT`` is built, seeded with
+    ``config.seed``), or a ``GPT`` to keep training in place -- e.g. a model converted from MHA
+    to GQA (the GQA paper's "uptraining"); its history's first validation loss is the one it
+    started with. ``changes`` override TrainConfig fields (``train("tiny", steps=20,
+    optimizer="muon")``). Under torchrun (WORLD_SIZE > 1) the process group is set up here (and
+    torn down again if this call created it); every rank returns the same history, and only
+    rank 0 shows progress.
     """
-    cfg = get_config(model_config) if isinstance(model_config, str) else model_config
+    net = model if isinstance(model, GPT) else None
+    cfg = net.config if net is not None else (get_config(model) if isinstance(model, str) else model)
+    if not isinstance(cfg, GPTConfig):
+        raise ValueError(f"model={model!r} must be a GPT, a GPTConfig or a preset name")
     tc = (config or TrainConfig()).replace(**changes) if changes else (config or TrainConfig())
     info = dist_info()
     check_sizes(cfg, tc, info.world_size)
@@ -277,13 +297,14 @@ def train(model_config: Union[GPTConfig, str], config: Optional[TrainConfig] = N
     try:
         # the run seeds its own generator state; the caller's global RNG is left as it was
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            return _run(cfg, tc, info, device)
+            return _run(cfg, tc, info, device, net)
     finally:
         if created_group:
             dist.destroy_process_group()
 
 
-def _run(cfg: GPTConfig, tc: TrainConfig, info: DistInfo, device: torch.device) -> TrainHistory:
+def _run(cfg: GPTConfig, tc: TrainConfig, info: DistInfo, device: torch.device,
+         net: Optional[GPT] = None) -> TrainHistory:
     amp_dtype = torch.bfloat16 if (tc.dtype == "bfloat16" or (tc.dtype == "auto" and device.type == "cuda")) else None
     autocast = ((lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype is not None
                 else contextlib.nullcontext)
@@ -292,10 +313,9 @@ def _run(cfg: GPTConfig, tc: TrainConfig, info: DistInfo, device: torch.device) 
         synchronize(device)
 
     torch.manual_seed(tc.seed)  # identical initial weights on every rank and every run
-    raw = GPT(cfg).to(device)
+    raw = (net if net is not None else GPT(cfg)).to(device)
     model = raw
     if info.world_size > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
         # the only buffers are RoPE tables, identical on every rank: nothing to broadcast per step
         model = DDP(raw, device_ids=[device.index] if device.type == "cuda" else None,
                     broadcast_buffers=False)
@@ -323,7 +343,6 @@ def _run(cfg: GPTConfig, tc: TrainConfig, info: DistInfo, device: torch.device) 
 
     bar = None
     if tc.progress and info.rank == 0:
-        from tqdm import tqdm
         bar = tqdm(total=tc.steps, desc=f"{cfg.name}/{tc.optimizer}", unit="step",
                    mininterval=1.0, dynamic_ncols=True)
     clip = tc.grad_clip or None

@@ -5,7 +5,7 @@ A grid of measurements (every combination of the list-valued options):
     python -m tutorial_lib bench --preset gpt2_small --batch 4 --seq 256 512 1024 \\
         --attn eager sdpa --mode train --out results/attention_T.json
 
-or a named suite of measurements (``tutorial_lib.suite``; e.g. everything the guide cites):
+or a named suite of measurements (``tutorial_lib.guide.suite``; e.g. everything the guide cites):
 
     python -m tutorial_lib bench --suite guide --out results/<device>.json
 
@@ -19,23 +19,21 @@ import argparse
 import itertools
 import sys
 
+from tutorial_lib import attention, settings
+from tutorial_lib.guide import suite
+from tutorial_lib.lessons.common import format_rows
+from tutorial_lib.measure import records
+from tutorial_lib.measure import timing as bench
+from tutorial_lib.measure.timing import MODES
+from tutorial_lib.model import PRESETS, get_config
+from tutorial_lib.sizes import get_sizes
+
 HELP = "timed GPT steps over a grid (or a named suite) -> results/NAME.json"
 
 
-def _suites():
-    try:
-        from tutorial_lib import suite
-    except ImportError:
-        return None
-    return suite
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from tutorial_lib.config import ATTN_BACKENDS, PRESETS
-    from tutorial_lib.measure.bench import MODES
 
-    s = _suites()
-    names = list(getattr(s, "SUITES", ())) if s else []
+    names = list(suite.SUITES)
     p.add_argument("--suite", default=None, choices=names or None,
                    help="run a named suite instead of a grid" + (f" ({', '.join(names)})" if names else ""))
     p.add_argument("--only", nargs="+", default=None, metavar="SECTION",
@@ -46,7 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seq", nargs="+", type=int, default=None, help="sequence length(s)")
     p.add_argument("--mode", nargs="+", default=["train"], choices=MODES,
                    help="fwd, fwdbwd (forward+backward) or train (+ AdamW step)")
-    p.add_argument("--attn", nargs="+", default=None, choices=ATTN_BACKENDS, help="attention backend(s)")
+    p.add_argument("--attn", nargs="+", default=None, choices=attention.names(), help="attention backend(s)")
     p.add_argument("--kv-heads", nargs="+", type=int, default=None, help="n_kv_head value(s) (GQA/MQA)")
     p.add_argument("--mlp", nargs="+", default=None, choices=("gelu", "swiglu"), help="MLP kind(s)")
     p.add_argument("--mlp-ratio", nargs="+", type=float, default=None, help="MLP expansion ratio(s)")
@@ -65,12 +63,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def grid(args, prof) -> list:
     """The measure_step keyword sets of a grid run (every combination of the list options)."""
-    from tutorial_lib.config import get_config
 
     axes = {
-        "preset": args.preset or [prof.preset],
-        "batch_size": args.batch or [prof.batch],
-        "seq_len": args.seq or [prof.seq_len],
+        "preset": args.preset or [prof.step.preset],
+        "batch_size": args.batch or [prof.step.batch],
+        "seq_len": args.seq or [prof.step.seq_len],
         "mode": args.mode,
         "attn_backend": args.attn or [None],
         "n_kv_head": args.kv_heads or [None],
@@ -93,13 +90,10 @@ def grid(args, prof) -> list:
 
 
 def run(args) -> int:
-    from tutorial_lib import settings
-    from tutorial_lib.measure import bench, records
-    from tutorial_lib.nbutils import format_rows
 
     try:
         dev = settings.get_device(args.device)
-        prof = settings.get_profile(args.profile, device=dev)
+        prof = get_sizes(args.profile, device=dev)
         if args.suite:
             return _run_suite(args, dev, prof)
         points = grid(args, prof)
@@ -112,7 +106,7 @@ def run(args) -> int:
     print(f"{len(points)} point(s) on {dev} ({settings.device_name(dev)}), {dtype}, size profile {prof.name}")
     rows = bench.measure_sweep(points, progress=not args.no_progress, desc="bench", device=dev,
                                dtype=dtype, compile=args.compile,
-                               min_run_time=args.min_run_time or prof.min_run_time)
+                               min_run_time=args.min_run_time or prof.step.min_run_time)
     print(format_rows([{
         "label": r.label, "mode": r.mode, "B": r.batch_size, "T": r.seq_len, "ms": r.median_ms,
         "IQR": r.iqr_ms, "tokens/s": r.tokens_per_s, "TFLOP/s": r.achieved_tflops, "MFU": r.mfu,
@@ -128,12 +122,7 @@ def run(args) -> int:
 
 
 def _run_suite(args, dev, prof) -> int:
-    from tutorial_lib.measure import records
-
-    s = _suites()
-    if s is None:
-        raise ValueError(f"suite={args.suite!r}: tutorial_lib.suite is not available")
-    doc = s.run_suite(args.suite, profile=prof.name, device=dev, only=args.only,
+    doc = suite.run_suite(args.suite, profile=prof.name, device=dev, only=args.only,
                       progress=not args.no_progress)
     n_err = sum(1 for r in doc["rows"] if r.get("error"))
     print(f"suite {args.suite}: {len(doc['rows'])} rows ({n_err} with errors) on {dev}, "

@@ -15,17 +15,26 @@ from __future__ import annotations
 import argparse
 import sys
 
+from tutorial_lib import attention, settings
+from tutorial_lib import claims as C
+from tutorial_lib.lessons import profile as plots
+from tutorial_lib.lessons.common import format_rows, save_figure
+from tutorial_lib.measure import memory, profile, records
+from tutorial_lib.measure import timing as bench
+from tutorial_lib.measure.memory import fmt_bytes
+from tutorial_lib.model import PRESETS, get_config
+from tutorial_lib.sizes import get_sizes
+
 HELP = "per-component time and memory of a GPT-2 training step (the seed's profile_model.py)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from tutorial_lib.config import ATTN_BACKENDS, PRESETS
 
     p.add_argument("--preset", default=None, choices=sorted(PRESETS),
                    help="model preset (default: the size profile's, gpt2_small on cpu/gpu)")
     p.add_argument("--batch", type=int, default=None, help="batch size (default: size profile)")
     p.add_argument("--seq", type=int, default=None, help="sequence length (default: size profile)")
-    p.add_argument("--attn", default=None, choices=ATTN_BACKENDS,
+    p.add_argument("--attn", default=None, choices=attention.names(),
                    help="attention backend (default: the preset's; 'eager' shows the T x T scores)")
     p.add_argument("--mode", default="train", choices=("train", "fwd"),
                    help="profile a training step, or a forward pass only (the seed's figure)")
@@ -48,15 +57,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _resolve(args):
-    from tutorial_lib import settings
-    from tutorial_lib.config import get_config
 
     dev = settings.get_device(args.device)
-    prof = settings.get_profile(device=dev)
+    prof = get_sizes(device=dev)
     changes = {"attn_backend": args.attn} if args.attn else {}
-    cfg = get_config(args.preset or prof.preset, **changes)
-    B = prof.batch if args.batch is None else args.batch
-    T = prof.seq_len if args.seq is None else args.seq
+    cfg = get_config(args.preset or prof.step.preset, **changes)
+    B = prof.step.batch if args.batch is None else args.batch
+    T = prof.step.seq_len if args.seq is None else args.seq
     if B < 1 or T < 1:
         raise ValueError(f"--batch={B} and --seq={T} must be >= 1")
     if T > cfg.block_size and cfg.pos == "rope":
@@ -66,10 +73,6 @@ def _resolve(args):
 
 
 def run(args) -> int:
-    from tutorial_lib import claims as C, settings
-    from tutorial_lib.measure import bench, memory, profile, records
-    from tutorial_lib.measure.memory import fmt_bytes
-    from tutorial_lib.nbutils import format_rows
 
     try:
         dev, prof, cfg, B, T, dtype = _resolve(args)
@@ -100,12 +103,11 @@ def run(args) -> int:
                        "share": "{:.1%}"},
                       {"name": "component", "forward_ms": "fwd ms", "backward_ms": "bwd ms",
                        "total_ms": "total ms"}))
-    print(f"\nThe seed's forward-pass time shares beside this forward pass:")
+    print("\nThe seed's forward-pass time shares beside this forward pass:")
     measured = C.time_shares_from_profile(res, "forward", n_layer=cfg.n_layer)
     print(C.format_table(C.claims_table(measured, setting=f"B={B}, T={T}, {dev}")))
     if args.out_fig:
-        from tutorial_lib import plots
-        plots.save(plots.time_breakdown(res), args.out_fig)
+        save_figure(plots.time_breakdown(res), args.out_fig)
         print(f"\nfigure: {args.out_fig}")
     if args.trace:
         print(f"trace: {args.trace}")
@@ -114,7 +116,7 @@ def run(args) -> int:
         mb = memory.memory_breakdown(cfg, B, T, device=dev, dtype=dtype,
                                      snapshot_path=args.memory_snapshot)
         out_rows.append(mb)
-        print(f"\nMemory of one training step (activations = tensors saved for backward):")
+        print("\nMemory of one training step (activations = tensors saved for backward):")
         kinds = [{"kind": k, "bytes": fmt_bytes(v)} for k, v in mb.by_kind().items()]
         kinds.append({"kind": "sum", "bytes": fmt_bytes(mb.total_bytes)})
         if mb.peak_bytes is not None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from tutorial_lib.guide.report import regenerate
+
 HELP = "Regenerate the tables inside OPTIMIZATION_GUIDE.md from results/*.json."
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -17,7 +19,6 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    from tutorial_lib.report import regenerate
 
     if not args.guide.exists():
         print(f"report: --guide {args.guide} does not exist", file=sys.stderr)

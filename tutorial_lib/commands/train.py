@@ -16,14 +16,15 @@ import ast
 import json
 import sys
 
+from tutorial_lib.model import PRESETS, get_config
+from tutorial_lib.optim import DECAYS, OPTIMIZERS
+from tutorial_lib.train import DTYPES, TrainConfig, dist_info, train
+
 HELP = ("short seeded training run with validation loss (AdamW or Muon); the same command runs "
         "under torchrun with DDP")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from tutorial_lib.config import PRESETS
-    from tutorial_lib.optim import DECAYS, OPTIMIZERS
-    from tutorial_lib.train import DTYPES, TrainConfig
 
     d = TrainConfig()
     p.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="model preset")
@@ -70,8 +71,6 @@ def parse_overrides(items) -> dict:
 
 
 def run(args) -> int:
-    from tutorial_lib.config import get_config
-    from tutorial_lib.train import TrainConfig, dist_info, train
 
     rank = dist_info().rank
     try:

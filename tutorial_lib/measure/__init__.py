@@ -1,16 +1,12 @@
 """The measuring kit: timing, memory, FLOPs, per-component profiles and result records.
 
-- ``bench``:   ``time_fn``, ``measure_step`` (-> ``StepResult``), ``measure_sweep`` (errors as rows)
+- ``timing``:  ``time_fn``, ``measure_step`` (-> ``StepResult``), ``measure_sweep`` (errors as rows)
 - ``flops``:   analytic per-component cost model (``cost_table``, ``model_flops``), FlopCounterMode
                cross-check (``count_flops``), peak table and ``mfu``
 - ``memory``:  ``MemoryBreakdown`` on CPU (exact, saved-tensor hooks) and CUDA (peak stats),
                ``saved_bytes(fn, *args)``
 - ``profile``: per-component time shares from ``torch.profiler`` scopes, Chrome trace export
-- ``records``: versioned JSON result files (``save_results`` / ``load_results``)
+- ``records``: versioned JSON result files: one writer, one validated loader
 
 Nothing here imports Jupyter, ipywidgets or matplotlib.
 """
-from tutorial_lib.measure.bench import (  # noqa: F401
-    MODES, StepResult, Timing, make_batch, make_optimizer, measure_step, measure_sweep,
-    prepare_step, speedup, time_fn,
-)

@@ -19,7 +19,8 @@ Backward conventions: a Linear costs 2x its forward (grad input + grad weight). 
 backward is 4 matmuls over T x T (its probabilities were saved); a flash-style kernel (``sdpa``,
 ``tiled``, ``flex``) recomputes the scores first, 5 matmuls -- the FLOPs it pays to save memory.
 (PyTorch 2.13's counter charges SDPA's backward those 5; older versions charge 4 -- the model
-asks the installed counter, see ``sdpa_counter_bwd_matmuls``.)
+asks the installed counter, see ``attention.reference.sdpa_backward_matmuls``.) Each backend's
+entry in the attention registry says how many pairs it computes and is charged for.
 
 Cross-checked exactly in tests/test_flops.py for eager, sdpa, tiled and local attention, GQA/MQA,
 MLP ratios, SwiGLU, windows, learned/RoPE positions, LayerNorm/RMSNorm, biases, vocab padding
@@ -29,13 +30,21 @@ cross-checked: FlopCounterMode cannot run flex_attention eagerly on CPU.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
 import torch
+from torch.utils.flop_counter import (
+    FlopCounterMode,
+    sdpa_backward_flop_count,
+    sdpa_flop_count,
+)
 
-from tutorial_lib.config import GPTConfig
+from tutorial_lib import attention
+from tutorial_lib.attention.reference import visible_pairs
+from tutorial_lib.data import random_batch
+from tutorial_lib.model import GPT, GPTConfig
+from tutorial_lib.settings import dtype_name
 
 # Elementwise operations per element (estimates; FlopCounterMode counts none of them).
 ELEMENTWISE_OPS = {
@@ -66,86 +75,21 @@ class ComponentCost:
     fwd_other_flops: int  # elementwise estimate (not counted by FlopCounterMode)
     params: int
     act_bytes: int  # bytes of activations written in forward (at the given element size)
+    fwd_flops_work: int = 0  # matmul FLOPs the kernel really computes (a causal kernel skips the
+    bwd_flops_work: int = 0  # masked half, a band mask skips nothing): what time depends on
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
 # ---- attention pair counts -------------------------------------------------------------------
-def visible_pairs(T: int, window: Optional[int] = None) -> int:
-    """(query, key) pairs a causal (optionally sliding-window) attention uses: sum_i min(i+1, W)."""
-    if window is None or window >= T:
-        return T * (T + 1) // 2
-    return window * (window + 1) // 2 + (T - window) * window
-
-
-def tiled_pairs(T: int, tile: int, window: Optional[int] = None) -> int:
-    """(query, key) pairs the ``tiled`` backend computes: whole tiles, skipping tiles fully masked."""
-    from tutorial_lib.flash import _key_range
-
-    n = 0
-    for q0 in range(0, T, tile):
-        q1 = min(q0 + tile, T)
-        for k0 in _key_range(q0, q1, T, tile, window):
-            n += (q1 - q0) * (min(k0 + tile, T) - k0)
-    return n
-
-
-def local_pairs(T: int, window: int, device_type: str = "cpu") -> int:
-    """Pairs the ``local`` backend (tutorial_lib.window) computes, as the counter charges them.
-
-    On CPU (W >= 2) the fast path runs the first W queries as one causal W x W call, then blocks
-    of b = window.block_for(W) = min(64, W // 2) queries (T padded to W + n*b): each its own b x b block (causal) and a
-    b x (W-1) window of the keys before it: W^2 + n*b*(b + W - 1). Elsewhere (and for W = 1)
-    blocks of C = W: block 0 causal (C x C), then one masked SDPA call over C x 2C blocks:
-    C^2 + (nb-1)*C*2C. W >= T: plain causal SDPA, T x T.
-    Mirrors window.py's schedule -- update both together.
-    """
-    from tutorial_lib.window import block_for
-
-    if window >= T:
-        return T * T
-    if device_type == "cpu" and window >= 2:
-        b = block_for(window)
-        n = math.ceil((T - window) / b)
-        return window * window + n * b * (b + window - 1)
-    nb = math.ceil(T / window)
-    return window * window + (nb - 1) * window * 2 * window
-
-
 def attention_pairs(config: GPTConfig, T: int, device_type: str = "cpu") -> Dict[str, int]:
-    """{'counter': pairs the kernel is charged for, 'causal': pairs that are visible}."""
-    b, W = config.attn_backend, config.window
-    if b == "tiled":
-        counter = tiled_pairs(T, config.tile_size, W)
-    elif b == "local":
-        counter = local_pairs(T, W, device_type)
-    else:  # eager, sdpa, flex: the full T x T (masks and block masks are not seen by the counter)
-        counter = T * T
-    return {"counter": counter, "causal": visible_pairs(T, W)}
-
-
-def attention_bwd_matmuls(config: GPTConfig) -> int:
-    """T x T-sized matmuls in attention's backward: 4 when probabilities were saved (eager),
-    else what the kernel's backward costs (SDPA, flex, local: the counter's SDPA formula; tiled: 5,
-    it recomputes the scores, then dV, dP, dQ, dK)."""
-    b = config.attn_backend
-    if b == "eager":
-        return 4  # autograd through (q k^T) and (p v): 2 matmuls each
-    if b == "tiled":
-        return 5
-    return sdpa_counter_bwd_matmuls()
-
-
-def sdpa_counter_bwd_matmuls() -> int:
-    """How many T x T matmuls this torch's FlopCounterMode charges an SDPA backward (4 or 5).
-
-    PyTorch 2.13 charges the recomputation of the scores (5); older versions charge 4.
-    """
-    from torch.utils.flop_counter import sdpa_backward_flop_count, sdpa_flop_count
-
-    s = (1, 1, 4, 4)
-    return int(round(2 * sdpa_backward_flop_count(s, s, s, s) / sdpa_flop_count(s, s, s)))
+    """{'counter': pairs the kernel is charged for (FlopCounterMode), 'computed': pairs it really
+    computes, 'causal': pairs that are visible} -- from the backend's entry in the registry."""
+    b, W = attention.get(config.attn_backend), config.window
+    return {"counter": b.counted_pairs(T, W, config.tile_size, device_type),
+            "computed": b.computed_pairs(T, W, config.tile_size, device_type),
+            "causal": visible_pairs(T, W)}
 
 
 # ---- the model -------------------------------------------------------------------------------
@@ -171,14 +115,18 @@ def cost_table(config: GPTConfig, batch_size: int, seq_len: int, bytes_per_eleme
     e = bytes_per_element
     bias = 1 if c.bias else 0
     pairs = attention_pairs(c, T, device_type)
-    nb = attention_bwd_matmuls(c)
+    backend = attention.get(c.attn_backend)
+    nb = backend.bwd_matmuls()
     rows: List[ComponentCost] = []
 
-    def add(name, group, scope, fwd=0, bwd=0, fwd_c=None, bwd_c=None, other=0, params=0, act=0):
+    def add(name, group, scope, fwd=0, bwd=0, fwd_c=None, bwd_c=None, other=0, params=0, act=0,
+            fwd_w=None, bwd_w=None):
         rows.append(ComponentCost(name, group, scope, int(fwd), int(bwd),
                                   int(fwd if fwd_c is None else fwd_c),
                                   int(bwd if bwd_c is None else bwd_c),
-                                  int(other), int(params), int(act * e)))
+                                  int(other), int(params), int(act * e),
+                                  int(fwd if fwd_w is None else fwd_w),
+                                  int(bwd if bwd_w is None else bwd_w)))
 
     # embedding: a gather (no FLOPs); learned positions add one table row per token
     emb_params = V * C + (c.block_size * C if c.pos == "learned" else 0)
@@ -199,11 +147,12 @@ def cost_table(config: GPTConfig, batch_size: int, seq_len: int, bytes_per_eleme
     # each of the two products is 2*D FLOPs per (query, key) pair per head.
     bwd_scores = nb - 2  # recompute (if any) + dQ + dK
     per_pair = 2 * B * H * D * L
-    materialised = c.attn_backend == "eager"
+    materialised = backend.materializes_scores
     tt = B * H * T * T * L  # elements of the score matrices if materialised
     add("attention.scores", "attention", "attention.core",
         fwd=per_pair * pairs["counter"], bwd=bwd_scores * per_pair * pairs["counter"],
         fwd_c=per_pair * pairs["causal"], bwd_c=bwd_scores * per_pair * pairs["causal"],
+        fwd_w=per_pair * pairs["computed"], bwd_w=bwd_scores * per_pair * pairs["computed"],
         other=ELEMENTWISE_OPS["scale_mask"] * (tt if materialised else B * H * L * pairs["counter"]),
         act=2 * tt if materialised else 0)  # scaled scores + masked scores
     add("attention.softmax", "attention", "attention.core",
@@ -212,6 +161,7 @@ def cost_table(config: GPTConfig, batch_size: int, seq_len: int, bytes_per_eleme
     add("attention.av", "attention", "attention.core",
         fwd=per_pair * pairs["counter"], bwd=2 * per_pair * pairs["counter"],
         fwd_c=per_pair * pairs["causal"], bwd_c=2 * per_pair * pairs["causal"],
+        fwd_w=per_pair * pairs["computed"], bwd_w=2 * per_pair * pairs["computed"],
         act=L * N * H * D)
     add("attention.out", "attention", "attention.out", fwd=L * _lin(N, H * D, C),
         bwd=2 * L * _lin(N, H * D, C), params=L * (H * D * C + bias * C), act=L * N * C)
@@ -243,7 +193,7 @@ def cost_table(config: GPTConfig, batch_size: int, seq_len: int, bytes_per_eleme
 def totals(rows: List[ComponentCost]) -> Dict[str, int]:
     """Column sums of a cost table."""
     keys = ("fwd_flops", "bwd_flops", "fwd_flops_causal", "bwd_flops_causal", "fwd_other_flops",
-            "params", "act_bytes")
+            "params", "act_bytes", "fwd_flops_work", "bwd_flops_work")
     return {k: sum(getattr(r, k) for r in rows) for k in keys}
 
 
@@ -281,6 +231,29 @@ def num_params(config: GPTConfig) -> int:
     return totals(cost_table(config, 1, 1))["params"]
 
 
+ADAMW_STATE_BYTES_PER_PARAM = 8  # exp_avg + exp_avg_sq, fp32
+MEMORY_GROUPS = {  # component -> group of the activation breakdown (measure.memory's groups)
+    "embedding": "embedding", "attention.qkv": "attention", "attention.rope": "attention",
+    "attention.av": "attention", "attention.out": "attention", "mlp.up": "mlp", "mlp.act": "mlp",
+    "mlp.down": "mlp", "norm": "norms", "residual": "residual stream", "lm_head": "head + loss",
+    "loss": "head + loss"}
+
+
+def training_memory(config: GPTConfig, batch_size: int, seq_len: int, bytes_per_element: int = 4) -> dict:
+    """Training-step memory from the cost model: parameters, gradients (fp32), AdamW's two fp32
+    moments, and the activations forward writes at ``bytes_per_element``, by group."""
+    rows = cost_table(config, batch_size, seq_len, bytes_per_element=bytes_per_element)
+    params = sum(r.params for r in rows)
+    scores = "attention scores/probs" if attention.get(config.attn_backend).materializes_scores else "attention"
+    acts: Dict[str, int] = {}
+    for r in rows:
+        g = scores if r.name in ("attention.scores", "attention.softmax") else MEMORY_GROUPS[r.name]
+        acts[g] = acts.get(g, 0) + r.act_bytes
+    kinds = {"parameters": 4 * params, "gradients": 4 * params,
+             "optimizer state": ADAMW_STATE_BYTES_PER_PARAM * params, "activations": sum(acts.values())}
+    return {"by_kind": kinds, "activations_by_group": acts, "total": sum(kinds.values()), "params": params}
+
+
 def rule_of_thumb_flops(config: GPTConfig, batch_size: int, seq_len: int) -> Dict[str, int]:
     """Kaplan et al.'s estimate: 2N FLOPs per token forward, 6N forward+backward (N = non-embedding
     matmul weights + the head), ignoring attention's T^2 term -- for comparison with the table."""
@@ -288,32 +261,6 @@ def rule_of_thumb_flops(config: GPTConfig, batch_size: int, seq_len: int) -> Dic
     n = sum(r.params for r in t if r.group in ("attention", "mlp")) + config.padded_vocab_size * config.n_embd
     tokens = batch_size * seq_len
     return {"fwd": 2 * n * tokens, "fwdbwd": 6 * n * tokens, "N": n}
-
-
-# ---- exercise helpers ------------------------------------------------------------------------
-def attention_score_flops(B: int, T: int, H: int, D: int, causal: bool = False) -> int:
-    """FLOPs of S = Q K^T for one layer: 2*B*H*T*T*D (causal=True: only the T(T+1)/2 visible pairs)."""
-    pairs = T * (T + 1) // 2 if causal else T * T
-    return 2 * B * H * D * pairs
-
-
-def check_attention_score_flops(answer, B: int = 4, T: int = 512, H: int = 12, D: int = 64) -> str:
-    """Check a learner's FLOPs for Q K^T of one layer (full T x T); returns a verdict string."""
-    want = attention_score_flops(B, T, H, D)
-    try:
-        got = float(answer)
-    except (TypeError, ValueError):
-        return f"✗ expected a number, got {answer!r}"
-    if got == want:
-        return f"✓ correct: 2·B·H·T²·D = {want:,} FLOPs for B={B}, T={T}, H={H}, D={D}"
-    hint = ""
-    if got == want / 2:
-        hint = " (one multiply-add is 2 FLOPs)"
-    elif got == attention_score_flops(B, T, H, D, causal=True):
-        hint = " (that is the causal half; the kernel computes the full T x T)"
-    elif got == 2 * want:
-        hint = " (that counts Q K^T and P V together)"
-    return f"✗ {got:,.0f} is not right{hint}; try 2 · B · H · T · T · D"
 
 
 # ---- peak throughput and MFU -----------------------------------------------------------------
@@ -336,8 +283,6 @@ PEAK_TFLOPS = [
 
 def peak_flops(device_name: str, dtype="bfloat16") -> Optional[float]:
     """Peak dense FLOP/s of a GPU (by name) for a dtype, or None when unknown (e.g. any CPU)."""
-    from tutorial_lib.settings import dtype_name
-
     key = dtype_name(dtype) if not isinstance(dtype, str) or dtype != "tf32" else "tf32"
     if key == "float32" and torch.backends.cuda.matmul.allow_tf32:
         key = "tf32"
@@ -356,13 +301,11 @@ def mfu(achieved_flops_per_s: float, device_name: str, dtype="bfloat16") -> Opti
 
 # ---- the counter -----------------------------------------------------------------------------
 def _cpu_flash_fwd(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
-    from torch.utils.flop_counter import sdpa_flop_count
     return sdpa_flop_count(query_shape, key_shape, value_shape)
 
 
 def _cpu_flash_bwd(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None,
                    **kwargs) -> int:
-    from torch.utils.flop_counter import sdpa_backward_flop_count
     return sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
 
 
@@ -380,7 +323,6 @@ def cpu_flash_formulas() -> dict:
 
 def flop_counter(display: bool = False, depth: Optional[int] = None):
     """A ``FlopCounterMode`` that also counts the CPU flash SDPA kernel."""
-    from torch.utils.flop_counter import FlopCounterMode
     return FlopCounterMode(display=display, depth=depth, custom_mapping=cpu_flash_formulas())
 
 
@@ -423,9 +365,6 @@ def count_flops(config: GPTConfig, batch_size: int, seq_len: int, backward: bool
     (The counter's module tracking is not reliable in backward -- identity modules such as
     dropout(p=0) confuse it -- so backward is split by op kind instead.)
     """
-    from tutorial_lib.measure.bench import make_batch
-    from tutorial_lib.model import GPT
-
     if model is None:
         # FLOPs depend on shapes, not values: build on the meta device and allocate without the
         # (slow) weight initialisation
@@ -438,7 +377,7 @@ def count_flops(config: GPTConfig, batch_size: int, seq_len: int, backward: bool
             for p in list(model.parameters()) + list(model.buffers()):
                 p.zero_()
     model = model.to(device)
-    idx, targets = make_batch(config, batch_size, seq_len, device, seed)
+    idx, targets = random_batch(config.vocab_size, batch_size, seq_len, device, seed)
     with flop_counter() as fc:
         _, loss = model(idx, targets)
     counts = fc.get_flop_counts()

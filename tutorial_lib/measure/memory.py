@@ -28,7 +28,9 @@ from typing import Callable, Dict, Optional, Union
 import torch
 
 from tutorial_lib import scopes, settings
-from tutorial_lib.config import GPTConfig
+from tutorial_lib.data import random_batch
+from tutorial_lib.measure.timing import make_optimizer, resolve_config
+from tutorial_lib.model import GPT, GPTConfig
 
 # component -> group, for plots and the seed's categories
 COMPONENT_GROUPS = {
@@ -166,7 +168,8 @@ def saved_bytes(fn: Callable, *args, by_component: bool = False, **kwargs):
                             if isinstance(a, torch.Tensor) and a.is_leaf)
     if isinstance(fn, torch.nn.Module):
         exclude |= _storage_keys(list(fn.parameters()) + list(fn.buffers()))
-    with scopes.enabled(record=False), SavedTensorLog(exclude) as log:
+    labelled = fn if isinstance(fn, torch.nn.Module) and hasattr(fn, "module_scopes") else None
+    with scopes.enabled(labelled, record=False), SavedTensorLog(exclude) as log:
         out = fn(*args, **kwargs)
     del out
     return (log.total, dict(log.by_component)) if by_component else log.total
@@ -202,29 +205,25 @@ def memory_breakdown(config: Union[GPTConfig, str], batch_size: int, seq_len: in
     in steady state with the allocator's peak; ``snapshot_path`` saves a CUDA memory snapshot
     (``torch.cuda.memory._dump_snapshot``) of the measured step. On CPU no CUDA call is made.
     """
-    from tutorial_lib.measure.bench import make_batch, make_optimizer, resolve_config
-    from tutorial_lib.model import GPT
-
     cfg = resolve_config(config)
     if seq_len > cfg.block_size:
         raise ValueError(f"seq_len={seq_len} exceeds block_size={cfg.block_size} of {cfg.name}")
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
-    dev = settings.get_device(device) if not isinstance(device, torch.device) else device
-    dt = settings.parse_dtype(dtype) if dtype is not None else settings.default_dtype(dev)
+    dev, dt = settings.resolve(device, dtype)
     cuda = dev.type == "cuda"
     if model is None:
         torch.manual_seed(seed)
         model = GPT(cfg)
     model = model.to(dev).train()
     opt = make_optimizer(model, dev)
-    idx, targets = make_batch(cfg, batch_size, seq_len, dev, seed)
+    idx, targets = random_batch(cfg.vocab_size, batch_size, seq_len, dev, seed)
     static = _storage_keys(list(model.parameters()) + list(model.buffers()))
 
     def step(log=None):
         opt.zero_grad(set_to_none=True)
         ctx = log if log is not None else contextlib.nullcontext()
-        with scopes.enabled(record=False), ctx, settings.autocast(dev, dt):
+        with scopes.enabled(model, record=False), ctx, settings.autocast(dev, dt):
             _, loss = model(idx, targets)
         loss.backward()
         opt.step()
@@ -268,29 +267,3 @@ def fmt_bytes(n: Optional[float]) -> str:
         if abs(n) < 1024 or unit == "TiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
-
-
-def attention_probs_bytes(B: int, H: int, T: int, bytes_per_element: int = 2) -> int:
-    """Bytes of one layer's attention probabilities (B, H, T, T): what eager attention keeps."""
-    return B * H * T * T * bytes_per_element
-
-
-def check_attention_probs_bytes(answer, B: int = 4, H: int = 12, T: int = 512,
-                                bytes_per_element: int = 2) -> str:
-    """Check a learner's bytes for one layer's (B, H, T, T) probabilities; returns a verdict."""
-    want = attention_probs_bytes(B, H, T, bytes_per_element)
-    try:
-        got = float(answer)
-    except (TypeError, ValueError):
-        return f"✗ expected a number of bytes, got {answer!r}"
-    if got == want:
-        return (f"✓ correct: B·H·T²·{bytes_per_element} = {want:,} bytes = {fmt_bytes(want)} per layer "
-                f"(B={B}, H={H}, T={T})")
-    hint = ""
-    if got == want // bytes_per_element:
-        hint = " (that is elements; multiply by the bytes per element)"
-    elif got == want // H:
-        hint = " (that is one head; there are H of them)"
-    elif got == want // B:
-        hint = " (that is one sequence; there are B of them)"
-    return f"✗ {got:,.0f} is not right{hint}; try B · H · T · T · bytes_per_element"

@@ -26,9 +26,14 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Union
 
 import torch
+from torch.profiler import ProfilerActivity, profile, record_function
 
 from tutorial_lib import scopes, settings
-from tutorial_lib.config import GPTConfig
+from tutorial_lib.data import random_batch
+from tutorial_lib.measure import flops
+from tutorial_lib.measure.timing import make_optimizer, resolve_config
+from tutorial_lib.model import GPT, GPTConfig
+from tutorial_lib.sizes import get_sizes
 
 PHASES = ("forward", "backward", "optimizer")
 _PHASE_EVENT = {p: f"phase.{p}" for p in PHASES}
@@ -100,13 +105,11 @@ class ProfileResult:
     def component_rows(self) -> List[dict]:
         """One row per model scope: time per step, share of the step's time, and the scope's share
         of the analytic matmul FLOPs of the same work (forward, + backward in train mode)."""
-        from tutorial_lib.measure import flops as F
-
         flop = {}
         if self.config_fields:
             cfg = GPTConfig(**self.config_fields)
             keys = ("fwd_flops",) if self.mode == "fwd" else ("fwd_flops", "bwd_flops")
-            rows = F.cost_table(cfg, self.batch_size, self.seq_len,
+            rows = flops.cost_table(cfg, self.batch_size, self.seq_len,
                                 device_type=torch.device(self.device).type)
             total = sum(getattr(r, k) for r in rows for k in keys)
             for r in rows:
@@ -214,19 +217,13 @@ def profile_step(config: Union[GPTConfig, str], batch_size: int, seq_len: int, m
     mode "train": forward + backward + AdamW (fused on CUDA); "fwd": forward only (no_grad).
     ``trace_path`` exports a Chrome/Perfetto trace (open in https://ui.perfetto.dev).
     """
-    from torch.profiler import ProfilerActivity, profile, record_function
-
-    from tutorial_lib.measure.bench import make_batch, make_optimizer, resolve_config
-    from tutorial_lib.model import GPT
-
     if mode not in ("train", "fwd"):
         raise ValueError(f"mode={mode!r} is not one of ['train', 'fwd']")
     cfg = resolve_config(config)
     if seq_len > cfg.block_size:
         raise ValueError(f"seq_len={seq_len} exceeds block_size={cfg.block_size} of {cfg.name}")
-    dev = settings.get_device(device) if not isinstance(device, torch.device) else device
-    dt = settings.parse_dtype(dtype) if dtype is not None else settings.default_dtype(dev)
-    steps = steps if steps is not None else settings.get_profile(device=dev).profile_steps
+    dev, dt = settings.resolve(device, dtype)
+    steps = steps if steps is not None else get_sizes(device=dev).step.profile_steps
     if steps < 1:
         raise ValueError(f"steps={steps!r} must be >= 1")
     cuda = dev.type == "cuda"
@@ -234,7 +231,7 @@ def profile_step(config: Union[GPTConfig, str], batch_size: int, seq_len: int, m
         torch.manual_seed(seed)
         model = GPT(cfg)
     model = model.to(dev).train()
-    idx, targets = make_batch(cfg, batch_size, seq_len, dev, seed)
+    idx, targets = random_batch(cfg.vocab_size, batch_size, seq_len, dev, seed)
     opt = make_optimizer(model, dev) if mode == "train" else None
 
     def step():
@@ -255,7 +252,7 @@ def profile_step(config: Union[GPTConfig, str], batch_size: int, seq_len: int, m
     settings.synchronize(dev)
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with quiet_stderr(), profile(activities=acts) as prof:
-        with scopes.enabled():
+        with scopes.enabled(model):
             t0 = time.perf_counter()
             for _ in range(steps):
                 step()

@@ -21,15 +21,15 @@ from typing import Any, Dict, Iterable, List, Optional, Union
 
 import torch
 
+from tutorial_lib import settings
+from tutorial_lib.files import atomic_write_text
+
 SCHEMA_VERSION = 1
 
 
 def stamp(device=None, dtype=None, **extra) -> Dict[str, Any]:
     """Where and when a measurement was taken: device, device name, dtype, torch, python, date."""
-    from tutorial_lib import settings
-
-    dev = settings.get_device(device) if not isinstance(device, torch.device) else device
-    dt = settings.parse_dtype(dtype) if dtype is not None else settings.default_dtype(dev)
+    dev, dt = settings.resolve(device, dtype)
     meta = {
         "device": str(dev),
         "device_name": settings.device_name(dev),
@@ -38,7 +38,7 @@ def stamp(device=None, dtype=None, **extra) -> Dict[str, Any]:
         "cuda": torch.version.cuda if dev.type == "cuda" else None,
         "python": platform.python_version(),
         "threads": torch.get_num_threads(),
-        "profile": os.environ.get(settings.PROFILE_ENV) or settings.get_profile(device=dev).name,
+        "profile": settings.profile_name(device=dev),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     meta.update(extra)
@@ -75,15 +75,10 @@ def _jsonable(x):
 def save_results(path: Union[str, Path], rows: Iterable[Any], meta: Optional[dict] = None,
                  device=None, dtype=None) -> Path:
     """Write rows (dataclasses or dicts) with a stamp to ``path`` (folders created). Returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     doc = {"schema_version": SCHEMA_VERSION,
            "meta": {**stamp(device, dtype), **(meta or {})},
            "rows": [to_row(r) for r in rows]}
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1, sort_keys=False) + "\n")
-    tmp.replace(path)
-    return path
+    return atomic_write_text(path, json.dumps(doc, indent=1, allow_nan=False) + "\n")
 
 
 def save_document(path: Union[str, Path], doc: Dict[str, Any]) -> Path:
@@ -91,12 +86,7 @@ def save_document(path: Union[str, Path], doc: Dict[str, Any]) -> Path:
     if not isinstance(doc, dict) or "rows" not in doc or "meta" not in doc:
         raise ValueError("save_document: doc needs 'meta' and 'rows'")
     doc = {"schema_version": doc.get("schema_version", SCHEMA_VERSION), **doc}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(_jsonable(doc), indent=1) + "\n")
-    tmp.replace(path)
-    return path
+    return atomic_write_text(path, json.dumps(_jsonable(doc), indent=1, allow_nan=False) + "\n")
 
 
 def load_results(path: Union[str, Path]) -> Dict[str, Any]:
@@ -119,3 +109,49 @@ def load_results(path: Union[str, Path]) -> Dict[str, Any]:
 def rows_of_kind(doc: Dict[str, Any], kind: str) -> List[Dict[str, Any]]:
     """The rows of a loaded results file whose ``kind`` is ``kind``."""
     return [r for r in doc["rows"] if r.get("kind") == kind]
+
+
+# ---- where results live ------------------------------------------------------------------------
+RESULTS_ENV = "TUTORIAL_RESULTS_DIR"
+
+
+def results_dir() -> Path:
+    """$TUTORIAL_RESULTS_DIR, else the repository's results/ (next to tutorial_lib), else ./results."""
+    env = os.environ.get(RESULTS_ENV)
+    if env:
+        return Path(env)
+    repo = Path(__file__).resolve().parents[2] / "results"
+    return repo if repo.is_dir() else Path.cwd() / "results"
+
+
+def load_all(directory: Optional[Union[str, Path]] = None) -> List[Dict[str, Any]]:
+    """Every results file in ``directory`` (default ``results_dir()``), newest first; files that
+    are not results are skipped. Each doc gets ``_path``."""
+    d = Path(directory) if directory is not None else results_dir()
+    docs = []
+    for p in sorted(d.glob("*.json")) if d.is_dir() else []:
+        try:
+            doc = load_results(p)
+        except (ValueError, OSError):
+            continue
+        doc["_path"] = str(p)
+        docs.append(doc)
+    docs.sort(key=lambda x: str(x["meta"].get("date", "")), reverse=True)
+    return docs
+
+
+def device_kind(device: str) -> str:
+    """'cuda:0' -> 'cuda'."""
+    return str(device).split(":")[0]
+
+
+def measured_rows(kind: str, docs: Optional[List[Dict[str, Any]]] = None,
+                  device: Optional[str] = None) -> List[tuple]:
+    """(row, meta) of ``kind`` from results measured on ``device``'s kind (any, when None),
+    newest file first, failed rows left out."""
+    docs = load_all() if docs is None else docs
+    out = []
+    for d in docs:
+        if device is None or device_kind(d["meta"].get("device", "")) == device_kind(device):
+            out += [(r, d["meta"]) for r in d["rows"] if r.get("kind") == kind and not r.get("error")]
+    return out

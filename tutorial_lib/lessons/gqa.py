@@ -9,23 +9,42 @@ In this library GQA is one config field: ``GPTConfig.n_kv_head`` (None or ``n_he
 1 = MQA, anything in between = GQA). This module holds what the lesson needs around it:
 
 - ``attention_label(config)``: "MHA" / "GQA-4" / "MQA".
-- ``pool_kv_heads`` and ``mha_to_gqa(model, n_kv_head)``: the paper's uptraining start;
-  ``continue_training`` / ``val_loss`` for the uptraining itself.
+- ``pool_kv_heads`` and ``mha_to_gqa(model, n_kv_head)``: the paper's uptraining start (the
+  uptraining itself is ``train.train(converted_model, ...)``).
 - ``kv_cache_bytes(config, batch, length)``: analytic KV-cache size (what ``KVCache`` allocates).
 - ``attention_params`` and ``gqa_cost_table``: parameters, FLOPs and cache bytes per n_kv_head.
 - ``measure_training(config, kv_heads, B, T)``: step time, speedup and memory per n_kv_head.
 - ``measure_decode(config, context_lengths)``: tokens/s of KV-cache decoding, with cache bytes.
 - ``head_grouping_figure(config)``: the seed's MHA-vs-GQA picture, drawn from configs.
+- ``gqa_point``: what the GQA explorer shows for one setting (cache bytes, analytic decode speed).
+- ``check_repeat_kv``, ``check_kv_cache_bytes``: the exercises' checkers.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
-from typing import Iterable, List, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
+import matplotlib
 import torch
+from matplotlib.figure import Figure
+from matplotlib.patches import FancyBboxPatch
+from tqdm.auto import tqdm
 
-from tutorial_lib.config import GPTConfig
+from tutorial_lib import settings
+from tutorial_lib.lessons.common import CheckResult, call_checked
+from tutorial_lib.measure import flops as F
+from tutorial_lib.measure import records
+from tutorial_lib.measure.memory import memory_breakdown
+from tutorial_lib.measure.timing import (
+    SWEEP_ERRORS,
+    error_text,
+    free_memory,
+    measure_step,
+    time_fn,
+)
+from tutorial_lib.model import GPT, GPTConfig, KVCache, get_config
 
 GQA_KV_HEADS = (12, 4, 2, 1)  # the seed's table: MHA, GQA-4, GQA-2, MQA for 12 query heads
 
@@ -72,7 +91,6 @@ def mha_to_gqa(model, n_kv_head: int):
     group's heads (Ainslie et al. 2023, section 2.1). ``n_kv_head`` equal to the model's own count
     gives an exact copy. The source model is not changed.
     """
-    from tutorial_lib.model import GPT
 
     cfg = model.config
     _check_kv_heads(cfg, n_kv_head)
@@ -92,79 +110,7 @@ def mha_to_gqa(model, n_kv_head: int):
     return new
 
 
-# ---- a little training for the converted model (the paper's "uptraining") ----------------------
-def _val_batches(batch_size: int, seq_len: int, eval_batches: int, seed: int, device):
-    from tutorial_lib import data
-
-    # the same held-out batches as tutorial_lib.train (its val sampler uses seed + 1)
-    s = data.BatchSampler("val", batch_size, seq_len, seed=seed + 1, device=device)
-    return [s.next_batch() for _ in range(eval_batches)]
-
-
-def val_loss(model, batch_size: int = 8, seq_len: int = 128, eval_batches: int = 4, seed: int = 0,
-             dtype=None) -> float:
-    """Mean loss of ``model`` on fixed validation batches (those ``tutorial_lib.train`` uses for
-    the same sizes and seed)."""
-    from tutorial_lib import settings
-    from tutorial_lib.train import evaluate
-
-    dev = next(model.parameters()).device
-    dt = settings.parse_dtype(dtype) if dtype is not None else settings.default_dtype(dev)
-    batches = _val_batches(batch_size, seq_len, eval_batches, seed, dev)
-    return evaluate(model, batches, lambda: settings.autocast(dev, dt))
-
-
-def continue_training(model, steps: int, batch_size: int = 8, seq_len: int = 128, lr: float = 3e-3,
-                      warmup_steps: Optional[int] = None, eval_batches: int = 4, seed: int = 0,
-                      dtype=None) -> dict:
-    """Train ``model`` in place for ``steps`` AdamW steps on the corpus (warmup, cosine decay,
-    clipping at 1.0); validation loss before and after. For the GQA paper's uptraining: convert
-    with ``mha_to_gqa``, then continue for a few percent of the original steps.
-
-    Returns {"val_before", "val_after", "train_loss" (per step), "steps", "seconds"}.
-    """
-    import time
-
-    from tutorial_lib import data, settings
-    from tutorial_lib.measure.bench import make_optimizer
-    from tutorial_lib.optim import lr_scale
-
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-        raise ValueError(f"steps={steps!r} must be a positive integer")
-    dev = next(model.parameters()).device
-    dt = settings.parse_dtype(dtype) if dtype is not None else settings.default_dtype(dev)
-    warm = max(1, steps // 10) if warmup_steps is None else warmup_steps
-    before = val_loss(model, batch_size, seq_len, eval_batches, seed, dt)
-    opt = make_optimizer(model, dev, lr=lr)
-    sampler = data.BatchSampler("train", batch_size, seq_len, seed=seed, device=dev)
-    model.train()
-    losses = []
-    t0 = time.perf_counter()
-    for step in range(steps):
-        for g in opt.param_groups:
-            g["lr"] = lr * lr_scale(step, steps, warm, "cosine", 0.1)
-        x, y = sampler.next_batch()
-        with settings.autocast(dev, dt):
-            _, loss = model(x, y)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        losses.append(float(loss.detach()))
-    settings.synchronize(dev)
-    seconds = time.perf_counter() - t0
-    after = val_loss(model, batch_size, seq_len, eval_batches, seed, dt)
-    return {"val_before": before, "val_after": after, "train_loss": losses, "steps": steps,
-            "seconds": seconds}
-
-
 # ---- analytic sizes --------------------------------------------------------------------------
-def _bytes_per_element(dtype) -> int:
-    from tutorial_lib.settings import parse_dtype
-
-    return torch.empty((), dtype=parse_dtype(dtype)).element_size()
-
-
 def kv_cache_bytes(config: GPTConfig, batch_size: int, seq_len: int, dtype="float32") -> int:
     """Bytes of keys + values cached for ``batch_size`` sequences of ``seq_len`` tokens.
 
@@ -175,7 +121,7 @@ def kv_cache_bytes(config: GPTConfig, batch_size: int, seq_len: int, dtype="floa
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise ValueError(f"{name}={v!r} must be a positive integer")
     return (2 * config.n_layer * batch_size * config.kv_heads * seq_len * config.head_dim
-            * _bytes_per_element(dtype))
+            * settings.dtype_bytes(dtype))
 
 
 def attention_params(config: GPTConfig) -> dict:
@@ -195,7 +141,6 @@ def gqa_cost_table(config: GPTConfig, kv_heads: Sequence[int] = GQA_KV_HEADS, ba
     ``tutorial_lib.measure.flops``; ``attn_proj_flops`` is the q/k/v/o share of them. Ratios are
     against the first entry (normally MHA).
     """
-    from tutorial_lib.measure import flops as F
 
     rows = []
     for h in kv_heads:
@@ -240,14 +185,10 @@ def measure_training(config: GPTConfig, kv_heads: Sequence[int], batch_size: int
     """A full training step (AdamW) for each n_kv_head: time (``measure_step``), speedup against
     the first entry, and memory (``memory_breakdown``: params + grads + optimizer state + saved
     activations, exact on every device; the allocator's peak on CUDA). Errors become rows."""
-    from tutorial_lib import settings
-    from tutorial_lib.measure.bench import SWEEP_ERRORS, error_text, free_memory, measure_step
-    from tutorial_lib.measure.memory import memory_breakdown
 
     for h in kv_heads:
         _check_kv_heads(config, h)
-    dev = settings.get_device(device) if not isinstance(device, torch.device) else device
-    dt = settings.parse_dtype(dtype) if dtype is not None else settings.default_dtype(dev)
+    dev, dt = settings.resolve(device, dtype)
     rows = []
     for h in kv_heads:
         cfg = config.replace(n_kv_head=h)
@@ -306,17 +247,6 @@ class DecodeResult:
 
 
 PREFILLS = ("random", "model")
-# Decoding sizes per size profile. GQA pays when reading the KV cache costs as much as reading the
-# weights: GPT-2 small holds ~124 M weights and 12 x 2 x 768 = 18,432 cached values per token
-# (MHA), so the cache matches the weights at batch x context ~ 6,700 tokens. The contexts below
-# reach well past that; "random" prefill keeps long contexts cheap (see measure_decode).
-DECODE_SIZES = {
-    "smoke": {"batch_size": 2, "contexts": (16, 64), "new_tokens": 4},
-    "cpu": {"batch_size": 8, "contexts": (128, 512, 2048), "new_tokens": 8},
-    "gpu": {"batch_size": 16, "contexts": (512, 2048, 8192), "new_tokens": 32},
-}
-
-
 def greedy_decoder(model, prompt: torch.Tensor, new_tokens: int, prefill: str = "model"):
     """Fill a fresh KVCache with a (B, context) prompt; return ``decode()`` and the cache.
 
@@ -327,7 +257,6 @@ def greedy_decoder(model, prompt: torch.Tensor, new_tokens: int, prefill: str = 
     steps, greedily, returning the (B, new_tokens + 1) tokens chosen -- the first from the
     prompt's last position, then one per step (with "model" prefill: ``model.generate``'s tokens).
     """
-    from tutorial_lib.attention import KVCache
 
     if prefill not in PREFILLS:
         raise ValueError(f"prefill={prefill!r} is not one of {list(PREFILLS)}")
@@ -360,8 +289,6 @@ def greedy_decoder(model, prompt: torch.Tensor, new_tokens: int, prefill: str = 
 
 def _decode_one(cfg: GPTConfig, context: int, batch_size: int, new_tokens: int, dev, dt,
                 min_run_time, seed: int, prefill: str = "random"):
-    from tutorial_lib.measure.bench import time_fn
-    from tutorial_lib.model import GPT
 
     torch.manual_seed(seed)
     model = GPT(cfg).to(device=dev, dtype=dt).eval()
@@ -388,8 +315,6 @@ def measure_decode(config: GPTConfig, context_lengths: Iterable[int], kv_heads: 
     rewound before each call). Weights and cache are in ``dtype``. ``kv_heads`` defaults to the
     config's own. An OOM or unsupported point becomes a row with ``error`` set.
     """
-    from tutorial_lib import settings
-    from tutorial_lib.measure.bench import SWEEP_ERRORS, error_text, free_memory
 
     contexts = list(context_lengths)
     for c in contexts:
@@ -405,14 +330,13 @@ def measure_decode(config: GPTConfig, context_lengths: Iterable[int], kv_heads: 
     heads = list(kv_heads) if kv_heads is not None else [config.kv_heads]
     for h in heads:
         _check_kv_heads(config, h)
-    dev = settings.get_device(device) if not isinstance(device, torch.device) else device
+    dev = settings.resolve(device)[0]
     dt = settings.parse_dtype(dtype)
     need = max(contexts) + new_tokens
     base = config if config.block_size >= need else config.replace(block_size=need)
     name = settings.device_name(dev)
     bar = None
     if progress:
-        from tqdm.auto import tqdm
         bar = tqdm(total=len(heads) * len(contexts), desc="decoding", leave=False)
     rows = []
     for h in heads:
@@ -454,9 +378,6 @@ def max_context_tokens(config: GPTConfig, budget_bytes: int, dtype="bfloat16") -
 def head_grouping_figure(configs: Sequence[GPTConfig], title: Optional[str] = None):
     """The seed's MHA-vs-GQA diagram drawn from configs: query heads (left) wired to the K/V head
     their group shares (right), one panel per config. Returns a matplotlib Figure."""
-    import matplotlib
-    from matplotlib.figure import Figure
-    from matplotlib.patches import FancyBboxPatch
 
     configs = list(configs)
     if not configs:
@@ -494,7 +415,6 @@ def head_grouping_figure(configs: Sequence[GPTConfig], title: Optional[str] = No
 def decode_figure(rows: Sequence[DecodeResult]):
     """Two panels from ``measure_decode`` rows: tokens/s vs context and KV-cache MiB vs context,
     one line per n_kv_head. Failed points are left out (and named in the title)."""
-    from matplotlib.figure import Figure
 
     rows = list(rows)
     if not rows:
@@ -522,22 +442,109 @@ def decode_figure(rows: Sequence[DecodeResult]):
     return fig
 
 
-def val_loss_figure(histories: dict, title: str = ""):
-    """Validation loss vs step for {label: TrainHistory (or a dict with val_steps/val_loss)}."""
-    from matplotlib.figure import Figure
+# ---- the explorer's numbers -------------------------------------------------------------------
+def decode_bytes_per_token(cfg: GPTConfig, context: int, dtype: str) -> int:
+    """Bytes one decoding step reads: every weight once + the whole KV cache (capped at W)."""
+    e = settings.dtype_bytes(dtype)
+    ctx = min(context, cfg.window) if cfg.window else context
+    return F.num_params(cfg) * e + kv_cache_bytes(cfg, 1, ctx, dtype)
 
-    if not histories:
-        raise ValueError("histories is empty")
-    fig = Figure(figsize=(6.4, 4.0))
-    ax = fig.subplots()
-    for label, h in histories.items():
-        steps = h["val_steps"] if isinstance(h, dict) else h.val_steps
-        loss = h["val_loss"] if isinstance(h, dict) else h.val_loss
-        ax.plot(steps, loss, "o-", label=f"{label} (final {loss[-1]:.3f})")
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("validation loss (nats/token)")
-    ax.set_title(title, fontsize=9)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+
+def gqa_point(n_kv_head: int, context: int, batch_size: int = 1, dtype: str = "bfloat16",
+              preset: str = "gpt2_small", docs: Optional[List[dict]] = None,
+              device: Optional[str] = None) -> Dict[str, object]:
+    """KV-cache bytes and decoding cost of ``preset`` with ``n_kv_head`` K/V heads.
+
+    ``decode_speedup_analytic``: MHA's bytes read per new token / this one's (all weights + the
+    cache: decoding one token is memory-bound). ``measured``: tokens/s rows for this n_kv_head
+    from results files of this device kind (any context), if there are any.
+    """
+    base = get_config(preset, block_size=max(1024, context))
+    cfg = base.replace(n_kv_head=n_kv_head)  # raises ValueError when it does not divide n_head
+    if dtype not in settings.DTYPE_NAMES:
+        raise ValueError(f"dtype={dtype!r} is not one of {list(settings.DTYPE_NAMES)}")
+    cache, cache_mha = (kv_cache_bytes(c, batch_size, context, dtype) for c in (cfg, base))
+    read, read_mha = (decode_bytes_per_token(c, context, dtype) for c in (cfg, base))
+    label = attention_label(cfg)
+    measured = [{"context": r.get("context"), "tokens_per_s": r.get("tokens_per_s"),
+                 "speedup_vs_MHA": r.get("speedup_vs_MHA"), "device_name": m.get("device_name")}
+                for r, m in records.measured_rows("gqa_decode", docs, device) if r.get("variant") == label]
+    return {"label": label, "n_kv_head": cfg.kv_heads, "n_head": cfg.n_head, "context": context,
+            "batch_size": batch_size, "dtype": dtype, "cache_bytes": cache, "cache_bytes_mha": cache_mha,
+            "cache_ratio": cache / cache_mha, "bytes_per_token": read,
+            "decode_speedup_analytic": read_mha / read, "measured": measured}
+
+
+# ---- exercises -------------------------------------------------------------------------------
+# ---- repeat_kv ---------------------------------------------------------------------------
+def check_repeat_kv(fn: Callable) -> CheckResult:
+    """Check ``fn(x, n_rep)``: (B, n_kv_head, T, D) -> (B, n_kv_head * n_rep, T, D), query head h
+    served by K/V head h // n_rep -- the same as ``torch.repeat_interleave(x, n_rep, dim=1)``."""
+    name = "repeat_kv"
+    cases = [((2, 4, 5, 3), 3), ((1, 1, 7, 2), 12), ((2, 3, 4, 6), 2), ((1, 2, 3, 4), 1)]
+    g = torch.Generator().manual_seed(0)
+    for i, (shape, n_rep) in enumerate(cases):
+        x = torch.randn(shape, generator=g)
+        x_before = x.clone()
+        out, err = call_checked(name, fn, x, n_rep)
+        if err is not None:
+            return err
+        where = f"for x of shape {tuple(shape)} and n_rep={n_rep}"
+        if not isinstance(out, torch.Tensor):
+            return CheckResult(name, False, f"{where} it returned {type(out).__name__}, not a tensor", i)
+        if not torch.equal(x, x_before):
+            return CheckResult(name, False, f"{where} it changed its input in place; return a new tensor", i)
+        B, H, T, D = shape
+        want = (B, H * n_rep, T, D)
+        if tuple(out.shape) != want:
+            hint = ""
+            if out.numel() == x.numel() * n_rep:
+                hint = " -- right number of elements, wrong axis: repeat the head axis (dim 1)"
+            return CheckResult(name, False, f"{where} the shape is {tuple(out.shape)}, expected {want}{hint}", i)
+        ref = torch.repeat_interleave(x, n_rep, dim=1)
+        if torch.equal(out, ref):
+            continue
+        if torch.equal(out, x.repeat(1, n_rep, 1, 1)):
+            return CheckResult(name, False, (
+                f"{where} the heads come out tiled (K1 K2 .. K1 K2 ..) -- that is x.repeat(...). "
+                "Query heads of one group sit next to each other: query head h must use K/V head "
+                "h // n_rep (K1 K1 K1 K2 K2 K2 ..), like torch.repeat_interleave(x, n_rep, dim=1)."), i)
+        bad = [h for h in range(H * n_rep) if not torch.equal(out[:, h], ref[:, h])]
+        return CheckResult(name, False, f"{where} query head(s) {bad[:6]} get the wrong K/V head "
+                           f"(query head h should get K/V head h // n_rep)", i)
+    return CheckResult(name, True, f"all {len(cases)} cases match torch.repeat_interleave(x, n_rep, dim=1).",
+                       len(cases))
+
+
+# ---- KV-cache bytes --------------------------------------------------------------------------
+def check_kv_cache_bytes(fn: Callable) -> CheckResult:
+    """Check ``fn(config, batch_size, seq_len, bytes_per_element)`` against ``gqa.kv_cache_bytes``."""
+    name = "kv_cache_bytes"
+    base = get_config("gpt2_small")
+    cases = [(base, 1, 1024, 2), (base.replace(n_kv_head=4), 8, 512, 2),
+             (base.replace(n_kv_head=1), 3, 100, 4), (get_config("gpt2_mini", n_kv_head=2), 2, 77, 4)]
+    dtypes = {2: "bfloat16", 4: "float32"}
+    for i, (cfg, B, T, nb) in enumerate(cases):
+        got, err = call_checked(name, fn, cfg, B, T, nb)
+        if err is not None:
+            return err
+        want = kv_cache_bytes(cfg, B, T, dtypes[nb])
+        if got == want:
+            continue
+        where = (f"for {cfg.n_layer} layers, n_head={cfg.n_head}, n_kv_head={cfg.kv_heads}, "
+                 f"head_dim={cfg.head_dim}, batch={B}, seq_len={T}, {nb} bytes/element")
+        msg = f"{where} you return {got!r}, expected {want:,}"
+        if isinstance(got, (int, float)) and got:
+            r = want / got
+            if cfg.kv_heads != cfg.n_head and math.isclose(got * cfg.kv_heads / cfg.n_head, want):
+                msg += " -- the cache holds n_kv_head heads, not n_head: that is GQA's saving"
+            hints = [(2.0, "keys AND values are both cached"),
+                     (float(cfg.n_layer), "every layer has its own cache (n_layer)"),
+                     (float(nb), "multiply by the bytes per element")]
+            found = [h for k, h in hints if math.isclose(r, k)]
+            if found:
+                msg += f" -- off by {r:g}x: " + ", or ".join(found)
+        return CheckResult(name, False, msg, i)
+    return CheckResult(name, True, f"all {len(cases)} cases match lessons.gqa.kv_cache_bytes.", len(cases))
+
+

@@ -1,25 +1,25 @@
-"""The window lesson's measuring functions and exercise checkers (tutorial_lib.window_lessons)."""
-import dataclasses
+"""The window lesson (tutorial_lib.lessons.sliding_window): the sweep, the payoff, the figures, the
+explorer's numbers and the exercise checkers."""
 import math
 
 import pytest
-import torch
+from matplotlib.figure import Figure
 
-from tutorial_lib import window_lessons as WL
-from tutorial_lib.attention import causal_mask
-from tutorial_lib.measure.flops import visible_pairs
-
+from tutorial_lib.attention.reference import causal_mask, visible_pairs
+from tutorial_lib.attention.sliding_window import local_pairs
+from tutorial_lib.lessons import sliding_window as WL
+from tutorial_lib.lessons.common import quality_runs
+from tutorial_lib.model import get_config
+from tutorial_lib.sizes import get_sizes
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def test_sizes_for_every_profile():
     for name in ("smoke", "cpu", "gpu"):
-        s = WL.WindowSizes.for_profile(name)
-        assert s.profile == name and s.window >= 1 and list(s.seq_lens) == sorted(s.seq_lens)
+        s = get_sizes(name).window
+        assert s.window >= 1 and list(s.seq_lens) == sorted(s.seq_lens)
         assert all(T > s.window for T in s.seq_lens[1:])
-    with pytest.raises(ValueError, match="'nope'"):
-        WL.WindowSizes.for_profile("nope")
 
 
 def test_sweep_rows_memory_and_flex_on_cpu():
@@ -104,13 +104,66 @@ def test_check_visible_pairs():
     assert not r.passed and "full causal" in r.message
 
 
-def test_quality_runs_same_seed_same_batches():
-    s = dataclasses.replace(WL.WindowSizes.for_profile("smoke"), quality_steps=4, eval_every=2,
-                            eval_batches=1)
-    runs = WL.quality_runs(s, device="cpu")
-    full, win = runs["full"], runs[f"window W={s.quality_window}"]
+def test_window_quality_run_starts_from_the_same_weights():
+    q = get_sizes("smoke").quality
+    base = get_config(q.preset)
+    runs = quality_runs({"full": base, "window": base.replace(attn_backend="local", window=q.window)},
+                        q, seeds=(0,), steps=4, eval_every=2, eval_batches=1, device="cpu")
+    full, win = runs["full"][0], runs["window"][0]
     assert full.val_steps == win.val_steps == [0, 2, 4]
     # the same initial weights: before training, the window barely changes the loss (~ln 50257)
     assert abs(full.val_loss[0] - win.val_loss[0]) < 0.05
-    assert win.model["attn_backend"] == "local" and win.model["window"] == s.quality_window
+    assert win.model["attn_backend"] == "local" and win.model["window"] == q.window
     assert full.model["window"] is None
+
+
+# ---- figures: what they draw matches the library -------------------------------------------------
+@pytest.mark.parametrize("T, W", [(24, 6), (64, 16), (40, 8), (100, 100), (130, 2)])
+def test_work_grid_matches_the_schedule_and_the_mask(T, W):
+    local = WL.work_grid(T, W, "local")
+    used = int((local == WL.USED).sum())
+    assert used == visible_pairs(T, W)  # every visible pair is computed, none is lost
+    b = max(1, min(64, W // 2))
+    if W >= T or (T - W) % b == 0:  # no padding: the figure counts what the kernels are charged
+        assert int((local != WL.SKIPPED).sum()) == (local_pairs(T, W, "cpu") if W < T else T * (T + 1) // 2)
+    band = WL.work_grid(T, W, "band_mask")
+    assert (band != WL.SKIPPED).all() and int((band == WL.USED).sum()) == used
+    causal = WL.work_grid(T, None, "causal")
+    assert int((causal == WL.USED).sum()) == visible_pairs(T)
+
+
+def test_work_grid_bad_input():
+    with pytest.raises(ValueError, match="impl='nope'"):
+        WL.work_grid(8, 2, "nope")
+    with pytest.raises(ValueError, match="needs a window"):
+        WL.work_grid(8, None, "local")
+
+
+def test_figures_are_figures():
+    assert isinstance(WL.window_work_figure(16, 4), Figure)
+    assert isinstance(WL.receptive_field_figure(3, 4, 20), Figure)
+
+
+@pytest.mark.parametrize("T,W", [(16, 4), (16, None), (13, 5)])
+def test_mask_density_is_the_mask_when_the_grid_is_fine(T, W):
+    dens = WL.mask_density(T, W, grid=64)
+    ref = causal_mask(T, T, W).float().numpy()
+    assert (dens == ref).all()
+
+
+def test_mask_density_keeps_the_number_of_visible_pairs():
+    from tutorial_lib.attention.reference import visible_pairs
+    T, W, g = 1024, 100, 64
+    dens = WL.mask_density(T, W, grid=g)
+    assert dens.sum() * (T // g) ** 2 == pytest.approx(visible_pairs(T, W))
+
+
+def test_window_point_against_a_brute_force_count():
+    r = WL.window_point(8, 40, n_layer=3)
+    assert r["pairs"] == int(causal_mask(40, 40, 8).sum())
+    assert r["pairs_full"] == int(causal_mask(40, 40).sum())
+    assert r["receptive_field"] == 3 * 7 + 1
+    assert r["flop_ratio"] == pytest.approx(r["pairs_full"] / r["pairs"])
+    assert WL.window_point(None, 40)["flop_ratio"] == 1.0
+    with pytest.raises(ValueError, match="window"):
+        WL.window_point(0, 40)

@@ -1,12 +1,13 @@
-"""The sliding-window lesson (notebook 06) as functions: sizes, the cost-vs-T sweep, quality runs,
-whole-model payoff, and the exercises' checkers.
+"""The sliding-window lesson (06) as functions: the cost-vs-T sweep, the whole-model payoff, the
+figures, the explorer's numbers and the exercises' checkers (sizes: ``sizes.Window``).
 
-- ``WindowSizes.for_profile``: every size 06 measures at, per size profile (smoke / cpu / gpu).
 - ``window_sweep``: time (and memory kept for backward) of the attention core vs T at a fixed
   window, for full causal SDPA, SDPA with a band mask, the blocked local path (fast CPU version
   and the plain-SDPA version) and FlexAttention. Implementations are timed *interleaved*, in
   rounds, so a busy machine slows all of them alike; ``speedups`` takes per-round ratios.
-- ``quality_runs``: validation loss after N steps, window vs full attention (``train.train``).
+- ``work_grid`` / ``window_work_figure`` / ``receptive_field_figure``: which scores each
+  implementation computes, and how far back stacked windowed layers see.
+- ``window_point`` / ``mask_density``: what the window explorer shows.
 - ``model_payoff``: a whole GPT training step with and without the window, at several T.
 - ``check_window_mask``, ``check_visible_pairs``: checkers for the exercises.
 """
@@ -16,9 +17,29 @@ import dataclasses
 import statistics
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence
 
+import numpy as np
 import torch
+import torch.nn.functional as F
+from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch, Rectangle
+from tqdm.auto import tqdm
+
+from tutorial_lib import settings
+from tutorial_lib.attention.flex import flex_attention, has_flex_attention
+from tutorial_lib.attention import sliding_window as Wn
+from tutorial_lib.attention.reference import causal_mask, visible_pairs
+from tutorial_lib.lessons.common import CheckResult, call_checked, fit_loglog_slope, measure_variants
+from tutorial_lib.measure.memory import saved_bytes
+from tutorial_lib.measure.timing import (
+    SWEEP_ERRORS,
+    error_text,
+    free_memory,
+    resolve_config,
+    time_fn,
+)
 
 IMPLS = ("causal", "band_mask", "local", "local_sdpa", "flex")
 IMPL_LABELS = {
@@ -28,47 +49,6 @@ IMPL_LABELS = {
     "local_sdpa": "local_sdpa: blocked, plain SDPA calls",
     "flex": "FlexAttention + sliding-window block mask",
 }
-
-
-# ---- sizes -----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class WindowSizes:
-    profile: str
-    window: int  # W of the cost-vs-T sweep
-    seq_lens: Tuple[int, ...]  # T of the sweep (the largest is the headline comparison)
-    n_head: int
-    head_dim: int
-    batch: int
-    rounds: int  # interleaved timing rounds per T
-    min_run_time: float  # seconds per timing (per implementation, per round)
-    payoff_preset: str  # whole-model training step with and without the window
-    payoff_seqs: Tuple[int, ...]
-    payoff_window: int
-    payoff_batch: int
-    quality_preset: str  # validation loss after N steps, window vs full
-    quality_batch: int
-    quality_seq_len: int
-    quality_window: int
-    quality_steps: int
-    eval_every: int
-    eval_batches: int
-
-    @classmethod
-    def for_profile(cls, name: Optional[str] = None) -> "WindowSizes":
-        from tutorial_lib.settings import get_profile
-
-        p = get_profile(name).name
-        if p == "smoke":  # CI: seconds
-            return cls(p, 32, (256, 512, 1024), 4, 32, 1, 1, 0.01, "tiny", (128,), 32, 1,
-                       "tiny", 2, 64, 16, 6, 3, 1)
-        if p == "cpu":  # a few minutes on 2 quiet cores
-            return cls(p, 256, (512, 1024, 2048, 4096), 12, 64, 1, 3, 0.3, "gpt2_small", (512, 1024),
-                       128, 1, "gpt2_mini", 4, 128, 32, 40, 20, 4)
-        return cls(p, 256, (1024, 2048, 4096, 8192, 16384), 12, 64, 4, 3, 0.3, "gpt2_small",
-                   (1024, 2048, 4096), 256, 4, "gpt2_small", 16, 1024, 256, 300, 50, 10)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 # ---- the sweep -------------------------------------------------------------------------------
@@ -105,10 +85,7 @@ class WindowPoint:
 
 def attention_fn(impl: str, window: int) -> Callable:
     """fn(q, k, v) for one implementation (all take (B, H, T, D) and (B, Hkv, T, D))."""
-    import torch.nn.functional as F
 
-    from tutorial_lib import attention as A
-    from tutorial_lib import window as Wn
 
     if impl == "causal":
         return lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True,
@@ -123,7 +100,7 @@ def attention_fn(impl: str, window: int) -> Callable:
         def flex(q, k, v):
             with warnings.catch_warnings():  # "called without torch.compile()" on CPU: we know
                 warnings.simplefilter("ignore", UserWarning)
-                return A.flex_attention(q, k, v, window)
+                return flex_attention(q, k, v, window)
         return flex
     raise ValueError(f"impl={impl!r} is not one of {list(IMPLS)}")
 
@@ -158,12 +135,6 @@ def window_sweep(seq_lens: Sequence[int], window: int, impls: Optional[Sequence[
     Failures (OOM, unsupported) become rows with ``error``; the sweep goes on.
     ``measure_time=False``: memory only (deterministic for given sizes on a given torch build).
     """
-    from tutorial_lib import settings
-    from tutorial_lib.attention import has_flex_attention
-    from tutorial_lib.measure.bench import SWEEP_ERRORS, error_text, free_memory, time_fn
-    from tutorial_lib.measure.flops import visible_pairs
-    from tutorial_lib.measure.memory import saved_bytes
-
     impls = list(impls) if impls is not None else [i for i in IMPLS if i != "flex" or has_flex_attention()]
     for i in impls:
         if i not in IMPLS:
@@ -182,14 +153,12 @@ def window_sweep(seq_lens: Sequence[int], window: int, impls: Optional[Sequence[
     Hkv = n_head if n_kv_head is None else n_kv_head
     if n_head % Hkv:
         raise ValueError(f"n_head={n_head} is not a multiple of n_kv_head={n_kv_head}")
-    dev = settings.get_device(device) if not isinstance(device, torch.device) else device
-    dt = settings.parse_dtype(dtype) if dtype is not None else settings.default_dtype(dev)
+    dev, dt = settings.resolve(device, dtype)
     if min_run_time is None:
         min_run_time = settings.get_profile(device=dev).min_run_time
     name = settings.device_name(dev)
     bar = None
     if progress:
-        from tqdm.auto import tqdm
         bar = tqdm(total=len(Ts) * len(impls) * max(rounds, 1), desc="window sweep", leave=False)
     rows: List[WindowPoint] = []
     for T in Ts:
@@ -271,7 +240,6 @@ def slopes(rows: Sequence[WindowPoint], value: str = "median_ms", last: Optional
            ) -> Dict[str, float]:
     """Fitted log-log exponent of ``value`` in T per implementation (``plots.fit_loglog_slope``);
     ``last``: fit the largest-T points only (the regime T >> W). NaN when it cannot be fitted."""
-    from tutorial_lib.plots import fit_loglog_slope
 
     out: Dict[str, float] = {}
     for impl in dict.fromkeys(r.impl for r in rows):
@@ -284,34 +252,11 @@ def slopes(rows: Sequence[WindowPoint], value: str = "median_ms", last: Optional
 
 
 # ---- quality and whole-model payoff ------------------------------------------------------------
-def quality_runs(sizes: WindowSizes, progress: bool = False, device=None) -> Dict[str, "object"]:
-    """Validation loss after N steps: full causal attention vs a sliding window.
-
-    Same seed, same batches (``train.train``); the window run uses the ``local`` backend.
-    Returns {"full": TrainHistory, "window W=...": TrainHistory}.
-    """
-    from tutorial_lib.config import get_config
-    from tutorial_lib.train import TrainConfig, train
-
-    s = sizes
-    tc = TrainConfig(steps=s.quality_steps, batch_size=s.quality_batch, seq_len=s.quality_seq_len,
-                     eval_every=s.eval_every, eval_batches=s.eval_batches, progress=progress,
-                     warmup_steps=max(1, s.quality_steps // 10),
-                     device=None if device is None else str(device))
-    base = get_config(s.quality_preset)
-    base = base.replace(block_size=max(base.block_size, s.quality_seq_len))
-    return {"full": train(base.replace(attn_backend="sdpa", window=None), tc),
-            f"window W={s.quality_window}": train(base.replace(attn_backend="local",
-                                                               window=s.quality_window), tc)}
-
-
 def model_payoff(preset: str, seq_lens: Sequence[int], window: int, batch_size: int = 1,
                  device=None, min_run_time: Optional[float] = None, rounds: int = 2) -> List[dict]:
     """A whole GPT training step (fwd + bwd + AdamW) with full causal SDPA vs the local window,
     at each T: ms/step and the speedup the window buys -- the two timed interleaved, in rounds,
     with per-round ratios (``mlp_lessons.measure_variants``); errors become rows."""
-    from tutorial_lib.measure.bench import resolve_config
-    from tutorial_lib.mlp_lessons import measure_variants
 
     rows = []
     for T in seq_lens:
@@ -331,16 +276,138 @@ def model_payoff(preset: str, seq_lens: Sequence[int], window: int, batch_size: 
     return rows
 
 
+# ---- figures ---------------------------------------------------------------------------------
+# cell states of a work grid
+SKIPPED, MASKED, USED = 0, 1, 2
+_CMAP = ListedColormap(["#ffffff", "#f4a6a6", "#1f77b4"])
+
+
+def _visible(T: int, W: Optional[int]) -> np.ndarray:
+    i, j = np.arange(T)[:, None], np.arange(T)[None, :]
+    ok = j <= i
+    return ok & (i - j < W) if W is not None else ok
+
+
+def work_grid(T: int, window: Optional[int], impl: str, block: Optional[int] = None) -> np.ndarray:
+    """(T, T) grid of SKIPPED / MASKED (computed, then thrown away) / USED per (query, key).
+
+    impl: "causal" (a causal kernel: the lower triangle, tiles ignored), "band_mask" (every score
+    is computed, the mask throws most away), "local" (``window.local_window_attention``'s CPU
+    schedule: the first W queries causally, then blocks of b queries x (b + W - 1) keys).
+    """
+    vis = _visible(T, window)
+    grid = np.full((T, T), SKIPPED, dtype=int)
+    if impl == "causal":
+        grid[_visible(T, None)] = MASKED
+    elif impl == "band_mask":
+        grid[:, :] = MASKED
+    elif impl == "local":
+        if window is None:
+            raise ValueError("work_grid: impl='local' needs a window")
+        W = window
+        if W >= T:
+            grid[_visible(T, None)] = MASKED
+        else:
+            grid[:W, :W] = MASKED  # one causal W x W call (the kernel computes the whole tile)
+            b = Wn.block_for(W, block) if block else Wn.block_for(W)
+            for q0 in range(W, T, b):
+                q1 = min(q0 + b, T)
+                grid[q0:q1, q0 - W + 1:q0] = MASKED  # the W-1 keys before the block
+                grid[q0:q1, q0:min(q0 + b, T)] = MASKED  # the block itself
+    else:
+        raise ValueError(f"impl={impl!r} is not one of ['causal', 'band_mask', 'local']")
+    grid[vis & (grid == MASKED)] = USED
+    return grid
+
+
+def window_work_figure(T: int = 24, window: int = 6, block: Optional[int] = None) -> Figure:
+    """Three panels: full causal, a band mask on full attention, the blocked local path."""
+    panels = [("full causal, no window", work_grid(T, None, "causal")),
+              (f"band mask, W={window}: all T×T computed", work_grid(T, window, "band_mask")),
+              (f"local, W={window}: blocks only", work_grid(T, window, "local", block))]
+    fig = Figure(figsize=(11, 4.8), layout="constrained")
+    axes = fig.subplots(1, 3)
+    for ax, (title, g) in zip(axes, panels):
+        ax.imshow(g, cmap=_CMAP, vmin=0, vmax=2, interpolation="nearest")
+        computed = int((g != SKIPPED).sum())
+        used = int((g == USED).sum())
+        ax.set_title(f"{title}\ncomputed {computed}, used {used} of {T * T}", fontsize=9)
+        ax.set_xlabel("key position j")
+        ax.set_ylabel("query position i")
+        ax.set_xticks(range(0, T, max(1, T // 6)))
+        ax.set_yticks(range(0, T, max(1, T // 6)))
+    fig.legend(handles=[Patch(color=_CMAP(2), label="computed and used"),
+                        Patch(color=_CMAP(1), label="computed, then masked"),
+                        Patch(facecolor="white", edgecolor="grey", label="never computed")],
+               loc="outside lower center", ncol=3, fontsize=8)
+    return fig
+
+
+def receptive_field_figure(n_layer: int, window: int, T: int) -> Figure:
+    """Which input positions the last position's output can depend on, layer by layer."""
+    fig = Figure(figsize=(9, 0.45 * n_layer + 1.6), layout="constrained")
+    ax = fig.subplots()
+    last = T - 1
+    for depth in range(1, n_layer + 1):
+        rf = Wn.receptive_field(depth, window)
+        lo = max(0, last - rf + 1)
+        ax.add_patch(Rectangle((lo - 0.5, depth - 0.4), last - lo + 1, 0.8, color="#1f77b4",
+                               alpha=0.35 + 0.5 * depth / n_layer))
+        ax.text(lo - 1, depth, f"{min(rf, T)} tokens", ha="right", va="center", fontsize=8)
+    ax.axvline(last, color="k", lw=1)
+    ax.set_xlim(-0.5 - T * 0.12, T - 0.5)
+    ax.set_ylim(0.4, n_layer + 0.6)
+    ax.set_yticks(range(1, n_layer + 1), [f"after layer {d}" for d in range(1, n_layer + 1)], fontsize=8)
+    ax.set_xlabel("input position (the last position, on the right, is the query)")
+    ax.set_title(f"Receptive field of the last token: window W={window}, each layer reaches W-1 = "
+                 f"{window - 1} further back", fontsize=9)
+    return fig
+
+
+# ---- the explorer's numbers -------------------------------------------------------------------
+def mask_density(seq_len: int, window: Optional[int], grid: int = 64):
+    """(grid, grid) array: the fraction of each block of the (T, T) mask a query may see --
+    an honest thumbnail of a mask too big to draw element by element."""
+
+    g = min(grid, seq_len)
+    edges = np.linspace(0, seq_len, g + 1).astype(int)
+    q = np.arange(seq_len)
+    lo = np.zeros(seq_len, dtype=np.int64) if window is None else np.maximum(0, q - window + 1)
+    out = np.zeros((g, g))
+    for j in range(g):
+        k0, k1 = edges[j], edges[j + 1]
+        n = np.clip(np.minimum(q, k1 - 1) - np.maximum(lo, k0) + 1, 0, None)  # visible keys per query
+        for i in range(g):
+            q0, q1 = edges[i], edges[i + 1]
+            out[i, j] = n[q0:q1].sum() / ((q1 - q0) * (k1 - k0))
+    return out
+
+
+def window_point(window: Optional[int], seq_len: int, n_layer: int = 12, n_head: int = 12,
+                 head_dim: int = 64, batch_size: int = 1) -> Dict[str, object]:
+    """A sliding window W at length T: visible pairs, attention FLOPs vs full causal, receptive
+    field through ``n_layer`` layers (``window=None``: full causal)."""
+
+    if not isinstance(seq_len, int) or seq_len < 1:
+        raise ValueError(f"seq_len={seq_len!r} must be a positive integer")
+    if window is not None and (not isinstance(window, int) or window < 1):
+        raise ValueError(f"window={window!r} must be None or a positive integer")
+    full = Wn.window_flops(seq_len, None, head_dim, n_head, batch_size) * n_layer
+    win = Wn.window_flops(seq_len, window, head_dim, n_head, batch_size) * n_layer
+    return {"window": window, "seq_len": seq_len, "pairs": visible_pairs(seq_len, window),
+            "pairs_full": visible_pairs(seq_len), "flops": win, "flops_full": full,
+            "flop_ratio": full / win, "receptive_field": Wn.receptive_field(n_layer, window),
+            "n_layer": n_layer}
+
+
 # ---- exercises ---------------------------------------------------------------------------------
 def check_window_mask(fn: Callable) -> "object":
     """Check ``fn(T, W)`` -> (T, T) bool mask, True where query i may see key j (j <= i, i-j < W)."""
-    from tutorial_lib.attention import causal_mask
-    from tutorial_lib.exercises import CheckResult, _call
 
     name = "window_mask"
     cases = [(1, 1), (5, 1), (6, 2), (7, 3), (8, 8), (9, 20)]
     for T, W in cases:
-        got, err = _call(name, fn, T, W)
+        got, err = call_checked(name, fn, T, W)
         if err is not None:
             return err
         want = causal_mask(T, T, W)
@@ -365,13 +432,11 @@ def check_window_mask(fn: Callable) -> "object":
 
 def check_visible_pairs(fn: Callable) -> "object":
     """Check ``fn(T, W)`` -> number of (query, key) pairs a causal window W lets through."""
-    from tutorial_lib.exercises import CheckResult, _call
-    from tutorial_lib.measure.flops import visible_pairs
 
     name = "visible_pairs"
     cases = [(1, 1), (10, 1), (10, 3), (10, 10), (10, 50), (4096, 256)]
     for T, W in cases:
-        got, err = _call(name, fn, T, W)
+        got, err = call_checked(name, fn, T, W)
         if err is not None:
             return err
         want = visible_pairs(T, W)

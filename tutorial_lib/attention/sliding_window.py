@@ -34,10 +34,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from tutorial_lib.attention import causal_mask, repeat_kv
-
-__all__ = ["local_window_attention", "local_window_attention_sdpa", "band_mask_attention",
-           "window_flops", "receptive_field"]
+from tutorial_lib.attention.reference import causal_mask, repeat_kv, visible_pairs
 
 
 # ---- checks ----------------------------------------------------------------------------------
@@ -253,6 +250,30 @@ def local_window_attention(q, k, v, window: int, scale: Optional[float] = None,
     return out[:, :, :T] if pad else out
 
 
+def local_pairs(T: int, window: int, device_type: str = "cpu") -> int:
+    """(query, key) pairs ``local_window_attention`` computes (and FlopCounterMode charges it).
+
+    On CPU (W >= 2) the first W queries are one causal W x W call, then blocks of
+    b = block_for(W) queries (T padded to W + n*b): each its own b x b block (causal) and a
+    b x (W-1) window of the keys before it: W^2 + n*b*(b + W - 1). Elsewhere (and for W = 1)
+    blocks of C = W: block 0 causal (C x C), then one masked SDPA call over C x 2C blocks:
+    C^2 + (nb-1)*C*2C. W >= T: plain causal SDPA, T x T.
+    """
+    if window >= T:
+        return T * T
+    if device_type == "cpu" and window >= 2:
+        b = block_for(window)
+        n = math.ceil((T - window) / b)
+        return window * window + n * b * (b + window - 1)
+    nb = math.ceil(T / window)
+    return window * window + (nb - 1) * window * 2 * window
+
+
+def local_backend(q, k, v, window=None, tile=64, dropout_p=0.0, training=False):
+    """The registered ``local`` backend (it needs a window; GPTConfig checks that)."""
+    return local_window_attention(q, k, v, window)
+
+
 # ---- the two comparisons the notebook measures against -----------------------------------------
 def band_mask_attention(q, k, v, window: int, scale: Optional[float] = None):
     """Full-size SDPA with a (T, T) band mask: the same O(T^2) work as causal, plus the mask."""
@@ -269,11 +290,7 @@ def window_flops(T: int, window: Optional[int], head_dim: int, n_head: int = 1, 
 
     Causal: T(T+1)/2 pairs; window W: sum_i min(i+1, W) pairs -- linear in T once T >> W.
     """
-    if window is None or window >= T:
-        pairs = T * (T + 1) // 2
-    else:
-        pairs = window * (window + 1) // 2 + (T - window) * window
-    return 4 * pairs * head_dim * n_head * batch
+    return 4 * visible_pairs(T, window) * head_dim * n_head * batch
 
 
 def receptive_field(n_layer: int, window: Optional[int]) -> Optional[int]:

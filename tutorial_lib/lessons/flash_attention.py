@@ -11,6 +11,9 @@ vs sequence length for each backend, and the whole model with eager vs fused att
 - ``loglog_slopes(rows)``: the fitted exponent of memory or time in T, per backend.
 - ``model_backend_comparison(config, B, T)``: a whole GPT training step, eager vs sdpa: time, saved
   activations by component, CUDA peak.
+- ``tile_grid`` / ``tiling_figure``: which tiles the tiled kernel computes, skips or masks.
+- ``flash_point``: what the flash explorer shows for one T (analytic bytes, and recorded ones).
+- ``check_online_softmax_update``: the exercise's checker.
 """
 from __future__ import annotations
 
@@ -18,9 +21,30 @@ import dataclasses
 import gc
 import math
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
+import numpy as np
 import torch
+from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
+from tqdm.auto import tqdm
+
+from tutorial_lib import attention, settings
+from tutorial_lib.attention import attention_core
+from tutorial_lib.attention.flash_tiled import key_tiles, online_softmax_update, tile_mask
+from tutorial_lib.lessons.common import CheckResult, call_checked, fit_loglog_slope, loglog_scaling
+from tutorial_lib.measure import flops as F
+from tutorial_lib.measure import records
+from tutorial_lib.measure.memory import memory_breakdown, saved_bytes
+from tutorial_lib.measure.timing import (
+    SWEEP_ERRORS,
+    error_text,
+    free_memory,
+    measure_step,
+    resolve_config,
+    time_fn,
+)
+from tutorial_lib.model import get_config
 
 WORKED_SCORES = (2.0, 1.0, 3.0, 0.5, 4.0, 1.5)  # one query's scores against six keys
 WORKED_VALUES = (1.0, 2.0, 3.0, 4.0, 5.0, 6.0)  # each key's value (head_dim 1, so it prints)
@@ -30,13 +54,12 @@ LESSON_BACKENDS = ("eager", "tiled", "sdpa", "flex")
 # ---- the online softmax, by hand -------------------------------------------------------------
 def online_softmax_walkthrough(scores: Sequence[float] = WORKED_SCORES,
                                values: Sequence[float] = WORKED_VALUES, tile: int = 2) -> dict:
-    """Run ``flash.online_softmax_update`` over one query's keys, ``tile`` keys at a time (float64).
+    """Run ``attention.flash_tiled.online_softmax_update`` over one query's keys, ``tile`` keys at a time (float64).
 
     Returns {"steps": [one dict per tile: keys, scores, m_old, m_new, alpha = exp(m_old - m_new),
     l, acc, out = acc / l], "probs": softmax(scores), "reference": softmax(scores) . values,
     "final": the last out, "abs_error": |final - reference|}.
     """
-    from tutorial_lib.flash import online_softmax_update
 
     if len(scores) != len(values) or not scores:
         raise ValueError(f"scores ({len(scores)}) and values ({len(values)}) must be non-empty and "
@@ -110,9 +133,7 @@ class AttentionPoint:
 
 def default_backends(device=None) -> tuple:
     """eager, tiled, sdpa, and flex where this PyTorch has it (CPU rows record its missing backward)."""
-    from tutorial_lib.attention import has_flex_attention
-
-    return LESSON_BACKENDS if has_flex_attention() else LESSON_BACKENDS[:3]
+    return tuple(b for b in LESSON_BACKENDS if attention.get(b).available())
 
 
 def _qkv(B, H, T, D, device, dtype, seed=0):
@@ -122,7 +143,6 @@ def _qkv(B, H, T, D, device, dtype, seed=0):
 
 
 def _fwdbwd(backend, q, k, v, tile):
-    from tutorial_lib.attention import attention_core
 
     def run():
         for t in (q, k, v):
@@ -133,7 +153,6 @@ def _fwdbwd(backend, q, k, v, tile):
 
 
 def _fwd(backend, q, k, v, tile):
-    from tutorial_lib.attention import attention_core
 
     def run():
         with torch.no_grad():
@@ -142,7 +161,6 @@ def _fwd(backend, q, k, v, tile):
 
 
 def _cuda_peak(fn, dev) -> int:
-    from tutorial_lib import settings
 
     settings.synchronize(dev)
     base = torch.cuda.memory_allocated(dev)
@@ -165,11 +183,6 @@ def attention_sweep(seq_lens: Sequence[int], backends: Optional[Sequence[str]] =
     Time: ``measure.bench.time_fn`` of forward+backward (``mode="fwdbwd"``) or forward.
     dtype: None = bf16 on CUDA, fp32 elsewhere (inputs are created in it; no autocast).
     """
-    from tutorial_lib import settings
-    from tutorial_lib.attention import attention_core
-    from tutorial_lib.config import ATTN_BACKENDS
-    from tutorial_lib.measure.bench import SWEEP_ERRORS, error_text, free_memory, time_fn
-    from tutorial_lib.measure.memory import saved_bytes
 
     Ts = list(seq_lens)
     if not Ts:
@@ -184,15 +197,13 @@ def attention_sweep(seq_lens: Sequence[int], backends: Optional[Sequence[str]] =
         raise ValueError(f"mode={mode!r} is not one of ['fwdbwd', 'fwd']")
     backends = list(backends) if backends is not None else list(default_backends())
     for b in backends:
-        if b not in ATTN_BACKENDS or b == "local":
+        if b not in attention.names() or attention.get(b).needs_window:
             raise ValueError(f"backend={b!r} is not one of {list(LESSON_BACKENDS)}")
-    dev = settings.get_device(device) if not isinstance(device, torch.device) else device
-    dt = settings.parse_dtype(dtype) if dtype is not None else settings.default_dtype(dev)
+    dev, dt = settings.resolve(device, dtype)
     esize = torch.empty((), dtype=dt).element_size()
     name = settings.device_name(dev)
     bar = None
     if progress:
-        from tqdm.auto import tqdm
         bar = tqdm(total=len(backends) * len(Ts), desc="attention sweep", leave=False)
     rows = []
     for b in backends:
@@ -228,10 +239,9 @@ def attention_sweep(seq_lens: Sequence[int], backends: Optional[Sequence[str]] =
 
 def loglog_slopes(rows: Sequence[AttentionPoint], value: str = "saved_bytes",
                   last: Optional[int] = None) -> Dict[str, float]:
-    """Per backend, the fitted exponent of ``value`` in T (``plots.fit_loglog_slope`` over its
+    """Per backend, the fitted exponent of ``value`` in T (``common.fit_loglog_slope`` over its
     successful rows; ``last``: only the largest-T points): ~2 quadratic, ~1 linear. NaN with fewer
     than two usable points."""
-    from tutorial_lib.plots import fit_loglog_slope
 
     out: Dict[str, float] = {}
     for b in dict.fromkeys(r.backend for r in rows):
@@ -248,9 +258,8 @@ _UNITS = {"saved_bytes": ("MiB kept for backward", 2 ** 20), "peak_bytes": ("CUD
 
 
 def sweep_figure(rows: Sequence[AttentionPoint], value: str = "saved_bytes", title: str = ""):
-    """``plots.loglog_scaling`` of ``value`` (saved_bytes, peak_bytes or median_ms) vs T, one line
+    """``common.loglog_scaling`` of ``value`` (saved_bytes, peak_bytes or median_ms) vs T, one line
     per backend with its fitted slope; failed points are named under the axes. Returns a Figure."""
-    from tutorial_lib.plots import loglog_scaling
 
     if value not in _UNITS:
         raise ValueError(f"value={value!r} is not one of {list(_UNITS)}")
@@ -278,14 +287,9 @@ def model_backend_comparison(config, batch_size: int, seq_len: int,
     """A GPT training step (AdamW) with each attention backend: step time (``measure_step``) and
     memory (``memory_breakdown``: saved activations by component everywhere, peak on CUDA).
     One dict per backend; an OOM or unsupported backend is a row with ``error``."""
-    from tutorial_lib import settings
-    from tutorial_lib.measure.bench import (SWEEP_ERRORS, error_text, free_memory, measure_step,
-                                            resolve_config)
-    from tutorial_lib.measure.memory import memory_breakdown
 
     cfg = resolve_config(config)
-    dev = settings.get_device(device) if not isinstance(device, torch.device) else device
-    dt = settings.parse_dtype(dtype) if dtype is not None else settings.default_dtype(dev)
+    dev, dt = settings.resolve(device, dtype)
     rows = []
     for b in backends:
         c = cfg.replace(attn_backend=b)
@@ -322,8 +326,7 @@ def model_backend_comparison(config, batch_size: int, seq_len: int,
 def tile_grid(T: int, tile: int, window: Optional[int] = None) -> List[List[str]]:
     """For each (query tile, key tile): "full" (computed, no mask), "masked" (computed, partly
     masked: the diagonal or the window's edge) or "skipped" (never computed) -- exactly what
-    ``flash.tiled_attention_forward`` does."""
-    from tutorial_lib.flash import _key_range, _tile_mask
+    ``attention.flash_tiled.tiled_attention_forward`` does."""
 
     if not isinstance(T, int) or T < 1 or not isinstance(tile, int) or tile < 1:
         raise ValueError(f"T={T!r} and tile={tile!r} must be positive integers")
@@ -331,9 +334,9 @@ def tile_grid(T: int, tile: int, window: Optional[int] = None) -> List[List[str]
     grid = [["skipped"] * n for _ in range(n)]
     for qi, q0 in enumerate(range(0, T, tile)):
         q1 = min(q0 + tile, T)
-        for k0 in _key_range(q0, q1, T, tile, window):
+        for k0 in key_tiles(q0, q1, T, tile, window):
             k1 = min(k0 + tile, T)
-            grid[qi][k0 // tile] = "full" if _tile_mask(q0, q1, k0, k1, window, "cpu") is None else "masked"
+            grid[qi][k0 // tile] = "full" if tile_mask(q0, q1, k0, k1, window, "cpu") is None else "masked"
     return grid
 
 
@@ -341,9 +344,6 @@ def tiling_figure(T: int = 512, tile: int = 64, window: Optional[int] = None):
     """Left: the (T, T) score matrix eager attention materialises. Right: the tiles the tiled
     kernel visits -- only a (tile, tile) block exists at a time; tiles above the diagonal are
     skipped. Returns a Figure."""
-    import numpy as np
-    from matplotlib.colors import ListedColormap
-    from matplotlib.figure import Figure
 
     grid = tile_grid(T, tile, window)
     code = {"skipped": 0, "masked": 1, "full": 2}
@@ -368,3 +368,156 @@ def tiling_figure(T: int = 512, tile: int = 64, window: Optional[int] = None):
     a2.set_ylabel("query tile")
     fig.tight_layout()
     return fig
+
+
+# ---- the explorer's numbers -------------------------------------------------------------------
+def flash_point(seq_len: int, batch_size: int = 1, dtype: str = "float32", preset: str = "gpt2_small",
+                docs: Optional[List[dict]] = None, device: Optional[str] = None) -> Dict[str, object]:
+    """Attention memory at length T: what eager attention writes (scores, probabilities) vs a
+    flash kernel (one logsumexp per query), per layer and for the whole training step."""
+    if dtype not in settings.DTYPE_NAMES:
+        raise ValueError(f"dtype={dtype!r} is not one of {list(settings.DTYPE_NAMES)}")
+    e = settings.dtype_bytes(dtype)
+    cfg = get_config(preset, block_size=max(1024, seq_len))
+    out = {"seq_len": seq_len, "batch_size": batch_size, "dtype": dtype, "n_head": cfg.n_head}
+    for backend in ("eager", "sdpa"):
+        c = cfg.replace(attn_backend=backend)
+        rows = F.cost_table(c, batch_size, seq_len, bytes_per_element=e)
+        att = sum(r.act_bytes for r in rows if r.name in ("attention.scores", "attention.softmax"))
+        out[f"{backend}_attention_bytes_per_layer"] = att // cfg.n_layer
+        out[f"{backend}_training_bytes"] = F.training_memory(c, batch_size, seq_len, e)["total"]
+    out["attention_ratio"] = out["eager_attention_bytes_per_layer"] / out["sdpa_attention_bytes_per_layer"]
+    out["training_ratio"] = out["eager_training_bytes"] / out["sdpa_training_bytes"]
+    out["measured"] = [{"backend": r.get("backend"), "seq_len": r.get("seq_len"),
+                        "saved_bytes": r.get("saved_bytes"), "device_name": m.get("device_name"),
+                        "batch_size": r.get("batch_size"), "n_head": r.get("n_head")}
+                       for r, m in records.measured_rows("flash_vs_T", docs, device) if r.get("saved_bytes")]
+    return out
+
+
+# ---- exercise ----------------------------------------------------------------------------------
+# ---- online softmax ------------------------------------------------------------------------
+def _softmax_cases():
+    """(scores (B, H, Tq, Tk), v (B, H, Tk, D), tile) cases, float64."""
+    g = torch.Generator().manual_seed(0)
+    B, H, Tq, Tk, D = 2, 3, 5, 12, 4
+    s = torch.randn(B, H, Tq, Tk, generator=g, dtype=torch.float64) * 3
+    v = torch.randn(B, H, Tk, D, generator=g, dtype=torch.float64)
+    causal = s.clone()
+    causal[..., 0, 1:] = float("-inf")  # query 0 sees only key 0 ...
+    causal[..., 1, :4] = float("-inf")  # ... query 1's whole first tile is masked
+    rising = torch.arange(Tk, dtype=torch.float64).expand(B, H, Tq, Tk) * 2.0  # max grows every tile
+    big = s + 1000.0  # exp(1000) overflows: the max must be subtracted
+    return [("random scores", s, v, 4), ("a fully masked first tile", causal, v, 4),
+            ("a maximum that grows with every tile", rising, v, 4),
+            ("large scores (1000 + noise)", big, v, 3)]
+
+
+def _run_tiles(fn, scores, v, tile):
+    """Drive fn over the key tiles; returns the list of states after each tile."""
+    B, H, Tq, Tk = scores.shape
+    m = torch.full((B, H, Tq, 1), float("-inf"), dtype=scores.dtype)
+    l = torch.zeros((B, H, Tq, 1), dtype=scores.dtype)
+    acc = torch.zeros((B, H, Tq, v.shape[-1]), dtype=scores.dtype)
+    states = []
+    for k0 in range(0, Tk, tile):
+        out = fn(m, l, acc, scores[..., k0:k0 + tile].clone(), v[..., k0:k0 + tile, :].clone())
+        if not (isinstance(out, (tuple, list)) and len(out) == 3):
+            raise TypeError(f"it must return (m, l, acc); it returned {type(out).__name__}"
+                            + (f" of length {len(out)}" if isinstance(out, (tuple, list)) else ""))
+        m, l, acc = out
+        states.append((m, l, acc))
+    return states
+
+
+def _variant(kind):
+    """Typical wrong versions of the update, to name the mistake a learner's output matches."""
+    def fn(m, l, acc, scores, v_tile):
+        m_new = torch.maximum(m, scores.amax(dim=-1, keepdim=True))
+        m_safe = torch.where(torch.isfinite(m_new), m_new, torch.zeros_like(m_new))
+        m_old = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+        p = torch.exp(scores - (m_old if kind == "p_old_max" else m_safe))
+        alpha = torch.exp(m - m_safe)
+        if kind == "p_old_max":
+            alpha = torch.ones_like(alpha)
+        l_new = (l if kind == "no_alpha_l" else alpha * l) + p.sum(-1, keepdim=True)
+        acc_new = (acc if kind == "no_alpha_acc" else alpha * acc) + p @ v_tile
+        if kind == "normalised_acc":
+            acc_new = acc_new / l_new
+        return m_new, l_new, acc_new
+    return fn
+
+
+_HINTS = {
+    "no_alpha_acc": "acc is not rescaled: when the running max grows from m to m_new, multiply the "
+                    "old acc by alpha = exp(m - m_new) before adding p @ v_tile",
+    "no_alpha_l": "l is not rescaled: multiply the old l by alpha = exp(m - m_new) before adding "
+                  "this tile's p.sum(-1)",
+    "p_old_max": "this tile's p must use the *new* max (p = exp(scores - m_new)), and the old "
+                 "l and acc are then rescaled by exp(m - m_new)",
+    "normalised_acc": "acc must stay unnormalised (the running sum of p @ v); divide by l only once, "
+                      "after the last tile",
+}
+
+
+def check_online_softmax_update(fn: Callable) -> CheckResult:
+    """Check ``fn(m, l, acc, scores, v_tile) -> (m_new, l_new, acc_new)`` for one key tile.
+
+    m, l: running row max and normaliser (..., Tq, 1), starting at -inf and 0; acc: the
+    unnormalised output (..., Tq, D) starting at 0; masked scores are -inf. After the last tile,
+    acc / l must equal softmax(scores) @ v. Compared step by step with
+    ``attention.flash_tiled.online_softmax_update`` on random, masked, growing and huge scores.
+    """
+    ref_fn = online_softmax_update
+    name = "online_softmax_update"
+    cases = _softmax_cases()
+    runs = []
+    # pass 1: the answer acc / l after the last tile, on every case
+    for i, (label, scores, v, tile) in enumerate(cases):
+        states, err = call_checked(name, _run_tiles, fn, scores, v, tile)
+        if err is not None:
+            err.message = err.message.replace("your function raised TypeError: it must", "it must")
+            return err
+        ref_states = _run_tiles(ref_fn, scores, v, tile)
+        runs.append((label, states, ref_states))
+        want = torch.softmax(scores, dim=-1) @ v
+        m, l, acc = states[-1]
+        if not all(isinstance(t, torch.Tensor) for t in (m, l, acc)):
+            return CheckResult(name, False, "m, l and acc must be tensors", i)
+        for nm, a, b in zip(("m", "l", "acc"), (m, l, acc), ref_states[-1]):
+            if tuple(a.shape) != tuple(b.shape):
+                return CheckResult(name, False, f"with {label}: {nm} has shape {tuple(a.shape)}, "
+                                   f"expected {tuple(b.shape)} (keep the trailing size-1 axis of m and l)", i)
+        out = acc / l
+        if not torch.isfinite(out).all():
+            if "masked" in label:
+                msg = (f"with {label}: NaN/inf in the output. A row whose tile is all -inf has "
+                       "m_new = -inf and exp(-inf - (-inf)) = nan: subtract 0 instead of a "
+                       "non-finite max (torch.where(torch.isfinite(m_new), m_new, 0)).")
+            elif "large" in label:
+                msg = (f"with {label}: the output overflowed (inf/NaN). exp(1000) does not fit in "
+                       "a float: subtract the running max before exp.")
+            else:
+                msg = f"with {label}: NaN/inf in the output"
+            return CheckResult(name, False, msg, i)
+        if torch.allclose(out, want, rtol=1e-9, atol=1e-9):
+            continue
+        for kind, hint in _HINTS.items():
+            vs = _run_tiles(_variant(kind), scores, v, tile)[-1]
+            if all(torch.allclose(x, y, rtol=1e-9, atol=1e-9) for x, y in zip((m, l, acc), vs)):
+                return CheckResult(name, False, f"with {label}: {hint}.", i)
+        err_max = (out - want).abs().max().item()
+        return CheckResult(name, False, f"with {label}: acc / l after the last tile differs from "
+                           f"softmax(scores) @ v by up to {err_max:.3g}", i)
+    # pass 2: the running state after every tile (the contract the tiled kernel relies on)
+    for i, (label, states, ref_states) in enumerate(runs):
+        for step, (got, ref) in enumerate(zip(states, ref_states)):
+            ok = [torch.allclose(x, y, rtol=1e-9, atol=1e-12, equal_nan=True) for x, y in zip(got, ref)]
+            if not all(ok):
+                bad = [nm for nm, o in zip(("m", "l", "acc"), ok) if not o]
+                return CheckResult(name, False, (
+                    f"with {label}: the final output is right, but after tile {step} "
+                    f"{', '.join(bad)} differ(s) from the reference: keep m = running max, "
+                    "l = running sum of exp(score - m), acc = running sum of exp(score - m) v"), i)
+    return CheckResult(name, True, f"all {len(cases)} cases ({', '.join(c[0] for c in cases)}) "
+                       "match softmax(scores) @ v and the library's step-by-step state.", len(cases))

@@ -8,8 +8,8 @@ Backward does not keep the probabilities either: it recomputes each tile's proba
 
 This version is written for reading, not for speed: the tile loops run in Python, each tile is a
 few small matmuls, so it is slower than PyTorch's fused ``scaled_dot_product_attention`` -- but its
-memory curve is the real thing. Shapes: q, k, v are (B, H, T, D) with the same number of heads
-(expand grouped K/V with ``repeat_kv`` first).
+memory curve is the real thing. Shapes: q, k, v are (B, H, T, D) with the same number of heads; the registered backend
+(``tiled_backend``) expands grouped K/V heads with ``repeat_kv`` first.
 """
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ import math
 from typing import Optional
 
 import torch
+
+from tutorial_lib.attention.reference import repeat_kv
 
 
 def online_softmax_update(m, l, acc, scores, v_tile):
@@ -41,7 +43,7 @@ def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
-def _tile_mask(q0, q1, k0, k1, window, device):
+def tile_mask(q0, q1, k0, k1, window, device):
     """Boolean (q1-q0, k1-k0) mask of allowed (query, key) pairs, or None when all are allowed."""
     qi = torch.arange(q0, q1, device=device)[:, None]
     kj = torch.arange(k0, k1, device=device)[None, :]
@@ -53,7 +55,7 @@ def _tile_mask(q0, q1, k0, k1, window, device):
     return allowed
 
 
-def _key_range(q0, q1, T, tile, window):
+def key_tiles(q0, q1, T, tile, window):
     """Key tiles that can hold a visible key for queries q0..q1-1 (causal, optional window)."""
     first = 0 if window is None else max(0, q0 - window + 1) // tile * tile
     last = min(q1, T)  # keys beyond the last query are in the future
@@ -72,10 +74,10 @@ def tiled_attention_forward(q, k, v, scale, window=None, tile=64):
         m = torch.full((B, H, q1 - q0, 1), float("-inf"), device=q.device, dtype=acc_dtype)
         l = torch.zeros((B, H, q1 - q0, 1), device=q.device, dtype=acc_dtype)
         acc = torch.zeros((B, H, q1 - q0, D), device=q.device, dtype=acc_dtype)
-        for k0 in _key_range(q0, q1, T, tile, window):
+        for k0 in key_tiles(q0, q1, T, tile, window):
             k1 = min(k0 + tile, T)
             s = qt @ k[:, :, k0:k1].to(acc_dtype).transpose(-2, -1)  # (B, H, tq, tk)
-            mask = _tile_mask(q0, q1, k0, k1, window, q.device)
+            mask = tile_mask(q0, q1, k0, k1, window, q.device)
             if mask is not None:
                 s = s.masked_fill(~mask, float("-inf"))
             m, l, acc = online_softmax_update(m, l, acc, s, v[:, :, k0:k1].to(acc_dtype))
@@ -96,11 +98,11 @@ def tiled_attention_backward(q, k, v, out, lse, dout, scale, window=None, tile=6
         q1 = min(q0 + tile, T)
         qt, dot = q[:, :, q0:q1].to(a), dout[:, :, q0:q1].to(a)
         lse_t, delta_t = lse[:, :, q0:q1, None], delta[:, :, q0:q1]
-        for k0 in _key_range(q0, q1, T, tile, window):
+        for k0 in key_tiles(q0, q1, T, tile, window):
             k1 = min(k0 + tile, T)
             kt, vt = k[:, :, k0:k1].to(a), v[:, :, k0:k1].to(a)
             s = (qt @ kt.transpose(-2, -1)) * scale
-            mask = _tile_mask(q0, q1, k0, k1, window, q.device)
+            mask = tile_mask(q0, q1, k0, k1, window, q.device)
             if mask is not None:
                 s = s.masked_fill(~mask, float("-inf"))
             p = torch.exp(s - lse_t)  # the probabilities, recomputed
@@ -137,3 +139,19 @@ def tiled_attention(q, k, v, window: Optional[int] = None, tile: int = 64):
         raise ValueError(f"tiled_attention: q, k, v must share a shape (expand K/V heads with "
                          f"repeat_kv first); got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
     return TiledAttention.apply(q, k, v, window, tile)
+
+
+def tiled_pairs(T: int, tile: int, window: Optional[int] = None) -> int:
+    """(query, key) pairs this kernel computes: whole tiles, skipping tiles that are fully masked."""
+    n = 0
+    for q0 in range(0, T, tile):
+        q1 = min(q0 + tile, T)
+        for k0 in key_tiles(q0, q1, T, tile, window):
+            n += (q1 - q0) * (min(k0 + tile, T) - k0)
+    return n
+
+
+def tiled_backend(q, k, v, window=None, tile=64, dropout_p=0.0, training=False):
+    """The registered ``tiled`` backend: grouped K/V heads expanded, then ``tiled_attention``."""
+    n_rep = q.shape[1] // k.shape[1]
+    return tiled_attention(q, repeat_kv(k, n_rep), repeat_kv(v, n_rep), window, tile)

@@ -1,4 +1,4 @@
-"""tutorial_lib.flash_lessons: the online-softmax walkthrough against plain maths, the attention
+"""tutorial_lib.lessons.flash_attention: the online-softmax walkthrough against plain maths, the attention
 sweep's memory against analytic byte counts, error rows, slopes, figures, whole-model comparison."""
 import math
 
@@ -6,11 +6,11 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
-from tutorial_lib import flash_lessons as fl  # noqa: E402
-from tutorial_lib.config import get_config  # noqa: E402
+from tutorial_lib.lessons import flash_attention as fl
+from tutorial_lib.model import get_config
 
 
 # ---- online softmax walkthrough --------------------------------------------------------------
@@ -165,7 +165,7 @@ def test_model_backend_comparison():
 # ---- the tiling picture ----------------------------------------------------------------------
 @pytest.mark.parametrize("T,tile,window", [(100, 32, None), (128, 32, None), (256, 32, 40), (64, 64, None)])
 def test_tile_grid_matches_the_pairs_the_kernel_computes(T, tile, window):
-    from tutorial_lib.measure.flops import tiled_pairs
+    from tutorial_lib.attention.flash_tiled import tiled_pairs
 
     grid = fl.tile_grid(T, tile, window)
     n = math.ceil(T / tile)
@@ -185,3 +185,11 @@ def test_tiling_figure():
     assert "256x256" in a1.get_title() and "(6)" in a2.get_title() and "(4)" in a2.get_title()
     with pytest.raises(ValueError, match="tile=0"):
         fl.tile_grid(16, 0)
+
+
+def test_flash_point_formula():
+    r = fl.flash_point(1024, batch_size=2, dtype="float32", docs=[])
+    H = 12
+    assert r["eager_attention_bytes_per_layer"] == 3 * 2 * H * 1024 * 1024 * 4
+    assert r["sdpa_attention_bytes_per_layer"] == 2 * H * 1024 * 4  # one logsumexp per query
+    assert r["training_ratio"] > 1

@@ -21,8 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from tutorial_lib import explore
-from tutorial_lib.config import get_config
+from tutorial_lib import claims
+from tutorial_lib.lessons import explorer as explore
+from tutorial_lib.lessons.gqa import decode_bytes_per_token
+from tutorial_lib.measure import records
+from tutorial_lib.model import get_config
 
 GOALS = ("speed", "memory", "decoding")
 DEVICES = ("cpu", "cuda")
@@ -111,7 +114,6 @@ class Recommendation:
 
 def seed_tree(seq_len: int) -> List[str]:
     """The seed's recommendation for this T, in its own words."""
-    from tutorial_lib import claims
 
     keys = ["tree.short" if seq_len < 512 else "tree.long", "tree.swiglu", "tree.optimizer"]
     return [claims.get(k).text for k in keys]
@@ -122,16 +124,6 @@ def _dtype(device: str) -> str:
     return "bfloat16" if device == "cuda" else "float32"
 
 
-def decode_bytes_per_token(cfg, context: int, dtype: str) -> int:
-    """Bytes one decoding step reads: every weight once + the whole KV cache (capped at W)."""
-    from tutorial_lib.gqa import kv_cache_bytes
-    from tutorial_lib.measure import flops as F
-
-    e = explore.DTYPE_BYTES[dtype]
-    ctx = min(context, cfg.window) if cfg.window else context
-    return F.num_params(cfg) * e + kv_cache_bytes(cfg, 1, ctx, dtype)
-
-
 def analytic_payoff(key: str, seq_len: int, device: str, goal: str, batch_size: int = 4,
                     window: Optional[int] = None) -> float:
     """base / variant for ``goal`` from the analytic model (see the module docstring)."""
@@ -139,7 +131,7 @@ def analytic_payoff(key: str, seq_len: int, device: str, goal: str, batch_size: 
     var = change_config(key, seq_len, device, window)
     dt = _dtype(device)
     if goal == "speed":
-        w = [explore._model_work(explore.scope_work(c, batch_size, seq_len, device)) for c in (base, var)]
+        w = [explore.model_work(explore.scope_work(c, batch_size, seq_len, device)) for c in (base, var)]
     elif goal == "memory":
         w = [explore.predict_memory(c, batch_size, seq_len, dt)["total"] for c in (base, var)]
     elif goal == "decoding":
@@ -203,10 +195,12 @@ def quality_notes(docs: Sequence[dict]) -> List[str]:
     for key, prefix in QUALITY_ONLY:
         for doc in docs:
             rows = _find(doc, "quality", prefix)
-            if rows and rows[0].get("val_loss_vs_baseline") is not None:
+            if rows and rows[0].get("vs_baseline") is not None:
                 r = rows[0]
-                out.append(f"{r['variant']}: validation loss {r['val_loss_vs_baseline']:+.3f} vs the "
-                           f"baseline ({_sizes(doc, 'quality')}, {doc['meta'].get('device_name', '?')})")
+                sd = f" ± {r['vs_baseline_sd']:.3f}" if r.get("vs_baseline_sd") is not None else ""
+                out.append(f"{r['variant']}: validation loss {r['vs_baseline']:+.3f}{sd} vs the baseline "
+                           f"over {r.get('seeds', 1)} seed(s), {r.get('verdict') or 'too short to tell'} "
+                           f"({_sizes(doc, 'quality')}, {doc['meta'].get('device_name', '?')})")
                 break
         else:
             out.append(f"{prefix}: no measured quality run yet (python -m tutorial_lib bench "
@@ -224,8 +218,8 @@ def recommend(seq_len: int, device: str = "cpu", goal: str = "speed", batch_size
         raise ValueError(f"device={device!r} is not one of {list(DEVICES)}")
     if goal not in GOALS:
         raise ValueError(f"goal={goal!r} is not one of {list(GOALS)}")
-    docs = list(results) if results is not None else explore.load_all_results(results_dir)
-    docs = [d for d in docs if explore.device_kind(d["meta"].get("device", "")) == device]
+    docs = list(results) if results is not None else records.load_all(results_dir)
+    docs = [d for d in docs if records.device_kind(d["meta"].get("device", "")) == device]
     notes = []
     payoffs = []
     for ch in CHANGES:
@@ -246,6 +240,6 @@ def recommend(seq_len: int, device: str = "cpu", goal: str = "speed", batch_size
         notes.append("on CPU, flex attention has no backward: train windows with the local kernel")
     if not docs:
         where = "among the results given" if results is not None else (
-            f"in {results_dir or explore.results_dir()}")
+            f"in {results_dir or records.results_dir()}")
         notes.append(f"no results file for {device} {where}: every payoff is analytic")
     return Recommendation(seq_len, device, goal, good, rest, quality_notes(docs), seed_tree(seq_len), notes)

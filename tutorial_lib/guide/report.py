@@ -19,22 +19,27 @@ import re
 from pathlib import Path
 from typing import Iterable
 
+from tutorial_lib import claims
+from tutorial_lib.guide.suite import SECTIONS
+from tutorial_lib.lessons import decision
+from tutorial_lib.measure import flops as F
+from tutorial_lib.measure import records
+from tutorial_lib.model import get_config
+from tutorial_lib.settings import cpu_oversubscribed
+
 BLOCK = re.compile(r"(<!-- report:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /report:(?P=name) -->)",
                    re.DOTALL)
 DEVICE_ORDER = {"cuda": 0, "mps": 1, "cpu": 2}
 
 
 def load_results(paths: Iterable[Path]) -> list[dict]:
-    """Results files, GPU first, each checked for the fields the report needs."""
+    """Results files (``measure.records.load_results``: validated, errors name the file), GPU first."""
     out = []
     for p in paths:
-        data = json.loads(Path(p).read_text())
-        for key in ("schema_version", "meta", "rows"):
-            if key not in data:
-                raise ValueError(f"results file {p}: missing field {key!r}")
-        data["_path"] = str(p)
-        out.append(data)
-    out.sort(key=lambda d: (DEVICE_ORDER.get(str(d["meta"].get("device", "")).split(":")[0], 9), d["_path"]))
+        doc = records.load_results(p)
+        doc["_path"] = str(p)
+        out.append(doc)
+    out.sort(key=lambda d: (DEVICE_ORDER.get(records.device_kind(d["meta"].get("device", "")), 9), d["_path"]))
     return out
 
 
@@ -94,7 +99,6 @@ def load_note(meta: dict, section: dict) -> str:
     cores, threads = load.get("cores") or 0, load.get("threads") or 0
     rng = f"{min(vals):.1f}" if len(set(vals)) == 1 else f"{min(vals):.1f}–{max(vals):.1f}"
     txt = f"_Load average {rng} on {cores} cores while this ran (the suite itself uses {threads} threads)"
-    from tutorial_lib.settings import cpu_oversubscribed
 
     if cores and cpu_oversubscribed(max(vals), cores):
         txt += ("; other jobs were competing for the cores, so its times are noisy and rows measured "
@@ -105,9 +109,6 @@ def load_note(meta: dict, section: dict) -> str:
 # ---- analytic blocks: computed from the library at report time, the same on every device ----
 def _analytic_flop_shares() -> str:
     """The seed's time-share claims beside GPT-2 small's analytic matmul-FLOP shares."""
-    from tutorial_lib import claims
-    from tutorial_lib.config import get_config
-    from tutorial_lib.measure import flops as F
 
     cfg, B, T = get_config("gpt2_small"), 4, 512
     rows = F.cost_table(cfg, B, T)
@@ -138,7 +139,6 @@ def render_decision(results: list[dict]) -> str:
     """The decision tree as a table: for each device kind, T and goal, the changes worth making,
     best first, with their payoffs (``decision.recommend`` over these results files: *measured*
     where a file for that device kind holds the change near that T, else *analytic*, labelled)."""
-    from tutorial_lib import decision
 
     def item(p):
         return f"{p.title} {p.value:.2f}× ({'measured' if p.measured else 'analytic'})"
@@ -156,7 +156,7 @@ def render_decision(results: list[dict]) -> str:
                              "the seed says": r.seed[0]})
     files = ", ".join(f"`{Path(d['_path']).name}` ({d['meta'].get('device_name', '?')})"
                       for d in results if "_path" in d) or "none"
-    return (markdown_table(rows) + "\nComputed by `tutorial_lib.decision.recommend` from the results "
+    return (markdown_table(rows) + "\nComputed by `tutorial_lib.lessons.decision.recommend` from the results "
             f"files ({files}): *measured* payoffs come from a file recorded on that kind of device, "
             "within a factor of 2 of T; every other payoff is the cost model's (speed: FLOP ratio, "
             "compute-bound; memory: predicted bytes; decoding: bytes read per new token, memory-bound). "
@@ -268,14 +268,12 @@ def recorded(*sections: str, results_dir: Path | None = None) -> Recorded:
     """The guide's tables for ``sections``, from every results file in ``results_dir`` (default:
     the repository's results/), each captioned with the device, dtype, torch, profile, date and
     sizes it was recorded with -- so a notebook can show them beside its live measurement."""
-    from tutorial_lib.explore import results_dir as default_dir
-    from tutorial_lib.suite import SECTIONS
 
     known = set(SECTIONS) | {"attention_vs_T", "expected_results"}
     for name in sections:
         if name not in known:
             raise ValueError(f"section={name!r} is not one of {sorted(known)}")
-    d = Path(results_dir) if results_dir is not None else default_dir()
+    d = Path(results_dir) if results_dir is not None else records.results_dir()
     docs = load_results(sorted(d.glob("*.json"))) if d.is_dir() else []
     parts = []
     for name in sections:

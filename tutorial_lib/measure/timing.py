@@ -23,9 +23,15 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, List, Optional, Union
 
 import torch
+from torch.utils.benchmark import Timer
+from torch.utils.benchmark.utils.common import Measurement
+from tqdm.auto import tqdm
 
 from tutorial_lib import settings
-from tutorial_lib.config import GPTConfig, get_config
+from tutorial_lib.data import random_batch
+from tutorial_lib.measure import flops
+from tutorial_lib.model import GPT, GPTConfig, get_config
+from tutorial_lib.sizes import get_sizes
 
 MODES = ("fwd", "fwdbwd", "train")
 # Failures a sweep records instead of raising: OOM (a RuntimeError subclass), unsupported
@@ -77,12 +83,9 @@ def time_fn(fn: Callable[[], object], device=None, min_run_time: Optional[float]
     The Timer uses all of torch's threads (its default is one). On CUDA the clock synchronises and
     the peak allocated memory over the timed calls is recorded.
     """
-    from torch.utils.benchmark import Timer
-    from torch.utils.benchmark.utils.common import Measurement
-
     dev = torch.device(device) if device is not None else settings.get_device()
     if min_run_time is None:
-        min_run_time = settings.get_profile(device=dev).min_run_time
+        min_run_time = get_sizes(device=dev).step.min_run_time
     if min_run_time <= 0:
         raise ValueError(f"min_run_time={min_run_time!r} must be > 0")
     cuda = dev.type == "cuda"
@@ -135,6 +138,7 @@ class StepResult:
     achieved_tflops: Optional[float] = None  # flops / median time, in TFLOP/s
     mfu: Optional[float] = None  # achieved / peak for this GPU and dtype; None on CPU / unknown GPU
     error: Optional[str] = None  # set instead of the numbers when the point failed (OOM, ...)
+    config_fields: dict = field(default_factory=dict)  # GPTConfig.to_dict() of the measured model
     extra: dict = field(default_factory=dict)  # anything a caller wants to stamp on the row
     kind: str = "step"  # row kind in a results file (see records.py)
 
@@ -169,14 +173,6 @@ def check_sizes(config: GPTConfig, batch_size, seq_len, mode) -> None:
         raise ValueError(f"seq_len={seq_len!r} must be a positive integer")
     if seq_len > config.block_size:
         raise ValueError(f"seq_len={seq_len} exceeds block_size={config.block_size} of {config.name}")
-
-
-def make_batch(config: GPTConfig, batch_size: int, seq_len: int, device=None, seed: int = 0):
-    """Random token ids (B, T) and next-token targets (B, T): timing does not depend on the text."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randint(0, config.vocab_size, (batch_size, seq_len + 1), generator=g)
-    x = x.to(device)
-    return x[:, :-1].contiguous(), x[:, 1:].contiguous()
 
 
 def make_optimizer(model: torch.nn.Module, device, lr: float = 3e-4, weight_decay: float = 0.1):
@@ -226,18 +222,15 @@ def prepare_step(config: Union[GPTConfig, str], batch_size: int, seq_len: int, m
                  device=None, dtype=None, compile: bool = False, seed: int = 0, model=None):
     """Build (model, step closure, device, dtype) for one GPT step -- shared by timing, profiling
     and memory tools so that they all measure the same thing."""
-    from tutorial_lib.model import GPT
-
     cfg = resolve_config(config)
     check_sizes(cfg, batch_size, seq_len, mode)
-    dev = settings.get_device(device) if not isinstance(device, torch.device) else device
-    dt = settings.parse_dtype(dtype) if dtype is not None else settings.default_dtype(dev)
+    dev, dt = settings.resolve(device, dtype)
     if model is None:
         torch.manual_seed(seed)
         model = GPT(cfg)
     model = model.to(dev).train()
     run_model = torch.compile(model) if compile else model
-    idx, targets = make_batch(cfg, batch_size, seq_len, dev, seed)
+    idx, targets = random_batch(cfg.vocab_size, batch_size, seq_len, dev, seed)
     opt = make_optimizer(model, dev) if mode == "train" else None
     return model, build_step(run_model, idx, targets, mode, dev, dt, opt), dev, dt
 
@@ -251,8 +244,6 @@ def measure_step(config: Union[GPTConfig, str], batch_size: int, seq_len: int, m
     dtype: None = bf16 autocast on CUDA, fp32 on CPU. mode: "fwd" | "fwdbwd" | "train".
     Returns a StepResult (raises on bad input and on failures; ``measure_sweep`` records them).
     """
-    from tutorial_lib.measure import flops as F
-
     cfg = resolve_config(config)
     model, step, dev, dt = prepare_step(cfg, batch_size, seq_len, mode, device, dtype, compile,
                                         seed, model)
@@ -260,20 +251,21 @@ def measure_step(config: Union[GPTConfig, str], batch_size: int, seq_len: int, m
                  label=label or cfg.name)
     name = settings.device_name(dev)
     fwd_bwd = "fwd" if mode == "fwd" else "fwdbwd"
-    fl = F.model_flops(cfg, batch_size, seq_len, mode=fwd_bwd, causal=True,
+    fl = flops.model_flops(cfg, batch_size, seq_len, mode=fwd_bwd, causal=True,
                        device_type=dev.type)
-    fl_counter = F.model_flops(cfg, batch_size, seq_len, mode=fwd_bwd, causal=False,
+    fl_counter = flops.model_flops(cfg, batch_size, seq_len, mode=fwd_bwd, causal=False,
                                device_type=dev.type)
     sec = tm.median_ms / 1e3
     achieved = fl / sec
     res = StepResult(
-        label=label or cfg.name, preset=cfg.name, config=cfg.describe(), mode=mode,
+        label=label or cfg.name, preset=cfg.name, config=cfg.describe(), config_fields=cfg.to_dict(),
+        mode=mode,
         batch_size=batch_size, seq_len=seq_len, device=str(dev), device_name=name,
         dtype=settings.dtype_name(dt), compile=compile, attn_backend=cfg.attn_backend,
         median_ms=tm.median_ms, iqr_ms=tm.iqr_ms, min_ms=tm.min_ms, n_runs=tm.n_runs,
         tokens_per_s=batch_size * seq_len / sec, peak_mem_bytes=tm.peak_mem_bytes,
         params=model.num_params(), flops=fl, flops_counter=fl_counter,
-        achieved_tflops=achieved / 1e12, mfu=F.mfu(achieved, name, dt) if dev.type == "cuda" else None)
+        achieved_tflops=achieved / 1e12, mfu=flops.mfu(achieved, name, dt) if dev.type == "cuda" else None)
     del model, step
     return res
 
@@ -295,16 +287,15 @@ def error_row(config, batch_size, seq_len, mode, device, dtype, compile, exc, la
     """The row a sweep records when a point fails: sizes and stamps kept, numbers None."""
     try:
         cfg = resolve_config(config)
-        preset, desc, backend = cfg.name, cfg.describe(), cfg.attn_backend
+        preset, desc, backend, fields = cfg.name, cfg.describe(), cfg.attn_backend, cfg.to_dict()
     except ValueError:
-        preset, desc, backend = str(config), str(config), ""
-    dev = torch.device(device) if device is not None else settings.get_device()
-    dt = settings.parse_dtype(dtype) if dtype is not None else settings.default_dtype(dev)
+        preset, desc, backend, fields = str(config), str(config), "", {}
+    dev, dt = settings.resolve(device, dtype)
     msg = error_text(exc)
     return StepResult(label=label or preset, preset=preset, config=desc, mode=mode,
                       batch_size=batch_size, seq_len=seq_len, device=str(dev),
                       device_name=settings.device_name(dev), dtype=settings.dtype_name(dt),
-                      compile=compile, attn_backend=backend, error=msg)
+                      compile=compile, attn_backend=backend, error=msg, config_fields=fields)
 
 
 def measure_sweep(points: Iterable[dict], progress: bool = True, desc: str = "measuring",
@@ -346,10 +337,6 @@ def measure_sweep(points: Iterable[dict], progress: bool = True, desc: str = "me
 def progress_bar(total: int, desc: str, enabled: bool = True):
     """A tqdm bar (notebook-aware when available), or None."""
     if not enabled:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
         return None
     return tqdm(total=total, desc=desc, leave=False)
 

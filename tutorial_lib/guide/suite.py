@@ -6,74 +6,38 @@ per section, and ``sections`` with each table's columns, sizes and notes). ``rep
 the guide's tables. A section that fails (OOM, an unsupported backend, a missing feature) is
 recorded with its error and the suite goes on.
 
-Sizes come from ``SuiteSizes.for_profile``: the seed's own setting on a GPU (GPT-2 small, B=4,
-T=512, bf16 autocast), a smaller one on a CPU, toy sizes for the smoke profile used by tests.
+Sizes come from ``sizes.get_sizes(profile)`` (its ``suite``, ``seed``, ``decode`` and ``quality``
+sections): the seed's own setting on a GPU (GPT-2 small, B=4, T=512, bf16 autocast), a smaller one
+on a CPU, toy sizes for the smoke profile used by tests.
 Budget: about 8 minutes on one H200, about 20 on a 2-core CPU.
 """
 from __future__ import annotations
 
-import dataclasses
 import gc
 import os
 import time
 import traceback
-from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
-from tutorial_lib import all_together as _AT
 from tutorial_lib import settings
-from tutorial_lib.config import GPTConfig, get_config
+from tutorial_lib.claims import claimed, compare
+from tutorial_lib.lessons import all_together as AT
+from tutorial_lib.lessons.common import fit_loglog_slope, measure_variants, quality_runs, quality_table
+from tutorial_lib.lessons.flash_attention import attention_sweep, loglog_slopes, model_backend_comparison
+from tutorial_lib.lessons.gqa import measure_decode
+from tutorial_lib.lessons.sliding_window import window_sweep
+from tutorial_lib.lessons.swiglu import time_optimizer_step
+from tutorial_lib.measure import flops as F
+from tutorial_lib.measure import profile as P
+from tutorial_lib.measure.records import SCHEMA_VERSION, stamp, to_row
+from tutorial_lib.measure.timing import SWEEP_ERRORS, error_row, error_text, measure_step
+from tutorial_lib.model import GPT, GPTConfig, get_config
+from tutorial_lib.optim import OptimizerSpec, muon_available
+from tutorial_lib.sizes import Quality, Sizes, get_sizes
 
 SUITES = ("guide",)
-
-
-@dataclass(frozen=True)
-class SuiteSizes:
-    profile: str
-    preset: str  # model measured for time/memory
-    batch: int
-    seq_len: int
-    attn_seqs: Tuple[int, ...]  # T sweep of the attention-core curves
-    attn_batch: int
-    attn_heads: int
-    window: int
-    window_seqs: Tuple[int, ...]
-    decode_contexts: Tuple[int, ...]
-    decode_tokens: int
-    train_preset: str  # model of the quality (validation-loss) runs
-    train_batch: int
-    train_seq_len: int
-    train_steps: int
-    eval_every: int
-    eval_batches: int
-    min_run_time: float
-    compile: bool  # also time torch.compile'd variants
-    # the seed's own setting (GPT-2 small, B=4, T=512), used wherever a handful of steps suffice:
-    # the per-component profile (3 steps) and the exact memory breakdown (1 step per backend)
-    rounds: int = 3  # interleaved timing rounds of the step comparisons (speedup = median ratio)
-    seed_preset: str = "gpt2_small"
-    seed_batch: int = 4
-    seed_seq_len: int = 512
-
-    @classmethod
-    def for_profile(cls, name: str) -> "SuiteSizes":
-        if name == "gpu":
-            return cls("gpu", "gpt2_small", 4, 512, (256, 512, 1024, 2048, 4096, 8192), 4, 12, 256,
-                       (512, 1024, 2048, 4096, 8192, 16384), (128, 512, 1024, 4096), 64,
-                       "gpt2_small", 16, 512, 300, 100, 10, 0.5, True)
-        if name == "cpu":
-            # GPT-2 small's step takes seconds on 2 cores; the 4-layer gpt2_mini keeps the suite
-            # near 20 minutes (the notebooks' cpu profile measures GPT-2 small itself)
-            return cls("cpu", "gpt2_mini", 2, 256, (128, 256, 512, 1024, 2048), 1, 12, 128,
-                       (512, 1024, 2048, 4096), (64, 256, 512), 16,
-                       "gpt2_mini", 8, 64, 80, 40, 4, 0.3, False, rounds=5)
-        if name == "smoke":
-            return cls("smoke", "tiny", 2, 32, (32, 64, 128), 1, 4, 16, (64, 128), (16, 32), 4,
-                       "tiny", 4, 32, 6, 3, 1, 0.02, False,
-                       seed_preset="tiny", seed_batch=2, seed_seq_len=32)
-        raise ValueError(f"profile={name!r} is not one of {list(settings.PROFILE_NAMES)}")
 
 
 def _loadavg() -> Optional[float]:
@@ -87,7 +51,7 @@ def _loadavg() -> Optional[float]:
 class Suite:
     """Collects rows and section metadata; each section runs under its own error guard."""
 
-    def __init__(self, sizes: SuiteSizes, device: torch.device, progress: bool = True):
+    def __init__(self, sizes: Sizes, device: torch.device, progress: bool = True):
         self.sizes, self.device, self.progress = sizes, device, progress
         self.dtype = settings.default_dtype(device)
         self.rows: List[dict] = []
@@ -114,7 +78,6 @@ class Suite:
         try:
             fn(self)
         except Exception as e:  # recorded, and the suite goes on
-            from tutorial_lib.measure.bench import error_text
             self.sections.setdefault(name, {})["error"] = error_text(e, 400)
             if self.progress:
                 traceback.print_exc()
@@ -135,9 +98,8 @@ class Suite:
     def step(self, cfg: GPTConfig, label: str, mode: str = "train", compile: bool = False,
              batch: Optional[int] = None, seq_len: Optional[int] = None):
         """A measured step as a row; an error row instead of raising."""
-        from tutorial_lib.measure.bench import SWEEP_ERRORS, error_row, measure_step
 
-        s = self.sizes
+        s = self.sizes.suite
         B, T = batch or s.batch, seq_len or s.seq_len
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -152,15 +114,13 @@ class Suite:
         return r
 
     def base_config(self) -> GPTConfig:
-        return get_config(self.sizes.preset)
+        return get_config(self.sizes.suite.preset)
 
 
 def _variants(S: "Suite", configs: dict, memory: bool = False) -> List[dict]:
-    """Training steps of several variants timed in interleaved rounds (``mlp_lessons.measure_variants``):
+    """Training steps of several variants timed in interleaved rounds (``common.measure_variants``):
     each speedup is the median of per-round ratios, so load that comes and goes cancels."""
-    from tutorial_lib.mlp_lessons import measure_variants
-
-    s = S.sizes
+    s = S.sizes.suite
     if S.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(S.device)
     rows = measure_variants(configs, s.batch, s.seq_len, rounds=s.rounds, min_run_time=s.min_run_time,
@@ -168,7 +128,8 @@ def _variants(S: "Suite", configs: dict, memory: bool = False) -> List[dict]:
     out = []
     for r in rows:
         mem = r.get("memory_bytes")
-        out.append({"variant": r["variant"], "ms_per_step": r.get("median_ms"),
+        out.append({"variant": r["variant"], "config_fields": configs[r["variant"]].to_dict(),
+                    "batch_size": s.batch, "seq_len": s.seq_len, "ms_per_step": r.get("median_ms"),
                     "speedup": r.get("speedup"), "tokens_per_s": r.get("tokens_per_s"),
                     "speedup_range": (f"{r['speedup_min']:.2f}–{r['speedup_max']:.2f}"
                                       if r.get("speedup_min") is not None else None),
@@ -195,14 +156,13 @@ def _step_row(r, base=None, **extra) -> dict:
 
 # ---- sections ------------------------------------------------------------------------------
 def sec_breakdown(S: Suite):
-    from tutorial_lib.measure import profile as P
 
-    s = S.sizes
-    res = P.profile_step(get_config(s.seed_preset).replace(attn_backend="eager"), s.seed_batch,
-                         s.seed_seq_len, device=S.device, steps=2, warmup=1)
+    s = S.sizes.seed
+    res = P.profile_step(get_config(s.preset).replace(attn_backend="eager"), s.batch,
+                         s.seq_len, device=S.device, steps=2, warmup=1)
     S.add("breakdown", res.component_rows(),
           columns=["component", "time_ms", "time_share", "flop_share"],
-          sizes={"model": s.seed_preset + " (eager attention)", "B": s.seed_batch, "T": s.seed_seq_len,
+          sizes={"model": s.preset + " (eager attention)", "B": s.batch, "T": s.seq_len,
                  "step": "fwd+bwd+AdamW", "time": res.time_source},
           note="time_share is of the whole step (optimizer included); flop_share is the component's "
                "share of the step's matmul FLOPs (cost model). Elementwise work has no matmul FLOPs: "
@@ -210,10 +170,8 @@ def sec_breakdown(S: Suite):
 
 
 def sec_gqa_train(S: Suite):
-    from tutorial_lib.claims import claimed
-    from tutorial_lib.measure import flops as F
 
-    s, cfg0 = S.sizes, S.base_config()
+    s, cfg0 = S.sizes.suite, S.base_config()
     heads = sorted({h for h in (cfg0.n_head, 4, 2, 1) if cfg0.n_head % h == 0}, reverse=True)
     label = lambda h: "MHA" if h == cfg0.n_head else ("MQA" if h == 1 else f"GQA-{h}")  # noqa: E731
     configs = {label(h): cfg0.replace(n_kv_head=h) for h in heads}
@@ -231,12 +189,12 @@ def sec_gqa_train(S: Suite):
 
 
 def sec_gqa_decode(S: Suite):
-    from tutorial_lib.gqa import measure_decode
 
-    s, cfg0 = S.sizes, S.base_config()
+    s, cfg0 = S.sizes.suite, S.base_config()
     heads = sorted({h for h in (cfg0.n_head, 4, 1) if cfg0.n_head % h == 0}, reverse=True)
-    rows = measure_decode(cfg0, s.decode_contexts, kv_heads=heads, batch_size=1,
-                          new_tokens=s.decode_tokens, device=S.device,
+    d = S.sizes.decode
+    rows = measure_decode(cfg0, d.contexts, kv_heads=heads, batch_size=d.batch,
+                          new_tokens=d.new_tokens, device=S.device,
                           dtype="bfloat16" if S.device.type == "cuda" else "float32",
                           min_run_time=s.min_run_time)
     out = []
@@ -250,13 +208,11 @@ def sec_gqa_decode(S: Suite):
     S.add("gqa_decode", out,
           columns=["variant", "context", "cache_MiB", "ms_per_token", "tokens_per_s",
                    "speedup_vs_MHA", "error"],
-          sizes={"model": s.preset, "B": 1, "new tokens": s.decode_tokens})
+          sizes={"model": s.preset, "B": d.batch, "new tokens": d.new_tokens})
 
 
 def sec_flash_vs_T(S: Suite):
-    from tutorial_lib.flash_lessons import attention_sweep
-
-    s = S.sizes
+    s = S.sizes.suite
     backends = ["eager", "tiled", "sdpa"] + (["flex"] if S.device.type == "cuda" else [])
     rows = attention_sweep(s.attn_seqs, backends, batch_size=s.attn_batch, n_head=s.attn_heads,
                            head_dim=64, device=S.device, min_run_time=s.min_run_time)
@@ -279,10 +235,6 @@ def attention_slope_rows(rows, cfg: GPTConfig, batch: int) -> List[dict]:
     """How attention cost grows with T: per backend, the fitted log-log exponent of time and of
     bytes kept for backward (``flash_lessons.loglog_slopes`` over ``attention_sweep`` rows), then the
     cost model's exponent for the FLOPs of a whole training step of ``cfg`` over the same lengths."""
-    from tutorial_lib.claims import claimed
-    from tutorial_lib.flash_lessons import loglog_slopes
-    from tutorial_lib.measure import flops as F
-    from tutorial_lib.plots import fit_loglog_slope
 
     t_slope = loglog_slopes(rows, "median_ms", last=SLOPE_POINTS)
     m_slope = loglog_slopes(rows, "saved_bytes", last=SLOPE_POINTS)
@@ -310,15 +262,14 @@ def _finite(x):
 def sec_memory(S: Suite):
     """Parameters, gradients, AdamW state and saved activations of one training step, eager vs SDPA
     attention, beside the seed's "Memory Usage Breakdown" (MB = 10^6 bytes)."""
-    from tutorial_lib.flash_lessons import model_backend_comparison
 
-    s = S.sizes
-    cfg = get_config(s.seed_preset)
-    eager, sdpa = model_backend_comparison(cfg, s.seed_batch, s.seed_seq_len, ("eager", "sdpa"),
+    s = S.sizes.seed
+    cfg = get_config(s.preset)
+    eager, sdpa = model_backend_comparison(cfg, s.batch, s.seq_len, ("eager", "sdpa"),
                                            device=S.device, measure_time=False)
     S.add("memory", memory_rows(eager, sdpa, cfg.n_layer, cuda=S.device.type == "cuda"),
           columns=["quantity", "seed_eager_MB", "eager_MB", "seed_flash_MB", "sdpa_MB", "error"],
-          sizes={"model": s.seed_preset, "B": s.seed_batch, "T": s.seed_seq_len,
+          sizes={"model": s.preset, "B": s.batch, "T": s.seq_len,
                  "step": "fwd+bwd+AdamW", "MB": "10^6 bytes"},
           note="Byte counts are exact (every tensor autograd saves, seen through saved_tensors_hooks, each "
                "storage once) and do not depend on the machine's load. 'total' is the seed's sum; the "
@@ -329,7 +280,6 @@ def sec_memory(S: Suite):
 def memory_rows(eager: dict, sdpa: dict, n_layer: int, cuda: bool) -> List[dict]:
     """The memory table: one row per quantity, the seed's claims beside eager and SDPA measurements
     (rows of ``flash_lessons.model_backend_comparison``; an errored backend leaves its column empty)."""
-    from tutorial_lib.claims import claimed
 
     def mb(r, key, per_layer=False, group=None):
         if r.get("error"):
@@ -366,7 +316,7 @@ def memory_rows(eager: dict, sdpa: dict, n_layer: int, cuda: bool) -> List[dict]
 
 
 def sec_flash_model(S: Suite):
-    s, cfg0 = S.sizes, S.base_config()
+    s, cfg0 = S.sizes.suite, S.base_config()
     rows = _variants(S, {be: cfg0.replace(attn_backend=be) for be in ("eager", "sdpa")}, memory=True)
     S.add("flash_model", rows,
           columns=["variant", "ms_per_step", "speedup", "speedup_range", "tokens_per_s", "step_memory_MiB",
@@ -376,9 +326,8 @@ def sec_flash_model(S: Suite):
 
 
 def _mlp_like(S: Suite, kind: str, variants, base_key: str):
-    from tutorial_lib.measure import flops as F
 
-    s, cfg0 = S.sizes, S.base_config()
+    s, cfg0 = S.sizes.suite, S.base_config()
     configs = {label: cfg0.replace(**kw) for label, kw in variants}
     rows = _variants(S, configs)
     base_fl = F.model_flops(cfg0, s.batch, s.seq_len, mode="fwdbwd", causal=True)
@@ -400,9 +349,7 @@ def sec_swiglu(S: Suite):
 
 
 def sec_window_curve(S: Suite):
-    from tutorial_lib.window_lessons import window_sweep
-
-    s = S.sizes
+    s = S.sizes.suite
     rows = window_sweep(s.window_seqs, window=s.window, batch_size=1, n_head=s.attn_heads,
                         head_dim=64, device=S.device, min_run_time=s.min_run_time)
     S.add("window_curve", rows, columns=["impl", "seq_len", "visible_pairs", "median_ms",
@@ -411,10 +358,7 @@ def sec_window_curve(S: Suite):
 
 
 def sec_optimizer(S: Suite):
-    from tutorial_lib.model import GPT
-    from tutorial_lib.optim import OptimizerSpec, muon_available, time_optimizer_step
-
-    s = S.sizes
+    s = S.sizes.suite
     torch.manual_seed(0)
     model = GPT(get_config(s.preset)).to(S.device)
     rows = []
@@ -430,63 +374,52 @@ def sec_optimizer(S: Suite):
           sizes={"model": s.preset, "work": "optimizer.step() alone"})
 
 
-QUALITY_VARIANTS = (
-    ("baseline (MHA, GELU 4x)", {}, "adamw"),
-    ("GQA-4", {"n_kv_head": 4}, "adamw"),
-    ("MQA", {"n_kv_head": 1}, "adamw"),
-    ("MLP 3x", {"mlp_ratio": 3.0}, "adamw"),
-    ("SwiGLU 8/3x", {"mlp": "swiglu"}, "adamw"),
-    ("window", {"window": "W"}, "adamw"),
-    ("Muon", {}, "muon"),
-    ("GQA-4 + 3x MLP + SwiGLU", {"n_kv_head": 4, "mlp": "swiglu", "mlp_ratio": 3.0}, "adamw"),
-)
+def quality_variants(q: Quality) -> Dict[str, Tuple[GPTConfig, str]]:
+    """{label: (config, optimizer)}: every lesson's change alone, Muon, and the combination."""
+    base = get_config(q.preset)
+    return {
+        "baseline (MHA, GELU 4x)": (base, "adamw"),
+        "GQA-4": (base.replace(n_kv_head=4), "adamw"),
+        "MQA": (base.replace(n_kv_head=1), "adamw"),
+        "MLP 3x": (base.replace(mlp_ratio=3.0), "adamw"),
+        "SwiGLU 8/3x": (base.replace(mlp="swiglu"), "adamw"),
+        f"window W={q.window}": (base.replace(window=q.window), "adamw"),
+        "Muon": (base, "muon"),
+        "GQA-4 + 3x MLP + SwiGLU": (base.replace(n_kv_head=4, mlp="swiglu", mlp_ratio=3.0), "adamw"),
+    }
 
 
 def sec_quality(S: Suite):
-    from tutorial_lib.train import TrainConfig, train
-
-    s = S.sizes
-    base_cfg = get_config(s.train_preset)
-    window = max(1, s.train_seq_len // 4)
-    tc = TrainConfig(steps=s.train_steps, batch_size=s.train_batch, seq_len=s.train_seq_len,
-                     eval_every=s.eval_every, eval_batches=s.eval_batches,
-                     warmup_steps=max(1, s.train_steps // 10), device=str(S.device), progress=False)
-    rows, base = [], None
-    for label, changes, opt in QUALITY_VARIANTS:
-        ch = {k: (window if v == "W" else v) for k, v in changes.items()}
-        try:
-            h = train(base_cfg.replace(**ch), tc.replace(optimizer=opt))
-            row = {"variant": label, "optimizer": opt, "params_M": h.n_params / 1e6,
-                   "val_loss": h.val_loss[-1], "train_loss": h.train_loss[-1],
-                   "ms_per_step": h.median_step_s * 1e3, "wall_s": h.wall_time_s}
-        except Exception as e:  # noqa: BLE001 -- recorded per row
-            from tutorial_lib.measure.bench import error_text
-            row = {"variant": label, "optimizer": opt, "error": error_text(e)}
-        base = base or row
-        if "val_loss" in row and "val_loss" in base:
-            row["val_loss_vs_baseline"] = row["val_loss"] - base["val_loss"]
-        rows.append(row)
-    S.add("quality", rows, columns=["variant", "optimizer", "params_M", "val_loss",
-                                    "val_loss_vs_baseline", "ms_per_step", "wall_s", "error"],
-          sizes={"model": s.train_preset, "B": s.train_batch, "T": s.train_seq_len,
-                 "steps": s.train_steps, "window": window, "data": "Shakespeare (bundled)"})
+    q = S.sizes.quality
+    variants = quality_variants(q)
+    runs = quality_runs(variants, q, device=S.device)
+    rows = quality_table(runs)
+    for r in rows:
+        cfg, opt = variants[r["variant"]]
+        r.update(optimizer=opt, params_M=F.num_params(cfg) / 1e6)
+    S.add("quality", rows, columns=["variant", "optimizer", "params_M", "seeds", "val_loss", "val_loss_sd",
+                                    "vs_baseline", "vs_baseline_sd", "verdict", "ms_per_step", "error"],
+          sizes={"model": q.preset, "B": q.batch, "T": q.seq_len, "steps": q.steps,
+                 "seeds": len(q.seeds), "window": q.window, "data": "Shakespeare (bundled)"},
+          note="val_loss is the mean over seeds (sd beside it); vs_baseline is the mean of the per-seed "
+               "differences to the baseline (the same seed sees the same batches), and the verdict says "
+               "'too short to tell' unless that mean is at least two of its standard deviations from 0.")
 
 
 # the same variants as notebook 07 (``all_together``): the seed's baseline, each change alone, its "after"
 BEFORE_AFTER = (
-    (_AT.BEFORE_LABEL, {"attn_backend": "eager"}),
+    (AT.BEFORE_LABEL, {"attn_backend": "eager"}),
     ("+ GQA-4", {"attn_backend": "eager", "n_kv_head": 4}),
     ("+ SDPA (flash)", {"attn_backend": "sdpa"}),
     ("+ MLP 3x", {"attn_backend": "eager", "mlp_ratio": 3.0}),
-    ("GQA-4 + SDPA + 3x (the seed's 'after')", dict(_AT.AFTER)),
-    ("... + SwiGLU 3x", dict(_AT.AFTER_SWIGLU)),
+    ("GQA-4 + SDPA + 3x (the seed's 'after')", dict(AT.AFTER)),
+    ("... + SwiGLU 3x", dict(AT.AFTER_SWIGLU)),
 )
 
 
 def expected_results_rows(before: dict, after: dict) -> List[dict]:
     """The seed's "Expected Results" table: each claimed cell beside the measured one (rows of
     ``before_after``), plus the arithmetic that shows its rows disagree with each other."""
-    from tutorial_lib.claims import claimed, compare
 
     tokens = 4 * 512  # the seed's setting (B=4, T=512), whatever this run measured
     rows = [
@@ -505,7 +438,7 @@ def expected_results_rows(before: dict, after: dict) -> List[dict]:
 
 
 def sec_before_after(S: Suite):
-    s, cfg0 = S.sizes, S.base_config()
+    s, cfg0 = S.sizes.suite, S.base_config()
     variants = list(BEFORE_AFTER)
     if s.seq_len >= 512:
         variants.append(("... + window W=" + str(s.window) + " (local)",
@@ -514,7 +447,7 @@ def sec_before_after(S: Suite):
     rows = _variants(S, {label: cfg0.replace(**ch) for label, ch in variants})
     if s.compile:  # torch.compile'd "after", timed on its own (compilation is not interleavable)
         label = "GQA-4 + SDPA + 3x + torch.compile"
-        r = S.step(cfg0.replace(**_AT.AFTER), label, compile=True)
+        r = S.step(cfg0.replace(**AT.AFTER), label, compile=True)
         rows.append({"variant": label, "ms_per_step": r.median_ms, "tokens_per_s": r.tokens_per_s,
                      "speedup": _ratio(rows[0]["ms_per_step"], r.median_ms), "error": r.error})
     S.add("before_after", rows, columns=["variant", "ms_per_step", "speedup", "speedup_range",
@@ -546,13 +479,12 @@ SECTIONS = {
 def run_suite(name: str = "guide", profile: Optional[str] = None, device=None,
               only: Optional[List[str]] = None, progress: bool = True) -> dict:
     """Run the suite; return the results document (``meta``, ``rows``, ``sections``)."""
-    from tutorial_lib.measure.records import SCHEMA_VERSION, stamp, to_row
 
     if name not in SUITES:
         raise ValueError(f"suite={name!r} is not one of {list(SUITES)}")
-    dev = settings.get_device(device) if not isinstance(device, torch.device) else device
-    prof = settings.get_profile(profile, device=dev).name
-    sizes = SuiteSizes.for_profile(prof)
+    dev = settings.resolve(device)[0]
+    sizes = get_sizes(profile, device=dev)
+    prof = sizes.name
     names = list(SECTIONS) if not only else list(only)
     for n in names:
         if n not in SECTIONS:
@@ -561,7 +493,7 @@ def run_suite(name: str = "guide", profile: Optional[str] = None, device=None,
     t0 = time.perf_counter()
     for n in names:
         S.run(n, SECTIONS[n])
-    meta = stamp(dev, None, suite=name, profile=prof, sizes=dataclasses.asdict(sizes),
+    meta = stamp(dev, None, suite=name, profile=prof, sizes=sizes.to_dict(),
                  seconds=round(time.perf_counter() - t0, 1))
     return {"schema_version": SCHEMA_VERSION, "meta": meta,
             "rows": [to_row(r) for r in S.rows], "sections": S.sections}

@@ -1,66 +1,36 @@
 """The closing notebook (07) as functions: every change alone and combined, measured, beside the
 seed's "Expected Results" table and its decision tree.
 
-- ``FinalSizes.for_profile``: a short and a long sequence setting, quality-run sizes, per profile.
+Sizes: ``sizes.Final`` (a short and a long sequence setting) and ``sizes.Quality``.
+
 - ``short_variants`` / ``long_variants``: the seed's baseline (MHA, GELU 4x, eager attention), each
   single change, and the combinations (GQA-4 + SDPA + 3x MLP, + SwiGLU, + window where T >= 512,
   + ``torch.compile`` where it is cheap to compile).
-- ``measure``: training-step time (interleaved rounds, ``mlp_lessons.measure_variants``) and memory.
-- ``quality``: validation loss after N steps (``train.train``, same seed and batches).
+- ``measure``: training-step time (interleaved rounds, ``common.measure_variants``) and memory.
+- ``quality_variants``: the configs of the quality runs (``common.quality_runs`` runs them).
 - ``seed_table_arithmetic``: what the seed's own table implies (its inconsistent tokens/s row).
 - ``expected_results``: the seed's table with a claimed and a measured column.
-- ``tree_payoffs``: both branches of the seed's decision tree, ordered by measured payoff.
+- ``tree_payoffs`` / ``decision_tree_figure``: both branches of the seed's decision tree, ordered
+  by measured payoff (``lessons.decision.recommend`` answers for any T, device and goal).
 - ``check_tokens_per_second``: exercise checker.
 """
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from tutorial_lib.config import GPTConfig, get_config
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+
+from tutorial_lib import claims as C
+from tutorial_lib.lessons.common import CheckResult, call_checked, measure_variants
+from tutorial_lib.measure.timing import SWEEP_ERRORS, error_text, measure_step
+from tutorial_lib.model import GPTConfig, get_config
+from tutorial_lib.sizes import Final, Quality
 
 BASELINE = {"attn_backend": "eager", "n_kv_head": None, "mlp": "gelu", "mlp_ratio": 4.0, "window": None}
 AFTER = {"attn_backend": "sdpa", "n_kv_head": 4, "mlp_ratio": 3.0}  # the seed's "GQA + Flash + 3x MLP"
 AFTER_SWIGLU = dict(AFTER, mlp="swiglu")  # ... + SwiGLU at 3x
 BEFORE_LABEL, AFTER_LABEL = "baseline: MHA, GELU 4x, eager", "GQA-4 + SDPA + MLP 3x"
-
-
-@dataclass(frozen=True)
-class FinalSizes:
-    profile: str
-    preset: str  # model of the timed steps
-    short_batch: int
-    short_seq: int  # the short setting (the seed's T < 512 branch, or its own B=4, T=512 on a GPU)
-    long_batch: int
-    long_seq: int  # the long setting (T >= 512)
-    long_window: int
-    rounds: int
-    min_run_time: float
-    compile: bool  # also time torch.compile'd variants (CUDA; minutes to compile on a CPU)
-    quality_preset: str
-    quality_batch: int
-    quality_seq: int
-    quality_window: int
-    quality_steps: int
-    eval_every: int
-    eval_batches: int
-
-    @classmethod
-    def for_profile(cls, name: Optional[str] = None) -> "FinalSizes":
-        from tutorial_lib.settings import get_profile
-
-        p = get_profile(name).name
-        if p == "smoke":
-            return cls(p, "tiny", 2, 64, 1, 256, 64, 1, 0.01, False, "tiny", 2, 64, 16, 4, 2, 1)
-        if p == "cpu":
-            return cls(p, "gpt2_small", 1, 256, 1, 1024, 256, 2, 0.5, False, "gpt2_mini", 4, 128, 32,
-                       50, 25, 4)
-        return cls(p, "gpt2_small", 4, 512, 4, 2048, 512, 3, 0.5, True, "gpt2_small", 16, 512, 128,
-                   300, 50, 10)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 # ---- the variants ----------------------------------------------------------------------------
@@ -69,7 +39,7 @@ def _cfg(preset: str, T: int, **changes) -> GPTConfig:
     return base.replace(**dict(BASELINE, block_size=max(base.block_size, T), **changes))
 
 
-def short_variants(s: FinalSizes) -> Dict[str, Tuple[GPTConfig, bool]]:
+def short_variants(s: Final) -> Dict[str, Tuple[GPTConfig, bool]]:
     """{label: (config, compile)} at the short setting: baseline, single changes, combinations."""
     T, P = s.short_seq, s.preset
     v = {
@@ -91,7 +61,7 @@ def short_variants(s: FinalSizes) -> Dict[str, Tuple[GPTConfig, bool]]:
     return out
 
 
-def long_variants(s: FinalSizes) -> Dict[str, Tuple[GPTConfig, bool]]:
+def long_variants(s: Final) -> Dict[str, Tuple[GPTConfig, bool]]:
     """The seed's T >= 512 branch at the long setting: window, flash, GQA alone and combined."""
     T, P, W = s.long_seq, s.preset, s.long_window
     v = {
@@ -107,14 +77,12 @@ def long_variants(s: FinalSizes) -> Dict[str, Tuple[GPTConfig, bool]]:
 
 # ---- measuring -------------------------------------------------------------------------------
 def measure(variants: Dict[str, Tuple[GPTConfig, bool]], batch_size: int, seq_len: int,
-            s: FinalSizes, device=None, memory: bool = True, rounds: Optional[int] = None) -> List[dict]:
+            s: Final, device=None, memory: bool = True, rounds: Optional[int] = None) -> List[dict]:
     """Training step per variant: ms, tokens/s, speedup over the first (paired per round), memory.
 
-    Eager variants are timed interleaved (``mlp_lessons.measure_variants``); compiled ones with
+    Eager variants are timed interleaved (``common.measure_variants``); compiled ones with
     ``measure_step(compile=True)`` after a warm-up that compiles (errors become rows).
     """
-    from tutorial_lib.measure.bench import SWEEP_ERRORS, error_text, measure_step
-    from tutorial_lib.mlp_lessons import measure_variants
 
     plain = {k: c for k, (c, comp) in variants.items() if not comp}
     rows = {r["variant"]: r for r in measure_variants(plain, batch_size, seq_len, rounds=rounds or s.rounds,
@@ -143,47 +111,25 @@ def measure(variants: Dict[str, Tuple[GPTConfig, bool]], batch_size: int, seq_le
     return out
 
 
-QUALITY = (
-    (BEFORE_LABEL.replace(", eager", ""), {}, "adamw"),
-    (AFTER_LABEL.replace(" + SDPA", ""), {"n_kv_head": 4, "mlp_ratio": 3.0}, "adamw"),
-    ("... + SwiGLU 3x", {"n_kv_head": 4, "mlp_ratio": 3.0, "mlp": "swiglu"}, "adamw"),
-    ("... + window W", {"n_kv_head": 4, "mlp_ratio": 3.0, "mlp": "swiglu", "window": "W"}, "adamw"),
-    ("baseline, Muon optimizer", {}, "muon"),
-)
-
-
-def quality(s: FinalSizes, device=None) -> Dict[str, object]:
-    """Validation loss after ``quality_steps`` steps for each of ``QUALITY`` (SDPA everywhere: eager
-    and SDPA compute the same function; the window runs on the ``local`` backend).
-
-    Same seed, batches and validation batches for every run. {label: TrainHistory or error str}.
-    """
-    from tutorial_lib.measure.bench import error_text
-    from tutorial_lib.train import TrainConfig, train
-
-    base = get_config(s.quality_preset)
-    base = base.replace(block_size=max(base.block_size, s.quality_seq), attn_backend="sdpa")
-    tc = TrainConfig(steps=s.quality_steps, batch_size=s.quality_batch, seq_len=s.quality_seq,
-                     eval_every=s.eval_every, eval_batches=s.eval_batches, progress=False,
-                     warmup_steps=max(1, s.quality_steps // 10),
-                     device=None if device is None else str(device))
-    out = {}
-    for label, changes, opt in QUALITY:
-        ch = dict(changes)
-        if ch.get("window") == "W":
-            ch.update(window=s.quality_window, attn_backend="local")
-            label = f"{label}={s.quality_window}"
-        try:
-            out[label] = train(base.replace(**ch), tc.replace(optimizer=opt))
-        except Exception as e:  # noqa: BLE001 -- e.g. an optimizer this torch lacks: a row, not a crash
-            out[label] = error_text(e)
-    return out
+def quality_variants(q: Quality) -> Dict[str, Tuple[GPTConfig, str]]:
+    """{label: (config, optimizer)} of the quality runs at sizes ``q`` (``common.quality_runs``
+    runs them): the baseline, the seed's combination, + SwiGLU, + a window, and Muon. SDPA
+    everywhere (eager and SDPA compute the same function); the window runs on ``local``."""
+    base = get_config(q.preset, attn_backend="sdpa")
+    after = base.replace(n_kv_head=4, mlp_ratio=3.0)
+    swiglu = after.replace(mlp="swiglu")
+    return {
+        BEFORE_LABEL.replace(", eager", ""): (base, "adamw"),
+        AFTER_LABEL.replace(" + SDPA", ""): (after, "adamw"),
+        "... + SwiGLU 3x": (swiglu, "adamw"),
+        f"... + window W={q.window}": (swiglu.replace(attn_backend="local", window=q.window), "adamw"),
+        "baseline, Muon optimizer": (base, "muon"),
+    }
 
 
 # ---- the seed's table ------------------------------------------------------------------------
 def seed_table_arithmetic(batch_size: int = 4, seq_len: int = 512) -> dict:
     """What the seed's Expected Results imply at its own setting (B=4, T=512: 2,048 tokens/step)."""
-    from tutorial_lib import claims as C
 
     tokens = batch_size * seq_len
     before_ms, after_ms = C.get("results.step_ms.before").value, C.get("results.step_ms.after").value
@@ -209,7 +155,6 @@ def expected_results(before: dict, after: dict, val_before: Optional[float],
     CUDA allocator's peak on a GPU; on a CPU, the exact sum of parameters, gradients, optimizer
     state and saved activations (no allocator peak exists there), in GB.
     """
-    from tutorial_lib import claims as C
 
     def gb(r):
         m = r.get("memory_bytes_shown")
@@ -253,15 +198,48 @@ def tree_payoffs(short_rows: List[dict], long_rows: List[dict]) -> Dict[str, Lis
             "short_seed_order": short, "long_seed_order": long}
 
 
+def _box(ax, x, y, text, color="#f0f0f0", w=0.28, h=0.16, fontsize=8):
+    ax.add_patch(Rectangle((x - w / 2, y - h / 2), w, h, facecolor=color, edgecolor="#555555"))
+    ax.text(x, y, text, ha="center", va="center", fontsize=fontsize, wrap=True)
+
+
+def decision_tree_figure(short: Sequence[tuple], long: Sequence[tuple], short_setting: str,
+                         long_setting: str, title: str = "") -> Figure:
+    """The seed's decision tree with measured payoffs.
+
+    ``short`` / ``long``: (change, measured step-time speedup or None) per branch, best first;
+    the settings say where each branch was measured (model, B, T, device).
+    """
+    fig = Figure(figsize=(11, 5.6), layout="constrained")
+    ax = fig.subplots()
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.axis("off")
+    _box(ax, 0.5, 0.92, "What should I implement first?\n(measured on this machine)", w=0.36, h=0.1)
+    for x, label, rows, setting in ((0.25, "T < 512", short, short_setting),
+                                    (0.75, "T ≥ 512", long, long_setting)):
+        ax.annotate("", (x, 0.78), (0.5, 0.87), arrowprops={"arrowstyle": "->"})
+        _box(ax, x, 0.74, f"{label}\n{setting}", color="#e8f0fa", w=0.44, h=0.09)
+        for n, (change, speedup) in enumerate(rows):
+            y = 0.6 - n * 0.1
+            sp = "not measured" if speedup is None else f"{speedup:.2f}× step"
+            good = speedup is not None and speedup >= 1.05
+            _box(ax, x, y, f"{n + 1}. {change}: {sp}", color="#d8f0d8" if good else "#f7e3e3",
+                 w=0.44, h=0.08)
+    ax.text(0.5, 0.02, "green: ≥ 1.05× faster training step; red: less (or slower). Ordered by "
+            "measured payoff.", ha="center", fontsize=8)
+    ax.set_title(title, fontsize=10)
+    return fig
+
+
 # ---- exercise --------------------------------------------------------------------------------
 def check_tokens_per_second(fn: Callable):
     """Check ``fn(batch_size, seq_len, ms_per_step)`` -> tokens per second of a training step."""
-    from tutorial_lib.exercises import CheckResult, _call
 
     name = "tokens_per_second"
     cases = [(4, 512, 51.0), (1, 256, 1000.0), (8, 128, 12.5), (16, 1024, 250.0)]
     for B, T, ms in cases:
-        got, err = _call(name, fn, B, T, ms)
+        got, err = call_checked(name, fn, B, T, ms)
         if err is not None:
             return err
         want = B * T / (ms / 1e3)

@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from tutorial_lib import attention as A
-from tutorial_lib import window as Wn
-from tutorial_lib.config import get_config
-from tutorial_lib.model import GPT
-
+from tutorial_lib.attention import flex
+from tutorial_lib.attention import reference as ref
+from tutorial_lib.attention import sliding_window as Wn
+from tutorial_lib.model import GPT, get_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -50,7 +50,7 @@ def test_reference_is_eager_attention_with_a_window():
     """Cross-check the loop reference itself against the textbook masked-softmax formula."""
     q, k, v = qkv(1, 4, 2, 23, 8, seed=1)
     for w in (1, 3, 23):
-        torch.testing.assert_close(naive_window_attention(q, k, v, w), A.eager_attention(q, k, v, w),
+        torch.testing.assert_close(naive_window_attention(q, k, v, w), ref.eager_attention(q, k, v, w),
                                    rtol=1e-12, atol=1e-12)
 
 
@@ -107,7 +107,7 @@ def test_any_block_size_and_length(block, T_):
 @pytest.mark.parametrize("window", [1, 3, 64, T], ids=lambda w: f"w{w}")
 @pytest.mark.parametrize("case", [(2, 4, 4), (1, 6, 2)], ids=lambda c: f"B{c[0]}H{c[1]}kv{c[2]}")
 def test_flex_forward_matches_naive_reference(case, window):
-    if not A.has_flex_attention():
+    if not flex.has_flex_attention():
         pytest.skip("this PyTorch has no flex_attention")
     B, H, Hkv = case
     q, k, v = qkv(B, H, Hkv, T, 8, seed=3)

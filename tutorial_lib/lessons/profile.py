@@ -1,21 +1,24 @@
-"""Figures for the tutorial, drawn from measured data. Every function returns a matplotlib Figure.
+"""The profiling lesson (01): where a training step's time and memory go, drawn from measured data.
 
 Figures are built with ``matplotlib.figure.Figure`` (not pyplot), so nothing is shown or kept
 alive behind the caller's back: a notebook displays the returned figure once, the CLI saves it.
 
 - ``time_breakdown``: the seed's "single forward pass time breakdown" as nested horizontal bars
   (model -> block -> attention / MLP parts), with the seed's claimed ranges marked.
-- ``memory_breakdown``: parameters / gradients / optimizer state / activations, and activations
+- ``memory_figure``: parameters / gradients / optimizer state / activations, and activations
   by component.
-- ``loglog_scaling`` (+ ``fit_loglog_slope``): cost vs T on log-log axes with fitted slopes.
 - ``flop_vs_time``: FLOP share beside measured time share per component.
+- ``check_attention_score_flops``, ``check_attention_probs_bytes``: the exercises' checkers.
 """
 from __future__ import annotations
 
-from typing import Dict, Mapping, Optional, Sequence, Tuple
+from typing import Mapping, Optional
 
 import numpy as np
 from matplotlib.figure import Figure
+
+from tutorial_lib import claims as C
+from tutorial_lib.measure.memory import fmt_bytes
 
 COLORS = {"embedding": "#8c8c8c", "attention": "#d62728", "mlp": "#ff7f0e", "norm": "#2ca02c",
           "lm_head": "#1f77b4", "loss": "#9467bd", "other": "#bcbd22", "blocks": "#7f7f7f",
@@ -24,24 +27,6 @@ COLORS = {"embedding": "#8c8c8c", "attention": "#d62728", "mlp": "#ff7f0e", "nor
 
 def _color(name: str) -> str:
     return COLORS.get(name.split(".")[0], COLORS.get(name, "#7f7f7f"))
-
-
-def fit_loglog_slope(x: Sequence[float], y: Sequence[float], last: Optional[int] = None
-                     ) -> Tuple[float, float]:
-    """Least-squares slope and intercept of log(y) vs log(x): y ≈ e^b · x^slope.
-
-    ``last``: fit only the last n points (the large-T regime). Points with a missing, zero or
-    negative y (failed measurements) are skipped. Needs two usable points.
-    """
-    pts = [(float(a), float(b)) for a, b in zip(x, y)
-           if a is not None and b is not None and np.isfinite(b) and a > 0 and b > 0]
-    if last is not None:
-        pts = pts[-last:]
-    if len(pts) < 2:
-        raise ValueError(f"fit_loglog_slope needs >= 2 positive points, got {len(pts)}")
-    lx, ly = np.log([p[0] for p in pts]), np.log([p[1] for p in pts])
-    slope, intercept = np.polyfit(lx, ly, 1)
-    return float(slope), float(intercept)
 
 
 # ---- time breakdown ---------------------------------------------------------------------------
@@ -59,8 +44,6 @@ def nested_breakdown(amounts: Mapping[str, float], n_layer: int = 12, claims: bo
     """Nested bars of per-scope amounts (ms, FLOPs, ...): model level, one block, inside attention
     and inside the MLP; each panel's bars are shares of the level above, as in the seed's figure.
     With ``claims`` the seed's claimed time shares are drawn as black ranges/ticks."""
-    from tutorial_lib import claims as C
-
     L = n_layer
     seed = C.shares_in_seed_terms(amounts, n_layer=L)
     total = sum(amounts.values()) or 1.0
@@ -106,13 +89,11 @@ def nested_breakdown(amounts: Mapping[str, float], n_layer: int = 12, claims: bo
 
 
 def _n_layer_of(prof) -> int:
-    import re
-    m = re.search(r"(\d+)L ", getattr(prof, "config", ""))
-    return int(m.group(1)) if m else 12
+    return int((getattr(prof, "config_fields", None) or {}).get("n_layer", 12))
 
 
 # ---- memory -----------------------------------------------------------------------------------
-def memory_breakdown(mb, title: Optional[str] = None, unit: str = "MiB") -> Figure:
+def memory_figure(mb, title: Optional[str] = None, unit: str = "MiB") -> Figure:
     """Two panels for a ``MemoryBreakdown``: bytes by kind, and the activations by component."""
     div = {"KiB": 2**10, "MiB": 2**20, "GiB": 2**30}[unit]
     kinds = mb.by_kind()
@@ -143,44 +124,6 @@ def memory_breakdown(mb, title: Optional[str] = None, unit: str = "MiB") -> Figu
     return fig
 
 
-# ---- scaling ----------------------------------------------------------------------------------
-def loglog_scaling(series: Mapping[str, Tuple[Sequence[float], Sequence[float]]],
-                   xlabel: str = "sequence length T", ylabel: str = "time (ms)",
-                   title: str = "", fit_last: Optional[int] = None,
-                   reference_slopes: Sequence[float] = (1.0, 2.0)) -> Figure:
-    """Log-log curves {label: (x, y)} with each fitted slope in the legend, plus dotted slope
-    guides (slope 1 = linear, 2 = quadratic) through the first curve's first point."""
-    fig = Figure(figsize=(6.5, 4.2), layout="constrained")
-    ax = fig.subplots()
-    first = None
-    for label, (x, y) in series.items():
-        pts = [(a, b) for a, b in zip(x, y) if b is not None and np.isfinite(b) and b > 0]
-        if not pts:
-            continue
-        xs, ys = zip(*pts)
-        try:
-            slope, _ = fit_loglog_slope(xs, ys, last=fit_last)
-            lab = f"{label} (slope {slope:.2f})"
-        except ValueError:
-            lab = label
-        ax.plot(xs, ys, "o-", label=lab)
-        first = first or (xs[0], ys[0], xs[-1])
-    if first:
-        x0, y0, x1 = first
-        xx = np.array([x0, x1])
-        for s in reference_slopes:
-            ax.plot(xx, y0 * (xx / x0) ** s, ":", color="grey", lw=1)
-            ax.text(x1, y0 * (x1 / x0) ** s, f" slope {s:g}", color="grey", fontsize=7, va="center")
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=9)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    return fig
-
-
 # ---- FLOPs vs time ----------------------------------------------------------------------------
 def flop_vs_time(flop_share: Mapping[str, float], time_share: Mapping[str, float],
                  title: str = "", other_share: Optional[Mapping[str, float]] = None) -> Figure:
@@ -206,9 +149,53 @@ def flop_vs_time(flop_share: Mapping[str, float], time_share: Mapping[str, float
     return fig
 
 
-def save(fig: Figure, path: str, dpi: int = 120) -> str:
-    """Save a figure (folders created); returns the path."""
-    import os
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=dpi)
-    return path
+# ---- exercises -------------------------------------------------------------------------------
+def attention_score_flops(B: int, T: int, H: int, D: int, causal: bool = False) -> int:
+    """FLOPs of S = Q K^T for one layer: 2*B*H*T*T*D (causal=True: only the T(T+1)/2 visible pairs)."""
+    pairs = T * (T + 1) // 2 if causal else T * T
+    return 2 * B * H * D * pairs
+
+
+def check_attention_score_flops(answer, B: int = 4, T: int = 512, H: int = 12, D: int = 64) -> str:
+    """Check a learner's FLOPs for Q K^T of one layer (full T x T); returns a verdict string."""
+    want = attention_score_flops(B, T, H, D)
+    try:
+        got = float(answer)
+    except (TypeError, ValueError):
+        return f"✗ expected a number, got {answer!r}"
+    if got == want:
+        return f"✓ correct: 2·B·H·T²·D = {want:,} FLOPs for B={B}, T={T}, H={H}, D={D}"
+    hint = ""
+    if got == want / 2:
+        hint = " (one multiply-add is 2 FLOPs)"
+    elif got == attention_score_flops(B, T, H, D, causal=True):
+        hint = " (that is the causal half; the kernel computes the full T x T)"
+    elif got == 2 * want:
+        hint = " (that counts Q K^T and P V together)"
+    return f"✗ {got:,.0f} is not right{hint}; try 2 · B · H · T · T · D"
+
+
+def attention_probs_bytes(B: int, H: int, T: int, bytes_per_element: int = 2) -> int:
+    """Bytes of one layer's attention probabilities (B, H, T, T): what eager attention keeps."""
+    return B * H * T * T * bytes_per_element
+
+
+def check_attention_probs_bytes(answer, B: int = 4, H: int = 12, T: int = 512,
+                                bytes_per_element: int = 2) -> str:
+    """Check a learner's bytes for one layer's (B, H, T, T) probabilities; returns a verdict."""
+    want = attention_probs_bytes(B, H, T, bytes_per_element)
+    try:
+        got = float(answer)
+    except (TypeError, ValueError):
+        return f"✗ expected a number of bytes, got {answer!r}"
+    if got == want:
+        return (f"✓ correct: B·H·T²·{bytes_per_element} = {want:,} bytes = {fmt_bytes(want)} per layer "
+                f"(B={B}, H={H}, T={T})")
+    hint = ""
+    if got == want // bytes_per_element:
+        hint = " (that is elements; multiply by the bytes per element)"
+    elif got == want // H:
+        hint = " (that is one head; there are H of them)"
+    elif got == want // B:
+        hint = " (that is one sequence; there are B of them)"
+    return f"✗ {got:,.0f} is not right{hint}; try B · H · T · T · bytes_per_element"

@@ -1,0 +1,200 @@
+"""Every size the lessons, the explorers and the guide suite measure at: one ``Sizes`` per profile.
+
+``get_sizes()`` picks the profile from ``TUTORIAL_PROFILE`` (else from the device), so the same
+notebook teaches on a laptop CPU, runs in seconds under CI and measures the seed's own setting on
+a GPU:
+
+- ``smoke``: the ``tiny`` model at toy sizes -- CI and tests, seconds per notebook.
+- ``cpu``:   GPT-2 small dimensions at a batch and length that keep a notebook to minutes on
+             2 cores; quality (training) runs use the smaller ``gpt2_mini``.
+- ``gpu``:   the seed's setting -- GPT-2 small, B=4, T=512, bf16 autocast -- and longer T.
+
+Each section is a frozen dataclass with keyword-only fields, so a table reads as names, not as
+positions. A new lesson adds one section here. Analytic numbers (FLOPs, parameters, memory
+formulas) never depend on the profile: they use the real GPT-2 small.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+from tutorial_lib import settings
+
+
+@dataclass(frozen=True, kw_only=True)
+class Step:
+    """One measured training step: time, memory and the per-component profile (01-05)."""
+    preset: str  # model preset
+    batch: int
+    seq_len: int
+    dtype: str  # "bfloat16" (autocast) on CUDA, "float32" on CPU
+    min_run_time: float  # seconds torch.utils.benchmark spends per measurement
+    rounds: int  # interleaved A/B rounds (speedup = median of per-round ratios)
+    profile_steps: int  # profiled steps after warm-up
+
+
+@dataclass(frozen=True, kw_only=True)
+class Sweep:
+    """The attention core alone, cost vs sequence length (01, 03)."""
+    seq_lens: Tuple[int, ...]
+    batch: int
+    n_head: int = 12
+    head_dim: int = 64
+
+
+@dataclass(frozen=True, kw_only=True)
+class Decode:
+    """KV-cache decoding. GQA pays when reading the cache costs as much as reading the weights:
+    GPT-2 small holds ~124 M weights and 12 x 2 x 768 = 18,432 cached values per token (MHA), so
+    the cache matches the weights at batch x context ~ 6,700 tokens; the contexts reach past it."""
+    batch: int
+    contexts: Tuple[int, ...]
+    new_tokens: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Quality:
+    """Short seeded training runs that compare validation loss (02, 04-07, the suite)."""
+    preset: str
+    batch: int
+    seq_len: int
+    steps: int
+    eval_every: int
+    eval_batches: int
+    window: int  # W of the sliding-window runs
+    seeds: Tuple[int, ...]  # every variant runs once per seed: mean and spread, not one run
+
+    def train_kwargs(self) -> dict:
+        """TrainConfig fields of a run at these sizes (pass them to ``train.TrainConfig``)."""
+        return dict(steps=self.steps, batch_size=self.batch, seq_len=self.seq_len,
+                    eval_every=self.eval_every, eval_batches=self.eval_batches,
+                    warmup_steps=max(1, self.steps // 10))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Window:
+    """The sliding-window lesson (06): the attention core vs T at a fixed W, and the whole model."""
+    window: int
+    seq_lens: Tuple[int, ...]
+    n_head: int
+    head_dim: int
+    batch: int
+    rounds: int
+    min_run_time: float
+    payoff_preset: str  # a whole training step with and without the window
+    payoff_seqs: Tuple[int, ...]
+    payoff_window: int
+    payoff_batch: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Final:
+    """Everything together (07): a short and a long sequence setting."""
+    preset: str
+    short_batch: int
+    short_seq: int  # the seed's T < 512 branch (its own B=4, T=512 on a GPU)
+    long_batch: int
+    long_seq: int  # the T >= 512 branch
+    long_window: int
+    rounds: int
+    min_run_time: float
+    compile: bool  # also time torch.compile'd variants
+
+
+@dataclass(frozen=True, kw_only=True)
+class Suite:
+    """The guide suite (``bench --suite guide``): its step comparisons and curves."""
+    preset: str  # model of the step comparisons
+    batch: int
+    seq_len: int
+    attn_seqs: Tuple[int, ...]  # T of the attention-core curves
+    attn_batch: int
+    attn_heads: int
+    window: int
+    window_seqs: Tuple[int, ...]
+    min_run_time: float
+    rounds: int
+    compile: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class Sizes:
+    name: str  # smoke | cpu | gpu
+    step: Step
+    seed: Step  # the seed's own setting (GPT-2 small, B=4, T=512) where a few steps suffice
+    sweep: Sweep
+    decode: Decode
+    quality: Quality
+    window: Window
+    final: Final
+    suite: Suite
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+PROFILES = {
+    "smoke": Sizes(
+        name="smoke",
+        step=Step(preset="tiny", batch=2, seq_len=32, dtype="float32", min_run_time=0.05, rounds=1,
+                  profile_steps=1),
+        seed=Step(preset="tiny", batch=2, seq_len=32, dtype="float32", min_run_time=0.02, rounds=1,
+                  profile_steps=1),
+        sweep=Sweep(seq_lens=(32, 64, 128), batch=1),
+        decode=Decode(batch=2, contexts=(16, 64), new_tokens=4),
+        quality=Quality(preset="tiny", batch=4, seq_len=32, steps=6, eval_every=3, eval_batches=1,
+                        window=8, seeds=(0, 1)),
+        window=Window(window=32, seq_lens=(256, 512, 1024), n_head=4, head_dim=32, batch=1, rounds=1,
+                      min_run_time=0.01, payoff_preset="tiny", payoff_seqs=(128,), payoff_window=32,
+                      payoff_batch=1),
+        final=Final(preset="tiny", short_batch=2, short_seq=64, long_batch=1, long_seq=256,
+                    long_window=64, rounds=1, min_run_time=0.01, compile=False),
+        suite=Suite(preset="tiny", batch=2, seq_len=32, attn_seqs=(32, 64, 128), attn_batch=1,
+                    attn_heads=4, window=16, window_seqs=(64, 128), min_run_time=0.02, rounds=3,
+                    compile=False)),
+    "cpu": Sizes(
+        name="cpu",
+        step=Step(preset="gpt2_small", batch=1, seq_len=256, dtype="float32", min_run_time=1.0,
+                  rounds=3, profile_steps=2),
+        seed=Step(preset="gpt2_small", batch=4, seq_len=512, dtype="float32", min_run_time=1.0,
+                  rounds=3, profile_steps=2),
+        sweep=Sweep(seq_lens=(128, 256, 512, 1024), batch=1),
+        decode=Decode(batch=8, contexts=(128, 512, 2048), new_tokens=8),
+        quality=Quality(preset="gpt2_mini", batch=8, seq_len=64, steps=80, eval_every=20,
+                        eval_batches=4, window=16, seeds=(0, 1, 2)),
+        window=Window(window=256, seq_lens=(512, 1024, 2048, 4096), n_head=12, head_dim=64, batch=1,
+                      rounds=3, min_run_time=0.3, payoff_preset="gpt2_small", payoff_seqs=(512, 1024),
+                      payoff_window=128, payoff_batch=1),
+        final=Final(preset="gpt2_small", short_batch=1, short_seq=256, long_batch=1, long_seq=1024,
+                    long_window=256, rounds=2, min_run_time=0.5, compile=False),
+        # GPT-2 small's step takes seconds on 2 cores; the 4-layer gpt2_mini keeps the suite's
+        # step comparisons near 20 minutes (the notebooks measure GPT-2 small itself)
+        suite=Suite(preset="gpt2_mini", batch=2, seq_len=256, attn_seqs=(128, 256, 512, 1024, 2048),
+                    attn_batch=1, attn_heads=12, window=128, window_seqs=(512, 1024, 2048, 4096),
+                    min_run_time=0.3, rounds=5, compile=False)),
+    "gpu": Sizes(
+        name="gpu",
+        step=Step(preset="gpt2_small", batch=4, seq_len=512, dtype="bfloat16", min_run_time=1.0,
+                  rounds=3, profile_steps=3),
+        seed=Step(preset="gpt2_small", batch=4, seq_len=512, dtype="bfloat16", min_run_time=0.5,
+                  rounds=3, profile_steps=3),
+        sweep=Sweep(seq_lens=(256, 512, 1024, 2048, 4096), batch=4),
+        decode=Decode(batch=16, contexts=(512, 2048, 8192), new_tokens=32),
+        quality=Quality(preset="gpt2_small", batch=16, seq_len=512, steps=300, eval_every=50,
+                        eval_batches=10, window=128, seeds=(0, 1, 2)),
+        window=Window(window=256, seq_lens=(1024, 2048, 4096, 8192, 16384), n_head=12, head_dim=64,
+                      batch=4, rounds=3, min_run_time=0.3, payoff_preset="gpt2_small",
+                      payoff_seqs=(1024, 2048, 4096), payoff_window=256, payoff_batch=4),
+        final=Final(preset="gpt2_small", short_batch=4, short_seq=512, long_batch=4, long_seq=2048,
+                    long_window=512, rounds=3, min_run_time=0.5, compile=True),
+        suite=Suite(preset="gpt2_small", batch=4, seq_len=512,
+                    attn_seqs=(256, 512, 1024, 2048, 4096, 8192), attn_batch=4, attn_heads=12,
+                    window=256, window_seqs=(512, 1024, 2048, 4096, 8192, 16384), min_run_time=0.5,
+                    rounds=3, compile=True)),
+}
+
+
+def get_sizes(name: Optional[str] = None, device=None) -> Sizes:
+    """The sizes of profile ``name`` (default: $TUTORIAL_PROFILE, else ``gpu`` on CUDA, else ``cpu``)."""
+    return PROFILES[settings.profile_name(name, device)]
