@@ -8,7 +8,7 @@ Playwright browser download). The selectors below were checked against JupyterLa
 
 Run by hand to get a server you can open yourself::
 
-    PYTHONPATH=. .venv/bin/python tests/browser/lab.py notebooks/08_explorer.ipynb
+    PYTHONPATH=. .venv/bin/python tests/browser/lab.py notebooks/99_explorer.ipynb
 """
 from __future__ import annotations
 
@@ -267,7 +267,7 @@ def wait_kernel_idle(page, timeout_ms: int = 60_000) -> None:
 
 if __name__ == "__main__":  # a manual server, e.g. to look at the explorer in your own browser
     import tempfile
-    nbs = sys.argv[1:] or ["notebooks/08_explorer.ipynb"]
+    nbs = sys.argv[1:] or ["notebooks/99_explorer.ipynb"]
     with tempfile.TemporaryDirectory() as d, JupyterLabServer(Path(d), nbs) as lab:
         print(lab.url(nbs[0]), flush=True)
         try:

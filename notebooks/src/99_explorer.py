@@ -1,7 +1,7 @@
-"""Build notebooks/08_explorer.ipynb (cells only; execute it with `make notebooks` or nbconvert).
+"""Build notebooks/99_explorer.ipynb (cells only; execute it with `make notebooks` or nbconvert).
 
-    .venv/bin/python notebooks/src/08_explorer.py        # writes notebooks/08_explorer.ipynb, no outputs
-    TUTORIAL_PROFILE=smoke .venv/bin/jupyter nbconvert --to notebook --execute --inplace notebooks/08_explorer.ipynb
+    .venv/bin/python notebooks/src/99_explorer.py        # writes notebooks/99_explorer.ipynb, no outputs
+    TUTORIAL_PROFILE=smoke .venv/bin/jupyter nbconvert --to notebook --execute --inplace notebooks/99_explorer.ipynb
 
 Widget cells start with ``# NBVAL_IGNORE_OUTPUT`` (their state and figures are not compared); the
 analytic cells are compared exactly by nbval and do not depend on the size profile. The browser
@@ -11,7 +11,7 @@ from _build import code, md, write  # the shared scaffold: notebooks/src/_build.
 
 
 md("""
-# 08 · Explore: the cost of a GPT-2 step under your sliders, and what to do first
+# 99 · Explore: the cost of a GPT-2 step under your sliders, and what to do first
 
 **What you will learn**
 
@@ -147,4 +147,4 @@ answer = None  # your T, e.g. 2048
 print(explore.check_crossover(answer))
 """)
 
-write("08_explorer.ipynb")
+write("99_explorer.ipynb")
