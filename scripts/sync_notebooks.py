@@ -12,26 +12,26 @@ syncs. tests/test_notebook_sources.py checks the result.
 """
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
 import nbformat
+from jupytext.cli import jupytext
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 # The `python3` kernel that `make install` registers (tests/test_notebook_sources.py: KERNELSPEC).
 KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
 
 
-def main() -> int:
-    stems = sorted({p.with_suffix("") for p in NOTEBOOKS.glob("*.ipynb")}
-                   | {p.with_suffix("") for p in NOTEBOOKS.glob("*.py")})
+def main(notebooks: Path = NOTEBOOKS) -> int:
+    stems = sorted({p.with_suffix("") for p in notebooks.glob("*.ipynb")}
+                   | {p.with_suffix("") for p in notebooks.glob("*.py")})
     if not stems:
-        print(f"no notebooks in {NOTEBOOKS}")
+        print(f"no notebooks in {notebooks}")
         return 0
     files = [str(s.with_suffix(".ipynb") if s.with_suffix(".ipynb").exists() else s.with_suffix(".py"))
              for s in stems]
-    rc = subprocess.run([sys.executable, "-m", "jupytext", "--sync", *files]).returncode
+    rc = jupytext(["--sync", *files])  # the `jupytext --sync FILES` command, in this process
     if rc:
         return rc
     for stem in stems:
