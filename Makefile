@@ -1,6 +1,8 @@
 # make lab   -> install (once) and open JupyterLab on notebooks/
 # make test  -> install (once) and run every test: unit tests, then the notebooks under nbval
 # make notebooks -> re-execute every notebook in place (refreshes the stored outputs)
+# make sync  -> after editing a notebook's source notebooks/NN_name.py (or its .ipynb in Lab):
+#               carry the cells over to the other file of the pair (jupytext --sync)
 # make clean / distclean -> remove caches / also the .venv
 #
 # Everything goes into ./.venv, made with python3 if it is missing.
@@ -12,8 +14,8 @@ JUPYTER := $(VENV)/bin/jupyter
 STAMP := $(VENV)/.tutorial_lib-installed
 # The torch that `pip install torch` would otherwise resolve to a multi-GB CUDA build.
 TORCH_PIN := torch==2.13.0
-# Profiles: nbval re-runs the notebooks at toy sizes (smoke) and compares every cell not marked
-# NBVAL_IGNORE_OUTPUT; those cells print only profile-independent things (shapes, exact checks,
+# Profiles: nbval re-runs the notebooks at toy sizes (smoke) and compares every cell not tagged
+# nbval-ignore-output; those cells print only profile-independent things (shapes, exact checks,
 # analytic numbers), so the stored outputs can come from the bigger `cpu` profile that readers
 # see (`make notebooks`, ~30 min on 2 cores; NOTEBOOK_PROFILE=smoke for a quick refresh).
 TEST_PROFILE := smoke
@@ -24,7 +26,7 @@ LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 NOTEBOOKS := $(wildcard notebooks/*.ipynb)
 
-.PHONY: venv install lab test notebooks clean distclean browser-deps
+.PHONY: venv install lab test notebooks sync clean distclean browser-deps
 
 venv install: $(STAMP)
 
@@ -80,6 +82,12 @@ notebooks: install
 	$(JUPYTER) nbconvert --to notebook --execute --inplace \
 	  --ExecutePreprocessor.kernel_name=python3 --ExecutePreprocessor.timeout=$(NOTEBOOK_TIMEOUT) \
 	  $(NOTEBOOKS)
+
+# Each notebook is a jupytext percent script (the source) paired with its .ipynb (cells + stored
+# outputs); tests/test_notebook_sources.py fails while the two differ. Outputs are not recomputed
+# here: run `make notebooks` for that.
+sync: install
+	$(PY) scripts/sync_notebooks.py
 
 # clean keeps .venv (others may be using it); distclean removes it too.
 clean:

@@ -1,7 +1,7 @@
 """The explorers in a real browser: JupyterLab + headless Chromium (Debian's), driven by Playwright.
 
 Starts JupyterLab on 127.0.0.1 (free port, random token) serving a copy of
-notebooks/08_explorer.ipynb with its stored outputs cleared, opens it, runs all cells from the
+notebooks/99_explorer.ipynb with its stored outputs cleared, opens it, runs all cells from the
 Run menu, then, like a learner:
 
 1. cost explorer: picks the ``tiny`` model in the "model" dropdown -> the readout names tiny and the
@@ -28,7 +28,7 @@ from browser.lab import JupyterLabServer, cell_errors, chromium_path, launch_chr
 pytestmark = pytest.mark.browser
 
 REPO = Path(__file__).resolve().parents[1]
-NOTEBOOK = "notebooks/08_explorer.ipynb"
+NOTEBOOK = "notebooks/99_explorer.ipynb"
 ARTIFACTS = REPO / "artifacts" / "browser"
 EXPLORERS = ("tl-cost-explorer", "tl-decision-tree", "tl-gqa-explorer", "tl-flash-explorer",
              "tl-window-explorer")
@@ -140,7 +140,7 @@ def test_explorer_notebook_in_jupyterlab(lab):
                 ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")]
             assert not any("Traceback" in s or "Error" in s for s in stderr), stderr
         finally:
-            page.screenshot(path=str(ARTIFACTS / "08_explorer.png"), full_page=True)
+            page.screenshot(path=str(ARTIFACTS / "99_explorer.png"), full_page=True)
             browser.close()
     elapsed = time.monotonic() - t0
     assert elapsed < 120, f"the browser test took {elapsed:.0f} s (budget: 2 minutes)"

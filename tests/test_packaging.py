@@ -1,4 +1,5 @@
-"""pyproject.toml and environment.yml must promise the same runtime dependencies."""
+"""pyproject.toml and environment.yml must promise the same runtime dependencies (environment.yml
+may list a tool of the dev extra besides, e.g. jupytext, so conda installs it from conda-forge)."""
 import re
 from pathlib import Path
 
@@ -29,8 +30,18 @@ def test_runtime_dependencies_match():
             name = _name(dep)
             conda.add(CONDA_TO_PYPI.get(name, name))
     conda -= NOT_RUNTIME
-    pip = {_name(d) for d in pyproject()["project"]["dependencies"]}
-    assert conda == pip
+    project = pyproject()["project"]
+    pip = {_name(d) for d in project["dependencies"]}
+    dev = {_name(d) for d in project["optional-dependencies"]["dev"]}
+    assert pip <= conda, f"runtime dependencies missing from environment.yml: {sorted(pip - conda)}"
+    assert conda - pip <= dev, f"environment.yml lists what pyproject.toml does not: {sorted(conda - pip - dev)}"
+
+
+def test_environment_has_the_notebook_source_tool():
+    """`make sync` and tests/test_notebook_sources.py need jupytext: in both extras and the conda env."""
+    yaml = pytest.importorskip("yaml")
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    assert "jupytext" in {_name(d) for d in env["dependencies"] if isinstance(d, str)}
 
 
 def test_environment_installs_the_package_with_dev_extras():
@@ -43,7 +54,7 @@ def test_dev_extra_has_the_test_tools():
     extras = pyproject()["project"]["optional-dependencies"]
     for extra in ("dev", "test"):
         names = {_name(d) for d in extras[extra]}
-        assert {"pytest", "nbval", "nbformat", "nbclient", "ipykernel", "playwright"} <= names
+        assert {"pytest", "nbval", "nbformat", "nbclient", "ipykernel", "playwright", "jupytext"} <= names
 
 
 def test_assets_are_package_data():

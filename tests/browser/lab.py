@@ -8,7 +8,7 @@ Playwright browser download). The selectors below were checked against JupyterLa
 
 Run by hand to get a server you can open yourself::
 
-    PYTHONPATH=. .venv/bin/python tests/browser/lab.py notebooks/08_explorer.ipynb
+    PYTHONPATH=. .venv/bin/python tests/browser/lab.py notebooks/99_explorer.ipynb
 """
 from __future__ import annotations
 
@@ -65,11 +65,19 @@ def free_port() -> int:
 
 
 class JupyterLabServer:
-    """``with JupyterLabServer(workdir, notebooks) as lab: page.goto(lab.url('notebooks/x.ipynb'))``."""
+    """``with JupyterLabServer(workdir, notebooks) as lab: page.goto(lab.url('notebooks/x.ipynb'))``.
 
-    def __init__(self, workdir: Path, notebooks, env: Optional[dict] = None, startup_timeout: float = 90):
+    ``notebooks`` are copied (outputs cleared) into ``root/notebooks``; pass none and fill
+    ``lab.root`` yourself before ``start()`` to serve other files. ``serve`` is the folder under
+    ``root`` the server shows (``make lab`` shows ``notebooks/``); ``extra_args`` go to JupyterLab.
+    """
+
+    def __init__(self, workdir: Path, notebooks, env: Optional[dict] = None, startup_timeout: float = 90,
+                 serve: str = "", extra_args=()):
         self.workdir = Path(workdir)
         self.root = self.workdir / "root"
+        self.served = self.root / serve
+        self.extra_args = list(extra_args)
         self.notebooks = [Path(n) for n in notebooks]
         self.port = free_port()
         self.token = secrets.token_hex(16)
@@ -84,7 +92,7 @@ class JupyterLabServer:
         return f"http://127.0.0.1:{self.port}"
 
     def url(self, path: str) -> str:
-        """The lab URL that opens ``path`` (relative to the served root) with a fresh workspace."""
+        """The lab URL that opens ``path`` (relative to the served folder) with a fresh workspace."""
         return f"{self.base}/lab/tree/{path}?reset&token={self.token}"
 
     def _api(self, path: str, method: str = "GET", timeout: float = 5):
@@ -97,6 +105,7 @@ class JupyterLabServer:
     # ---- lifecycle ---------------------------------------------------------------------------
     def start(self) -> "JupyterLabServer":
         (self.root / "notebooks").mkdir(parents=True, exist_ok=True)
+        self.served.mkdir(parents=True, exist_ok=True)
         import nbformat
         for nb in self.notebooks:  # served as notebooks/<name>, a copy: the originals stay untouched
             src = nb if nb.is_absolute() else REPO / nb
@@ -129,13 +138,13 @@ class JupyterLabServer:
         env.update(self.extra_env)
         cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.open_browser=False",
                "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={self.port}", "--ServerApp.port_retries=0",
-               f"--IdentityProvider.token={self.token}", f"--ServerApp.root_dir={self.root}",
+               f"--IdentityProvider.token={self.token}", f"--ServerApp.root_dir={self.served}",
                "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-               ]
+               *self.extra_args]
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             cmd.append("--allow-root")
         self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(cmd, cwd=self.root, env=env, stdout=self._log,
+        self.proc = subprocess.Popen(cmd, cwd=self.served, env=env, stdout=self._log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
@@ -148,6 +157,11 @@ class JupyterLabServer:
                 time.sleep(0.3)
         self.stop()
         raise RuntimeError(f"JupyterLab did not answer within {self.startup_timeout} s:\n{self.log_tail()}")
+
+    def shutdown_kernels(self) -> None:
+        """End every session this server runs (their kernels with them)."""
+        for session in self._api("/api/sessions") or []:
+            self._api(f"/api/sessions/{session['id']}", method="DELETE")
 
     def stop(self) -> None:
         if self.proc is None:
@@ -267,7 +281,7 @@ def wait_kernel_idle(page, timeout_ms: int = 60_000) -> None:
 
 if __name__ == "__main__":  # a manual server, e.g. to look at the explorer in your own browser
     import tempfile
-    nbs = sys.argv[1:] or ["notebooks/08_explorer.ipynb"]
+    nbs = sys.argv[1:] or ["notebooks/99_explorer.ipynb"]
     with tempfile.TemporaryDirectory() as d, JupyterLabServer(Path(d), nbs) as lab:
         print(lab.url(nbs[0]), flush=True)
         try:

@@ -1,6 +1,7 @@
+# One-off CUDA training script for notebooks 04/05 (run by hand on a GPU; not imported, not tested).
 """Run the MLP/SwiGLU/optimizer comparison on a GPU with the `train` command, inside a time budget.
 
-    python notebooks/src/train_gpu_runs.py --out results --budget-s 380
+    python scripts/train_gpu_runs.py --out results --budget-s 380
 
 Each variant is one `python -m tutorial_lib train` run at the ``gpu`` size profile (GPT-2 small,
 B=16, T=512, bf16 autocast). A short probe run first measures the step time, and the step count
@@ -18,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = [  # (name, optimizer, --set overrides) in priority order
     ("gelu4_adamw", "adamw", []),
     ("gelu4_muon", "muon", []),

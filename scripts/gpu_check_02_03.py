@@ -1,6 +1,7 @@
+# One-off CUDA measurement script for notebooks 02/03 (run by hand on a GPU; not imported, not tested).
 """The GPU measurements behind notebooks 02_gqa and 03_flash_attention, in one time-boxed script.
 
-    OUT=results PYTHONPATH=. python notebooks/src/gpu_check_02_03.py 380   # seconds of budget
+    OUT=results PYTHONPATH=. python scripts/gpu_check_02_03.py 380   # seconds of budget
 
 Needs CUDA, not Jupyter. At the seed's setting (GPT-2 small, B=4, T=512, bf16): KV-cache decoding
 tokens/s for n_kv_head 12/4/2/1 at long contexts (batch 16), eager vs SDPA whole-model memory, the

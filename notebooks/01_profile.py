@@ -1,0 +1,424 @@
+# %% [markdown]
+# # 01 · Where the time and memory of a GPT-2 training step go
+#
+# The seed guide opens with a picture: one GPT-2 small forward pass cut into embedding, attention,
+# MLP, norms and LM head, with a share of time on each, then a memory budget and an O(T²) curve.
+# This notebook rebuilds all three **from measurements on your machine** and sets the seed's numbers
+# beside them.
+#
+# **What you will learn**
+#
+# - how to count a transformer's FLOPs per component by hand, and check the count against
+#   PyTorch's `FlopCounterMode` (exactly);
+# - how to measure per-component time with `torch.profiler` and named scopes in the model —
+#   forward *and* backward — and why the time shares differ from the FLOP shares;
+# - where a training step's memory goes: parameters, gradients, optimizer state and the
+#   activations autograd keeps for backward, by component;
+# - what "attention is O(T²)" means in memory and in time, measured;
+# - which of the seed's numbers hold up, and which do not.
+#
+# Sizes come from the size profile (`TUTORIAL_PROFILE=smoke|cpu|gpu`); analytic numbers always use
+# the real GPT-2 small at the seed's setting (B=4, T=512). The first cell says where the stored
+# outputs were measured.
+
+# %% tags=["nbval-ignore-output"]
+# %matplotlib inline
+import torch
+
+from tutorial_lib import claims, plots, settings
+from tutorial_lib.config import get_config
+from tutorial_lib.flash_lessons import attention_sweep, loglog_slopes, sweep_figure
+from tutorial_lib.measure import bench, flops, memory, profile
+from tutorial_lib.measure.memory import fmt_bytes
+from tutorial_lib.nbutils import env_summary, format_rows, show_source
+
+DEVICE = settings.get_device()
+P = settings.get_profile()
+DTYPE = P.torch_dtype  # bf16 autocast on CUDA, fp32 on CPU
+print(env_summary(DEVICE))
+print(f"measured model: {P.preset}, B={P.batch}, T={P.seq_len}")
+
+# %% [markdown]
+# ## 1. The idea: a step is a list of matrix multiplies — and everything around them
+#
+# A training step runs the model forward (embedding → 12 blocks of attention and MLP, each behind a
+# norm → final norm → LM head → loss), then backward through the same components, then the
+# optimizer. Almost all the *arithmetic* is matrix multiplication, so counting matmul FLOPs per
+# component gives a first picture of where the work is. Here it is for GPT-2 small at the seed's
+# setting, drawn the way the seed draws its time breakdown (each panel is a share of the level
+# above; the black marks are the seed's claimed *time* shares). This picture is analytic — the same
+# on every machine.
+
+# %%
+SEED_B, SEED_T = 4, 512
+small = get_config("gpt2_small")
+rows = flops.cost_table(small, SEED_B, SEED_T)
+print(small.describe())
+plots.nested_breakdown(claims.scope_amounts(rows, "fwd_flops"), n_layer=small.n_layer,
+                       what="forward matmul FLOPs",
+                       title=f"GPT-2 small, B={SEED_B}, T={SEED_T}: share of forward matmul FLOPs")
+
+# %% [markdown]
+# The model marks its components with named scopes (`tutorial_lib.scopes`); they cost nothing
+# unless a profiler turns them on. This is where they sit in one block:
+
+# %% tags=["nbval-ignore-output"]
+from tutorial_lib.model import Block
+show_source(Block.forward)
+
+# %% [markdown]
+# ## 2. Counting FLOPs by hand
+#
+# A linear layer with `n_in` inputs and `n_out` outputs costs `2 · tokens · n_in · n_out` FLOPs
+# forward (a multiply and an add per weight per token) and twice that backward (gradient of the input
+# and of the weight). Attention's two products, `Q Kᵀ` and `P V`, each cost `2 · B · H · T² · D`
+# — the term that grows with T². `flops.cost_table` adds this up per component; the elementwise work
+# (softmax, GELU, norms, RoPE) is estimated separately because it is small in FLOPs — but not, as
+# we will see, in time.
+
+# %%
+table = [{"component": r.name,
+          "fwd GFLOP": r.fwd_flops / 1e9, "bwd GFLOP": r.bwd_flops / 1e9,
+          "fwd causal GFLOP": r.fwd_flops_causal / 1e9,
+          "elementwise GFLOP (est.)": r.fwd_other_flops / 1e9,
+          "params M": r.params / 1e6} for r in rows]
+fmt = {k: "{:,.2f}" for k in table[0] if k != "component"}
+print(f"GPT-2 small, B={SEED_B}, T={SEED_T}, {small.attn_backend} attention, per component (all 12 layers):")
+print(format_rows(table, formats=fmt))
+
+# %%
+share = claims.flop_shares_in_seed_terms(rows)
+block = {r.name: r.fwd_flops for r in rows if r.group in ("attention", "mlp")}
+core = block["attention.scores"] + block["attention.av"]
+print(f"LM head         : {share['time.lm_head']:.1%} of the forward matmul FLOPs")
+print(f"MLP             : {share['time.block.mlp']:.1%} of a block's matmul FLOPs")
+print(f"QKᵀ + PV        : {core / sum(block.values()):.1%} of a block's matmul FLOPs")
+print(f"q/k/v + out proj: {(block['attention.qkv'] + block['attention.out']) / sum(block.values()):.1%} of a block")
+
+# %% [markdown]
+# Two conventions matter when you compare FLOP numbers:
+#
+# - **full T×T** — PyTorch's `FlopCounterMode` (and most kernels) charge attention for every
+#   (query, key) pair, although a causal mask throws half of them away;
+# - **causal-aware** — only the T(T+1)/2 pairs a query may see: the useful work.
+#
+# And the rule of thumb "2N FLOPs per token forward, 6N forward + backward" (N = matmul weights)
+# ignores attention's T² term. Here are all three for one step:
+
+# %%
+t = flops.totals(rows)
+rot = flops.rule_of_thumb_flops(small, SEED_B, SEED_T)
+print(f"forward, full T×T (counter convention): {t['fwd_flops'] / 1e9:,.1f} GFLOP")
+print(f"forward, causal-aware                 : {t['fwd_flops_causal'] / 1e9:,.1f} GFLOP")
+print(f"forward, 2·N·tokens rule of thumb     : {rot['fwd'] / 1e9:,.1f} GFLOP")
+print(f"backward / forward (counter)          : {t['bwd_flops'] / t['fwd_flops']:.3f}")
+print(f"fwd + bwd, full T×T                   : {(t['fwd_flops'] + t['bwd_flops']) / 1e9:,.1f} GFLOP")
+print(f"fwd + bwd, 6·N·tokens rule of thumb   : {rot['fwdbwd'] / 1e9:,.1f} GFLOP")
+
+# %% [markdown]
+# The backward pass costs a bit more than twice the forward: SDPA's backward **recomputes** the
+# attention scores instead of keeping them (flash attention's trade: FLOPs for memory).
+#
+# **Correctness check.** The analytic count must agree *exactly* with PyTorch's own
+# `FlopCounterMode` on the real model. (PyTorch does not know the FLOPs of its CPU flash-attention
+# kernel; `flops.flop_counter()` registers them. The test suite repeats this for every config
+# variant: GQA, MQA, MLP ratios, SwiGLU, windows, tiled attention, LayerNorm, learned positions,
+# vocabulary padding.)
+
+# %%
+B_chk, T_chk = 1, 64
+got = flops.count_flops(small, B_chk, T_chk, device="cpu")
+ana = flops.totals(flops.cost_table(small, B_chk, T_chk))
+print(f"GPT-2 small, B={B_chk}, T={T_chk}:")
+print(f"  forward : analytic {ana['fwd_flops']:,}  FlopCounterMode {got['fwd']:,}  equal: {ana['fwd_flops'] == got['fwd']}")
+print(f"  backward: analytic {ana['bwd_flops']:,}  FlopCounterMode {got['bwd']:,}  equal: {ana['bwd_flops'] == got['bwd']}")
+print(f"  per component (forward) equal: {got['fwd_by_component'] == flops.analytic_by_component(flops.cost_table(small, B_chk, T_chk))}")
+
+# %% [markdown]
+# **The seed's operation counts.** The seed writes "~134M ops" for the attention scores, "~1.6B" per
+# layer and "~19B" for the model. 134M is exactly the FLOPs of `Q Kᵀ` for *one head* at B=4, T=512
+# — and 12 heads × 12 layers of that alone give its per-layer and per-model totals. The whole forward
+# pass is much larger:
+
+# %%
+H, D = small.n_head, small.head_dim
+qk_one_head = flops.attention_score_flops(SEED_B, SEED_T, 1, D)
+per_layer = (t["fwd_flops"] - next(r.fwd_flops for r in rows if r.name == "lm_head")) / small.n_layer
+print(claims.format_table(claims.claims_table({
+    "ops.scores": qk_one_head,
+    "ops.per_layer": per_layer,
+    "ops.model": t["fwd_flops"],
+    "scores.T512": SEED_T * SEED_T,
+    "scores.T1024": 1024 * 1024,
+}, notes={"ops.per_layer": "ours: the whole block's forward matmul FLOPs"})))
+print(f"\n12 heads x 12 layers of Q Kᵀ alone: {12 * 12 * qk_one_head / 1e9:.1f} GFLOP")
+
+# %% [markdown]
+# ## 3. The measured breakdown on this machine
+#
+# `profile.profile_step` runs a few warm-up steps, then profiles with the model's scopes turned on.
+# Forward time is the time inside each scope. Backward is attributed through autograd's
+# **sequence numbers**: every backward node runs in an `evaluate_function` event that carries the
+# sequence number of the forward op that created it, and each forward op's number is mapped to the
+# scope it ran in. On CPU the time is CPU time; on CUDA it is the GPU kernel time launched from
+# those ranges. Anything outside every scope gets its own "other" row, so the shares add up to 100 %.
+#
+# We profile the seed's baseline, **eager attention** (scores materialised, masked, softmaxed), at
+# the size profile's batch and length.
+
+# %% tags=["nbval-ignore-output"]
+show_source(profile.attribute, lines=slice(0, 12))
+
+# %% tags=["nbval-ignore-output"]
+cfg = get_config(P.preset, attn_backend="eager")
+prof_fwd = profile.profile_step(cfg, P.batch, P.seq_len, mode="fwd", device=DEVICE, dtype=DTYPE)
+print(f"{cfg.describe()} | B={P.batch}, T={P.seq_len}, {prof_fwd.device_name}, {prof_fwd.dtype}, "
+      f"{prof_fwd.time_source}")
+print(format_rows(prof_fwd.table(), ["name", "forward_ms", "share"],
+                  {"forward_ms": "{:.2f}", "share": "{:.1%}"}))
+plots.time_breakdown(prof_fwd)
+
+# %% [markdown]
+# The same for a whole **training step** — forward, backward (attributed to the component whose
+# forward created it) and the AdamW update:
+
+# %% tags=["nbval-ignore-output"]
+prof_train = profile.profile_step(cfg, P.batch, P.seq_len, mode="train", device=DEVICE, dtype=DTYPE)
+print(f"profiled {prof_train.step_ms:.1f} ms per step ({prof_train.time_source}); by phase: " +
+      ", ".join(f"{k} {v / prof_train.step_ms:.0%}" for k, v in prof_train.phase_ms().items()))
+print(format_rows(prof_train.table(), ["name", "forward_ms", "backward_ms", "total_ms", "share"],
+                  {"forward_ms": "{:.2f}", "backward_ms": "{:.2f}", "total_ms": "{:.2f}", "share": "{:.1%}"}))
+
+# %% [markdown]
+# ### The seed's time shares beside this measurement
+#
+# Each claim is the seed's own wording; "ratio" is measured ÷ claimed, "agrees" means inside the
+# claimed range (or within 10 % of a single number). The seed does not say on which device or at
+# which size its shares were measured.
+
+# %% tags=["nbval-ignore-output"]
+measured_shares = claims.time_shares_from_profile(prof_fwd, n_layer=cfg.n_layer)
+print(f"forward pass of {cfg.name}, B={P.batch}, T={P.seq_len}, {prof_fwd.device_name}, {prof_fwd.dtype}")
+print(claims.format_table(claims.claims_table(measured_shares)))
+
+# %% [markdown]
+# ## 4. Memory: parameters, gradients, optimizer state, activations
+#
+# Parameters, gradients and AdamW's two moment buffers depend only on the model — here they are for
+# GPT-2 small in fp32 (AdamW keeps its state in fp32 even under bf16 autocast), against the seed's
+# budget at B=4, T=512 (MB = 10⁶ bytes):
+
+# %%
+n = flops.num_params(small)
+from tutorial_lib.model import GPT
+with torch.device("meta"):
+    meta_model = GPT(small)  # shapes only: no memory, no time
+n_tensors = len(list(meta_model.parameters()))
+param_bytes = 4 * n
+print(f"GPT-2 small: {n:,} parameters in {n_tensors} tensors")
+print(claims.format_table(claims.claims_table({
+    "mem.params": param_bytes / 1e6,
+    "mem.grads": param_bytes / 1e6,
+    "mem.optimizer": (2 * param_bytes + 4 * n_tensors) / 1e6,
+})))
+
+# %% [markdown]
+# Activations are what autograd keeps for backward. `memory.memory_breakdown` runs one real training
+# step and sees every saved tensor through `torch.autograd.graph.saved_tensors_hooks` — each storage
+# counted once, parameters excluded — and charges it to the scope that saved it (a norm's input is
+# the residual stream; `(T, T)` tensors in attention are the scores/probabilities). On CUDA it also
+# records the allocator's peak. Measured at the size profile's setting:
+
+# %% tags=["nbval-ignore-output"]
+mb_eager = memory.memory_breakdown(cfg, P.batch, P.seq_len, device=DEVICE, dtype=DTYPE)
+mb_sdpa = memory.memory_breakdown(cfg.replace(attn_backend="sdpa"), P.batch, P.seq_len, device=DEVICE, dtype=DTYPE)
+for mb in (mb_eager, mb_sdpa):
+    print(f"{mb.attn_backend:>5}: " + ", ".join(f"{k} {fmt_bytes(v)}" for k, v in mb.by_kind().items()) +
+          (f", CUDA peak {fmt_bytes(mb.peak_bytes)}" if mb.peak_bytes else ""))
+    print("       activations: " + ", ".join(f"{k} {fmt_bytes(v)}" for k, v in mb.activations_by_group().items()))
+plots.memory_breakdown(mb_eager)
+
+# %% [markdown]
+# **A worked example (and a check of the tool).** Eager attention keeps one `(B, H, T, T)`
+# probability tensor per layer (the softmax output, needed for both of its backward products) plus
+# the boolean causal mask. The measured saved bytes of one eager attention call must equal that
+# formula exactly:
+
+# %%
+from tutorial_lib.attention import attention_core
+q, k, v = (torch.randn(1, 12, 128, 64, requires_grad=True) for _ in range(3))
+measured = memory.saved_bytes(attention_core, q, k, v, "eager")
+formula = memory.attention_probs_bytes(1, 12, 128, bytes_per_element=4) + 128 * 128  # + bool mask
+print(f"eager attention, B=1, H=12, T=128, fp32: measured {measured:,} bytes, formula {formula:,}: equal {measured == formula}")
+for bpe, name in ((4, "fp32"), (2, "bf16")):
+    b = memory.attention_probs_bytes(SEED_B, 12, SEED_T, bpe)
+    print(f"probabilities per layer at B={SEED_B}, T={SEED_T}, {name}: {b / 1e6:.1f} MB "
+          f"(seed: '{claims.get('mem.attention_per_layer').text}')")
+
+# %% [markdown]
+# ## 5. Why the time shares are not the FLOP shares
+#
+# A matmul does many FLOPs per byte it reads and writes; a softmax, a mask, a GELU or a norm does a
+# handful. Such *memory-bound* operations take time in proportion to the bytes they move, not to
+# their FLOPs, so they show up in the time breakdown far above their FLOP share. Eager attention is
+# the extreme case: it writes the `(B, H, T, T)` scores, the masked scores and the probabilities to
+# memory, and reads them back. Arithmetic intensity (FLOPs per byte written, bf16 activations) for
+# GPT-2 small at the seed's setting:
+
+# %%
+rows_bf16 = flops.cost_table(small.replace(attn_backend="eager"), SEED_B, SEED_T, bytes_per_element=2)
+inten = []
+for r in rows_bf16:
+    work = r.fwd_flops + r.fwd_other_flops
+    if r.act_bytes:
+        inten.append({"component": r.name, "GFLOP (matmul + elementwise est.)": work / 1e9,
+                      "MB written": r.act_bytes / 1e6, "FLOPs per byte": work / r.act_bytes})
+print(format_rows(inten, formats={"GFLOP (matmul + elementwise est.)": "{:,.2f}", "MB written": "{:,.1f}",
+                                  "FLOPs per byte": "{:,.1f}"}))
+
+# %% [markdown]
+# Measured: the share of forward FLOPs (matmuls) beside the share of forward time, per component,
+# for the run profiled above:
+
+# %% tags=["nbval-ignore-output"]
+rows_prof = flops.cost_table(cfg, P.batch, P.seq_len, device_type=DEVICE.type)
+flop_share = flops.group_shares(rows_prof, "fwd_flops", by="scope")
+time_share = prof_fwd.shares("forward")
+for name in ("attention.core", "mlp.act", "norm", "lm_head", "mlp.up"):
+    print(f"{name:15s} FLOP share {flop_share.get(name, 0):6.1%}   time share {time_share.get(name, 0):6.1%}")
+plots.flop_vs_time(flop_share, time_share,
+                   title=f"{cfg.name}, B={P.batch}, T={P.seq_len}, {prof_fwd.device_name}: forward pass")
+
+# %% [markdown]
+# ## 6. The O(T²) curve, measured
+#
+# Attention alone, `(B=1, H=12, T, D=64)`, eager vs PyTorch's fused SDPA. **Memory** first: the bytes
+# autograd keeps for backward (measured exactly with saved-tensor hooks, in fp32 on the CPU, so this
+# cell is the same on every machine). Eager keeps the T×T probabilities; SDPA keeps only its output
+# and one log-sum-exp per query. The fitted log-log slope is the exponent of T:
+
+# %%
+mem_rows = attention_sweep([64, 128, 256, 512], ["eager", "sdpa"], batch_size=1, n_head=12, head_dim=64,
+                           device="cpu", dtype=torch.float32, measure_time=False)
+print(format_rows([{"backend": r.backend, "T": r.seq_len, "saved for backward": fmt_bytes(r.saved_bytes)}
+                   for r in mem_rows]))
+print("fitted slopes (memory vs T):", {b: round(s, 2) for b, s in loglog_slopes(mem_rows, "saved_bytes").items()})
+
+# %% [markdown]
+# **Time** of forward + backward on this device, over the size profile's lengths. Both do O(T²)
+# arithmetic (flash attention saves memory traffic, not FLOPs), so both curves should steepen
+# towards slope 2 as T grows — but at small T fixed overheads flatten them, and where eager's T×T
+# matrices fall out of cache its curve can even be steeper than 2. The fitted slopes are printed
+# below the figure:
+
+# %% tags=["nbval-ignore-output"]
+time_rows = attention_sweep(list(P.seq_sweep), ["eager", "sdpa"], batch_size=P.sweep_batch, n_head=12,
+                            head_dim=64, device=DEVICE, measure_time=True, min_run_time=P.min_run_time)
+print(format_rows([{"backend": r.backend, "T": r.seq_len, "ms": r.median_ms, "error": r.error} for r in time_rows],
+                  formats={"ms": "{:.2f}"}))
+slopes = loglog_slopes(time_rows, "median_ms", last=3)
+print("fitted slopes over the last 3 lengths (time vs T):", {b: round(s, 2) for b, s in slopes.items()})
+sweep_figure(time_rows, "median_ms", title=f"attention fwd+bwd, B={P.sweep_batch}, H=12, D=64, {settings.device_name(DEVICE)}")
+
+# %% [markdown]
+# ## 7. The seed's headline numbers beside a measured step
+#
+# A timed training step (`torch.utils.benchmark`, median of repeated runs) at the size profile's
+# setting, eager vs SDPA attention. On a GPU with a known peak the kit also reports MFU (model FLOPs
+# utilisation: causal-aware FLOPs per second ÷ the GPU's dense bf16 peak); on a CPU it reports the
+# achieved FLOP/s alone.
+
+# %% tags=["nbval-ignore-output"]
+steps = bench.measure_sweep([{"config": cfg}, {"config": cfg.replace(attn_backend="sdpa")}],
+                            batch_size=P.batch, seq_len=P.seq_len, mode="train", device=DEVICE, dtype=DTYPE,
+                            min_run_time=P.min_run_time)
+print(format_rows([{"attention": r.attn_backend, "ms/step": r.median_ms, "IQR ms": r.iqr_ms,
+                    "tokens/s": r.tokens_per_s, "TFLOP/s": r.achieved_tflops, "MFU": r.mfu,
+                    "peak": fmt_bytes(r.peak_mem_bytes) if r.peak_mem_bytes else None, "error": r.error}
+                   for r in steps],
+                  formats={"ms/step": "{:.1f}", "IQR ms": "{:.1f}", "tokens/s": "{:,.0f}",
+                           "TFLOP/s": "{:.3f}", "MFU": "{:.1%}"}))
+setting = f"{cfg.name}, B={P.batch}, T={P.seq_len}, {steps[0].device_name}, {steps[0].dtype}"
+print()
+print(claims.format_table(claims.claims_table({
+    "results.tokens_per_s.before": steps[0].tokens_per_s,
+    "results.step_ms.before": steps[0].median_ms,
+    "time.attention.core": measured_shares["time.attention.core"],
+    "time.lm_head": measured_shares["time.lm_head"],
+}, setting=setting)))
+print(f"(measured at {setting}; the seed's setting is B=4, T=512 on an unstated device)")
+
+# %% [markdown]
+# The seed's "Expected Results" table is inconsistent with itself — its own time per step and
+# batch imply a different throughput:
+
+# %%
+tokens = SEED_B * SEED_T
+for when in ("before", "after"):
+    ms = claims.claimed(f"results.step_ms.{when}")
+    print(f"{when:6s}: {tokens:,} tokens in {ms:g} ms = {tokens / (ms / 1e3):,.0f} tokens/s; "
+          f"the table says {claims.claimed(f'results.tokens_per_s.{when}'):,.0f}")
+
+# %% [markdown]
+# ## Recorded results, for comparison
+#
+# The guide suite (`python -m tutorial_lib bench --suite guide --out results/<device>.json`) records
+# these measurements once per machine; below are the files in `results/`, each labelled with the
+# device, dtype, torch version, size profile, date and sizes it was recorded with. They are files,
+# not measurements made now: set them beside what this machine measured above. A GPU's numbers
+# appear here once a GPU run is recorded. `OPTIMIZATION_GUIDE.md` shows the same tables.
+
+# %% tags=["nbval-ignore-output"]
+from tutorial_lib.report import recorded
+recorded("breakdown", "memory", "attention_vs_T")
+
+# %% [markdown]
+# ## Summary
+#
+# - **FLOPs** (analytic, exact against `FlopCounterMode`): the LM head, the MLP and the q/k/v/out
+#   projections carry almost all the arithmetic of GPT-2 small at T=512; attention's `QKᵀ` and `PV`
+#   are a minor share there, but it is the only term that grows with T² (section 2 prints the
+#   numbers).
+# - **Time** (measured, section 3): the shares on your machine differ from the FLOP shares, because
+#   memory-bound work — softmax and masking in eager attention, GELU, norms, the loss over a
+#   50,257-way vocabulary — costs time out of proportion to its FLOPs (section 5).
+# - **Memory** (section 4): parameters + gradients + AdamW state are fixed by the model; the
+#   activations grow with B·T, and eager attention adds a T² term that SDPA removes (section 6's
+#   slopes).
+# - **The seed**: compare its claims with the tables above — its operation counts describe `QKᵀ`
+#   alone, its expected-results table contradicts itself, and its LM-head share is far from the
+#   FLOPs; which of its time shares hold on this machine, the breakdown in section 3 says.
+#
+# Next: [02 · GQA](02_gqa.ipynb) changes the K/V heads, [03 · flash attention](03_flash_attention.ipynb)
+# removes the T×T memory.
+#
+# ## Exercises
+#
+# 1. **Attention-score FLOPs** (auto-checked). How many FLOPs does `S = Q Kᵀ` cost in *one layer*
+#    of GPT-2 small at B=4, T=512 (H=12 heads of D=64), counting the full T×T? Put your number in
+#    `my_flops`.
+
+# %%
+my_flops = None  # your answer here
+print(flops.check_attention_score_flops(my_flops, B=4, T=512, H=12, D=64))
+
+# %% [markdown]
+# 2. **Eager attention's memory** (auto-checked). How many bytes do the attention probabilities of
+#    one layer take at B=4, T=512, H=12 in bf16 (2 bytes per element)? Compare with the seed's
+#    "~70 MB per layer".
+
+# %%
+my_bytes = None  # your answer here
+print(memory.check_attention_probs_bytes(my_bytes, B=4, H=12, T=512, bytes_per_element=2))
+
+# %% [markdown]
+# 3. **Profile it yourself.** From a terminal:
+#    `python -m tutorial_lib profile --attn eager --out-fig results/eager.png --trace results/eager_trace.json`
+#    then the same with `--attn sdpa`. Open the trace in https://ui.perfetto.dev and find one
+#    attention block's backward. Which component's share changes most?
+# 4. **Where does T² win?** Using `flops.cost_table`, find the sequence length at which
+#    `attention.scores + attention.av` overtake the MLP's matmul FLOPs in GPT-2 small. Then measure
+#    with `bench.measure_step` at a few lengths around it: does the measured time cross over at the
+#    same T?
+# 5. **Small models lie.** Rerun section 3 with `get_config("tiny")`. Why does the LM head dominate
+#    there? (Compare `n_embd · vocab_size` with the blocks' weights.)

@@ -1,0 +1,384 @@
+# %% [markdown]
+# # 02 · Grouped-query attention: fewer key/value heads
+#
+# **What you will learn**
+#
+# - what GQA and MQA change in multi-head attention (a picture drawn from the config), and the one
+#   library function that makes it work, `repeat_kv`;
+# - how to check that the change is exact where it should be (`n_kv_head = n_head` *is* MHA) and how
+#   the GQA paper turns an MHA checkpoint into a GQA one (mean-pooling K/V heads, then "uptraining");
+# - what it costs and saves on paper: parameters, FLOPs and KV-cache bytes for GPT-2 small;
+# - what it buys **on your machine**: training-step time and memory, and decoding speed with a KV
+#   cache — where GQA really pays;
+# - whether it still learns: short training runs of MHA vs GQA vs MQA on the Shakespeare corpus;
+# - how all of this compares with the seed guide's table (1.25× / 1.40× / 1.50× faster, 99.5 / 99 / 98 % quality).
+#
+# Sizes come from the size profile (`TUTORIAL_PROFILE=smoke|cpu|gpu`); analytic numbers always use
+# the real GPT-2 small. The first cell says where the stored outputs were measured.
+
+# %% tags=["nbval-ignore-output"]
+# %matplotlib inline
+import torch
+
+from tutorial_lib import claims, gqa, settings
+from tutorial_lib.config import get_config
+from tutorial_lib.model import GPT
+from tutorial_lib.nbutils import env_summary, show_source
+
+DEVICE = settings.get_device()
+P = settings.get_profile()
+DTYPE = P.torch_dtype  # bf16 autocast on CUDA, fp32 on CPU
+print(env_summary(DEVICE))
+
+# %% [markdown]
+# ## 1. The idea
+#
+# In multi-head attention (MHA) every one of the 12 query heads has its own key head and value head.
+# **GQA** (Ainslie et al., 2023) lets a *group* of query heads share one K/V head; **MQA** (Shazeer,
+# 2019) is the extreme, one K/V head for all. The query side is untouched, so the model still
+# computes 12 attention patterns, but the K and V projections — and, at inference, the **KV cache**
+# that stores every past token's keys and values — shrink by `n_head / n_kv_head`.
+#
+# The picture is drawn from the configs themselves (`GPTConfig.n_kv_head`):
+
+# %%
+small = get_config("gpt2_small")
+gqa.head_grouping_figure([small.replace(n_kv_head=h) for h in (12, 4, 1)])
+
+# %% [markdown]
+# ## 2. The implementation, from the library
+#
+# The projections are sized by `n_kv_head` (`k_proj` and `v_proj` output `n_kv_head * head_dim`
+# features). Before attention, `repeat_kv` hands each query head the K/V head of its group —
+# query head `h` uses K/V head `h // n_rep`. SDPA can skip even this copy (`enable_gqa=True`).
+
+# %%
+from tutorial_lib.attention import CausalSelfAttention, repeat_kv
+
+show_source(repeat_kv)
+
+# %%
+show_source(CausalSelfAttention.__init__)
+
+# %% [markdown]
+# ## 3. Correctness checks
+#
+# Three things must hold exactly: `repeat_kv` is `repeat_interleave` on the head axis; a config with
+# `n_kv_head = n_head` builds the very same model as MHA; and every attention backend computes the
+# same thing for grouped heads. We use a 12-head model with tiny dimensions so it runs in a blink.
+
+# %%
+from tutorial_lib.attention import attention_core
+
+g = torch.Generator().manual_seed(0)
+kv = torch.randn(2, 4, 5, 8, generator=g)
+print("repeat_kv(kv, 3) == repeat_interleave(kv, 3, dim=1):",
+      torch.equal(repeat_kv(kv, 3), torch.repeat_interleave(kv, 3, dim=1)))
+
+lesson = get_config("tiny", n_head=12, n_embd=96, vocab_size=512)  # 12 heads like GPT-2 small
+idx = torch.randint(0, 512, (2, 32), generator=g)
+torch.manual_seed(0)
+mha = GPT(lesson).eval()
+torch.manual_seed(0)
+mha12 = GPT(lesson.replace(n_kv_head=12)).eval()
+with torch.no_grad():
+    print("n_kv_head=12 builds exactly the MHA model:", torch.equal(mha(idx)[0], mha12(idx)[0]))
+
+q = torch.randn(2, 12, 64, 8, generator=g, dtype=torch.float64)
+for h in (12, 4, 2, 1):
+    k, v = (torch.randn(2, h, 64, 8, generator=g, dtype=torch.float64) for _ in range(2))
+    out = {b: attention_core(q, k, v, b, tile=16) for b in ("eager", "sdpa", "tiled")}
+    worst = max((o - out["eager"]).abs().max().item() for o in out.values())
+    print(f"n_kv_head={h:2d}: eager, sdpa and tiled agree to 1e-12: {worst < 1e-12}")
+
+# %% [markdown]
+# ### From an MHA checkpoint to GQA: mean-pooling
+#
+# The GQA paper does not train GQA models from scratch: it takes an MHA checkpoint, replaces each
+# group's K and V heads by their **mean**, and continues training for a few percent of the original
+# steps ("uptraining"). `mha_to_gqa` does the conversion with `pool_kv_heads`:
+
+# %%
+show_source(gqa.pool_kv_heads)
+
+# %%
+print("mha_to_gqa(model, 12) is an exact copy:",
+      torch.equal(gqa.mha_to_gqa(mha, 12)(idx)[0], mha(idx)[0]))
+w = mha.blocks[0].attn.k_proj.weight  # (12 heads * 8, 96)
+for h in (4, 1):
+    conv = gqa.mha_to_gqa(mha, h)
+    r, D = 12 // h, lesson.head_dim
+    group0 = w[: r * D].view(r, D, -1).mean(0)  # the first group's heads, averaged by hand
+    print(f"{gqa.attention_label(conv.config)}: {conv.num_params():,} parameters (MHA {mha.num_params():,}); "
+          f"K head 0 = mean of MHA K heads 0..{r - 1}: {torch.allclose(conv.blocks[0].attn.k_proj.weight[:D], group0)}")
+
+# %% [markdown]
+# ## 4. On paper: parameters, FLOPs and KV-cache bytes (GPT-2 small)
+#
+# Analytic, for the seed's setting (B=4, T=512, bf16): parameters from the config, the FLOPs of one
+# training step (forward + backward, causal attention) from the kit's cost model, and the KV cache
+# a decoder would hold for those 4 × 512 tokens.
+
+# %%
+cost = gqa.gqa_cost_table(small, (12, 4, 2, 1), batch_size=4, seq_len=512, dtype="bfloat16")
+print(f"{'':6} {'params':>12} {'vs MHA':>7} {'train GFLOP':>12} {'vs MHA':>7} {'KV cache MiB':>13} {'vs MHA':>7}")
+for r in cost:
+    print(f"{r['attention']:6} {r['params']:>12,} {r['params_ratio']:>7.3f} {r['train_flops'] / 1e9:>12,.0f} "
+          f"{r['flops_ratio']:>7.3f} {r['kv_cache_bytes'] / 2**20:>13.1f} {r['kv_cache_ratio']:>7.3f}")
+mha_c, mqa_c = cost[0], cost[-1]
+print(f"\nMQA removes {1 - mqa_c['params_ratio']:.1%} of the parameters and {1 - mqa_c['flops_ratio']:.1%} "
+      f"of a training step's FLOPs: if time followed FLOPs, the step could be at most "
+      f"{1 / mqa_c['flops_ratio']:.2f}x faster (the seed claims {claims.get('gqa.speedup.kv1').value:.2f}x).")
+print(f"Only K and V shrink: the attention projections' FLOPs fall from {mha_c['attn_proj_flops'] / 1e9:,.0f} to "
+      f"{mqa_c['attn_proj_flops'] / 1e9:,.0f} GFLOP, while QK^T, AV, the MLP and the LM head are unchanged.")
+print(f"The KV cache shrinks {1 / mqa_c['kv_cache_ratio']:.0f}x: that is where the savings are large.")
+
+# %%
+budget = 16 * 2**30  # 16 GiB of KV cache in bf16
+for h in (12, 4, 2, 1):
+    c = small.replace(n_kv_head=h)
+    per_tok = gqa.kv_cache_bytes(c, 1, 1, "bfloat16")
+    print(f"{gqa.attention_label(c):6}: {per_tok / 1024:5.1f} KiB per cached token -> "
+          f"{gqa.max_context_tokens(c, budget, 'bfloat16'):>10,} tokens fit in 16 GiB "
+          f"({gqa.max_context_tokens(c, budget, 'bfloat16') // 1024:,} sequences of 1024)")
+
+# %% [markdown]
+# ## 5. Measured: one training step
+#
+# The same training step (forward, backward, AdamW) for each `n_kv_head`, timed with
+# `torch.utils.benchmark` (median of repeated blocks), with the exact memory of the step: parameters
+# + gradients + optimizer state + activations saved for backward (and the allocator's peak on CUDA).
+
+# %% tags=["nbval-ignore-output"]
+train_cfg = get_config(P.preset)
+train_rows = gqa.measure_training(train_cfg, gqa.kv_head_choices(train_cfg), P.batch, P.seq_len,
+                                  device=DEVICE, dtype=DTYPE)
+r0 = train_rows[0]
+print(f"{r0['preset']}, B={r0['batch_size']}, T={r0['seq_len']}, {r0['dtype']}, {r0['device_name']}")
+print(f"{'':6} {'ms/step':>9} {'+-IQR':>7} {'tokens/s':>9} {'speedup':>8} {'memory MiB':>11} {'peak MiB':>9}")
+for r in train_rows:
+    if r["error"]:
+        print(f"{r['attention']:6} not measured: {r['error']}")
+        continue
+    peak = "n/a" if r["peak_bytes"] is None else f"{r['peak_bytes'] / 2**20:.0f}"
+    print(f"{r['attention']:6} {r['median_ms']:>9.1f} {r['iqr_ms']:>7.1f} {r['tokens_per_s']:>9.0f} "
+          f"{r['speedup']:>7.2f}x {r['total_bytes'] / 2**20:>11.0f} {peak:>9}")
+
+# %% tags=["nbval-ignore-output"]
+pred = gqa.gqa_cost_table(train_cfg, [r["n_kv_head"] for r in train_rows], P.batch, P.seq_len)
+last, last_pred = train_rows[-1], pred[-1]
+if last["speedup"]:
+    print(f"Measured here: {last['attention']} trains {last['speedup']:.2f}x as fast as MHA; its FLOPs predict "
+          f"at most {1 / last_pred['flops_ratio']:.2f}x at this size. The seed claims "
+          f"{claims.get('gqa.speedup.kv1').value:.2f}x for MQA.")
+for r, pr in zip(train_rows[1:], pred[1:]):
+    ceiling = 1 / pr["flops_ratio"]
+    if r["speedup"] and r["speedup"] > ceiling * 1.02:
+        print(f"{r['attention']}: measured {r['speedup']:.2f}x is above its FLOP ceiling {ceiling:.2f}x -- "
+              f"that excess is timing noise (or a cache effect), not something GQA can deliver.")
+
+# %% [markdown]
+# Why so little? In training, every token's K and V are computed once and used once; the K/V
+# projections are 2 of the ~12 `n_embd²`-sized matrix products per token per layer (q, k, v, o, and
+# the MLP's 8), plus the LM head. Cutting K and V to 1/12 removes about 2/12 × 11/12 of the
+# block's linear FLOPs — and nothing from QKᵀ, AV, the MLP or the head. Training-step speedups of
+# GQA are small by construction; the seed's 1.25–1.50× cannot come from the training step.
+#
+# ## 6. Measured: decoding with a KV cache — where GQA pays
+#
+# When a model *generates*, each new token attends to all cached keys and values. Per step, the
+# model reads its weights once **and the whole KV cache** — so as the context grows, the cache, not
+# the weights, dominates the memory traffic, and MHA's cache is `n_head / n_kv_head` times bigger.
+# For GPT-2 small the cache holds 18,432 numbers per token (MHA) against ~124 M weights, so the
+# cache outweighs the weights once batch × context passes roughly 6,700 tokens.
+#
+# `measure_decode` fills a `KVCache` with `context` positions, then times single-token greedy steps
+# (`torch.utils.benchmark`). By default the cache is filled with random keys and values rather than
+# by running the model over a prompt: no operation depends on the values, so the decoding time is
+# the same, and long contexts cost nothing to set up.
+
+# %% tags=["nbval-ignore-output"]
+DS = gqa.DECODE_SIZES[P.name]  # batch, contexts and new tokens for this size profile
+DECODE_BATCH = DS["batch_size"]
+dec_cfg = get_config(P.preset)
+dec = gqa.measure_decode(dec_cfg, DS["contexts"], kv_heads=gqa.kv_head_choices(dec_cfg),
+                         batch_size=DECODE_BATCH, new_tokens=DS["new_tokens"], device=DEVICE,
+                         dtype=DTYPE)
+d0 = dec[0]
+print(f"{d0.preset}, batch {d0.batch_size}, {d0.new_tokens} new tokens per call, {d0.dtype}, {d0.device_name}")
+print(f"{'':6} {'context':>7} {'tokens/s':>9} {'ms/step':>8} {'KV cache MiB':>13}")
+for r in dec:
+    speed = f"{r.tokens_per_s:>9.0f} {r.ms_per_step:>8.2f}" if r.ok else f"not measured: {r.error}"
+    print(f"{r.attention:6} {r.context:>7} {speed} {r.cache_bytes / 2**20:>13.2f}")
+gqa.decode_figure(dec)
+
+# %% tags=["nbval-ignore-output"]
+ctx = max(DS["contexts"])
+at = {r.attention: r for r in dec if r.context == ctx and r.ok}
+base, most = at.get("MHA"), at.get(gqa.attention_label(dec_cfg.replace(n_kv_head=1)))
+if base and most:
+    print(f"At a context of {ctx} tokens (batch {DECODE_BATCH}): MQA decodes {most.tokens_per_s / base.tokens_per_s:.2f}x "
+          f"as fast as MHA, from a cache {base.cache_bytes / most.cache_bytes:.0f}x smaller "
+          f"({most.cache_bytes / 2**20:.1f} vs {base.cache_bytes / 2**20:.1f} MiB).")
+    short = {r.attention: r for r in dec if r.context == min(DS["contexts"]) and r.ok}
+    if "MHA" in short and most.attention in short:
+        print(f"At {min(DS['contexts'])} tokens the ratio is {short[most.attention].tokens_per_s / short['MHA'].tokens_per_s:.2f}x.")
+    from tutorial_lib.measure.flops import num_params
+    n_par = num_params(dec_cfg.replace(n_kv_head=None))
+    for r in (base, most):
+        print(f"{r.attention}: the cache is {r.cache_bytes / (r.cache_bytes + n_par * torch.finfo(DTYPE).bits // 8):.0%} "
+              f"of the bytes one decoding step must read (cache + weights) at this context.")
+
+# %% [markdown]
+# Expect the gain to grow with the share of each step spent reading the cache: near 1× while the
+# weights dominate (short contexts, small batches, and the tiny `smoke` model, whose sub-millisecond
+# steps are mostly timing noise), towards `n_head / n_kv_head` when the cache dominates. A smaller
+# cache also lets you fit more sequences, or longer ones, in the same memory — often the bigger win
+# in serving.
+#
+# ## 7. Does it still learn? Short training runs
+#
+# Speed is half the story. `tutorial_lib.train` trains MHA, a GQA and MQA from the same seed on the
+# same batches of the Shakespeare corpus and reports the validation loss every few steps
+# (size profile: model, steps, batch and length below).
+
+# %% tags=["nbval-ignore-output"]
+from tutorial_lib.train import train
+
+qcfg = get_config(P.train_preset)
+hists = {}
+for h in gqa.quality_kv_heads(qcfg):
+    c = qcfg.replace(n_kv_head=h)
+    hists[gqa.attention_label(c)] = train(c, steps=P.train_steps, batch_size=P.train_batch,
+                                          seq_len=P.train_seq_len, eval_every=P.eval_every,
+                                          eval_batches=P.eval_batches, progress=False)
+first = next(iter(hists.values()))
+print(f"{qcfg.name}, {P.train_steps} steps, batch {P.train_batch} x {P.train_seq_len} tokens, "
+      f"AdamW, {first.dtype}, {first.device}")
+mha_loss = hists["MHA"].val_loss[-1]
+print(f"{'':6} {'params':>11} {'val loss':>9} {'vs MHA':>8} {'tokens/s':>9}")
+for label, h in hists.items():
+    print(f"{label:6} {h.n_params:>11,} {h.val_loss[-1]:>9.3f} {h.val_loss[-1] - mha_loss:>+8.3f} "
+          f"{h.tokens_per_s:>9.0f}")
+gqa.val_loss_figure(hists, title=f"{qcfg.name}: validation loss, same seed and batches")
+
+# %% [markdown]
+# ### Uptraining: pooled from a trained MHA model
+#
+# Now the paper's recipe: train MHA, convert it by mean-pooling, and continue for a tenth of the
+# steps, at the small learning rate the MHA run ended with. The loss right after pooling shows what the conversion destroys; the loss after the short
+# uptraining shows how much comes back.
+
+# %% tags=["nbval-ignore-output"]
+torch.manual_seed(0)
+base_model = GPT(qcfg).to(DEVICE)
+kw = dict(batch_size=P.train_batch, seq_len=P.train_seq_len, eval_batches=P.eval_batches, dtype=DTYPE)
+base_run = gqa.continue_training(base_model, P.train_steps, **kw)
+up_steps = max(1, P.train_steps // 10)
+print(f"MHA trained {P.train_steps} steps: val loss {base_run['val_after']:.3f}")
+for h in gqa.quality_kv_heads(qcfg)[1:]:
+    conv = gqa.mha_to_gqa(base_model, h)
+    up = gqa.continue_training(conv, up_steps, lr=3e-4, **kw)  # where the base run's schedule ended
+    label = gqa.attention_label(conv.config)
+    print(f"{label:6} pooled from it: {up['val_before']:.3f} right after pooling, {up['val_after']:.3f} after "
+          f"{up_steps} more steps (from scratch, {P.train_steps} steps: {hists[label].val_loss[-1]:.3f})")
+
+# %% [markdown]
+# ## 8. The seed's claims beside the measurements
+#
+# The seed's table gives a speedup and a "quality" for each grouping without saying what was timed
+# (training step? attention alone? decoding?), at what size, on which device, or what quality means.
+# Below, the speedup is set beside our measured **training-step** speedup and beside the **decoding**
+# speedup at the longest context; for quality we use the ratio of validation losses
+# (MHA loss / variant loss, 100 % = as good as MHA) — one reasonable reading, stated as such.
+
+# %% tags=["nbval-ignore-output"]
+speed = {r["n_kv_head"]: r["speedup"] for r in train_rows if r["speedup"]}
+dec_speed = {r.n_kv_head: r.tokens_per_s / at["MHA"].tokens_per_s for r in dec
+             if r.ok and r.context == ctx and "MHA" in at}
+quality = {gqa.quality_kv_heads(qcfg)[i]: mha_loss / h.val_loss[-1] for i, h in enumerate(hists.values())}
+keys = (4, 2, 1) if train_cfg.n_head == 12 else (1,)  # the seed's groupings are for 12 query heads
+setting = f"{train_cfg.name} B={P.batch} T={P.seq_len} on {settings.device_name(DEVICE)}"
+print(f"Training step ({setting}):")
+print(claims.format_table([claims.compare(f"gqa.speedup.kv{h}", speed.get(h)) for h in keys]))
+print(f"\nDecoding ({dec_cfg.name}, batch {DECODE_BATCH}, context {ctx}, {settings.device_name(DEVICE)}):")
+print(claims.format_table([claims.compare(f"gqa.speedup.kv{h}", dec_speed.get(h)) for h in keys]))
+print(f"\nQuality = MHA val loss / variant val loss ({qcfg.name}, {P.train_steps} steps):")
+print(claims.format_table([claims.compare(f"gqa.quality.kv{h}", quality.get(h)) for h in keys]))
+
+# %% [markdown]
+# ## Recorded results, for comparison
+#
+# The guide suite (`python -m tutorial_lib bench --suite guide --out results/<device>.json`) records
+# these measurements once per machine; below are the files in `results/`, each labelled with the
+# device, dtype, torch version, size profile, date and sizes it was recorded with. They are files,
+# not measurements made now: set them beside what this machine measured above. A GPU's numbers
+# appear here once a GPU run is recorded. `OPTIMIZATION_GUIDE.md` shows the same tables.
+
+# %% tags=["nbval-ignore-output"]
+from tutorial_lib.report import recorded
+recorded("gqa_train", "gqa_decode")
+
+# %% [markdown]
+# ## Summary
+#
+# - GQA/MQA shrink only the K and V projections; the query side, QKᵀ, AV, the MLP and the LM head are
+#   untouched. On paper that is a few percent of parameters and FLOPs, so the measured training step
+#   can move only a little (on a small CPU, less than the run-to-run noise) — far from the seed's
+#   1.25–1.50×.
+# - The KV cache shrinks by `n_head / n_kv_head` exactly. During decoding every step reads the whole
+#   cache, so once the cache rather than the weights is most of the bytes read per token (long
+#   contexts, large batches) the tokens/s gain should grow with context — the decode table above
+#   shows how far this machine's sizes get (exercise 3 pushes further); in serving, the memory saved
+#   also buys longer contexts or bigger batches.
+# - `n_kv_head = n_head` is exactly MHA, every backend agrees for grouped heads, and an MHA
+#   checkpoint converts to GQA by mean-pooling K/V heads; how much of the loss a short uptraining
+#   recovers, the losses printed in section 7 show.
+# - Quality: in our short runs the validation losses of MHA, GQA and MQA are close; whether the
+#   difference matters needs longer runs than a notebook can afford (try the `gpu` profile).
+#
+# ## Exercises
+#
+# 1. **Implement `repeat_kv`** (auto-checked): `(B, n_kv_head, T, D) -> (B, n_kv_head * n_rep, T, D)`,
+#    query head `h` served by K/V head `h // n_rep`. The checker below runs your function on several
+#    shapes and tells you what is wrong.
+
+# %%
+from tutorial_lib.exercises import check_kv_cache_bytes, check_repeat_kv
+
+
+def my_repeat_kv(x, n_rep):
+    # your code here: return a (B, n_kv_head * n_rep, T, D) tensor
+    raise NotImplementedError
+
+
+check_repeat_kv(my_repeat_kv)
+
+# %% [markdown]
+# The checker also recognises typical mistakes, for example tiling the heads instead of repeating
+# each one:
+
+# %%
+check_repeat_kv(lambda x, n_rep: x.repeat(1, n_rep, 1, 1))
+
+
+# %% [markdown]
+# 2. **KV-cache bytes** (auto-checked): write `my_kv_cache_bytes(config, batch_size, seq_len,
+#    bytes_per_element)`; use `config.n_layer`, `config.kv_heads`, `config.head_dim`.
+
+# %%
+def my_kv_cache_bytes(config, batch_size, seq_len, bytes_per_element):
+    raise NotImplementedError  # your code here
+
+
+check_kv_cache_bytes(my_kv_cache_bytes)
+
+# %% [markdown]
+# 3. **Where does MQA decoding pay on your machine?** Rerun `gqa.measure_decode` with a larger
+#    `batch_size` and longer contexts (e.g. `[256, 1024, 4096]` on a GPU). At what context does MQA
+#    reach 1.5× MHA's tokens/s? Compare with the share of each step's bytes that is cache:
+#    `kv_cache_bytes / (kv_cache_bytes + 2 * num_params)` in bf16.
+# 4. **Uptraining budget.** Repeat section 7's uptraining with 1 %, 5 % and 20 % of the steps. How
+#    many steps does MQA need to match GQA-4 pooled from the same checkpoint?
+# 5. **Attention alone.** Time `attention_core(q, k, v, "sdpa")` with 12 vs 1 K/V heads at T=2048
+#    (`tutorial_lib.measure.bench.time_fn`). Is attention itself faster in training? Why (or why not)?
