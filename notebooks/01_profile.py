@@ -25,15 +25,18 @@
 # %matplotlib inline
 import torch
 
-from tutorial_lib import claims, plots, settings
-from tutorial_lib.config import get_config
-from tutorial_lib.flash_lessons import attention_sweep, loglog_slopes, sweep_figure
-from tutorial_lib.measure import bench, flops, memory, profile
+from tutorial_lib import claims, settings
+from tutorial_lib.lessons import profile as plots
+from tutorial_lib.lessons.common import env_summary, format_rows, show_source
+from tutorial_lib.lessons.flash_attention import attention_sweep, loglog_slopes, sweep_figure
+from tutorial_lib.measure import flops, memory, profile, timing
 from tutorial_lib.measure.memory import fmt_bytes
-from tutorial_lib.nbutils import env_summary, format_rows, show_source
+from tutorial_lib.model import get_config
+from tutorial_lib.sizes import get_sizes
 
 DEVICE = settings.get_device()
-P = settings.get_profile()
+SIZES = get_sizes()  # the size profile: TUTORIAL_PROFILE=smoke|cpu|gpu
+P = SIZES.step  # the measured training step
 DTYPE = P.torch_dtype  # bf16 autocast on CUDA, fp32 on CPU
 print(env_summary(DEVICE))
 print(f"measured model: {P.preset}, B={P.batch}, T={P.seq_len}")
@@ -59,12 +62,16 @@ plots.nested_breakdown(claims.scope_amounts(rows, "fwd_flops"), n_layer=small.n_
                        title=f"GPT-2 small, B={SEED_B}, T={SEED_T}: share of forward matmul FLOPs")
 
 # %% [markdown]
-# The model marks its components with named scopes (`tutorial_lib.scopes`); they cost nothing
-# unless a profiler turns them on. This is where they sit in one block:
+# The profiler needs names for the components. The model's code stays plain: `GPT.module_scopes`
+# names the modules (the projections, norms, embedding, LM head), and only while profiling
+# `tutorial_lib.scopes` hooks a `record_function` range around each of them. Where no module exists
+# — RoPE, the attention kernel, the MLP's activation, the loss — the forward says
+# `with scope("attention.core"):`, which costs nothing unless a profiler is on.
 
 # %% tags=["nbval-ignore-output"]
-from tutorial_lib.model import Block
-show_source(Block.forward)
+from tutorial_lib.model import GPT
+
+show_source(GPT.module_scopes)
 
 # %% [markdown]
 # ## 2. Counting FLOPs by hand
@@ -142,7 +149,7 @@ print(f"  per component (forward) equal: {got['fwd_by_component'] == flops.analy
 
 # %%
 H, D = small.n_head, small.head_dim
-qk_one_head = flops.attention_score_flops(SEED_B, SEED_T, 1, D)
+qk_one_head = plots.attention_score_flops(SEED_B, SEED_T, 1, D)
 per_layer = (t["fwd_flops"] - next(r.fwd_flops for r in rows if r.name == "lm_head")) / small.n_layer
 print(claims.format_table(claims.claims_table({
     "ops.scores": qk_one_head,
@@ -211,6 +218,7 @@ print(claims.format_table(claims.claims_table(measured_shares)))
 # %%
 n = flops.num_params(small)
 from tutorial_lib.model import GPT
+
 with torch.device("meta"):
     meta_model = GPT(small)  # shapes only: no memory, no time
 n_tensors = len(list(meta_model.parameters()))
@@ -236,7 +244,7 @@ for mb in (mb_eager, mb_sdpa):
     print(f"{mb.attn_backend:>5}: " + ", ".join(f"{k} {fmt_bytes(v)}" for k, v in mb.by_kind().items()) +
           (f", CUDA peak {fmt_bytes(mb.peak_bytes)}" if mb.peak_bytes else ""))
     print("       activations: " + ", ".join(f"{k} {fmt_bytes(v)}" for k, v in mb.activations_by_group().items()))
-plots.memory_breakdown(mb_eager)
+plots.memory_figure(mb_eager)
 
 # %% [markdown]
 # **A worked example (and a check of the tool).** Eager attention keeps one `(B, H, T, T)`
@@ -246,12 +254,13 @@ plots.memory_breakdown(mb_eager)
 
 # %%
 from tutorial_lib.attention import attention_core
+
 q, k, v = (torch.randn(1, 12, 128, 64, requires_grad=True) for _ in range(3))
 measured = memory.saved_bytes(attention_core, q, k, v, "eager")
-formula = memory.attention_probs_bytes(1, 12, 128, bytes_per_element=4) + 128 * 128  # + bool mask
+formula = plots.attention_probs_bytes(1, 12, 128, bytes_per_element=4) + 128 * 128  # + bool mask
 print(f"eager attention, B=1, H=12, T=128, fp32: measured {measured:,} bytes, formula {formula:,}: equal {measured == formula}")
 for bpe, name in ((4, "fp32"), (2, "bf16")):
-    b = memory.attention_probs_bytes(SEED_B, 12, SEED_T, bpe)
+    b = plots.attention_probs_bytes(SEED_B, 12, SEED_T, bpe)
     print(f"probabilities per layer at B={SEED_B}, T={SEED_T}, {name}: {b / 1e6:.1f} MB "
           f"(seed: '{claims.get('mem.attention_per_layer').text}')")
 
@@ -312,13 +321,13 @@ print("fitted slopes (memory vs T):", {b: round(s, 2) for b, s in loglog_slopes(
 # below the figure:
 
 # %% tags=["nbval-ignore-output"]
-time_rows = attention_sweep(list(P.seq_sweep), ["eager", "sdpa"], batch_size=P.sweep_batch, n_head=12,
+time_rows = attention_sweep(list(SIZES.sweep.seq_lens), ["eager", "sdpa"], batch_size=SIZES.sweep.batch, n_head=12,
                             head_dim=64, device=DEVICE, measure_time=True, min_run_time=P.min_run_time)
 print(format_rows([{"backend": r.backend, "T": r.seq_len, "ms": r.median_ms, "error": r.error} for r in time_rows],
                   formats={"ms": "{:.2f}"}))
 slopes = loglog_slopes(time_rows, "median_ms", last=3)
 print("fitted slopes over the last 3 lengths (time vs T):", {b: round(s, 2) for b, s in slopes.items()})
-sweep_figure(time_rows, "median_ms", title=f"attention fwd+bwd, B={P.sweep_batch}, H=12, D=64, {settings.device_name(DEVICE)}")
+sweep_figure(time_rows, "median_ms", title=f"attention fwd+bwd, B={SIZES.sweep.batch}, H=12, D=64, {settings.device_name(DEVICE)}")
 
 # %% [markdown]
 # ## 7. The seed's headline numbers beside a measured step
@@ -329,7 +338,7 @@ sweep_figure(time_rows, "median_ms", title=f"attention fwd+bwd, B={P.sweep_batch
 # achieved FLOP/s alone.
 
 # %% tags=["nbval-ignore-output"]
-steps = bench.measure_sweep([{"config": cfg}, {"config": cfg.replace(attn_backend="sdpa")}],
+steps = timing.measure_sweep([{"config": cfg}, {"config": cfg.replace(attn_backend="sdpa")}],
                             batch_size=P.batch, seq_len=P.seq_len, mode="train", device=DEVICE, dtype=DTYPE,
                             min_run_time=P.min_run_time)
 print(format_rows([{"attention": r.attn_backend, "ms/step": r.median_ms, "IQR ms": r.iqr_ms,
@@ -369,7 +378,8 @@ for when in ("before", "after"):
 # appear here once a GPU run is recorded. `OPTIMIZATION_GUIDE.md` shows the same tables.
 
 # %% tags=["nbval-ignore-output"]
-from tutorial_lib.report import recorded
+from tutorial_lib.guide.report import recorded
+
 recorded("breakdown", "memory", "attention_vs_T")
 
 # %% [markdown]
@@ -400,7 +410,7 @@ recorded("breakdown", "memory", "attention_vs_T")
 
 # %%
 my_flops = None  # your answer here
-print(flops.check_attention_score_flops(my_flops, B=4, T=512, H=12, D=64))
+print(plots.check_attention_score_flops(my_flops, B=4, T=512, H=12, D=64))
 
 # %% [markdown]
 # 2. **Eager attention's memory** (auto-checked). How many bytes do the attention probabilities of
@@ -409,7 +419,7 @@ print(flops.check_attention_score_flops(my_flops, B=4, T=512, H=12, D=64))
 
 # %%
 my_bytes = None  # your answer here
-print(memory.check_attention_probs_bytes(my_bytes, B=4, H=12, T=512, bytes_per_element=2))
+print(plots.check_attention_probs_bytes(my_bytes, B=4, H=12, T=512, bytes_per_element=2))
 
 # %% [markdown]
 # 3. **Profile it yourself.** From a terminal:
@@ -418,7 +428,7 @@ print(memory.check_attention_probs_bytes(my_bytes, B=4, H=12, T=512, bytes_per_e
 #    attention block's backward. Which component's share changes most?
 # 4. **Where does T² win?** Using `flops.cost_table`, find the sequence length at which
 #    `attention.scores + attention.av` overtake the MLP's matmul FLOPs in GPT-2 small. Then measure
-#    with `bench.measure_step` at a few lengths around it: does the measured time cross over at the
+#    with `timing.measure_step` at a few lengths around it: does the measured time cross over at the
 #    same T?
 # 5. **Small models lie.** Rerun section 3 with `get_config("tiny")`. Why does the LM head dominate
 #    there? (Compare `n_embd · vocab_size` with the blocks' weights.)

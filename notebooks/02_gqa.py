@@ -20,13 +20,23 @@
 # %matplotlib inline
 import torch
 
-from tutorial_lib import claims, gqa, settings
-from tutorial_lib.config import get_config
-from tutorial_lib.model import GPT
-from tutorial_lib.nbutils import env_summary, show_source
+from tutorial_lib import claims, settings
+from tutorial_lib.lessons import gqa
+from tutorial_lib.lessons.common import (
+    env_summary,
+    format_quality,
+    loss_curves,
+    quality_runs,
+    quality_table,
+    show_source,
+)
+from tutorial_lib.model import GPT, get_config
+from tutorial_lib.sizes import get_sizes
+from tutorial_lib.train import train
 
 DEVICE = settings.get_device()
-P = settings.get_profile()
+SIZES = get_sizes()  # the size profile: TUTORIAL_PROFILE=smoke|cpu|gpu
+P, Q = SIZES.step, SIZES.quality  # the measured training step; the quality runs
 DTYPE = P.torch_dtype  # bf16 autocast on CUDA, fp32 on CPU
 print(env_summary(DEVICE))
 
@@ -53,7 +63,8 @@ gqa.head_grouping_figure([small.replace(n_kv_head=h) for h in (12, 4, 1)])
 # query head `h` uses K/V head `h // n_rep`. SDPA can skip even this copy (`enable_gqa=True`).
 
 # %%
-from tutorial_lib.attention import CausalSelfAttention, repeat_kv
+from tutorial_lib.attention.reference import repeat_kv
+from tutorial_lib.model import CausalSelfAttention
 
 show_source(repeat_kv)
 
@@ -198,11 +209,11 @@ for r, pr in zip(train_rows[1:], pred[1:]):
 # the same, and long contexts cost nothing to set up.
 
 # %% tags=["nbval-ignore-output"]
-DS = gqa.DECODE_SIZES[P.name]  # batch, contexts and new tokens for this size profile
-DECODE_BATCH = DS["batch_size"]
+DS = SIZES.decode  # batch, contexts and new tokens for this size profile
+DECODE_BATCH = DS.batch
 dec_cfg = get_config(P.preset)
-dec = gqa.measure_decode(dec_cfg, DS["contexts"], kv_heads=gqa.kv_head_choices(dec_cfg),
-                         batch_size=DECODE_BATCH, new_tokens=DS["new_tokens"], device=DEVICE,
+dec = gqa.measure_decode(dec_cfg, DS.contexts, kv_heads=gqa.kv_head_choices(dec_cfg),
+                         batch_size=DECODE_BATCH, new_tokens=DS.new_tokens, device=DEVICE,
                          dtype=DTYPE)
 d0 = dec[0]
 print(f"{d0.preset}, batch {d0.batch_size}, {d0.new_tokens} new tokens per call, {d0.dtype}, {d0.device_name}")
@@ -213,16 +224,16 @@ for r in dec:
 gqa.decode_figure(dec)
 
 # %% tags=["nbval-ignore-output"]
-ctx = max(DS["contexts"])
+ctx = max(DS.contexts)
 at = {r.attention: r for r in dec if r.context == ctx and r.ok}
 base, most = at.get("MHA"), at.get(gqa.attention_label(dec_cfg.replace(n_kv_head=1)))
 if base and most:
     print(f"At a context of {ctx} tokens (batch {DECODE_BATCH}): MQA decodes {most.tokens_per_s / base.tokens_per_s:.2f}x "
           f"as fast as MHA, from a cache {base.cache_bytes / most.cache_bytes:.0f}x smaller "
           f"({most.cache_bytes / 2**20:.1f} vs {base.cache_bytes / 2**20:.1f} MiB).")
-    short = {r.attention: r for r in dec if r.context == min(DS["contexts"]) and r.ok}
+    short = {r.attention: r for r in dec if r.context == min(DS.contexts) and r.ok}
     if "MHA" in short and most.attention in short:
-        print(f"At {min(DS['contexts'])} tokens the ratio is {short[most.attention].tokens_per_s / short['MHA'].tokens_per_s:.2f}x.")
+        print(f"At {min(DS.contexts)} tokens the ratio is {short[most.attention].tokens_per_s / short['MHA'].tokens_per_s:.2f}x.")
     from tutorial_lib.measure.flops import num_params
     n_par = num_params(dec_cfg.replace(n_kv_head=None))
     for r in (base, most):
@@ -243,24 +254,15 @@ if base and most:
 # (size profile: model, steps, batch and length below).
 
 # %% tags=["nbval-ignore-output"]
-from tutorial_lib.train import train
-
-qcfg = get_config(P.train_preset)
-hists = {}
-for h in gqa.quality_kv_heads(qcfg):
-    c = qcfg.replace(n_kv_head=h)
-    hists[gqa.attention_label(c)] = train(c, steps=P.train_steps, batch_size=P.train_batch,
-                                          seq_len=P.train_seq_len, eval_every=P.eval_every,
-                                          eval_batches=P.eval_batches, progress=False)
-first = next(iter(hists.values()))
-print(f"{qcfg.name}, {P.train_steps} steps, batch {P.train_batch} x {P.train_seq_len} tokens, "
-      f"AdamW, {first.dtype}, {first.device}")
-mha_loss = hists["MHA"].val_loss[-1]
-print(f"{'':6} {'params':>11} {'val loss':>9} {'vs MHA':>8} {'tokens/s':>9}")
-for label, h in hists.items():
-    print(f"{label:6} {h.n_params:>11,} {h.val_loss[-1]:>9.3f} {h.val_loss[-1] - mha_loss:>+8.3f} "
-          f"{h.tokens_per_s:>9.0f}")
-gqa.val_loss_figure(hists, title=f"{qcfg.name}: validation loss, same seed and batches")
+qcfg = get_config(Q.preset)
+variants = {gqa.attention_label(qcfg.replace(n_kv_head=h)): qcfg.replace(n_kv_head=h)
+            for h in gqa.quality_kv_heads(qcfg)}
+runs = quality_runs(variants, Q, device=DEVICE)
+first = runs["MHA"][0]
+print(f"{qcfg.name}, {Q.steps} steps, batch {Q.batch} x {Q.seq_len} tokens, AdamW, {first.dtype}, "
+      f"{first.device}, seeds {list(Q.seeds)} (the same seed: the same initial weights and batches)")
+print(format_quality(quality_table(runs)))
+loss_curves(runs, title=f"{qcfg.name}: validation loss, mean over {len(Q.seeds)} seeds (band: min-max)")
 
 # %% [markdown]
 # ### Uptraining: pooled from a trained MHA model
@@ -272,16 +274,16 @@ gqa.val_loss_figure(hists, title=f"{qcfg.name}: validation loss, same seed and b
 # %% tags=["nbval-ignore-output"]
 torch.manual_seed(0)
 base_model = GPT(qcfg).to(DEVICE)
-kw = dict(batch_size=P.train_batch, seq_len=P.train_seq_len, eval_batches=P.eval_batches, dtype=DTYPE)
-base_run = gqa.continue_training(base_model, P.train_steps, **kw)
-up_steps = max(1, P.train_steps // 10)
-print(f"MHA trained {P.train_steps} steps: val loss {base_run['val_after']:.3f}")
+kw = dict(batch_size=Q.batch, seq_len=Q.seq_len, eval_batches=Q.eval_batches, progress=False, device=str(DEVICE))
+base_run = train(base_model, steps=Q.steps, eval_every=Q.steps, **kw)  # trains base_model in place
+up_steps = max(1, Q.steps // 10)
+print(f"MHA trained {Q.steps} steps: val loss {base_run.final_val_loss:.3f}")
 for h in gqa.quality_kv_heads(qcfg)[1:]:
     conv = gqa.mha_to_gqa(base_model, h)
-    up = gqa.continue_training(conv, up_steps, lr=3e-4, **kw)  # where the base run's schedule ended
+    up = train(conv, steps=up_steps, eval_every=up_steps, lr=3e-4, warmup_steps=1, **kw)  # where the base run's schedule ended
     label = gqa.attention_label(conv.config)
-    print(f"{label:6} pooled from it: {up['val_before']:.3f} right after pooling, {up['val_after']:.3f} after "
-          f"{up_steps} more steps (from scratch, {P.train_steps} steps: {hists[label].val_loss[-1]:.3f})")
+    print(f"{label:6} pooled from it: {up.val_loss[0]:.3f} right after pooling, {up.final_val_loss:.3f} after "
+          f"{up_steps} more steps (from scratch, {Q.steps} steps: {runs[label][0].final_val_loss:.3f}, seed 0)")
 
 # %% [markdown]
 # ## 8. The seed's claims beside the measurements
@@ -296,14 +298,16 @@ for h in gqa.quality_kv_heads(qcfg)[1:]:
 speed = {r["n_kv_head"]: r["speedup"] for r in train_rows if r["speedup"]}
 dec_speed = {r.n_kv_head: r.tokens_per_s / at["MHA"].tokens_per_s for r in dec
              if r.ok and r.context == ctx and "MHA" in at}
-quality = {gqa.quality_kv_heads(qcfg)[i]: mha_loss / h.val_loss[-1] for i, h in enumerate(hists.values())}
+q_rows = {r["variant"]: r for r in quality_table(runs)}
+quality = {gqa.quality_kv_heads(qcfg)[i]: q_rows["MHA"]["val_loss"] / q_rows[label]["val_loss"]
+           for i, label in enumerate(runs)}
 keys = (4, 2, 1) if train_cfg.n_head == 12 else (1,)  # the seed's groupings are for 12 query heads
 setting = f"{train_cfg.name} B={P.batch} T={P.seq_len} on {settings.device_name(DEVICE)}"
 print(f"Training step ({setting}):")
 print(claims.format_table([claims.compare(f"gqa.speedup.kv{h}", speed.get(h)) for h in keys]))
 print(f"\nDecoding ({dec_cfg.name}, batch {DECODE_BATCH}, context {ctx}, {settings.device_name(DEVICE)}):")
 print(claims.format_table([claims.compare(f"gqa.speedup.kv{h}", dec_speed.get(h)) for h in keys]))
-print(f"\nQuality = MHA val loss / variant val loss ({qcfg.name}, {P.train_steps} steps):")
+print(f"\nQuality = MHA val loss / variant val loss ({qcfg.name}, {Q.steps} steps, mean of {len(Q.seeds)} seeds):")
 print(claims.format_table([claims.compare(f"gqa.quality.kv{h}", quality.get(h)) for h in keys]))
 
 # %% [markdown]
@@ -316,7 +320,8 @@ print(claims.format_table([claims.compare(f"gqa.quality.kv{h}", quality.get(h)) 
 # appear here once a GPU run is recorded. `OPTIMIZATION_GUIDE.md` shows the same tables.
 
 # %% tags=["nbval-ignore-output"]
-from tutorial_lib.report import recorded
+from tutorial_lib.guide.report import recorded
+
 recorded("gqa_train", "gqa_decode")
 
 # %% [markdown]
@@ -344,7 +349,7 @@ recorded("gqa_train", "gqa_decode")
 #    shapes and tells you what is wrong.
 
 # %%
-from tutorial_lib.exercises import check_kv_cache_bytes, check_repeat_kv
+from tutorial_lib.lessons.gqa import check_kv_cache_bytes, check_repeat_kv
 
 
 def my_repeat_kv(x, n_rep):
@@ -381,4 +386,4 @@ check_kv_cache_bytes(my_kv_cache_bytes)
 # 4. **Uptraining budget.** Repeat section 7's uptraining with 1 %, 5 % and 20 % of the steps. How
 #    many steps does MQA need to match GQA-4 pooled from the same checkpoint?
 # 5. **Attention alone.** Time `attention_core(q, k, v, "sdpa")` with 12 vs 1 K/V heads at T=2048
-#    (`tutorial_lib.measure.bench.time_fn`). Is attention itself faster in training? Why (or why not)?
+#    (`tutorial_lib.measure.timing.time_fn`). Is attention itself faster in training? Why (or why not)?

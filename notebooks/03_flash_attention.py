@@ -19,12 +19,16 @@
 # %matplotlib inline
 import torch
 
-from tutorial_lib import claims, flash, flash_lessons as fl, settings
-from tutorial_lib.config import get_config
-from tutorial_lib.nbutils import env_summary, show_source
+from tutorial_lib import claims, settings
+from tutorial_lib.attention import flash_tiled as flash
+from tutorial_lib.lessons import flash_attention as fl
+from tutorial_lib.lessons.common import env_summary, show_source
+from tutorial_lib.model import get_config
+from tutorial_lib.sizes import get_sizes
 
 DEVICE = settings.get_device()
-P = settings.get_profile()
+SIZES = get_sizes()  # the size profile: TUTORIAL_PROFILE=smoke|cpu|gpu
+P = SIZES.step  # the measured training step
 DTYPE = P.torch_dtype  # bf16 on CUDA, fp32 on CPU
 print(env_summary(DEVICE))
 
@@ -120,7 +124,7 @@ for n_kv, window in ((4, None), (2, None), (4, 17)):
 # out of memory is recorded in its row, and the sweep carries on.
 
 # %% tags=["nbval-ignore-output"]
-rows = fl.attention_sweep(P.seq_sweep, batch_size=P.sweep_batch, n_head=12, head_dim=64,
+rows = fl.attention_sweep(SIZES.sweep.seq_lens, batch_size=SIZES.sweep.batch, n_head=12, head_dim=64,
                           device=DEVICE, dtype=DTYPE)
 r0 = rows[0]
 print(f"B={r0.batch_size}, H={r0.n_head}, D={r0.head_dim}, {r0.dtype}, {r0.device_name}, forward+backward")
@@ -269,7 +273,8 @@ if eager_r["peak_bytes"] is not None:
 # appear here once a GPU run is recorded. `OPTIMIZATION_GUIDE.md` shows the same tables.
 
 # %% tags=["nbval-ignore-output"]
-from tutorial_lib.report import recorded
+from tutorial_lib.guide.report import recorded
+
 recorded("flash_vs_T", "attention_vs_T", "flash_model", "memory")
 
 # %% [markdown]
@@ -297,7 +302,7 @@ recorded("flash_vs_T", "attention_vs_T", "flash_model", "memory")
 #    huge scores) and names the mistake if there is one.
 
 # %%
-from tutorial_lib.exercises import check_online_softmax_update
+from tutorial_lib.lessons.flash_attention import check_online_softmax_update
 
 
 def my_update(m, l, acc, scores, v_tile):

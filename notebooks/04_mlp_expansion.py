@@ -20,16 +20,28 @@
 # %matplotlib inline
 import torch
 
-from tutorial_lib import claims, mlp_lessons as L, settings
-from tutorial_lib.config import get_config
-from tutorial_lib.model import GPT
-from tutorial_lib.nbutils import env_summary, show_source
+from tutorial_lib import claims, settings
+from tutorial_lib.lessons import mlp_expansion as L
+from tutorial_lib.lessons import swiglu
+from tutorial_lib.lessons.common import (
+    env_summary,
+    format_quality,
+    loss_curves,
+    measure_variants,
+    quality_runs,
+    quality_table,
+    show_source,
+)
+from tutorial_lib.measure.records import results_dir
+from tutorial_lib.model import get_config
+from tutorial_lib.sizes import get_sizes
 
 DEVICE = settings.get_device()
-S = L.LessonSizes.for_profile()
+SIZES = get_sizes()  # the size profile: TUTORIAL_PROFILE=smoke|cpu|gpu
+S, Q = SIZES.step, SIZES.quality  # the timed training step; the quality runs
 print(env_summary(DEVICE))
-print(f"step timing : {S.step_preset}, batch {S.step_batch} x {S.step_seq} tokens, {S.rounds} interleaved rounds")
-print(f"quality runs: {S.train_preset}, {S.train_steps} steps of {S.train_batch} x {S.train_seq} tokens")
+print(f"step timing : {S.preset}, batch {S.batch} x {S.seq_len} tokens, {S.rounds} interleaved rounds")
+print(f"quality runs: {Q.preset}, {Q.steps} steps of {Q.batch} x {Q.seq_len} tokens, seeds {list(Q.seeds)}")
 
 # %% [markdown]
 # ## 1. The idea
@@ -57,12 +69,12 @@ L.mlp_figure(variants, title="GPT-2 small: one block's MLP, widths to scale")
 # n_embd)`). The lesson is a one-field change: `get_config("gpt2_small", mlp_ratio=3.0)`.
 
 # %%
-from tutorial_lib.mlp import MLP
+from tutorial_lib.model import MLP
 
 show_source(MLP)
 
 # %%
-from tutorial_lib.config import GPTConfig
+from tutorial_lib.model import GPTConfig
 
 show_source(GPTConfig.mlp_hidden.fget)
 
@@ -134,8 +146,8 @@ print(f"The MLP is {four['mlp_flop_share']:.1%} of GPT-2 small's training FLOPs 
 # gradients + optimizer state + activations saved for backward (plus the allocator's peak on CUDA).
 
 # %% tags=["nbval-ignore-output"]
-step_variants = L.mlp_variants(get_config(S.step_preset), L.VARIANTS_04)
-meas = L.measure_variants(step_variants, S.step_batch, S.step_seq, rounds=S.rounds,
+step_variants = L.mlp_variants(get_config(S.preset), L.VARIANTS_04)
+meas = measure_variants(step_variants, S.batch, S.seq_len, rounds=S.rounds,
                           min_run_time=S.min_run_time, device=DEVICE)
 m0 = meas[0]
 print(f"{m0['preset']}, B={m0['batch_size']}, T={m0['seq_len']}, {m0['dtype']}, {m0['device_name']}")
@@ -149,13 +161,13 @@ for r in meas:
           f"{r['speedup']:>7.3f}x {r['memory_bytes'] / 2**20:>11.1f} {peak:>9}")
 
 # %% tags=["nbval-ignore-output"]
-alone = L.mlp_alone_timing(L.mlp_variants(get_config(S.step_preset), L.VARIANTS_04),
-                           tokens=S.step_batch * S.step_seq, rounds=S.rounds,
+alone = L.mlp_alone_timing(L.mlp_variants(get_config(S.preset), L.VARIANTS_04),
+                           tokens=S.batch * S.seq_len, rounds=S.rounds,
                            min_run_time=S.min_run_time, device=DEVICE)
 for r in alone:
     print(f"MLP alone, {r['variant']}: {r['n_embd']} -> {r['hidden']} -> {r['n_embd']}, {r['tokens']} tokens, "
           f"fwd+bwd {r['median_ms']:.2f} ms, speedup {r['speedup']:.3f}x  ({r['device_name']})")
-step_cost = L.cost_rows(step_variants, S.step_batch, S.step_seq)
+step_cost = L.cost_rows(step_variants, S.batch, S.seq_len)
 share = step_cost[0]["mlp_flop_share"]
 amdahl = 1 / ((1 - share) + share / alone[1]["speedup"])
 print(f"\nAt this size the MLP is {share:.1%} of the step's FLOPs. Amdahl with the measured MLP speedup "
@@ -175,15 +187,12 @@ print(f"\nAt this size the MLP is {share:.1%} of the step's FLOPs. Amdahl with t
 # and measures the validation loss on fixed held-out batches every few steps.
 
 # %% tags=["nbval-ignore-output"]
-tc = S.train_config()
-quality = L.quality_runs(L.mlp_variants(get_config(S.train_preset), L.VARIANTS_04), tc)
-h0 = next(iter(quality.values()))
-print(f"{S.train_preset}, {tc.steps} steps of {tc.batch_size} x {tc.seq_len} tokens, AdamW, "
-      f"{h0.dtype}, {h0.device_name}")
-print(f"{'':8} {'params':>11} {'val loss':>9} {'ms/step':>8} {'tokens/s':>9}")
-for label, h in quality.items():
-    print(f"{label:8} {h.n_params:>11,} {h.final_val_loss:>9.3f} {1e3 * h.median_step_s:>8.1f} {h.tokens_per_s:>9.0f}")
-L.curves_figure(quality, title=f"{S.train_preset}: validation loss, same seed and batches")
+quality = quality_runs(L.mlp_variants(get_config(Q.preset), L.VARIANTS_04), Q, device=DEVICE)
+h0 = quality["GELU 4x"][0]
+print(f"{Q.preset}, {Q.steps} steps of {Q.batch} x {Q.seq_len} tokens, AdamW, {h0.dtype}, {h0.device_name}, "
+      f"seeds {list(Q.seeds)} (the same seed: the same initial weights and batches)")
+print(format_quality(quality_table(quality)))
+loss_curves(quality, title=f"{Q.preset}: validation loss, mean over {len(Q.seeds)} seeds (band: min-max)")
 
 # %% [markdown]
 # ### Recorded on an H200: GPT-2 small, 1000 steps
@@ -196,10 +205,10 @@ L.curves_figure(quality, title=f"{S.train_preset}: validation loss, same seed an
 # %%
 from tutorial_lib import data
 
-gpu = L.load_histories("train_h200_1000", {"GELU 4x": "train_gpu_gelu4_adamw",
+gpu = swiglu.load_histories("train_h200_1000", {"GELU 4x": "train_gpu_gelu4_adamw",
                                                       "GELU 3x": "train_gpu_gelu3_adamw"})
 if not gpu:
-    print(f"no recorded GPU runs found in {L.RESULTS_DIR / 'train_h200_1000'}")
+    print(f"no recorded GPU runs found in {results_dir() / 'train_h200_1000'}")
 for label, h in gpu.items():
     c = h.config
     print(f"{label}: {h.model['name']} ({h.n_params:,} params), {len(h.steps)} steps of {c['batch_size']} x "
@@ -209,7 +218,7 @@ if len(gpu) == 2:
     a, b = gpu["GELU 4x"], gpu["GELU 3x"]
     print(f"\nGELU 3x vs 4x after {len(a.steps)} steps: val loss {b.final_val_loss - a.final_val_loss:+.3f}; "
           f"step time ratio {b.median_step_s / a.median_step_s:.3f} (two separate runs, not an interleaved A/B timing)")
-    print(f"{len(a.steps)} steps x {a.tokens_per_step:,} tokens = {L.epochs(a):.1f} passes over the "
+    print(f"{len(a.steps)} steps x {a.tokens_per_step:,} tokens = {swiglu.epochs(a):.1f} passes over the "
           f"{len(data.get_split('train')):,}-token training split")
 
 # %% [markdown]
@@ -234,7 +243,7 @@ print(claims.format_table([
 ]))
 
 # %% tags=["nbval-ignore-output"]
-setting = f"{S.step_preset} B={S.step_batch} T={S.step_seq}, {settings.device_name(DEVICE)}"
+setting = f"{S.preset} B={S.batch} T={S.seq_len}, {settings.device_name(DEVICE)}"
 print(f"Measured here ({setting}):")
 print(claims.format_table([
     claims.compare("mlp.time", 1 / alone[1]["speedup"], note="MLP alone, fwd+bwd time 3x / 4x", setting=setting),
@@ -252,7 +261,8 @@ print(claims.format_table([
 # appear here once a GPU run is recorded. `OPTIMIZATION_GUIDE.md` shows the same tables.
 
 # %% tags=["nbval-ignore-output"]
-from tutorial_lib.report import recorded
+from tutorial_lib.guide.report import recorded
+
 recorded("mlp")
 
 

@@ -20,16 +20,28 @@
 # %matplotlib inline
 import torch
 
-from tutorial_lib import claims, mlp_lessons as L, settings
-from tutorial_lib.config import get_config
-from tutorial_lib.model import GPT
-from tutorial_lib.nbutils import env_summary, show_source
+from tutorial_lib import claims, settings
+from tutorial_lib.lessons import mlp_expansion
+from tutorial_lib.lessons import swiglu as L
+from tutorial_lib.lessons.common import (
+    env_summary,
+    format_quality,
+    loss_curves,
+    measure_variants,
+    quality_runs,
+    quality_table,
+    show_source,
+)
+from tutorial_lib.measure.records import results_dir
+from tutorial_lib.model import GPT, get_config
+from tutorial_lib.sizes import get_sizes
 
 DEVICE = settings.get_device()
-S = L.LessonSizes.for_profile()
+SIZES = get_sizes()  # the size profile: TUTORIAL_PROFILE=smoke|cpu|gpu
+S, Q = SIZES.step, SIZES.quality  # the timed training step; the quality runs
 print(env_summary(DEVICE))
-print(f"step timing : {S.step_preset}, batch {S.step_batch} x {S.step_seq} tokens, {S.rounds} interleaved rounds")
-print(f"quality runs: {S.train_preset}, {S.train_steps} steps of {S.train_batch} x {S.train_seq} tokens")
+print(f"step timing : {S.preset}, batch {S.batch} x {S.seq_len} tokens, {S.rounds} interleaved rounds")
+print(f"quality runs: {Q.preset}, {Q.steps} steps of {Q.batch} x {Q.seq_len} tokens, seeds {list(Q.seeds)}")
 
 # %% [markdown]
 # ## 1. The idea: a gated MLP
@@ -46,14 +58,14 @@ print(f"quality runs: {S.train_preset}, {S.train_steps} steps of {S.train_batch}
 
 # %%
 small = get_config("gpt2_small")
-variants = L.mlp_variants(small, L.VARIANTS_05)
-L.mlp_figure(variants, title="GPT-2 small: one block's MLP, widths to scale")
+variants = mlp_expansion.mlp_variants(small, L.VARIANTS_05)
+mlp_expansion.mlp_figure(variants, title="GPT-2 small: one block's MLP, widths to scale")
 
 # %% [markdown]
 # ## 2. The implementation, from the library
 
 # %%
-from tutorial_lib.mlp import SwiGLU
+from tutorial_lib.model import SwiGLU
 
 show_source(SwiGLU)
 
@@ -78,9 +90,9 @@ ref = (F.silu(x @ mlp.gate_proj.weight.T) * (x @ mlp.up_proj.weight.T)) @ mlp.do
 print("SwiGLU(x) == (silu(x W_gate^T) * x W_up^T) W_down^T:", torch.allclose(mlp(x), ref, rtol=0, atol=1e-12))
 for label, cfg in variants.items():
     n = sum(p.numel() for p in GPT(cfg.replace(n_layer=1, vocab_size=64)).blocks[0].mlp.parameters())
-    print(f"{label:12}: hidden {cfg.mlp_hidden}, MLP params per block {n:,} == formula: {n == L.mlp_params(cfg)}")
+    print(f"{label:12}: hidden {cfg.mlp_hidden}, MLP params per block {n:,} == formula: {n == mlp_expansion.mlp_params(cfg)}")
 print("SwiGLU 8/3x has exactly GELU 4x's MLP parameters:",
-      L.mlp_params(variants["SwiGLU 8/3x"]) == L.mlp_params(variants["GELU 4x"]))
+      mlp_expansion.mlp_params(variants["SwiGLU 8/3x"]) == mlp_expansion.mlp_params(variants["GELU 4x"]))
 for label, cfg in variants.items():
     short = cfg.replace(n_layer=2)
     counted = count_flops(short, 1, 32)
@@ -93,7 +105,7 @@ for label, cfg in variants.items():
 # Parameters and training FLOPs (forward + backward, causal attention) at the seed's B=4, T=512:
 
 # %%
-rows = L.cost_rows(variants, batch_size=4, seq_len=512)
+rows = mlp_expansion.cost_rows(variants, batch_size=4, seq_len=512)
 print(f"{'':12} {'hidden':>6} {'MLP params':>11} {'model params':>13} {'vs GELU 4x':>10} "
       f"{'train GFLOP':>12} {'vs GELU 4x':>10}")
 for r in rows:
@@ -111,8 +123,8 @@ for r in rows:
 # memory of one step:
 
 # %% tags=["nbval-ignore-output"]
-step_variants = L.mlp_variants(get_config(S.step_preset), L.VARIANTS_05)
-meas = L.measure_variants(step_variants, S.step_batch, S.step_seq, rounds=S.rounds,
+step_variants = mlp_expansion.mlp_variants(get_config(S.preset), L.VARIANTS_05)
+meas = measure_variants(step_variants, S.batch, S.seq_len, rounds=S.rounds,
                           min_run_time=S.min_run_time, device=DEVICE)
 m0 = meas[0]
 print(f"{m0['preset']}, B={m0['batch_size']}, T={m0['seq_len']}, {m0['dtype']}, {m0['device_name']}")
@@ -134,17 +146,17 @@ for r in meas:
 # runs give both views. Same seed, same batches, same validation batches, AdamW.
 
 # %% tags=["nbval-ignore-output"]
-tc = S.train_config()
-runs = L.quality_runs(L.mlp_variants(get_config(S.train_preset), L.VARIANTS_05), tc)
-h0 = next(iter(runs.values()))
-print(f"{S.train_preset}, {tc.steps} steps of {tc.batch_size} x {tc.seq_len} tokens, AdamW, {h0.dtype}, {h0.device_name}")
-print("at equal steps:")
-for r in L.at_equal_steps(runs):
-    print(f"  {r['run']:12} val loss {r['val_loss']:.3f} after {r['steps']} steps, {r['ms_per_step']:.1f} ms/step")
-print("at equal wall time:")
+quality = quality_runs(mlp_expansion.mlp_variants(get_config(Q.preset), L.VARIANTS_05), Q, device=DEVICE)
+runs = {label: hs[0] for label, hs in quality.items()}  # seed 0 of each, for the curves over time
+h0 = runs["GELU 4x"]
+print(f"{Q.preset}, {Q.steps} steps of {Q.batch} x {Q.seq_len} tokens, AdamW, {h0.dtype}, {h0.device_name}, "
+      f"seeds {list(Q.seeds)}")
+print("at equal steps (mean ± sd over seeds; the difference is paired by seed):")
+print(format_quality(quality_table(quality)))
+print("at equal wall time (seed 0):")
 for r in L.at_equal_time(runs):
     print(f"  {r['run']:12} val loss {r['val_loss']:.3f} at {r['seconds']:.1f} s ({r['steps_done']:.0f} steps done by then)")
-L.curves_figure(runs, title=f"{S.train_preset}: MLP variants, AdamW")
+loss_curves(quality, title=f"{Q.preset}: MLP variants, AdamW, mean over {len(Q.seeds)} seeds (band: min-max)")
 
 # %% [markdown]
 # On the right, each curve is stretched by its own time per step; "at equal wall time" reads each
@@ -206,13 +218,12 @@ for B, T in ((4, 512), (16, 512), (64, 1024)):
 # and slow on many CPUs — so we measure the optimizer step alone:
 
 # %% tags=["nbval-ignore-output"]
-from tutorial_lib.optim import time_optimizer_step
 
-opt_model = GPT(get_config(S.train_preset)).to(DEVICE)
-opt_cost = {name: time_optimizer_step(opt_model, OptimizerSpec(name), min_run_time=S.min_run_time)
+opt_model = GPT(get_config(Q.preset)).to(DEVICE)
+opt_cost = {name: L.time_optimizer_step(opt_model, OptimizerSpec(name), min_run_time=S.min_run_time)
             for name in ("adamw", "muon")}
 for name, r in opt_cost.items():
-    print(f"{S.train_preset} on {settings.device_name(DEVICE)}: {name:5} step {1e3 * r['median_s']:8.2f} ms "
+    print(f"{Q.preset} on {settings.device_name(DEVICE)}: {name:5} step {1e3 * r['median_s']:8.2f} ms "
           f"(IQR {1e3 * r['iqr_s']:.2f} ms), optimizer state {r['state_bytes'] / 2**20:.1f} MiB")
 print(f"Muon's extra cost per step: {1e3 * (opt_cost['muon']['median_s'] - opt_cost['adamw']['median_s']):.2f} ms "
       f"(Newton-Schulz: {muon_step_flops(opt_model) / 1e9:.1f} GFLOP per step)")
@@ -226,8 +237,10 @@ del opt_model
 # step's own time, so Muon's extra cost per step is measured inside the runs too.
 
 # %% tags=["nbval-ignore-output"]
-muon_runs = L.quality_runs({"GELU 4x": L.mlp_variants(get_config(S.train_preset), L.VARIANTS_05)["GELU 4x"]},
-                           tc, optimizers=("muon",))
+gelu4 = mlp_expansion.mlp_variants(get_config(Q.preset), L.VARIANTS_05)["GELU 4x"]
+muon = quality_runs({"GELU 4x + Muon": (gelu4, "muon")}, Q, device=DEVICE)
+print(format_quality(quality_table({"GELU 4x + AdamW": quality["GELU 4x"], **muon})))
+muon_runs = {label: hs[0] for label, hs in muon.items()}
 opt_runs = {"GELU 4x + AdamW": runs["GELU 4x"], "GELU 4x + Muon": muon_runs["GELU 4x + Muon"]}
 for label, h in opt_runs.items():
     print(f"{label:16} val loss {h.final_val_loss:.3f} after {len(h.steps)} steps; step {1e3 * h.median_step_s:.1f} ms "
@@ -236,7 +249,7 @@ a, m = opt_runs.values()
 print(f"Muon's extra time per step in these runs: {1e3 * (m.median_optimizer_s - a.median_optimizer_s):.1f} ms")
 for r in L.at_equal_time(opt_runs):
     print(f"at {r['seconds']:.1f} s of training: {r['run']:16} val loss {r['val_loss']:.3f} ({r['steps_done']:.0f} steps)")
-L.curves_figure(opt_runs, title=f"{S.train_preset}: AdamW vs Muon")
+loss_curves({"GELU 4x + AdamW": quality["GELU 4x"], **muon}, title=f"{Q.preset}: AdamW vs Muon, mean over {len(Q.seeds)} seeds")
 
 # %% [markdown]
 # ## 8. Recorded on an H200: GPT-2 small, 1000 steps, every variant
@@ -267,10 +280,10 @@ if gpu:
     for r in L.at_equal_time(gpu):
         print(f"  {r['run']:15} val loss {r['val_loss']:.3f} at {r['seconds']:.1f} s ({r['steps_done']:.0f} steps)")
 else:
-    print(f"no recorded GPU runs found in {L.RESULTS_DIR / 'train_h200_1000'}")
+    print(f"no recorded GPU runs found in {results_dir() / 'train_h200_1000'}")
 
 # %%
-L.curves_figure(gpu, title="GPT-2 small on an H200: 1000 steps (recorded)") if gpu else None
+loss_curves(gpu, title="GPT-2 small on an H200: 1000 steps (recorded)") if gpu else None
 
 # %% [markdown]
 # How to read this:
@@ -316,7 +329,7 @@ if gpu:
 # %% tags=["nbval-ignore-output"]
 base = runs["GELU 4x"]
 t_eq = min(h.wall_time_s for h in [*runs.values(), *muon_runs.values()])
-print(f"This machine ({S.train_preset}, {tc.steps} steps, {settings.device_name(DEVICE)}):")
+print(f"This machine ({Q.preset}, {Q.steps} steps, seed 0, {settings.device_name(DEVICE)}):")
 for label, h in [("SwiGLU 8/3x", runs["SwiGLU 8/3x"]), ("GELU 4x + Muon", muon_runs["GELU 4x + Muon"])]:
     print(f"  {label:15} vs GELU 4x + AdamW: at equal steps {h.final_val_loss - base.final_val_loss:+.3f}, "
           f"at equal time ({t_eq:.1f} s) {h.val_loss_at_time(t_eq) - base.val_loss_at_time(t_eq):+.3f}")
@@ -331,7 +344,8 @@ for label, h in [("SwiGLU 8/3x", runs["SwiGLU 8/3x"]), ("GELU 4x + Muon", muon_r
 # appear here once a GPU run is recorded. `OPTIMIZATION_GUIDE.md` shows the same tables.
 
 # %% tags=["nbval-ignore-output"]
-from tutorial_lib.report import recorded
+from tutorial_lib.guide.report import recorded
+
 recorded("swiglu", "optimizer")
 
 
@@ -379,9 +393,9 @@ L.check_newton_schulz_flops(my_ns_flops)
 # %% [markdown]
 # 3. **Equal compute, not equal steps.** SwiGLU 3× costs more per token than GELU 4× (section 4).
 #    How many fewer steps should it get for a fair comparison at equal FLOPs? Rerun section 6 that
-#    way (`S.train_config(steps=...)`).
+#    way (`quality_runs(..., steps=...)`).
 # 4. **Muon's learning rate.** Rerun the Muon run with `muon_lr` 0.01 and 0.04
-#    (`tc.replace(muon_lr=...)`). Is 0.02 (Keller Jordan's default) best for this model and budget?
+#    (`quality_runs(..., muon_lr=...)`). Is 0.02 (Keller Jordan's default) best for this model and budget?
 # 5. **Where does Muon break even?** With `muon_step_flops` and `model_flops`, find the batch size at
 #    which Newton–Schulz is 5 % of GPT-2 small's training FLOPs at T=1024. On a GPU, run
 #    `python -m tutorial_lib train --preset gpt2_small --optimizer muon --batch ...` at two batch

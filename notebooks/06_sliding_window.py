@@ -26,20 +26,32 @@ import math
 import torch
 
 from tutorial_lib import claims, settings
-from tutorial_lib import window as Wn
-from tutorial_lib import window_lessons as WL
-from tutorial_lib.attention import attention_core, causal_mask, flex_block_mask, has_flex_attention
-from tutorial_lib.measure.flops import local_pairs, visible_pairs
-from tutorial_lib.nbutils import env_summary, format_rows, show_source
-from tutorial_lib.plots import loglog_scaling
-from tutorial_lib.plots_window import loss_curves, receptive_field_figure, window_work_figure
+from tutorial_lib.attention import attention_core
+from tutorial_lib.attention import sliding_window as Wn
+from tutorial_lib.attention.flex import flex_block_mask, has_flex_attention
+from tutorial_lib.attention.reference import causal_mask, visible_pairs
+from tutorial_lib.attention.sliding_window import local_pairs
+from tutorial_lib.lessons import sliding_window as WL
+from tutorial_lib.lessons.common import (
+    env_summary,
+    format_quality,
+    format_rows,
+    loglog_scaling,
+    loss_curves,
+    quality_runs,
+    quality_table,
+    show_source,
+)
+from tutorial_lib.lessons.sliding_window import receptive_field_figure, window_work_figure
+from tutorial_lib.model import get_config
+from tutorial_lib.sizes import get_sizes
 
 DEVICE = settings.get_device()
-S = WL.WindowSizes.for_profile()
+SIZES = get_sizes()  # the size profile: TUTORIAL_PROFILE=smoke|cpu|gpu
+S, Q = SIZES.window, SIZES.quality  # the window lesson's sweep and payoff; the quality runs
 print(env_summary(DEVICE))
 print(f"window lesson sizes: sweep W={S.window}, T={list(S.seq_lens)}, B={S.batch} H={S.n_head} "
-      f"D={S.head_dim}; quality {S.quality_preset} T={S.quality_seq_len} W={S.quality_window}, "
-      f"{S.quality_steps} steps")
+      f"D={S.head_dim}; quality {Q.preset} T={Q.seq_len} W={Q.window}, {Q.steps} steps, seeds {list(Q.seeds)}")
 
 # %% [markdown]
 # ## 1. The idea
@@ -102,7 +114,6 @@ for w in (64, 128, 256, 512):
 # window of 5, asking autograd which input embeddings the last position's logits depend on.
 
 # %%
-from tutorial_lib.config import get_config
 from tutorial_lib.model import GPT
 
 cfg = get_config("tiny", n_layer=3, window=5, attn_backend="local")
@@ -336,14 +347,15 @@ print("fitted slope over the two largest T:", ", ".join(f"{i} {s_:.2f}" for i, s
 # most tokens see only part of their context.
 
 # %% tags=["nbval-ignore-output"]
-runs = WL.quality_runs(S, device=DEVICE)
-h0 = runs["full"]
-print(f"{S.quality_preset}, {S.quality_steps} steps, batch {S.quality_batch} x {S.quality_seq_len} tokens, "
-      f"AdamW, {h0.dtype}, {h0.device}")
-print(format_rows([{"run": k, "val loss": h.val_loss[-1], "vs full": h.val_loss[-1] - h0.val_loss[-1],
-                    "ms/step": h.median_step_s * 1e3} for k, h in runs.items()],
-                  formats={"val loss": "{:.3f}", "vs full": "{:+.3f}", "ms/step": "{:,.0f}"}))
-loss_curves(runs, title=f"{S.quality_preset}, T={S.quality_seq_len}: full attention vs window")
+qbase = get_config(Q.preset)
+runs = quality_runs({"full": qbase, f"window W={Q.window}": qbase.replace(attn_backend="local", window=Q.window)},
+                    Q, device=DEVICE)
+h0 = runs["full"][0]
+print(f"{Q.preset}, {Q.steps} steps, batch {Q.batch} x {Q.seq_len} tokens, AdamW, {h0.dtype}, {h0.device}, "
+      f"seeds {list(Q.seeds)}")
+q_rows = quality_table(runs)
+print(format_quality(q_rows))
+loss_curves(runs, title=f"{Q.preset}, T={Q.seq_len}: full attention vs window, mean over {len(Q.seeds)} seeds")
 
 # %% [markdown]
 # ## 7. The whole training step
@@ -403,7 +415,8 @@ print(f"  attention core alone at T={T_big}, W={S.window}: {sp.get('local', {}).
 # appear here once a GPU run is recorded. `OPTIMIZATION_GUIDE.md` shows the same tables.
 
 # %% tags=["nbval-ignore-output"]
-from tutorial_lib.report import recorded
+from tutorial_lib.guide.report import recorded
+
 recorded("window_curve")
 
 # %% [markdown]
@@ -421,8 +434,9 @@ lines = [
     f"{slope.get('band_mask', float('nan')):.2f}, local {slope.get('local', float('nan')):.2f}.",
     f"- Memory kept for backward: causal and local linear (slopes {mslope['causal']:.2f}, {mslope['local']:.2f}), "
     f"band mask {mslope['band_mask']:.2f}.",
-    f"- Quality ({S.quality_preset}, {S.quality_steps} steps, T={S.quality_seq_len}, W={S.quality_window}): "
-    + ", ".join(f"{k} {h.val_loss[-1]:.3f}" for k, h in runs.items()) + ".",
+    f"- Quality ({Q.preset}, {Q.steps} steps, T={Q.seq_len}, W={Q.window}, {len(Q.seeds)} seeds): "
+    + ", ".join(f"{r['variant']} {r['val_loss']:.3f}" + (f" ({r['verdict']})" if r["verdict"] else "")
+                for r in q_rows) + ".",
     "- Whole training step: " + ", ".join(f"T={r['seq_len']} {r['speedup']:.2f}x" for r in payoff if r["speedup"]) + ".",
 ]
 print("\n".join(lines))

@@ -17,19 +17,27 @@
 
 # %% tags=["nbval-ignore-output"]
 # %matplotlib inline
-import torch
 
-from tutorial_lib import all_together as AT
 from tutorial_lib import claims, settings
-from tutorial_lib.nbutils import env_summary, format_rows, show_source
-from tutorial_lib.plots_window import decision_tree_figure, loss_curves
+from tutorial_lib.lessons import all_together as AT
+from tutorial_lib.lessons.common import (
+    env_summary,
+    format_quality,
+    format_rows,
+    loss_curves,
+    quality_runs,
+    quality_table,
+    show_source,
+)
+from tutorial_lib.sizes import get_sizes
 
 DEVICE = settings.get_device()
-S = AT.FinalSizes.for_profile()
+SIZES = get_sizes()  # the size profile: TUTORIAL_PROFILE=smoke|cpu|gpu
+S, Q = SIZES.final, SIZES.quality  # the short and long settings; the quality runs
 print(env_summary(DEVICE))
 print(f"sizes: {S.preset}, short B={S.short_batch} T={S.short_seq}, long B={S.long_batch} T={S.long_seq} "
-      f"(window {S.long_window}); quality {S.quality_preset} B={S.quality_batch} T={S.quality_seq}, "
-      f"{S.quality_steps} steps; torch.compile rows: {S.compile}")
+      f"(window {S.long_window}); quality {Q.preset} B={Q.batch} T={Q.seq_len}, {Q.steps} steps, "
+      f"seeds {list(Q.seeds)}; torch.compile rows: {S.compile}")
 
 # %% [markdown]
 # ## 1. The seed's promise, and what its own numbers imply
@@ -121,18 +129,13 @@ print(format_rows(long, columns=["variant", "median_ms", "tokens_per_s", "speedu
 # the same function, so the quality runs use SDPA throughout; N is the profile's, not 1000.)
 
 # %% tags=["nbval-ignore-output"]
-q = AT.quality(S, device=DEVICE)
-first = next(h for h in q.values() if not isinstance(h, str))
-print(f"{S.quality_preset}, {S.quality_steps} steps, batch {S.quality_batch} x {S.quality_seq} tokens, "
-      f"{first.dtype}, {first.device}")
-base_loss = next(iter(q.values())).val_loss[-1]
-print(format_rows([{"run": k, "val loss": None if isinstance(h, str) else h.val_loss[-1],
-                    "vs baseline": None if isinstance(h, str) else h.val_loss[-1] - base_loss,
-                    "ms/step": None if isinstance(h, str) else h.median_step_s * 1e3,
-                    "note": h if isinstance(h, str) else ""} for k, h in q.items()],
-                  formats={"val loss": "{:.3f}", "vs baseline": "{:+.3f}", "ms/step": "{:,.0f}"}))
-loss_curves({k: h for k, h in q.items() if not isinstance(h, str)},
-            title=f"{S.quality_preset}, T={S.quality_seq}: validation loss, same seed and batches")
+runs = quality_runs(AT.quality_variants(Q), Q, device=DEVICE)
+first = next(h for hs in runs.values() for h in hs if not isinstance(h, str))
+print(f"{Q.preset}, {Q.steps} steps, batch {Q.batch} x {Q.seq_len} tokens, {first.dtype}, {first.device}, "
+      f"seeds {list(Q.seeds)}")
+q = {r["variant"]: r for r in quality_table(runs)}
+print(format_quality(q.values()))
+loss_curves(runs, title=f"{Q.preset}, T={Q.seq_len}: validation loss, mean over {len(Q.seeds)} seeds")
 
 # %% [markdown]
 # ## 6. The seed's Expected Results, claimed beside measured
@@ -143,12 +146,12 @@ loss_curves({k: h for k, h in q.items() if not isinstance(h, str)},
 # %% tags=["nbval-ignore-output"]
 before = next(r for r in short if r["variant"] == AT.BEFORE_LABEL)
 after = next(r for r in short if r["variant"] == AT.AFTER_LABEL)
-vals = list(q.values())
-val = lambda h: None if isinstance(h, str) else h.val_loss[-1]  # noqa: E731
+vals = [r["val_loss"] for r in q.values()]  # mean over seeds: the baseline, then the seed's combination
+vals_ms = [r.get("ms_per_step") for r in q.values()]
 setting = (f"{S.preset} B={S.short_batch} T={S.short_seq} on {ok['device_name']}; "
-           f"val loss {S.quality_preset} @ {S.quality_steps} steps")
+           f"val loss {Q.preset} @ {Q.steps} steps, mean of {len(Q.seeds)} seeds")
 print(setting)
-print(claims.format_table(AT.expected_results(before, after, val(vals[0]), val(vals[1]), setting=setting)))
+print(claims.format_table(AT.expected_results(before, after, vals[0], vals[1], setting=setting)))
 
 # %% tags=["nbval-ignore-output"]
 if before.get("median_ms"):
@@ -174,15 +177,18 @@ for branch, key in (("short", "tree.short"), ("long", "tree.long")):
         f"{name} {'not measured' if sp is None else f'{sp:.2f}x'}" for name, sp in tree[branch]))
 sw, muon = [k for k in q if "SwiGLU" in k][0], [k for k in q if "Muon" in k][0]
 print(f"seed: {claims.get('tree.swiglu').text} / {claims.get('tree.optimizer').text}")
-if not isinstance(q[sw], str):
-    print(f"  SwiGLU (on the combination): val loss {val(q[sw]) - val(vals[1]):+.3f} vs without, at equal steps")
-if not isinstance(q[muon], str):
-    print(f"  Muon (on the baseline): val loss {val(q[muon]) - base_loss:+.3f} vs AdamW at equal steps, "
-          f"{q[muon].median_step_s / vals[0].median_step_s:.2f}x the time per step")
-decision_tree_figure(tree["short"], tree["long"],
-                     f"{S.preset}, B={S.short_batch}, T={S.short_seq}",
-                     f"{S.preset}, B={S.long_batch}, T={S.long_seq}, W={S.long_window}",
-                     title=f"What to implement first -- measured on {ok['device_name']}")
+combo = quality_table(runs, baseline=AT.AFTER_LABEL.replace(" + SDPA", ""))
+sw_row = next(r for r in combo if r["variant"] == sw)
+if sw_row["vs_baseline"] is not None:
+    print(f"  SwiGLU (on the combination): val loss {sw_row['vs_baseline']:+.3f} vs without, at equal steps "
+          f"({sw_row['verdict']})")
+if q[muon]["vs_baseline"] is not None:
+    print(f"  Muon (on the baseline): val loss {q[muon]['vs_baseline']:+.3f} vs AdamW at equal steps "
+          f"({q[muon]['verdict']}), {q[muon]['ms_per_step'] / vals_ms[0]:.2f}x the time per step")
+AT.decision_tree_figure(tree["short"], tree["long"],
+                        f"{S.preset}, B={S.short_batch}, T={S.short_seq}",
+                        f"{S.preset}, B={S.long_batch}, T={S.long_seq}, W={S.long_window}",
+                        title=f"What to implement first -- measured on {ok['device_name']}")
 
 # %% [markdown]
 # ## Recorded results, for comparison
@@ -194,7 +200,8 @@ decision_tree_figure(tree["short"], tree["long"],
 # appear here once a GPU run is recorded. `OPTIMIZATION_GUIDE.md` shows the same tables.
 
 # %% tags=["nbval-ignore-output"]
-from tutorial_lib.report import recorded
+from tutorial_lib.guide.report import recorded
+
 recorded("before_after", "expected_results", "quality")
 
 
@@ -217,8 +224,9 @@ print(f"- short (B={S.short_batch}, T={S.short_seq}): flash {fmt(sp(short, '+ SD
 print(f"- long (B={S.long_batch}, T={S.long_seq}): window W={S.long_window} {fmt(sp(long, '+ window'))}, "
       f"flash {fmt(sp(long, '+ SDPA'))}, GQA-4 {fmt(sp(long, '+ GQA-4'))}; all combined "
       f"{fmt(sp(long, 'GQA-4 + SDPA'))}, + window {fmt(sp(long, '... + window'))}.")
-print(f"- quality after {S.quality_steps} steps: " + ", ".join(
-    f"{k} {val(h):.3f}" for k, h in q.items() if not isinstance(h, str)))
+print(f"- quality after {Q.steps} steps ({len(Q.seeds)} seeds): " + ", ".join(
+    f"{k} {r['val_loss']:.3f}" + (f" ({r['verdict']})" if r["verdict"] else "") for k, r in q.items()
+    if r["val_loss"] is not None))
 
 
 # %% [markdown]
@@ -267,7 +275,7 @@ AT.check_tokens_per_second(lambda B, T, ms: B * T / ms)
 #    setting's "+ window" row from the attention-core speedup measured in notebook 06.
 
 # %%
-from tutorial_lib.mlp_lessons import check_amdahl
+from tutorial_lib.lessons.mlp_expansion import check_amdahl
 
 
 def my_step_speedup(share, part_speedup):

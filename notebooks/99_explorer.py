@@ -16,10 +16,10 @@
 # Everything here runs in seconds; only **Measure now** runs the model (one short benchmark).
 
 # %% tags=["nbval-ignore-output"]
-from tutorial_lib import decision, explore, settings
-from tutorial_lib.nbutils import env_summary
-from tutorial_lib.widgets import (cost_explorer, decision_tree, flash_explorer, gqa_explorer,
-                                  window_explorer)
+from tutorial_lib.lessons import decision
+from tutorial_lib.lessons import explorer as explore
+from tutorial_lib.lessons.common import env_summary
+from tutorial_lib.widgets import cost_explorer, decision_tree, flash_explorer, gqa_explorer, window_explorer
 
 print(env_summary())
 
@@ -33,7 +33,7 @@ print(env_summary())
 # explorer can only say *shares of FLOPs*. **Measure now** times one training step here
 # (`torch.utils.benchmark`), profiles it per component (`torch.profiler`) and accounts its memory
 # (saved-tensor hooks); from then on each component's predicted time is its work divided by the rate
-# it ran at. The source: `tutorial_lib/explore.py`.
+# it ran at. The source: `tutorial_lib/lessons/explorer.py`.
 #
 # GPT-2 small at the seed's setting, from the analytic model alone:
 

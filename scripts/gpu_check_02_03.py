@@ -9,14 +9,23 @@ training step per n_kv_head, attention memory/time vs T for eager/tiled/sdpa and
 quality runs if time is left. Each section prints its rows and writes $OUT/<section>.json (every
 row stamped with device, dtype and sizes), so a run cut short keeps what it measured.
 """
-import json, os, sys, time, traceback
+import json
+import os
+import sys
+import time
+import traceback
+
 import torch
+
 t_start = time.time()
 OUT = os.environ.get("OUT", "results")
 os.makedirs(OUT, exist_ok=True)
 BUDGET = float(sys.argv[1]) if len(sys.argv) > 1 else 400.0
-from tutorial_lib import settings, gqa, flash_lessons as fl
-from tutorial_lib.config import get_config
+from tutorial_lib.lessons import flash_attention as fl
+from tutorial_lib import settings
+from tutorial_lib.lessons import gqa
+from tutorial_lib.model import get_config
+
 print("device", settings.device_name("cuda"), "torch", torch.__version__, flush=True)
 small = get_config("gpt2_small")
 

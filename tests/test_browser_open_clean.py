@@ -33,9 +33,7 @@ import warnings
 from pathlib import Path
 
 import pytest
-
-from browser.lab import (CELL, JupyterLabServer, chromium_path, launch_chromium,
-                         wait_kernel_settled)
+from browser.lab import CELL, JupyterLabServer, chromium_path, launch_chromium, wait_kernel_settled
 
 pytestmark = pytest.mark.browser
 

@@ -33,6 +33,10 @@ class Step:
     rounds: int  # interleaved A/B rounds (speedup = median of per-round ratios)
     profile_steps: int  # profiled steps after warm-up
 
+    @property
+    def torch_dtype(self):
+        return settings.parse_dtype(self.dtype)
+
 
 @dataclass(frozen=True, kw_only=True)
 class Sweep:

@@ -403,7 +403,7 @@ class GQAExplorer(Explorer):
 
         self.preset = preset
         self.measure_config, self.measure_tokens = measure_config, measure_tokens
-        self.docs = explore.load_all_results() if results is None else list(results)
+        self.docs = records.load_all() if results is None else list(results)
         self.device, self.device_name = _device()
         self.decode_rows = []  # measured here with "Measure decode"
         n_head = get_config(preset).n_head
@@ -516,7 +516,7 @@ class FlashExplorer(Explorer):
     css = "tl-flash-explorer"
 
     def __init__(self, seq_len: int = 1024, batch_size: int = 1, dtype: str = "float32", results=None):
-        self.docs = explore.load_all_results() if results is None else list(results)
+        self.docs = records.load_all() if results is None else list(results)
         self.device, self.device_name = _device()
         controls = {
             "seq_len": _slider(CONTEXTS[:-1], seq_len, "sequence length T", "flash-seq-len"),

@@ -233,7 +233,7 @@ SLOPE_POINTS = 3  # fit the exponents over this many of the longest lengths
 
 def attention_slope_rows(rows, cfg: GPTConfig, batch: int) -> List[dict]:
     """How attention cost grows with T: per backend, the fitted log-log exponent of time and of
-    bytes kept for backward (``flash_lessons.loglog_slopes`` over ``attention_sweep`` rows), then the
+    bytes kept for backward (``flash_attention.loglog_slopes`` over ``attention_sweep`` rows), then the
     cost model's exponent for the FLOPs of a whole training step of ``cfg`` over the same lengths."""
 
     t_slope = loglog_slopes(rows, "median_ms", last=SLOPE_POINTS)

@@ -218,6 +218,22 @@ def quality_table(runs: Mapping[str, List[object]], baseline: Optional[str] = No
     return rows
 
 
+def format_quality(rows: Sequence[dict], baseline_label: str = "baseline") -> str:
+    """``quality_table`` rows as a plain-text table: loss as mean ± sd over seeds, the paired
+    difference to the baseline with its sd, and the verdict."""
+    def pm(mean, sd, sign=""):
+        if mean is None:
+            return None
+        return f"{mean:{sign}.3f}" + (f" ± {sd:.3f}" if sd is not None else "")
+
+    return format_rows([{"variant": r["variant"], "seeds": r["seeds"],
+                         "val loss": pm(r["val_loss"], r["val_loss_sd"]),
+                         "vs baseline": pm(r["vs_baseline"], r["vs_baseline_sd"], "+"),
+                         "verdict": r["verdict"] or baseline_label if not r.get("error") else r["error"],
+                         "ms/step": r.get("ms_per_step")} for r in rows],
+                       formats={"ms/step": "{:,.1f}"})
+
+
 def loss_curves(runs: Mapping[str, Union[TrainHistory, Sequence[object]]], title: str = "") -> Figure:
     """Validation loss vs optimizer steps (left) and vs training seconds (right), one line per
     variant: the mean over its seeds, with the min-max band when there are several."""

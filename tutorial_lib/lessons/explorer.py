@@ -32,12 +32,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from tutorial_lib import scopes, settings
+from tutorial_lib import scopes
 from tutorial_lib.measure import flops as F
 from tutorial_lib.measure import records
 from tutorial_lib.measure.memory import fmt_bytes
 from tutorial_lib.measure.profile import GRAD_ACC
 from tutorial_lib.model import GPTConfig, get_config
+from tutorial_lib.settings import DTYPE_NAMES, dtype_bytes
 
 # ---- the cost explorer -----------------------------------------------------------------------
 DISPLAY_SCOPES = ("embedding", "attention.qkv", "attention.rope", "attention.core", "attention.out",
@@ -64,8 +65,8 @@ class ExplorerSettings:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"ExplorerSettings.{name}={v!r} must be a positive integer")
-        if self.dtype not in settings.DTYPE_NAMES:
-            raise ValueError(f"ExplorerSettings.dtype={self.dtype!r} is not one of {list(settings.DTYPE_NAMES)}")
+        if self.dtype not in DTYPE_NAMES:
+            raise ValueError(f"ExplorerSettings.dtype={self.dtype!r} is not one of {list(DTYPE_NAMES)}")
         self.config()  # validates the rest (GPTConfig raises ValueError naming the field)
 
     def config(self) -> GPTConfig:
@@ -115,7 +116,7 @@ def flop_breakdown(config: GPTConfig, batch_size: int, seq_len: int, device_type
 def predict_memory(config: GPTConfig, batch_size: int, seq_len: int, dtype: str = "float32") -> Dict[str, object]:
     """Training-step memory from the cost model (``measure.flops.training_memory``), every
     activation group present (zero where this config has none)."""
-    mem = F.training_memory(config, batch_size, seq_len, settings.dtype_bytes(dtype))
+    mem = F.training_memory(config, batch_size, seq_len, dtype_bytes(dtype))
     mem["activations_by_group"] = {g: mem["activations_by_group"].get(g, 0) for g in MEMORY_GROUPS}
     return mem
 

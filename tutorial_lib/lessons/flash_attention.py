@@ -180,7 +180,7 @@ def attention_sweep(seq_lens: Sequence[int], backends: Optional[Sequence[str]] =
     Memory: ``saved_bytes`` -- what autograd keeps for backward, measured with
     ``saved_tensors_hooks`` (``measure.memory.saved_bytes``; q, k, v themselves excluded) -- on
     every device; on CUDA also the allocator's peak above the inputs over one forward+backward.
-    Time: ``measure.bench.time_fn`` of forward+backward (``mode="fwdbwd"``) or forward.
+    Time: ``measure.timing.time_fn`` of forward+backward (``mode="fwdbwd"``) or forward.
     dtype: None = bf16 on CUDA, fp32 elsewhere (inputs are created in it; no autocast).
     """
 

@@ -311,7 +311,7 @@ def measure_decode(config: GPTConfig, context_lengths: Iterable[int], kv_heads: 
     ``context``-token ``KVCache`` -- filled with random keys/values (``prefill="random"``, the
     default: decoding time does not depend on them, and long contexts cost nothing to set up) or
     by running the model on a random prompt (``"model"``) -- then ``new_tokens`` single-token steps are timed
-    (``torch.utils.benchmark`` via ``measure.bench.time_fn``, median over blocks; the cache is
+    (``torch.utils.benchmark`` via ``measure.timing.time_fn``, median over blocks; the cache is
     rewound before each call). Weights and cache are in ``dtype``. ``kv_heads`` defaults to the
     config's own. An OOM or unsupported point becomes a row with ``error`` set.
     """

@@ -28,8 +28,8 @@ from matplotlib.patches import Patch, Rectangle
 from tqdm.auto import tqdm
 
 from tutorial_lib import settings
-from tutorial_lib.attention.flex import flex_attention, has_flex_attention
 from tutorial_lib.attention import sliding_window as Wn
+from tutorial_lib.attention.flex import flex_attention, has_flex_attention
 from tutorial_lib.attention.reference import causal_mask, visible_pairs
 from tutorial_lib.lessons.common import CheckResult, call_checked, fit_loglog_slope, measure_variants
 from tutorial_lib.measure.memory import saved_bytes
@@ -40,6 +40,7 @@ from tutorial_lib.measure.timing import (
     resolve_config,
     time_fn,
 )
+from tutorial_lib.sizes import get_sizes
 
 IMPLS = ("causal", "band_mask", "local", "local_sdpa", "flex")
 IMPL_LABELS = {
@@ -128,7 +129,7 @@ def window_sweep(seq_lens: Sequence[int], window: int, impls: Optional[Sequence[
     """Time and memory of the attention core vs T at a fixed window, per implementation.
 
     For every T, all implementations are timed in turn, ``rounds`` times (interleaved), each
-    timing a ``measure.bench.time_fn`` (torch.utils.benchmark, median of blocks); the point's
+    timing a ``measure.timing.time_fn`` (torch.utils.benchmark, median of blocks); the point's
     ``median_ms`` is the median of its rounds. Memory (``mode="fwdbwd"``): bytes autograd keeps
     for backward (``measure.memory.saved_bytes``), and on CUDA the allocator's peak. FlexAttention
     has no CPU backward: on CPU its fwdbwd rows carry that error (time it with ``mode="fwd"``).
@@ -155,7 +156,7 @@ def window_sweep(seq_lens: Sequence[int], window: int, impls: Optional[Sequence[
         raise ValueError(f"n_head={n_head} is not a multiple of n_kv_head={n_kv_head}")
     dev, dt = settings.resolve(device, dtype)
     if min_run_time is None:
-        min_run_time = settings.get_profile(device=dev).min_run_time
+        min_run_time = get_sizes(device=dev).window.min_run_time
     name = settings.device_name(dev)
     bar = None
     if progress:
@@ -256,7 +257,7 @@ def model_payoff(preset: str, seq_lens: Sequence[int], window: int, batch_size: 
                  device=None, min_run_time: Optional[float] = None, rounds: int = 2) -> List[dict]:
     """A whole GPT training step (fwd + bwd + AdamW) with full causal SDPA vs the local window,
     at each T: ms/step and the speedup the window buys -- the two timed interleaved, in rounds,
-    with per-round ratios (``mlp_lessons.measure_variants``); errors become rows."""
+    with per-round ratios (``common.measure_variants``); errors become rows."""
 
     rows = []
     for T in seq_lens:

@@ -65,7 +65,7 @@ def load_histories(directory: Union[str, Path], names: Mapping[str, str]) -> Dic
 # ---- the optimizer's cost ----------------------------------------------------------------------
 def time_optimizer_step(model: nn.Module, spec: OptimizerSpec, min_run_time: float = 0.5) -> dict:
     """Wall time of ``optimizer.step()`` alone on ``model`` (random gradients), timed with the kit's
-    ``measure.bench.time_fn`` (torch.utils.benchmark; CUDA is synchronised, CPU is not touched).
+    ``measure.timing.time_fn`` (torch.utils.benchmark; CUDA is synchronised, CPU is not touched).
 
     Only the update is timed (no forward/backward), so this is the optimizer's own cost per step:
     AdamW's element-wise moment updates vs Muon's 5 Newton-Schulz iterations (each ~3 matmuls the
