@@ -11,6 +11,9 @@ Backward: autograd runs each backward node in an ``autograd::engine::evaluate_fu
 event that carries the *sequence number* of the forward op that created the node; every forward
 op's sequence number is mapped to the scope it ran in, so each backward node's time is charged to
 the scope whose forward created it. ``AccumulateGrad`` (writing .grad) is its own row.
+Nested scopes: a scope opened inside another scope, or inside a backward node (the chunked loss
+scopes its matmuls "lm_head" within "loss", in forward and in its own backward), is charged its
+own time, and its parent -- the enclosing scope or backward node -- keeps only the rest.
 Time is CPU time on CPU, and on CUDA the GPU kernel time (``device_time_total``) launched from
 those ranges. Profiling adds overhead per op; shares are meaningful, absolute times are slower
 than ``measure_step``'s.
@@ -152,6 +155,21 @@ def _nearest_scope(e, names) -> Optional[str]:
     return None
 
 
+def _ancestors(e):
+    p = e.cpu_parent
+    while p is not None:
+        yield p
+        p = p.cpu_parent
+
+
+def _enclosing(e, names):
+    """The nearest enclosing scope range or backward node of an event (None at the top level)."""
+    for p in _ancestors(e):
+        if p.name in names or p.name.startswith(_EVAL_PREFIX):
+            return p
+    return None
+
+
 def _time(e, cuda: bool) -> float:
     """Microseconds an event accounts for: its CPU range, or the GPU kernels it launched."""
     return e.device_time_total if cuda else e.cpu_time_total
@@ -168,20 +186,28 @@ def attribute(events, cuda: bool = False) -> Dict[tuple, float]:
     seq_scope: Dict[int, str] = {}
     phase_total = {p: 0.0 for p in PHASES}
     fwd_scoped = bwd_nodes = 0.0
+
+    def key(e) -> tuple:
+        """The (scope, phase) row an event's time is charged to."""
+        if e.name.startswith(_EVAL_PREFIX):
+            return (GRAD_ACC if "AccumulateGrad" in e.name else seq_scope.get(e.sequence_nr, OTHER_FWD),
+                    "backward")
+        in_backward = any(p.name.startswith(_EVAL_PREFIX) for p in _ancestors(e))
+        return (e.name, "backward" if in_backward else "forward")
+
     for e in sorted(events, key=lambda e: e.time_range.start):
         n = e.name
         if n in _PHASE_EVENT.values():
             phase_total[n.split(".", 1)[1]] += _time(e, cuda)
         elif n in names:
-            if _nearest_scope(e, names) is None:  # outermost scope range (scopes do not nest)
-                add((n, "forward"), _time(e, cuda))
+            parent = _enclosing(e, names)
+            add(key(e), _time(e, cuda))
+            if parent is None:  # a top-level forward scope
                 fwd_scoped += _time(e, cuda)
+            else:  # nested: the parent scope or backward node keeps only the rest
+                add(key(parent), -_time(e, cuda))
         elif n.startswith(_EVAL_PREFIX):
-            if "AccumulateGrad" in n:
-                add((GRAD_ACC, "backward"), _time(e, cuda))
-            else:
-                sc = seq_scope.get(e.sequence_nr, OTHER_FWD)
-                add((sc, "backward"), _time(e, cuda))
+            add(key(e), _time(e, cuda))
             bwd_nodes += _time(e, cuda)
         elif e.sequence_nr is not None and e.sequence_nr >= 0 and _phase_of(e) == "forward":
             # the last forward op showing a sequence number is the one that created that node
