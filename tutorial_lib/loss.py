@@ -167,8 +167,8 @@ def softmax_grad_(z: torch.Tensor, lse: torch.Tensor, tgt: torch.Tensor, valid: 
 
 def add_weight_grad_(grad_w: torch.Tensor, g: torch.Tensor, h: torch.Tensor) -> None:
     """grad_w += g.T @ h, accumulated in grad_w's (fp32 or wider) dtype."""
-    if g.dtype == grad_w.dtype:
-        grad_w.addmm_(g.T, h)
+    if g.dtype == grad_w.dtype:  # in place, no (V, C) temporary (addmm's out= form, which
+        torch.addmm(grad_w, g.T, h, out=grad_w)  # FlopCounterMode counts; its addmm_ it does not)
     else:  # bf16 chunks: the matmul in bf16 (as autocast's would be), the sum over chunks in fp32
         grad_w += (g.T @ h).to(grad_w.dtype)
 

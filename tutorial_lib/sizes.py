@@ -9,6 +9,9 @@ a GPU:
              2 cores; quality (training) runs use the smaller ``gpt2_mini``.
 - ``gpu``:   the seed's setting -- GPT-2 small, B=4, T=512, bf16 autocast -- and longer T.
 
+The LM-head lesson (``lm_head``) measures the seed's own setting on ``cpu`` too: its point is the
+head and the loss at GPT-2's real vocabulary, which a smaller model would hide.
+
 Each section is a frozen dataclass with keyword-only fields, so a table reads as names, not as
 positions. A new lesson adds one section here. Analytic numbers (FLOPs, parameters, memory
 formulas) never depend on the profile: they use the real GPT-2 small.
@@ -123,6 +126,24 @@ class Suite:
 
 
 @dataclass(frozen=True, kw_only=True)
+class LMHead:
+    """The LM-head lesson (08): the head + loss alone against chunk size, T and V, and the whole
+    training step with the full and the chunked loss (the seed's setting on cpu and gpu)."""
+    preset: str  # the whole-step comparison
+    batch: int
+    seq_len: int
+    chunk: int  # loss_chunk of the step comparison (the GPTConfig default on cpu and gpu)
+    rounds: int  # interleaved A/B rounds
+    min_run_time: float
+    n_embd: int  # the head + loss alone: hidden width C ...
+    tokens: int  # ... N = B x T tokens ...
+    vocab: int  # ... and vocabulary V at the fixed point of each sweep
+    chunks: Tuple[int, ...]  # chunk sizes to sweep at (tokens, vocab)
+    seq_lens: Tuple[int, ...]  # tokens N = T at batch 1 to sweep, at vocab
+    vocabs: Tuple[int, ...]  # vocabularies to sweep at tokens (incl. the padded 50,304 on cpu/gpu)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Sizes:
     name: str  # smoke | cpu | gpu
     step: Step
@@ -133,6 +154,7 @@ class Sizes:
     window: Window
     final: Final
     suite: Suite
+    lm_head: LMHead
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -156,7 +178,10 @@ PROFILES = {
                     long_window=64, rounds=1, min_run_time=0.01, compile=False),
         suite=Suite(preset="tiny", batch=2, seq_len=32, attn_seqs=(32, 64, 128), attn_batch=1,
                     attn_heads=4, window=16, window_seqs=(64, 128), min_run_time=0.02, rounds=3,
-                    compile=False)),
+                    compile=False),
+        lm_head=LMHead(preset="tiny", batch=2, seq_len=32, chunk=16, rounds=1, min_run_time=0.01,
+                       n_embd=64, tokens=64, vocab=1000, chunks=(16, 64), seq_lens=(32, 64),
+                       vocabs=(1000, 1024))),
     "cpu": Sizes(
         name="cpu",
         step=Step(preset="gpt2_small", batch=1, seq_len=256, dtype="float32", min_run_time=1.0,
@@ -176,7 +201,11 @@ PROFILES = {
         # step comparisons near 20 minutes (the notebooks measure GPT-2 small itself)
         suite=Suite(preset="gpt2_mini", batch=2, seq_len=256, attn_seqs=(128, 256, 512, 1024, 2048),
                     attn_batch=1, attn_heads=12, window=128, window_seqs=(512, 1024, 2048, 4096),
-                    min_run_time=0.3, rounds=5, compile=False)),
+                    min_run_time=0.3, rounds=5, compile=False),
+        # the seed's own setting: GPT-2 small's step takes seconds here, so 2 rounds
+        lm_head=LMHead(preset="gpt2_small", batch=4, seq_len=512, chunk=1024, rounds=2, min_run_time=0.5,
+                       n_embd=768, tokens=2048, vocab=50257, chunks=(128, 256, 512, 1024, 2048),
+                       seq_lens=(512, 1024, 2048, 4096), vocabs=(8192, 32768, 50257, 50304, 100277))),
     "gpu": Sizes(
         name="gpu",
         step=Step(preset="gpt2_small", batch=4, seq_len=512, dtype="bfloat16", min_run_time=1.0,
@@ -195,7 +224,11 @@ PROFILES = {
         suite=Suite(preset="gpt2_small", batch=4, seq_len=512,
                     attn_seqs=(256, 512, 1024, 2048, 4096, 8192), attn_batch=4, attn_heads=12,
                     window=256, window_seqs=(512, 1024, 2048, 4096, 8192, 16384), min_run_time=0.5,
-                    rounds=3, compile=True)),
+                    rounds=3, compile=True),
+        lm_head=LMHead(preset="gpt2_small", batch=4, seq_len=512, chunk=1024, rounds=3, min_run_time=0.5,
+                       n_embd=768, tokens=2048, vocab=50257, chunks=(128, 256, 512, 1024, 2048),
+                       seq_lens=(1024, 2048, 4096, 8192, 16384),
+                       vocabs=(32000, 50257, 50304, 128256, 262144))),
 }
 
 

@@ -27,6 +27,7 @@ from tutorial_lib.lessons import all_together as AT
 from tutorial_lib.lessons.common import fit_loglog_slope, measure_variants, quality_runs, quality_table
 from tutorial_lib.lessons.flash_attention import attention_sweep, loglog_slopes, model_backend_comparison
 from tutorial_lib.lessons.gqa import measure_decode
+from tutorial_lib.lessons import lm_head as LH
 from tutorial_lib.lessons.sliding_window import window_sweep
 from tutorial_lib.lessons.swiglu import time_optimizer_step
 from tutorial_lib.measure import flops as F
@@ -460,6 +461,58 @@ def sec_before_after(S: Suite):
           sizes={"model": s.preset, "B": s.batch, "T": s.seq_len})
 
 
+def sec_lm_head(S: Suite):
+    """The LM head and the loss (notebook 08) at the seed's setting: the exact bytes saved for
+    backward and the step time with the full logits and with the chunked loss; the head + loss
+    alone, with GPT-2's vocabulary and nanoGPT's padded 50,304; and the profiled share of the head
+    (and the loss) beside the seed's "LM Head (5-8%)"."""
+
+    s = S.sizes.lm_head
+    mib = lambda v: None if v is None else v / 2**20  # noqa: E731
+    rows = []
+    for r in LH.step_payoff(s, device=S.device):
+        rows.append({"variant": r["variant"], "config_fields": r["config_fields"], "batch_size": s.batch,
+                     "seq_len": s.seq_len, "activations_MiB": mib(r.get("activations_bytes")),
+                     "head_loss_MiB": mib(r.get("head_loss_bytes")),
+                     "saved_vs_full_MiB": mib(r.get("saved_vs_full_bytes")),
+                     "ms_per_step": r.get("median_ms"), "speedup": r.get("speedup"),
+                     "speedup_range": (f"{r['speedup_min']:.2f}–{r['speedup_max']:.2f}"
+                                       if r.get("speedup_min") is not None else None),
+                     "tokens_per_s": r.get("tokens_per_s"), "peak_mem_MiB": mib(r.get("peak_bytes")),
+                     "error": r.get("error")})
+    sizes = {"model": s.preset, "B": s.batch, "T": s.seq_len, "loss_chunk": s.chunk, "step": "fwd+bwd+AdamW",
+             "timing": f"{s.rounds} interleaved rounds, speedup = median per-round ratio (range: min–max)"}
+    S.add("lm_head", rows, columns=["variant", "activations_MiB", "head_loss_MiB", "saved_vs_full_MiB",
+                                    "ms_per_step", "speedup", "speedup_range", "tokens_per_s",
+                                    "peak_mem_MiB", "error"], sizes=sizes,
+          note="activations_MiB: every tensor saved for backward during one step, counted exactly "
+               "(saved_tensors_hooks, each storage once; a weight-gradient buffer made in the forward "
+               "counts as saved); head_loss_MiB is the part the head and the loss save. Byte counts "
+               "do not depend on the machine's load; times do. peak_mem_MiB: CUDA allocator peak.")
+    points = [dict(impl=i, tokens=s.batch * s.seq_len, n_embd=get_config(s.preset).n_embd, vocab=V,
+                   chunk=s.chunk) for V in (50257, 50304) for i in ("full", "chunked", "chunked_liger")]
+    alone = LH.head_loss_sweep(points, rounds=s.rounds, min_run_time=s.min_run_time, device=S.device)
+    S.add("lm_head_alone", [{"variant": r.label, "vocab": r.vocab, "tokens": r.tokens, "n_embd": r.n_embd,
+                             "ms_fwd_bwd": r.median_ms, "ms_range": (f"{r.min_ms:.1f}–{r.max_ms:.1f}"
+                                                                     if r.min_ms is not None else None),
+                             "saved_MiB": mib(r.saved_bytes), "logits_MiB": mib(r.logits_bytes),
+                             "peak_MiB": mib(r.peak_bytes), "error": r.error} for r in alone],
+          columns=["variant", "vocab", "ms_fwd_bwd", "ms_range", "saved_MiB", "logits_MiB", "peak_MiB", "error"],
+          sizes={"tokens N": s.batch * s.seq_len, "C": get_config(s.preset).n_embd,
+                 "work": "hidden -> loss -> gradients of hidden and weight",
+                 "timing": f"{s.rounds} interleaved rounds (range: min–max of the rounds' medians)"},
+          note="50,257 is GPT-2's vocabulary; 50,304 is nanoGPT's padding to a multiple of 64 (the padded "
+               "rows enter the softmax, as in the model). logits_MiB is one (N, V) logits tensor: what the "
+               "full path makes and the chunked paths never do.")
+    prof = P.profile_step(get_config(s.preset), s.batch, s.seq_len, device=S.device, steps=1, warmup=1)
+    S.add("lm_head_claim", LH.share_rows(prof),
+          columns=["measured", "claim", "claimed_low", "claimed_high", "share", "verdict", "note"],
+          sizes={"model": s.preset, "B": s.batch, "T": s.seq_len, "loss": "full logits",
+                 "time": prof.time_source},
+          note="Shares of the profiled time (torch.profiler with the model's named scopes), full-logits "
+               "path: the head is the lm_head matmul, the loss its log-softmax and NLL.")
+
+
 SECTIONS = {
     "breakdown": sec_breakdown,
     "memory": sec_memory,
@@ -472,6 +525,7 @@ SECTIONS = {
     "window_curve": sec_window_curve,
     "optimizer": sec_optimizer,
     "before_after": sec_before_after,
+    "lm_head": sec_lm_head,
     "quality": sec_quality,
 }
 

@@ -13,13 +13,16 @@ down; norm; residual; lm_head; loss), summed over all layers, with
   work, and what a kernel that skips masked tiles approaches.
 - ``fwd_other_flops``: an *estimate* of elementwise work (softmax, GELU, norms, RoPE, residual adds,
   loss) that FlopCounterMode does not count; rough per-element operation counts, stated below.
-- ``params`` and ``act_bytes`` (bytes of the activations the component writes in forward).
+- ``params`` and ``act_bytes`` (bytes of the activations the component writes in forward; for
+  the chunked loss, what it keeps: its logits live one chunk at a time).
 
 Backward conventions: a Linear costs 2x its forward (grad input + grad weight). Eager attention's
 backward is 4 matmuls over T x T (its probabilities were saved); a flash-style kernel (``sdpa``,
 ``tiled``, ``flex``) recomputes the scores first, 5 matmuls -- the FLOPs it pays to save memory.
 (PyTorch 2.13's counter charges SDPA's backward those 5; older versions charge 4 -- the model
-asks the installed counter, see ``attention.reference.sdpa_backward_matmuls``.) Each backend's
+asks the installed counter, see ``attention.reference.sdpa_backward_matmuls``.) The chunked loss
+(``GPTConfig.loss_impl``, ``tutorial_lib.loss``) recomputes the head's matmul in backward (3 instead
+of 2), or with ``"chunked_liger"`` runs all three in forward and none in backward. Each backend's
 entry in the attention registry says how many pairs it computes and is charged for.
 
 Cross-checked exactly in tests/test_flops.py for eager, sdpa, tiled and local attention, GQA/MQA,
@@ -183,10 +186,19 @@ def cost_table(config: GPTConfig, batch_size: int, seq_len: int, bytes_per_eleme
     add("residual", "residual", "", other=2 * L * N * C, act=2 * L * N * C)
 
     # head and loss (the loss runs on an fp32 copy of the logits)
-    add("lm_head", "lm_head", "lm_head", fwd=_lin(N, C, V), bwd=2 * _lin(N, C, V),
-        params=0 if c.tie_embeddings else V * C, act=N * V)
-    add("loss", "loss", "loss", other=ELEMENTWISE_OPS["loss"] * N * V,
-        act=2 * N * V * 4 // e)  # fp32 logits copy + log-probabilities, always 4 bytes
+    head, head_params = _lin(N, C, V), 0 if c.tie_embeddings else V * C
+    if c.loss_impl == "full":
+        add("lm_head", "lm_head", "lm_head", fwd=head, bwd=2 * head, params=head_params, act=N * V)
+        add("loss", "loss", "loss", other=ELEMENTWISE_OPS["loss"] * N * V,
+            act=2 * N * V * 4 // e)  # fp32 logits copy + log-probabilities, always 4 bytes
+    elif c.loss_impl == "chunked":  # backward recomputes each chunk's logits: one more matmul
+        add("lm_head", "lm_head", "lm_head", fwd=head, bwd=3 * head, params=head_params, act=0)
+        add("loss", "loss", "loss", other=ELEMENTWISE_OPS["loss"] * N * V,
+            act=N * 4 // e)  # keeps one fp32 log-sum-exp per token; the logits never outlive a chunk
+    else:  # "chunked_liger": all three matmuls in forward, backward only scales the gradients
+        add("lm_head", "lm_head", "lm_head", fwd=3 * head, bwd=0, params=head_params, act=0)
+        add("loss", "loss", "loss", other=ELEMENTWISE_OPS["loss"] * N * V,
+            act=(V * C + N * C) * 4 // e)  # keeps fp32 gradients of the head's weight and input
     return rows
 
 
