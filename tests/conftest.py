@@ -21,3 +21,38 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+# ---- the device run's summary (scripts/gpu_run.sh, stage 1): what every CUDA test found ----------
+def pytest_addoption(parser):
+    parser.addoption("--cuda-summary", default=None, metavar="PATH",
+                     help="write each test's outcome and recorded properties to PATH (a results file)")
+
+
+_REPORTS = []
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
+        _REPORTS.append(report)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    path = session.config.getoption("--cuda-summary")
+    if not path:
+        return
+    import json
+
+    from tutorial_lib.files import atomic_write_text
+    from tutorial_lib.measure.records import SCHEMA_VERSION, stamp, to_row
+
+    rows = [{"kind": "cuda_test", "test": r.nodeid.split("::", 1)[-1], "outcome": r.outcome,
+             "seconds": round(r.duration, 2), **{k: v for k, v in r.user_properties},
+             "error": (str(r.longrepr).splitlines()[-1][:300] if r.failed else
+                       (r.longrepr[2][:200] if r.skipped and isinstance(r.longrepr, tuple) else None))}
+            for r in _REPORTS]
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    doc = {"schema_version": SCHEMA_VERSION, "kind": "cuda_tests",
+           "meta": stamp(device, None, command="pytest -m cuda", exitstatus=int(exitstatus)),
+           "rows": [to_row(r) for r in rows]}
+    atomic_write_text(path, json.dumps(doc, indent=1, default=str) + "\n")

@@ -190,7 +190,8 @@ def expand_kv_state(state, n_kv_head, n_rep, head_dim):
     out = {}
     for name, t in state.items():
         if name.endswith(("k_proj.weight", "v_proj.weight")):
-            t = t.view(n_kv_head, head_dim, -1).repeat_interleave(n_rep, dim=0).reshape(n_kv_head * n_rep * head_dim, -1)
+            t = t.view(n_kv_head, head_dim, -1).repeat_interleave(n_rep, dim=0)
+            t = t.reshape(n_kv_head * n_rep * head_dim, -1)
         elif name.endswith(("k_proj.bias", "v_proj.bias")):
             t = t.view(n_kv_head, head_dim).repeat_interleave(n_rep, dim=0).reshape(-1)
         out[name] = t

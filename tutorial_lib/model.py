@@ -8,7 +8,8 @@ Hsu et al. 2024 (Liger Kernel) and Wijmans et al. 2024 (Cut Cross-Entropy) for t
 
 Every lesson is a change of one or two ``GPTConfig`` fields (``n_kv_head`` for GQA,
 ``attn_backend`` for flash attention, ``mlp_ratio`` / ``mlp`` for the MLP lessons, ``window`` for
-sliding windows, ``loss_impl`` / ``loss_chunk`` for the LM-head lesson), so that "before" and "after" are the same code with a different config.
+sliding windows, ``loss_impl`` / ``loss_chunk`` for the LM-head lesson), so that "before" and
+"after" are the same code with a different config.
 
 Profiling names: ``GPT.module_scopes()`` names the modules the profiler and the memory kit label
 (``tutorial_lib.scopes``); the forward keeps explicit ``scope(...)`` only where no module exists

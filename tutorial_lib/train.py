@@ -110,7 +110,7 @@ class TrainHistory:
     config: dict  # TrainConfig as a dict
     optimizer: str
     device: str
-    dtype: str  # compute dtype of the forward/backward (autocast) 
+    dtype: str  # compute dtype of the forward/backward (autocast)
     world_size: int
     n_params: int
     tokens_per_step: int  # global batch_size * seq_len

@@ -37,7 +37,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--suite", default=None, choices=names or None,
                    help="run a named suite instead of a grid" + (f" ({', '.join(names)})" if names else ""))
     p.add_argument("--only", nargs="+", default=None, metavar="SECTION",
-                   help="with --suite: run only these sections")
+                   help="with --suite: run only these sections, in this order")
+    p.add_argument("--budget-s", type=float, default=None, metavar="SECONDS",
+                   help="with --suite: start no section after this many seconds (the rest are "
+                        "recorded as not run); the --out file is rewritten after every section")
     p.add_argument("--preset", nargs="+", default=None, choices=sorted(PRESETS),
                    help="model preset(s) (default: the size profile's)")
     p.add_argument("--batch", nargs="+", type=int, default=None, help="batch size(s)")
@@ -123,11 +126,11 @@ def run(args) -> int:
 
 def _run_suite(args, dev, prof) -> int:
     doc = suite.run_suite(args.suite, profile=prof.name, device=dev, only=args.only,
-                      progress=not args.no_progress)
+                          progress=not args.no_progress, out=args.out, budget_s=args.budget_s)
     n_err = sum(1 for r in doc["rows"] if r.get("error"))
+    not_run = [n for n, sec in doc["sections"].items() if sec.get("not_run")]
     print(f"suite {args.suite}: {len(doc['rows'])} rows ({n_err} with errors) on {dev}, "
-          f"size profile {prof.name}")
+          f"size profile {prof.name}" + (f"; not run (time budget): {', '.join(not_run)}" if not_run else ""))
     if args.out:
-        records.save_document(args.out, doc)
         print(f"results: {args.out}")
     return 0

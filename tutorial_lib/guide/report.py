@@ -209,7 +209,32 @@ def render_training(runs: list[dict]) -> str:
     return "\n".join(chunks)
 
 
+def render_cuda_tests(results: list[dict]) -> str:
+    """What the device run's stage 1 (``pytest -m cuda``, scripts/gpu_run.sh) found on each GPU:
+    one row per test, its outcome and what it recorded (kernels that ran, errors, TFLOP/s)."""
+    chunks = []
+    for doc in results:
+        if doc.get("kind") != "cuda_tests":
+            continue
+        rows = []
+        for r in doc["rows"]:
+            found = {k: v for k, v in r.items() if k not in ("kind", "test", "outcome", "seconds", "error")}
+            rows.append({"test": r.get("test"), "outcome": r.get("outcome"), "seconds": r.get("seconds"),
+                         "found": "; ".join(f"{k}: {v}" for k, v in found.items()) or None,
+                         "error": r.get("error")})
+        counts = {o: sum(r["outcome"] == o for r in rows) for o in ("passed", "failed", "skipped")}
+        chunks.append(caption(doc["meta"], {}) + f" `pytest -m cuda`: {counts['passed']} passed, "
+                      f"{counts['failed']} failed, {counts['skipped']} skipped.\n\n"
+                      + markdown_table(rows, ["test", "outcome", "seconds", "found", "error"]))
+    if not chunks:
+        return ("_No device run recorded yet: a session that is lent a GPU runs `scripts/gpu_run.sh` "
+                "(README: \"The device run\") and commits its `cuda_tests` file here._\n")
+    return "\n".join(chunks)
+
+
 def render_block(name: str, results: list[dict], runs: list[dict] | None = None) -> str:
+    if name == "cuda_tests":
+        return render_cuda_tests(results)
     if name in ANALYTIC:
         return ANALYTIC[name]()
     if name == "training_runs":
@@ -218,6 +243,8 @@ def render_block(name: str, results: list[dict], runs: list[dict] | None = None)
         return render_decision(results)
     chunks = []
     for res in results:
+        if res.get("kind") == "cuda_tests":
+            continue
         section = res.get("sections", {}).get(name, {})
         rows = [r for r in res["rows"] if r.get("kind") == name]
         if not rows and not section:

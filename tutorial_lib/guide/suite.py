@@ -23,16 +23,17 @@ import torch
 
 from tutorial_lib import settings
 from tutorial_lib.claims import claimed, compare
+from tutorial_lib.files import check_writable
 from tutorial_lib.lessons import all_together as AT
+from tutorial_lib.lessons import lm_head as LH
 from tutorial_lib.lessons.common import fit_loglog_slope, measure_variants, quality_runs, quality_table
 from tutorial_lib.lessons.flash_attention import attention_sweep, loglog_slopes, model_backend_comparison
 from tutorial_lib.lessons.gqa import measure_decode
-from tutorial_lib.lessons import lm_head as LH
 from tutorial_lib.lessons.sliding_window import window_sweep
 from tutorial_lib.lessons.swiglu import time_optimizer_step
 from tutorial_lib.measure import flops as F
 from tutorial_lib.measure import profile as P
-from tutorial_lib.measure.records import SCHEMA_VERSION, stamp, to_row
+from tutorial_lib.measure.records import SCHEMA_VERSION, save_document, stamp, to_row
 from tutorial_lib.measure.timing import SWEEP_ERRORS, error_row, error_text, measure_step
 from tutorial_lib.model import GPT, GPTConfig, get_config
 from tutorial_lib.optim import OptimizerSpec, muon_available
@@ -353,9 +354,9 @@ def sec_window_curve(S: Suite):
     s = S.sizes.suite
     rows = window_sweep(s.window_seqs, window=s.window, batch_size=1, n_head=s.attn_heads,
                         head_dim=64, device=S.device, min_run_time=s.min_run_time)
-    S.add("window_curve", rows, columns=["impl", "seq_len", "visible_pairs", "median_ms",
-                                         "saved_bytes", "peak_bytes", "error"], sizes={"W": s.window, "B": 1, "H": s.attn_heads, "D": 64,
-                                       "work": "attention core fwd+bwd"})
+    S.add("window_curve", rows, columns=["impl", "seq_len", "visible_pairs", "median_ms", "saved_bytes",
+                                         "peak_bytes", "error"],
+          sizes={"W": s.window, "B": 1, "H": s.attn_heads, "D": 64, "work": "attention core fwd+bwd"})
 
 
 def sec_optimizer(S: Suite):
@@ -513,41 +514,71 @@ def sec_lm_head(S: Suite):
                "path: the head is the lm_head matmul, the loss its log-softmax and NLL.")
 
 
+# In priority order: the seed's own setting first (a time-boxed run, e.g. on a lent GPU, keeps the
+# most important sections), then the curves and the lessons beyond it, quality (the longest) last.
 SECTIONS = {
+    "before_after": sec_before_after,
     "breakdown": sec_breakdown,
     "memory": sec_memory,
     "gqa_train": sec_gqa_train,
-    "gqa_decode": sec_gqa_decode,
-    "flash_vs_T": sec_flash_vs_T,
     "flash_model": sec_flash_model,
     "mlp": sec_mlp,
     "swiglu": sec_swiglu,
+    "lm_head": sec_lm_head,
+    "flash_vs_T": sec_flash_vs_T,
+    "gqa_decode": sec_gqa_decode,
     "window_curve": sec_window_curve,
     "optimizer": sec_optimizer,
-    "before_after": sec_before_after,
-    "lm_head": sec_lm_head,
     "quality": sec_quality,
 }
 
 
 def run_suite(name: str = "guide", profile: Optional[str] = None, device=None,
-              only: Optional[List[str]] = None, progress: bool = True) -> dict:
-    """Run the suite; return the results document (``meta``, ``rows``, ``sections``)."""
+              only: Optional[List[str]] = None, progress: bool = True, out=None,
+              budget_s: Optional[float] = None) -> dict:
+    """Run the suite's sections in order; return the results document (``meta``, ``rows``,
+    ``sections``).
 
+    ``out``: write the document there after every section (atomically), so a run that is killed
+    keeps every section it finished. ``budget_s``: once that many seconds have passed, the
+    remaining sections are not started; each is recorded as not run (a section already running
+    finishes). ``SECTIONS`` is ordered by priority: the seed's own setting first.
+    """
     if name not in SUITES:
         raise ValueError(f"suite={name!r} is not one of {list(SUITES)}")
+    if budget_s is not None and not budget_s > 0:
+        raise ValueError(f"budget_s={budget_s!r} must be > 0 seconds")
     dev = settings.resolve(device)[0]
     sizes = get_sizes(profile, device=dev)
-    prof = sizes.name
     names = list(SECTIONS) if not only else list(only)
     for n in names:
         if n not in SECTIONS:
             raise ValueError(f"section={n!r} is not one of {list(SECTIONS)}")
+    if out is not None:
+        check_writable(out)
     S = Suite(sizes, dev, progress)
     t0 = time.perf_counter()
+
+    def document() -> dict:
+        meta = stamp(dev, None, suite=name, profile=sizes.name, sizes=sizes.to_dict(),
+                     seconds=round(time.perf_counter() - t0, 1), budget_s=budget_s,
+                     sections_run=[n for n in names if not S.sections.get(n, {}).get("not_run")
+                                   and n in S.sections])
+        return {"schema_version": SCHEMA_VERSION, "meta": meta,
+                "rows": [to_row(r) for r in S.rows], "sections": S.sections}
+
     for n in names:
+        spent = time.perf_counter() - t0
+        if budget_s is not None and spent >= budget_s:
+            S.sections[n] = {"not_run": True,
+                             "error": f"not run: the suite's time budget ({budget_s:.0f} s) was spent"}
+            if progress:
+                print(f"[suite] {n}: not run (budget of {budget_s:.0f} s spent)", flush=True)
+            continue
         S.run(n, SECTIONS[n])
-    meta = stamp(dev, None, suite=name, profile=prof, sizes=sizes.to_dict(),
-                 seconds=round(time.perf_counter() - t0, 1))
-    return {"schema_version": SCHEMA_VERSION, "meta": meta,
-            "rows": [to_row(r) for r in S.rows], "sections": S.sections}
+        if out is not None:
+            save_document(out, document())
+    doc = document()
+    if out is not None:
+        save_document(out, doc)
+    return doc

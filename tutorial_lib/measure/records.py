@@ -16,6 +16,7 @@ import json
 import math
 import os
 import platform
+import subprocess
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Union
 
@@ -36,6 +37,7 @@ def stamp(device=None, dtype=None, **extra) -> Dict[str, Any]:
         "dtype": settings.dtype_name(dt),
         "torch": torch.__version__,
         "cuda": torch.version.cuda if dev.type == "cuda" else None,
+        "driver": cuda_driver_version() if dev.type == "cuda" else None,
         "python": platform.python_version(),
         "threads": torch.get_num_threads(),
         "profile": settings.profile_name(device=dev),
@@ -43,6 +45,16 @@ def stamp(device=None, dtype=None, **extra) -> Dict[str, Any]:
     }
     meta.update(extra)
     return meta
+
+
+def cuda_driver_version() -> Optional[str]:
+    """The NVIDIA driver's version (from nvidia-smi), or None where it cannot be read."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
 
 
 def to_row(obj: Any) -> Dict[str, Any]:
