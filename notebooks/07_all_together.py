@@ -220,7 +220,9 @@ def fmt(x):
 print(f"Measured on {ok['device_name']} ({ok['dtype']}), {S.preset}, training step:")
 print(f"- short (B={S.short_batch}, T={S.short_seq}): flash {fmt(sp(short, '+ SDPA'))}, GQA-4 {fmt(sp(short, '+ GQA-4'))}, "
       f"3x MLP {fmt(sp(short, '+ MLP 3x'))}, SwiGLU 8/3 {fmt(sp(short, '+ SwiGLU'))}; "
-      f"the seed's combination {fmt(sp(short, AT.AFTER_LABEL))}, + SwiGLU 3x {fmt(sp(short, '... + SwiGLU'))}.")
+      f"the seed's combination {fmt(sp(short, AT.AFTER_LABEL))}, + SwiGLU 3x {fmt(sp(short, '... + SwiGLU'))}; "
+      f"the chunked loss (notebook 08) {fmt(sp(short, '+ chunked loss'))}, "
+      f"on top of the combination {fmt(sp(short, '... + SwiGLU 3x + chunked'))}.")
 print(f"- long (B={S.long_batch}, T={S.long_seq}): window W={S.long_window} {fmt(sp(long, '+ window'))}, "
       f"flash {fmt(sp(long, '+ SDPA'))}, GQA-4 {fmt(sp(long, '+ GQA-4'))}; all combined "
       f"{fmt(sp(long, 'GQA-4 + SDPA'))}, + window {fmt(sp(long, '... + window'))}.")

@@ -29,7 +29,7 @@ def test_variants_are_the_seed_s_changes():
     sw, _ = v["+ SwiGLU 8/3x"]
     assert sw.mlp == "swiglu" and math.isclose(sw.ratio, 8 / 3)
     # every single change differs from the baseline in exactly one field (or two for SwiGLU)
-    for label in ("+ GQA-4", "+ SDPA (flash)", "+ MLP 3x"):
+    for label in ("+ GQA-4", "+ SDPA (flash)", "+ MLP 3x", "+ chunked loss"):
         c, _ = v[label]
         diff = {k for k, a in base.to_dict().items() if c.to_dict()[k] != a and k != "name"}
         assert len(diff) == 1, (label, diff)

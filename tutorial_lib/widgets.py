@@ -32,6 +32,7 @@ from tutorial_lib.lessons import explorer as explore
 from tutorial_lib.lessons.flash_attention import flash_point
 from tutorial_lib.lessons.gqa import gqa_point, kv_cache_bytes, measure_decode
 from tutorial_lib.lessons.sliding_window import mask_density, window_point
+from tutorial_lib.loss import LOSS_IMPLS
 from tutorial_lib.measure import records
 from tutorial_lib.measure.memory import fmt_bytes, memory_breakdown
 from tutorial_lib.measure.profile import profile_step
@@ -171,6 +172,7 @@ class CostExplorer(Explorer):
             "mlp": _dropdown(["gelu", "swiglu"], "gelu", "MLP kind", "mlp"),
             "mlp_ratio": _slider(RATIOS, 0.0, "MLP ratio", "mlp-ratio"),
             "dtype": _dropdown(DTYPES, dtype, "dtype", "dtype"),
+            "loss_impl": _dropdown(list(LOSS_IMPLS), "full", "LM head + loss", "loss"),
         }
         controls["preset"].observe(self._preset_changed, names="value")
         self.button = W.Button(description="Measure now", icon="play", button_style="primary",
@@ -199,7 +201,7 @@ class CostExplorer(Explorer):
             preset=v["preset"], seq_len=v["seq_len"], batch_size=v["batch_size"],
             n_kv_head=v["n_kv_head"], mlp=v["mlp"], mlp_ratio=v["mlp_ratio"] or None,
             window=v["window"] or None,
-            attn_backend=v["attn_backend"], dtype=v["dtype"])
+            attn_backend=v["attn_backend"], dtype=v["dtype"], loss_impl=v["loss_impl"])
 
     def compute(self, **v) -> explore.CostPrediction:
         s = self.settings(**v)

@@ -296,7 +296,7 @@ def recorded(*sections: str, results_dir: Path | None = None) -> Recorded:
     the repository's results/), each captioned with the device, dtype, torch, profile, date and
     sizes it was recorded with -- so a notebook can show them beside its live measurement."""
 
-    known = set(SECTIONS) | {"attention_vs_T", "expected_results"}
+    known = set(SECTIONS) | {"attention_vs_T", "expected_results", "lm_head_alone", "lm_head_claim"}
     for name in sections:
         if name not in known:
             raise ValueError(f"section={name!r} is not one of {sorted(known)}")

@@ -416,6 +416,7 @@ BEFORE_AFTER = (
     ("+ MLP 3x", {"attn_backend": "eager", "mlp_ratio": 3.0}),
     ("GQA-4 + SDPA + 3x (the seed's 'after')", dict(AT.AFTER)),
     ("... + SwiGLU 3x", dict(AT.AFTER_SWIGLU)),
+    ("+ chunked loss", {"attn_backend": "eager", "loss_impl": AT.CHUNKED_LOSS}),
 )
 
 

@@ -4,8 +4,8 @@ seed's "Expected Results" table and its decision tree.
 Sizes: ``sizes.Final`` (a short and a long sequence setting) and ``sizes.Quality``.
 
 - ``short_variants`` / ``long_variants``: the seed's baseline (MHA, GELU 4x, eager attention), each
-  single change, and the combinations (GQA-4 + SDPA + 3x MLP, + SwiGLU, + window where T >= 512,
-  + ``torch.compile`` where it is cheap to compile).
+  single change, and the combinations (GQA-4 + SDPA + 3x MLP, + SwiGLU, + the chunked loss of
+  lesson 08, + window where T >= 512, + ``torch.compile`` where it is cheap to compile).
 - ``measure``: training-step time (interleaved rounds, ``common.measure_variants``) and memory.
 - ``quality_variants``: the configs of the quality runs (``common.quality_runs`` runs them).
 - ``seed_table_arithmetic``: what the seed's own table implies (its inconsistent tokens/s row).
@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from tutorial_lib import claims as C
+from tutorial_lib.lessons import lm_head as LH
 from tutorial_lib.lessons.common import CheckResult, call_checked, measure_variants
 from tutorial_lib.measure.timing import SWEEP_ERRORS, error_text, measure_step
 from tutorial_lib.model import GPTConfig, get_config
@@ -30,6 +31,7 @@ from tutorial_lib.sizes import Final, Quality
 BASELINE = {"attn_backend": "eager", "n_kv_head": None, "mlp": "gelu", "mlp_ratio": 4.0, "window": None}
 AFTER = {"attn_backend": "sdpa", "n_kv_head": 4, "mlp_ratio": 3.0}  # the seed's "GQA + Flash + 3x MLP"
 AFTER_SWIGLU = dict(AFTER, mlp="swiglu")  # ... + SwiGLU at 3x
+CHUNKED_LOSS = LH.DEFAULT_IMPL  # lesson 08: the head and the loss chunk by chunk, no full logits
 BEFORE_LABEL, AFTER_LABEL = "baseline: MHA, GELU 4x, eager", "GQA-4 + SDPA + MLP 3x"
 
 
@@ -50,6 +52,8 @@ def short_variants(s: Final) -> Dict[str, Tuple[GPTConfig, bool]]:
         "+ SwiGLU 8/3x": _cfg(P, T, mlp="swiglu", mlp_ratio=None),
         AFTER_LABEL: _cfg(P, T, **AFTER),
         "... + SwiGLU 3x": _cfg(P, T, **AFTER_SWIGLU),
+        "+ chunked loss": _cfg(P, T, loss_impl=CHUNKED_LOSS),
+        "... + SwiGLU 3x + chunked loss": _cfg(P, T, **AFTER_SWIGLU, loss_impl=CHUNKED_LOSS),
     }
     out = {k: (c, False) for k, c in v.items()}
     if T >= 512:

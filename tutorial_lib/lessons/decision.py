@@ -23,6 +23,7 @@ from typing import List, Optional, Sequence
 
 from tutorial_lib import claims
 from tutorial_lib.lessons import explorer as explore
+from tutorial_lib.lessons import lm_head as LH
 from tutorial_lib.lessons.gqa import decode_bytes_per_token
 from tutorial_lib.measure import records
 from tutorial_lib.model import get_config
@@ -50,6 +51,8 @@ CHANGES = (
     Change("mlp3", "MLP 4x -> 3x", "3× MLP", (("before_after", "+ MLP 3x"), ("mlp", "GELU 3x"))),
     Change("window", "Sliding-window attention", "Sliding Window", ()),
     Change("swiglu", "SwiGLU 8/3x (param-matched)", "SwiGLU", (("swiglu", "SwiGLU 8/3x"),)),
+    Change("chunked_loss", "Chunked loss (no full logits)", "(not in the seed's tree)",
+           (("lm_head", LH.CHUNKED), ("before_after", "+ chunked loss"))),
 )
 QUALITY_ONLY = (("swiglu", "SwiGLU 8/3x"), ("muon", "Muon"))
 
@@ -67,6 +70,8 @@ def change_config(key: str, seq_len: int, device: str, window: Optional[int] = N
         return base.replace(mlp_ratio=3.0)
     if key == "swiglu":
         return base.replace(mlp="swiglu")
+    if key == "chunked_loss":
+        return base.replace(loss_impl=LH.DEFAULT_IMPL)
     if key == "window":
         W = window or max(16, seq_len // 4)
         # CPU trains windows with the local O(T*W) kernel; CUDA with flex's block-sparse mask

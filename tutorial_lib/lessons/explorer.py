@@ -59,6 +59,7 @@ class ExplorerSettings:
     window: Optional[int] = None
     attn_backend: str = "sdpa"
     dtype: str = "bfloat16"
+    loss_impl: str = "full"  # "chunked" / "chunked_liger": the LM-head lesson's chunked loss
 
     def __post_init__(self):
         for name in ("seq_len", "batch_size"):
@@ -76,7 +77,7 @@ class ExplorerSettings:
         if backend == "local" and self.window is None:
             backend = "sdpa"  # a local window of the full length is plain causal attention
         return base.replace(n_kv_head=self.n_kv_head, mlp=self.mlp, mlp_ratio=self.mlp_ratio,
-                            window=self.window, attn_backend=backend,
+                            window=self.window, attn_backend=backend, loss_impl=self.loss_impl,
                             block_size=max(base.block_size, self.seq_len))
 
     @classmethod
@@ -84,7 +85,7 @@ class ExplorerSettings:
         """The settings of a measured config (its preset's other fields must be the preset's)."""
         return cls(preset=cfg.name, seq_len=seq_len, batch_size=batch_size, n_kv_head=cfg.n_kv_head,
                    mlp=cfg.mlp, mlp_ratio=cfg.mlp_ratio, window=cfg.window,
-                   attn_backend=cfg.attn_backend, dtype=dtype)
+                   attn_backend=cfg.attn_backend, dtype=dtype, loss_impl=cfg.loss_impl)
 
     def replace(self, **changes) -> "ExplorerSettings":
         return dataclasses.replace(self, **changes)

@@ -45,6 +45,9 @@ FULL, CHUNKED, LIGER = "full logits", "chunked (recompute)", "chunked (Liger: gr
 VARIANTS = {FULL: {"loss_impl": "full"}, CHUNKED: {"loss_impl": "chunked"},
             LIGER: {"loss_impl": "chunked_liger"}}
 IMPL_LABEL = {v["loss_impl"]: k for k, v in VARIANTS.items()}
+# the chunked loss the other lessons (07, the decision tree, the guide's before/after) use: the
+# recompute version keeps the least memory (see the notebook's measurements for its time)
+DEFAULT_IMPL = "chunked"
 HEAD_GROUP = "head + loss"  # memory_breakdown's group for the lm_head and loss components
 
 
