@@ -28,6 +28,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence
 import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
@@ -220,7 +221,7 @@ def scaling_points(s: LMHead, axis: str, impls: Sequence[str] = ("full", "chunke
 
 # ---- the whole step --------------------------------------------------------------------------
 def step_payoff(s: LMHead, device=None, dtype=None, variants: Mapping[str, dict] = VARIANTS,
-                rounds: Optional[int] = None, measure_time: bool = True) -> List[dict]:
+                rounds: Optional[int] = None, measure_time: bool = True, memory: bool = True) -> List[dict]:
     """Training steps (fwd + bwd + AdamW) of ``s.preset`` at (s.batch, s.seq_len) with each loss:
     time in interleaved rounds (speedup = median per-round ratio to the first variant, with its
     range) and the exact memory of one step (saved activations, the head + loss's share of them,
@@ -230,7 +231,7 @@ def step_payoff(s: LMHead, device=None, dtype=None, variants: Mapping[str, dict]
     rows = {label: {"variant": label, "loss_impl": cfg.loss_impl, "config_fields": cfg.to_dict(),
                     "batch_size": s.batch, "seq_len": s.seq_len, "error": None}
             for label, cfg in configs.items()}
-    for label, cfg in configs.items():
+    for label, cfg in (configs.items() if memory else ()):
         r = rows[label]
         try:
             mb = memory_breakdown(cfg, s.batch, s.seq_len, device=dev, dtype=dt)
@@ -280,6 +281,40 @@ def share_rows(prof) -> List[dict]:
 
 
 # ---- figures -----------------------------------------------------------------------------------
+def chunking_figure(tokens: int = 2048, vocab: int = 50257, n_embd: int = 768, chunk: int = 256) -> Figure:
+    """The idea, to scale: hidden (N x C) times the head's weight (C x V) makes the (N x V) logits
+    (left); the chunked loss makes one (chunk x V) strip at a time and keeps one number per token
+    (right)."""
+    fig = Figure(figsize=(11, 3.6), layout="constrained")
+    axes = fig.subplots(1, 2)
+    for ax, chunked in zip(axes, (False, True)):
+        ax.set_xlim(-0.2 * vocab - n_embd * 3, vocab * 1.05)
+        ax.set_ylim(tokens * 1.12, -tokens * 0.08)
+        ax.axis("off")
+        ax.add_patch(Rectangle((-n_embd * 3 - 0.1 * vocab, 0), n_embd * 3, tokens, facecolor="#c7d9ee",
+                               edgecolor="k"))
+        ax.text(-n_embd * 1.5 - 0.1 * vocab, tokens * 1.07, f"hidden\n{tokens:,}x{n_embd}", ha="center",
+                va="top", fontsize=8)
+        if not chunked:
+            ax.add_patch(Rectangle((0, 0), vocab, tokens, facecolor="#e6b8b8", edgecolor="k"))
+            mib = tokens * vocab * 4 / 2**20
+            ax.text(vocab / 2, tokens / 2, f"logits {tokens:,} x {vocab:,}\n{mib:,.0f} MiB in fp32,\n"
+                    "kept (as log-softmax) for backward", ha="center", va="center", fontsize=9)
+            ax.set_title("full: the whole (N, V) logits exist at once", fontsize=10)
+        else:
+            ax.add_patch(Rectangle((0, 0), vocab, tokens, facecolor="none", edgecolor="#999999", ls="--"))
+            for s0 in range(0, tokens, chunk):
+                ax.axhline(s0, xmin=0.2, color="#dddddd", lw=0.5)
+            ax.add_patch(Rectangle((0, chunk), vocab, chunk, facecolor="#e6b8b8", edgecolor="k"))
+            mib = chunk * vocab * 4 / 2**20
+            ax.text(vocab / 2, chunk * 1.5, f"one chunk: {chunk} x {vocab:,} ({mib:,.0f} MiB), then dropped",
+                    ha="center", va="center", fontsize=8)
+            ax.text(vocab / 2, tokens * 0.7, f"kept: one log-sum-exp per token\n({tokens:,} numbers)",
+                    ha="center", va="center", fontsize=9)
+            ax.set_title(f"chunked: {-(-tokens // chunk)} chunks of {chunk} tokens, one at a time", fontsize=10)
+    return fig
+
+
 def sweep_figure(rows: Sequence[HeadPoint], x: str = "chunk", title: str = "") -> Figure:
     """Time (left) and bytes kept for backward (right) of the head + loss alone against ``x``
     ("chunk", "tokens" or "vocab"), one line per implementation; the full path is a line too
