@@ -127,12 +127,11 @@ class HeadPoint:
         return d
 
 
-def head_loss_fn(impl: str, targets: torch.Tensor, chunk: int) -> Callable:
-    """The loss of ``impl`` as a function of (hidden, weight) -- what the model's last lines do."""
+def head_loss_fn(impl: str, chunk: int) -> Callable:
+    """The loss of ``impl`` as a function of (hidden, weight, targets): the model's last lines."""
     if impl == "full":
-        return lambda h, w: F.cross_entropy(F.linear(h, w).float(), targets, ignore_index=-1)
-    return lambda h, w: chunked_linear_cross_entropy(h, w, targets, chunk,
-                                                     grad_in_forward=impl == "chunked_liger")
+        return lambda h, w, t: F.cross_entropy(F.linear(h, w).float(), t, ignore_index=-1)
+    return lambda h, w, t: chunked_linear_cross_entropy(h, w, t, chunk, grad_in_forward=impl == "chunked_liger")
 
 
 def _cuda_peak(fn, dev) -> int:
@@ -166,17 +165,17 @@ def head_loss_sweep(points: Sequence[Mapping], rounds: int = 2, min_run_time: Op
             x = torch.randn(N, Cw, generator=g).to(dev).requires_grad_()
             w = (0.02 * torch.randn(V, Cw, generator=g)).to(dev).requires_grad_()
             t = torch.randint(0, V, (N,), generator=g).to(dev)
-            loss_fn = head_loss_fn(impl, t, chunk or 1)
+            loss_fn = head_loss_fn(impl, chunk or 1)
 
-            def forward(x, w, loss_fn=loss_fn):
+            def forward(x, w, t, loss_fn=loss_fn):
                 with settings.autocast(dev, dt):
-                    return loss_fn(x * 1.0, w)  # x * 1: a non-leaf hidden state, as in the model
+                    return loss_fn(x * 1.0, w, t)  # x * 1: a non-leaf hidden state, as in the model
 
-            def run(x=x, w=w, forward=forward):
+            def run(x=x, w=w, t=t, forward=forward):
                 x.grad = w.grad = None
-                forward(x, w).backward()
+                forward(x, w, t).backward()
 
-            row.saved_bytes = int(saved_bytes(forward, x, w))  # the leaves x and w are not counted
+            row.saved_bytes = int(saved_bytes(forward, x, w, t))  # the inputs themselves are not counted
             run()  # untimed first call: allocations, thread pools
             if dev.type == "cuda":
                 row.peak_bytes = _cuda_peak(run, dev)
