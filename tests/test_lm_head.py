@@ -173,3 +173,19 @@ def test_cost_explorer_has_a_loss_control():
     ex.controls["loss_impl"].value = "chunked"
     assert ex.result.settings.loss_impl == "chunked" and "chunked loss" in ex.result.config
     assert ex.result.memory["activations_by_group"]["head + loss"] < before
+
+
+def test_bench_and_profile_commands_take_the_loss(tmp_path, capsys):
+    from tutorial_lib.cli import main
+    from tutorial_lib.measure import records
+
+    out = tmp_path / "b.json"
+    assert main(["bench", "--preset", "tiny", "--batch", "1", "--seq", "16", "--loss", "full", "chunked",
+                 "--device", "cpu", "--min-run-time", "0.01", "--no-progress", "--out", str(out)]) == 0
+    rows = records.load_results(out)["rows"]
+    assert [r["config_fields"]["loss_impl"] for r in rows] == ["full", "chunked"]
+    assert all(r["error"] is None and r["median_ms"] > 0 for r in rows)
+    assert main(["profile", "--preset", "tiny", "--batch", "1", "--seq", "16", "--loss", "chunked_liger",
+                 "--device", "cpu", "--steps", "1", "--no-progress", "--no-timing"]) == 0
+    text = capsys.readouterr().out
+    assert "chunked_liger loss" in text and "lm_head" in text and "head + loss" in text

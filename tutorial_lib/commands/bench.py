@@ -22,6 +22,7 @@ import sys
 from tutorial_lib import attention, settings
 from tutorial_lib.guide import suite
 from tutorial_lib.lessons.common import format_rows
+from tutorial_lib.loss import LOSS_IMPLS
 from tutorial_lib.measure import records
 from tutorial_lib.measure import timing as bench
 from tutorial_lib.measure.timing import MODES
@@ -52,6 +53,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mlp", nargs="+", default=None, choices=("gelu", "swiglu"), help="MLP kind(s)")
     p.add_argument("--mlp-ratio", nargs="+", type=float, default=None, help="MLP expansion ratio(s)")
     p.add_argument("--window", nargs="+", type=int, default=None, help="sliding window(s)")
+    p.add_argument("--loss", nargs="+", default=None, choices=LOSS_IMPLS,
+                   help="LM head + loss: full logits, or chunked (notebook 08)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16"),
@@ -77,11 +80,12 @@ def grid(args, prof) -> list:
         "mlp": args.mlp or [None],
         "mlp_ratio": args.mlp_ratio or [None],
         "window": args.window or [None],
+        "loss_impl": args.loss or [None],
     }
     points = []
     for combo in itertools.product(*axes.values()):
         a = dict(zip(axes, combo))
-        changes = {k: a[k] for k in ("attn_backend", "n_kv_head", "mlp", "mlp_ratio", "window")
+        changes = {k: a[k] for k in ("attn_backend", "n_kv_head", "mlp", "mlp_ratio", "window", "loss_impl")
                    if a[k] is not None}
         cfg = get_config(a["preset"], **changes)  # ValueError for a bad combination
         if a["seq_len"] > cfg.block_size and cfg.pos == "rope":

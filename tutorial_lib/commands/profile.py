@@ -19,6 +19,7 @@ from tutorial_lib import attention, settings
 from tutorial_lib import claims as C
 from tutorial_lib.lessons import profile as plots
 from tutorial_lib.lessons.common import format_rows, save_figure
+from tutorial_lib.loss import LOSS_IMPLS
 from tutorial_lib.measure import memory, profile, records
 from tutorial_lib.measure import timing as bench
 from tutorial_lib.measure.memory import fmt_bytes
@@ -36,6 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seq", type=int, default=None, help="sequence length (default: size profile)")
     p.add_argument("--attn", default=None, choices=attention.names(),
                    help="attention backend (default: the preset's; 'eager' shows the T x T scores)")
+    p.add_argument("--loss", default=None, choices=LOSS_IMPLS,
+                   help="LM head + loss: full logits (default) or chunked (notebook 08)")
     p.add_argument("--mode", default="train", choices=("train", "fwd"),
                    help="profile a training step, or a forward pass only (the seed's figure)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
@@ -61,6 +64,8 @@ def _resolve(args):
     dev = settings.get_device(args.device)
     prof = get_sizes(device=dev)
     changes = {"attn_backend": args.attn} if args.attn else {}
+    if args.loss:
+        changes["loss_impl"] = args.loss
     cfg = get_config(args.preset or prof.step.preset, **changes)
     B = prof.step.batch if args.batch is None else args.batch
     T = prof.step.seq_len if args.seq is None else args.seq
