@@ -16,7 +16,8 @@ Components of the activation breakdown (the scope that *saves* a tensor owns it)
 ``attention.core`` (q, k, v, output, logsumexp kept by the kernel), ``attention.qkv`` / ``.rope`` /
 ``.out``, ``mlp.up`` / ``.act`` / ``.down``, ``residual`` (the residual stream: a norm's input,
 kept by the norm), ``norm`` (the norms' own intermediates), ``embedding``, ``lm_head``, ``loss``
-(the fp32 logits and log-probabilities), ``other`` (outside every scope).
+(the fp32 log-probabilities; with the chunked loss, what it keeps instead: the hidden states and a
+log-sum-exp per token, or Liger's gradient buffers), ``other`` (outside every scope).
 """
 from __future__ import annotations
 
