@@ -209,11 +209,13 @@ for name, fn in (("full", lambda: F.cross_entropy(h @ w.T, t0, ignore_index=-1))
 # ## 7. Memory and time against the chunk size
 #
 # The head and the loss alone — `hidden (N, C) → loss → gradients of hidden and W`, at GPT-2's
-# C and V and the seed's N = 4 × 512 tokens — timed in interleaved rounds (every point once per
-# round) with the exact bytes each keeps for backward. The full path is the dashed line.
+# C and V and the profile's N tokens (first cell) — timed in interleaved rounds (every point once
+# per round; the range is over the rounds) with the exact bytes each keeps for backward. The full
+# path is the dashed line.
 
 # %% tags=["nbval-ignore-output"]
-chunk_rows = L.head_loss_sweep(L.chunk_points(S), rounds=S.rounds, min_run_time=S.min_run_time, device=DEVICE)
+chunk_rows = L.head_loss_sweep(L.chunk_points(S), rounds=S.sweep_rounds, min_run_time=S.min_run_time,
+                             device=DEVICE)
 print(format_rows([r.to_dict() for r in chunk_rows],
                   columns=["label", "median_ms", "min_ms", "max_ms", "saved_bytes", "peak_bytes", "error"],
                   headers={"median_ms": "ms fwd+bwd", "saved_bytes": "kept for bwd", "peak_bytes": "CUDA peak"},
@@ -240,11 +242,13 @@ print(f"GPT-2's vocabulary {50257:,} padded to a multiple of 64: {padded:,} = {p
       f"{padded - 50257} more rows, {(padded - 50257) / 50257:.2%} more head FLOPs")
 
 # %% tags=["nbval-ignore-output"]
-t_rows = L.head_loss_sweep(L.scaling_points(S, "T"), rounds=S.rounds, min_run_time=S.min_run_time, device=DEVICE)
+t_rows = L.head_loss_sweep(L.scaling_points(S, "T"), rounds=S.sweep_rounds, min_run_time=S.min_run_time,
+                             device=DEVICE)
 L.sweep_figure(t_rows, x="tokens")
 
 # %% tags=["nbval-ignore-output"]
-v_rows = L.head_loss_sweep(L.scaling_points(S, "V"), rounds=S.rounds, min_run_time=S.min_run_time, device=DEVICE)
+v_rows = L.head_loss_sweep(L.scaling_points(S, "V"), rounds=S.sweep_rounds, min_run_time=S.min_run_time,
+                             device=DEVICE)
 print(format_rows([r.to_dict() for r in v_rows], columns=["label", "vocab", "median_ms", "min_ms", "max_ms",
                                                           "saved_bytes", "error"],
                   headers={"median_ms": "ms fwd+bwd", "saved_bytes": "kept for bwd"},

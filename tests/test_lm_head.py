@@ -22,7 +22,7 @@ def test_sizes_measure_the_seed_setting_on_cpu_and_gpu():
     for name in ("cpu", "gpu"):
         s = PROFILES[name].lm_head
         assert (s.preset, s.batch, s.seq_len) == ("gpt2_small", 4, 512)
-        assert s.tokens == 4 * 512 and s.vocab == 50257 and 50304 in s.vocabs
+        assert s.tokens <= 4 * 512 and s.vocab == 50257 and 50304 in s.vocabs
         assert s.chunk in s.chunks and s.chunk == get_config("gpt2_small").loss_chunk
     assert SMOKE.preset == "tiny"
 
@@ -129,7 +129,7 @@ def test_suite_section_records_rows_the_report_renders():
     assert [r["variant"] for r in rows] == list(L.VARIANTS)
     assert rows[1]["saved_vs_full_MiB"] > 0 and rows[0]["saved_vs_full_MiB"] == 0
     alone = [r for r in doc["rows"] if r["kind"] == "lm_head_alone"]
-    assert {r["vocab"] for r in alone} == {50257, 50304}
+    assert {r["vocab"] for r in alone} == {50257, 50304} and all(r["ms_fwd_bwd"] > 0 for r in alone)
     claim = [r for r in doc["rows"] if r["kind"] == "lm_head_claim"]
     assert claim and claim[0]["claimed_low"] == 0.05
     doc["_path"] = "x.json"

@@ -133,8 +133,9 @@ class LMHead:
     batch: int
     seq_len: int
     chunk: int  # loss_chunk of the step comparison (the GPTConfig default on cpu and gpu)
-    rounds: int  # interleaved A/B rounds
+    rounds: int  # interleaved A/B rounds of the whole step
     min_run_time: float
+    sweep_rounds: int  # interleaved rounds of the head + loss alone (one timed call per round)
     n_embd: int  # the head + loss alone: hidden width C ...
     tokens: int  # ... N = B x T tokens ...
     vocab: int  # ... and vocabulary V at the fixed point of each sweep
@@ -180,7 +181,7 @@ PROFILES = {
                     attn_heads=4, window=16, window_seqs=(64, 128), min_run_time=0.02, rounds=3,
                     compile=False),
         lm_head=LMHead(preset="tiny", batch=2, seq_len=32, chunk=16, rounds=1, min_run_time=0.01,
-                       n_embd=64, tokens=64, vocab=1000, chunks=(16, 64), seq_lens=(32, 64),
+                       sweep_rounds=1, n_embd=64, tokens=64, vocab=1000, chunks=(16, 64), seq_lens=(32, 64),
                        vocabs=(1000, 1024))),
     "cpu": Sizes(
         name="cpu",
@@ -202,10 +203,11 @@ PROFILES = {
         suite=Suite(preset="gpt2_mini", batch=2, seq_len=256, attn_seqs=(128, 256, 512, 1024, 2048),
                     attn_batch=1, attn_heads=12, window=128, window_seqs=(512, 1024, 2048, 4096),
                     min_run_time=0.3, rounds=5, compile=False),
-        # the seed's own setting: GPT-2 small's step takes seconds here, so 2 rounds
+        # the seed's own setting: GPT-2 small's step takes seconds here, so 2 rounds; the head alone
+        # at 1,024 tokens (one forward + backward of GPT-2's head is seconds on 2 cores)
         lm_head=LMHead(preset="gpt2_small", batch=4, seq_len=512, chunk=1024, rounds=2, min_run_time=0.5,
-                       n_embd=768, tokens=2048, vocab=50257, chunks=(128, 256, 512, 1024, 2048),
-                       seq_lens=(512, 1024, 2048, 4096), vocabs=(8192, 32768, 50257, 50304, 100277))),
+                       sweep_rounds=3, n_embd=768, tokens=1024, vocab=50257, chunks=(128, 256, 512, 1024),
+                       seq_lens=(256, 512, 1024, 2048), vocabs=(8192, 32768, 50257, 50304))),
     "gpu": Sizes(
         name="gpu",
         step=Step(preset="gpt2_small", batch=4, seq_len=512, dtype="bfloat16", min_run_time=1.0,
@@ -226,7 +228,7 @@ PROFILES = {
                     window=256, window_seqs=(512, 1024, 2048, 4096, 8192, 16384), min_run_time=0.5,
                     rounds=3, compile=True),
         lm_head=LMHead(preset="gpt2_small", batch=4, seq_len=512, chunk=1024, rounds=3, min_run_time=0.5,
-                       n_embd=768, tokens=2048, vocab=50257, chunks=(128, 256, 512, 1024, 2048),
+                       sweep_rounds=5, n_embd=768, tokens=2048, vocab=50257, chunks=(128, 256, 512, 1024, 2048),
                        seq_lens=(1024, 2048, 4096, 8192, 16384),
                        vocabs=(32000, 50257, 50304, 128256, 262144))),
 }

@@ -491,18 +491,18 @@ def sec_lm_head(S: Suite):
                "(saved_tensors_hooks, each storage once; a weight-gradient buffer made in the forward "
                "counts as saved); head_loss_MiB is the part the head and the loss save. Byte counts "
                "do not depend on the machine's load; times do. peak_mem_MiB: CUDA allocator peak.")
-    points = [dict(impl=i, tokens=s.batch * s.seq_len, n_embd=get_config(s.preset).n_embd, vocab=V,
-                   chunk=s.chunk) for V in (50257, 50304) for i in ("full", "chunked", "chunked_liger")]
-    alone = LH.head_loss_sweep(points, rounds=s.rounds, min_run_time=s.min_run_time, device=S.device)
+    points = [dict(impl=i, tokens=s.tokens, n_embd=s.n_embd, vocab=V, chunk=s.chunk)
+              for V in (50257, 50304) for i in ("full", "chunked")]
+    alone = LH.head_loss_sweep(points, rounds=s.sweep_rounds, min_run_time=s.min_run_time, device=S.device)
     S.add("lm_head_alone", [{"variant": r.label, "vocab": r.vocab, "tokens": r.tokens, "n_embd": r.n_embd,
                              "ms_fwd_bwd": r.median_ms, "ms_range": (f"{r.min_ms:.1f}–{r.max_ms:.1f}"
                                                                      if r.min_ms is not None else None),
                              "saved_MiB": mib(r.saved_bytes), "logits_MiB": mib(r.logits_bytes),
                              "peak_MiB": mib(r.peak_bytes), "error": r.error} for r in alone],
           columns=["variant", "vocab", "ms_fwd_bwd", "ms_range", "saved_MiB", "logits_MiB", "peak_MiB", "error"],
-          sizes={"tokens N": s.batch * s.seq_len, "C": get_config(s.preset).n_embd,
+          sizes={"tokens N": s.tokens, "C": s.n_embd, "loss_chunk": s.chunk,
                  "work": "hidden -> loss -> gradients of hidden and weight",
-                 "timing": f"{s.rounds} interleaved rounds (range: min–max of the rounds' medians)"},
+                 "timing": f"{s.sweep_rounds} interleaved rounds (range: min–max over the rounds)"},
           note="50,257 is GPT-2's vocabulary; 50,304 is nanoGPT's padding to a multiple of 64 (the padded "
                "rows enter the softmax, as in the model). logits_MiB is one (N, V) logits tensor: what the "
                "full path makes and the chunked paths never do.")

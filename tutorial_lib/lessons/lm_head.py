@@ -143,13 +143,14 @@ def _cuda_peak(fn, dev) -> int:
     return int(torch.cuda.max_memory_allocated(dev) - base)
 
 
-def head_loss_sweep(points: Sequence[Mapping], rounds: int = 2, min_run_time: Optional[float] = None,
+def head_loss_sweep(points: Sequence[Mapping], rounds: int = 3, min_run_time: Optional[float] = None,
                     device=None, dtype=None, measure_time: bool = True) -> List[HeadPoint]:
     """The head + loss alone at each point ({"impl", "tokens", "n_embd", "vocab", "chunk"}):
     exact saved bytes (``measure.memory.saved_bytes``), the CUDA peak, and forward + backward time
-    in ``rounds`` interleaved rounds (every point once per round, so load that comes and goes
-    touches them alike). dtype: None = bf16 autocast on CUDA, fp32 elsewhere. Failures (OOM) are
-    rows with ``error``."""
+    in ``rounds`` interleaved rounds (every point timed once per round -- ``time_fn`` for at least
+    ``min_run_time`` seconds -- so load that comes and goes touches them alike; the median and the
+    range are over the rounds). dtype: None = bf16 autocast on CUDA, fp32 elsewhere. Failures (OOM)
+    are rows with ``error``."""
     dev, dt = settings.resolve(device, dtype)
     name = settings.device_name(dev)
     esize = torch.empty((), dtype=dt).element_size()
@@ -189,7 +190,9 @@ def head_loss_sweep(points: Sequence[Mapping], rounds: int = 2, min_run_time: Op
                 if rows[i].error:
                     continue
                 try:
-                    times.append(time_fn(run, dev, min_run_time=min_run_time, warmup=1).median_ms)
+                    # warm already (the untimed call above): one measurement per round
+                    times.append(time_fn(run, dev, min_run_time=min_run_time, warmup=0,
+                                         min_measurements=1).median_ms)
                 except SWEEP_ERRORS as e:
                     rows[i].error = error_text(e)
         for i, (_, times) in runs.items():
