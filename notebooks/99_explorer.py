@@ -51,7 +51,7 @@ for name, share in sorted(p.flop_share.items(), key=lambda kv: -kv[1]):
 #
 # Move **sequence length T** and watch `attention.core` grow against the MLP; switch **attention**
 # to `eager` and watch the memory bar's attention scores appear; set **K/V heads** to GQA-4 or MQA;
-# set a **window**. Then press **Measure now**: the red bars are the measured time shares on this
+# set a **window**; set **LM head + loss** to `chunked` (notebook 08) and watch the head's memory go. Then press **Measure now**: the red bars are the measured time shares on this
 # machine, the text below says how far the prediction was off. The measurement runs the model shown
 # (pick `tiny` or `gpt2_mini` for a quick one on a CPU).
 

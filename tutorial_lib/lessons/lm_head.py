@@ -253,9 +253,9 @@ def step_payoff(s: LMHead, device=None, dtype=None, variants: Mapping[str, dict]
             r = rows[t["variant"]]
             r["error"] = r["error"] or t.get("error")
             for k in ("median_ms", "tokens_per_s", "speedup", "speedup_min", "speedup_max", "times_ms",
-                      "params"):
+                      "params", "device_name", "dtype"):
                 if t.get(k) is not None:
-                    r[k] = t[k]
+                    r.setdefault(k, t[k])
     base = rows[next(iter(configs))]
     for r in rows.values():
         if r.get("activations_bytes") is not None and base.get("activations_bytes") is not None:
