@@ -31,7 +31,6 @@ import torch.nn.functional as F
 from tutorial_lib import claims, settings
 from tutorial_lib.lessons import lm_head as L
 from tutorial_lib.lessons.common import env_summary, format_rows, show_source
-from tutorial_lib.measure.memory import fmt_bytes
 from tutorial_lib.model import GPT, get_config
 from tutorial_lib.sizes import get_sizes
 
