@@ -262,3 +262,18 @@ def test_generation_is_unchanged(impl):
     idx = torch.randint(0, cfg.vocab_size, (2, 5))
     torch.testing.assert_close(chunked(idx)[0], full(idx)[0], rtol=0, atol=0)
     assert torch.equal(chunked.generate(idx, 4), full.generate(idx, 4))
+
+
+@pytest.mark.parametrize("impl", CHUNKED)
+def test_training_with_the_chunked_loss_follows_the_full_path(impl):
+    """train(): the same seed, batches and updates give the same losses, to fp32 rounding."""
+    from tutorial_lib.train import TrainConfig, train
+
+    tc = TrainConfig(steps=4, batch_size=2, seq_len=16, eval_every=2, eval_batches=1, warmup_steps=1,
+                     device="cpu", progress=False)
+    cfg = get_config("tiny")
+    full = train(cfg, tc)
+    chunked = train(cfg.replace(loss_impl=impl, loss_chunk=8), tc)
+    assert chunked.model["loss_impl"] == impl
+    assert chunked.val_loss == pytest.approx(full.val_loss, rel=1e-5)
+    assert chunked.train_loss == pytest.approx(full.train_loss, rel=1e-5)
