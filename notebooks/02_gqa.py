@@ -157,23 +157,27 @@ for h in (12, 4, 2, 1):
 # ## 5. Measured: one training step
 #
 # The same training step (forward, backward, AdamW) for each `n_kv_head`, timed with
-# `torch.utils.benchmark` (median of repeated blocks), with the exact memory of the step: parameters
+# `torch.utils.benchmark` in interleaved rounds — MHA, GQA-4, GQA-2, MQA, then again — so load that
+# comes and goes slows every variant alike. The speedup is the median of the per-round ratios, and
+# its range over the rounds is printed beside it. With it, the exact memory of the step: parameters
 # + gradients + optimizer state + activations saved for backward (and the allocator's peak on CUDA).
 
 # %% tags=["nbval-ignore-output"]
 train_cfg = get_config(P.preset)
 train_rows = gqa.measure_training(train_cfg, gqa.kv_head_choices(train_cfg), P.batch, P.seq_len,
-                                  device=DEVICE, dtype=DTYPE)
+                                  device=DEVICE, dtype=DTYPE, rounds=P.rounds)
 r0 = train_rows[0]
-print(f"{r0['preset']}, B={r0['batch_size']}, T={r0['seq_len']}, {r0['dtype']}, {r0['device_name']}")
-print(f"{'':6} {'ms/step':>9} {'+-IQR':>7} {'tokens/s':>9} {'speedup':>8} {'memory MiB':>11} {'peak MiB':>9}")
+print(f"{r0['preset']}, B={r0['batch_size']}, T={r0['seq_len']}, {r0['dtype']}, {r0['device_name']}, "
+      f"{r0['rounds']} interleaved rounds")
+print(f"{'':6} {'ms/step':>9} {'tokens/s':>9} {'speedup (range)':>18} {'memory MiB':>11} {'peak MiB':>9}")
 for r in train_rows:
     if r["error"]:
         print(f"{r['attention']:6} not measured: {r['error']}")
         continue
     peak = "n/a" if r["peak_bytes"] is None else f"{r['peak_bytes'] / 2**20:.0f}"
-    print(f"{r['attention']:6} {r['median_ms']:>9.1f} {r['iqr_ms']:>7.1f} {r['tokens_per_s']:>9.0f} "
-          f"{r['speedup']:>7.2f}x {r['total_bytes'] / 2**20:>11.0f} {peak:>9}")
+    rng = f"{r['speedup']:.2f}x ({r['speedup_min']:.2f}-{r['speedup_max']:.2f})"
+    print(f"{r['attention']:6} {r['median_ms']:>9.1f} {r['tokens_per_s']:>9.0f} {rng:>18} "
+          f"{r['total_bytes'] / 2**20:>11.0f} {peak:>9}")
 
 # %% tags=["nbval-ignore-output"]
 pred = gqa.gqa_cost_table(train_cfg, [r["n_kv_head"] for r in train_rows], P.batch, P.seq_len)
@@ -295,20 +299,32 @@ for h in gqa.quality_kv_heads(qcfg)[1:]:
 # (MHA loss / variant loss, 100 % = as good as MHA) — one reasonable reading, stated as such.
 
 # %% tags=["nbval-ignore-output"]
-speed = {r["n_kv_head"]: r["speedup"] for r in train_rows if r["speedup"]}
+speed = {r["n_kv_head"]: r for r in train_rows if r["speedup"]}
+ceiling = {c["n_kv_head"]: 1 / c["flops_ratio"] for c in pred}  # the most fewer FLOPs can buy
 dec_speed = {r.n_kv_head: r.tokens_per_s / at["MHA"].tokens_per_s for r in dec
              if r.ok and r.context == ctx and "MHA" in at}
 q_rows = {r["variant"]: r for r in quality_table(runs)}
-quality = {gqa.quality_kv_heads(qcfg)[i]: q_rows["MHA"]["val_loss"] / q_rows[label]["val_loss"]
-           for i, label in enumerate(runs)}
+labels = {gqa.quality_kv_heads(qcfg)[i]: label for i, label in enumerate(runs)}
+mha_by_seed = [h.final_val_loss for h in runs["MHA"] if not isinstance(h, str)]
+quality, q_spread = {}, {}
+for h, label in labels.items():
+    ratios = [m / v.final_val_loss for m, v in zip(mha_by_seed, runs[label]) if not isinstance(v, str)]
+    quality[h] = q_rows["MHA"]["val_loss"] / q_rows[label]["val_loss"]
+    q_spread[h] = (min(ratios), max(ratios)) if len(ratios) > 1 else None
 keys = (4, 2, 1) if train_cfg.n_head == 12 else (1,)  # the seed's groupings are for 12 query heads
-setting = f"{train_cfg.name} B={P.batch} T={P.seq_len} on {settings.device_name(DEVICE)}"
-print(f"Training step ({setting}):")
-print(claims.format_table([claims.compare(f"gqa.speedup.kv{h}", speed.get(h)) for h in keys]))
-print(f"\nDecoding ({dec_cfg.name}, batch {DECODE_BATCH}, context {ctx}, {settings.device_name(DEVICE)}):")
-print(claims.format_table([claims.compare(f"gqa.speedup.kv{h}", dec_speed.get(h)) for h in keys]))
-print(f"\nQuality = MHA val loss / variant val loss ({qcfg.name}, {Q.steps} steps, mean of {len(Q.seeds)} seeds):")
-print(claims.format_table([claims.compare(f"gqa.quality.kv{h}", quality.get(h)) for h in keys]))
+where = claims.Setting(model=train_cfg.name, batch=P.batch, seq_len=P.seq_len, device=DEVICE.type)
+print(f"Training step (measured at {where.describe()}, {settings.device_name(DEVICE)}):")
+print(claims.format_table([claims.compare(
+    f"gqa.speedup.kv{h}", speed[h]["speedup"] if h in speed else None, where=where, ceiling=ceiling.get(h),
+    spread=(speed[h]["speedup_min"], speed[h]["speedup_max"]) if h in speed else None) for h in keys]))
+dec_where = claims.Setting(model=dec_cfg.name, batch=DECODE_BATCH, seq_len=ctx, device=DEVICE.type)
+print(f"\nDecoding (measured at {dec_where.describe()}, {settings.device_name(DEVICE)}; one timing per variant):")
+print(claims.format_table([claims.compare(f"gqa.speedup.kv{h}", dec_speed.get(h), where=dec_where) for h in keys]))
+q_where = claims.Setting(model=qcfg.name, batch=Q.batch, seq_len=Q.seq_len, steps=Q.steps, device=DEVICE.type)
+print(f"\nQuality = MHA val loss / variant val loss (measured at {q_where.describe()}, "
+      f"mean of {len(Q.seeds)} seeds, spread over seeds):")
+print(claims.format_table([claims.compare(f"gqa.quality.kv{h}", quality.get(h), where=q_where,
+                                          spread=q_spread.get(h)) for h in keys]))
 
 # %% [markdown]
 # ## Recorded results, for comparison

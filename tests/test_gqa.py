@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import pytest
 import torch
 
-from tutorial_lib.lessons import gqa
+from tutorial_lib.lessons import common, gqa
 from tutorial_lib.model import GPT, KVCache, get_config
 from tutorial_lib.train import train, val_loss
 
@@ -257,10 +257,11 @@ def test_kv_head_choices():
 
 def test_measure_training(monkeypatch):
     cfg = TINY.replace(vocab_size=256, n_layer=1)
-    rows = gqa.measure_training(cfg, [4, 1], batch_size=2, seq_len=16, device="cpu", min_run_time=0.01)
+    rows = gqa.measure_training(cfg, [4, 1], batch_size=2, seq_len=16, device="cpu", min_run_time=0.01, rounds=2)
     mha, mqa = rows
     assert (mha["attention"], mqa["attention"]) == ("MHA", "MQA")
-    assert mha["speedup"] == 1.0 and mqa["speedup"] == pytest.approx(mha["median_ms"] / mqa["median_ms"])
+    assert mha["speedup"] == 1.0 and mha["rounds"] == mqa["rounds"] == 2  # timed interleaved, round by round
+    assert mqa["speedup_min"] <= mqa["speedup"] <= mqa["speedup_max"]
     assert mha["params"] == GPT(cfg).num_params() and mqa["params"] < mha["params"]
     # exact memory: params + grads + 2 AdamW moments (+ step counters) + activations
     assert mha["total_bytes"] >= 4 * 4 * mha["params"] + mha["activations_bytes"]
@@ -269,8 +270,8 @@ def test_measure_training(monkeypatch):
     def boom(*a, **k):
         raise torch.OutOfMemoryError("CUDA out of memory")
 
-    monkeypatch.setattr(gqa, "measure_step", boom)
-    rows = gqa.measure_training(cfg, [4, 2], batch_size=1, seq_len=8)
+    monkeypatch.setattr(common, "prepare_step", boom)
+    rows = gqa.measure_training(cfg, [4, 2], batch_size=1, seq_len=8, rounds=1)
     assert all("OutOfMemoryError" in r["error"] and r["speedup"] is None for r in rows)
     with pytest.raises(ValueError, match="n_kv_head=3"):
         gqa.measure_training(cfg, [3], 1, 8)

@@ -105,7 +105,8 @@ def run(args) -> int:
                        "total_ms": "total ms"}))
     print("\nThe seed's forward-pass time shares beside this forward pass:")
     measured = C.time_shares_from_profile(res, "forward", n_layer=cfg.n_layer)
-    print(C.format_table(C.claims_table(measured, setting=f"B={B}, T={T}, {dev}")))
+    print(C.format_table(C.claims_table(measured, where=C.Setting(model=cfg.name, batch=B, seq_len=T,
+                                                                  device=dev.type))))
     if args.out_fig:
         save_figure(plots.time_breakdown(res), args.out_fig)
         print(f"\nfigure: {args.out_fig}")

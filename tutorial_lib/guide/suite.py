@@ -22,7 +22,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 
 from tutorial_lib import settings
-from tutorial_lib.claims import claimed, compare
+from tutorial_lib.claims import CLAIMS, Setting, claimed, compare
 from tutorial_lib.files import check_writable
 from tutorial_lib.lessons import all_together as AT
 from tutorial_lib.lessons.common import fit_loglog_slope, measure_variants, quality_runs, quality_table
@@ -132,6 +132,7 @@ def _variants(S: "Suite", configs: dict, memory: bool = False) -> List[dict]:
         out.append({"variant": r["variant"], "config_fields": configs[r["variant"]].to_dict(),
                     "batch_size": s.batch, "seq_len": s.seq_len, "ms_per_step": r.get("median_ms"),
                     "speedup": r.get("speedup"), "tokens_per_s": r.get("tokens_per_s"),
+                    "speedup_min": r.get("speedup_min"), "speedup_max": r.get("speedup_max"),
                     "speedup_range": (f"{r['speedup_min']:.2f}–{r['speedup_max']:.2f}"
                                       if r.get("speedup_min") is not None else None),
                     "params_M": r["params"] / 1e6 if r.get("params") else None,
@@ -171,20 +172,23 @@ def sec_breakdown(S: Suite):
 
 
 def sec_gqa_train(S: Suite):
-
     s, cfg0 = S.sizes.suite, S.base_config()
     heads = sorted({h for h in (cfg0.n_head, 4, 2, 1) if cfg0.n_head % h == 0}, reverse=True)
     label = lambda h: "MHA" if h == cfg0.n_head else ("MQA" if h == 1 else f"GQA-{h}")  # noqa: E731
     configs = {label(h): cfg0.replace(n_kv_head=h) for h in heads}
     rows = _variants(S, configs)
     base_fl = F.model_flops(cfg0, s.batch, s.seq_len, mode="fwdbwd", causal=True)
+    where = Setting(model=s.preset, batch=s.batch, seq_len=s.seq_len, device=S.device.type)
     for h, r in zip(heads, rows):
-        r.update(n_kv_head=h, claimed_speedup=1.0 if h == cfg0.n_head else claimed(f"gqa.speedup.kv{h}"),
-                 flops_vs_MHA=F.model_flops(configs[label(h)], s.batch, s.seq_len, mode="fwdbwd",
-                                            causal=True) / base_fl)
+        flops_ratio = F.model_flops(configs[label(h)], s.batch, s.seq_len, mode="fwdbwd", causal=True) / base_fl
+        r.update(n_kv_head=h, flops_vs_MHA=flops_ratio, flop_ceiling=1 / flops_ratio)
+        if h != cfg0.n_head and f"gqa.speedup.kv{h}" in CLAIMS:
+            spread = (r["speedup_min"], r["speedup_max"]) if r.get("speedup_min") is not None else None
+            c = compare(f"gqa.speedup.kv{h}", r.get("speedup"), where=where, spread=spread, ceiling=1 / flops_ratio)
+            r.update(claimed_speedup=c["claimed"], verdict=c["verdict"])
     S.add("gqa_train", rows,
-          columns=["variant", "n_kv_head", "params_M", "flops_vs_MHA", "ms_per_step", "speedup",
-                   "speedup_range", "claimed_speedup", "tokens_per_s", "error"],
+          columns=["variant", "n_kv_head", "params_M", "flops_vs_MHA", "flop_ceiling", "ms_per_step", "speedup",
+                   "speedup_range", "claimed_speedup", "verdict", "tokens_per_s", "error"],
           sizes={"model": s.preset, "B": s.batch, "T": s.seq_len, "step": "fwd+bwd+AdamW",
                  "timing": f"{s.rounds} interleaved rounds, speedup = median per-round ratio (range: min–max)"})
 
@@ -418,23 +422,25 @@ BEFORE_AFTER = (
 )
 
 
-def expected_results_rows(before: dict, after: dict) -> List[dict]:
+def expected_results_rows(before: dict, after: dict, where: Setting) -> List[dict]:
     """The seed's "Expected Results" table: each claimed cell beside the measured one (rows of
-    ``before_after``), plus the arithmetic that shows its rows disagree with each other."""
-
+    ``before_after``, measured at ``where``: a verdict only at the seed's own setting), plus the
+    arithmetic that shows its rows disagree with each other."""
     tokens = 4 * 512  # the seed's setting (B=4, T=512), whatever this run measured
+    spread = ((after["speedup_min"], after["speedup_max"]) if after.get("speedup_min") is not None else None)
     rows = [
-        compare("results.tokens_per_s.before", before.get("tokens_per_s")),
-        compare("results.tokens_per_s.after", after.get("tokens_per_s")),
-        compare("results.step_ms.before", before.get("ms_per_step")),
-        compare("results.step_ms.after", after.get("ms_per_step")),
+        compare("results.tokens_per_s.before", before.get("tokens_per_s"), where=where),
+        compare("results.tokens_per_s.after", after.get("tokens_per_s"), where=where),
+        compare("results.tokens_per_s.gain", after.get("speedup"), where=where, spread=spread),
+        compare("results.step_ms.before", before.get("ms_per_step"), where=where),
+        compare("results.step_ms.after", after.get("ms_per_step"), where=where),
     ]
     implied = tokens / (claimed("results.step_ms.before") / 1e3)
     rows.append({"claim": "5,000 tokens/s at 51 ms per step", "claimed": claimed("results.tokens_per_s.before"),
                  "measured": implied, "ratio": implied / claimed("results.tokens_per_s.before"),
                  "verdict": "inconsistent",
                  "note": f"{tokens:,} tokens per step (the seed's B=4, T=512) in 51 ms is {implied:,.0f} tokens/s"})
-    return [{k: r.get(k) for k in ("claim", "claimed", "measured", "ratio", "verdict", "note")}
+    return [{k: r.get(k) for k in ("claim", "claimed", "measured", "ratio", "verdict", "why", "note")}
             for r in rows]
 
 
@@ -456,8 +462,9 @@ def sec_before_after(S: Suite):
           sizes={"model": s.preset, "B": s.batch, "T": s.seq_len, "step": "fwd+bwd+AdamW",
                  "timing": f"{s.rounds} interleaved rounds, speedup = median per-round ratio (range: min–max)"})
     before, after = rows[0], rows[4]
-    S.add("expected_results", expected_results_rows(before, after),
-          columns=["claim", "claimed", "measured", "ratio", "verdict", "note"],
+    where = Setting(model=s.preset, batch=s.batch, seq_len=s.seq_len, device=S.device.type)
+    S.add("expected_results", expected_results_rows(before, after, where),
+          columns=["claim", "claimed", "measured", "ratio", "verdict", "why", "note"],
           sizes={"model": s.preset, "B": s.batch, "T": s.seq_len})
 
 

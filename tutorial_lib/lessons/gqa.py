@@ -33,15 +33,13 @@ from matplotlib.patches import FancyBboxPatch
 from tqdm.auto import tqdm
 
 from tutorial_lib import settings
-from tutorial_lib.lessons.common import CheckResult, call_checked
+from tutorial_lib.lessons.common import CheckResult, call_checked, measure_variants
 from tutorial_lib.measure import flops as F
 from tutorial_lib.measure import records
-from tutorial_lib.measure.memory import memory_breakdown
 from tutorial_lib.measure.timing import (
     SWEEP_ERRORS,
     error_text,
     free_memory,
-    measure_step,
     time_fn,
 )
 from tutorial_lib.model import GPT, GPTConfig, KVCache, get_config
@@ -180,41 +178,32 @@ def quality_kv_heads(config: GPTConfig) -> List[int]:
 
 # ---- measured: a training step per n_kv_head ---------------------------------------------------
 def measure_training(config: GPTConfig, kv_heads: Sequence[int], batch_size: int, seq_len: int,
-                     device=None, dtype=None, min_run_time: Optional[float] = None,
+                     device=None, dtype=None, min_run_time: Optional[float] = None, rounds: int = 3,
                      memory: bool = True) -> List[dict]:
-    """A full training step (AdamW) for each n_kv_head: time (``measure_step``), speedup against
-    the first entry, and memory (``memory_breakdown``: params + grads + optimizer state + saved
-    activations, exact on every device; the allocator's peak on CUDA). Errors become rows."""
-
+    """A full training step (AdamW) for each n_kv_head, timed in interleaved rounds
+    (``common.measure_variants``): ms per step, and the speedup against the first entry as the
+    median of per-round ratios with their range (``speedup_min`` / ``speedup_max``). Memory
+    (``memory_breakdown``): params + grads + optimizer state + saved activations, exact on every
+    device; the allocator's peak on CUDA. Errors become rows."""
     for h in kv_heads:
         _check_kv_heads(config, h)
     dev, dt = settings.resolve(device, dtype)
+    configs = {attention_label(config.replace(n_kv_head=h)): config.replace(n_kv_head=h) for h in kv_heads}
     rows = []
-    for h in kv_heads:
-        cfg = config.replace(n_kv_head=h)
-        row = {"attention": attention_label(cfg), "n_kv_head": h, "preset": config.name,
-               "batch_size": batch_size, "seq_len": seq_len, "device": str(dev),
-               "device_name": settings.device_name(dev), "dtype": settings.dtype_name(dt),
-               "median_ms": None, "iqr_ms": None, "tokens_per_s": None, "speedup": None,
-               "params": None, "activations_bytes": None, "total_bytes": None, "peak_bytes": None,
-               "error": None}
-        try:
-            st = measure_step(cfg, batch_size, seq_len, mode="train", device=dev, dtype=dt,
-                              min_run_time=min_run_time)
-            row.update(median_ms=st.median_ms, iqr_ms=st.iqr_ms, tokens_per_s=st.tokens_per_s,
-                       params=st.params, peak_bytes=st.peak_mem_bytes)
-            if memory:
-                mem = memory_breakdown(cfg, batch_size, seq_len, device=dev, dtype=dt)
-                row.update(activations_bytes=mem.activations_bytes, total_bytes=mem.total_bytes)
-        except SWEEP_ERRORS as e:
-            row["error"] = error_text(e)
-        finally:
-            free_memory(dev)
-        rows.append(row)
-    base = rows[0]
-    for r in rows:
-        if r["median_ms"] and base["median_ms"]:
-            r["speedup"] = base["median_ms"] / r["median_ms"]
+    for h, r in zip(kv_heads, measure_variants(configs, batch_size, seq_len, rounds=rounds,
+                                               min_run_time=min_run_time, device=dev, dtype=dt,
+                                               memory=memory)):
+        kinds = r.get("memory_by_kind") or {}
+        times = r.get("times_ms") or []
+        rows.append({"attention": r["variant"], "n_kv_head": h, "preset": config.name, "batch_size": batch_size,
+                     "seq_len": seq_len, "device": str(dev), "device_name": settings.device_name(dev),
+                     "dtype": settings.dtype_name(dt), "median_ms": r.get("median_ms"),
+                     "range_ms": (min(times), max(times)) if times else None, "rounds": len(times),
+                     "tokens_per_s": r.get("tokens_per_s"), "speedup": r.get("speedup"),
+                     "speedup_min": r.get("speedup_min"), "speedup_max": r.get("speedup_max"),
+                     "params": r.get("params"), "activations_bytes": kinds.get("activations"),
+                     "total_bytes": r.get("memory_bytes"), "peak_bytes": r.get("peak_bytes"),
+                     "error": r.get("error") or r.get("memory_error")})
     return rows
 
 
