@@ -121,13 +121,16 @@ def block_matmul_kernel(A, B, C, M, N, K, BM: tl.constexpr, BN: tl.constexpr, BK
     acc = tl.zeros([BM, BN], tl.float32)  # the output tile lives in registers
     for k0 in range(0, K, BK):
         ks = k0 + tl.arange(0, BK)
-        a = tl.load(A + rows[:, None] * K + ks[None, :], mask=(rows[:, None] < M) & (ks[None, :] < K), other=0.0)
-        b = tl.load(B + ks[:, None] * N + cols[None, :], mask=(ks[:, None] < K) & (cols[None, :] < N), other=0.0)
-        acc += tl.dot(a, b, input_precision="ieee")  # a (BM, BK) tile times a (BK, BN) tile
+        a = tl.load(A + rows[:, None] * K + ks[None, :], mask=(rows[:, None] < M) & (ks[None, :] < K),
+                    other=0.0)  # a (BM, BK) tile of A
+        b = tl.load(B + ks[:, None] * N + cols[None, :], mask=(ks[:, None] < K) & (cols[None, :] < N),
+                    other=0.0)  # a (BK, BN) tile of B
+        acc += tl.dot(a, b, input_precision="ieee")  # float32 products (not tf32) on a GPU too
     tl.store(C + rows[:, None] * N + cols[None, :], acc, mask=(rows[:, None] < M) & (cols[None, :] < N))
 
 
-def run_block_matmul(M: int = 40, N: int = 24, K: int = 48, block: int = 16, seed: int = 0) -> Dict[str, object]:
+def run_block_matmul(M: int = 40, N: int = 24, K: int = 48, block: int = 16,
+                     seed: int = 0) -> Dict[str, object]:
     """Launch ``block_matmul_kernel``; {"grid", "max_abs_error" against torch's matmul (float64)}."""
     dev = kernel_device()
     g = torch.Generator().manual_seed(seed)
@@ -175,7 +178,8 @@ CHECK_CASES = (  # (label, B, H, Hkv, T, D, window, dtype)
 TOLERANCE = {"float32": 1e-4, "bfloat16": 6e-2, "float16": 1e-2}  # max |error| vs float64
 
 
-def check_kernels(cases: Sequence[tuple] = CHECK_CASES, tile: int = 64, seed: int = 0) -> List[Dict[str, object]]:
+def check_kernels(cases: Sequence[tuple] = CHECK_CASES, tile: int = 64,
+                  seed: int = 0) -> List[Dict[str, object]]:
     """For each case, the largest |difference| of out, dq, dk and dv (backend ``triton`` through
     ``attention.attention_core``) from eager attention computed in float64 on the same inputs.
     A row per case, with ``ok`` = all four within ``TOLERANCE[dtype]``."""
@@ -303,7 +307,8 @@ def _exercise_inputs(window, q_scale, growing, dev):
     k, v = (torch.randn(B, H, T, D, generator=g) for _ in range(2))
     if growing:  # score of key j = 0.5 * j for every query: a new maximum in every tile
         q = torch.ones(B, H, T, D)
-        k = (0.5 * math.sqrt(D) / D) * torch.arange(T, dtype=torch.float32)[None, None, :, None].expand(B, H, T, D)
+        positions = torch.arange(T, dtype=torch.float32)[None, None, :, None]
+        k = (0.5 / math.sqrt(D)) * positions.expand(B, H, T, D)
     return q.to(dev), k.contiguous().to(dev), v.to(dev), window
 
 
@@ -348,8 +353,9 @@ def check_online_softmax_kernel(update: Callable) -> CheckResult:
             if isinstance(cause, NotImplementedError):
                 return CheckResult(name, False, "not implemented yet (the function raised "
                                    "NotImplementedError) -- replace the `raise` with your code.", i)
+            first = str(cause).splitlines()[0] if str(cause) else ""
             return CheckResult(name, False, f"your function failed inside the kernel: "
-                               f"{type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}", i)
+                               f"{type(cause).__name__}: {first}", i)
         want = eager_attention(q.double(), k.double(), v.double(), w)
         if not torch.isfinite(out).all():
             if window is not None:
