@@ -29,6 +29,7 @@ kernels stay plain functions you can read) and running them raises an error sayi
 """
 from __future__ import annotations  # keeps ``tl.constexpr`` annotations readable without Triton
 
+import contextlib
 import math
 from typing import Optional
 
@@ -262,6 +263,11 @@ def launch_options(D: int, tile: int, dtype: torch.dtype) -> dict:
                 num_warps=4 if tile <= 64 else 8)
 
 
+def on_device_of(t: torch.Tensor):
+    """Triton launches on the *current* CUDA device: make it t's (a no-op on the CPU)."""
+    return torch.cuda.device(t.device) if t.device.type == "cuda" else contextlib.nullcontext()
+
+
 def flash_forward(q, k, v, window: Optional[int] = None, tile: int = 64):
     """Run the forward kernel: (out (B, H, T, D) in q's dtype, lse (B, H, T) float32)."""
     B, H, T, D = q.shape
@@ -269,8 +275,9 @@ def flash_forward(q, k, v, window: Optional[int] = None, tile: int = 64):
     out = torch.empty_like(q)
     lse = torch.empty(B, H, T, device=q.device, dtype=torch.float32)
     grid = (triton.cdiv(T, tile), B * H)
-    flash_forward_kernel[grid](q, k, v, out, lse, 1.0 / math.sqrt(D), T, H // k.shape[1], window or 0,
-                               HAS_WINDOW=window is not None, **launch_options(D, tile, q.dtype))
+    with on_device_of(q):
+        flash_forward_kernel[grid](q, k, v, out, lse, 1.0 / math.sqrt(D), T, H // k.shape[1], window or 0,
+                                   HAS_WINDOW=window is not None, **launch_options(D, tile, q.dtype))
     return out, lse
 
 
@@ -285,9 +292,10 @@ def flash_backward(q, k, v, out, lse, dout, window: Optional[int] = None, tile: 
     dv = torch.empty(v.shape, device=q.device, dtype=torch.float32)
     args = (1.0 / math.sqrt(D), T, H // Hkv, window or 0)
     opts = dict(HAS_WINDOW=window is not None, **launch_options(D, tile, q.dtype))
-    flash_backward_dq_kernel[(triton.cdiv(T, tile), B * H)](q, k, v, dout, lse, delta, dq, *args, **opts)
-    flash_backward_dkdv_kernel[(triton.cdiv(T, tile), B * Hkv)](q, k, v, dout, lse, delta, dk, dv, *args,
-                                                                **opts)
+    with on_device_of(q):
+        flash_backward_dq_kernel[(triton.cdiv(T, tile), B * H)](q, k, v, dout, lse, delta, dq, *args, **opts)
+        flash_backward_dkdv_kernel[(triton.cdiv(T, tile), B * Hkv)](q, k, v, dout, lse, delta, dk, dv,
+                                                                    *args, **opts)
     return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype)
 
 
