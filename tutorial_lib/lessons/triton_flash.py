@@ -21,8 +21,11 @@ imports ``attention.triton_flash``, which defines more): on a machine without a 
 """
 from __future__ import annotations
 
+import ast
+import inspect
 import math
 import statistics
+import textwrap
 import time
 import warnings
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -323,6 +326,15 @@ def _run_exercise(update, q, k, v, window):
     return out
 
 
+def _raises_not_implemented(fn) -> bool:
+    """Whether fn's body raises NotImplementedError (read from its source)."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(getattr(fn, "fn", fn))))
+    except (OSError, TypeError, SyntaxError):
+        return False
+    return any(isinstance(n, ast.Raise) and "NotImplementedError" in ast.unparse(n) for n in ast.walk(tree))
+
+
 def _is_kernel_function(fn) -> bool:
     return type(fn).__name__ in ("JITFunction", "InterpretedFunction")
 
@@ -340,6 +352,9 @@ def check_online_softmax_kernel(update: Callable) -> CheckResult:
     if not _is_kernel_function(update):
         return CheckResult(name, False, "decorate your function with @jit (triton.jit): a kernel can "
                            "only call Triton functions")
+    if _raises_not_implemented(update):  # the starter cell (a compiled kernel cannot raise)
+        return CheckResult(name, False, "not implemented yet (the function raises "
+                           "NotImplementedError) -- replace the `raise` with your code.")
     dev = kernel_device()
     tol = 1e-4 if dev.type == "cpu" else 2e-2  # on a GPU, tl.dot multiplies float32 as tf32
     for i, (label, window, q_scale, growing) in enumerate(_EXERCISE_CASES):
