@@ -25,6 +25,7 @@ from tutorial_lib import settings
 from tutorial_lib.claims import CLAIMS, Setting, claimed, compare
 from tutorial_lib.files import check_writable
 from tutorial_lib.lessons import all_together as AT
+from tutorial_lib.lessons import triton_flash as triton_lesson
 from tutorial_lib.lessons.common import fit_loglog_slope, measure_variants, quality_runs, quality_table
 from tutorial_lib.lessons.flash_attention import attention_sweep, loglog_slopes, model_backend_comparison
 from tutorial_lib.lessons.gqa import measure_decode
@@ -468,6 +469,20 @@ def sec_before_after(S: Suite):
           sizes={"model": s.preset, "B": s.batch, "T": s.seq_len})
 
 
+def sec_triton_flash(S: Suite):
+    """The Triton kernel (lesson 10) against SDPA and flex at the seed's heads and at long T: on
+    CUDA only -- the interpreter's times on a CPU are not performance."""
+    if S.device.type != "cuda":
+        S.add("triton_flash", [], note="Timed on a CUDA device only (the interpreter's times are not performance).")
+        return
+    rows = triton_lesson.time_kernels(min_run_time=S.sizes.suite.min_run_time)
+    S.add("triton_flash", rows, columns=["backend", "mode", "B", "H", "T", "D", "median_ms", "min_ms", "max_ms",
+                                         "tflops", "max_abs_diff_vs_sdpa", "error"],
+          sizes={"dtype": "bfloat16", "causal": True, "timing": "interleaved rounds, median (min-max)"},
+          note="TFLOP/s over the visible (query, key) pairs; max_abs_diff_vs_sdpa is the largest difference "
+               "of the output from SDPA's on the same inputs.")
+
+
 # In priority order: the seed's own setting first (a time-boxed run, e.g. on a lent GPU, keeps the
 # most important sections), then the curves and the lessons beyond it, quality (the longest) last.
 SECTIONS = {
@@ -478,6 +493,7 @@ SECTIONS = {
     "flash_model": sec_flash_model,
     "mlp": sec_mlp,
     "swiglu": sec_swiglu,
+    "triton_flash": sec_triton_flash,
     "flash_vs_T": sec_flash_vs_T,
     "gqa_decode": sec_gqa_decode,
     "window_curve": sec_window_curve,
