@@ -23,6 +23,7 @@ os.makedirs(OUT, exist_ok=True)
 BUDGET = float(sys.argv[1]) if len(sys.argv) > 1 else 400.0
 from tutorial_lib.lessons import flash_attention as fl
 from tutorial_lib import settings
+from tutorial_lib.files import atomic_write_text
 from tutorial_lib.lessons import gqa
 from tutorial_lib.model import get_config
 
@@ -32,9 +33,8 @@ small = get_config("gpt2_small")
 def g(x, scale=1.0, nd=2):
     return "n/a" if x is None else f"{x/scale:.{nd}f}"
 
-def save(name, obj):
-    with open(os.path.join(OUT, name + ".json"), "w") as f:
-        json.dump(obj, f, indent=1, default=str)
+def save(name, obj):  # atomic: a run cut short mid-write keeps the previous file whole
+    atomic_write_text(os.path.join(OUT, name + ".json"), json.dumps(obj, indent=1, default=str))
 
 def left():
     return BUDGET - (time.time() - t_start)

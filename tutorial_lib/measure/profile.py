@@ -30,6 +30,7 @@ from torch.profiler import ProfilerActivity, profile, record_function
 
 from tutorial_lib import scopes, settings
 from tutorial_lib.data import random_batch
+from tutorial_lib.files import atomic_path
 from tutorial_lib.measure import flops
 from tutorial_lib.measure.timing import make_optimizer, resolve_config
 from tutorial_lib.model import GPT, GPTConfig
@@ -209,6 +210,14 @@ def _phase_of(e) -> Optional[str]:
     return None
 
 
+def save_trace(prof, path: Union[str, os.PathLike]) -> str:
+    """Export ``prof``'s Chrome/Perfetto trace to ``path`` atomically (``files.atomic_path``): a
+    failed export leaves an older trace whole. A path ending in ``.gz`` is gzipped (by torch)."""
+    with atomic_path(path, tmp_suffix=".gz" if str(path).endswith(".gz") else "") as tmp:
+        prof.export_chrome_trace(str(tmp))
+    return str(path)
+
+
 def profile_step(config: Union[GPTConfig, str], batch_size: int, seq_len: int, mode: str = "train",
                  device=None, dtype=None, steps: Optional[int] = None, warmup: int = 2,
                  seed: int = 0, trace_path: Optional[str] = None, model=None) -> ProfileResult:
@@ -259,8 +268,7 @@ def profile_step(config: Union[GPTConfig, str], batch_size: int, seq_len: int, m
             settings.synchronize(dev)
             wall = (time.perf_counter() - t0) / steps
     if trace_path:
-        os.makedirs(os.path.dirname(os.path.abspath(trace_path)), exist_ok=True)
-        prof.export_chrome_trace(trace_path)
+        save_trace(prof, trace_path)
     acc = attribute(prof.events(), cuda)
     order = list(scopes.SCOPE_NAMES) + [OTHER_FWD, GRAD_ACC, OTHER_BWD, "optimizer (AdamW)"]
     rows = []
