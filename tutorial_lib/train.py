@@ -184,6 +184,20 @@ class TrainHistory:
         """The validation loss at the end of the run; NaN when the run diverged."""
         return float("nan") if self.diverged else self.val_loss[-1]
 
+    def divergence(self) -> str:
+        """"" for a run that did not diverge, else what was not finite and when:
+        "diverged at step 5 (gradient norm inf)"."""
+        if not self.diverged:
+            return ""
+        n, bad = self.diverged_at_step, []
+        if n in self.steps:
+            i = self.steps.index(n)
+            bad += [f"{name} {v}" for name, v in (("training loss", self.train_loss[i]),
+                                                  ("gradient norm", self.grad_norm[i])) if not _finite(v)]
+        if self.val_steps and self.val_steps[-1] == n and not _finite(self.val_loss[-1]):
+            bad.append(f"validation loss {self.val_loss[-1]}")
+        return f"diverged at step {n}" + (f" ({', '.join(bad)})" if bad else "")
+
     def last_finite(self, series: str) -> tuple:
         """(step, value) of the last finite entry of "train_loss" or "val_loss", or (None, None)."""
         steps = self.steps if series == "train_loss" else self.val_steps
@@ -207,7 +221,8 @@ class TrainHistory:
 
     def summary(self) -> dict:
         """The run in one line of JSON. A diverged run has ``final_val_loss`` None, ``status``
-        "diverged at step N" and the last finite training and validation losses."""
+        "diverged at step N (what was not finite)" and the last finite training and validation
+        losses."""
         out = {"model": self.model.get("name"), "optimizer": self.optimizer, "device": self.device,
                "device_name": self.device_name,
                "dtype": self.dtype, "world_size": self.world_size, "params": self.n_params,
@@ -219,7 +234,7 @@ class TrainHistory:
                "tokens_per_s": round(self.tokens_per_s, 1), "wall_time_s": round(self.wall_time_s, 2)}
         if self.diverged:
             (ts, tl), (vs, vl) = self.last_finite("train_loss"), self.last_finite("val_loss")
-            out.update(status=f"diverged at step {self.diverged_at_step}", diverged=True,
+            out.update(status=self.divergence(), diverged=True,
                        diverged_at_step=self.diverged_at_step, steps_planned=self.config.get("steps"),
                        last_finite_train_loss=None if tl is None else round(tl, 4),
                        last_finite_train_step=ts,

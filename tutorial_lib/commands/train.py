@@ -105,9 +105,9 @@ def run(args) -> int:
             print(f"history written to {history.save(args.out)}")
     if history.diverged:
         ts, tl = history.last_finite("train_loss")
-        last = "no finite training loss" if tl is None else f"last finite training loss {tl:.4f} at step {ts}"
-        msg = (f"training diverged at step {history.diverged_at_step} of {tc.steps} (a NaN/inf loss or "
-               f"gradient norm; {last}); try a lower --lr/--muon-lr or more --warmup")
+        last = "no finite training loss" if tl is None else f"last finite training loss {tl:.6g} at step {ts}"
+        msg = (f"training {history.divergence()} of {tc.steps} steps; {last}; "
+               "try a lower --lr/--muon-lr or more --warmup")
         if args.allow_divergence:
             if rank == 0:
                 print(f"warning: {msg}", file=sys.stderr)

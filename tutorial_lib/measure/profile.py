@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import os
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Dict, List, Optional, Union
 
 import torch
@@ -212,9 +214,26 @@ def _phase_of(e) -> Optional[str]:
 
 def save_trace(prof, path: Union[str, os.PathLike]) -> str:
     """Export ``prof``'s Chrome/Perfetto trace to ``path`` atomically (``files.atomic_path``): a
-    failed export leaves an older trace whole. A path ending in ``.gz`` is gzipped (by torch)."""
-    with atomic_path(path, tmp_suffix=".gz" if str(path).endswith(".gz") else "") as tmp:
-        prof.export_chrome_trace(str(tmp))
+    failed export leaves an older trace whole. A path ending in ``.gz`` is gzipped (by torch).
+
+    Kineto's C++ exporter writes ``NAME.tmp`` and renames it, but does not raise when the write
+    fails (a full disk, a file-size limit): so the exported file is checked -- present, not
+    empty, a complete JSON document -- and an ``OSError`` raised when it is not."""
+    gz = str(path).endswith(".gz")
+    with atomic_path(path, tmp_suffix=".gz" if gz else "") as tmp:
+        tmp.unlink()  # the exporter creates it: no file afterwards means the export failed
+        try:
+            prof.export_chrome_trace(str(tmp))
+        finally:
+            Path(str(tmp) + ".tmp").unlink(missing_ok=True)  # Kineto's own partial file
+        complete = tmp.is_file() and tmp.stat().st_size > 0
+        if complete and not gz:
+            with open(tmp, "rb") as f:
+                f.seek(max(0, tmp.stat().st_size - 64))
+                complete = f.read().rstrip()[-1:] in (b"}", b"]")
+        if not complete:
+            raise OSError(errno.EIO, "torch.profiler could not export the whole trace (a full disk or a "
+                                     "file-size limit?)", str(path))
     return str(path)
 
 
