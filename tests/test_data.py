@@ -117,6 +117,12 @@ def _npy(path, tokens):
         np.save(f, tokens)
 
 
+def _one_changed(tokens):
+    out = tokens.copy()
+    out[5] = (int(out[5]) + 1) % 50257
+    return out
+
+
 def _valid_meta(tokens):
     return data._token_meta(tokens, data.CORPUS_SHA256)
 
@@ -131,9 +137,9 @@ BAD_CACHES = [
     ("ids overwritten with 65535", lambda p, t: _npz(p, np.full_like(t, 65535), _valid_meta(t)),
      "holds id 65535"),
     ("1000 tokens, meta of the corpus", lambda p, t: _npz(p, t[:1000], _valid_meta(t)), "n_tokens"),
-    ("one id changed", lambda p, t: _npz(p, np.where(np.arange(t.size) == 5, (t + 1) % 50257, t).astype(np.uint16),
-                                         _valid_meta(t)), "tokens_sha256"),
-    ("another corpus", lambda p, t: _npz(p, t, {**_valid_meta(t), "corpus_sha256": "0" * 64}), "another corpus"),
+    ("one id changed", lambda p, t: _npz(p, _one_changed(t), _valid_meta(t)), "tokens_sha256"),
+    ("another corpus", lambda p, t: _npz(p, t, {**_valid_meta(t), "corpus_sha256": "0" * 64}),
+     "another corpus"),
     ("int64 tokens", lambda p, t: _npz(p, t.astype(np.int64), _valid_meta(t)), "int64"),
     ("v1 format", lambda p, t: _npz(p, t, {**_valid_meta(t), "format": "v1"}), "not a v2 token cache"),
 ]

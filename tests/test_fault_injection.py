@@ -17,11 +17,11 @@ happened, for whichever ``tutorial_lib`` is on ``PYTHONPATH``::
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import io
 import json
-import atexit
 import os
 import re
 import shutil
@@ -176,9 +176,9 @@ WRITERS = {
                     "'--eval-batches', '1', '--device', 'cpu', '--no-progress', '--out', P])"),
     "profile --trace": ("_cli(['profile', '--preset', 'tiny', '--batch', '1', '--seq', '8', '--steps', '1', "
                         "'--device', 'cpu', '--no-progress', '--no-memory', '--no-timing', '--trace', P])"),
-    "profile --out-json": ("_cli(['profile', '--preset', 'tiny', '--batch', '1', '--seq', '8', '--steps', '1', "
-                           "'--device', 'cpu', '--no-progress', '--no-memory', '--no-timing', "
-                           "'--out-json', P])"),
+    "profile --out-json": ("_cli(['profile', '--preset', 'tiny', '--batch', '1', '--seq', '8', "
+                           "'--steps', '1', '--device', 'cpu', '--no-progress', '--no-memory', "
+                           "'--no-timing', '--out-json', P])"),
 }
 
 CHILD = textwrap.dedent('''
@@ -226,7 +226,8 @@ CHILD = textwrap.dedent('''
                 traceback.print_exc()
                 rc = "traceback"
         lines = [ln for ln in err.getvalue().strip().splitlines() if ln.strip()]
-        return {"rc": rc, "traceback": "Traceback" in err.getvalue(), "stderr": lines[-1][:200] if lines else ""}
+        return {"rc": rc, "traceback": "Traceback" in err.getvalue(),
+                "stderr": lines[-1][:200] if lines else ""}
 
     torch.set_num_threads(1)
     _tokens(Path(ARGS["warm"]) / "x")  # tokenize once before the limit (the cache case then re-tokenizes)
@@ -289,10 +290,12 @@ def _writer_case(name: str):
         said = got.get("raised") or got.get("returned")
         if isinstance(said, dict):  # a command: its exit status and last stderr line
             cmd_ok = said["rc"] not in (0, None) and not said["traceback"] and "error:" in said["stderr"]
-            said = f"rc {said['rc']}, {'a traceback' if said['traceback'] else 'no traceback'}: {said['stderr']}"
+            tb = "a traceback" if said["traceback"] else "no traceback"
+            said = f"rc {said['rc']}, {tb}: {said['stderr']}"
         else:
             cmd_ok = True
-        what = (f"old file {'intact' if intact else f'REPLACED ({len(old)} -> {target.stat().st_size} bytes)'}"
+        state = "intact" if intact else f"REPLACED ({len(old)} -> {target.stat().st_size} bytes)"
+        what = (f"old file {state}"
                 f"; temporaries left: {left or 'none'}; {said}")
         return Outcome(intact and not left and cmd_ok, what)
     return check
@@ -507,7 +510,7 @@ def _(tmp):
         text = (tmp / "guide.md").read_text()
         return rr, text.split("<!-- report:memory -->")[1].split("<!-- /report:memory -->")[0]
 
-    (r1, m1), (r2, m2) = memory_block(plain), memory_block(with_profile)
+    (_, m1), (r2, m2) = memory_block(plain), memory_block(with_profile)
     return Outcome(r2.rc == 0 and m1 == m2 and "tiny" not in m2,
                    f"rc {r2.rc}; memory section {'unchanged' if m1 == m2 else 'CHANGED'}"
                    f"{' (holds a tiny-model table)' if 'tiny' in m2 else ''}")
@@ -550,8 +553,8 @@ def _cache_case(tmp: Path, corrupt) -> Outcome:
     ref = _corpus_tokens()
     same = got.shape == ref.shape and np.array_equal(got, ref)
     note = "; ".join(str(x.message)[:80] for x in w) or "no warning"
-    return Outcome(same, f"{'rebuilt: the corpus tokens' if same else f'USED: {got.size} tokens, max id {got.max()}'}"
-                         f" ({note})")
+    used = "rebuilt: the corpus tokens" if same else f"USED: {got.size} tokens, max id {got.max()}"
+    return Outcome(same, f"{used} ({note})")
 
 
 @case("cache/zero-byte file", "rebuilt (not EOFError on every run)")

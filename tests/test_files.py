@@ -72,7 +72,8 @@ def test_tmp_suffix_ends_the_temporary_name(tmp_path):
 def test_check_writable(tmp_path):
     (tmp_path / "adir").mkdir()
     (tmp_path / "afile").write_text("x")
-    assert files.check_writable(tmp_path / "new" / "deeper" / "r.json") == tmp_path / "new" / "deeper" / "r.json"
+    new = tmp_path / "new" / "deeper" / "r.json"
+    assert files.check_writable(new) == new
     assert files.check_writable(tmp_path / "afile")  # an existing file is replaced: fine
     with pytest.raises(ValueError, match="--out=.*adir.* is a folder"):
         files.check_writable(tmp_path / "adir")
@@ -95,8 +96,15 @@ WRITE_CALLS = {"write_text", "write_bytes", "savefig", "export_chrome_trace", "_
 
 
 def _write_mode(call: ast.Call) -> bool:
-    mode = call.args[1] if len(call.args) > 1 else next((k.value for k in call.keywords if k.arg == "mode"), None)
-    return isinstance(mode, ast.Constant) and isinstance(mode.value, str) and any(c in mode.value for c in "wax+")
+    mode = call.args[1] if len(call.args) > 1 else next(
+        (k.value for k in call.keywords if k.arg == "mode"), None)
+    return (isinstance(mode, ast.Constant) and isinstance(mode.value, str)
+            and any(c in mode.value for c in "wax+"))
+
+
+def _called(call: ast.Call) -> str:
+    """The name a call calls: ``f(...)`` -> "f", ``x.f(...)`` -> "f"."""
+    return getattr(call.func, "attr", getattr(call.func, "id", ""))
 
 
 def unsafe_writes(source: str):
@@ -108,11 +116,11 @@ def unsafe_writes(source: str):
         if isinstance(node, ast.With):
             for item in node.items:
                 c = item.context_expr
-                if (isinstance(c, ast.Call) and getattr(c.func, "id", getattr(c.func, "attr", "")) == "atomic_path"
+                if (isinstance(c, ast.Call) and _called(c) == "atomic_path"
                         and isinstance(item.optional_vars, ast.Name)):
                     safe.add(item.optional_vars.id)
         if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)
-                and getattr(node.value.func, "attr", getattr(node.value.func, "id", "")) in ("BytesIO", "StringIO")):
+                and _called(node.value) in ("BytesIO", "StringIO")):
             safe.update(t.id for t in node.targets if isinstance(t, ast.Name))
 
     def target_is_safe(arg) -> bool:
@@ -123,7 +131,7 @@ def unsafe_writes(source: str):
     for node in ast.walk(tree):
         if not isinstance(node, ast.Call):
             continue
-        name = getattr(node.func, "attr", getattr(node.func, "id", ""))
+        name = _called(node)
         if name == "open" and _write_mode(node):
             if not (node.args and target_is_safe(node.args[0])):
                 out.append((node.lineno, ast.unparse(node)))
@@ -132,8 +140,8 @@ def unsafe_writes(source: str):
                 out.append((node.lineno, ast.unparse(node)))
         elif name in WRITE_CALLS - {"write_text", "write_bytes", "write", "dump"}:
             first = node.args[0] if node.args else None
-            if isinstance(node.func, ast.Attribute) and name == "save" and getattr(node.func.value, "id", "") not in (
-                    "np", "numpy", "torch"):
+            owner = getattr(node.func.value, "id", "") if isinstance(node.func, ast.Attribute) else ""
+            if name == "save" and owner not in ("np", "numpy", "torch"):
                 continue  # obj.save(path): a method of ours, checked where it writes
             if first is None or not target_is_safe(first):
                 out.append((node.lineno, ast.unparse(node)))

@@ -72,8 +72,9 @@ class OptimizerSpec:
         for f in ("lr", "muon_lr", "weight_decay"):
             v = getattr(self, f)
             ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            low = ">= 0" if f == "weight_decay" else "> 0"
             if not (ok and (v >= 0 if f == "weight_decay" else v > 0)):
-                raise ValueError(f"{f}={v!r} must be a finite number {'>= 0' if f == 'weight_decay' else '> 0'}")
+                raise ValueError(f"{f}={v!r} must be a finite number {low}")
 
 
 class OptimizerSet:

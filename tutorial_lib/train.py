@@ -89,7 +89,8 @@ class TrainConfig:
             if not isinstance(getattr(self, f), bool):
                 raise ValueError(f"TrainConfig.{f}={getattr(self, f)!r} must be True or False")
         if self.device is not None and not isinstance(self.device, str):
-            raise ValueError(f"TrainConfig.device={self.device!r} must be None or a name like 'cpu', 'cuda:0'")
+            raise ValueError(f"TrainConfig.device={self.device!r} must be None or a device name "
+                             "('cpu', 'cuda:0', ...)")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"TrainConfig.optimizer={self.optimizer!r} is not one of {list(OPTIMIZERS)}")
         if self.decay not in DECAYS:
@@ -185,18 +186,18 @@ class TrainHistory:
         return float("nan") if self.diverged else self.val_loss[-1]
 
     def divergence(self) -> str:
-        """"" for a run that did not diverge, else what was not finite and when:
-        "diverged at step 5 (gradient norm inf)"."""
+        """"" for a run that did not diverge, else when and what was not finite:
+        "diverged at step 5 (gradient norm not finite)"."""
         if not self.diverged:
             return ""
         n, bad = self.diverged_at_step, []
         if n in self.steps:
             i = self.steps.index(n)
-            bad += [f"{name} {v}" for name, v in (("training loss", self.train_loss[i]),
-                                                  ("gradient norm", self.grad_norm[i])) if not _finite(v)]
+            bad += [name for name, v in (("training loss", self.train_loss[i]),
+                                         ("gradient norm", self.grad_norm[i])) if not _finite(v)]
         if self.val_steps and self.val_steps[-1] == n and not _finite(self.val_loss[-1]):
-            bad.append(f"validation loss {self.val_loss[-1]}")
-        return f"diverged at step {n}" + (f" ({', '.join(bad)})" if bad else "")
+            bad.append("validation loss")
+        return f"diverged at step {n}" + (f" ({', '.join(bad)} not finite)" if bad else "")
 
     def last_finite(self, series: str) -> tuple:
         """(step, value) of the last finite entry of "train_loss" or "val_loss", or (None, None)."""

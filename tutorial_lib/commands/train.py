@@ -1,13 +1,14 @@
 """``python -m tutorial_lib train``: a short seeded training run; runs unchanged under torchrun.
 
     python -m tutorial_lib train --preset gpt2_mini --steps 300 --batch 16 --seq 128 \\
-        --optimizer muon --out results/train_muon.json
+        --optimizer muon --out results/my_runs/train_muon.json
     torchrun --standalone --nproc_per_node 2 -m tutorial_lib train --preset gpt2_mini ...
 
 ``--batch`` is the global batch: under torchrun each of N ranks trains on its own batch/N slice
 of the same seeded stream and DDP averages gradients, so the loss curve matches the
 single-process run (only faster). Model fields can be changed with ``--set``, e.g.
-``--set mlp=swiglu --set mlp_ratio=3``.
+``--set mlp=swiglu --set mlp_ratio=3``. ``report`` shows the histories of each folder
+``results/<folder>/`` as one table of the guide.
 
 A run that diverges (a NaN or inf loss, gradient norm or validation loss) stops at that step,
 still writes ``--out`` (strict JSON: the non-finite values as ``null``, ``diverged`` and

@@ -206,7 +206,7 @@ def quality_table(runs: Mapping[str, List[object]], baseline: Optional[str] = No
     for label, hs in runs.items():
         ok = [(i, h) for i, h in enumerate(hs) if _finished(h)]
         losses = [h.final_val_loss for _, h in ok]
-        failed = [h if isinstance(h, str) else f"seed {h.config.get('seed')} diverged at step {h.diverged_at_step}"
+        failed = [h if isinstance(h, str) else f"seed {h.config.get('seed')} {h.divergence()}"
                   for h in hs if not _finished(h)]
         row = {"variant": label, "seeds": len(ok), "val_loss": statistics.mean(losses) if losses else None,
                "val_loss_sd": statistics.stdev(losses) if len(losses) > 1 else None,
