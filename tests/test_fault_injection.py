@@ -306,6 +306,35 @@ for _name in WRITERS:
                            "and a command says `error:` with a non-zero exit")(_writer_case(_name))
 
 
+SIGTERM_CHILD = textwrap.dedent('''
+    import os, signal, sys, types
+    from tutorial_lib import cli
+    from tutorial_lib.files import atomic_path
+
+    def run(args):  # a command killed (kill PID, a scheduler, torchrun) half-way through a write
+        with atomic_path(sys.argv[1]) as tmp:
+            tmp.write_text("half of the new")
+            os.kill(os.getpid(), signal.SIGTERM)
+            raise AssertionError("SIGTERM did not stop the command")
+
+    cli.COMMANDS["fake"] = types.SimpleNamespace(HELP="", add_arguments=lambda p: None, run=run)
+    sys.exit(cli.main(["fake"]))
+''')
+
+
+@case("interrupt/SIGTERM during a write", "the old file whole and no temporary left behind")
+def _(tmp):
+    target = tmp / "r.json"
+    target.write_text("old")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(PKG_ROOT), os.environ.get("PYTHONPATH", "")]))
+    p = subprocess.run([sys.executable, "-c", SIGTERM_CHILD, str(target)], env=env, capture_output=True,
+                       text=True, timeout=300)
+    intact, left = target.read_text() == "old", leftovers(tmp)
+    state = "intact" if intact else "REPLACED"
+    return Outcome(intact and not left,
+                   f"exit {p.returncode}; old file {state}; temporaries left: {left or 'none'}")
+
+
 # ---- divergence ----------------------------------------------------------------------------
 @functools.lru_cache(maxsize=None)
 def _diverged(extra: tuple) -> tuple:

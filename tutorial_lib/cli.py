@@ -7,6 +7,8 @@ needs the notebook stack (Jupyter, ipywidgets).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
 
 from tutorial_lib.commands import bench, profile, report, train
@@ -51,11 +53,31 @@ def main(argv=None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    with _sigterm_exits():
+        try:
+            return int(args._run(args) or 0)
+        except OSError as e:  # a failed write: files.atomic_path left the old file whole and named it
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+
+
+@contextlib.contextmanager
+def _sigterm_exits():
+    """SIGTERM (``kill``, a batch scheduler, torchrun stopping its workers) raises SystemExit(143)
+    instead of ending the process on the spot, so an atomic write in progress removes its
+    temporary file, as it does for Ctrl-C. Only the main thread can set a handler."""
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
     try:
-        return int(args._run(args) or 0)
-    except OSError as e:  # a failed write: files.atomic_path left the old file whole and named it
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        previous = signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -184,9 +184,10 @@ def training_runs(results_dir: Path, notes: list[str] | None = None) -> list[dic
         if notes is not None and found.histories:  # folders without histories are not the table's
             notes += found.notes + [f"{d['_path']}: skipped, a results file inside a folder of training "
                                     "histories" for d in found.results]
-        rows, meta = [], None
+        rows, meta, diverged = [], None, 0
         for path, doc in found.histories:
             h = TrainHistory.from_dict(doc, source=str(path))
+            diverged += h.diverged
             sm = h.summary()
             meta = meta or {"device_name": sm.get("device_name") or sm.get("device"), "dtype": sm["dtype"],
                             "torch": h.torch_version or "?", "folder": folder.name,
@@ -201,8 +202,7 @@ def training_runs(results_dir: Path, notes: list[str] | None = None) -> list[dic
                          "ms_per_step": sm["median_step_ms"], "optimizer_ms": sm["median_optimizer_ms"],
                          "tokens_per_s": sm["tokens_per_s"], "wall_s": sm["wall_time_s"]})
         if rows:
-            out.append({"meta": meta, "rows": rows,
-                        "diverged": sum(1 for r in rows if r["val_loss"].startswith("diverged"))})
+            out.append({"meta": meta, "rows": rows, "diverged": diverged})
     return out
 
 
@@ -318,7 +318,8 @@ def regenerate(guide: Path, results_dir: Path, notes: list[str] | None = None) -
                                 f"{results_dir}/<folder>/*.json" for p, _ in found.histories]
     if not found.results:
         raise ValueError(f"results folder {str(results_dir)!r} holds no results file (*.json from "
-                         "`python -m tutorial_lib bench --suite guide --out ...`); the guide was left as it is")
+                         "`python -m tutorial_lib bench --suite guide --out ...`); the guide was left "
+                         "as it is")
     runs = training_runs(results_dir, notes)
     old = guide.read_text()
     return old, render_guide(old, guide_order(found.results), runs)
