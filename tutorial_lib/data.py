@@ -135,11 +135,12 @@ def read_token_cache(path: Union[str, Path], corpus_sha256: str) -> Tuple[Option
     vocabulary, and the array's length and sha256 equal to the recorded ones -- so an empty,
     truncated, overwritten or foreign file is never used."""
     try:
-        loaded = np.load(path, allow_pickle=False)
-        if not isinstance(loaded, np.lib.npyio.NpzFile):
-            return None, f"is a bare {type(loaded).__name__}, not a {_CACHE_FORMAT} token cache (.npz)"
-        with loaded as f:
-            tokens, meta = f["tokens"], json.loads(str(f["meta"]))
+        with open(path, "rb") as fh:  # ours to close: np.load leaks its own handle on a broken zip
+            loaded = np.load(fh, allow_pickle=False)
+            if not isinstance(loaded, np.lib.npyio.NpzFile):
+                return None, f"is a bare {type(loaded).__name__}, not a {_CACHE_FORMAT} token cache (.npz)"
+            with loaded as f:
+                tokens, meta = f["tokens"], json.loads(str(f["meta"]))
     except FileNotFoundError:
         return None, "missing"
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:  # EOFError: 0 bytes
