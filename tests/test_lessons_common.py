@@ -70,3 +70,18 @@ def test_loss_curves_draw_mean_and_band():
     a1, a2 = fig.axes
     assert [ln.get_label() for ln in a1.get_lines()] == ["fast (2 seeds)", "single"]
     assert len(a1.collections) == 1  # the min-max band of the run with seeds
+
+
+def test_quality_table_leaves_a_diverged_run_out_and_names_it():
+    """Before: a diverged run's final_val_loss was its last validation *before* it diverged (often
+    the untrained model's), averaged in as if it had finished."""
+    diverged = _history([0, 10], [10.0, 9.0], 1.0)
+    diverged.diverged, diverged.diverged_at_step = True, 7
+    diverged.config["seed"] = 1
+    rows = {r["variant"]: r for r in C.quality_table({
+        "base": [_history([0, 10], [10.0, 5.0], 1.0), _history([0, 10], [10.0, 5.2], 1.0)],
+        "hot lr": [_history([0, 10], [10.0, 4.0], 1.0), diverged],
+    })}
+    assert rows["hot lr"]["seeds"] == 1 and rows["hot lr"]["val_loss"] == pytest.approx(4.0)
+    assert rows["hot lr"]["error"] == "seed 1 diverged at step 7"
+    assert rows["hot lr"]["vs_baseline"] == pytest.approx(-1.0)  # paired with seed 0 only

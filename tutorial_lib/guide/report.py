@@ -13,7 +13,6 @@ committed guide differs from what ``render_guide`` would write.
 """
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
@@ -26,6 +25,7 @@ from tutorial_lib.measure import flops as F
 from tutorial_lib.measure import records
 from tutorial_lib.model import get_config
 from tutorial_lib.settings import cpu_oversubscribed
+from tutorial_lib.train import TrainHistory
 
 BLOCK = re.compile(r"(<!-- report:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /report:(?P=name) -->)",
                    re.DOTALL)
@@ -34,13 +34,13 @@ DEVICE_ORDER = {"cuda": 0, "mps": 1, "cpu": 2}
 
 def load_results(paths: Iterable[Path]) -> list[dict]:
     """Results files (``measure.records.load_results``: validated, errors name the file), GPU first."""
-    out = []
-    for p in paths:
-        doc = records.load_results(p)
-        doc["_path"] = str(p)
-        out.append(doc)
-    out.sort(key=lambda d: (DEVICE_ORDER.get(records.device_kind(d["meta"].get("device", "")), 9), d["_path"]))
-    return out
+    return guide_order([{**records.load_results(p), "_path": str(p)} for p in paths])
+
+
+def guide_order(docs: list[dict]) -> list[dict]:
+    """Results documents in the guide's order: GPU first, then by file name."""
+    return sorted(docs, key=lambda d: (DEVICE_ORDER.get(records.device_kind(d["meta"].get("device", "")), 9),
+                                       d.get("_path", "")))
 
 
 def fmt(v) -> str:
@@ -173,27 +173,36 @@ def _variant(model: dict, optimizer: str) -> str:
     return f"{'SwiGLU' if mlp == 'swiglu' else 'GELU'} {r}x{attn}, {optimizer}"
 
 
-def training_runs(results_dir: Path) -> list[dict]:
-    """One table per folder of train histories, each row one run's summary."""
+def training_runs(results_dir: Path, notes: list[str] | None = None) -> list[dict]:
+    """One table per folder of train histories (``results/<folder>/*.json``), each row one run's
+    summary, recomputed from its history. A history that does not load raises ValueError naming
+    the file; other files in the folder are skipped with a line in ``notes``. A run that
+    diverged says so in its val_loss cell."""
     out = []
     for folder in sorted(p for p in Path(results_dir).iterdir() if p.is_dir()):
-        rows, meta = [], None
-        for f in sorted(folder.glob("*.json")):
-            h = json.loads(f.read_text())
-            if "summary" not in h or "val_loss" not in h:
-                continue
-            sm = h["summary"]
-            meta = meta or {"device_name": sm.get("device_name", sm.get("device")), "dtype": sm["dtype"],
-                            "torch": h.get("torch_version", "?"), "folder": folder.name,
+        found = records.scan(folder, strict=True)
+        if notes is not None and found.histories:  # folders without histories are not the table's
+            notes += found.notes + [f"{d['_path']}: skipped, a results file inside a folder of training "
+                                    "histories" for d in found.results]
+        rows, meta, diverged = [], None, 0
+        for path, doc in found.histories:
+            h = TrainHistory.from_dict(doc, source=str(path))
+            diverged += h.diverged
+            sm = h.summary()
+            meta = meta or {"device_name": sm.get("device_name") or sm.get("device"), "dtype": sm["dtype"],
+                            "torch": h.torch_version or "?", "folder": folder.name,
                             "sizes": f"{sm['model']}, B={sm['batch_size']}, T={sm['seq_len']}, "
-                                     f"{sm['steps']} steps"}
-            rows.append({"variant": _variant(h["model"], h["optimizer"]), "params_M": sm["params"] / 1e6,
+                                     f"{h.config.get('steps', sm['steps'])} steps"}
+            finite = [v for v in h.val_loss if math.isfinite(v)]
+            rows.append({"variant": _variant(h.model, h.optimizer), "params_M": sm["params"] / 1e6,
                          # losses to 3 decimals: 3 significant digits round 4.6249996 and 4.625004 apart
-                         "val_loss": f"{sm['final_val_loss']:.3f}", "best_val_loss": f"{min(h['val_loss']):.3f}",
+                         "val_loss": (f"diverged at step {h.diverged_at_step}" if h.diverged
+                                      else f"{sm['final_val_loss']:.3f}"),
+                         "best_val_loss": f"{min(finite):.3f}" if finite else None,
                          "ms_per_step": sm["median_step_ms"], "optimizer_ms": sm["median_optimizer_ms"],
                          "tokens_per_s": sm["tokens_per_s"], "wall_s": sm["wall_time_s"]})
         if rows:
-            out.append({"meta": meta, "rows": rows})
+            out.append({"meta": meta, "rows": rows, "diverged": diverged})
     return out
 
 
@@ -203,9 +212,13 @@ def render_training(runs: list[dict]) -> str:
     chunks = []
     for run in runs:
         m = run["meta"]
-        chunks.append(f"Recorded on **{m['device_name']}**, {m['dtype']}, torch {m['torch']} "
-                      f"(`results/{m['folder']}/`); {m['sizes']}, same seed and data for every row.\n\n"
-                      + markdown_table(run["rows"]))
+        text = (f"Recorded on **{m['device_name']}**, {m['dtype']}, torch {m['torch']} "
+                f"(`results/{m['folder']}/`); {m['sizes']}, same seed and data for every row.\n\n"
+                + markdown_table(run["rows"]))
+        if run.get("diverged"):
+            text += ("\n_A run marked \"diverged\" stopped at that step on a non-finite loss or gradient "
+                     "norm: it has no final loss, and its best_val_loss is the best before it diverged._\n")
+        chunks.append(text)
     return "\n".join(chunks)
 
 
@@ -243,14 +256,16 @@ def render_block(name: str, results: list[dict], runs: list[dict] | None = None)
         return render_decision(results)
     chunks = []
     for res in results:
-        if res.get("kind") == "cuda_tests":
+        # a table comes from a suite's section of that name (``bench --suite``), never from rows
+        # that happen to share the kind (``profile --out-json`` also writes "memory" rows)
+        section = res.get("sections", {}).get(name)
+        if section is None:
             continue
-        section = res.get("sections", {}).get(name, {})
         rows = [r for r in res["rows"] if r.get("kind") == name]
-        if not rows and not section:
-            continue
         body = caption(res["meta"], section) + "\n\n"
-        if section.get("error"):
+        if section.get("not_run"):
+            body += f"_Not run on this device: {fmt(section.get('error', 'not reached'))}_\n"
+        elif section.get("error"):
             body += f"_This section failed on this device: {fmt(section['error'])}_\n"
         else:
             body += markdown_table(rows, section.get("columns"))
@@ -301,7 +316,7 @@ def recorded(*sections: str, results_dir: Path | None = None) -> Recorded:
         if name not in known:
             raise ValueError(f"section={name!r} is not one of {sorted(known)}")
     d = Path(results_dir) if results_dir is not None else records.results_dir()
-    docs = load_results(sorted(d.glob("*.json"))) if d.is_dir() else []
+    docs = guide_order(records.load_all(d))  # a broken file is left out with a warning naming it
     parts = []
     for name in sections:
         parts.append(f"#### Recorded: `{name}` (from `results/*.json`, not measured now)\n\n"
@@ -312,9 +327,26 @@ def recorded(*sections: str, results_dir: Path | None = None) -> Recorded:
     return Recorded(head + "\n".join(parts))
 
 
-def regenerate(guide: Path, results_dir: Path) -> tuple[str, str]:
-    """(old text, new text) of the guide, from every results_dir/*.json."""
+def regenerate(guide: Path, results_dir: Path, notes: list[str] | None = None) -> tuple[str, str]:
+    """(old text, new text) of the guide, from every results_dir/*.json and the training histories
+    in its subfolders (``measure.records.scan``: a broken file raises ValueError naming it; other
+    files are skipped with a line in ``notes``).
+
+    A missing folder, or one without a single results file, is a ValueError: rendering from
+    nothing would replace every measured table with a placeholder."""
+    results_dir = Path(results_dir)
+    if not results_dir.exists():
+        raise ValueError(f"results folder {str(results_dir)!r} does not exist (misspelled?)")
+    if not results_dir.is_dir():
+        raise ValueError(f"results folder {str(results_dir)!r} is not a folder")
+    found = records.scan(results_dir, strict=True)
+    if notes is not None:
+        notes += found.notes + [f"{p}: skipped, a training history; the guide's training table reads "
+                                f"{results_dir}/<folder>/*.json" for p, _ in found.histories]
+    if not found.results:
+        raise ValueError(f"results folder {str(results_dir)!r} holds no results file (*.json from "
+                         "`python -m tutorial_lib bench --suite guide --out ...`); the guide was left "
+                         "as it is")
+    runs = training_runs(results_dir, notes)
     old = guide.read_text()
-    results = load_results(sorted(Path(results_dir).glob("*.json")))
-    runs = training_runs(results_dir) if Path(results_dir).is_dir() else []
-    return old, render_guide(old, results, runs)
+    return old, render_guide(old, guide_order(found.results), runs)

@@ -186,24 +186,32 @@ def quality_runs(variants: Mapping[str, Variant], sizes: Quality, seeds: Optiona
 TOO_SHORT = "too short to tell"
 
 
+def _finished(h) -> bool:
+    """A run that trained to the end: a history that did not diverge (not an error text)."""
+    return isinstance(h, TrainHistory) and not h.diverged
+
+
 def quality_table(runs: Mapping[str, List[object]], baseline: Optional[str] = None) -> List[dict]:
     """One row per variant: final validation loss, mean ± sd over seeds, and its difference to
     ``baseline`` (default: the first variant) paired by seed (the same seed sees the same batches).
 
     ``verdict``: "lower" / "higher" when the mean paired difference is at least two of its
     standard deviations away from 0, else "too short to tell" (and always with one seed: one
-    run says nothing about its own noise).
+    run says nothing about its own noise). A run that failed or diverged is left out of the
+    means and named in ``error``.
     """
     baseline = baseline or next(iter(runs))
-    base = {i: h for i, h in enumerate(runs[baseline]) if isinstance(h, TrainHistory)}
+    base = {i: h for i, h in enumerate(runs[baseline]) if _finished(h)}
     rows = []
     for label, hs in runs.items():
-        ok = [(i, h) for i, h in enumerate(hs) if isinstance(h, TrainHistory)]
+        ok = [(i, h) for i, h in enumerate(hs) if _finished(h)]
         losses = [h.final_val_loss for _, h in ok]
+        failed = [h if isinstance(h, str) else f"seed {h.config.get('seed')} {h.divergence()}"
+                  for h in hs if not _finished(h)]
         row = {"variant": label, "seeds": len(ok), "val_loss": statistics.mean(losses) if losses else None,
                "val_loss_sd": statistics.stdev(losses) if len(losses) > 1 else None,
                "vs_baseline": None, "vs_baseline_sd": None, "verdict": None,
-               "error": "; ".join(h for h in hs if isinstance(h, str)) or None}
+               "error": "; ".join(failed) or None}
         if losses:
             row["ms_per_step"] = statistics.median(1e3 * h.median_step_s for _, h in ok)
             row["steps"] = ok[0][1].val_steps[-1]
