@@ -275,14 +275,25 @@ recorded("mlp")
 #
 # - Going from 4× to 3× removes exactly a quarter of the MLP's parameters and FLOPs — the seed's
 #   numbers are right *for the MLP*.
-# - The MLP is well under half of GPT-2 small's training FLOPs (section 4), so the whole model loses
-#   only that share of a quarter; by Amdahl's law the step cannot get 25 % faster — section 5 puts the
-#   measured step beside that ceiling (lower still on small models, whose LM head dominates).
-# - Quality: the validation losses printed above say how much the smaller MLP costs at equal steps
-#   on this corpus; in short runs the difference is small, and on a small dataset it can even help.
+# - The whole model loses only the MLP's share of that quarter: by Amdahl's law the step cannot get
+#   25 % faster. Small models gain less still, because their LM head dominates.
 # - Whether 3× pays depends on what limits you: it saves memory and time in proportion to the
 #   MLP's share; to buy back the quality, spend the savings on more steps or a wider model.
 #
+# What this run measured (printed from the measurements above, so it cannot disagree with them):
+
+# %% tags=["nbval-ignore-output"]
+print(f"- on paper (GPT-2 small, B=4, T=512): the MLP is {four['mlp_flop_share']:.1%} of the training FLOPs; "
+      f"3x leaves {three['flops_ratio']:.1%} of them, so at most {1 / three['flops_ratio']:.2f}x faster")
+if meas[1].get("speedup"):
+    print(f"- measured here ({S.preset}, B={S.batch}, T={S.seq_len}): the whole step {meas[1]['speedup']:.2f}x "
+          f"(range {meas[1]['speedup_min']:.2f}-{meas[1]['speedup_max']:.2f}); Amdahl from the MLP alone "
+          f"({alone[1]['speedup']:.2f}x) and its {share:.1%} share predicts {amdahl:.2f}x")
+for r in quality_table(quality)[1:]:
+    print(f"- quality ({Q.steps} steps, {r['seeds']} seeds): {r['variant']} {r['vs_baseline']:+.3f} ± "
+          f"{r['vs_baseline_sd'] or 0:.3f} vs GELU 4x -- {r['verdict']}")
+
+# %% [markdown]
 # ## Exercises
 #
 # 1. **Amdahl's law** (auto-checked): write `my_speedup(share, part_speedup)`, the speedup of the

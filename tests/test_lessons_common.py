@@ -85,3 +85,19 @@ def test_quality_table_leaves_a_diverged_run_out_and_names_it():
     assert rows["hot lr"]["seeds"] == 1 and rows["hot lr"]["val_loss"] == pytest.approx(4.0)
     assert rows["hot lr"]["error"] == "seed 1 diverged at step 7"
     assert rows["hot lr"]["vs_baseline"] == pytest.approx(-1.0)  # paired with seed 0 only
+
+
+def test_a_compiled_variant_is_compiled_and_timed_in_the_same_rounds(monkeypatch):
+    seen = {}
+    real = C.prepare_step
+
+    def spy(cfg, *a, compile=False, **k):
+        seen[cfg.mlp_ratio] = compile
+        return real(cfg, *a, compile=False, **k)  # the compile flag is what is under test, not inductor
+
+    monkeypatch.setattr(C, "prepare_step", spy)
+    configs = mlp_variants(get_config("tiny"), VARIANTS_04)
+    rows = C.measure_variants(configs, 1, 16, rounds=2, min_run_time=0.01, device="cpu", memory=False,
+                              compiled=["GELU 3x"])
+    assert seen == {4.0: False, 3.0: True}
+    assert [r["compile"] for r in rows] == [False, True] and all(len(r["times_ms"]) == 2 for r in rows)

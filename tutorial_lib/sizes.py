@@ -176,7 +176,7 @@ PROFILES = {
         # step comparisons near 20 minutes (the notebooks measure GPT-2 small itself)
         suite=Suite(preset="gpt2_mini", batch=2, seq_len=256, attn_seqs=(128, 256, 512, 1024, 2048),
                     attn_batch=1, attn_heads=12, window=128, window_seqs=(512, 1024, 2048, 4096),
-                    min_run_time=0.3, rounds=5, compile=False)),
+                    min_run_time=0.3, rounds=5, compile=True)),
     "gpu": Sizes(
         name="gpu",
         step=Step(preset="gpt2_small", batch=4, seq_len=512, dtype="bfloat16", min_run_time=1.0,

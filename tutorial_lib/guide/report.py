@@ -23,7 +23,7 @@ from tutorial_lib.guide.suite import SECTIONS
 from tutorial_lib.lessons import decision
 from tutorial_lib.measure import flops as F
 from tutorial_lib.measure import records
-from tutorial_lib.model import get_config
+from tutorial_lib.model import GPTConfig, get_config
 from tutorial_lib.settings import cpu_oversubscribed
 from tutorial_lib.train import TrainHistory
 
@@ -140,11 +140,15 @@ def render_decision(results: list[dict]) -> str:
     best first, with their payoffs (``decision.recommend`` over these results files: *measured*
     where a file for that device kind holds the change near that T, else *analytic*, labelled)."""
 
-    def item(p):
-        return f"{p.title} {p.value:.2f}× ({'measured' if p.measured else 'analytic'})"
-
     rows = []
     for device, seqs in DECISION_GRID:
+        on_record = any(records.device_kind(d["meta"].get("device", "")) == device and d.get("kind") != "cuda_tests"
+                        for d in results)
+
+        def item(p):  # no step measured on this kind of device: the cost model's numbers are predictions
+            how = "measured" if p.measured else ("analytic" if on_record else "prediction")
+            return f"{p.title} {p.value:.2f}× ({how})"
+
         for T in seqs:
             for goal in decision.GOALS:
                 r = decision.recommend(T, device, goal, results=results)
@@ -159,8 +163,11 @@ def render_decision(results: list[dict]) -> str:
     return (markdown_table(rows) + "\nComputed by `tutorial_lib.lessons.decision.recommend` from the results "
             f"files ({files}): *measured* payoffs come from a file recorded on that kind of device, "
             "within a factor of 2 of T; every other payoff is the cost model's (speed: FLOP ratio, "
-            "compute-bound; memory: predicted bytes; decoding: bytes read per new token, memory-bound). "
-            "The seed's tree is quoted in its own words.\n")
+            "compute-bound; memory: predicted bytes; decoding: bytes read per new token, memory-bound), "
+            "labelled *prediction* on a kind of device with no step measurement on record at all. The "
+            "H200 training runs on record reach a small fraction of the GPU's bf16 peak (the MFU column "
+            "of the training table): a GPU step is not math-bound, so a FLOP ranking there is not "
+            "evidence. The seed's tree is quoted in its own words.\n")
 
 
 # ---- recorded training runs: results/<folder>/*.json written by `python -m tutorial_lib train` ----
@@ -195,6 +202,7 @@ def training_runs(results_dir: Path, notes: list[str] | None = None) -> list[dic
                                      f"{h.config.get('steps', sm['steps'])} steps"}
             finite = [v for v in h.val_loss if math.isfinite(v)]
             rows.append({"variant": _variant(h.model, h.optimizer), "params_M": sm["params"] / 1e6,
+                         "MFU": training_mfu(h),
                          # losses to 3 decimals: 3 significant digits round 4.6249996 and 4.625004 apart
                          "val_loss": (f"diverged at step {h.diverged_at_step}" if h.diverged
                                       else f"{sm['final_val_loss']:.3f}"),
@@ -206,6 +214,21 @@ def training_runs(results_dir: Path, notes: list[str] | None = None) -> list[dic
     return out
 
 
+def training_mfu(h: TrainHistory) -> float | None:
+    """Model FLOPs utilisation of a recorded run: the cost model's forward+backward FLOPs of one step
+    over its median step time (optimizer included), against the GPU's spec peak in the run's dtype
+    (``measure.flops.peak_flops``); None where the peak is unknown (a CPU, an unlisted GPU)."""
+    try:
+        cfg = GPTConfig(**h.model)
+    except (TypeError, ValueError):
+        return None
+    B, T = h.config["batch_size"], h.config["seq_len"]
+    step_s = h.median_step_s
+    if not step_s or not math.isfinite(step_s):
+        return None
+    return F.mfu(F.model_flops(cfg, B, T, mode="fwdbwd", causal=True) / step_s, h.device_name or "", h.dtype)
+
+
 def render_training(runs: list[dict]) -> str:
     if not runs:
         return "_No recorded training runs yet (`python -m tutorial_lib train --out results/<name>/...`)._\n"
@@ -213,7 +236,8 @@ def render_training(runs: list[dict]) -> str:
     for run in runs:
         m = run["meta"]
         text = (f"Recorded on **{m['device_name']}**, {m['dtype']}, torch {m['torch']} "
-                f"(`results/{m['folder']}/`); {m['sizes']}, same seed and data for every row.\n\n"
+                f"(`results/{m['folder']}/`); {m['sizes']}, same seed and data for every row. MFU: the "
+                f"cost model's step FLOPs over the median step time, against the GPU's spec peak.\n\n"
                 + markdown_table(run["rows"]))
         if run.get("diverged"):
             text += ("\n_A run marked \"diverged\" stopped at that step on a non-finite loss or gradient "

@@ -119,14 +119,14 @@ class Suite:
         return get_config(self.sizes.suite.preset)
 
 
-def _variants(S: "Suite", configs: dict, memory: bool = False) -> List[dict]:
+def _variants(S: "Suite", configs: dict, memory: bool = False, compiled=()) -> List[dict]:
     """Training steps of several variants timed in interleaved rounds (``common.measure_variants``):
     each speedup is the median of per-round ratios, so load that comes and goes cancels."""
     s = S.sizes.suite
     if S.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(S.device)
     rows = measure_variants(configs, s.batch, s.seq_len, rounds=s.rounds, min_run_time=s.min_run_time,
-                            device=S.device, memory=memory)
+                            device=S.device, memory=memory, compiled=compiled)
     out = []
     for r in rows:
         mem = r.get("memory_bytes")
@@ -195,26 +195,25 @@ def sec_gqa_train(S: Suite):
 
 
 def sec_gqa_decode(S: Suite):
-
     s, cfg0 = S.sizes.suite, S.base_config()
     heads = sorted({h for h in (cfg0.n_head, 4, 1) if cfg0.n_head % h == 0}, reverse=True)
     d = S.sizes.decode
     rows = measure_decode(cfg0, d.contexts, kv_heads=heads, batch_size=d.batch,
                           new_tokens=d.new_tokens, device=S.device,
                           dtype="bfloat16" if S.device.type == "cuda" else "float32",
-                          min_run_time=s.min_run_time)
+                          min_run_time=s.min_run_time, rounds=s.rounds)
     out = []
-    base = {r.context: r for r in rows if r.n_kv_head == cfg0.n_head}
-    for r in rows:
-        b = base.get(r.context)
+    for r in rows:  # heads[0] is MHA: speedup_vs_first is against MHA, per interleaved round
         out.append({"variant": r.attention, "context": r.context, "cache_MiB": r.cache_bytes / 2**20,
                     "ms_per_token": r.ms_per_step, "tokens_per_s": r.tokens_per_s,
-                    "speedup_vs_MHA": _ratio(b.ms_per_step if b else None, r.ms_per_step),
-                    "error": r.error})
+                    "speedup_vs_MHA": r.speedup_vs_first,
+                    "speedup_range": (f"{r.speedup_min:.2f}–{r.speedup_max:.2f}" if r.speedup_min is not None
+                                      else None), "error": r.error})
     S.add("gqa_decode", out,
           columns=["variant", "context", "cache_MiB", "ms_per_token", "tokens_per_s",
-                   "speedup_vs_MHA", "error"],
-          sizes={"model": s.preset, "B": d.batch, "new tokens": d.new_tokens})
+                   "speedup_vs_MHA", "speedup_range", "error"],
+          sizes={"model": s.preset, "B": d.batch, "new tokens": d.new_tokens,
+                 "timing": f"{s.rounds} interleaved rounds, speedup = median per-round ratio (range: min–max)"})
 
 
 def sec_flash_vs_T(S: Suite):
@@ -452,12 +451,12 @@ def sec_before_after(S: Suite):
         variants.append(("... + window W=" + str(s.window) + " (local)",
                          {"attn_backend": "local", "window": s.window, "n_kv_head": 4,
                           "mlp": "swiglu", "mlp_ratio": 3.0}))
-    rows = _variants(S, {label: cfg0.replace(**ch) for label, ch in variants})
-    if s.compile:  # torch.compile'd "after", timed on its own (compilation is not interleavable)
-        label = "GQA-4 + SDPA + 3x + torch.compile"
-        r = S.step(cfg0.replace(**AT.AFTER), label, compile=True)
-        rows.append({"variant": label, "ms_per_step": r.median_ms, "tokens_per_s": r.tokens_per_s,
-                     "speedup": _ratio(rows[0]["ms_per_step"], r.median_ms), "error": r.error})
+    configs = {label: cfg0.replace(**ch) for label, ch in variants}
+    compiled = []
+    if s.compile:  # the seed's "after" under torch.compile, in the same interleaved rounds
+        compiled = ["GQA-4 + SDPA + 3x + torch.compile"]
+        configs[compiled[0]] = cfg0.replace(**AT.AFTER)
+    rows = _variants(S, configs, compiled=compiled)
     S.add("before_after", rows, columns=["variant", "ms_per_step", "speedup", "speedup_range",
                                          "tokens_per_s", "error"],
           sizes={"model": s.preset, "B": s.batch, "T": s.seq_len, "step": "fwd+bwd+AdamW",

@@ -87,8 +87,11 @@ def call_checked(exercise: str, fn: Callable, *args):
 # ---- A vs B: training steps timed in interleaved rounds -----------------------------------------
 def measure_variants(configs: Mapping[str, GPTConfig], batch_size: int, seq_len: int, rounds: int = 3,
                      min_run_time: Optional[float] = None, device=None, dtype=None,
-                     memory: bool = True, progress: bool = False) -> List[dict]:
+                     memory: bool = True, progress: bool = False, compiled: Sequence[str] = ()) -> List[dict]:
     """Training step (fwd + bwd + AdamW) per variant, timed in ``rounds`` interleaved rounds.
+
+    ``compiled``: labels whose model runs under ``torch.compile``; the compilation happens in the
+    untimed first call, so a compiled variant is timed in the same rounds as the eager ones.
 
     ``speedup`` is the median over rounds of (base time / variant time) within the same round, so
     load that comes and goes slows both sides of each ratio alike; ``speedup_min``/``speedup_max``
@@ -99,12 +102,13 @@ def measure_variants(configs: Mapping[str, GPTConfig], batch_size: int, seq_len:
     steps, rows = {}, {}
     for label, cfg in configs.items():
         try:
-            model, step, _, dt = prepare_step(cfg, batch_size, seq_len, "train", dev, dtype)
+            model, step, _, dt = prepare_step(cfg, batch_size, seq_len, "train", dev, dtype,
+                                              compile=label in compiled)
             steps[label] = step
             rows[label] = {"variant": label, "preset": cfg.name, "params": model.num_params(),
                            "batch_size": batch_size, "seq_len": seq_len, "device": str(dev),
                            "device_name": settings.device_name(dev), "dtype": settings.dtype_name(dt),
-                           "times_ms": [], "error": None}
+                           "compile": label in compiled, "times_ms": [], "error": None}
         except SWEEP_ERRORS as e:
             rows[label] = {"variant": label, "error": error_text(e)}
     labels = list(steps)

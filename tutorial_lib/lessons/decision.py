@@ -26,6 +26,7 @@ from tutorial_lib.lessons import explorer as explore
 from tutorial_lib.lessons.gqa import decode_bytes_per_token
 from tutorial_lib.measure import records
 from tutorial_lib.model import get_config
+from tutorial_lib.train import TrainHistory
 
 GOALS = ("speed", "memory", "decoding")
 DEVICES = ("cpu", "cuda")
@@ -190,8 +191,39 @@ def measured_payoff(change: Change, goal: str, seq_len: int, docs: Sequence[dict
     return None
 
 
-def quality_notes(docs: Sequence[dict]) -> List[str]:
+# recorded training runs (``train --out results/<folder>/...``) that answer the quality questions:
+# (label, the variant's history file stem, the baseline's)
+RECORDED_QUALITY = (("SwiGLU 8/3x", "train_gpu_swiglu83_adamw", "train_gpu_gelu4_adamw"),
+                    ("Muon", "train_gpu_gelu4_muon", "train_gpu_gelu4_adamw"))
+
+
+def recorded_training_notes(device: str, directory: Optional[Path] = None) -> List[str]:
+    """What recorded training runs on this kind of device say about SwiGLU and Muon: the variant
+    beside the baseline after the same steps (last and best validation loss). One run each: a
+    single seed, so a difference is a reading, not a verdict."""
+    d = Path(directory) if directory is not None else records.results_dir()
     out = []
+    for folder in sorted(p for p in d.glob("train_*") if p.is_dir()) if d.is_dir() else []:
+        for label, var, base in RECORDED_QUALITY:
+            try:
+                v, b = (TrainHistory.load(folder / f"{name}.json") for name in (var, base))
+            except (ValueError, OSError):
+                continue
+            if records.device_kind(v.device) != device or v.diverged or b.diverged:
+                continue
+            out.append(f"{label}: recorded in {folder.name}/ on {v.device_name} ({v.model.get('name')}, "
+                       f"B={v.config['batch_size']}, T={v.config['seq_len']}, {len(v.steps)} steps, one seed): "
+                       f"validation loss {v.final_val_loss - b.final_val_loss:+.3f} at the last step and "
+                       f"{min(v.val_loss) - min(b.val_loss):+.3f} at the best vs the baseline")
+    return out
+
+
+def quality_notes(docs: Sequence[dict], device: Optional[str] = None,
+                  directory: Optional[Path] = None) -> List[str]:
+    """Quality-only changes (SwiGLU, Muon): the guide suite's quality rows (mean ± sd over seeds,
+    with a verdict) where a results file has them, and the recorded training runs on ``device``."""
+    out = []
+    recorded = recorded_training_notes(device, directory) if device else []
     for key, prefix in QUALITY_ONLY:
         for doc in docs:
             rows = _find(doc, "quality", prefix)
@@ -203,9 +235,10 @@ def quality_notes(docs: Sequence[dict]) -> List[str]:
                            f"({_sizes(doc, 'quality')}, {doc['meta'].get('device_name', '?')})")
                 break
         else:
-            out.append(f"{prefix}: no measured quality run yet (python -m tutorial_lib bench "
-                       f"--suite guide); the seed claims it learns faster")
-    return out
+            if not any(n.startswith(prefix) for n in recorded):
+                out.append(f"{prefix}: no quality run on record for this device (python -m tutorial_lib bench "
+                           f"--suite guide); the seed claims it learns faster")
+    return out + recorded
 
 
 def recommend(seq_len: int, device: str = "cpu", goal: str = "speed", batch_size: int = 4,
@@ -219,7 +252,8 @@ def recommend(seq_len: int, device: str = "cpu", goal: str = "speed", batch_size
     if goal not in GOALS:
         raise ValueError(f"goal={goal!r} is not one of {list(GOALS)}")
     docs = list(results) if results is not None else records.load_all(results_dir)
-    docs = [d for d in docs if records.device_kind(d["meta"].get("device", "")) == device]
+    docs = [d for d in docs if records.device_kind(d["meta"].get("device", "")) == device
+            and d.get("kind") != "cuda_tests"]  # the CUDA tests' summary measures no step
     notes = []
     payoffs = []
     for ch in CHANGES:
@@ -241,5 +275,7 @@ def recommend(seq_len: int, device: str = "cpu", goal: str = "speed", batch_size
     if not docs:
         where = "among the results given" if results is not None else (
             f"in {results_dir or records.results_dir()}")
-        notes.append(f"no results file for {device} {where}: every payoff is analytic")
-    return Recommendation(seq_len, device, goal, good, rest, quality_notes(docs), seed_tree(seq_len), notes)
+        notes.append(f"no {device} step measurements on record {where}: every payoff here is a prediction "
+                     "of the cost model, not a measurement")
+    return Recommendation(seq_len, device, goal, good, rest, quality_notes(docs, device, results_dir),
+                          seed_tree(seq_len), notes)
