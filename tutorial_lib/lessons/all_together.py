@@ -31,6 +31,15 @@ BASELINE = {"attn_backend": "eager", "n_kv_head": None, "mlp": "gelu", "mlp_rati
 AFTER = {"attn_backend": "sdpa", "n_kv_head": 4, "mlp_ratio": 3.0}  # the seed's "GQA + Flash + 3x MLP"
 AFTER_SWIGLU = dict(AFTER, mlp="swiglu")  # ... + SwiGLU at 3x
 BEFORE_LABEL, AFTER_LABEL = "baseline: MHA, GELU 4x, eager", "GQA-4 + SDPA + MLP 3x"
+# the guide suite's before/after section: (label, GPTConfig changes on the suite's model)
+SUITE_VARIANTS = (
+    (BEFORE_LABEL, {"attn_backend": "eager"}),
+    ("+ GQA-4", {"attn_backend": "eager", "n_kv_head": 4}),
+    ("+ SDPA (flash)", {"attn_backend": "sdpa"}),
+    ("+ MLP 3x", {"attn_backend": "eager", "mlp_ratio": 3.0}),
+    ("GQA-4 + SDPA + 3x (the seed's 'after')", dict(AFTER)),
+    ("... + SwiGLU 3x", dict(AFTER_SWIGLU)),
+)
 
 
 # ---- the variants ----------------------------------------------------------------------------

@@ -67,6 +67,11 @@ class Ceilings:
     details: List[dict] = field(default_factory=list)  # every measurement behind the numbers
 
     @property
+    def async_launch(self) -> bool:
+        """GPUs run kernels asynchronously: launch overhead and kernel time overlap."""
+        return not str(self.device).startswith("cpu")
+
+    @property
     def ridge(self) -> float:
         """The arithmetic intensity (FLOP/byte) where the two roofs meet."""
         return self.peak_flops / self.bandwidth
@@ -138,10 +143,12 @@ def measure_first_touch(device=None, sizes: Iterable[int] = (16 * 2**20, 64 * 2*
     below and above ``FRESH_ALLOC_BYTES``, beside filling a warm buffer. Above the threshold each
     call gets new pages from the OS, and the first write to each page faults. Returns (the
     first-touch bandwidth at the largest size, the rows); (None, []) on a GPU, whose caching
-    allocator hands memory back without the OS."""
-    sizes = _check_positive_ints("sizes", sizes)
+    allocator hands memory back without the OS. None too when no size reaches the threshold."""
+    sizes = tuple(sizes)
+    if sizes:
+        _check_positive_ints("sizes", sizes)
     dev = settings.resolve(device)[0]
-    if dev.type != "cpu":
+    if dev.type != "cpu" or not sizes:
         return None, []
     rows = []
     for nb in sizes:
@@ -153,8 +160,8 @@ def measure_first_touch(device=None, sizes: Iterable[int] = (16 * 2**20, 64 * 2*
             rows.append({"what": what, "bytes": n * 4, "median_ms": t.median_ms,
                          "bytes_per_s": n * 4 / (t.median_ms / 1e3),
                          "above_threshold": n * 4 >= FRESH_ALLOC_BYTES})
-    fresh = [r for r in rows if r["what"] == "fill fresh"]
-    return fresh[-1]["bytes_per_s"], rows
+    fresh = [r for r in rows if r["what"] == "fill fresh" and r["above_threshold"]]
+    return (fresh[-1]["bytes_per_s"] if fresh else None), rows
 
 
 def measure_overhead(device=None, min_run_time: float = 0.3) -> Tuple[float, List[dict]]:
@@ -240,15 +247,18 @@ class Kernel:
             return self.alloc
         return 0 if self.op.endswith("_") else self.write
 
-    def seconds(self, c: Ceilings) -> float:
-        """This kernel's launches on ceilings ``c``: roofline time plus per-launch overhead."""
+    def roof_seconds(self, c: Ceilings) -> float:
+        """One launch's time under the roofs of ``c``, without the per-operator overhead."""
         fresh = self.alloc_bytes if (c.fresh_alloc_bytes is not None and c.first_touch_bandwidth
                                      and self.alloc_bytes >= c.fresh_alloc_bytes) else 0
-        warm = self.read + self.write - fresh
-        t = max(self.flops / c.peak_flops, warm / c.bandwidth)
-        if fresh:
-            t += fresh / c.first_touch_bandwidth
-        return self.count * (t + c.overhead_s)
+        t = max(self.flops / c.peak_flops, (self.read + self.write - fresh) / c.bandwidth)
+        return t + (fresh / c.first_touch_bandwidth if fresh else 0.0)
+
+    def seconds(self, c: Ceilings) -> float:
+        """This kernel's launches on ``c``: on a CPU each runs after its operator's overhead; on
+        a GPU the CPU queues launches ahead of the kernels, so a launch costs the longer of the two."""
+        t = self.roof_seconds(c)
+        return self.count * (max(t, c.overhead_s) if c.async_launch else t + c.overhead_s)
 
 
 @dataclass(frozen=True)
@@ -294,9 +304,13 @@ class Component:
         "memory" (bytes at the bandwidth) or "overhead" (per-operator costs)."""
         parts = {"compute": 0.0, "memory": 0.0, "overhead": 0.0}
         for k in self.kernels:
-            roof = k.seconds(c) / k.count - c.overhead_s if k.count else 0.0
+            roof = k.roof_seconds(c)
+            if c.async_launch and c.overhead_s > roof:
+                parts["overhead"] += k.count * c.overhead_s
+                continue
             parts["compute" if k.flops and k.flops / c.peak_flops >= roof else "memory"] += k.count * roof
-            parts["overhead"] += k.count * c.overhead_s
+            if not c.async_launch:
+                parts["overhead"] += k.count * c.overhead_s
         return max(parts, key=parts.get)
 
 
@@ -696,6 +710,8 @@ class StepPrediction:
     kernels: int
     bytes: int
     flops: int
+    roof_ms: float = 0.0  # the same kernels without any per-operator overhead
+    rows: List[Component] = field(default_factory=list, repr=False)  # the traffic model's rows
 
     @property
     def total_ms(self) -> float:
@@ -711,7 +727,8 @@ class StepPrediction:
         return out
 
     def overhead_ms(self) -> float:
-        return self.kernels * self.ceilings.overhead_s * 1e3
+        """Per-operator overhead in the prediction (on a GPU, only where it exceeds the kernel)."""
+        return self.total_ms - self.roof_ms
 
 
 def predict_step(config: GPTConfig, batch_size: int, seq_len: int, ceilings: Ceilings, dtype=None,
@@ -725,9 +742,30 @@ def predict_step(config: GPTConfig, batch_size: int, seq_len: int, ceilings: Cei
     rows = traffic_table(config, batch_size, seq_len, dtype, dev, optimizer, grad_clip)
     ms = {(r.scope, r.phase): r.seconds(ceilings) * 1e3 for r in rows}
     fl = sum(r.flops for r in rows)
+    roof = sum(k.count * k.roof_seconds(ceilings) for r in rows for k in r.kernels) * 1e3
     return StepPrediction(label=f"{config.name}, B={batch_size}, T={seq_len}, {settings.dtype_name(dtype)}",
                           ceilings=ceilings, ms=ms, flop_only_ms=fl / ceilings.peak_flops * 1e3,
-                          kernels=sum(r.n_kernels for r in rows), bytes=sum(r.bytes for r in rows), flops=fl)
+                          kernels=sum(r.n_kernels for r in rows), bytes=sum(r.bytes for r in rows), flops=fl,
+                          roof_ms=roof, rows=rows)
+
+
+def inferred_overhead(prediction: StepPrediction, measured_ms: float, phases=None) -> Optional[float]:
+    """The per-operator overhead (seconds) that would make ``prediction`` match ``measured_ms``
+    (over ``phases``, default all): what the roofs leave unexplained, spread over the launches.
+    None when the roofs alone already predict more than was measured. An inference, not a
+    measurement: say so wherever it is shown."""
+    c = prediction.ceilings
+    ks = [k for r in prediction.rows if phases is None or r.phase in phases for k in r.kernels]
+    if sum(k.count * k.roof_seconds(c) for k in ks) * 1e3 >= measured_ms:
+        return None
+    lo, hi = 0.0, measured_ms / 1e3 / max(1, sum(k.count for k in ks))
+    if not c.async_launch:
+        return hi - sum(k.count * k.roof_seconds(c) for k in ks) / max(1, sum(k.count for k in ks))
+    for _ in range(60):  # on a GPU the time is sum(max(roof, o)): monotone in o, bisect
+        mid = (lo + hi) / 2
+        t = sum(k.count * max(k.roof_seconds(c), mid) for k in ks) * 1e3
+        lo, hi = (mid, hi) if t < measured_ms else (lo, mid)
+    return (lo + hi) / 2
 
 
 def roofline_points(rows: List[Component], measured_ms: Dict[Tuple[str, str], float],

@@ -217,3 +217,17 @@ def count_step_traffic(config, batch_size: int, seq_len: int, dtype=None, device
     counter = TrafficCounter()
     step(counter)
     return counter
+
+
+def count_call(fn, *inputs: torch.Tensor, backward: bool = True) -> Dict[str, Traffic]:
+    """Traffic of ``out = fn(*inputs)`` (forward) and of ``out.backward(ones)`` (backward), e.g.
+    one attention kernel on (B, H, T, D) tensors: {"forward": Traffic, "backward": Traffic}.
+    Inputs that should get gradients must require them."""
+    counter = TrafficCounter()
+    with counter.labelling(), counter.phase("forward"):
+        out = fn(*inputs)
+    grad = torch.ones_like(out)
+    if backward:
+        with counter.phase("backward"):
+            out.backward(grad)
+    return {p: counter.totals(p) for p in ("forward", "backward")}
