@@ -158,8 +158,10 @@ def render_decision(results: list[dict]) -> str:
                       for d in results if "_path" in d) or "none"
     return (markdown_table(rows) + "\nComputed by `tutorial_lib.lessons.decision.recommend` from the results "
             f"files ({files}): *measured* payoffs come from a file recorded on that kind of device, "
-            "within a factor of 2 of T; every other payoff is the cost model's (speed: FLOP ratio, "
-            "compute-bound; memory: predicted bytes; decoding: bytes read per new token, memory-bound). "
+            "within a factor of 2 of T; every other payoff is the cost model's (speed: the roofline model's "
+            "step-time ratio on ceilings recorded for that kind of device, else on the reference GPU's "
+            "datasheet, else the FLOP ratio, as each row says; memory: predicted bytes; decoding: bytes "
+            "read per new token, memory-bound). "
             "The seed's tree is quoted in its own words.\n")
 
 
