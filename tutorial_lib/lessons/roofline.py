@@ -179,7 +179,7 @@ def roofline_figure(points: Sequence[dict], ceilings: R.Ceilings, title: str = "
         ax.scatter([], [], color="grey", marker=m, label=ph, s=25)
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("arithmetic intensity (FLOP per byte moved, matmul + elementwise estimate)")
+    ax.set_xlabel("arithmetic intensity (FLOP per byte moved; matmul FLOPs, or the elementwise estimate)")
     ax.set_ylabel("achieved FLOP/s (measured)")
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize=7, loc="lower right", ncol=2)

@@ -232,25 +232,29 @@ def spec_rows(dtype: str = "bfloat16") -> List[dict]:
 class Kernel:
     """``count`` launches of one operator, each reading ``read`` and writing ``write`` bytes.
 
-    ``alloc``: bytes of the new output each launch allocates (0 for in-place operators): on a CPU,
-    allocations of ``Ceilings.fresh_alloc_bytes`` and more are written at the first-touch rate."""
+    ``alloc``: the sizes of the new outputs each launch allocates (default: one output of ``write``
+    bytes; none for in-place operators, whose names end in "_"): on a CPU, allocations of
+    ``Ceilings.fresh_alloc_bytes`` and more are written at the first-touch rate."""
     op: str
     count: int
     read: int
     write: int
     flops: int = 0  # matmul FLOPs per launch (elementwise work is memory-bound: its bytes count)
-    alloc: Optional[int] = None  # None: the output is new memory of ``write`` bytes
+    alloc: Optional[Tuple[int, ...]] = None
 
     @property
-    def alloc_bytes(self) -> int:
+    def allocs(self) -> Tuple[int, ...]:
         if self.alloc is not None:
             return self.alloc
-        return 0 if self.op.endswith("_") else self.write
+        return () if self.op.endswith("_") else (self.write,)
+
+    def fresh_bytes(self, threshold: Optional[int]) -> int:
+        """Bytes each launch writes into new allocations of at least ``threshold`` bytes."""
+        return 0 if threshold is None else sum(a for a in self.allocs if a >= threshold)
 
     def roof_seconds(self, c: Ceilings) -> float:
         """One launch's time under the roofs of ``c``, without the per-operator overhead."""
-        fresh = self.alloc_bytes if (c.fresh_alloc_bytes is not None and c.first_touch_bandwidth
-                                     and self.alloc_bytes >= c.fresh_alloc_bytes) else 0
+        fresh = self.fresh_bytes(c.fresh_alloc_bytes) if c.first_touch_bandwidth else 0
         t = max(self.flops / c.peak_flops, (self.read + self.write - fresh) / c.bandwidth)
         return t + (fresh / c.first_touch_bandwidth if fresh else 0.0)
 
@@ -292,9 +296,15 @@ class Component:
         return sum(k.count for k in self.kernels)
 
     @property
+    def roofline_flops(self) -> int:
+        """The FLOPs that place it on the roofline: its matmul FLOPs, or where it has none (norms,
+        activations, the loss) the elementwise estimate -- so every component has an intensity."""
+        return self.flops or self.other_flops
+
+    @property
     def intensity(self) -> float:
-        """FLOPs (matmul + elementwise estimate) per byte moved."""
-        return (self.flops + self.other_flops) / self.bytes if self.bytes else math.inf
+        """``roofline_flops`` per byte moved."""
+        return self.roofline_flops / self.bytes if self.bytes else math.inf
 
     def seconds(self, c: Ceilings) -> float:
         return sum(k.seconds(c) for k in self.kernels)
@@ -429,20 +439,20 @@ def _attention_core(c: GPTConfig, B: int, T: int, e: int, device_type: str
         if masked:
             fwd += _mask(T, c.window, L, e, additive=True)
         m = e * T * T if masked else 0
-        fwd.append(Kernel("scaled_dot_product_flash_attention", L, q + 2 * kv + m, q + lse, pf))
+        fwd.append(Kernel("scaled_dot_product_flash_attention", L, q + 2 * kv + m, q + lse, 2 * pf, (q, lse)))
         # backward recomputes the scores, then dV, dP, dQ, dK: bwd_matmuls() products over the pairs
         bwd.append(Kernel("scaled_dot_product_flash_attention_backward", L, 3 * q + 2 * kv + lse + m,
-                          q + 2 * kv, backend.bwd_matmuls() * pf))
+                          q + 2 * kv, backend.bwd_matmuls() * pf, (q, kv, kv)))
         exact = True
     else:  # a kernel of its own: read q, k, v, write out (+ lse); backward reads them again
         n_calls = {"local": 1 + 2 * c.n_rep, "tiled": _tile_pairs(T, c.tile_size, c.window),
                    "flex": 1}.get(c.attn_backend, 1)
-        fwd.append(Kernel(f"{c.attn_backend} attention", L, q + 2 * kv, q + lse, pf))
+        fwd.append(Kernel(f"{c.attn_backend} attention", L, q + 2 * kv, q + lse, 2 * pf, (q, lse)))
         if n_calls > 1:  # its other launches (tiles, merges): overhead only
             fwd.append(Kernel(f"{c.attn_backend} tiles", L * (n_calls - 1) * (4 if c.attn_backend == "tiled"
                                                                               else 3), 0, 0))
         bwd.append(Kernel(f"{c.attn_backend} attention backward", L, 3 * q + 2 * kv + lse, q + 2 * kv,
-                          backend.bwd_matmuls() * pf))
+                          backend.bwd_matmuls() * pf, (q, kv, kv)))
         if n_calls > 1:
             bwd.append(Kernel(f"{c.attn_backend} tiles backward", L * (n_calls - 1) * 6, 0, 0))
         exact = False
@@ -466,8 +476,9 @@ def _norms(c: GPTConfig, N: int, n: int) -> Tuple[List[Kernel], List[Kernel]]:
     C, x, r = c.n_embd, 4 * N * c.n_embd, 4 * N
     if c.norm == "layernorm":
         wb = 4 * C * (2 if c.bias else 1)
-        fwd = [Kernel("native_layer_norm", n, x + wb, x + 2 * r)]
-        bwd = [Kernel("native_layer_norm_backward", n, 2 * x + 2 * r + 4 * C * 2, x + wb)]
+        fwd = [Kernel("native_layer_norm", n, x + wb, x + 2 * r, alloc=(x, r, r))]
+        bwd = [Kernel("native_layer_norm_backward", n, 2 * x + 2 * r + 4 * C * 2, x + wb,
+                      alloc=(x,) + (4 * C,) * (2 if c.bias else 1))]
         return fwd, bwd
     # RMSNorm, PyTorch's composite: x * rsqrt(mean(x^2) + eps) * weight
     fwd = [Kernel("pow", n, x, x), Kernel("mean", n, x, r), Kernel("add_", n, r, r),
@@ -616,7 +627,7 @@ def traffic_table(config: GPTConfig, batch_size: int, seq_len: int, dtype="float
     add("lm_head", "backward", b)
     logits = 4 * N * V
     loss_f = ([Kernel("_to_copy", 1, e * N * V, logits)] if e < 4 else []) + [
-        Kernel("_log_softmax", 1, logits, logits), Kernel("nll_loss_forward", 1, 8 * N + 4 * N, 8, alloc=8)]
+        Kernel("_log_softmax", 1, logits, logits), Kernel("nll_loss_forward", 1, 8 * N + 4 * N, 8, alloc=(4, 4))]
     loss_b = [Kernel("nll_loss_backward", 1, 8 * N + 8, logits),
               Kernel("_log_softmax_backward_data", 1, 2 * logits, logits)]
     if e < 4:
@@ -772,12 +783,12 @@ def roofline_points(rows: List[Component], measured_ms: Dict[Tuple[str, str], fl
                     ceilings: Ceilings, min_ms: float = 0.0) -> List[dict]:
     """One point per (scope, phase) that has FLOPs and a measured time: arithmetic intensity (x),
     achieved FLOP/s (y), the attainable roof at that intensity, and the predicted time beside the
-    measured one. FLOPs are matmul + the elementwise estimate, so memory-bound components
-    (norms, softmax, the loss) have a place on the x axis too."""
+    measured one. FLOPs are ``Component.roofline_flops``: matmul FLOPs, or the elementwise
+    estimate where there are none, so memory-bound components (norms, the loss) have a place too."""
     out = []
     for r in rows:
         ms = measured_ms.get((r.scope, r.phase))
-        fl = r.flops + r.other_flops
+        fl = r.roofline_flops
         if not ms or ms <= min_ms or not fl or not r.bytes:
             continue
         x = fl / r.bytes
