@@ -449,17 +449,18 @@ def prediction_errors(docs: Sequence[dict], runs: Sequence[dict], live: Optional
             out.append({"source": h["path"], "variant": label + " (optimizer step)", "model": h["config"].name,
                         "B": h["B"], "T": h["T"], "dtype": h["dtype"], "device_name": c.device_name,
                         "ceilings": c.source, "measured_ms": h["optimizer_ms"], "roofline_ms": opt,
-                        "roofline_error": error(opt, h["optimizer_ms"]), "flop_only_ms": 0.0,
-                        "flop_only_error": error(0.0, h["optimizer_ms"])})
+                        "roofline_error": error(opt, h["optimizer_ms"]), "part": "optimizer",
+                        "flop_only_ms": None, "flop_only_error": None})  # AdamW has no matmul FLOPs
     return out
 
 
 def error_summary(rows: Sequence[dict]) -> List[dict]:
     """Per device and ceilings source: how many steps, the median |error| of the roofline and of
-    the FLOP-only prediction, and how many roofline errors are within the +-25 % goal."""
+    the FLOP-only prediction, and how many roofline errors are within the +-25 % goal (training
+    steps only: optimizer-only rows, which FLOPs cannot predict at all, are left out)."""
     groups: Dict[tuple, List[dict]] = {}
     for r in rows:
-        if r.get("roofline_error") is None or r.get("flop_only_error") is None:
+        if r.get("roofline_error") is None or r.get("flop_only_error") is None or r.get("part"):
             continue
         groups.setdefault((r["device_name"], r["ceilings"]), []).append(r)
     out = []
