@@ -305,3 +305,40 @@ def test_check_roofline_time():
     assert "not implemented" in RL.check_roofline_time(todo).message
     assert not RL.check_roofline_time(lambda *a: "fast").passed
     assert math.isclose(RL.roofline_time(1e9, 1e9, 1e12, 1e9), 1.0)
+
+
+def test_all_together_rows_gain_the_roofline_prediction():
+    from tutorial_lib.lessons import all_together as AT
+    from tutorial_lib.sizes import get_sizes
+    s = get_sizes("smoke").final
+    variants = AT.short_variants(s)
+    base_cfg = next(iter(variants.values()))[0]
+    c = _ceilings()
+    rows = [{"variant": label, "median_ms": 10.0 * (i + 1)} for i, label in enumerate(variants)]
+    out = AT.add_predictions(rows, variants, 2, 64, c)
+    base = R.predict_step(base_cfg, 2, 64, c)
+    assert out[0]["predicted_ms"] == pytest.approx(base.total_ms) and out[0]["predicted_speedup"] == 1.0
+    assert out[0]["prediction_error"] == pytest.approx(base.total_ms / 10.0 - 1)
+    after = next(r for r in out if r["variant"] == AT.AFTER_LABEL)
+    p = R.predict_step(variants[AT.AFTER_LABEL][0], 2, 64, c)
+    assert after["predicted_speedup"] == pytest.approx(base.total_ms / p.total_ms)
+    assert after["flop_only_speedup"] == pytest.approx(base.flop_only_ms / p.flop_only_ms)
+    compiled = dict(variants, **{"... + torch.compile": (base_cfg, True)})
+    out = AT.add_predictions(rows + [{"variant": "... + torch.compile", "median_ms": 5.0}], compiled, 2, 64, c)
+    assert out[-1]["predicted_ms"] is None  # the model describes eager kernels
+
+
+@pytest.mark.slow
+def test_the_suite_section_records_ceilings_checks_and_points():
+    from tutorial_lib.guide import suite
+    doc = suite.run_suite("guide", profile="smoke", device="cpu", only=["roofline"], progress=False)
+    kinds = {r["kind"] for r in doc["rows"]}
+    assert {"ceilings", "ceiling_runs", "roofline", "roofline_points"} <= kinds
+    assert "error" not in doc["sections"]["roofline"]
+    ceil = RL.doc_ceilings(doc)
+    assert ceil.peak_flops > 0 and ceil.device == "cpu"
+    check = next(r for r in doc["rows"] if r["kind"] == "roofline")
+    assert check["measured_ms"] > 0 and check["roofline_error"] == pytest.approx(
+        check["roofline_ms"] / check["measured_ms"] - 1)
+    pts = [r for r in doc["rows"] if r["kind"] == "roofline_points"]
+    assert {"lm_head", "loss", "mlp.up"} <= {p["scope"] for p in pts}

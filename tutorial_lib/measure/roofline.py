@@ -324,7 +324,7 @@ class Component:
         return max(parts, key=parts.get)
 
 
-def _linear(N: int, fan_in: int, fan_out: int, e: int, x_bytes: int, bias: bool, n: int = 1
+def linear_kernels(N: int, fan_in: int, fan_out: int, e: int, x_bytes: int, bias: bool, n: int = 1
             ) -> Tuple[List[Kernel], List[Kernel]]:
     """(forward, backward) kernels of ``n`` Linear layers on N tokens. Weights are fp32; under
     autocast (e < 4) each forward casts its weight (and bias, and an fp32 input) to the compute
@@ -353,7 +353,7 @@ def _linear(N: int, fan_in: int, fan_out: int, e: int, x_bytes: int, bias: bool,
     return fwd, bwd
 
 
-def _rope(M: int, T: int, D: int, e: int, L: int) -> Tuple[List[Kernel], List[Kernel]]:
+def rope_kernels(M: int, T: int, D: int, e: int, L: int) -> Tuple[List[Kernel], List[Kernel]]:
     """RoPE on one (B, heads, T, D) tensor of M elements, in all L layers: x1*cos - x2*sin and
     x1*sin + x2*cos on the halves, then ``cat``. The cos/sin tables are (T, D/2)."""
     half, tab = e * M // 2, e * T * (D // 2)
@@ -367,7 +367,7 @@ def _rope(M: int, T: int, D: int, e: int, L: int) -> Tuple[List[Kernel], List[Ke
     return fwd, bwd
 
 
-def _mask(T: int, window: Optional[int], L: int, e: int, additive: bool) -> List[Kernel]:
+def mask_kernels(T: int, window: Optional[int], L: int, e: int, additive: bool) -> List[Kernel]:
     """Building the (T, T) causal mask (``attention.reference.causal_mask``) in each layer; SDPA
     turns the bool mask into an additive one in the compute dtype, eager attention inverts it."""
     ks = [Kernel("arange", 2 * L, 0, 8 * T), Kernel("add", L, 8 * T, 8 * T), Kernel("le", L, 16 * T, T * T)]
@@ -394,7 +394,7 @@ def batched_copy_needed(B: int, heads: int, T: int) -> bool:
     return B > 1 and heads > 1 and T > 1
 
 
-def _attention_core(c: GPTConfig, B: int, T: int, e: int, device_type: str
+def attention_core_kernels(c: GPTConfig, B: int, T: int, e: int, device_type: str
                     ) -> Tuple[List[Kernel], List[Kernel], bool]:
     """(forward, backward, exact) kernels of the attention core in all layers."""
     L, H, Hkv, D = c.n_layer, c.n_head, c.kv_heads, c.head_dim
@@ -421,7 +421,7 @@ def _attention_core(c: GPTConfig, B: int, T: int, e: int, device_type: str
         if copies:
             fwd.append(Kernel("clone", copies * L, q, q))
         fwd += [Kernel("bmm", L, q + kop, tt, pf), Kernel("mul", L, tt, tt)]  # scores, scale
-        fwd += _mask(T, c.window, L, e, additive=False)
+        fwd += mask_kernels(T, c.window, L, e, additive=False)
         fwd += [Kernel("masked_fill", L, tt + T * T, tt), Kernel("_softmax", L, tt, tt),
                 Kernel("bmm", L, tt + kop, q, pf)]
         if batched_copy_needed(B, H, T):  # the output's gradient, a transposed view, made contiguous
@@ -437,7 +437,7 @@ def _attention_core(c: GPTConfig, B: int, T: int, e: int, device_type: str
     elif c.attn_backend == "sdpa":
         masked = c.window is not None
         if masked:
-            fwd += _mask(T, c.window, L, e, additive=True)
+            fwd += mask_kernels(T, c.window, L, e, additive=True)
         m = e * T * T if masked else 0
         fwd.append(Kernel("scaled_dot_product_flash_attention", L, q + 2 * kv + m, q + lse, 2 * pf, (q, lse)))
         # backward recomputes the scores, then dV, dP, dQ, dK: bwd_matmuls() products over the pairs
@@ -471,7 +471,7 @@ def _tile_pairs(T: int, tile: int, window: Optional[int]) -> int:
     return sum(min(i + 1, w) for i in range(n))
 
 
-def _norms(c: GPTConfig, N: int, n: int) -> Tuple[List[Kernel], List[Kernel]]:
+def norm_kernels(c: GPTConfig, N: int, n: int) -> Tuple[List[Kernel], List[Kernel]]:
     """``n`` norms over (N, C) in fp32 (the residual stream's dtype, also under autocast)."""
     C, x, r = c.n_embd, 4 * N * c.n_embd, 4 * N
     if c.norm == "layernorm":
@@ -490,7 +490,7 @@ def _norms(c: GPTConfig, N: int, n: int) -> Tuple[List[Kernel], List[Kernel]]:
     return fwd, bwd
 
 
-def _adamw(param_sizes: List[int], device_type: str) -> List[Kernel]:
+def adamw_kernels(param_sizes: List[int], device_type: str) -> List[Kernel]:
     """AdamW's step on fp32 parameters of these element counts: PyTorch's per-tensor loop on a CPU
     (9 operators per tensor, 13 reads and 8 writes of the tensor's size), one fused kernel per
     step on CUDA (reads p, g, m, v; writes p, m, v)."""
@@ -562,25 +562,25 @@ def traffic_table(config: GPTConfig, batch_size: int, seq_len: int, dtype="float
         add("other", "backward", [Kernel("sum", 1, 4 * N * C, 4 * T * C)])
 
     # norms: two per block and the final one; the residual stream's gradient meets the norm's
-    f, b = _norms(c, N, 2 * L + 1)
+    f, b = norm_kernels(c, N, 2 * L + 1)
     add("norm", "forward", f)
     add("norm", "backward", b + [Kernel("add", 2 * L, 8 * N * C, 4 * N * C)])
 
     # attention: q/k/v projections from the (fp32) norm output; their input gradients add up
     for fan_out in (H * D, Hkv * D, Hkv * D):
-        f, b = _linear(N, C, fan_out, e, 4, c.bias, L)
+        f, b = linear_kernels(N, C, fan_out, e, 4, c.bias, L)
         add("attention.qkv", "forward", f)
         add("attention.qkv", "backward", b)
     add("attention.qkv", "backward", [Kernel("add", 2 * L, 8 * N * C, 4 * N * C)])
     if rope:
         for heads in (H, Hkv):
-            f, b = _rope(B * heads * T * D, T, D, e, L)
+            f, b = rope_kernels(B * heads * T * D, T, D, e, L)
             add("attention.rope", "forward", f)
             add("attention.rope", "backward", b)
-    f, b, exact_core = _attention_core(c, B, T, e, device_type)
+    f, b, exact_core = attention_core_kernels(c, B, T, e, device_type)
     add("attention.core", "forward", f)
     add("attention.core", "backward", b)
-    f, b = _linear(N, H * D, C, e, e, c.bias, L)
+    f, b = linear_kernels(N, H * D, C, e, e, c.bias, L)
     add("attention.out", "forward", f)
     add("attention.out", "backward", b)
     # gradients of q, k, v reach their (B, T, H, D) views as contiguous (B, H, T, D) tensors and
@@ -599,7 +599,7 @@ def traffic_table(config: GPTConfig, batch_size: int, seq_len: int, dtype="float
 
     # MLP
     n_up = 2 if c.mlp == "swiglu" else 1
-    f, b = _linear(N, C, Hid, e, 4, c.bias, n_up * L)
+    f, b = linear_kernels(N, C, Hid, e, 4, c.bias, n_up * L)
     add("mlp.up", "forward", f)
     add("mlp.up", "backward", b + ([Kernel("add", L, 8 * N * C, 4 * N * C)] if n_up == 2 else []))
     h = e * N * Hid
@@ -609,7 +609,7 @@ def traffic_table(config: GPTConfig, batch_size: int, seq_len: int, dtype="float
     else:
         add("mlp.act", "forward", [Kernel("gelu", L, h, h)])
         add("mlp.act", "backward", [Kernel("gelu_backward", L, 2 * h, h)])
-    f, b = _linear(N, Hid, C, e, e, c.bias, L)
+    f, b = linear_kernels(N, Hid, C, e, e, c.bias, L)
     add("mlp.down", "forward", f)
     add("mlp.down", "backward", b)
 
@@ -622,7 +622,7 @@ def traffic_table(config: GPTConfig, batch_size: int, seq_len: int, dtype="float
     add("other", "backward", [Kernel("ones_like", 1, 4, 4)])  # backward's seed, d loss / d loss
 
     # head and loss: fp32 log-softmax over the vocabulary, then pick each target's log-probability
-    f, b = _linear(N, C, V, e, 4, False, 1)
+    f, b = linear_kernels(N, C, V, e, 4, False, 1)
     add("lm_head", "forward", f)
     add("lm_head", "backward", b)
     logits = 4 * N * V
@@ -637,7 +637,7 @@ def traffic_table(config: GPTConfig, batch_size: int, seq_len: int, dtype="float
 
     if optimizer:
         sizes = param_sizes(c)
-        ks = _adamw(sizes, device_type)
+        ks = adamw_kernels(sizes, device_type)
         if grad_clip:  # torch.nn.utils.clip_grad_norm_: a norm per tensor, then scale every grad
             P = 4 * sum(sizes)
             ks = [Kernel("_foreach_norm", 1, P, 4 * len(sizes)), Kernel("stack+norm+clamp", 4, 4 * len(sizes), 4),
