@@ -104,7 +104,7 @@ show_source(AT.long_variants)
 CEIL = RL.lesson_ceilings(DEVICE)  # this machine's peak FLOP/s, bandwidth and per-op overhead
 short_variants = AT.short_variants(S)
 short = AT.measure(short_variants, S.short_batch, S.short_seq, S, device=DEVICE)
-short = AT.add_predictions(short, short_variants, S.short_batch, S.short_seq, CEIL)
+short = RL.add_predictions(short, short_variants, S.short_batch, S.short_seq, CEIL)
 ok = next(r for r in short if not r["error"])
 for r in short:
     r["memory_MiB"] = r["memory_bytes_shown"] / 2**20 if r.get("memory_bytes_shown") else None

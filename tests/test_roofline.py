@@ -315,7 +315,7 @@ def test_all_together_rows_gain_the_roofline_prediction():
     base_cfg = next(iter(variants.values()))[0]
     c = _ceilings()
     rows = [{"variant": label, "median_ms": 10.0 * (i + 1)} for i, label in enumerate(variants)]
-    out = AT.add_predictions(rows, variants, 2, 64, c)
+    out = RL.add_predictions(rows, variants, 2, 64, c)
     base = R.predict_step(base_cfg, 2, 64, c)
     assert out[0]["predicted_ms"] == pytest.approx(base.total_ms) and out[0]["predicted_speedup"] == 1.0
     assert out[0]["prediction_error"] == pytest.approx(base.total_ms / 10.0 - 1)
@@ -324,7 +324,7 @@ def test_all_together_rows_gain_the_roofline_prediction():
     assert after["predicted_speedup"] == pytest.approx(base.total_ms / p.total_ms)
     assert after["flop_only_speedup"] == pytest.approx(base.flop_only_ms / p.flop_only_ms)
     compiled = dict(variants, **{"... + torch.compile": (base_cfg, True)})
-    out = AT.add_predictions(rows + [{"variant": "... + torch.compile", "median_ms": 5.0}], compiled, 2, 64, c)
+    out = RL.add_predictions(rows + [{"variant": "... + torch.compile", "median_ms": 5.0}], compiled, 2, 64, c)
     assert out[-1]["predicted_ms"] is None  # the model describes eager kernels
 
 

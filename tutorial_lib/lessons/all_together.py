@@ -7,8 +7,6 @@ Sizes: ``sizes.Final`` (a short and a long sequence setting) and ``sizes.Quality
   single change, and the combinations (GQA-4 + SDPA + 3x MLP, + SwiGLU, + window where T >= 512,
   + ``torch.compile`` where it is cheap to compile).
 - ``measure``: training-step time (interleaved rounds, ``common.measure_variants``) and memory.
-- ``add_predictions``: beside each measured row, the roofline model's predicted time and speedup
-  (``measure.roofline.predict_step`` on this machine's ceilings) and the FLOP-only speedup.
 - ``quality_variants``: the configs of the quality runs (``common.quality_runs`` runs them).
 - ``seed_table_arithmetic``: what the seed's own table implies (its inconsistent tokens/s row).
 - ``expected_results``: the seed's table with a claimed and a measured column.
@@ -25,7 +23,6 @@ from matplotlib.patches import Rectangle
 
 from tutorial_lib import claims as C
 from tutorial_lib.lessons.common import CheckResult, call_checked, measure_variants
-from tutorial_lib.measure import roofline as R
 from tutorial_lib.measure.timing import SWEEP_ERRORS, error_text, measure_step
 from tutorial_lib.model import GPTConfig, get_config
 from tutorial_lib.sizes import Final, Quality
@@ -34,15 +31,6 @@ BASELINE = {"attn_backend": "eager", "n_kv_head": None, "mlp": "gelu", "mlp_rati
 AFTER = {"attn_backend": "sdpa", "n_kv_head": 4, "mlp_ratio": 3.0}  # the seed's "GQA + Flash + 3x MLP"
 AFTER_SWIGLU = dict(AFTER, mlp="swiglu")  # ... + SwiGLU at 3x
 BEFORE_LABEL, AFTER_LABEL = "baseline: MHA, GELU 4x, eager", "GQA-4 + SDPA + MLP 3x"
-# the guide suite's before/after section: (label, GPTConfig changes on the suite's model)
-SUITE_VARIANTS = (
-    (BEFORE_LABEL, {"attn_backend": "eager"}),
-    ("+ GQA-4", {"attn_backend": "eager", "n_kv_head": 4}),
-    ("+ SDPA (flash)", {"attn_backend": "sdpa"}),
-    ("+ MLP 3x", {"attn_backend": "eager", "mlp_ratio": 3.0}),
-    ("GQA-4 + SDPA + 3x (the seed's 'after')", dict(AFTER)),
-    ("... + SwiGLU 3x", dict(AFTER_SWIGLU)),
-)
 
 
 # ---- the variants ----------------------------------------------------------------------------
@@ -87,6 +75,17 @@ def long_variants(s: Final) -> Dict[str, Tuple[GPTConfig, bool]]:
     return {k: (c, False) for k, c in v.items()}
 
 
+# the guide suite's before/after section: (label, GPTConfig changes on the suite's model)
+SUITE_VARIANTS = (
+    (BEFORE_LABEL, {"attn_backend": "eager"}),
+    ("+ GQA-4", {"attn_backend": "eager", "n_kv_head": 4}),
+    ("+ SDPA (flash)", {"attn_backend": "sdpa"}),
+    ("+ MLP 3x", {"attn_backend": "eager", "mlp_ratio": 3.0}),
+    ("GQA-4 + SDPA + 3x (the seed's 'after')", dict(AFTER)),
+    ("... + SwiGLU 3x", dict(AFTER_SWIGLU)),
+)
+
+
 # ---- measuring -------------------------------------------------------------------------------
 def measure(variants: Dict[str, Tuple[GPTConfig, bool]], batch_size: int, seq_len: int,
             s: Final, device=None, memory: bool = True, rounds: Optional[int] = None) -> List[dict]:
@@ -119,31 +118,6 @@ def measure(variants: Dict[str, Tuple[GPTConfig, bool]], batch_size: int, seq_le
         r.update(config=cfg.describe(), compile=comp, batch_size=batch_size, seq_len=seq_len)
         mem = r.get("peak_bytes") or r.get("memory_bytes")
         r["memory_bytes_shown"] = mem
-        out.append(r)
-    return out
-
-
-def add_predictions(rows: List[dict], variants: Dict[str, Tuple[GPTConfig, bool]], batch_size: int,
-                    seq_len: int, ceilings: "R.Ceilings", dtype: Optional[str] = None) -> List[dict]:
-    """Rows of ``measure`` with the roofline model's prediction beside the measurement:
-    ``predicted_ms`` and ``predicted_speedup`` (over the first variant), ``flop_only_speedup`` (the
-    matmul-FLOP ratio), ``prediction_error`` (predicted / measured - 1). A compiled variant gets none
-    (the model describes eager kernels; compiling fuses them)."""
-    dt = dtype or ceilings.dtype
-    dev = str(ceilings.device).split(":")[0]
-    preds = {label: (None if comp else R.predict_step(cfg, batch_size, seq_len, ceilings, dtype=dt,
-                                                     device_type=dev))
-             for label, (cfg, comp) in variants.items()}
-    base = preds[next(iter(variants))]
-    out = []
-    for r in rows:
-        p = preds.get(r["variant"])
-        r = dict(r, predicted_ms=None, predicted_speedup=None, flop_only_speedup=None, prediction_error=None)
-        if p is not None and base is not None:
-            r.update(predicted_ms=p.total_ms, predicted_speedup=base.total_ms / p.total_ms,
-                     flop_only_speedup=base.flop_only_ms / p.flop_only_ms)
-            if r.get("median_ms"):
-                r["prediction_error"] = p.total_ms / r["median_ms"] - 1
         out.append(r)
     return out
 

@@ -10,7 +10,7 @@ every measurement on record.
 - ``attention_moves`` / ``decode_points``: eager -> flash (bytes removed), a sliding window (FLOPs
   and bytes removed), GQA at decoding time (K/V bytes removed), as points.
 - ``step_checks``: whole training steps predicted from the ceilings, then measured; roofline and
-  FLOP-only errors side by side.
+  FLOP-only errors side by side. ``add_predictions``: the same beside notebook 07's measured rows.
 - ``recorded_steps`` / ``training_histories`` / ``prediction_errors``: the same errors against
   every step time on record (``results/*.json`` and the training histories in ``results/*/``).
 - ``roofline_time`` / ``check_roofline_time``: the exercise and its checker.
@@ -313,6 +313,31 @@ def step_checks(checks: Sequence[Tuple[str, int, int]], ceilings: R.Ceilings, de
     if bar is not None:
         bar.close()
     return rows
+
+
+def add_predictions(rows: List[dict], variants: Dict[str, Tuple[GPTConfig, bool]], batch_size: int,
+                    seq_len: int, ceilings: R.Ceilings, dtype: Optional[str] = None) -> List[dict]:
+    """Rows of ``measure`` with the roofline model's prediction beside the measurement:
+    ``predicted_ms`` and ``predicted_speedup`` (over the first variant), ``flop_only_speedup`` (the
+    matmul-FLOP ratio), ``prediction_error`` (predicted / measured - 1). A compiled variant gets none
+    (the model describes eager kernels; compiling fuses them)."""
+    dt = dtype or ceilings.dtype
+    dev = str(ceilings.device).split(":")[0]
+    preds = {label: (None if comp else R.predict_step(cfg, batch_size, seq_len, ceilings, dtype=dt,
+                                                     device_type=dev))
+             for label, (cfg, comp) in variants.items()}
+    base = preds[next(iter(variants))]
+    out = []
+    for r in rows:
+        p = preds.get(r["variant"])
+        r = dict(r, predicted_ms=None, predicted_speedup=None, flop_only_speedup=None, prediction_error=None)
+        if p is not None and base is not None:
+            r.update(predicted_ms=p.total_ms, predicted_speedup=base.total_ms / p.total_ms,
+                     flop_only_speedup=base.flop_only_ms / p.flop_only_ms)
+            if r.get("median_ms"):
+                r["prediction_error"] = p.total_ms / r["median_ms"] - 1
+        out.append(r)
+    return out
 
 
 # ---- every step time on record ------------------------------------------------------------------
