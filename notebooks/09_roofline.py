@@ -80,8 +80,9 @@ examples = [RL.predicted_point(2 * n**3, 3 * 2 * n * n, h200, "mm 4096^3 (bf16)"
 for p in examples:
     print(f"  {p['label']:32s} intensity {p['intensity']:10,.2f} FLOP/B -> at most "
           f"{p['achieved_flops'] / 1e12:8,.2f} TFLOP/s, {p['predicted_ms']:.4f} ms")
-RL.roofline_figure([], h200, extra=examples,
-                   title="Three operations on an H200's datasheet roofs (spec, bf16 peak; not a measurement)")
+RL.roofline_figure([], h200, extra=examples, ylabel="attainable FLOP/s (at the roof)", title=RL.figure_title(
+    "Three operations on datasheet roofs (spec, not a measurement)", "NVIDIA H200", "bfloat16",
+    "mm 4096^3, add 64 Mi elements, log-softmax B=4 T=512 V=50257"))
 
 # %% [markdown]
 # The matmul is compute-bound; the add and the log-softmax sit on the slope, more than two orders of

@@ -130,12 +130,13 @@ def _roofs(ax, c: R.Ceilings, x_lo: float, x_hi: float, label_prefix: str = "", 
                 label=f"{label_prefix}first-touch roof: {c.first_touch_bandwidth / 1e9:,.2f} GB/s "
                       f"(outputs >= {c.fresh_alloc_bytes / 2**20:.0f} MiB)")
     ax.axvline(ridge, color=color, lw=0.6, ls="--", alpha=0.5)
-    ax.text(ridge, c.peak_flops * 1.15, f" ridge {ridge:,.1f} FLOP/B", fontsize=7, color=color)
+    ax.text(ridge, c.peak_flops * 1.15, f" ridge {ridge:,.3g} FLOP/B", fontsize=7, color=color)
 
 
 def roofline_figure(points: Sequence[dict], ceilings: R.Ceilings, title: str = "",
                     recorded: Sequence[Tuple[str, Sequence[dict], R.Ceilings]] = (),
-                    extra: Sequence[dict] = (), label_min_share: float = 0.02) -> Figure:
+                    extra: Sequence[dict] = (), label_min_share: float = 0.02,
+                    ylabel: str = "achieved FLOP/s (measured)") -> Figure:
     """Arithmetic intensity (FLOP/byte, x) against achieved FLOP/s (y), log-log: the roofs of
     ``ceilings``, one point per (component, phase) (colour: component group, marker: phase; the
     components with at least ``label_min_share`` of the step are labelled), ``recorded`` point sets
@@ -173,14 +174,15 @@ def roofline_figure(points: Sequence[dict], ceilings: R.Ceilings, title: str = "
             q = extra[j]
             ax.annotate("", (q["intensity"], q["achieved_flops"]), (p["intensity"], p["achieved_flops"]),
                         arrowprops={"arrowstyle": "->", "color": "k", "lw": 0.8})
-    for g, col in GROUP_COLORS.items():
-        ax.scatter([], [], color=col, label=g, s=25)
-    for ph, m in PHASE_MARKERS.items():
-        ax.scatter([], [], color="grey", marker=m, label=ph, s=25)
+    if points:  # the key to the component points' colours and markers
+        for g, col in GROUP_COLORS.items():
+            ax.scatter([], [], color=col, label=g, s=25)
+        for ph, m in PHASE_MARKERS.items():
+            ax.scatter([], [], color="grey", marker=m, label=ph, s=25)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("arithmetic intensity (FLOP per byte moved; matmul FLOPs, or the elementwise estimate)")
-    ax.set_ylabel("achieved FLOP/s (measured)")
+    ax.set_ylabel(ylabel)
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize=7, loc="lower right", ncol=2)
     ax.set_title(title, fontsize=9)
