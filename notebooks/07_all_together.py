@@ -20,6 +20,7 @@
 
 from tutorial_lib import claims, settings
 from tutorial_lib.lessons import all_together as AT
+from tutorial_lib.lessons import roofline as RL
 from tutorial_lib.lessons.common import (
     env_summary,
     format_quality,
@@ -95,19 +96,35 @@ show_source(AT.long_variants)
 # in *interleaved rounds* (each variant once per round, speedups taken within a round, so a busy
 # machine slows both sides of every ratio alike). Memory: on CUDA the allocator's peak; on a CPU the
 # exact sum of parameters, gradients, optimizer state and activations saved for backward (a CPU has
-# no allocator peak to read).
+# no allocator peak to read). Beside each measurement, the roofline model's prediction (notebook 09:
+# FLOPs, bytes and kernel launches against this machine's ceilings, measured first) and the speedup
+# FLOPs alone would predict.
 
 # %% tags=["nbval-ignore-output"]
-short = AT.measure(AT.short_variants(S), S.short_batch, S.short_seq, S, device=DEVICE)
+CEIL = RL.lesson_ceilings(DEVICE)  # this machine's peak FLOP/s, bandwidth and per-op overhead
+short_variants = AT.short_variants(S)
+short = AT.measure(short_variants, S.short_batch, S.short_seq, S, device=DEVICE)
+short = RL.add_predictions(short, short_variants, S.short_batch, S.short_seq, CEIL)
 ok = next(r for r in short if not r["error"])
 for r in short:
     r["memory_MiB"] = r["memory_bytes_shown"] / 2**20 if r.get("memory_bytes_shown") else None
 mem_kind = "CUDA peak" if DEVICE.type == "cuda" else "exact sum"
 print(f"{S.preset}, B={S.short_batch}, T={S.short_seq}, train step (AdamW), {ok['dtype']}, {ok['device_name']}")
-print(format_rows(short, columns=["variant", "median_ms", "tokens_per_s", "speedup", "memory_MiB", "error"],
-                  headers={"median_ms": "ms/step", "tokens_per_s": "tokens/s", "memory_MiB": f"MiB ({mem_kind})"},
-                  formats={"median_ms": "{:,.1f}", "tokens_per_s": "{:,.0f}", "speedup": "{:.2f}x",
+print(f"ceilings: {CEIL.describe()}")
+print(format_rows(short, columns=["variant", "median_ms", "predicted_ms", "speedup", "predicted_speedup",
+                                  "flop_only_speedup", "tokens_per_s", "memory_MiB", "error"],
+                  headers={"median_ms": "ms/step", "predicted_ms": "predicted ms", "tokens_per_s": "tokens/s",
+                           "predicted_speedup": "predicted", "flop_only_speedup": "FLOP-only",
+                           "memory_MiB": f"MiB ({mem_kind})"},
+                  formats={"median_ms": "{:,.1f}", "predicted_ms": "{:,.1f}", "tokens_per_s": "{:,.0f}",
+                           "speedup": "{:.2f}x", "predicted_speedup": "{:.2f}x", "flop_only_speedup": "{:.2f}x",
                            "memory_MiB": "{:,.0f}"}))
+after_row = next(r for r in short if r["variant"] == AT.AFTER_LABEL)
+print(f"the seed's combination ({AT.AFTER_LABEL}): the seed claims "
+      f"{claims.get('results.tokens_per_s.gain').value:.2f}x; measured here "
+      + ("n/a" if after_row.get("speedup") is None else f"{after_row['speedup']:.2f}x")
+      + "; the roofline predicts " + ("n/a" if after_row.get("predicted_speedup") is None
+                                      else f"{after_row['predicted_speedup']:.2f}x"))
 
 # %% [markdown]
 # ## 4. Measured: the long setting (T ≥ 512)

@@ -21,8 +21,10 @@ from typing import Iterable
 from tutorial_lib import claims
 from tutorial_lib.guide.suite import SECTIONS
 from tutorial_lib.lessons import decision
+from tutorial_lib.lessons import roofline as RL
 from tutorial_lib.measure import flops as F
 from tutorial_lib.measure import records
+from tutorial_lib.measure import roofline as R
 from tutorial_lib.model import GPTConfig, get_config
 from tutorial_lib.settings import cpu_oversubscribed
 from tutorial_lib.train import TrainHistory
@@ -130,7 +132,69 @@ def _analytic_flop_shares() -> str:
     return markdown_table(out) + "\n" + note + "\n"
 
 
-ANALYTIC = {"analytic.flop_shares": _analytic_flop_shares}
+def _analytic_gpu_specs() -> str:
+    """The datasheet ceilings of the GPUs the library knows (``measure.flops.GPU_SPECS``)."""
+    rows = R.spec_rows("bfloat16")
+    for r in rows:
+        if r["peak_TFLOPs"] is None:  # no bf16 on the datasheet (V100, T4): fp16's tensor cores
+            fp16 = next(x for x in R.spec_rows("float16") if x["gpu"] == r["gpu"])
+            r.update(fp16, dtype="float16")
+    return (markdown_table(rows, ["gpu", "dtype", "peak_TFLOPs", "bandwidth_GBs", "ridge", "source"])
+            + "\nLabelled *spec*: dense tensor-core peak and memory bandwidth as the vendors state them, "
+              "what a kernel may approach, not what it reaches (the `ceilings` table is measured). "
+              "Ridge = peak / bandwidth, in FLOP per byte: a kernel of lower arithmetic intensity is "
+              "memory-bound on that GPU. From `tutorial_lib.measure.flops.GPU_SPECS`, one table for the "
+              "library (MFU uses the same peaks).\n")
+
+
+ANALYTIC = {"analytic.flop_shares": _analytic_flop_shares, "analytic.gpu_specs": _analytic_gpu_specs}
+
+
+def _pct(x) -> str:
+    return "—" if x is None else f"{x:+.0%}"
+
+
+def render_roofline_errors(results: list[dict], histories: list[dict] | None) -> str:
+    """The roofline model's and the FLOP-only prediction beside every step time on record
+    (``lessons.roofline.prediction_errors``): a summary per device, then every row."""
+    docs = [d for d in results if d.get("kind") != "cuda_tests"]
+    rows = RL.prediction_errors(docs, histories or [])
+    if not rows:
+        return "_No step time on record yet._\n"
+    summary = RL.error_summary(rows)
+    out = ""
+    if summary:
+        for r in summary:
+            r["roofline |error| (median)"] = f"{r.pop('roofline_median_abs_error'):.0%}"
+            r["FLOP-only |error| (median)"] = f"{r.pop('flop_only_median_abs_error'):.0%}"
+            r[f"roofline within ±{RL.GOAL:.0%}"] = f"{r.pop('roofline_within_25pct')} of {r['steps']}"
+        out += markdown_table(summary) + "\n"
+    table = []
+    for r in rows:
+        if r.get("roofline_ms") is None:
+            continue
+        table.append({"source": r["source"], "variant": r["variant"], "B": r["B"], "T": r["T"],
+                      "dtype": r["dtype"], "device": r["device_name"], "ceilings": r["ceilings"],
+                      "measured_ms": r["measured_ms"], "roofline_ms": r["roofline_ms"],
+                      "roofline error": _pct(r["roofline_error"]), "FLOP-only ms": r["flop_only_ms"],
+                      "FLOP-only error": _pct(r["flop_only_error"]),
+                      "overhead that would close the gap (µs/op)": r.get("inferred_overhead_us")})
+    if table:
+        out += markdown_table(table) + "\n"
+    missing = [r for r in rows if r.get("roofline_ms") is None]
+    if missing:
+        where = ", ".join(sorted({f"{r['source'].split(':')[0]} ({r['device_name']})" for r in missing}))
+        out += (f"{len(missing)} more step time(s) on record come from devices with no recorded ceilings "
+                f"({where}): they are predicted once the suite's `roofline` section has run there.\n\n")
+    return out + ("Error = predicted / measured − 1 (−50% = predicted twice as fast as measured). *Roofline*: "
+                  "every kernel of the eager step at max(FLOPs / peak, bytes / bandwidth) plus the per-operator "
+                  "overhead (`tutorial_lib.measure.roofline.predict_step`); *FLOP-only*: every matmul FLOP at the "
+                  "peak. Ceilings *measured* come from the same device's results file; *spec* from the datasheet "
+                  "above, which states no per-operator overhead, so a spec prediction is a lower bound and the "
+                  "last column is the overhead per kernel launch that would explain the rest (an inference, not a "
+                  "measurement). Training histories are compared without their optimizer step, which they record "
+                  "separately (its own row, for AdamW). Computed at report time by "
+                  "`tutorial_lib.lessons.roofline.prediction_errors`.\n")
 
 DECISION_GRID = (("cuda", (256, 1024, 4096)), ("cpu", (256, 1024, 4096)))
 
@@ -162,12 +226,13 @@ def render_decision(results: list[dict]) -> str:
                       for d in results if "_path" in d) or "none"
     return (markdown_table(rows) + "\nComputed by `tutorial_lib.lessons.decision.recommend` from the results "
             f"files ({files}): *measured* payoffs come from a file recorded on that kind of device, "
-            "within a factor of 2 of T; every other payoff is the cost model's (speed: FLOP ratio, "
-            "compute-bound; memory: predicted bytes; decoding: bytes read per new token, memory-bound), "
-            "labelled *prediction* on a kind of device with no step measurement on record at all. The "
-            "H200 training runs on record reach a small fraction of the GPU's bf16 peak (the MFU column "
-            "of the training table): a GPU step is not math-bound, so a FLOP ranking there is not "
-            "evidence. The seed's tree is quoted in its own words.\n")
+            "within a factor of 2 of T; every other payoff is the cost model's (speed: the roofline model's "
+            "step-time ratio on ceilings recorded for that kind of device, else on the reference GPU's "
+            "datasheet, else the FLOP ratio, as each row says; memory: predicted bytes; decoding: bytes "
+            "read per new token, memory-bound), labelled *prediction* on a kind of device with no step "
+            "measurement on record at all. The H200 training runs on record reach a small fraction of the "
+            "GPU's bf16 peak (the MFU column of the training table): a GPU step is not math-bound, so a "
+            "FLOP ranking there is not evidence. The seed's tree is quoted in its own words.\n")
 
 
 # ---- recorded training runs: results/<folder>/*.json written by `python -m tutorial_lib train` ----
@@ -269,9 +334,12 @@ def render_cuda_tests(results: list[dict]) -> str:
     return "\n".join(chunks)
 
 
-def render_block(name: str, results: list[dict], runs: list[dict] | None = None) -> str:
+def render_block(name: str, results: list[dict], runs: list[dict] | None = None,
+                 histories: list[dict] | None = None) -> str:
     if name == "cuda_tests":
         return render_cuda_tests(results)
+    if name == "roofline.errors":
+        return render_roofline_errors(results, histories)
     if name in ANALYTIC:
         return ANALYTIC[name]()
     if name == "training_runs":
@@ -305,10 +373,12 @@ def render_block(name: str, results: list[dict], runs: list[dict] | None = None)
     return "\n".join(chunks)
 
 
-def render_guide(text: str, results: list[dict], runs: list[dict] | None = None) -> str:
-    """The guide with every report block regenerated from ``results`` (and training ``runs``)."""
+def render_guide(text: str, results: list[dict], runs: list[dict] | None = None,
+                 histories: list[dict] | None = None) -> str:
+    """The guide with every report block regenerated from ``results`` (and training ``runs``, and
+    their raw ``histories`` for the roofline's errors)."""
     def repl(m):
-        return m.group(1) + render_block(m.group("name"), results, runs) + m.group(4)
+        return m.group(1) + render_block(m.group("name"), results, runs, histories) + m.group(4)
     return BLOCK.sub(repl, text)
 
 
@@ -335,7 +405,8 @@ def recorded(*sections: str, results_dir: Path | None = None) -> Recorded:
     the repository's results/), each captioned with the device, dtype, torch, profile, date and
     sizes it was recorded with -- so a notebook can show them beside its live measurement."""
 
-    known = set(SECTIONS) | {"attention_vs_T", "expected_results"}
+    known = set(SECTIONS) | {"attention_vs_T", "expected_results", "ceilings", "roofline_points",
+                             "roofline.errors"}
     for name in sections:
         if name not in known:
             raise ValueError(f"section={name!r} is not one of {sorted(known)}")
@@ -343,8 +414,9 @@ def recorded(*sections: str, results_dir: Path | None = None) -> Recorded:
     docs = guide_order(records.load_all(d))  # a broken file is left out with a warning naming it
     parts = []
     for name in sections:
+        hist = RL.training_histories(d) if name == "roofline.errors" else None
         parts.append(f"#### Recorded: `{name}` (from `results/*.json`, not measured now)\n\n"
-                     + render_block(name, docs))
+                     + render_block(name, docs, histories=hist))
     devices = ", ".join(dict.fromkeys(str(doc["meta"].get("device_name", "?")) for doc in docs)) or "none yet"
     head = (f"_Recorded results files: {len(docs)} ({devices}). Add one with "
             "`python -m tutorial_lib bench --suite guide --out results/<device>.json`._\n\n")
@@ -373,4 +445,5 @@ def regenerate(guide: Path, results_dir: Path, notes: list[str] | None = None) -
                          "as it is")
     runs = training_runs(results_dir, notes)
     old = guide.read_text()
-    return old, render_guide(old, guide_order(found.results), runs)
+    histories = RL.training_histories(results_dir)
+    return old, render_guide(old, guide_order(found.results), runs, histories)

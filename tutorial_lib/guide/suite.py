@@ -25,6 +25,7 @@ from tutorial_lib import settings
 from tutorial_lib.claims import CLAIMS, Setting, claimed, compare
 from tutorial_lib.files import check_writable
 from tutorial_lib.lessons import all_together as AT
+from tutorial_lib.lessons import roofline as RL
 from tutorial_lib.lessons import triton_flash as triton_lesson
 from tutorial_lib.lessons.common import fit_loglog_slope, measure_variants, quality_runs, quality_table
 from tutorial_lib.lessons.flash_attention import attention_sweep, loglog_slopes, model_backend_comparison
@@ -33,6 +34,7 @@ from tutorial_lib.lessons.sliding_window import window_sweep
 from tutorial_lib.lessons.swiglu import time_optimizer_step
 from tutorial_lib.measure import flops as F
 from tutorial_lib.measure import profile as P
+from tutorial_lib.measure import roofline as R
 from tutorial_lib.measure.records import SCHEMA_VERSION, save_document, stamp, to_row
 from tutorial_lib.measure.timing import SWEEP_ERRORS, error_row, error_text, measure_step
 from tutorial_lib.model import GPT, GPTConfig, get_config
@@ -58,6 +60,7 @@ class Suite:
         self.dtype = settings.default_dtype(device)
         self.rows: List[dict] = []
         self.sections: Dict[str, dict] = {}
+        self.ceilings: Optional[R.Ceilings] = None  # measured once per run (get_ceilings)
 
     def add(self, kind: str, rows, columns=None, sizes=None, note=None):
         for r in rows:
@@ -117,6 +120,14 @@ class Suite:
 
     def base_config(self) -> GPTConfig:
         return get_config(self.sizes.suite.preset)
+
+    def get_ceilings(self) -> R.Ceilings:
+        """This machine's ceilings (peak matmul FLOP/s, bandwidth, per-op overhead), measured
+        once per suite run at ``sizes.roofline``: every section that reports a fraction of the
+        peak (MFU) uses these, measured in the same run as its own timings."""
+        if self.ceilings is None:
+            self.ceilings = RL.lesson_ceilings(self.device, self.sizes.roofline, progress=False)
+        return self.ceilings
 
 
 def _variants(S: "Suite", configs: dict, memory: bool = False, compiled=()) -> List[dict]:
@@ -412,14 +423,7 @@ def sec_quality(S: Suite):
 
 
 # the same variants as notebook 07 (``all_together``): the seed's baseline, each change alone, its "after"
-BEFORE_AFTER = (
-    (AT.BEFORE_LABEL, {"attn_backend": "eager"}),
-    ("+ GQA-4", {"attn_backend": "eager", "n_kv_head": 4}),
-    ("+ SDPA (flash)", {"attn_backend": "sdpa"}),
-    ("+ MLP 3x", {"attn_backend": "eager", "mlp_ratio": 3.0}),
-    ("GQA-4 + SDPA + 3x (the seed's 'after')", dict(AT.AFTER)),
-    ("... + SwiGLU 3x", dict(AT.AFTER_SWIGLU)),
-)
+BEFORE_AFTER = AT.SUITE_VARIANTS
 
 
 def expected_results_rows(before: dict, after: dict, where: Setting) -> List[dict]:
@@ -480,6 +484,38 @@ def sec_triton_flash(S: Suite):
           sizes={"dtype": "bfloat16", "causal": True, "timing": "interleaved rounds, median (min-max)"},
           note="TFLOP/s over the visible (query, key) pairs; max_abs_diff_vs_sdpa is the largest difference "
                "of the output from SDPA's on the same inputs.")
+def sec_roofline(S: Suite):
+    """The machine's ceilings, whole training steps predicted from them and then measured, and one
+    step's components placed on the roofline (time from the profiler, FLOPs and bytes from the
+    traffic model)."""
+    r = S.sizes.roofline
+    c = S.get_ceilings()
+    S.add("ceilings", [c.to_row()],
+          columns=["device_name", "dtype", "peak_TFLOPs", "bandwidth_GBs", "first_touch_GBs", "overhead_us",
+                   "ridge", "threads"],
+          sizes={"mm": "x".join(str(n) for n in r.mm_sizes), "stream": f"{r.stream_bytes // 2**20} MiB",
+                 "first touch": ", ".join(f"{n // 2**20} MiB" for n in r.first_touch_sizes) or "n/a"},
+          note="peak: the best torch.mm FLOP/s over the sizes; bandwidth: the best of copy and add into "
+               "warm buffers (STREAM-style); first touch (CPU): allocating and writing a tensor of at least "
+               "32 MiB, which glibc maps fresh every time; overhead: one tiny eager op. Ridge = peak / "
+               "bandwidth, in FLOP per byte.")
+    S.add("ceiling_runs", [dict(d) for d in c.details])
+    rows = RL.step_checks(r.checks, c, S.device, min_run_time=S.sizes.suite.min_run_time, progress=False,
+                          backends=r.backends)
+    S.add("roofline", rows,
+          columns=["model", "variant", "B", "T", "dtype", "measured_ms", "roofline_ms", "roofline_error",
+                   "flop_only_ms", "flop_only_error", "kernels", "overhead_ms", "error"],
+          sizes={"steps": "fwd+bwd+AdamW", "checks": "; ".join(f"{p} B={b} T={t}" for p, b, t in r.checks)},
+          note="Predicted from the ceilings measured in this run, before the step was measured: the roofline "
+               "sums, over every kernel the eager step launches, max(FLOPs / peak, bytes / bandwidth) plus the "
+               "per-op overhead; FLOP-only is every matmul FLOP at the peak. Error = predicted / measured - 1.")
+    cfg = get_config(r.preset)
+    pp = RL.profile_points(cfg, r.batch, r.seq_len, c, S.device, min_run_time=S.sizes.suite.min_run_time,
+                           steps=S.sizes.step.profile_steps)
+    S.add("roofline_points", pp["points"],
+          columns=["scope", "phase", "intensity", "achieved_flops", "measured_ms", "predicted_ms", "bound"],
+          sizes={"model": r.preset, "B": r.batch, "T": r.seq_len, "step_ms": pp["step"].median_ms,
+                 "time": pp["profile"].time_source + ", scaled to the measured step"})
 
 
 # In priority order: the seed's own setting first (a time-boxed run, e.g. on a lent GPU, keeps the
@@ -488,6 +524,7 @@ SECTIONS = {
     "before_after": sec_before_after,
     "breakdown": sec_breakdown,
     "memory": sec_memory,
+    "roofline": sec_roofline,  # the ceilings: measured early, so later sections' MFU shares the run
     "gqa_train": sec_gqa_train,
     "flash_model": sec_flash_model,
     "mlp": sec_mlp,

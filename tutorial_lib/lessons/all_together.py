@@ -75,6 +75,17 @@ def long_variants(s: Final) -> Dict[str, Tuple[GPTConfig, bool]]:
     return {k: (c, False) for k, c in v.items()}
 
 
+# the guide suite's before/after section: (label, GPTConfig changes on the suite's model)
+SUITE_VARIANTS = (
+    (BEFORE_LABEL, {"attn_backend": "eager"}),
+    ("+ GQA-4", {"attn_backend": "eager", "n_kv_head": 4}),
+    ("+ SDPA (flash)", {"attn_backend": "sdpa"}),
+    ("+ MLP 3x", {"attn_backend": "eager", "mlp_ratio": 3.0}),
+    ("GQA-4 + SDPA + 3x (the seed's 'after')", dict(AFTER)),
+    ("... + SwiGLU 3x", dict(AFTER_SWIGLU)),
+)
+
+
 # ---- measuring -------------------------------------------------------------------------------
 def measure(variants: Dict[str, Tuple[GPTConfig, bool]], batch_size: int, seq_len: int,
             s: Final, device=None, memory: bool = True, rounds: Optional[int] = None) -> List[dict]:
