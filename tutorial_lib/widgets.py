@@ -4,9 +4,10 @@ Each builder returns a widget (a ``VBox`` subclass) to display; nothing is shown
 ``import tutorial_lib`` never imports this module (the CLI and the GPU machine have no ipywidgets).
 
 - ``cost_explorer()``: T, B, n_kv_head, attention backend, window, MLP kind and ratio, dtype ->
-  predicted FLOP and time shares per component and the training-memory breakdown; "Measure now"
-  times, profiles and memory-accounts one training step here (progress bar) and shows it beside
-  the prediction, and calibrates later predictions on this device.
+  predicted FLOP and time shares per component (the roofline model on this device's ceilings)
+  and the training-memory breakdown; "Measure now" measures the ceilings (once), then times,
+  profiles and memory-accounts one training step here (progress bar), shows it beside the
+  prediction, and scales later predictions of comparable work on this device.
 - ``decision_tree()``: sequence length, device, goal -> the changes to make first, with payoffs.
 - ``gqa_explorer()``, ``flash_explorer()``, ``window_explorer()``: the lesson explorers.
 
@@ -31,11 +32,13 @@ from tutorial_lib.lessons import decision
 from tutorial_lib.lessons import explorer as explore
 from tutorial_lib.lessons.flash_attention import flash_point
 from tutorial_lib.lessons.gqa import gqa_point, kv_cache_bytes, measure_decode
+from tutorial_lib.lessons.roofline import lesson_ceilings
 from tutorial_lib.lessons.sliding_window import mask_density, window_point
 from tutorial_lib.loss import LOSS_IMPLS
 from tutorial_lib.measure import records
 from tutorial_lib.measure.memory import fmt_bytes, memory_breakdown
 from tutorial_lib.measure.profile import profile_step
+from tutorial_lib.measure.roofline import Ceilings
 from tutorial_lib.measure.timing import measure_step
 from tutorial_lib.model import PRESETS, get_config
 from tutorial_lib.sizes import get_sizes
@@ -54,13 +57,26 @@ MEMORY_COLORS = {"parameters": "#1f77b4", "gradients": "#aec7e8", "optimizer sta
 
 # the last measurement per (device name, dtype): "Measure now" anywhere calibrates every explorer
 _CALIBRATIONS: Dict[tuple, explore.Calibration] = {}
+# this session's measured ceilings per device name ("Measure now" measures them once)
+_CEILINGS: Dict[str, Ceilings] = {}
 
 
-def calibration_for(device_name: str, dtype: str, docs=None) -> Optional[explore.Calibration]:
-    """This session's last measurement on the device in dtype, else the newest results file's."""
+def calibration_for(device_name: str, dtype: str, docs=None,
+                    settings: Optional[explore.ExplorerSettings] = None) -> Optional[explore.Calibration]:
+    """This session's last measurement on the device in dtype, else the results files' step
+    nearest to ``settings`` among comparable ones (``explore.comparable``)."""
     c = _CALIBRATIONS.get((device_name, dtype))
     if c is None and docs:
-        c = explore.calibration_from_results(docs, device_name, dtype)
+        c = explore.calibration_from_results(docs, device_name, dtype, settings)
+    return c
+
+
+def ceilings_for(device_name: str, device_type: str, dtype: str, docs=None) -> Optional[Ceilings]:
+    """This session's measured ceilings for the device, else a results file's, else (a GPU) the
+    datasheet's; None on a CPU nobody has measured yet."""
+    c = _CEILINGS.get(device_name)
+    if c is None:
+        c = explore.ceilings_from_results(list(docs or []), device_name, device_type, dtype)
     return c
 
 
@@ -179,7 +195,7 @@ class CostExplorer(Explorer):
                                tooltip="time, profile and memory-account one training step of this "
                                        "config on this machine")
         self.button.add_class("tl-measure")
-        self.progress = W.IntProgress(value=0, min=0, max=3, description="", bar_style="info",
+        self.progress = W.IntProgress(value=0, min=0, max=4, description="", bar_style="info",
                                       layout=W.Layout(width="260px"))
         self.progress.add_class("tl-progress")
         self.status = W.HTML(f"measures on <b>{html.escape(self.device_name)}</b>")
@@ -205,8 +221,9 @@ class CostExplorer(Explorer):
 
     def compute(self, **v) -> explore.CostPrediction:
         s = self.settings(**v)
-        cal = calibration_for(self.device_name, s.dtype, self.docs)
-        return explore.predict_cost(s, cal, self.device.type)
+        cal = calibration_for(self.device_name, s.dtype, self.docs, s)
+        ceil = ceilings_for(self.device_name, self.device.type, s.dtype, self.docs)
+        return explore.predict_cost(s, cal, self.device.type, ceil)
 
     def render(self, p: explore.CostPrediction) -> str:
         big = sorted(p.time_share.items(), key=lambda kv: -kv[1])[:3]
@@ -236,7 +253,7 @@ class CostExplorer(Explorer):
         ax1.set_yticks(y, names, fontsize=8)
         ax1.legend(fontsize=7, loc="lower right")
         ax1.set_xlabel("share of the training step")
-        t = f"predicted {p.step_ms:,.1f} ms/step" if p.step_ms else "not calibrated: press Measure now"
+        t = f"predicted {p.step_ms:,.1f} ms/step" if p.step_ms else "no ceilings yet: press Measure now"
         ax1.set_title(f"{p.settings.preset}, B={p.settings.batch_size}, T={p.settings.seq_len}: {t}",
                       fontsize=9, loc="left")
         bars = [("predicted", p.memory)] + ([("measured", m["memory"])] if m else [])
@@ -263,22 +280,25 @@ class CostExplorer(Explorer):
         s = self.settings()
         cfg = s.config()
         prof = get_sizes(device=self.device)
-        before = explore.predict_cost(s, calibration_for(self.device_name, s.dtype, self.docs),
-                                      self.device.type)
         self.button.disabled = True
         self.progress.bar_style, self.progress.value = "info", 0
         try:
+            if self.device_name not in _CEILINGS:
+                self.status.value = "0/3 this machine's ceilings (once per session) ..."
+                _CEILINGS[self.device_name] = lesson_ceilings(self.device, prof.roofline, progress=False)
+            self.progress.value = 1
+            before = self.compute(**self.values())
             self.status.value = "1/3 timing the step (torch.utils.benchmark) ..."
             r = measure_step(cfg, s.batch_size, s.seq_len, mode="train", device=self.device,
                              dtype=s.dtype, min_run_time=prof.step.min_run_time, warmup=1)
-            self.progress.value = 1
+            self.progress.value = 2
             self.status.value = "2/3 profiling components (torch.profiler) ..."
             pr = profile_step(cfg, s.batch_size, s.seq_len, mode="train", device=self.device,
                               dtype=s.dtype, steps=prof.step.profile_steps, warmup=1)
-            self.progress.value = 2
+            self.progress.value = 3
             self.status.value = "3/3 memory (saved-tensor accounting) ..."
             mb = memory_breakdown(cfg, s.batch_size, s.seq_len, device=self.device, dtype=s.dtype)
-            self.progress.value = 3
+            self.progress.value = 4
         except Exception as e:  # OOM, a backend without backward here, ...: shown, not raised
             self.progress.bar_style = "danger"
             self.status.value = "failed"
@@ -296,6 +316,7 @@ class CostExplorer(Explorer):
             "settings": s, "step_ms": r.median_ms, "iqr_ms": r.iqr_ms, "tokens_per_s": r.tokens_per_s,
             "time_share": {k: v / total for k, v in scope_ms.items()} if total else {},
             "predicted_before_ms": before.step_ms, "flop_share": before.flop_share,
+            "roofline_before_ms": before.roofline_ms, "flop_only_before_ms": before.flop_only_ms,
             "memory": {"by_kind": mb.by_kind(), "activations_by_group": acts,
                        "total": mb.total_bytes},
             "memory_predicted": before.memory["total"], "device_name": self.device_name}
@@ -308,9 +329,12 @@ class CostExplorer(Explorer):
     @staticmethod
     def render_measurement(m: dict) -> str:
         s = m["settings"]
-        pb = m["predicted_before_ms"]
+        pb, rf, fo = m["predicted_before_ms"], m.get("roofline_before_ms"), m.get("flop_only_before_ms")
         pred = (f"{pb:,.1f} ms predicted before this run (ratio measured/predicted "
-                f"{m['step_ms'] / pb:.2f})" if pb else "no prediction before (nothing to scale by)")
+                f"{m['step_ms'] / pb:.2f})" if pb else "no prediction before (no ceilings yet)")
+        if rf and fo:
+            pred += (f"; the roofline model alone said {rf:,.1f} ms ({rf / m['step_ms'] - 1:+.0%}), "
+                     f"FLOPs alone {fo:,.1f} ms ({fo / m['step_ms'] - 1:+.0%})")
         shares = sorted(m["time_share"].items(), key=lambda kv: -kv[1])[:4]
         sh = ", ".join(f"{k} {v:.0%} of time vs {m['flop_share'].get(k, 0):.0%} of FLOPs"
                        for k, v in shares)
@@ -483,22 +507,20 @@ class GQAExplorer(Explorer):
         self.button.disabled = True
         self.progress.value, self.progress.bar_style = 0, "info"
         rows = []
-        try:
-            for h in heads:
-                rows += measure_decode(cfg, [v["context"]], kv_heads=[h], batch_size=v["batch_size"],
-                                       new_tokens=tokens, device=self.device, dtype=dtype,
-                                       min_run_time=prof.step.min_run_time)
-                self.progress.value += 1
+        try:  # the heads timed in interleaved rounds: load that comes and goes slows both alike
+            rows = measure_decode(cfg, [v["context"]], kv_heads=heads, batch_size=v["batch_size"],
+                                  new_tokens=tokens, device=self.device, dtype=dtype,
+                                  min_run_time=prof.step.min_run_time, rounds=prof.step.rounds)
         finally:
             self.button.disabled = False
         self.progress.value, self.progress.bar_style = self.progress.max, "success"
         self.decode_rows = rows
-        base = rows[0]
         parts = []
         for r in rows:
             if r.ok:
                 parts.append(f"{r.attention}: {r.tokens_per_s:,.0f} tokens/s ({r.ms_per_step:.2f} ms/token, "
-                             f"{base.ms_per_step / r.ms_per_step:.2f}x MHA), cache {fmt_bytes(r.cache_bytes)}")
+                             f"{r.speedup_vs_first:.2f}x MHA, range {r.speedup_min:.2f}-{r.speedup_max:.2f}), "
+                             f"cache {fmt_bytes(r.cache_bytes)}")
             else:
                 parts.append(f"{r.attention}: {r.error}")
         self.measured.value = (f"<div><b>measured on {html.escape(self.device_name)}</b> "

@@ -17,6 +17,7 @@ import sys
 
 from tutorial_lib import attention, settings
 from tutorial_lib import claims as C
+from tutorial_lib.commands import output_file, positive_float
 from tutorial_lib.lessons import profile as plots
 from tutorial_lib.lessons.common import format_rows, save_figure
 from tutorial_lib.loss import LOSS_IMPLS
@@ -47,14 +48,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_true",
                    help="also time the torch.compile'd step (the breakdown itself is eager)")
     p.add_argument("--steps", type=int, default=None, help="profiled steps (default: size profile)")
-    p.add_argument("--min-run-time", type=float, default=None,
-                   help="seconds of timing per measurement (default: size profile)")
+    p.add_argument("--min-run-time", type=positive_float, default=None,
+                   help="seconds of timing per measurement, > 0 (default: size profile)")
     p.add_argument("--no-memory", action="store_true", help="skip the memory breakdown")
     p.add_argument("--no-timing", action="store_true", help="skip the torch.utils.benchmark timing")
-    p.add_argument("--out-json", default=None, help="save profile, memory and timing rows (JSON)")
-    p.add_argument("--out-fig", default=None, help="save the nested time-breakdown figure (PNG/SVG)")
-    p.add_argument("--trace", default=None, help="save a Chrome/Perfetto trace (open in ui.perfetto.dev)")
-    p.add_argument("--memory-snapshot", default=None,
+    # every output path is checked when parsed, so an unusable one fails before the work
+    p.add_argument("--out-json", type=output_file, default=None,
+                   help="save profile, memory and timing rows (JSON)")
+    p.add_argument("--out-fig", type=output_file, default=None,
+                   help="save the nested time-breakdown figure (PNG/SVG)")
+    p.add_argument("--trace", type=output_file, default=None,
+                   help="save a Chrome/Perfetto trace (open in ui.perfetto.dev; .json or .json.gz)")
+    p.add_argument("--memory-snapshot", type=output_file, default=None,
                    help="CUDA only: save a memory snapshot for https://pytorch.org/memory_viz")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -73,6 +78,9 @@ def _resolve(args):
         raise ValueError(f"--batch={B} and --seq={T} must be >= 1")
     if T > cfg.block_size and cfg.pos == "rope":
         cfg = cfg.replace(block_size=T)
+    if args.memory_snapshot and (dev.type != "cuda" or args.no_memory):
+        raise ValueError(f"--memory-snapshot records the CUDA allocator during the memory step: it needs a "
+                         f"CUDA device (got {dev}) and no --no-memory")
     dtype = args.dtype or settings.dtype_name(settings.default_dtype(dev))
     return dev, prof, cfg, B, T, dtype
 
@@ -110,7 +118,8 @@ def run(args) -> int:
                        "total_ms": "total ms"}))
     print("\nThe seed's forward-pass time shares beside this forward pass:")
     measured = C.time_shares_from_profile(res, "forward", n_layer=cfg.n_layer)
-    print(C.format_table(C.claims_table(measured, setting=f"B={B}, T={T}, {dev}")))
+    print(C.format_table(C.claims_table(measured, where=C.Setting(model=cfg.name, batch=B, seq_len=T,
+                                                                  device=dev.type))))
     if args.out_fig:
         save_figure(plots.time_breakdown(res), args.out_fig)
         print(f"\nfigure: {args.out_fig}")

@@ -79,6 +79,18 @@ def long_variants(s: Final) -> Dict[str, Tuple[GPTConfig, bool]]:
     return {k: (c, False) for k, c in v.items()}
 
 
+# the guide suite's before/after section: (label, GPTConfig changes on the suite's model)
+SUITE_VARIANTS = (
+    (BEFORE_LABEL, {"attn_backend": "eager"}),
+    ("+ GQA-4", {"attn_backend": "eager", "n_kv_head": 4}),
+    ("+ SDPA (flash)", {"attn_backend": "sdpa"}),
+    ("+ MLP 3x", {"attn_backend": "eager", "mlp_ratio": 3.0}),
+    ("GQA-4 + SDPA + 3x (the seed's 'after')", dict(AFTER)),
+    ("... + SwiGLU 3x", dict(AFTER_SWIGLU)),
+    ("+ chunked loss", {"attn_backend": "eager", "loss_impl": CHUNKED_LOSS}),
+)
+
+
 # ---- measuring -------------------------------------------------------------------------------
 def measure(variants: Dict[str, Tuple[GPTConfig, bool]], batch_size: int, seq_len: int,
             s: Final, device=None, memory: bool = True, rounds: Optional[int] = None) -> List[dict]:
@@ -151,11 +163,15 @@ def seed_table_arithmetic(batch_size: int = 4, seq_len: int = 512) -> dict:
     }
 
 
-def expected_results(before: dict, after: dict, val_before: Optional[float],
-                     val_after: Optional[float], setting: str = "") -> List[dict]:
+def expected_results(before: dict, after: dict, val_before: Optional[float], val_after: Optional[float],
+                     where: C.Setting, val_where: Optional[C.Setting] = None,
+                     val_spreads: Optional[Tuple[Optional[Tuple[float, float]], ...]] = None) -> List[dict]:
     """The seed's "Expected Results" rows (``claims`` keys ``results.*``) beside our measurements.
 
-    ``before`` / ``after``: rows of ``measure`` (the baseline and GQA-4 + SDPA + 3x). Memory is the
+    ``before`` / ``after``: rows of ``measure`` (the baseline and GQA-4 + SDPA + 3x), measured at
+    ``where``; the validation losses come from quality runs at ``val_where`` (mean over seeds,
+    ``val_spreads`` = their (low, high) each). A row gets a verdict only at the claim's own setting
+    (``claims.compare``); the speedup's spread over rounds decides "within noise". Memory is the
     CUDA allocator's peak on a GPU; on a CPU, the exact sum of parameters, gradients, optimizer
     state and saved activations (no allocator peak exists there), in GB.
     """
@@ -178,7 +194,20 @@ def expected_results(before: dict, after: dict, val_before: Optional[float],
         "results.peak_mem.change": ratio(gb(after), gb(before)),
         "results.val_loss.before": val_before, "results.val_loss.after": val_after,
     }
-    return C.claims_table(measured, setting=setting)
+    gain = after.get("speedup")
+    spread = ((after["speedup_min"], after["speedup_max"]) if after.get("speedup_min") is not None else None)
+    vb, va = val_spreads or (None, None)
+    rows = []
+    for key, value in measured.items():
+        if key.startswith("results.val_loss"):
+            rows.append(C.compare(key, value, where=val_where, spread=vb if key.endswith("before") else va))
+        elif key == "results.tokens_per_s.gain":
+            rows.append(C.compare(key, value, where=where, spread=spread))
+        elif key == "results.step_ms.change" and gain:
+            rows.append(C.compare(key, value, where=where, spread=spread and (1 / spread[1], 1 / spread[0])))
+        else:
+            rows.append(C.compare(key, value, where=where))
+    return rows
 
 
 # ---- the decision tree -----------------------------------------------------------------------

@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import os
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Dict, List, Optional, Union
 
 import torch
@@ -33,6 +35,7 @@ from torch.profiler import ProfilerActivity, profile, record_function
 
 from tutorial_lib import scopes, settings
 from tutorial_lib.data import random_batch
+from tutorial_lib.files import atomic_path
 from tutorial_lib.measure import flops
 from tutorial_lib.measure.timing import make_optimizer, resolve_config
 from tutorial_lib.model import GPT, GPTConfig
@@ -235,6 +238,31 @@ def _phase_of(e) -> Optional[str]:
     return None
 
 
+def save_trace(prof, path: Union[str, os.PathLike]) -> str:
+    """Export ``prof``'s Chrome/Perfetto trace to ``path`` atomically (``files.atomic_path``): a
+    failed export leaves an older trace whole. A path ending in ``.gz`` is gzipped (by torch).
+
+    Kineto's C++ exporter writes ``NAME.tmp`` and renames it, but does not raise when the write
+    fails (a full disk, a file-size limit): so the exported file is checked -- present, not
+    empty, a complete JSON document -- and an ``OSError`` raised when it is not."""
+    gz = str(path).endswith(".gz")
+    with atomic_path(path, tmp_suffix=".gz" if gz else "") as tmp:
+        tmp.unlink()  # the exporter creates it: no file afterwards means the export failed
+        try:
+            prof.export_chrome_trace(str(tmp))
+        finally:
+            Path(str(tmp) + ".tmp").unlink(missing_ok=True)  # Kineto's own partial file
+        complete = tmp.is_file() and tmp.stat().st_size > 0
+        if complete and not gz:
+            with open(tmp, "rb") as f:
+                f.seek(max(0, tmp.stat().st_size - 64))
+                complete = f.read().rstrip()[-1:] in (b"}", b"]")
+        if not complete:
+            raise OSError(errno.EIO, "torch.profiler could not export the whole trace (a full disk or a "
+                                     "file-size limit?)", str(path))
+    return str(path)
+
+
 def profile_step(config: Union[GPTConfig, str], batch_size: int, seq_len: int, mode: str = "train",
                  device=None, dtype=None, steps: Optional[int] = None, warmup: int = 2,
                  seed: int = 0, trace_path: Optional[str] = None, model=None) -> ProfileResult:
@@ -285,8 +313,7 @@ def profile_step(config: Union[GPTConfig, str], batch_size: int, seq_len: int, m
             settings.synchronize(dev)
             wall = (time.perf_counter() - t0) / steps
     if trace_path:
-        os.makedirs(os.path.dirname(os.path.abspath(trace_path)), exist_ok=True)
-        prof.export_chrome_trace(trace_path)
+        save_trace(prof, trace_path)
     acc = attribute(prof.events(), cuda)
     order = list(scopes.SCOPE_NAMES) + [OTHER_FWD, GRAD_ACC, OTHER_BWD, "optimizer (AdamW)"]
     rows = []
