@@ -35,6 +35,8 @@ CONFIGS = [  # (changes on the tiny preset, B, T): every path the formulas disti
     ({"attn_backend": "eager", "window": 4}, 3, 10),
     ({"attn_backend": "eager", "n_kv_head": 1}, 1, 12),
     ({"n_head": 1, "n_kv_head": None, "mlp_ratio": 3.0}, 2, 8),
+    ({"loss_impl": "chunked", "loss_chunk": 7}, 3, 10),  # the chunked loss: ragged chunks
+    ({"loss_impl": "chunked_liger", "loss_chunk": 7, "tie_embeddings": False, "pad_vocab_multiple": 64}, 2, 8),
 ]
 IDS = [",".join(f"{k}={v}" for k, v in ch.items()) + f",B={B},T={T}" or "default" for ch, B, T in CONFIGS]
 

@@ -123,6 +123,12 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_loss):
+        with scope("loss"):  # the head's matmuls open "lm_head" inside it, as in forward
+            return ChunkedLinearCrossEntropy.gradients(ctx, grad_loss)
+
+    @staticmethod
+    def gradients(ctx, grad_loss):
+        """Backward's body: scale Liger's saved gradients, or recompute them chunk by chunk."""
         if ctx.grad_in_forward:
             grad_h, grad_w = ctx.saved_tensors
             gh = grad_h * grad_loss.to(grad_h.dtype) if ctx.needs_input_grad[0] else None

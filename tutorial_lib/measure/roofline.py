@@ -522,6 +522,74 @@ def param_sizes(c: GPTConfig) -> List[int]:
             + ([] if c.tie_embeddings else [V * C]))
 
 
+def chunked_loss_kernels(N: int, C: int, V: int, chunk: int, e: int, liger: bool
+                         ) -> Dict[Tuple[str, str], List[Kernel]]:
+    """The kernels of ``tutorial_lib.loss.chunked_linear_cross_entropy`` on N fp32 hidden states,
+    an fp32 (V, C) head and int64 targets, chunk by chunk (``chunk`` tokens; the last chunk may be
+    shorter), in compute dtype ``e`` bytes (autocast casts the hidden states and the weight once per
+    pass). Matmuls are charged to "lm_head", the rest to "loss", forward and backward, as the
+    Function scopes them. ``liger``: gradients made in forward, backward only scales them."""
+    lp = e < 4
+    sizes = [min(chunk, N - s) for s in range(0, N, chunk)]
+    out: Dict[Tuple[str, str], List[Kernel]] = {}
+
+    def add(scope, phase, *ks):
+        out.setdefault((scope, phase), []).extend(ks)
+
+    def per_chunk(phase: str, recompute: bool):
+        """A chunk's logits (forward: its loss; with gradients: softmax - one_hot, two matmuls)."""
+        for k, n in ((k, sizes.count(k)) for k in dict.fromkeys(sizes)):
+            add("lm_head", phase, Kernel("mm", n, e * (k * C + V * C), e * k * V, 2 * k * C * V))
+            z = 4 * k * V
+            if lp:
+                add("loss", phase, Kernel("_to_copy", n, e * k * V, z))
+            add("loss", phase, Kernel("clamp", n, 8 * k, 8 * k))  # the targets, ignored ones at 0
+            if not recompute:  # forward: log-sum-exp, the target's logit, the chunk's loss
+                add("loss", phase, Kernel("logsumexp", n, z, 4 * k), Kernel("gather", n, 12 * k, 4 * k),
+                    Kernel("sub", n, 8 * k, 4 * k), Kernel("scalar_tensor", n, 0, 4),
+                    Kernel("where", n, k + 4 * k + 4, 4 * k), Kernel("sum", n, 4 * k, 4),
+                    Kernel("add_", n, 8, 4))
+                if not liger:
+                    add("loss", phase, Kernel("copy_", n, 8 * k, 4 * k))  # keep the log-sum-exp
+                    continue
+            # d loss / d logits, in place: softmax (from the log-sum-exp), minus the one-hot target, scaled
+            add("loss", phase, Kernel("sub_", n, z + 4 * k, z), Kernel("exp_", n, z, z),
+                Kernel("_to_copy", n, k, 4 * k), Kernel("neg", n, 4 * k, 4 * k),
+                Kernel("scatter_add_", n, z + 8 * k + 4 * k, z), Kernel("_to_copy", n, k, 4 * k),
+                Kernel("mul", n, 4 * k + 4, 4 * k), Kernel("mul_", n, z + 4 * k, z))
+            if lp:
+                add("loss", phase, Kernel("_to_copy", n, z, e * k * V))
+            # the two gradients' matmuls; the weight's accumulates over chunks in fp32
+            add("lm_head", phase, Kernel("mm", n, e * (k * V + V * C), e * k * C, 2 * k * V * C),
+                Kernel("copy_", n, 4 * k * C + e * k * C, 4 * k * C))
+            if lp:
+                add("lm_head", phase, Kernel("mm", n, e * (k * V + k * C), e * V * C, 2 * k * V * C),
+                    Kernel("_to_copy", n, e * V * C, 4 * V * C), Kernel("add_", n, 8 * V * C, 4 * V * C))
+            else:
+                add("lm_head", phase, Kernel("addmm", n, 4 * (2 * V * C + k * V + k * C), 4 * V * C,
+                                             2 * k * V * C, alloc=()))
+
+    # forward: the casts, which targets count, the loss's accumulator
+    if lp:
+        add("loss", "forward", Kernel("_to_copy", 1, 4 * N * C, e * N * C), Kernel("_to_copy", 1, 4 * V * C, e * V * C))
+    add("loss", "forward", Kernel("ne", 1, 8 * N, N), Kernel("sum", 1, N, 8), Kernel("zeros", 1, 0, 4))
+    if liger:  # the gradient buffer and 1 / (targets that count)
+        add("loss", "forward", Kernel("zeros", 1, 0, 4 * V * C), Kernel("clamp", 1, 8, 8),
+            Kernel("_to_copy", 1, 8, 4), Kernel("reciprocal", 1, 4, 4), Kernel("mul", 1, 4, 4))
+    per_chunk("forward", recompute=False)
+    add("loss", "forward", Kernel("div", 1, 12, 4))  # the mean
+    if liger:
+        add("loss", "backward", Kernel("mul", 1, 4 * N * C + 4, 4 * N * C), Kernel("mul", 1, 4 * V * C + 4, 4 * V * C))
+        return out
+    # backward: d loss / n_valid, the weight cast again, a zeroed fp32 weight gradient; then recompute
+    if lp:
+        add("loss", "backward", Kernel("_to_copy", 1, 4 * V * C, e * V * C))
+    add("loss", "backward", Kernel("ne", 1, 8 * N, N), Kernel("clamp", 1, 8, 8), Kernel("_to_copy", 1, 8, 4),
+        Kernel("div", 1, 8, 4), Kernel("zeros", 1, 0, 4 * V * C))
+    per_chunk("backward", recompute=True)
+    return out
+
+
 def traffic_table(config: GPTConfig, batch_size: int, seq_len: int, dtype="float32",
                   device_type: str = "cpu", optimizer: bool = True, grad_clip: bool = False
                   ) -> List[Component]:
@@ -622,18 +690,22 @@ def traffic_table(config: GPTConfig, batch_size: int, seq_len: int, dtype="float
     add("other", "backward", [Kernel("ones_like", 1, 4, 4)])  # backward's seed, d loss / d loss
 
     # head and loss: fp32 log-softmax over the vocabulary, then pick each target's log-probability
-    f, b = linear_kernels(N, C, V, e, 4, False, 1)
-    add("lm_head", "forward", f)
-    add("lm_head", "backward", b)
-    logits = 4 * N * V
-    loss_f = ([Kernel("_to_copy", 1, e * N * V, logits)] if e < 4 else []) + [
-        Kernel("_log_softmax", 1, logits, logits), Kernel("nll_loss_forward", 1, 8 * N + 4 * N, 8, alloc=(4, 4))]
-    loss_b = [Kernel("nll_loss_backward", 1, 8 * N + 8, logits),
-              Kernel("_log_softmax_backward_data", 1, 2 * logits, logits)]
-    if e < 4:
-        loss_b.append(Kernel("_to_copy", 1, logits, e * N * V))
-    add("loss", "forward", loss_f)
-    add("loss", "backward", loss_b)
+    if c.loss_impl != "full":  # the chunked loss (tutorial_lib.loss): no (N, V) tensor at all
+        for key, ks in chunked_loss_kernels(N, C, V, c.loss_chunk, e, c.loss_impl == "chunked_liger").items():
+            add(*key, ks)
+    else:
+        f, b = linear_kernels(N, C, V, e, 4, False, 1)
+        add("lm_head", "forward", f)
+        add("lm_head", "backward", b)
+        logits = 4 * N * V
+        loss_f = ([Kernel("_to_copy", 1, e * N * V, logits)] if e < 4 else []) + [
+            Kernel("_log_softmax", 1, logits, logits), Kernel("nll_loss_forward", 1, 8 * N + 4 * N, 8, alloc=(4, 4))]
+        loss_b = [Kernel("nll_loss_backward", 1, 8 * N + 8, logits),
+                  Kernel("_log_softmax_backward_data", 1, 2 * logits, logits)]
+        if e < 4:
+            loss_b.append(Kernel("_to_copy", 1, logits, e * N * V))
+        add("loss", "forward", loss_f)
+        add("loss", "backward", loss_b)
 
     if optimizer:
         sizes = param_sizes(c)
@@ -705,8 +777,13 @@ def saved_table(config: GPTConfig, batch_size: int, seq_len: int, dtype="float32
     h = e * N * Hid
     add("mlp.act", L * (3 * h if c.mlp == "swiglu" else h))  # gelu: its input; swiglu: g, silu(g), u
     linear("mlp.down", Hid, C, 1, h, False)
-    linear("lm_head", C, V, 1, 4 * N * C, True, layers=1)
-    add("loss", 4 * N * V + 8 * N + 4)  # the log-probabilities, the targets, the total weight
+    if c.loss_impl == "chunked":  # the hidden states (cast under autocast), a log-sum-exp per
+        add("loss", (e if lp else 4) * N * C + 4 * N + 8 + 8 * N)  # token, the count, the targets
+    elif c.loss_impl == "chunked_liger":  # the gradients made in forward: hidden's and the weight's
+        add("loss", 4 * N * C + 4 * V * C)
+    else:
+        linear("lm_head", C, V, 1, 4 * N * C, True, layers=1)
+        add("loss", 4 * N * V + 8 * N + 4)  # the log-probabilities, the targets, the total weight
     return {k: v for k, v in out.items() if v}
 
 

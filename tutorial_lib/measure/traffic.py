@@ -15,10 +15,11 @@ to look at the kernels of one component:
   counted per (scope, phase).
 
 What "bytes read" means here: every element of every tensor argument, once per kernel. Broadcast
-dimensions (stride 0) are counted once, since the data is the same. Three operators read only a
+dimensions (stride 0) are counted once, since the data is the same. Four operators read only a
 part of an argument, and are counted as such: ``embedding`` (the rows of the table it gathers),
-``nll_loss_forward`` (one log-probability per target) and ``nll_loss_backward`` (it writes a
-gradient of the logits' shape without reading them). This is the minimum each kernel moves; a
+``nll_loss_forward`` (one log-probability per target), ``gather`` (one element per index: the
+chunked loss's target logits) and ``nll_loss_backward`` (it writes a gradient of the logits'
+shape without reading them). This is the minimum each kernel moves; a
 cache may hold small tensors between kernels, so small operands can cost less.
 """
 from __future__ import annotations
@@ -72,6 +73,9 @@ def kernel_bytes(name: str, args, kwargs, out) -> Tuple[int, int, List[int]]:
     if name == "embedding":  # weight (V, C), indices: reads one row per index
         weight, idx = args[0], args[1]
         read = touched_bytes(idx) + idx.numel() * weight.shape[-1] * weight.element_size()
+    elif name == "gather":  # (input, dim, index): one element of the input per index
+        src, index = args[0], args[2]
+        read = touched_bytes(index) + index.numel() * src.element_size()
     elif name == "nll_loss_forward":  # log-probs (N, V), targets (N,): one log-prob per target
         logp, target = args[0], args[1]
         read = touched_bytes(target) + target.numel() * logp.element_size()
@@ -155,8 +159,10 @@ class TrafficCounter(TorchDispatchMode):
         if self.current_phase == "optimizer":
             return OPTIMIZER
         if self.current_phase == "backward":
+            # a scope opened inside a backward node (the chunked loss's own backward) names its ops,
+            # as the profiler charges them; everything else goes to the node's forward scope
             node = torch._C._current_autograd_node()
-            return self.node_scope.get(node, OTHER)
+            return scopes.current() or self.node_scope.get(node, OTHER)
         return scopes.current() or OTHER
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
@@ -207,7 +213,7 @@ def count_step_traffic(config, batch_size: int, seq_len: int, dtype=None, device
                                                    contextlib.nullcontext()):
             with ctx("forward"), settings.autocast(dev, dt):
                 _, loss = model(idx, targets)
-        with ctx("backward"):
+        with ctx("backward"), scopes.enabled(record=False):  # scopes a backward opens (tutorial_lib.loss)
             loss.backward()
         if opt is not None:
             with ctx("optimizer"):
