@@ -77,7 +77,8 @@ def _profile(fwd_ms):
     rows = [{"scope": k, "group": k, "phase": "forward", "ms": v, "share": 0.0} for k, v in fwd_ms.items()]
     rows.append({"scope": "mlp.up", "group": "mlp", "phase": "backward", "ms": 100.0, "share": 0.0})
     total = sum(r["ms"] for r in rows)
-    return ProfileResult("p", "p", "cpu", "cpu", "float32", 4, 512, "train", 1, "cpu time", total, total, rows)
+    return ProfileResult("gpt2_small", "p", "cpu", "cpu", "float32", 4, 512, "train", 1, "cpu time", total, total,
+                         rows)
 
 
 def test_share_rows_put_the_claim_beside_measured_shares():
@@ -89,6 +90,9 @@ def test_share_rows_put_the_claim_beside_measured_shares():
     assert both["share"] == pytest.approx(0.10) and both["verdict"] == "higher"
     assert rows["lm_head + loss, share of the whole step (fwd + bwd + AdamW)"]["share"] == pytest.approx(10 / 200)
     assert head["claimed_low"] == 0.05 and head["claimed_high"] == 0.08
+    other = _profile({"lm_head": 6.0, "loss": 4.0, "mlp.up": 90.0})
+    other.seq_len = 256  # not the seed's setting: shown, not judged
+    assert {r["verdict"] for r in L.share_rows(other)} == {"different setting"}
 
 
 def test_checker_accepts_a_right_answer_and_explains_wrong_ones():

@@ -268,7 +268,9 @@ def share_rows(prof) -> List[dict]:
     """The seed's "LM Head (5-8%)" (of the forward pass) beside a ``ProfileResult``: the head's
     share of the forward pass, the head's and the loss's together, and the same of the whole step."""
     fwd, step = prof.shares("forward"), prof.shares()
-    where = f"{prof.preset}, B={prof.batch_size}, T={prof.seq_len}, {prof.dtype}, {prof.device_name}"
+    # judged only at the seed's own setting (GPT-2 small, B=4, T=512): elsewhere "different setting"
+    where = C.Setting(model=prof.preset, batch=prof.batch_size, seq_len=prof.seq_len,
+                      device=torch.device(prof.device).type)
     measured = [("lm_head, share of the forward pass", fwd.get("lm_head", 0.0), ""),
                 ("lm_head + loss, share of the forward pass", fwd.get("lm_head", 0.0) + fwd.get("loss", 0.0),
                  "the seed's breakdown has no row for the loss"),
@@ -276,9 +278,9 @@ def share_rows(prof) -> List[dict]:
                  step.get("lm_head", 0.0) + step.get("loss", 0.0), "the seed's share is of the forward pass")]
     out = []
     for what, value, note in measured:
-        r = C.compare("time.lm_head", value, note=note, setting=where)
+        r = C.compare("time.lm_head", value, note=note, where=where)
         out.append({"measured": what, "claim": r["claim"], "claimed_low": r["low"], "claimed_high": r["high"],
-                    "share": value, "verdict": r["verdict"], "note": note})
+                    "share": value, "verdict": r["verdict"], "note": "; ".join(x for x in (note, r["why"]) if x)})
     return out
 
 
