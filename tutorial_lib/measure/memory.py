@@ -36,6 +36,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from tutorial_lib import scopes, settings
 from tutorial_lib.data import random_batch
+from tutorial_lib.measure.profile import quiet_stderr
 from tutorial_lib.measure.timing import make_optimizer, resolve_config
 from tutorial_lib.model import GPT, GPTConfig
 
@@ -240,7 +241,7 @@ def cpu_peak_bytes(fn: Callable, *args, **kwargs) -> AllocatorPeak:
     seen. The call's return value is dropped before the profile ends, so it counts in the peak,
     not in ``net_bytes``.
     """
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         out = fn(*args, **kwargs)
         del out
     running = peak = 0
@@ -267,16 +268,18 @@ def cuda_peak_bytes(fn: Callable, *args, device=None, **kwargs) -> AllocatorPeak
                          device=str(dev), source="torch.cuda.max_memory_allocated")
 
 
-def peak_bytes(fn: Callable, device=None) -> int:
+def peak_bytes(fn: Callable, device=None) -> Optional[int]:
     """The allocator's peak (bytes above the start) during one call of ``fn()``, on ``device``'s
-    allocator: ``cuda_peak_bytes`` on CUDA, ``cpu_peak_bytes`` on CPU. Call ``fn`` once before
-    (a warm-up) when the first call allocates caches that later calls reuse."""
+    allocator: ``cuda_peak_bytes`` on CUDA, ``cpu_peak_bytes`` on CPU, None elsewhere (MPS). Call
+    ``fn`` once before (a warm-up) when the first call allocates caches that later calls reuse,
+    and drop gradients it would replace (``t.grad = None``): a free of a tensor made before the
+    measurement is not seen on CPU."""
     dev = torch.device(device) if device is not None else settings.get_device()
     if dev.type == "cuda":
         return cuda_peak_bytes(fn, device=dev).peak_bytes
     if dev.type == "cpu":
         return cpu_peak_bytes(fn).peak_bytes
-    raise ValueError(f"peak_bytes: device={str(dev)!r} has no allocator peak here (cpu or cuda)")
+    return None
 
 
 # ---- one training step -----------------------------------------------------------------------
