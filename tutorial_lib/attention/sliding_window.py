@@ -37,7 +37,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from tutorial_lib.attention.reference import causal_mask, repeat_kv, visible_pairs
+from tutorial_lib.attention.reference import causal_mask, repeat_kv, shared_mask, visible_pairs
 
 
 # ---- checks ----------------------------------------------------------------------------------
@@ -79,7 +79,7 @@ def local_window_attention_sdpa(q, k, v, window: int, scale: Optional[float] = N
     kk = torch.cat([kb[:, :, :-1], kb[:, :, 1:]], dim=3).reshape(B, H * (nb - 1), 2 * C, D)
     vv = torch.cat([vb[:, :, :-1], vb[:, :, 1:]], dim=3).reshape(B, H * (nb - 1), 2 * C, D)
     # query c sits at local key position C + c and sees keys j with 0 <= C + c - j < W
-    mask = causal_mask(C, 2 * C, window, offset=C, device=q.device)  # (C, 2C), broadcast
+    mask = shared_mask(C, 2 * C, window, offset=C, device=q.device, dtype=q.dtype)  # (C, 2C), broadcast
     rest = F.scaled_dot_product_attention(q[:, :, C:].reshape(B, H * (nb - 1), C, D), kk, vv,
                                           attn_mask=mask, scale=scale)
     out = torch.cat([first, rest.reshape(B, H, (nb - 1) * C, D)], dim=2)
