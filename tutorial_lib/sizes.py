@@ -123,6 +123,24 @@ class Suite:
 
 
 @dataclass(frozen=True, kw_only=True)
+class OwnPaths:
+    """The project's own paths, fast and steady (the guide's ``own_paths`` section)."""
+    window: int  # W of the local-window peak and the windowed mask
+    window_seqs: Tuple[int, ...]  # T of the local-window peak vs causal SDPA (slope over these)
+    n_head: int
+    head_dim: int
+    mask_seq: int  # T of the windowed-mask before/after
+    ab_attention_seq: int  # eager attention T of the huge-page A/B (fresh processes)
+    ab_rounds: int
+    mfu_preset: str  # the forward+backward whose MFU is measured
+    mfu_batch: int
+    mfu_seq: int
+    peak_sizes: Tuple[int, ...]  # torch.mm sizes of the measured matmul peak
+    rounds: int
+    min_run_time: float
+
+
+@dataclass(frozen=True, kw_only=True)
 class Sizes:
     name: str  # smoke | cpu | gpu
     step: Step
@@ -133,6 +151,7 @@ class Sizes:
     window: Window
     final: Final
     suite: Suite
+    own_paths: OwnPaths
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -156,7 +175,10 @@ PROFILES = {
                     long_window=64, rounds=1, min_run_time=0.01, compile=False),
         suite=Suite(preset="tiny", batch=2, seq_len=32, attn_seqs=(32, 64, 128), attn_batch=1,
                     attn_heads=4, window=16, window_seqs=(64, 128), min_run_time=0.02, rounds=3,
-                    compile=False)),
+                    compile=False),
+        own_paths=OwnPaths(window=16, window_seqs=(64, 128), n_head=2, head_dim=16, mask_seq=64,
+                           ab_attention_seq=64, ab_rounds=1, mfu_preset="tiny", mfu_batch=2, mfu_seq=32,
+                           peak_sizes=(128,), rounds=1, min_run_time=0.01)),
     "cpu": Sizes(
         name="cpu",
         step=Step(preset="gpt2_small", batch=1, seq_len=256, dtype="float32", min_run_time=1.0,
@@ -176,7 +198,10 @@ PROFILES = {
         # step comparisons near 20 minutes (the notebooks measure GPT-2 small itself)
         suite=Suite(preset="gpt2_mini", batch=2, seq_len=256, attn_seqs=(128, 256, 512, 1024, 2048),
                     attn_batch=1, attn_heads=12, window=128, window_seqs=(512, 1024, 2048, 4096),
-                    min_run_time=0.3, rounds=5, compile=False)),
+                    min_run_time=0.3, rounds=5, compile=False),
+        own_paths=OwnPaths(window=256, window_seqs=(1024, 2048, 4096), n_head=12, head_dim=64, mask_seq=4096,
+                           ab_attention_seq=1024, ab_rounds=3, mfu_preset="gpt2_mini", mfu_batch=2, mfu_seq=256,
+                           peak_sizes=(2048, 3072, 4096), rounds=3, min_run_time=0.3)),
     "gpu": Sizes(
         name="gpu",
         step=Step(preset="gpt2_small", batch=4, seq_len=512, dtype="bfloat16", min_run_time=1.0,
@@ -195,7 +220,10 @@ PROFILES = {
         suite=Suite(preset="gpt2_small", batch=4, seq_len=512,
                     attn_seqs=(256, 512, 1024, 2048, 4096, 8192), attn_batch=4, attn_heads=12,
                     window=256, window_seqs=(512, 1024, 2048, 4096, 8192, 16384), min_run_time=0.5,
-                    rounds=3, compile=True)),
+                    rounds=3, compile=True),
+        own_paths=OwnPaths(window=256, window_seqs=(4096, 8192, 16384), n_head=12, head_dim=64, mask_seq=4096,
+                           ab_attention_seq=1024, ab_rounds=2, mfu_preset="gpt2_small", mfu_batch=4, mfu_seq=512,
+                           peak_sizes=(4096, 8192), rounds=3, min_run_time=0.3)),
 }
 
 

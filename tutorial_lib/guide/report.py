@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Iterable
 
 from tutorial_lib import claims
-from tutorial_lib.guide.suite import SECTIONS
+from tutorial_lib.guide.suite import OWN_PATHS_KINDS, SECTIONS
 from tutorial_lib.lessons import decision
 from tutorial_lib.measure import flops as F
 from tutorial_lib.measure import records
@@ -296,7 +296,7 @@ def recorded(*sections: str, results_dir: Path | None = None) -> Recorded:
     the repository's results/), each captioned with the device, dtype, torch, profile, date and
     sizes it was recorded with -- so a notebook can show them beside its live measurement."""
 
-    known = set(SECTIONS) | {"attention_vs_T", "expected_results"}
+    known = set(SECTIONS) | {"attention_vs_T", "expected_results"} | set(OWN_PATHS_KINDS)
     for name in sections:
         if name not in known:
             raise ValueError(f"section={name!r} is not one of {sorted(known)}")

@@ -68,9 +68,11 @@ def _anon_huge_kib() -> Optional[int]:
     return None
 
 
-def huge_pages_in_use(nbytes: int = 8 * 2**20) -> Optional[bool]:
+def huge_pages_in_use(nbytes: int = 64 * 2**20) -> Optional[bool]:
     """Does a fresh ``nbytes`` tensor, once written, sit on huge pages? (The process's
-    AnonHugePages grows.) None where the kernel does not say (not Linux)."""
+    AnonHugePages grows.) None where the kernel does not say (not Linux). The default size is
+    above glibc's largest ``mmap`` threshold (32 MiB), so the block is always newly mapped, never
+    recycled from memory the process already touched."""
     before = _anon_huge_kib()
     if before is None:
         return None
