@@ -178,7 +178,7 @@ PROFILES = {
                     compile=False),
         own_paths=OwnPaths(window=16, window_seqs=(64, 128), n_head=2, head_dim=16, mask_seq=64,
                            ab_attention_seq=64, ab_rounds=1, mfu_preset="tiny", mfu_batch=2, mfu_seq=32,
-                           peak_sizes=(128,), rounds=1, min_run_time=0.01)),
+                           peak_sizes=(256,), rounds=1, min_run_time=0.01)),
     "cpu": Sizes(
         name="cpu",
         step=Step(preset="gpt2_small", batch=1, seq_len=256, dtype="float32", min_run_time=1.0,
