@@ -232,6 +232,120 @@ def predict_cost(settings: ExplorerSettings, calibration: Optional[Calibration] 
                           step_ms, basis, mem)
 
 
+# ---- "Measure now": how long it would take, and a reduced size when that is too long -----------
+MEASURE_BUDGET_S = 20.0  # "Measure now" should answer within this on a laptop
+MEASURE_STEP_EQUIVALENTS = 8  # steps one measurement runs: warm-up + timed + profiled + memory
+ASSUMED_MATMUL_EFFICIENCY = 0.5  # before any measurement: a step reaches ~half the matmul peak
+MIN_MEASURED_SEQ = 64
+
+
+@dataclass
+class MeasurementPlan:
+    """What "Measure now" will do for ``requested``: measure it as it is, measure a smaller
+    ``measured`` size and scale the time by the cost model (``scale`` = work requested / work
+    measured), or refuse because the requested step cannot fit in this machine's memory."""
+    requested: ExplorerSettings
+    measured: ExplorerSettings
+    action: str  # "measure" | "reduced" | "refuse"
+    scale: float  # multiply a time measured at ``measured`` by this to predict ``requested``
+    step_ms: Optional[float]  # predicted ms per step at the requested size
+    seconds: Optional[float]  # predicted wall time of the whole measurement (at ``measured``)
+    budget_s: float
+    memory_bytes: int  # predicted training-step memory at the requested size
+    available_bytes: Optional[int]  # what this machine can still allocate (None: unknown)
+    basis: str  # how the time was predicted
+
+    def message(self) -> str:
+        """What to tell the user before measuring: predicted time and memory, and the decision."""
+        mem = (f"predicted memory {fmt_bytes(self.memory_bytes)}"
+               + (f" of {fmt_bytes(self.available_bytes)} available" if self.available_bytes else ""))
+        t = (f"about {self.step_ms / 1e3:,.1f} s per step" if self.step_ms is not None else "time unknown")
+        head = f"{self.requested.describe()}: {t}, {mem}"
+        if self.action == "refuse":
+            return (f"{head}. Not measured: the step needs more memory than this machine has free; "
+                    f"lower B or T, or use a smaller model.")
+        if self.action == "reduced":
+            return (f"{head}. Measuring it would take ~{self.seconds * self.scale:,.0f} s, above the "
+                    f"{self.budget_s:.0f} s bound: measuring {self.measured.describe()} instead "
+                    f"(~{self.seconds:,.0f} s) and scaling its time by {self.scale:.2f}x, the cost model's "
+                    f"ratio of the two sizes' work.")
+        return f"{head}. Measuring it takes ~{self.seconds:,.0f} s." if self.seconds else f"{head}."
+
+
+def _step_work(s: ExplorerSettings, device_type: str) -> float:
+    return model_work(scope_work(s.config(), s.batch_size, s.seq_len, device_type))
+
+
+def predict_step_ms(settings: ExplorerSettings, calibration: Optional[Calibration] = None,
+                    matmul_flops_per_s: Optional[float] = None, device_type: str = "cpu") -> tuple:
+    """(ms per training step, basis) for ``settings``: from a calibration when there is one for its
+    dtype, else the step's FLOPs at ``ASSUMED_MATMUL_EFFICIENCY`` of a measured matmul peak, else
+    (None, why)."""
+    if calibration is not None and calibration.dtype == settings.dtype:
+        p = predict_cost(settings, calibration, device_type)
+        return p.step_ms, p.basis
+    if matmul_flops_per_s:
+        cfg = settings.config()
+        fl = F.model_flops(cfg, settings.batch_size, settings.seq_len, mode="fwdbwd", causal=True,
+                           device_type=device_type)
+        ms = fl / (ASSUMED_MATMUL_EFFICIENCY * matmul_flops_per_s) * 1e3
+        return ms, (f"FLOPs at {ASSUMED_MATMUL_EFFICIENCY:.0%} of a measured matmul peak "
+                    f"({matmul_flops_per_s / 1e9:,.0f} GFLOP/s): no step measured on this device yet")
+    return None, "no calibration and no matmul peak: time unknown"
+
+
+def reduced_sizes(s: ExplorerSettings):
+    """Smaller versions of ``s``, largest first: the batch down to 1, then T halved down to
+    ``MIN_MEASURED_SEQ`` (a window stays below T; the same model, so the cost model scales it)."""
+    out = []
+    B, T = s.batch_size, s.seq_len
+    while True:
+        if B > 1:
+            B = max(1, B // 2)
+        elif T > MIN_MEASURED_SEQ:
+            T = max(MIN_MEASURED_SEQ, T // 2)
+        else:
+            return out
+        w = s.window if (s.window is None or s.window < T) else max(1, T // 2)
+        out.append(s.replace(batch_size=B, seq_len=T, window=w))
+
+
+def plan_measurement(settings: ExplorerSettings, calibration: Optional[Calibration] = None,
+                     matmul_flops_per_s: Optional[float] = None, device_type: str = "cpu",
+                     available: Optional[int] = None, budget_s: float = MEASURE_BUDGET_S,
+                     steps: int = MEASURE_STEP_EQUIVALENTS) -> MeasurementPlan:
+    """Decide how "Measure now" measures ``settings`` within ``budget_s`` seconds.
+
+    The measurement runs about ``steps`` training steps; at the predicted step time
+    (``predict_step_ms``) that is its wall time. Within the budget: measure as asked. Above it:
+    the largest of ``reduced_sizes`` that fits (else the smallest), whose time is scaled back by
+    the cost model's work ratio -- said in ``message()``. When the requested step's predicted
+    memory (``predict_memory``) exceeds ``available`` bytes: refuse.
+    """
+    if not budget_s > 0:
+        raise ValueError(f"budget_s={budget_s!r} must be > 0")
+    mem = int(predict_memory(settings.config(), settings.batch_size, settings.seq_len, settings.dtype)["total"])
+    step_ms, basis = predict_step_ms(settings, calibration, matmul_flops_per_s, device_type)
+    plan = MeasurementPlan(settings, settings, "measure", 1.0, step_ms,
+                           None if step_ms is None else steps * step_ms / 1e3, budget_s, mem, available, basis)
+    if available is not None and mem > available:
+        plan.action = "refuse"
+        return plan
+    if plan.seconds is None or plan.seconds <= budget_s:
+        return plan
+    full = _step_work(settings, device_type)
+    candidates = reduced_sizes(settings)
+    if not candidates:
+        return plan
+    for c in candidates:
+        scale = full / _step_work(c, device_type)
+        if plan.seconds / scale <= budget_s:
+            break
+    plan.action, plan.measured, plan.scale = "reduced", c, scale
+    plan.seconds = plan.seconds / scale
+    return plan
+
+
 # ---- calibration from results files ------------------------------------------------------------
 def _step_points(doc: dict, dtype: str):
     """(ExplorerSettings, median ms) of every measured training step in a results doc: rows that

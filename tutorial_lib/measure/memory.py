@@ -282,6 +282,23 @@ def peak_bytes(fn: Callable, device=None) -> Optional[int]:
     return None
 
 
+def available_bytes(device=None) -> Optional[int]:
+    """Memory a new allocation could still get on ``device``: CUDA's free memory
+    (``torch.cuda.mem_get_info``), on CPU the kernel's MemAvailable (Linux); None where unknown."""
+    dev = torch.device(device) if device is not None else settings.get_device()
+    if dev.type == "cuda":
+        return int(torch.cuda.mem_get_info(dev)[0])
+    if dev.type == "cpu":
+        try:
+            with open("/proc/meminfo") as f:
+                for line in f:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            return None
+    return None
+
+
 # ---- one training step -----------------------------------------------------------------------
 def memory_breakdown(config: Union[GPTConfig, str], batch_size: int, seq_len: int, device=None,
                      dtype=None, seed: int = 0, snapshot_path: Optional[str] = None,
