@@ -371,22 +371,24 @@ def test_plan_measures_small_steps_as_they_are():
 
 def test_plan_reduces_a_long_measurement_and_scales_by_the_cost_model():
     s = explore.ExplorerSettings(preset="gpt2_small", seq_len=512, batch_size=4, dtype="float32")
-    slow = 1e11  # 100 GFLOP/s peak: ~40 s a step at 50 %
-    p = explore.plan_measurement(s, matmul_flops_per_s=slow, available=2**36, budget_s=20)
+    slow, bw = 1e11, 5e9  # 100 GFLOP/s matmul peak, 5 GB/s copies
+    p = explore.plan_measurement(s, matmul_flops_per_s=slow, available=2**36, budget_s=20, memory_bytes_per_s=bw)
     assert p.action == "reduced" and p.seconds <= 20
     m = p.measured
     assert (m.batch_size, m.seq_len) < (s.batch_size, s.seq_len) and m.preset == s.preset
-    w = lambda x: explore.model_work(explore.scope_work(x.config(), x.batch_size, x.seq_len))  # noqa: E731
-    assert p.scale == pytest.approx(w(s) / w(m))
-    # predicted time of the requested size = the reduced one's x scale
-    fl = lambda x: flops.model_flops(x.config(), x.batch_size, x.seq_len, mode="fwdbwd", causal=True)  # noqa: E731
-    assert p.step_ms == pytest.approx(fl(s) / (explore.ASSUMED_MATMUL_EFFICIENCY * slow) * 1e3)
-    assert "scaling its time by" in p.message() and "above the 20 s bound" in p.message()
+    # predicted step: forward+backward FLOPs at the assumed efficiency + AdamW's bytes at the bandwidth
+    fl = flops.model_flops(s.config(), 4, 512, mode="fwdbwd", causal=True)
+    opt = flops.num_params(s.config()) * explore.ADAMW_BYTES_PER_PARAM / bw
+    assert p.step_ms == pytest.approx((fl / (explore.ASSUMED_MATMUL_EFFICIENCY * slow) + opt) * 1e3)
+    m_ms = explore.predict_step_ms(m, matmul_flops_per_s=slow, memory_bytes_per_s=bw)[0]
+    assert p.scale == pytest.approx(p.step_ms / m_ms) and p.seconds == pytest.approx(7 * m_ms / 1e3)
+    assert "above the 20 s bound" in p.message() and "calibrate the cost model" in p.message()
     # the largest reduction that fits: the next larger candidate would not have
     cands = explore.reduced_sizes(s)
     i = cands.index(m)
     if i > 0:
-        assert p.seconds * p.scale / (w(s) / w(cands[i - 1])) > 20
+        bigger = explore.predict_step_ms(cands[i - 1], matmul_flops_per_s=slow, memory_bytes_per_s=bw)[0]
+        assert 7 * bigger / 1e3 > 20
 
 
 def test_plan_refuses_what_cannot_fit_in_memory():
@@ -409,7 +411,10 @@ def test_measure_now_reduces_and_says_so(monkeypatch):
     ex.measure_budget_s = 1e-6  # anything is too long: the smallest size, scaled back
     m = ex.measure()
     assert m["plan"] == "reduced" and m["scale"] > 1 and "B=1, T=64" in m["measured_at"]
-    assert m["step_ms"] == pytest.approx(m["measured_step_ms"] * m["scale"])
+    # the requested size's time: the cost model calibrated on the reduced measurement
+    cal = widgets.calibration_for(ex.device_name, "float32")
+    assert "B=1, T=64" in cal.label
+    assert m["step_ms"] == pytest.approx(explore.predict_cost(ex.settings(), cal).step_ms)
     assert "scaled by" in ex.measured.value and "reduced size" in ex.measured.value
 
 

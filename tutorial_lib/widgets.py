@@ -35,7 +35,7 @@ from tutorial_lib.lessons.sliding_window import mask_density, window_point
 from tutorial_lib.measure import records
 from tutorial_lib.measure.memory import available_bytes, fmt_bytes, memory_breakdown
 from tutorial_lib.measure.profile import profile_step
-from tutorial_lib.measure.timing import matmul_peak_flops, measure_step
+from tutorial_lib.measure.timing import copy_bandwidth, matmul_peak_flops, measure_step
 from tutorial_lib.model import GPT, PRESETS, get_config
 from tutorial_lib.sizes import get_sizes
 
@@ -53,7 +53,7 @@ MEMORY_COLORS = {"parameters": "#1f77b4", "gradients": "#aec7e8", "optimizer sta
 
 # the last measurement per (device name, dtype): "Measure now" anywhere calibrates every explorer
 _CALIBRATIONS: Dict[tuple, explore.Calibration] = {}
-_MATMUL_PEAKS: Dict[tuple, float] = {}  # (device name, dtype) -> a quick torch.mm FLOP/s, for plans
+_MACHINE: Dict[tuple, tuple] = {}  # (device name, dtype) -> quick (matmul FLOP/s, copy bytes/s), for plans
 
 
 def calibration_for(device_name: str, dtype: str, docs=None) -> Optional[explore.Calibration]:
@@ -263,14 +263,15 @@ class CostExplorer(Explorer):
         one would take longer than ``measure_budget_s``; a refusal when it cannot fit in memory."""
         s = self.settings()
         cal = calibration_for(self.device_name, s.dtype, self.docs)
-        peak = None
-        if cal is None or cal.dtype != s.dtype:  # nothing measured here yet: a quick matmul peak
+        peak = bandwidth = None
+        if cal is None or cal.dtype != s.dtype:  # nothing measured here yet: quick machine numbers
             key = (self.device_name, s.dtype)
-            if key not in _MATMUL_PEAKS:
-                _MATMUL_PEAKS[key] = matmul_peak_flops(self.device, s.dtype, sizes=(1024,), min_run_time=0.05)
-            peak = _MATMUL_PEAKS[key]
+            if key not in _MACHINE:
+                _MACHINE[key] = (matmul_peak_flops(self.device, s.dtype, sizes=(1024,), min_run_time=0.05),
+                                 copy_bandwidth(self.device))
+            peak, bandwidth = _MACHINE[key]
         return explore.plan_measurement(s, cal, peak, self.device.type, available_bytes(self.device),
-                                        budget_s=self.measure_budget_s)
+                                        budget_s=self.measure_budget_s, memory_bytes_per_s=bandwidth)
 
     def measure(self) -> Optional[dict]:
         """Time (measure_step), profile (profile_step) and memory-account (memory_breakdown) one
@@ -295,12 +296,12 @@ class CostExplorer(Explorer):
             self.status.value = "1/3 timing the step (torch.utils.benchmark) ..."
             model = GPT(cfg)  # one model for the three measurements
             r = measure_step(cfg, m_s.batch_size, m_s.seq_len, mode="train", device=self.device,
-                             dtype=m_s.dtype, min_run_time=min(prof.step.min_run_time, 0.5), warmup=1,
+                             dtype=m_s.dtype, min_run_time=min(prof.step.min_run_time, 0.2), warmup=1,
                              model=model)
             self.progress.value = 1
             self.status.value = "2/3 profiling components (torch.profiler) ..."
             pr = profile_step(cfg, m_s.batch_size, m_s.seq_len, mode="train", device=self.device,
-                              dtype=m_s.dtype, steps=1, warmup=1, model=model)
+                              dtype=m_s.dtype, steps=1, warmup=0, model=model)  # warm already
             self.progress.value = 2
             self.status.value = "3/3 memory (saved-tensor accounting) ..."
             mb = memory_breakdown(cfg, m_s.batch_size, m_s.seq_len, device=self.device, dtype=m_s.dtype,
@@ -315,8 +316,12 @@ class CostExplorer(Explorer):
         finally:
             self.button.disabled = False
         scope_ms = explore.profile_scope_ms(pr.rows, r.median_ms)
-        _CALIBRATIONS[(self.device_name, s.dtype)] = explore.Calibration.from_measurement(
-            m_s, r.median_ms, str(self.device), self.device_name, scope_ms)
+        cal = explore.Calibration.from_measurement(m_s, r.median_ms, str(self.device), self.device_name, scope_ms)
+        _CALIBRATIONS[(self.device_name, s.dtype)] = cal
+        # the requested size's time: the measured per-component rates applied to its work (the
+        # optimizer's part does not shrink with B and T, so this is not a plain ratio)
+        step_ms = explore.predict_cost(s, cal, self.device.type).step_ms if plan.action == "reduced" else r.median_ms
+        scale = step_ms / r.median_ms
         total = sum(scope_ms.values())
         acts = mb.activations_by_group()
         kinds = mb.by_kind()
@@ -329,13 +334,13 @@ class CostExplorer(Explorer):
             kinds = {**kinds, "activations": kinds["activations"] * ratio}
             mem_total = sum(kinds.values())
         self.measurement = {
-            "settings": s, "step_ms": r.median_ms * plan.scale, "iqr_ms": r.iqr_ms * plan.scale,
-            "tokens_per_s": s.batch_size * s.seq_len / (r.median_ms * plan.scale / 1e3),
+            "settings": s, "step_ms": step_ms, "iqr_ms": r.iqr_ms * scale,
+            "tokens_per_s": s.batch_size * s.seq_len / (step_ms / 1e3),
             "time_share": {k: v / total for k, v in scope_ms.items()} if total else {},
             "predicted_before_ms": before.step_ms, "flop_share": before.flop_share,
             "memory": {"by_kind": kinds, "activations_by_group": acts, "total": mem_total},
             "memory_predicted": before.memory["total"], "device_name": self.device_name,
-            "plan": plan.action, "scale": plan.scale, "measured_at": m_s.describe(),
+            "plan": plan.action, "scale": scale, "measured_at": m_s.describe(),
             "measured_step_ms": r.median_ms}
         self.progress.bar_style = "success"
         self.status.value = f"measured on <b>{html.escape(self.device_name)}</b>"
@@ -355,8 +360,9 @@ class CostExplorer(Explorer):
         scaled = ""
         if m.get("plan") == "reduced":
             scaled = (f"<br><i>measured at a reduced size, {html.escape(m['measured_at'])}: "
-                      f"{m['measured_step_ms']:,.1f} ms/step, scaled by {m['scale']:.2f}x (the cost model's "
-                      f"ratio of the two sizes' work); activations scaled the same way</i>")
+                      f"{m['measured_step_ms']:,.1f} ms/step, scaled by {m['scale']:.2f}x by the cost model "
+                      f"calibrated on it (each component's measured rate applied to the requested size's "
+                      f"work); activations scaled by the cost model's ratio</i>")
         return (f"<div class='tl-measured-text'><b>measured on {html.escape(m['device_name'])}</b>: "
                 f"{html.escape(s.describe())}: <b>{m['step_ms']:,.1f} ms/step</b> "
                 f"(IQR {m['iqr_ms']:,.1f} ms), {m['tokens_per_s']:,.0f} tokens/s; {html.escape(pred)}."

@@ -234,7 +234,7 @@ def predict_cost(settings: ExplorerSettings, calibration: Optional[Calibration] 
 
 # ---- "Measure now": how long it would take, and a reduced size when that is too long -----------
 MEASURE_BUDGET_S = 20.0  # "Measure now" should answer within this on a laptop
-MEASURE_STEP_EQUIVALENTS = 8  # steps one measurement runs: warm-up + timed + profiled + memory
+MEASURE_STEP_EQUIVALENTS = 7  # steps one measurement runs: warm-up + 3 timed + profiled + memory + setup
 ASSUMED_MATMUL_EFFICIENCY = 0.5  # before any measurement: a step reaches ~half the matmul peak
 MIN_MEASURED_SEQ = 64
 
@@ -265,10 +265,11 @@ class MeasurementPlan:
             return (f"{head}. Not measured: the step needs more memory than this machine has free; "
                     f"lower B or T, or use a smaller model.")
         if self.action == "reduced":
-            return (f"{head}. Measuring it would take ~{self.seconds * self.scale:,.0f} s, above the "
-                    f"{self.budget_s:.0f} s bound: measuring {self.measured.describe()} instead "
-                    f"(~{self.seconds:,.0f} s) and scaling its time by {self.scale:.2f}x, the cost model's "
-                    f"ratio of the two sizes' work.")
+            full_s = self.seconds * self.scale
+            return (f"{head}. Measuring it would take ~{full_s:,.0f} s, above the {self.budget_s:.0f} s "
+                    f"bound: measuring {self.measured.describe()} instead (~{self.seconds:,.0f} s); its "
+                    f"per-component rates calibrate the cost model, which scales the time to the requested "
+                    f"size (~{self.scale:.2f}x here).")
         return f"{head}. Measuring it takes ~{self.seconds:,.0f} s." if self.seconds else f"{head}."
 
 
@@ -276,11 +277,19 @@ def _step_work(s: ExplorerSettings, device_type: str) -> float:
     return model_work(scope_work(s.config(), s.batch_size, s.seq_len, device_type))
 
 
+ADAMW_BYTES_PER_PARAM = 28  # AdamW reads weight, grad and two moments, writes weight and moments (fp32)
+
+
 def predict_step_ms(settings: ExplorerSettings, calibration: Optional[Calibration] = None,
-                    matmul_flops_per_s: Optional[float] = None, device_type: str = "cpu") -> tuple:
-    """(ms per training step, basis) for ``settings``: from a calibration when there is one for its
-    dtype, else the step's FLOPs at ``ASSUMED_MATMUL_EFFICIENCY`` of a measured matmul peak, else
-    (None, why)."""
+                    matmul_flops_per_s: Optional[float] = None, memory_bytes_per_s: Optional[float] = None,
+                    device_type: str = "cpu") -> tuple:
+    """(ms per training step, basis) for ``settings``.
+
+    From a calibration when there is one for its dtype (``predict_cost``). Else from quick
+    machine numbers: forward+backward FLOPs at ``ASSUMED_MATMUL_EFFICIENCY`` of a measured matmul
+    peak, plus AdamW's bytes (``ADAMW_BYTES_PER_PARAM`` per parameter) at a measured copy
+    bandwidth -- the optimizer's cost does not shrink with B or T. Else (None, why).
+    """
     if calibration is not None and calibration.dtype == settings.dtype:
         p = predict_cost(settings, calibration, device_type)
         return p.step_ms, p.basis
@@ -289,8 +298,12 @@ def predict_step_ms(settings: ExplorerSettings, calibration: Optional[Calibratio
         fl = F.model_flops(cfg, settings.batch_size, settings.seq_len, mode="fwdbwd", causal=True,
                            device_type=device_type)
         ms = fl / (ASSUMED_MATMUL_EFFICIENCY * matmul_flops_per_s) * 1e3
-        return ms, (f"FLOPs at {ASSUMED_MATMUL_EFFICIENCY:.0%} of a measured matmul peak "
-                    f"({matmul_flops_per_s / 1e9:,.0f} GFLOP/s): no step measured on this device yet")
+        basis = (f"FLOPs at {ASSUMED_MATMUL_EFFICIENCY:.0%} of a measured matmul peak "
+                 f"({matmul_flops_per_s / 1e9:,.0f} GFLOP/s)")
+        if memory_bytes_per_s:
+            ms += F.num_params(cfg) * ADAMW_BYTES_PER_PARAM / memory_bytes_per_s * 1e3
+            basis += f", AdamW's bytes at a measured {memory_bytes_per_s / 1e9:,.1f} GB/s"
+        return ms, basis + ": no step measured on this device yet"
     return None, "no calibration and no matmul peak: time unknown"
 
 
@@ -313,36 +326,41 @@ def reduced_sizes(s: ExplorerSettings):
 def plan_measurement(settings: ExplorerSettings, calibration: Optional[Calibration] = None,
                      matmul_flops_per_s: Optional[float] = None, device_type: str = "cpu",
                      available: Optional[int] = None, budget_s: float = MEASURE_BUDGET_S,
-                     steps: int = MEASURE_STEP_EQUIVALENTS) -> MeasurementPlan:
+                     steps: int = MEASURE_STEP_EQUIVALENTS,
+                     memory_bytes_per_s: Optional[float] = None) -> MeasurementPlan:
     """Decide how "Measure now" measures ``settings`` within ``budget_s`` seconds.
 
     The measurement runs about ``steps`` training steps; at the predicted step time
     (``predict_step_ms``) that is its wall time. Within the budget: measure as asked. Above it:
-    the largest of ``reduced_sizes`` that fits (else the smallest), whose time is scaled back by
-    the cost model's work ratio -- said in ``message()``. When the requested step's predicted
-    memory (``predict_memory``) exceeds ``available`` bytes: refuse.
+    the largest of ``reduced_sizes`` that fits (else the smallest); its measurement calibrates
+    the cost model, which then predicts the requested size (``scale`` = predicted requested /
+    predicted measured step) -- said in ``message()``. When the requested step's predicted memory
+    (``predict_memory``) exceeds ``available`` bytes: refuse.
     """
     if not budget_s > 0:
         raise ValueError(f"budget_s={budget_s!r} must be > 0")
     mem = int(predict_memory(settings.config(), settings.batch_size, settings.seq_len, settings.dtype)["total"])
-    step_ms, basis = predict_step_ms(settings, calibration, matmul_flops_per_s, device_type)
-    plan = MeasurementPlan(settings, settings, "measure", 1.0, step_ms,
-                           None if step_ms is None else steps * step_ms / 1e3, budget_s, mem, available, basis)
+
+    def step_ms(s):
+        return predict_step_ms(s, calibration, matmul_flops_per_s, memory_bytes_per_s, device_type)
+
+    full_ms, basis = step_ms(settings)
+    plan = MeasurementPlan(settings, settings, "measure", 1.0, full_ms,
+                           None if full_ms is None else steps * full_ms / 1e3, budget_s, mem, available, basis)
     if available is not None and mem > available:
         plan.action = "refuse"
         return plan
     if plan.seconds is None or plan.seconds <= budget_s:
         return plan
-    full = _step_work(settings, device_type)
     candidates = reduced_sizes(settings)
     if not candidates:
         return plan
     for c in candidates:
-        scale = full / _step_work(c, device_type)
-        if plan.seconds / scale <= budget_s:
+        c_ms = step_ms(c)[0]
+        if steps * c_ms / 1e3 <= budget_s:
             break
-    plan.action, plan.measured, plan.scale = "reduced", c, scale
-    plan.seconds = plan.seconds / scale
+    plan.action, plan.measured, plan.scale = "reduced", c, full_ms / c_ms
+    plan.seconds = steps * c_ms / 1e3
     return plan
 
 

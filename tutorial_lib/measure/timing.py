@@ -171,6 +171,17 @@ def matmul_peak_flops(device=None, dtype=None, sizes=MATMUL_PEAK_SIZES, min_run_
     return (peak, per) if detail else peak
 
 
+def copy_bandwidth(device=None, nbytes: int = 64 * 2**20, min_run_time: float = 0.05) -> float:
+    """Bytes per second ``Tensor.copy_`` moves (read + write) between two ``nbytes`` tensors already
+    touched: the memory bandwidth a memory-bound op such as an optimizer step sees."""
+    dev = settings.resolve(device)[0]
+    n = max(1, nbytes // 4)
+    src = torch.ones(n, device=dev)
+    dst = torch.zeros(n, device=dev)
+    tm = time_fn(lambda: dst.copy_(src), dev, min_run_time=min_run_time, warmup=1)
+    return 2 * n * 4 / (tm.median_ms / 1e3)
+
+
 # ---- a GPT step ------------------------------------------------------------------------------
 @dataclass
 class StepResult:
