@@ -133,6 +133,7 @@ def test_mask_cache_stays_small_over_a_decode_loop():
         m = ref.shared_mask(1, t + 1, 16, offset=t, dtype=torch.float32)
         assert torch.equal(m == 0, mask_from_scratch(1, t + 1, 16, t))
     assert len(ref._mask_cache) <= 4  # 299 offsets, four squares: sides 64, 128, 256, 512
+    assert all(k[0] == k[1] and k[0] in (64, 128, 256, 512) for k in ref._mask_cache)
     ref.clear_mask_cache()
 
 
@@ -143,7 +144,7 @@ def test_mask_cache_is_bounded_by_bytes(monkeypatch):
         ref.shared_mask(T_, T_, 8, dtype=torch.float32)
     assert sum(m.numel() * m.element_size() for m, _ in ref._mask_cache.values()) <= ref.MASK_CACHE_BYTES
     big = ref.shared_mask(128, 128, 8, dtype=torch.float32)  # larger than the whole budget: not kept
-    assert torch.equal(big == 0, mask_from_scratch(128, 128, 8)) and (128, 8) not in {k[:2] for k in ref._mask_cache}
+    assert torch.equal(big == 0, mask_from_scratch(128, 128, 8)) and (128, 128) not in {k[:2] for k in ref._mask_cache}
     ref.clear_mask_cache()
 
 

@@ -65,26 +65,27 @@ def causal_mask_by_difference(T_q: int, T_k: int, window: Optional[int] = None, 
 
 
 # One model step asks for the same mask in every layer, and every step asks again: masks are
-# cached, as square masks that a request is sliced from (training: exactly T x T; a KV-cache step
-# with queries at offset.. and T_k keys: rows offset.., columns :T_k of a square mask whose side is
-# a power of two, so a decode loop whose offset grows each call reuses a few entries). The cache
-# is bounded by bytes; a mask larger than the whole budget is built and not kept.
+# cached. A request with several queries (training, a prefill, the blocked local path) is cached
+# as it is; a one-query decode step, whose offset grows with every call, is a row of a cached
+# square mask whose side is a power of two, so a decode loop reuses a few entries. The cache is
+# bounded by bytes; a mask larger than the whole budget is built and not kept.
 MASK_CACHE_BYTES = 512 * 2**20
 _mask_cache: "OrderedDict[tuple, Tuple[torch.Tensor, int]]" = OrderedDict()
 _mask_lock = threading.Lock()
 
 
-def _build_square_mask(n: int, window: Optional[int], device, dtype) -> torch.Tensor:
-    allowed = causal_mask(n, n, window, device=device)
+def _build_mask(T_q: int, T_k: int, window: Optional[int], offset: int, device, dtype) -> torch.Tensor:
+    allowed = causal_mask(T_q, T_k, window, offset, device)
     if dtype == torch.bool:
         return allowed
     # additive: 0 where allowed, -inf elsewhere, in the query's dtype -- what the fused kernels
     # use; a bool mask is converted to this on every call (a float T x T temporary)
-    return torch.zeros(n, n, dtype=dtype, device=device).masked_fill_(allowed.logical_not_(), float("-inf"))
+    return torch.zeros(T_q, T_k, dtype=dtype, device=device).masked_fill_(allowed.logical_not_(), float("-inf"))
 
 
-def _square_mask(n: int, window: Optional[int], device: torch.device, dtype) -> torch.Tensor:
-    key = (n, window, str(device), dtype)
+def _cached_mask(T_q: int, T_k: int, window: Optional[int], offset: int, device: torch.device,
+                 dtype) -> torch.Tensor:
+    key = (T_q, T_k, window, offset, str(device), dtype)
     with _mask_lock:
         hit = _mask_cache.get(key)
         if hit is not None:
@@ -97,7 +98,7 @@ def _square_mask(n: int, window: Optional[int], device: torch.device, dtype) -> 
                           "shared_mask are shared by every caller: clone one before writing to it.",
                           RuntimeWarning, stacklevel=3)
     with torch.inference_mode(False), torch.no_grad():  # usable later by training as well
-        mask = _build_square_mask(n, window, device, dtype)
+        mask = _build_mask(T_q, T_k, window, offset, device, dtype)
     nbytes = mask.numel() * mask.element_size()
     if nbytes <= MASK_CACHE_BYTES:
         with _mask_lock:
@@ -118,12 +119,11 @@ def shared_mask(T_q: int, T_k: int, window: Optional[int] = None, offset: int = 
     """The (T_q, T_k) causal (optionally windowed) mask of ``causal_mask``, cached and shared.
 
     ``dtype=torch.bool``: True where allowed; a float dtype: an additive mask (0 allowed, -inf
-    not), which SDPA uses as it is -- pass the query's dtype. The result is a view of a cached
-    tensor that every caller shares: never write to it (a mask found modified is rebuilt, with a
-    warning). Cached per (size, window, device, dtype): training (offset 0, T_q == T_k) uses the
-    exact T x T mask; other requests (KV-cache decoding, offset > 0) slice a square mask whose
-    side is the next power of two, so growing offsets share entries. Under ``torch.compile`` it
-    builds the mask in the traced graph instead.
+    not), which SDPA uses as it is -- pass the query's dtype. The result is a cached tensor (or a
+    view of one) that every caller shares: never write to it (a mask found modified is rebuilt,
+    with a warning). Cached per (T_q, T_k, window, offset, device, dtype); a one-query decode step
+    is sliced from a square mask whose side is the next power of two, so growing offsets share
+    entries. Under ``torch.compile`` it builds the mask in the traced graph instead.
     """
     if torch.compiler.is_compiling():
         allowed = causal_mask(T_q, T_k, window, offset, device)
@@ -131,9 +131,10 @@ def shared_mask(T_q: int, T_k: int, window: Optional[int] = None, offset: int = 
             return allowed
         return torch.zeros(T_q, T_k, dtype=dtype, device=device).masked_fill(~allowed, float("-inf"))
     dev = torch.device(device) if device is not None else torch.device("cpu")
-    need = max(T_k, offset + T_q)
-    n = T_k if (offset == 0 and T_q == T_k) else 1 << max(6, (need - 1).bit_length())
-    return _square_mask(n, window, dev, dtype)[offset:offset + T_q, :T_k]
+    if T_q > 1:
+        return _cached_mask(T_q, T_k, window, offset, dev, dtype)
+    n = 1 << max(6, (max(T_k, offset + 1) - 1).bit_length())
+    return _cached_mask(n, n, window, 0, dev, dtype)[offset:offset + 1, :T_k]
 
 
 def visible_pairs(T: int, window: Optional[int] = None) -> int:
