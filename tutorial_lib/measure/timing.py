@@ -103,7 +103,7 @@ def time_fn(fn: Callable[[], object], device=None, min_run_time: Optional[float]
     """Time ``fn()`` with ``torch.utils.benchmark.Timer`` on ``device``.
 
     At least ``warmup`` calls run first (and compile/allocate), then more until two in a row
-    agree within 10 % (``steady_warmup``; at most ~max(1 s, 3 x min_run_time) more of them; 0 =
+    agree within 10 % (``steady_warmup``; for at most ~3 x min_run_time more; 0 =
     none at all). ``blocked_autorange(min_run_time)`` then
     measures blocks of calls (``adaptive=True``: ``adaptive_autorange`` until IQR/median < 10 %),
     topped up to ``min_measurements`` blocks so that a slow step still gets a median and a spread.
@@ -119,7 +119,7 @@ def time_fn(fn: Callable[[], object], device=None, min_run_time: Optional[float]
     if cuda:
         torch.cuda.reset_peak_memory_stats(dev)
     if warmup > 0:
-        steady_warmup(fn, dev, min_calls=warmup, max_s=max(1.0, 3 * min_run_time))
+        steady_warmup(fn, dev, min_calls=warmup, max_s=max(0.1, 3 * min_run_time))
     settings.synchronize(dev)
     timer = Timer(stmt="fn()", globals={"fn": fn}, timer=_timer_fn(dev),
                   num_threads=torch.get_num_threads(), label=label or "fn")
