@@ -56,10 +56,12 @@ def test_same_config_spread_finds_one_config_across_sections():
              "seq_len": 32, "ms_per_step": 300.0},
             {"kind": "before_after", "variant": "x", "config_fields": cfg.to_dict(), "batch_size": 2,
              "seq_len": 32, "ms_per_step": None, "error": "OOM"}]
-    s = OP.same_config_spread(rows, cfg.to_dict(), 2, 32)
-    assert [h["section"] for h in s["rows"]] == ["mlp", "flash_model"]
-    assert s["spread"] == pytest.approx(0.1) and s["n"] == 2
-    assert OP.same_config_spread(rows[:1], cfg.to_dict(), 2, 32)["spread"] is None
+    rows.append({"kind": "gqa_train", "variant": "MHA", "config_fields": cfg.replace(n_kv_head=cfg.n_head).to_dict(),
+                 "batch_size": 2, "seq_len": 32, "ms_per_step": 105.0})  # n_kv_head = n_head: the same model
+    s = OP.same_config_spread(rows, cfg, 2, 32)
+    assert [h["section"] for h in s["rows"]] == ["mlp", "flash_model", "gqa_train"]
+    assert s["spread"] == pytest.approx(0.1) and s["n"] == 3
+    assert OP.same_config_spread(rows[:1], cfg, 2, 32)["spread"] is None
 
 
 def test_huge_page_ab_runs_each_setting_in_its_own_process():

@@ -525,7 +525,7 @@ def sec_own_paths(S: Suite):
     def consistency():
         cfg0, s = S.base_config(), S.sizes.suite
         S.add("own_paths.consistency_step", _variants(S, {"own_paths (again)": cfg0}))
-        spread = OP.same_config_spread(S.rows, cfg0.to_dict(), s.batch, s.seq_len)
+        spread = OP.same_config_spread(S.rows, cfg0, s.batch, s.seq_len)
         S.add("own_paths.consistency", spread["rows"] + [{"section": "spread (max / min - 1)",
                                                           "ms": None, "spread": spread["spread"]}],
               columns=["section", "variant", "ms", "spread"],

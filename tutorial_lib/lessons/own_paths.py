@@ -33,7 +33,7 @@ from tutorial_lib.measure import flops
 from tutorial_lib.measure.allocator import huge_page_ab
 from tutorial_lib.measure.memory import peak_bytes
 from tutorial_lib.measure.timing import SWEEP_ERRORS, error_text, matmul_peak_flops, prepare_step, time_fn
-from tutorial_lib.model import get_config
+from tutorial_lib.model import GPTConfig, get_config
 
 WINDOW_IMPLS = {
     "causal SDPA (full T x T, is_causal)": "causal",
@@ -248,13 +248,24 @@ def step_mfu(preset: str, batch: int, seq_len: int, variants: Dict[str, dict], d
 
 
 # ---- 5. one configuration in several sections ---------------------------------------------------
-def same_config_spread(rows: Sequence[dict], config_fields: dict, batch: int, seq_len: int,
+def _same_model(fields, config: GPTConfig) -> bool:
+    """Whether a row's ``config_fields`` describe ``config``'s model (``n_kv_head`` None and
+    n_head, say, are the same attention)."""
+    if not fields:
+        return False
+    try:
+        return GPTConfig(**fields).describe() == config.describe()
+    except (TypeError, ValueError):
+        return False
+
+
+def same_config_spread(rows: Sequence[dict], config: GPTConfig, batch: int, seq_len: int,
                        time_key: str = "ms_per_step") -> Dict[str, object]:
-    """Every row (of any section) that timed this exact configuration at (batch, seq_len): its
-    section (``kind``), label and time; and the spread, max / min - 1 (0.1 = 10 % apart)."""
+    """Every row (of any section) that timed ``config``'s model at (batch, seq_len): its section
+    (``kind``), label and time; and the spread, max / min - 1 (0.1 = 10 % apart)."""
     hits = [{"section": r.get("kind"), "variant": r.get("variant"), "ms": r.get(time_key)}
-            for r in rows if r.get("config_fields") == config_fields and r.get("batch_size") == batch
-            and r.get("seq_len") == seq_len and r.get(time_key) and not r.get("error")]
+            for r in rows if r.get("batch_size") == batch and r.get("seq_len") == seq_len
+            and r.get(time_key) and not r.get("error") and _same_model(r.get("config_fields"), config)]
     ms = [h["ms"] for h in hits]
     spread = (max(ms) / min(ms) - 1) if len(ms) >= 2 else None
     return {"rows": hits, "spread": spread, "n": len(hits)}
