@@ -348,7 +348,7 @@ from tutorial_lib.measure import allocator
 if DEVICE.type == "cpu":
     fills = allocator.fill_rates(64 * 2**20)
     print(f"writing 64 MiB: fresh tensor {fills['fresh_GBps']:.1f} GB/s, already written {fills['touched_GBps']:.1f} GB/s "
-          f"(huge pages in this process: {allocator.huge_pages_in_use()}, kernel THP mode: {allocator.system_thp_mode()})")
+          f"(huge pages requested by PyTorch here: {allocator.huge_pages_requested()}, kernel THP mode: {allocator.system_thp_mode()})")
     ab = allocator.huge_page_ab("eager_attention", seq_len=SIZES.own_paths.ab_attention_seq, rounds=1, reps=2)
     print(f"eager attention fwd+bwd, B=1, H=12, T={ab['seq_len']}, {ab['threads']} threads: "
           f"{ab['off_ms']:.1f} ms without huge pages, {ab['on_ms']:.1f} ms with them ({ab['speedup']:.2f}x)")

@@ -1,5 +1,7 @@
 """lessons.own_paths and the suite's own_paths section: rows that say what they measured, at toy
 sizes (the speed and memory goals themselves live in the recorded benchmark, not here)."""
+import os
+
 import pytest
 import torch
 
@@ -85,7 +87,8 @@ def test_allocator_settings_are_stamped_on_results():
 
     meta = stamp("cpu")
     a = meta["allocator"]
-    assert a["threads"] == torch.get_num_threads() and "env" in a and "huge_pages_in_use" in a
+    assert a["threads"] == torch.get_num_threads() and "env" in a
+    assert a["huge_pages_requested"] == (os.environ.get(AL.THP_ENV) == "1")
     fills = AL.fill_rates(8 * 2**20, repeats=1)
     assert fills["fresh_GBps"] > 0 and fills["touched_GBps"] > 0
 
@@ -101,11 +104,12 @@ def test_importing_tutorial_lib_turns_huge_pages_on_unless_told_otherwise(given,
     if given is not None:
         env[AL.THP_ENV] = given
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
-    code = ("import os, tutorial_lib; from tutorial_lib.measure.allocator import huge_pages_in_use; "
-            "print(os.environ['THP_MEM_ALLOC_ENABLE'], huge_pages_in_use())")
+    code = ("import os, tutorial_lib; from tutorial_lib.measure.allocator import huge_pages_in_use, "
+            "huge_pages_requested; print(os.environ['THP_MEM_ALLOC_ENABLE'], huge_pages_requested(), "
+            "huge_pages_in_use())")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    value, in_use = out.stdout.split()
-    assert value == expected
+    value, requested, in_use = out.stdout.split()
+    assert value == expected and requested == str(expected == "1")
     if AL.system_thp_mode() == "madvise":  # then only the variable brings huge pages
         assert in_use == str(expected == "1")
 

@@ -205,7 +205,7 @@ class _LocalWindowCPU(torch.autograd.Function):
                 del dk1, dv1
                 dq2, dk2, dv2 = bwd(gr, qr, k_win[:, i:j], v_win[:, i:j], orr, lse, 0.0, False,
                                     attn_mask=mask, scale=scale)
-                dqg[:, i:j].copy_(dq1.add_(dq2))
+                torch.add(dq1, dq2, out=dqg[:, i:j])
                 del dq1, dq2
                 # fold the overlapping windows back: window m, slot u is key 1 + m*b + u
                 for s in range(0, W - 1, b):
@@ -217,7 +217,7 @@ class _LocalWindowCPU(torch.autograd.Function):
         return dq, dk, dv, None, None, None, None
 
 
-def backward_chunk(T: int, W: int, b: int, budget: float = 0.25) -> int:
+def backward_chunk(T: int, W: int, b: int, budget: float = 1.0) -> int:
     """Query blocks per backward call of the CPU path: the temporaries of one call stay within
     ``budget`` x the size of one (T, D) gradient per head.
 

@@ -543,7 +543,7 @@ def sec_own_paths(S: Suite):
         res = OP.step_mfu(o.mfu_preset, o.mfu_batch, o.mfu_seq, variants, device=S.device, rounds=o.rounds,
                           min_run_time=o.min_run_time, peak_sizes=o.peak_sizes, compile_variants=compiled)
         pk = res["peak"]
-        hp = allocator_settings()["huge_pages_in_use"] if cpu else None
+        hp = allocator_settings()["huge_pages_requested"] if cpu else None
         for r in res["rows"]:
             r.update(peak_TFLOPs=pk["measured_TFLOPs"], huge_pages=hp)
         S.add("own_paths.mfu", res["rows"],

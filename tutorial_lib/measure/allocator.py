@@ -70,9 +70,10 @@ def _anon_huge_kib() -> Optional[int]:
 
 def huge_pages_in_use(nbytes: int = 64 * 2**20) -> Optional[bool]:
     """Does a fresh ``nbytes`` tensor, once written, sit on huge pages? (The process's
-    AnonHugePages grows.) None where the kernel does not say (not Linux). The default size is
-    above glibc's largest ``mmap`` threshold (32 MiB), so the block is always newly mapped, never
-    recycled from memory the process already touched."""
+    AnonHugePages grows.) None where the kernel does not say (not Linux). Meant for a fresh
+    process (``huge_page_ab``'s children): the default size is above glibc's largest ``mmap``
+    threshold (32 MiB), but a process that has freed large blocks may hand this one out of memory
+    it already mapped, and then nothing grows."""
     before = _anon_huge_kib()
     if before is None:
         return None
@@ -83,12 +84,25 @@ def huge_pages_in_use(nbytes: int = 64 * 2**20) -> Optional[bool]:
     return after is not None and after > before
 
 
+def huge_pages_requested(n: int = 4, nbytes: int = 4 * 2**20) -> bool:
+    """Does PyTorch's CPU allocator ask for huge pages in this process? With
+    ``THP_MEM_ALLOC_ENABLE`` read as on, it aligns every block to a page (then madvises the large
+    ones); glibc alone aligns to 64 bytes. ``n`` fresh blocks all page-aligned: on (a chance
+    alignment of all of them is ~64^-n)."""
+    page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+    blocks = [torch.empty(nbytes // 4, dtype=torch.float32) for _ in range(n)]
+    return all(b.data_ptr() % page == 0 for b in blocks)
+
+
 def allocator_settings() -> Dict[str, object]:
     """The allocator and threading settings a CPU result depends on: the environment variables
-    that change them (unset ones left out), the kernel's THP mode, whether this process gets huge
-    pages, and torch's intra-/inter-op thread counts."""
+    that change them (unset ones left out), the kernel's THP mode, whether PyTorch's allocator asks
+    for huge pages here (``huge_pages_requested``) and how much of the process sits on them now
+    (AnonHugePages, KiB), and torch's intra-/inter-op thread counts. (``huge_pages_in_use`` is
+    for fresh processes: later, a block may come from memory the process already mapped.)"""
     return {"env": {k: os.environ[k] for k in ALLOCATOR_ENV if k in os.environ},
-            "system_thp": system_thp_mode(), "huge_pages_in_use": huge_pages_in_use(),
+            "system_thp": system_thp_mode(), "huge_pages_requested": huge_pages_requested(),
+            "anon_huge_pages_kib": _anon_huge_kib(),
             "threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads()}
 
 
