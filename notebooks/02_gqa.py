@@ -157,23 +157,27 @@ for h in (12, 4, 2, 1):
 # ## 5. Measured: one training step
 #
 # The same training step (forward, backward, AdamW) for each `n_kv_head`, timed with
-# `torch.utils.benchmark` (median of repeated blocks), with the exact memory of the step: parameters
+# `torch.utils.benchmark` in interleaved rounds — MHA, GQA-4, GQA-2, MQA, then again — so load that
+# comes and goes slows every variant alike. The speedup is the median of the per-round ratios, and
+# its range over the rounds is printed beside it. With it, the exact memory of the step: parameters
 # + gradients + optimizer state + activations saved for backward (and the allocator's peak on CUDA).
 
 # %% tags=["nbval-ignore-output"]
 train_cfg = get_config(P.preset)
 train_rows = gqa.measure_training(train_cfg, gqa.kv_head_choices(train_cfg), P.batch, P.seq_len,
-                                  device=DEVICE, dtype=DTYPE)
+                                  device=DEVICE, dtype=DTYPE, rounds=P.rounds)
 r0 = train_rows[0]
-print(f"{r0['preset']}, B={r0['batch_size']}, T={r0['seq_len']}, {r0['dtype']}, {r0['device_name']}")
-print(f"{'':6} {'ms/step':>9} {'+-IQR':>7} {'tokens/s':>9} {'speedup':>8} {'memory MiB':>11} {'peak MiB':>9}")
+print(f"{r0['preset']}, B={r0['batch_size']}, T={r0['seq_len']}, {r0['dtype']}, {r0['device_name']}, "
+      f"{r0['rounds']} interleaved rounds")
+print(f"{'':6} {'ms/step':>9} {'tokens/s':>9} {'speedup (range)':>18} {'memory MiB':>11} {'peak MiB':>9}")
 for r in train_rows:
     if r["error"]:
         print(f"{r['attention']:6} not measured: {r['error']}")
         continue
     peak = "n/a" if r["peak_bytes"] is None else f"{r['peak_bytes'] / 2**20:.0f}"
-    print(f"{r['attention']:6} {r['median_ms']:>9.1f} {r['iqr_ms']:>7.1f} {r['tokens_per_s']:>9.0f} "
-          f"{r['speedup']:>7.2f}x {r['total_bytes'] / 2**20:>11.0f} {peak:>9}")
+    rng = f"{r['speedup']:.2f}x ({r['speedup_min']:.2f}-{r['speedup_max']:.2f})"
+    print(f"{r['attention']:6} {r['median_ms']:>9.1f} {r['tokens_per_s']:>9.0f} {rng:>18} "
+          f"{r['total_bytes'] / 2**20:>11.0f} {peak:>9}")
 
 # %% tags=["nbval-ignore-output"]
 pred = gqa.gqa_cost_table(train_cfg, [r["n_kv_head"] for r in train_rows], P.batch, P.seq_len)
@@ -214,13 +218,18 @@ DECODE_BATCH = DS.batch
 dec_cfg = get_config(P.preset)
 dec = gqa.measure_decode(dec_cfg, DS.contexts, kv_heads=gqa.kv_head_choices(dec_cfg),
                          batch_size=DECODE_BATCH, new_tokens=DS.new_tokens, device=DEVICE,
-                         dtype=DTYPE)
+                         dtype=DTYPE, rounds=P.rounds)
 d0 = dec[0]
-print(f"{d0.preset}, batch {d0.batch_size}, {d0.new_tokens} new tokens per call, {d0.dtype}, {d0.device_name}")
-print(f"{'':6} {'context':>7} {'tokens/s':>9} {'ms/step':>8} {'KV cache MiB':>13}")
+print(f"{d0.preset}, batch {d0.batch_size}, {d0.new_tokens} new tokens per call, {d0.dtype}, {d0.device_name}, "
+      f"{len(d0.round_ms)} interleaved rounds per context")
+print(f"{'':6} {'context':>7} {'tokens/s':>9} {'ms/step':>8} {'vs MHA (range)':>17} {'KV cache MiB':>13}")
 for r in dec:
-    speed = f"{r.tokens_per_s:>9.0f} {r.ms_per_step:>8.2f}" if r.ok else f"not measured: {r.error}"
-    print(f"{r.attention:6} {r.context:>7} {speed} {r.cache_bytes / 2**20:>13.2f}")
+    if r.ok:
+        rng = f"{r.speedup_vs_first:.2f}x ({r.speedup_min:.2f}-{r.speedup_max:.2f})"
+        print(f"{r.attention:6} {r.context:>7} {r.tokens_per_s:>9.0f} {r.ms_per_step:>8.2f} {rng:>17} "
+              f"{r.cache_bytes / 2**20:>13.2f}")
+    else:
+        print(f"{r.attention:6} {r.context:>7} not measured: {r.error}")
 gqa.decode_figure(dec)
 
 # %% tags=["nbval-ignore-output"]
@@ -228,12 +237,13 @@ ctx = max(DS.contexts)
 at = {r.attention: r for r in dec if r.context == ctx and r.ok}
 base, most = at.get("MHA"), at.get(gqa.attention_label(dec_cfg.replace(n_kv_head=1)))
 if base and most:
-    print(f"At a context of {ctx} tokens (batch {DECODE_BATCH}): MQA decodes {most.tokens_per_s / base.tokens_per_s:.2f}x "
-          f"as fast as MHA, from a cache {base.cache_bytes / most.cache_bytes:.0f}x smaller "
+    print(f"At a context of {ctx} tokens (batch {DECODE_BATCH}): MQA decodes {most.speedup_vs_first:.2f}x "
+          f"(range {most.speedup_min:.2f}-{most.speedup_max:.2f}) as fast as MHA, from a cache "
+          f"{base.cache_bytes / most.cache_bytes:.0f}x smaller "
           f"({most.cache_bytes / 2**20:.1f} vs {base.cache_bytes / 2**20:.1f} MiB).")
     short = {r.attention: r for r in dec if r.context == min(DS.contexts) and r.ok}
     if "MHA" in short and most.attention in short:
-        print(f"At {min(DS.contexts)} tokens the ratio is {short[most.attention].tokens_per_s / short['MHA'].tokens_per_s:.2f}x.")
+        print(f"At {min(DS.contexts)} tokens the ratio is {short[most.attention].speedup_vs_first:.2f}x.")
     from tutorial_lib.measure.flops import num_params
     n_par = num_params(dec_cfg.replace(n_kv_head=None))
     for r in (base, most):
@@ -295,20 +305,33 @@ for h in gqa.quality_kv_heads(qcfg)[1:]:
 # (MHA loss / variant loss, 100 % = as good as MHA) — one reasonable reading, stated as such.
 
 # %% tags=["nbval-ignore-output"]
-speed = {r["n_kv_head"]: r["speedup"] for r in train_rows if r["speedup"]}
-dec_speed = {r.n_kv_head: r.tokens_per_s / at["MHA"].tokens_per_s for r in dec
-             if r.ok and r.context == ctx and "MHA" in at}
+speed = {r["n_kv_head"]: r for r in train_rows if r["speedup"]}
+ceiling = {c["n_kv_head"]: 1 / c["flops_ratio"] for c in pred}  # the most fewer FLOPs can buy
+dec_speed = {r.n_kv_head: r.speedup_vs_first for r in dec if r.ok and r.context == ctx}
+dec_spread = {r.n_kv_head: (r.speedup_min, r.speedup_max) for r in dec if r.ok and r.context == ctx}
 q_rows = {r["variant"]: r for r in quality_table(runs)}
-quality = {gqa.quality_kv_heads(qcfg)[i]: q_rows["MHA"]["val_loss"] / q_rows[label]["val_loss"]
-           for i, label in enumerate(runs)}
+labels = {gqa.quality_kv_heads(qcfg)[i]: label for i, label in enumerate(runs)}
+mha_by_seed = [h.final_val_loss for h in runs["MHA"] if not isinstance(h, str)]
+quality, q_spread = {}, {}
+for h, label in labels.items():
+    ratios = [m / v.final_val_loss for m, v in zip(mha_by_seed, runs[label]) if not isinstance(v, str)]
+    quality[h] = q_rows["MHA"]["val_loss"] / q_rows[label]["val_loss"]
+    q_spread[h] = (min(ratios), max(ratios)) if len(ratios) > 1 else None
 keys = (4, 2, 1) if train_cfg.n_head == 12 else (1,)  # the seed's groupings are for 12 query heads
-setting = f"{train_cfg.name} B={P.batch} T={P.seq_len} on {settings.device_name(DEVICE)}"
-print(f"Training step ({setting}):")
-print(claims.format_table([claims.compare(f"gqa.speedup.kv{h}", speed.get(h)) for h in keys]))
-print(f"\nDecoding ({dec_cfg.name}, batch {DECODE_BATCH}, context {ctx}, {settings.device_name(DEVICE)}):")
-print(claims.format_table([claims.compare(f"gqa.speedup.kv{h}", dec_speed.get(h)) for h in keys]))
-print(f"\nQuality = MHA val loss / variant val loss ({qcfg.name}, {Q.steps} steps, mean of {len(Q.seeds)} seeds):")
-print(claims.format_table([claims.compare(f"gqa.quality.kv{h}", quality.get(h)) for h in keys]))
+where = claims.Setting(model=train_cfg.name, batch=P.batch, seq_len=P.seq_len, device=DEVICE.type)
+print(f"Training step (measured at {where.describe()}, {settings.device_name(DEVICE)}):")
+print(claims.format_table([claims.compare(
+    f"gqa.speedup.kv{h}", speed[h]["speedup"] if h in speed else None, where=where, ceiling=ceiling.get(h),
+    spread=(speed[h]["speedup_min"], speed[h]["speedup_max"]) if h in speed else None) for h in keys]))
+dec_where = claims.Setting(model=dec_cfg.name, batch=DECODE_BATCH, seq_len=ctx, device=DEVICE.type)
+print(f"\nDecoding (measured at {dec_where.describe()}, {settings.device_name(DEVICE)}; spread over rounds):")
+print(claims.format_table([claims.compare(f"gqa.speedup.kv{h}", dec_speed.get(h), where=dec_where,
+                                          spread=dec_spread.get(h)) for h in keys]))
+q_where = claims.Setting(model=qcfg.name, batch=Q.batch, seq_len=Q.seq_len, steps=Q.steps, device=DEVICE.type)
+print(f"\nQuality = MHA val loss / variant val loss (measured at {q_where.describe()}, "
+      f"mean of {len(Q.seeds)} seeds, spread over seeds):")
+print(claims.format_table([claims.compare(f"gqa.quality.kv{h}", quality.get(h), where=q_where,
+                                          spread=q_spread.get(h)) for h in keys]))
 
 # %% [markdown]
 # ## Recorded results, for comparison
@@ -328,20 +351,28 @@ recorded("gqa_train", "gqa_decode")
 # ## Summary
 #
 # - GQA/MQA shrink only the K and V projections; the query side, QKᵀ, AV, the MLP and the LM head are
-#   untouched. On paper that is a few percent of parameters and FLOPs, so the measured training step
-#   can move only a little (on a small CPU, less than the run-to-run noise) — far from the seed's
-#   1.25–1.50×.
+#   untouched, so on paper a training step saves a few percent of its FLOPs — the ceiling below.
 # - The KV cache shrinks by `n_head / n_kv_head` exactly. During decoding every step reads the whole
-#   cache, so once the cache rather than the weights is most of the bytes read per token (long
-#   contexts, large batches) the tokens/s gain should grow with context — the decode table above
-#   shows how far this machine's sizes get (exercise 3 pushes further); in serving, the memory saved
-#   also buys longer contexts or bigger batches.
+#   cache, so the tokens/s gain grows with the share of the bytes read that is cache (long contexts,
+#   large batches); in serving, the memory saved also buys longer contexts or bigger batches.
 # - `n_kv_head = n_head` is exactly MHA, every backend agrees for grouped heads, and an MHA
-#   checkpoint converts to GQA by mean-pooling K/V heads; how much of the loss a short uptraining
-#   recovers, the losses printed in section 7 show.
-# - Quality: in our short runs the validation losses of MHA, GQA and MQA are close; whether the
-#   difference matters needs longer runs than a notebook can afford (try the `gpu` profile).
+#   checkpoint converts to GQA by mean-pooling K/V heads.
 #
+# What this run measured (printed from the measurements above, so it cannot disagree with them):
+
+# %% tags=["nbval-ignore-output"]
+for r, c in zip(train_rows[1:], pred[1:]):
+    if r["speedup"]:
+        print(f"- training step, {r['attention']}: {r['speedup']:.2f}x (range {r['speedup_min']:.2f}-"
+              f"{r['speedup_max']:.2f} over {r['rounds']} rounds); its FLOPs allow at most {1 / c['flops_ratio']:.2f}x")
+for h, d in sorted(dec_speed.items(), reverse=True):
+    if h != train_cfg.n_head:
+        print(f"- decoding at context {ctx}, batch {DECODE_BATCH}: n_kv_head={h} {d:.2f}x MHA's tokens/s")
+for r in quality_table(runs)[1:]:
+    print(f"- quality ({Q.steps} steps, {r['seeds']} seeds): {r['variant']} {r['vs_baseline']:+.3f} ± "
+          f"{r['vs_baseline_sd'] or 0:.3f} vs MHA -- {r['verdict']}")
+
+# %% [markdown]
 # ## Exercises
 #
 # 1. **Implement `repeat_kv`** (auto-checked): `(B, n_kv_head, T, D) -> (B, n_kv_head * n_rep, T, D)`,

@@ -4,7 +4,8 @@
 # **What you will learn**
 #
 # - how the analytic cost model of the measuring kit splits a training step into components, and how
-#   one measurement on *your* machine turns its FLOPs into milliseconds;
+#   the roofline model of notebook 09 turns their FLOPs and bytes into milliseconds on *your*
+#   machine's measured ceilings;
 # - why a component's share of the FLOPs is not its share of the time (press **Measure now** and
 #   compare the bars);
 # - where the training memory goes as T, B, the number of K/V heads, the MLP and the attention kernel
@@ -24,22 +25,25 @@ from tutorial_lib.widgets import cost_explorer, decision_tree, flash_explorer, g
 print(env_summary())
 
 # %% [markdown]
-# ## 1. The idea: work per component, then one measured rate
+# ## 1. The idea: work per component, then the machine's ceilings
 #
 # For every profiler scope of the model (embedding; attention qkv / rope / core / out; MLP up / act /
 # down; norm; LM head; loss) the kit's `measure.flops.cost_table` gives the matrix-multiply FLOPs of
 # forward and backward — as the kernel does them: the full T × T for eager attention, the causal half
-# for SDPA's fused kernel — and an estimate of the elementwise work. Without a measurement the
-# explorer can only say *shares of FLOPs*. **Measure now** times one training step here
-# (`torch.utils.benchmark`), profiles it per component (`torch.profiler`) and accounts its memory
-# (saved-tensor hooks); from then on each component's predicted time is its work divided by the rate
-# it ran at. The source: `tutorial_lib/lessons/explorer.py`.
+# for SDPA's fused kernel — and an estimate of the elementwise work. The roofline model
+# (`measure.roofline`, notebook 09) adds the bytes every kernel moves and one overhead per kernel,
+# and predicts each component's time from this machine's *ceilings*: its peak FLOP/s, bandwidth and
+# per-operator cost. Without ceilings the explorer can only say *shares of FLOPs*. **Measure now**
+# measures the ceilings once, then times one training step here (`torch.utils.benchmark`), profiles
+# it per component (`torch.profiler`) and accounts its memory (saved-tensor hooks); later predictions
+# of comparable work (the same model, dtype and size class) are scaled by it, component by
+# component, and say so. The source: `tutorial_lib/lessons/explorer.py`.
 #
-# GPT-2 small at the seed's setting, from the analytic model alone:
+# GPT-2 small at the seed's setting, from the analytic model alone (no ceilings given):
 
 # %%
 s = explore.ExplorerSettings(preset="gpt2_small", seq_len=512, batch_size=4, dtype="bfloat16")
-p = explore.predict_cost(s)  # no calibration: FLOP shares only
+p = explore.predict_cost(s)  # no ceilings: FLOP shares only
 print(p.summary())
 print(p.basis)
 for name, share in sorted(p.flop_share.items(), key=lambda kv: -kv[1]):
@@ -51,7 +55,7 @@ for name, share in sorted(p.flop_share.items(), key=lambda kv: -kv[1]):
 #
 # Move **sequence length T** and watch `attention.core` grow against the MLP; switch **attention**
 # to `eager` and watch the memory bar's attention scores appear; set **K/V heads** to GQA-4 or MQA;
-# set a **window**. Then press **Measure now**: the red bars are the measured time shares on this
+# set a **window**; set **LM head + loss** to `chunked` (notebook 08) and watch the head's memory go. Then press **Measure now**: the red bars are the measured time shares on this
 # machine, the text below says how far the prediction was off. The measurement runs the model shown
 # (pick `tiny` or `gpt2_mini` for a quick one on a CPU).
 
@@ -64,7 +68,9 @@ explorer
 #
 # The seed's tree: below T = 512 do GQA, then the 3× MLP, then flash attention; from T = 512 on do a
 # sliding window, then flash, then GQA; and everywhere SwiGLU and a better optimizer. Here is what the
-# analytic model says for two lengths (no results files used, so this output is the same everywhere):
+# analytic model says for two lengths (no results files used, so this output is the same everywhere;
+# with no recorded ceilings a CPU's speed payoffs are FLOP ratios, labelled so — a results file with
+# the suite's `roofline` section turns them into the roofline model's step-time ratios):
 
 # %%
 for T in (256, 4096):
@@ -110,8 +116,9 @@ window_explorer()
 #
 # 1. *(auto-checked)* Using the cost explorer (attention `sdpa`, GPT-2 small), find the smallest
 #    power-of-two T at which `attention.core` costs more FLOPs than the whole MLP. Put it in `answer`.
-# 2. Press **Measure now** for `tiny` at T = 64 and at T = 256. Which component's time share grows
-#    most? Does the prediction made from the first measurement get the second one right?
+# 2. Press **Measure now** for `tiny` at T = 64, then look at T = 128 (the same size class: the
+#    measurement scales the prediction) and T = 512 (four times the tokens: the roofline model alone).
+#    Measure both. Which component's time share grows most? Which prediction was closer?
 # 3. In the decision tree, find a T where GQA is the best choice for decoding but not for training
 #    speed. Why?
 

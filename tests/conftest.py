@@ -9,6 +9,12 @@ if _ROOT not in sys.path:
 import pytest
 import torch
 
+# Triton's interpreter runs the `triton` attention backend's kernels on a CPU. Triton reads this
+# variable when a kernel is *defined*, i.e. when tutorial_lib.attention.triton_flash is imported, so
+# it is set here, before any test imports it -- and only where no GPU can run the compiled kernels.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 
 @pytest.fixture(scope="module")
 def one_thread():

@@ -29,7 +29,7 @@ def test_variants_are_the_seed_s_changes():
     sw, _ = v["+ SwiGLU 8/3x"]
     assert sw.mlp == "swiglu" and math.isclose(sw.ratio, 8 / 3)
     # every single change differs from the baseline in exactly one field (or two for SwiGLU)
-    for label in ("+ GQA-4", "+ SDPA (flash)", "+ MLP 3x"):
+    for label in ("+ GQA-4", "+ SDPA (flash)", "+ MLP 3x", "+ chunked loss"):
         c, _ = v[label]
         diff = {k for k, a in base.to_dict().items() if c.to_dict()[k] != a and k != "name"}
         assert len(diff) == 1, (label, diff)
@@ -56,15 +56,26 @@ def _row(label, ms, speedup, mem):
 
 
 def test_expected_results_rows_and_verdicts():
+    at_seed = claims.Setting(model="gpt2_small", batch=4, seq_len=512, device="cuda")
+    at_1000 = claims.Setting(model="gpt2_small", batch=4, seq_len=512, steps=1000, device="cuda")
     before, after = _row("b", 51.0, 1.0, 8.5e9), _row("a", 33.0, 51 / 33, 6.0e9)
-    rows = {r["key"]: r for r in AT.expected_results(before, after, 3.50, 3.48)}
+    rows = {r["key"]: r for r in AT.expected_results(before, after, 3.50, 3.48, where=at_seed, val_where=at_1000)}
     assert rows["results.step_ms.before"]["verdict"] == "agrees"
     assert math.isclose(rows["results.tokens_per_s.before"]["measured"], 2048 / 0.051)
     assert rows["results.tokens_per_s.before"]["verdict"] == "higher"  # the seed's own 5,000 is off
     assert math.isclose(rows["results.peak_mem.change"]["measured"], 6.0 / 8.5)
     assert rows["results.val_loss.after"]["verdict"] == "agrees"
-    missing = AT.expected_results(before, {"variant": "a", "error": "OOM"}, None, None)
+    missing = AT.expected_results(before, {"variant": "a", "error": "OOM"}, None, None, where=at_seed)
     assert {r["verdict"] for r in missing if r["key"].endswith("after")} == {"n/a"}
+    # measured elsewhere: shown, no verdict; a speedup whose rounds span 1.0: within noise
+    cpu = claims.Setting(model="gpt2_small", batch=1, seq_len=256, device="cpu")
+    elsewhere = {r["key"]: r for r in AT.expected_results(before, after, 4.1, 4.0, where=cpu,
+                                                           val_where=claims.Setting(model="gpt2_mini", steps=80))}
+    assert {r["verdict"] for r in elsewhere.values()} <= {"different setting", "n/a"}
+    noisy = dict(after, speedup=1.05, speedup_min=0.97, speedup_max=1.12)
+    gain = next(r for r in AT.expected_results(before, noisy, None, None, where=at_seed)
+                if r["key"] == "results.tokens_per_s.gain")
+    assert gain["verdict"] == "within noise"
 
 
 def test_tree_payoffs_order_by_measurement():

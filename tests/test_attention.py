@@ -236,6 +236,38 @@ def test_backends_match_reference_outputs_and_grads(heads, window):
                                        msg=lambda m: f"{backend} d{name}: {m}")
 
 
+@pytest.mark.parametrize("window", [None, 9], ids=lambda w: f"w{w}")
+@pytest.mark.parametrize("name", A.names())
+def test_every_registered_backend_matches_the_reference(name, window):
+    """A loop over the registry, so that a backend is tested here the day it is registered: float32
+    inputs, head_dim 16, tile 16, T=40 (not a multiple of 16), GQA 4:2 -- sizes every backend takes.
+    What a backend cannot do comes from its flags, not its name: ``available``, ``needs_window``,
+    ``supports_backward_on_cpu`` (then only the forward is compared, under no_grad)."""
+    b = A.get(name)
+    if not b.available():
+        pytest.skip(f"attn_backend={name!r} is not available here")
+    if b.needs_window and window is None:
+        pytest.skip(f"attn_backend={name!r} needs a window")
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    q0, k0, v0 = (t.float().to(dev) for t in qkv(2, 4, 2, 40, 16, seed=12))
+    dout = torch.randn(2, 4, 40, 16, generator=torch.Generator().manual_seed(13)).to(dev)
+    q, k, v = (t.double().requires_grad_(True) for t in (q0, k0, v0))
+    ref = reference_attention(q, k, v, window)
+    ref_grads = torch.autograd.grad(ref, (q, k, v), dout.double())
+    if dev == "cpu" and not b.supports_backward_on_cpu:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # flex: "called without torch.compile()"
+            out = A.attention_core(q0, k0, v0, name, window, tile=16)
+        torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-5)
+        return
+    q, k, v = (t.clone().requires_grad_(True) for t in (q0, k0, v0))
+    out = A.attention_core(q, k, v, name, window, tile=16)
+    assert out.shape == ref.shape and out.dtype == torch.float32
+    torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-5)
+    for nm, g, rg in zip("qkv", torch.autograd.grad(out, (q, k, v), dout), ref_grads):
+        torch.testing.assert_close(g.double(), rg, rtol=1e-4, atol=1e-5, msg=lambda m: f"{name} d{nm}: {m}")
+
+
 @pytest.mark.parametrize("tile", [1, 7, 16, 64, 128])
 def test_tiled_any_tile_size(tile):
     q0, k0, v0 = qkv(1, 4, 4, 30, 8, seed=3)

@@ -66,3 +66,32 @@ def test_bench_bad_options(capsys):
     assert "n_kv_head" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["bench", "--mode", "sideways"])
+
+
+def test_sigterm_mid_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
+    """``kill PID`` while a command writes: before, SIGTERM ended the process on the spot and left
+    the hidden temporary behind; now it is SystemExit(143) and the writer cleans up."""
+    import os
+    import signal
+    import types
+
+    from tutorial_lib import cli
+    from tutorial_lib.files import atomic_path
+
+    out = tmp_path / "r.json"
+    out.write_text("old")
+
+    def run(args):
+        with atomic_path(out) as tmp:
+            tmp.write_text("half of the new")
+            os.kill(os.getpid(), signal.SIGTERM)
+            raise AssertionError("SIGTERM did not stop the command")
+
+    fake = types.SimpleNamespace(HELP="writes", add_arguments=lambda p: None, run=run)
+    monkeypatch.setitem(cli.COMMANDS, "fake", fake)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as info:
+        main(["fake"])
+    assert info.value.code == 128 + signal.SIGTERM
+    assert out.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
+    assert signal.getsignal(signal.SIGTERM) == before  # the caller's handler is back

@@ -158,6 +158,50 @@ def test_memory_kit_peak_holds_the_exactly_counted_activations(device, record_pr
 
 
 @pytest.mark.parametrize("device", DEVICES)
+def test_chunked_loss_under_autocast_and_its_allocator_peak(device, record_property):
+    """The chunked loss (tutorial_lib.loss, notebook 08) on the device in its autocast dtype: loss and
+    gradients near float64; on CUDA, at GPT-2's head and the seed's B*T, an allocator peak over
+    forward + backward below the full path's by at least one (N, V) fp32 tensor."""
+    from tutorial_lib.loss import chunked_linear_cross_entropy
+
+    N, C, V = (2048, 768, 50257) if device == "cuda" else (128, 32, 1000)
+    dt = settings.default_dtype(device)
+    g = torch.Generator().manual_seed(0)
+    h64 = torch.randn(N, C, generator=g, dtype=torch.float64)
+    w64 = 0.05 * torch.randn(V, C, generator=g, dtype=torch.float64)
+    t = torch.randint(0, V, (N,), generator=g)
+    t[::7] = -1
+    hr, wr = h64.clone().requires_grad_(), w64.clone().requires_grad_()
+    want = F.cross_entropy(hr @ wr.T, t, ignore_index=-1)
+    want.backward()
+    peaks, errs = {}, {}
+    for impl in ("full", "chunked", "chunked_liger"):
+        h, w = (x.to(device, torch.float32).requires_grad_() for x in (h64, w64))
+        td = t.to(device)
+        if device == "cuda":
+            torch.cuda.synchronize()
+            base = torch.cuda.memory_allocated()
+            torch.cuda.reset_peak_memory_stats()
+        with settings.autocast(device, dt):
+            loss = (F.cross_entropy(F.linear(h, w).float(), td, ignore_index=-1) if impl == "full" else
+                    chunked_linear_cross_entropy(h, w, td, 256, grad_in_forward=impl == "chunked_liger"))
+        loss.backward()
+        if device == "cuda":
+            torch.cuda.synchronize()
+            peaks[impl] = torch.cuda.max_memory_allocated() - base
+        errs[impl] = {"loss": abs(loss.item() - want.item()) / want.item(),
+                      "dh": _rel_err(h.grad, hr.grad), "dw": _rel_err(w.grad, wr.grad)}
+        assert loss.dtype == torch.float32
+        del h, w, loss
+    record_property("relative_errors", errs)
+    record_property("cuda_peak_bytes_fwd_bwd", peaks)
+    for impl, e in errs.items():
+        assert max(e.values()) < TOL[dt], (impl, e)
+    if device == "cuda":
+        assert peaks["full"] - peaks["chunked"] >= N * V * 4, peaks
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_profiler_breakdown_attributes_the_step(device, record_property):
     prof = profile_step(get_config("gpt2_mini" if device == "cuda" else "tiny"), 2, 64, device=device,
                         steps=2, warmup=1)

@@ -1,4 +1,5 @@
 """tutorial_lib.data: offline tokenizer, corpus, token cache, splits and the batch sampler."""
+import json
 import socket
 
 import numpy as np
@@ -106,12 +107,58 @@ def test_cache_dir_from_environment(tmp_path, monkeypatch):
     assert data.token_cache_path().parent == tmp_path
 
 
-def test_corrupt_cache_is_rebuilt(tmp_path, tokens):
+def _npz(path, tokens, meta):
+    with open(path, "wb") as f:
+        np.savez(f, tokens=tokens, meta=np.array(json.dumps(meta)))
+
+
+def _npy(path, tokens):
+    with open(path, "wb") as f:
+        np.save(f, tokens)
+
+
+def _one_changed(tokens):
+    out = tokens.copy()
+    out[5] = (int(out[5]) + 1) % 50257
+    return out
+
+
+def _valid_meta(tokens):
+    return data._token_meta(tokens, data.CORPUS_SHA256)
+
+
+# every way a cache file can be wrong: (name, writes the bad file, words the warning must hold)
+BAD_CACHES = [
+    ("zero bytes", lambda p, t: p.write_bytes(b""), "EOFError"),
+    ("not numpy", lambda p, t: p.write_bytes(b"not a numpy file"), "unreadable"),
+    ("truncated", lambda p, t: (data.write_token_cache(p, t, data.CORPUS_SHA256),
+                                p.write_bytes(p.read_bytes()[:100_000])), "unreadable"),
+    ("bare .npy of 1000 valid tokens", lambda p, t: _npy(p, t[:1000]), "bare ndarray"),
+    ("ids overwritten with 65535", lambda p, t: _npz(p, np.full_like(t, 65535), _valid_meta(t)),
+     "holds id 65535"),
+    ("1000 tokens, meta of the corpus", lambda p, t: _npz(p, t[:1000], _valid_meta(t)), "n_tokens"),
+    ("one id changed", lambda p, t: _npz(p, _one_changed(t), _valid_meta(t)), "tokens_sha256"),
+    ("another corpus", lambda p, t: _npz(p, t, {**_valid_meta(t), "corpus_sha256": "0" * 64}),
+     "another corpus"),
+    ("int64 tokens", lambda p, t: _npz(p, t.astype(np.int64), _valid_meta(t)), "int64"),
+    ("v1 format", lambda p, t: _npz(p, t, {**_valid_meta(t), "format": "v1"}), "not a v2 token cache"),
+]
+
+
+@pytest.mark.parametrize("name, corrupt, why", BAD_CACHES, ids=[b[0] for b in BAD_CACHES])
+def test_bad_cache_is_never_used_and_is_rebuilt(tmp_path, tokens, name, corrupt, why):
+    """Before: a zero-byte cache raised EOFError on every run, and a valid .npy of 1,000 tokens or
+    one with ids >= 50,257 was trained on. Now each is named in a warning and tokenized again."""
     path = data.token_cache_path(tmp_path)
-    path.write_bytes(b"not a numpy file")
+    corrupt(path, np.asarray(tokens))
+    assert data.read_token_cache(path, data.CORPUS_SHA256)[0] is None
     data._load_tokens.cache_clear()
-    np.testing.assert_array_equal(data.load_tokens(tmp_path), tokens)
-    np.testing.assert_array_equal(np.load(path), tokens)
+    with pytest.warns(RuntimeWarning, match=why):
+        np.testing.assert_array_equal(data.load_tokens(tmp_path), tokens)
+    again, problem = data.read_token_cache(path, data.CORPUS_SHA256)  # rewritten, valid
+    assert problem == "" and np.array_equal(again, tokens)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # no temporary left
+    data._load_tokens.cache_clear()
 
 
 def test_changed_corpus_gets_its_own_cache_file(tmp_path):

@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import pytest
 import torch
 
-from tutorial_lib.lessons import gqa
+from tutorial_lib.lessons import common, gqa
 from tutorial_lib.model import GPT, KVCache, get_config
 from tutorial_lib.train import train, val_loss
 
@@ -177,10 +177,12 @@ def test_greedy_decoder_matches_generate_without_cache():
 def test_measure_decode_rows_and_errors(monkeypatch):
     DEC = TINY.replace(vocab_size=256, n_layer=1)
     rows = gqa.measure_decode(DEC, [8, 24], kv_heads=[4, 1], batch_size=2, new_tokens=3,
-                              device="cpu", min_run_time=0.01, prefill="model")
+                              device="cpu", min_run_time=0.01, prefill="model", rounds=2)
     assert [(r.attention, r.context) for r in rows] == [("MHA", 8), ("MHA", 24), ("MQA", 8), ("MQA", 24)]
     for r in rows:
         assert r.ok and r.tokens_per_s > 0 and r.device == "cpu" and r.dtype == "float32"
+        assert len(r.round_ms) == 2 and r.speedup_min <= r.speedup_vs_first <= r.speedup_max  # interleaved
+        assert r.ms_per_step == pytest.approx(sorted(r.round_ms)[0] / 2 + sorted(r.round_ms)[1] / 2)
         assert r.tokens_per_s == pytest.approx(2 * 1e3 / r.ms_per_step)
         assert r.cache_bytes == gqa.kv_cache_bytes(DEC.replace(n_kv_head=r.n_kv_head), 2,
                                                    r.context + 3)
@@ -192,7 +194,7 @@ def test_measure_decode_rows_and_errors(monkeypatch):
     def oom(*a, **k):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1 GiB")
 
-    monkeypatch.setattr(gqa, "_decode_one", oom)
+    monkeypatch.setattr(gqa, "_decoder", oom)
     rows = gqa.measure_decode(DEC, [8, 16], batch_size=1, new_tokens=2, min_run_time=0.01)
     assert len(rows) == 2 and all("out of memory" in r.error for r in rows)
     assert all(r.tokens_per_s is None and r.cache_bytes for r in rows)
@@ -257,10 +259,11 @@ def test_kv_head_choices():
 
 def test_measure_training(monkeypatch):
     cfg = TINY.replace(vocab_size=256, n_layer=1)
-    rows = gqa.measure_training(cfg, [4, 1], batch_size=2, seq_len=16, device="cpu", min_run_time=0.01)
+    rows = gqa.measure_training(cfg, [4, 1], batch_size=2, seq_len=16, device="cpu", min_run_time=0.01, rounds=2)
     mha, mqa = rows
     assert (mha["attention"], mqa["attention"]) == ("MHA", "MQA")
-    assert mha["speedup"] == 1.0 and mqa["speedup"] == pytest.approx(mha["median_ms"] / mqa["median_ms"])
+    assert mha["speedup"] == 1.0 and mha["rounds"] == mqa["rounds"] == 2  # timed interleaved, round by round
+    assert mqa["speedup_min"] <= mqa["speedup"] <= mqa["speedup_max"]
     assert mha["params"] == GPT(cfg).num_params() and mqa["params"] < mha["params"]
     # exact memory: params + grads + 2 AdamW moments (+ step counters) + activations
     assert mha["total_bytes"] >= 4 * 4 * mha["params"] + mha["activations_bytes"]
@@ -269,8 +272,8 @@ def test_measure_training(monkeypatch):
     def boom(*a, **k):
         raise torch.OutOfMemoryError("CUDA out of memory")
 
-    monkeypatch.setattr(gqa, "measure_step", boom)
-    rows = gqa.measure_training(cfg, [4, 2], batch_size=1, seq_len=8)
+    monkeypatch.setattr(common, "prepare_step", boom)
+    rows = gqa.measure_training(cfg, [4, 2], batch_size=1, seq_len=8, rounds=1)
     assert all("OutOfMemoryError" in r["error"] and r["speedup"] is None for r in rows)
     with pytest.raises(ValueError, match="n_kv_head=3"):
         gqa.measure_training(cfg, [3], 1, 8)

@@ -62,3 +62,21 @@ def test_assets_are_package_data():
     assert "assets/*" in data
     for name in ("r50k_base.tiktoken", "shakespeare.txt.gz", "PROVENANCE.md"):
         assert (ROOT / "tutorial_lib" / "assets" / name).is_file()
+
+
+def test_triton_is_a_linux_only_dev_dependency_with_a_lower_bound_only():
+    """`make test`/`make lab` install Triton where a wheel exists (Linux) and nowhere else; a lower
+    bound only, so that pip keeps the triton a CUDA build of torch pins."""
+    from packaging.requirements import Requirement
+
+    extras = pyproject()["project"]["optional-dependencies"]
+    for extra in ("dev", "test"):
+        (req,) = [Requirement(d) for d in extras[extra] if _name(d) == "triton"]
+        assert all(spec.operator == ">=" for spec in req.specifier), req
+        assert req.marker is not None
+        for system, machine, want in (("linux", "x86_64", True), ("linux", "aarch64", True),
+                                      ("darwin", "arm64", False), ("win32", "AMD64", False),
+                                      ("linux", "ppc64le", False)):
+            env = {"sys_platform": system, "platform_machine": machine}
+            assert req.marker.evaluate(env) is want, (extra, system, machine)
+    assert "triton" not in {_name(d) for d in pyproject()["project"]["dependencies"]}

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tutorial_lib.guide.report import BLOCK, block_names, fmt, load_results, markdown_table, render_guide
+from tutorial_lib.measure import records
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -126,3 +127,87 @@ def test_decision_block_uses_measured_payoffs_for_their_device_only():
     assert "(measured)" not in rows[("cpu", "1,024", "speed")]
     assert "(measured)" not in rows[("cuda", "4,096", "speed")]
     assert "`h200.json` (NVIDIA H200)" in text
+
+
+# ---- one loader: results files are validated, other files recognised -------------------------
+
+def _doc(**changes):
+    d = {"schema_version": 1, "meta": {"device": "cpu"}, "rows": [{"kind": "mlp", "ms": 1.0}]}
+    d.update(changes)
+    return d
+
+
+@pytest.mark.parametrize("doc, match", [
+    (_doc(schema_version=99), "schema_version=99 is newer"),
+    (_doc(schema_version="one"), "schema_version='one' is not a version"),
+    (_doc(schema_version=True), "schema_version=True is not a version"),
+    (_doc(schema_version=0), "schema_version=0 is not a version"),
+    (_doc(meta=[]), "'meta' must be an object"),
+    (_doc(rows={"kind": "mlp"}), "'rows' must be a list"),
+    (_doc(rows=[{"kind": "mlp"}, 3]), "row 1 is a int"),
+    (_doc(rows=[{"kind": "mlp"}, {"ms": 2.0}]), "row 1 has no 'kind'"),
+    (_doc(rows=[{"kind": ""}]), "row 0 has no 'kind'"),
+    (_doc(sections=[]), "'sections' must map"),
+    ({"schema_version": 1, "rows": []}, r"missing \['meta'\]"),
+    ([1, 2], "is a JSON object, not list"),
+])
+def test_check_results_names_the_file_and_the_problem(doc, match):
+    with pytest.raises(ValueError, match=match) as info:
+        records.check_results(doc, "results/x.json")
+    assert str(info.value).startswith("results/x.json: ")
+
+
+def test_file_kinds():
+    assert records.file_kind(_doc()) == records.RESULTS
+    assert records.file_kind({"traceEvents": []}) == records.CHROME_TRACE
+    assert records.file_kind([{"ph": "X", "name": "mm"}]) == records.CHROME_TRACE
+    assert records.file_kind({"kind": "train_history"}) == records.TRAIN_HISTORY
+    assert records.file_kind({"train_loss": [], "val_loss": [], "summary": {}}) == records.TRAIN_HISTORY
+    assert records.file_kind({"hello": 1}) is None and records.file_kind([1, 2]) is None
+
+
+def test_save_refuses_what_load_would_refuse(tmp_path):
+    with pytest.raises(ValueError, match="row 0 has no 'kind'"):
+        records.save_results(tmp_path / "r.json", [{"ms": 1.0}], device="cpu")
+    assert not list(tmp_path.iterdir())
+
+
+def test_scan_and_load_all(tmp_path):
+    (tmp_path / "a.json").write_text(json.dumps(_doc()))
+    (tmp_path / "trace.json").write_text(json.dumps({"traceEvents": []}))
+    (tmp_path / "hist.json").write_text(json.dumps({"kind": "train_history"}))
+    (tmp_path / "other.json").write_text("[1, 2]")
+    found = records.scan(tmp_path)
+    assert [Path(d["_path"]).name for d in found.results] == ["a.json"]
+    assert [p.name for p, _ in found.histories] == ["hist.json"]
+    assert len(found.notes) == 2 and "Chrome trace" in " ".join(found.notes)
+    (tmp_path / "broken.json").write_text(json.dumps(_doc(schema_version=7)))
+    with pytest.raises(ValueError, match="broken.json: schema_version=7"):
+        records.scan(tmp_path)
+    with pytest.warns(RuntimeWarning, match="broken.json"):  # notebooks: left out, and said so
+        assert [Path(d["_path"]).name for d in records.load_all(tmp_path)] == ["a.json"]
+    assert records.load_all(tmp_path / "nowhere") == []
+
+
+def test_a_table_comes_from_a_suite_section_only():
+    """``profile --out-json`` writes rows of kind "memory" with no section: they are not the
+    guide's memory table (before: a tiny-model table replaced the recorded one)."""
+    text = "<!-- report:memory -->\n<!-- /report:memory -->\n"
+    profile_doc = {"schema_version": 1, "_path": "results/profile.json",
+                   "meta": {"device": "cpu", "device_name": "cpu"},
+                   "rows": [{"kind": "memory", "preset": "tiny", "params_bytes": 1}]}
+    assert "tiny" not in render_guide(text, [profile_doc])
+    assert "No recorded result" in render_guide(text, [profile_doc])
+
+
+def test_regenerate_refuses_no_results(tmp_path):
+    from tutorial_lib.guide.report import regenerate
+
+    guide = tmp_path / "guide.md"
+    guide.write_text("<!-- report:mlp -->\nkept\n<!-- /report:mlp -->\n")
+    with pytest.raises(ValueError, match="does not exist"):
+        regenerate(guide, tmp_path / "reslts")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="holds no results file"):
+        regenerate(guide, tmp_path / "empty")
+    assert "kept" in guide.read_text()

@@ -286,3 +286,60 @@ def test_muon_step_flops_match_flop_counter(changes):
     with FlopCounterMode(display=False) as fc:
         opt.optimizers["muon"].step()
     assert fc.get_total_flops() == muon_step_flops(model)
+
+
+# ---- divergence and the saved history ------------------------------------------------------
+def _diverged_history():
+    """What a run that blew up at step 3 records: a finite step 1, a huge step 2, then NaN/inf."""
+    return TrainHistory(model={"name": "tiny"}, config={"batch_size": 2, "seq_len": 16, "steps": 10},
+                        optimizer="adamw", device="cpu", dtype="float32", world_size=1, n_params=1,
+                        tokens_per_step=32, steps=[1, 2, 3], train_loss=[10.8, 3.3e6, math.nan],
+                        lr=[1.0] * 3, grad_norm=[6.5, 3.9e8, math.inf], step_time_s=[0.1] * 3,
+                        optimizer_time_s=[0.05] * 3, val_steps=[0, 2], val_loss=[10.8, 3.8e6],
+                        val_wall_s=[0.0, 0.2], diverged=True, diverged_at_step=3)
+
+
+def test_a_diverged_history_says_so_and_saves_strict_json(tmp_path):
+    h = _diverged_history()
+    assert math.isnan(h.final_val_loss)  # before: 3.8e6, the last validation before the blow-up
+    assert h.divergence() == "diverged at step 3 (training loss, gradient norm not finite)"
+    s = h.summary()
+    assert s["final_val_loss"] is None and s["status"] == h.divergence() and s["steps_planned"] == 10
+    assert (s["last_finite_train_loss"], s["last_finite_train_step"]) == (3.3e6, 2)
+    assert (s["last_finite_val_loss"], s["last_finite_val_step"]) == (3.8e6, 2)
+
+    def no_constants(token):
+        raise AssertionError(f"{token} is not JSON")
+
+    doc = json.loads(h.save(tmp_path / "h.json").read_text(), parse_constant=no_constants)
+    assert doc["train_loss"][2] is None and doc["grad_norm"][2] is None  # NaN and inf as null ...
+    assert doc["diverged"] is True and doc["diverged_at_step"] == 3  # ... flagged by the run
+    assert doc["kind"] == "train_history"
+    back = TrainHistory.load(tmp_path / "h.json")
+    assert math.isnan(back.train_loss[2]) and math.isnan(back.grad_norm[2])
+    assert back.summary() == s
+
+
+def test_a_finished_history_has_no_divergence(tiny_run):
+    assert tiny_run.divergence() == "" and not tiny_run.diverged and tiny_run.diverged_at_step is None
+    assert "status" not in tiny_run.summary() and tiny_run.summary()["final_val_loss"] is not None
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda d: d.update(schema_version=99), "schema_version=99"),
+    (lambda d: d.update(schema_version="one"), "schema_version='one'"),
+    (lambda d: d.pop("optimizer"), "missing .*optimizer"),
+    (lambda d: d.update(surprise=1), "unknown .*surprise"),
+    (lambda d: d.update(val_loss=[]), "at least one validation loss"),
+])
+def test_loading_a_bad_history_names_the_file(tmp_path, change, match):
+    d = _diverged_history().to_dict()
+    change(d)
+    p = tmp_path / "bad.json"
+    p.write_text(json.dumps(d))
+    with pytest.raises(ValueError, match=match) as info:
+        TrainHistory.load(p)
+    assert str(p) in str(info.value)
+    p.write_text("{")
+    with pytest.raises(ValueError, match="bad.json: not valid JSON"):
+        TrainHistory.load(p)

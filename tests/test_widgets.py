@@ -24,6 +24,7 @@ def _no_session_calibration():
     widgets._CALIBRATIONS.clear()
     yield
     widgets._CALIBRATIONS.clear()
+    widgets._CEILINGS.clear()
 
 
 # ---- the package stays free of ipywidgets -----------------------------------------------------
@@ -91,26 +92,53 @@ def test_memory_prediction_against_the_real_model():
     assert m["activations_by_group"]["attention scores/probs"] == 0
 
 
-def test_calibration_reproduces_its_measurement_and_scales_with_work():
+def _ceilings(device="cpu", name="test-cpu", dtype="float32"):
+    from tutorial_lib.measure.roofline import Ceilings
+    return Ceilings(device=device, device_name=name, dtype=dtype, peak_flops=1e11, bandwidth=1e10,
+                    overhead_s=5e-6)
+
+
+def test_time_comes_from_the_roofline_model_on_the_ceilings():
+    from tutorial_lib.measure import roofline as R
     s = explore.ExplorerSettings(preset="tiny", seq_len=64, batch_size=2, dtype="float32")
-    work = explore.scope_work(s.config(), 2, 64)
-    rates = {k: 1e9 * (i + 1) for i, k in enumerate(work)}  # made-up per-scope rates
-    scope_ms = {k: w / rates[k] for k, w in work.items() if w}
+    c = _ceilings()
+    p = explore.predict_cost(s, ceilings=c)
+    want = R.predict_step(s.config(), 2, 64, c, dtype="float32", device_type="cpu")
+    assert p.step_ms == pytest.approx(want.total_ms) == pytest.approx(p.roofline_ms)
+    assert p.flop_only_ms == pytest.approx(want.flop_only_ms) and p.flop_only_ms < p.step_ms
+    assert sum(p.time_share.values()) == pytest.approx(1.0) and "roofline model on test-cpu" in p.basis
+    # the loss moves bytes, not FLOPs: its time share is far above its FLOP share
+    assert p.time_share["loss"] > 4 * p.flop_share["loss"]
+    # ceilings measured in another dtype do not predict this one
+    q = explore.predict_cost(s.replace(dtype="bfloat16"), ceilings=c)
+    assert q.step_ms is None and "float32" in q.basis
+
+
+def test_calibration_scales_comparable_work_per_component_and_nothing_else():
+    c = _ceilings()
+    s = explore.ExplorerSettings(preset="tiny", seq_len=64, batch_size=2, dtype="float32")
+    pred = explore.roofline_scope_ms(explore.R.predict_step(s.config(), 2, 64, c, dtype="float32"))
+    factors = {k: 1.0 + 0.5 * i for i, k in enumerate(sorted(pred))}  # made-up measured / predicted
+    scope_ms = {k: pred[k] * factors[k] for k in pred}
     cal = explore.Calibration.from_measurement(s, sum(scope_ms.values()), "cpu", "test-cpu", scope_ms)
-    same = explore.predict_cost(s, cal)
-    assert same.step_ms == pytest.approx(sum(scope_ms.values()))
-    s2 = s.replace(seq_len=128)
-    w2 = explore.scope_work(s2.config(), 2, 128)
-    longer = explore.predict_cost(s2, cal)
-    for k, ms in longer.time_ms.items():
-        assert ms == pytest.approx(w2[k] / rates[k])
-    # one whole-step rate: time scales with the total work
-    glob = explore.Calibration.from_measurement(s, 10.0, "cpu", "test-cpu")
-    ratio = explore.model_work(w2) / explore.model_work(work)
-    assert explore.predict_cost(s2, glob).step_ms == pytest.approx(10.0 * ratio)
-    # another dtype: not calibrated, and it says why
-    p = explore.predict_cost(s.replace(dtype="bfloat16"), cal)
-    assert p.step_ms is None and "float32" in p.basis
+    same = explore.predict_cost(s, cal, ceilings=c)
+    assert same.step_ms == pytest.approx(sum(scope_ms.values()))  # reproduces its own measurement
+    assert "scaled per component by measured now" in same.basis and "1x apart" in same.basis
+    longer = s.replace(seq_len=128)  # twice the tokens: the same size class
+    p2 = explore.predict_cost(longer, cal, ceilings=c)
+    base2 = explore.predict_cost(longer, ceilings=c)
+    for k, ms in p2.time_ms.items():
+        assert ms == pytest.approx(base2.time_ms[k] * factors[k])
+    assert "2x apart" in p2.basis
+    far = explore.predict_cost(s.replace(seq_len=256), cal, ceilings=c)  # 4x the tokens: not scaled
+    assert far.step_ms == pytest.approx(far.roofline_ms) and "4.0x apart" in far.basis
+    assert "not scaled" in far.basis and far.scaled_by is None
+    other = explore.ExplorerSettings(preset="gpt2_mini", seq_len=64, batch_size=2, dtype="float32")
+    p3 = explore.predict_cost(other, cal, ceilings=c)  # another model: never scaled by tiny
+    assert p3.step_ms == pytest.approx(p3.roofline_ms) and "measured tiny, not gpt2_mini" in p3.basis
+    # a whole-step measurement scales every component by one factor
+    glob = explore.Calibration.from_measurement(s, 2 * same.roofline_ms, "cpu", "test-cpu")
+    assert explore.predict_cost(longer, glob, ceilings=c).step_ms == pytest.approx(2 * base2.step_ms)
 
 
 def test_profile_rows_become_scope_ms_that_sum_to_the_step():
@@ -130,23 +158,32 @@ def test_calibration_from_results_uses_this_device_only():
                      "config_fields": s.config().to_dict(), "median_ms": 1.0, "dtype": "float32"},
                     {"kind": "step", "seq_len": 32, "batch_size": 2, "mode": "train", "median_ms": 9.0,
                      "dtype": "float32"}]}  # a row that does not say what it measured: not used
-    cal = explore.calibration_from_results([doc], "box", "float32")
-    w = explore.model_work(explore.scope_work(s.config(), 2, 32))
-    assert cal.global_rate == pytest.approx(w / 4.0) and "1 measured step(s) in cpu.json" in cal.source
-    assert explore.predict_cost(s, cal).step_ms == pytest.approx(4.0)  # the GQA-2 config, not MHA
-    assert explore.calibration_from_results([doc], "another box", "float32") is None
-    assert explore.calibration_from_results([doc], "box", "bfloat16") is None
+    cal = explore.calibration_from_results([doc], "box", "float32", s)
+    assert cal.step_ms == 4.0 and cal.settings == s and "cpu.json" in cal.source
+    c = _ceilings(name="box")
+    assert explore.predict_cost(s, cal, ceilings=c).step_ms == pytest.approx(4.0)  # the GQA-2 config
+    assert explore.calibration_from_results([doc], "another box", "float32", s) is None
+    assert explore.calibration_from_results([doc], "box", "bfloat16", s) is None
+    assert explore.calibration_from_results([doc], "box", "float32", s.replace(seq_len=256)) is None  # 8x
+    # no measured ceilings for a CPU: none; a results file's ceilings row: those
+    assert explore.ceilings_from_results([doc], "box", "cpu", "float32") is None
+    doc["rows"].append(dict(c.to_row()))
+    assert explore.ceilings_from_results([doc], "box", "cpu", "float32").bandwidth == c.bandwidth
 
 
 def test_calibration_from_the_guide_suites_before_after_rows():
     label, changes = suite.BEFORE_AFTER[1]
     cfg = get_config("gpt2_small", **changes)
-    doc = {"meta": {"device": "cuda:0", "device_name": "GPU-X", "dtype": "bfloat16", "date": "2026"},
-           "_path": "gpu.json", "rows": [{"kind": "before_after", "variant": label, "ms_per_step": 50.0,
-                                          "config_fields": cfg.to_dict(), "batch_size": 4, "seq_len": 512}]}
-    cal = explore.calibration_from_results([doc], "GPU-X", "bfloat16")
+    doc = {"meta": {"device": "cuda:0", "device_name": "NVIDIA H100 80GB HBM3", "dtype": "bfloat16",
+                    "date": "2026"}, "_path": "gpu.json",
+           "rows": [{"kind": "before_after", "variant": label, "ms_per_step": 50.0,
+                     "config_fields": cfg.to_dict(), "batch_size": 4, "seq_len": 512}]}
+    cal = explore.calibration_from_results([doc], "NVIDIA H100 80GB HBM3", "bfloat16")
     s = explore.ExplorerSettings(seq_len=512, batch_size=4, dtype="bfloat16", **changes)
-    assert explore.predict_cost(s, cal, "cuda").step_ms == pytest.approx(50.0)
+    spec = explore.ceilings_from_results([doc], "NVIDIA H100 80GB HBM3", "cuda", "bfloat16")
+    assert spec.source == "spec" and spec.bandwidth == 3350e9  # no measured ceilings: the datasheet
+    p = explore.predict_cost(s, cal, "cuda", spec)
+    assert p.step_ms == pytest.approx(50.0) and "spec ceilings" in p.basis
 
 
 # ---- lesson computations ----------------------------------------------------------------------
@@ -263,11 +300,15 @@ def test_cost_explorer_callbacks():
 
 @pytest.mark.slow
 def test_cost_explorer_measure_now_calibrates():
+    widgets._CEILINGS.clear()
     ex = widgets.cost_explorer(preset="tiny", seq_len=32, batch_size=1, dtype="float32",
                                results=[], device="cpu")
-    assert ex.result.step_ms is None
+    assert ex.result.step_ms is None  # a CPU nobody measured: no ceilings, no time
     m = ex.measure()
-    assert m is not None and m["step_ms"] > 0 and m["predicted_before_ms"] is None
+    assert m is not None and m["step_ms"] > 0
+    # the ceilings were measured first, so the roofline predicted the step before it was measured
+    assert m["predicted_before_ms"] == pytest.approx(m["roofline_before_ms"]) and m["flop_only_before_ms"] > 0
+    assert "the roofline model alone said" in ex.measured.value
     assert ex.progress.value == ex.progress.max and ex.progress.bar_style == "success"
     assert "ms/step" in ex.measured.value and not ex.button.disabled
     assert sum(m["time_share"].values()) == pytest.approx(1.0)
@@ -414,7 +455,11 @@ def test_measure_now_reduces_and_says_so(monkeypatch):
     # the requested size's time: the cost model calibrated on the reduced measurement
     cal = widgets.calibration_for(ex.device_name, "float32")
     assert "B=1, T=64" in cal.label
-    assert m["step_ms"] == pytest.approx(explore.predict_cost(ex.settings(), cal).step_ms)
+    ceil = widgets.ceilings_for(ex.device_name, "cpu", "float32")
+    want = explore.predict_cost(ex.settings(), cal, "cpu", ceil, across_sizes=True)
+    assert m["step_ms"] == pytest.approx(want.step_ms) and "scaled" in want.basis
+    # without across_sizes the reduced measurement is too far off in tokens to scale the prediction
+    assert "not scaled" in explore.predict_cost(ex.settings(), cal, "cpu", ceil).basis
     assert "scaled by" in ex.measured.value and "reduced size" in ex.measured.value
 
 

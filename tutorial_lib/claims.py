@@ -14,9 +14,55 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Mapping, Optional
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 
 SEED = "BOTTLENECK_SUMMARY.md"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """Where a number holds: the model, the batch, the length, the training steps and the kind of
+    device. None = not stated (a claim) or not applicable (a measurement)."""
+    model: Optional[str] = None  # a preset name; the seed's baseline is "gpt2_small"
+    batch: Optional[int] = None
+    seq_len: Optional[int] = None
+    steps: Optional[int] = None  # training steps, for a loss
+    device: Optional[str] = None  # "cpu" or "cuda"
+
+    _LABELS = {"model": "", "batch": "B=", "seq_len": "T=", "steps": "steps=", "device": ""}
+
+    def describe(self) -> str:
+        parts = [f"{self._LABELS[f.name]}{getattr(self, f.name)}" for f in dataclasses.fields(self)
+                 if getattr(self, f.name) is not None]
+        return ", ".join(parts) or "any setting"
+
+    def differences(self, measured: "Setting") -> List[str]:
+        """The fields this (claimed) setting states that ``measured`` does not match."""
+        out = []
+        for f in dataclasses.fields(self):
+            want, got = getattr(self, f.name), getattr(measured, f.name)
+            if want is not None and got != want:
+                label = self._LABELS[f.name] or f"{f.name} "
+                out.append(f"{label}{'?' if got is None else got} (claim: {label}{want})")
+        return out
+
+
+# The seed states its headline setting once (its memory section); claims that state no setting of
+# their own are read at it. The device is never stated.
+SEED_SETTING = Setting(model="gpt2_small", batch=4, seq_len=512)
+GPT2_SMALL = Setting(model="gpt2_small")  # arithmetic of GPT-2 small's shapes: any batch and length
+ANY_SETTING = Setting()  # growth exponents: any model, batch and length
+
+# Words (and plain symbols) for the seed's coloured emoji: many fonts have no glyph for them.
+EMOJI_WORDS = {"🔴": "[red]", "🟠": "[orange]", "🟡": "[yellow]", "🟢": "[green]", "✅": "[yes]", "❌": "[no]",
+               "⚠️": "[!]", "⚠": "[!]", "🚀": "", "💡": "", "📊": "", "🎯": "", "⚡": ""}
+
+
+def plain(text: str) -> str:
+    """The seed's text with its emoji replaced by words (the seed's copy in docs/ keeps them)."""
+    for emoji, word in EMOJI_WORDS.items():
+        text = text.replace(emoji, word)
+    return text
 
 
 @dataclass(frozen=True)
@@ -29,8 +75,11 @@ class Claim:
     low: Optional[float] = None
     high: Optional[float] = None
     of: str = ""  # what a share is a share of ("forward pass", "block", "attention", "MLP")
-    setting: str = ""  # the setting the seed states (e.g. "B=4, T=512")
+    setting: str = ""  # the setting the seed states, in its words (e.g. "B=4, T=512")
     note: str = ""  # our remark: what the claim assumes, where it is inconsistent
+    where: Setting = SEED_SETTING  # where a measurement must be taken to give it a verdict
+    faster: bool = False  # a speedup claim: a measurement whose spread includes 1.0 cannot tell
+    tolerance: Optional[float] = None  # relative band around a single claimed value (None: compare's)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -83,31 +132,34 @@ _c("ops.out", "Linear(768 → 768)  ~0.6M ops", 0.6e6, "ops", _S, setting="B=4, 
 _c("ops.per_head", "Total per head:  ~136M ops", 136e6, "ops", _S, setting="B=4, T=512")
 _c("ops.per_layer", "Total per layer: ~1.6B ops (12 heads)", 1.6e9, "ops", _S, setting="B=4, T=512")
 _c("ops.model", "Total model:     ~19B ops (12 layers)", 19e9, "ops", _S, setting="B=4, T=512")
-_c("scores.T512", "For T=512: 262,144 attention scores per head", 262_144, "scores", _S)
+_c("scores.T512", "For T=512: 262,144 attention scores per head", 262_144, "scores", _S,
+   where=Setting(seq_len=512))
 _c("scores.T1024", "For T=1024: 1,048,576 attention scores per head (4× more!)", 1_048_576,
-   "scores", _S)
+   "scores", _S, where=Setting(seq_len=1024))
 
 # ---- GQA -----------------------------------------------------------------------------------------
 _S = "Combined Impact: Attention Optimization Comparison"
 for kv, sp, q in ((4, 1.25, 0.995), (2, 1.40, 0.990), (1, 1.50, 0.980)):
     label = "MQA (extreme)" if kv == 1 else f"GQA ({kv} groups)"
     _c(f"gqa.speedup.kv{kv}", f"{label} │ 12 │ {kv} │ {sp:.2f}×", sp, "x", _S,
-       setting="12 query heads", note="speedup of what (training step, attention, decoding) and "
-       "at which B, T and device is not stated")
+       setting="12 query heads", faster=True, note="speedup of what (training step, attention, "
+       "decoding) and at which B, T and device is not stated: read at the seed's B=4, T=512")
     _c(f"gqa.quality.kv{kv}", f"{label} │ 12 │ {kv} │ {q * 100:.1f}%", q, "share", _S,
        note="quality metric not stated")
 _S = "Solution #1: Grouped-Query Attention (GQA)"
 _c("gqa.compute", "Computation: ~67% (33% faster!)", 0.67, "share", _S, of="MHA computation",
    setting="4 KV heads")
-_c("gqa.kv_memory", "K/V memory: 3× less", 3.0, "x", _S, setting="4 KV heads")
+_c("gqa.kv_memory", "K/V memory: 3× less", 3.0, "x", _S, setting="4 KV heads", where=GPT2_SMALL)
 _c("gqa.quality", "Attention quality: ~99% retained", 0.99, "share", _S)
 
 # ---- MLP -----------------------------------------------------------------------------------------
 _S = "Solution #2: Reduce MLP Expansion"
 _c("mlp.params.4x", "3072 dim  2.36M params", 2.36e6, "params", _S, setting="one 768→3072→768 MLP",
-   note="one 768×3072 matrix is 2.36M; the MLP has two (4.72M)")
-_c("mlp.params.3x", "2304 dim  1.77M params", 1.77e6, "params", _S, setting="one 768→2304→768 MLP")
-_c("mlp.params_fewer", "Parameters: 1.77M (25% fewer!)", 0.25, "share", _S, of="MLP parameters")
+   note="one 768×3072 matrix is 2.36M; the MLP has two (4.72M)", where=GPT2_SMALL)
+_c("mlp.params.3x", "2304 dim  1.77M params", 1.77e6, "params", _S, setting="one 768→2304→768 MLP",
+   where=GPT2_SMALL)
+_c("mlp.params_fewer", "Parameters: 1.77M (25% fewer!)", 0.25, "share", _S, of="MLP parameters",
+   where=GPT2_SMALL)
 _c("mlp.time", "Time: ~75% (25% faster!)", 0.75, "share", _S, of="baseline time",
    note="the MLP's time; the whole step saves less")
 
@@ -132,11 +184,12 @@ _c("mem.flash.total", "TOTAL:  ~2.5 GB (38% less memory!)", 2.5, "GB", _S,
 # ---- sequence length -----------------------------------------------------------------------------
 _S = "Sequence Length Impact"
 _c("seq.quadratic", "Quadratic growth means 2× longer sequences = 4× more compute!", 2.0,
-   "loglog slope", _S, note="true of the T² term only; the linear layers grow 2×")
-_c("seq.window", "Sliding Window: O(n × window) - linear in sequence length", 1.0, "loglog slope", _S)
+   "loglog slope", _S, note="true of the T² term only; the linear layers grow 2×", where=ANY_SETTING)
+_c("seq.window", "Sliding Window: O(n × window) - linear in sequence length", 1.0, "loglog slope", _S,
+   where=ANY_SETTING)
 _c("seq.flash", "Flash Attention: Same O(n²) but much faster constant factors", 2.0,
-   "loglog slope", _S)
-_c("seq.gqa", "GQA/MQA: Reduces coefficient of O(n²) term", None, "", _S,
+   "loglog slope", _S, where=ANY_SETTING)
+_c("seq.gqa", "GQA/MQA: Reduces coefficient of O(n²) term", None, "", _S, where=ANY_SETTING,
    note="GQA shrinks K/V projections and the KV cache; QKᵀ and AV still cost 2·T²·d per query head")
 
 # ---- expected results ----------------------------------------------------------------------------
@@ -145,7 +198,7 @@ _R = "B=4, T=512 (the seed's setting), device not stated"
 _c("results.tokens_per_s.before", "Tokens/second │ 5,000", 5000, "tokens/s", _S, setting=_R,
    note="inconsistent with its own time per step: 2,048 tokens in 51 ms is 40,157 tokens/s")
 _c("results.tokens_per_s.after", "Tokens/second │ 7,700", 7700, "tokens/s", _S, setting=_R)
-_c("results.tokens_per_s.gain", "Tokens/second │ +54%", 1.54, "x", _S, setting=_R)
+_c("results.tokens_per_s.gain", "Tokens/second │ +54%", 1.54, "x", _S, setting=_R, faster=True)
 _c("results.step_ms.before", "Time per step │ 51 ms", 51, "ms", _S, setting=_R)
 _c("results.step_ms.after", "Time per step │ 33 ms", 33, "ms", _S, setting=_R)
 _c("results.step_ms.change", "Time per step │ -35%", 0.65, "x", _S, setting=_R,
@@ -154,10 +207,14 @@ _c("results.peak_mem.before", "Peak memory │ 8.5 GB", 8.5, "GB", _S, setting=_
    note="the memory section's total is ~4 GB at the same setting")
 _c("results.peak_mem.after", "Peak memory │ 6.0 GB", 6.0, "GB", _S, setting=_R)
 _c("results.peak_mem.change", "Peak memory │ -29%", 6.0 / 8.5, "x", _S, setting=_R)
-_c("results.val_loss.before", "Val loss @ 1000 │ 3.50", 3.50, "loss", _S, setting=_R)
-_c("results.val_loss.after", "Val loss @ 1000 │ 3.48", 3.48, "loss", _S, setting=_R)
+_AT1000 = dataclasses.replace(SEED_SETTING, steps=1000)
+# a loss is read to about 1 %: the seed's own before/after differ by 0.02 (0.6 %)
+_c("results.val_loss.before", "Val loss @ 1000 │ 3.50", 3.50, "loss", _S, setting=_R, where=_AT1000,
+   tolerance=0.01)
+_c("results.val_loss.after", "Val loss @ 1000 │ 3.48", 3.48, "loss", _S, setting=_R, where=_AT1000,
+   tolerance=0.01)
 _c("results.speedup", "Expected speedup: 1.5-2.0× faster training", None, "x", "Action Items",
-   1.5, 2.0)
+   1.5, 2.0, faster=True)
 
 # ---- decision tree -------------------------------------------------------------------------------
 _S = "Quick Decision Tree"
@@ -183,35 +240,75 @@ def keys(prefix: str = "") -> List[str]:
     return [k for k in CLAIMS if k.startswith(prefix)]
 
 
-def compare(claim_key: str, measured: Optional[float], note: str = "", tolerance: float = 0.10,
-            setting: str = "") -> dict:
-    """One row: the claim beside a measurement.
+VERDICTS = ("agrees", "higher", "lower", "within noise", "above the ceiling", "different setting",
+            "setting not stated", "n/a")
+ABOVE_CEILING = "above the ceiling: noise, or a different kernel ran"
 
-    ``ratio`` = measured / claimed value; ``verdict``: "agrees" when the measurement lies in the
-    claimed range (or within ``tolerance`` of a single value), else "higher" / "lower"; "n/a" when
-    either side is missing (e.g. a failed measurement).
+
+def compare(claim_key: str, measured: Optional[float], note: str = "", tolerance: float = 0.10,
+            where: Optional[Setting] = None, spread: Optional[Sequence[float]] = None,
+            ceiling: Optional[float] = None) -> dict:
+    """One row: the claim beside a measurement, and a verdict only where one is earned.
+
+    ``where``: the setting of the measurement. A claim is judged only at its own setting
+    (``Claim.where``; the seed's headline GPT-2 small, B=4, T=512 when it states none): a
+    measurement at another setting is shown with the difference named and verdict
+    "different setting"; without ``where`` the verdict is "setting not stated".
+    ``spread``: (low, high) of the measurement -- the range over interleaved rounds, or over seeds.
+    When it reaches into the claimed range without lying inside it, or (for a "faster" claim)
+    includes 1.0, the verdict is "within noise": the measurement cannot tell.
+    ``ceiling``: the most the change can give by its analytic cost (FLOPs, bytes); a median above
+    it is "above the ceiling" (noise, or a different kernel ran), never "agrees".
+    Otherwise: "agrees" inside the claimed range (or within the claim's tolerance, else
+    ``tolerance``, of a single value), else
+    "higher" / "lower". ``ratio`` = measured / claimed value.
     """
     c = get(claim_key)
     ok = measured is not None and not (isinstance(measured, float) and math.isnan(measured))
     ratio = measured / c.value if ok and c.value not in (None, 0) else None
+    tol = c.tolerance if c.tolerance is not None else tolerance
+    lo = c.low if c.low is not None else (c.value or 0) * (1 - tol)
+    hi = c.high if c.high is not None else (c.value or 0) * (1 + tol)
+    lo, hi = min(lo, hi), max(lo, hi)
+    diff = c.where.differences(where) if where is not None else []
+    if spread is not None:
+        spread = (min(spread), max(spread))
     if not ok or c.value is None:
         verdict = "n/a"
+    elif where is None:
+        verdict = "setting not stated"
+    elif diff:
+        verdict = "different setting"
+    elif ceiling is not None and measured > ceiling * (1 + 1e-9):
+        verdict = "above the ceiling"
+    elif spread is not None and ((c.faster and spread[0] <= 1.0 <= spread[1])
+                                 or (spread[0] <= hi and spread[1] >= lo and not lo <= spread[0] <= spread[1] <= hi)):
+        verdict = "within noise"
+    elif spread is not None:
+        verdict = "agrees" if lo <= spread[0] and spread[1] <= hi else ("higher" if spread[0] > hi else "lower")
     else:
-        lo = c.low if c.low is not None else c.value * (1 - tolerance)
-        hi = c.high if c.high is not None else c.value * (1 + tolerance)
-        lo, hi = min(lo, hi), max(lo, hi)
         verdict = "agrees" if lo <= measured <= hi else ("higher" if measured > hi else "lower")
-    return {"key": c.key, "claim": c.text, "claimed": c.value, "low": c.low, "high": c.high,
+    explain = {"different setting": "measured at " + (where.describe() if where else "?") + "; differs in "
+               + "; ".join(diff),
+               "above the ceiling": f"{ABOVE_CEILING} (ceiling {ceiling:.3g})" if ceiling is not None else "",
+               "within noise": (f"the spread {spread[0]:.3g}–{spread[1]:.3g} cannot tell"
+                                if spread is not None else "")}.get(verdict, "")
+    return {"key": c.key, "claim": plain(c.text), "claimed": c.value, "low": c.low, "high": c.high,
             "unit": c.unit, "of": c.of, "measured": measured if ok else None, "ratio": ratio,
-            "verdict": verdict, "claim_setting": c.setting, "measured_setting": setting,
+            "spread": list(spread) if spread is not None else None, "ceiling": ceiling,
+            "verdict": verdict, "why": explain, "claim_setting": c.where.describe(),
+            "measured_setting": where.describe() if where is not None else None,
             "note": note or c.note}
 
 
 def claims_table(measured: Mapping[str, Optional[float]], notes: Optional[Mapping[str, str]] = None,
-                 tolerance: float = 0.10, setting: str = "") -> List[dict]:
-    """``compare`` for every key of ``measured`` (in its order)."""
-    notes = notes or {}
-    return [compare(k, v, notes.get(k, ""), tolerance, setting) for k, v in measured.items()]
+                 tolerance: float = 0.10, where: Optional[Setting] = None,
+                 spreads: Optional[Mapping[str, Sequence[float]]] = None,
+                 ceilings: Optional[Mapping[str, float]] = None) -> List[dict]:
+    """``compare`` for every key of ``measured`` (in its order), all measured at ``where``."""
+    notes, spreads, ceilings = notes or {}, spreads or {}, ceilings or {}
+    return [compare(k, v, notes.get(k, ""), tolerance, where, spreads.get(k), ceilings.get(k))
+            for k, v in measured.items()]
 
 
 def _fmt_value(v: Optional[float], unit: str, low=None, high=None) -> str:
@@ -232,16 +329,22 @@ def _fmt_value(v: Optional[float], unit: str, low=None, high=None) -> str:
     return f"{v:,.4g} {unit}".strip()
 
 
-def format_table(rows: Iterable[dict], width: int = 44) -> str:
-    """A plain-text table: claim (the seed's words) | claimed | measured | ratio | verdict."""
+def format_table(rows: Iterable[dict], width: int = 56) -> str:
+    """A plain-text table: claim (the seed's words, emoji as words) | claimed | measured (and its
+    spread) | ratio | verdict (and why, when the verdict is not a plain comparison)."""
     rows = list(rows)
-    head = f"{'seed claim':<{width}}  {'claimed':>12}  {'measured':>12}  {'ratio':>6}  verdict"
+    head = f"{'seed claim':<{width}}  {'claimed':>12}  {'measured':>20}  {'ratio':>6}  verdict"
     lines = [head, "-" * len(head)]
     for r in rows:
-        text = r["claim"] if len(r["claim"]) <= width else r["claim"][:width - 1] + "…"
+        claim = plain(r["claim"])
+        text = claim if len(claim) <= width else claim[:width - 1] + "…"
         ratio = "" if r["ratio"] is None else f"{r['ratio']:.2f}"
+        meas = _fmt_value(r["measured"], r["unit"])
+        if r.get("spread") and r["measured"] is not None:
+            meas += f" ({_fmt_value(r['spread'][0], r['unit'])}–{_fmt_value(r['spread'][1], r['unit'])})"
+        why = f" -- {r['why']}" if r.get("why") else ""
         lines.append(f"{text:<{width}}  {_fmt_value(r['claimed'], r['unit'], r['low'], r['high']):>12}"
-                     f"  {_fmt_value(r['measured'], r['unit']):>12}  {ratio:>6}  {r['verdict']}")
+                     f"  {meas:>20}  {ratio:>6}  {r['verdict']}{why}")
     return "\n".join(lines)
 
 

@@ -12,16 +12,20 @@ shipped in ``tutorial_lib/assets/``; the corpus is 42 works of Shakespeare (abou
 
 The corpus is tokenized once and cached on disk (``$TUTORIAL_CACHE_DIR``, default
 ``~/.cache/tutorial_lib``) under a name that contains the corpus's sha256, so a changed corpus is
-tokenized again. The last 10% of the tokens are the validation split.
+tokenized again. The cache records the tokens' count and sha256 and is checked on every read: an
+empty, truncated, overwritten or foreign file is tokenized again (with a warning), never used.
+The last 10% of the tokens are the validation split.
 """
 from __future__ import annotations
 
 import functools
 import gzip
 import hashlib
+import io
+import json
 import os
-import tempfile
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Iterator, Optional, Tuple, Union
 
@@ -29,6 +33,8 @@ import numpy as np
 import tiktoken
 import torch
 from tiktoken.load import load_tiktoken_bpe
+
+from tutorial_lib.files import atomic_write_bytes
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 TOKENIZER_FILE = ASSETS_DIR / "r50k_base.tiktoken"
@@ -45,7 +51,7 @@ EOT_TOKEN = 50256  # GPT-2's only special token; n_vocab = 50,257
 VAL_FRACTION = 0.1  # the last 10% of tokens (rounded down) are validation
 SPLITS = ("train", "val")
 CACHE_ENV = "TUTORIAL_CACHE_DIR"
-_CACHE_FORMAT = "v1"  # bump when the cached array's meaning changes
+_CACHE_FORMAT = "v2"  # bump when the cache's content changes (v2: .npz with tokens + meta)
 
 
 # ---- tokenizer -----------------------------------------------------------------------------
@@ -105,7 +111,7 @@ def token_cache_path(directory: Optional[Union[str, Path]] = None,
                      corpus: Union[str, Path] = CORPUS_FILE) -> Path:
     """The cache file for ``corpus``'s tokens; its name holds the corpus's sha256."""
     directory = cache_dir() if directory is None else Path(directory)
-    return directory / f"tokens-gpt2-{_CACHE_FORMAT}-{sha256_file(corpus)}.npy"
+    return directory / f"tokens-gpt2-{_CACHE_FORMAT}-{sha256_file(corpus)}.npz"
 
 
 def tokenize_corpus(corpus: Union[str, Path] = CORPUS_FILE) -> np.ndarray:
@@ -114,40 +120,64 @@ def tokenize_corpus(corpus: Union[str, Path] = CORPUS_FILE) -> np.ndarray:
     return np.asarray(ids, dtype=np.uint16)  # every GPT-2 id (< 50,257) fits in 16 bits
 
 
-def _read_cache(path: Path) -> Optional[np.ndarray]:
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except (OSError, ValueError):
-        return None
-    if arr.dtype != np.uint16 or arr.ndim != 1 or arr.size == 0:
-        return None
-    return arr
+def _token_meta(tokens: np.ndarray, corpus_sha256: str) -> dict:
+    """What the cache records about its tokens, to check them against on every read."""
+    return {"format": _CACHE_FORMAT, "corpus_sha256": corpus_sha256, "n_tokens": int(tokens.size),
+            "max_id": int(tokens.max()) if tokens.size else -1,
+            "tokens_sha256": hashlib.sha256(tokens.tobytes()).hexdigest()}
 
 
-def _write_atomically(path: Path, arr: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+def read_token_cache(path: Union[str, Path], corpus_sha256: str) -> Tuple[Optional[np.ndarray], str]:
+    """(tokens, "") from a valid cache file, else (None, why it is not one).
+
+    Valid means: a readable ``.npz`` holding a non-empty 1-D uint16 ``tokens`` array and the
+    ``meta`` it was written with, made from this corpus (its sha256), every id inside GPT-2's
+    vocabulary, and the array's length and sha256 equal to the recorded ones -- so an empty,
+    truncated, overwritten or foreign file is never used."""
     try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, arr, allow_pickle=False)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a cache may be shared
-        os.replace(tmp, path)  # readers see the old file or the whole new one, never a part
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+        with open(path, "rb") as fh:  # ours to close: np.load leaks its own handle on a broken zip
+            loaded = np.load(fh, allow_pickle=False)
+            if not isinstance(loaded, np.lib.npyio.NpzFile):
+                return None, f"is a bare {type(loaded).__name__}, not a {_CACHE_FORMAT} token cache (.npz)"
+            with loaded as f:
+                tokens, meta = f["tokens"], json.loads(str(f["meta"]))
+    except FileNotFoundError:
+        return None, "missing"
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:  # EOFError: 0 bytes
+        return None, f"is unreadable ({type(e).__name__}: {e})"
+    if tokens.dtype != np.uint16 or tokens.ndim != 1 or tokens.size == 0:
+        return None, f"holds a {tokens.dtype} array of shape {tokens.shape}, not 1-D uint16 tokens"
+    if not isinstance(meta, dict) or meta.get("format") != _CACHE_FORMAT:
+        return None, f"is not a {_CACHE_FORMAT} token cache"
+    if meta.get("corpus_sha256") != corpus_sha256:
+        return None, f"was made from another corpus (sha256 {meta.get('corpus_sha256')})"
+    if int(tokens.max()) > EOT_TOKEN:
+        return None, f"holds id {int(tokens.max())}, outside GPT-2's vocabulary (< {EOT_TOKEN + 1})"
+    actual = _token_meta(tokens, corpus_sha256)
+    for key in ("n_tokens", "tokens_sha256"):
+        if meta.get(key) != actual[key]:
+            return None, f"is damaged: {key} is {actual[key]}, the cache recorded {meta.get(key)}"
+    return tokens, ""
+
+
+def write_token_cache(path: Union[str, Path], tokens: np.ndarray, corpus_sha256: str) -> Path:
+    """Write ``tokens`` and their ``meta`` to ``path`` atomically (``files.atomic_write_bytes``)."""
+    buf = io.BytesIO()
+    np.savez(buf, tokens=tokens, meta=np.array(json.dumps(_token_meta(tokens, corpus_sha256))))
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 @functools.lru_cache(maxsize=4)
 def _load_tokens(path: str, corpus: str) -> np.ndarray:
-    cache = Path(path)
-    arr = _read_cache(cache) if cache.exists() else None
+    cache, corpus_sha = Path(path), sha256_file(corpus)
+    arr, why = read_token_cache(cache, corpus_sha)
     if arr is None:
+        if why != "missing":
+            warnings.warn(f"token cache {cache} {why}; tokenizing the corpus again", RuntimeWarning,
+                          stacklevel=3)
         arr = tokenize_corpus(corpus)
         try:
-            _write_atomically(cache, arr)
+            write_token_cache(cache, arr, corpus_sha)
         except OSError as e:  # a read-only home must not stop a lesson
             warnings.warn(f"could not cache tokens at {cache}: {e}", RuntimeWarning, stacklevel=3)
     arr.setflags(write=False)  # shared by every caller: nobody may change it in place

@@ -4,7 +4,11 @@
 ``fsync`` it, then ``os.replace`` it over the target: a reader sees the old file or the complete
 new one, never a part, and a failed write (full disk, a file-size limit, an interrupt) leaves the
 previous file as it was and no temporary behind. ``atomic_path(path)`` does the same for writers
-that want a path of their own (``np.save``, ``Figure.savefig``, a profiler trace).
+that want a path of their own (``Figure.savefig``, a profiler trace, a CUDA memory snapshot).
+
+A failed write raises the ``OSError`` with the target's name in it (``[Errno 27] File too large:
+'results/x.json'``), so the command line can print one clear line. Only a hard kill (SIGKILL,
+power loss) can leave a temporary behind: a hidden ``.NAME.*.tmp`` file beside the target.
 
 ``check_writable(path)`` tells, before any work starts, whether a path can be written: a folder
 where a file should be, or a parent that is a regular file, are refused with a clear error.
@@ -13,32 +17,60 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Iterator, Optional, Union
 
 PathLike = Union[str, os.PathLike]
+DEFAULT_MODE = 0o644  # mkstemp makes files private; results and caches may be shared
 
 
 @contextlib.contextmanager
-def atomic_path(path: PathLike, mode: int = 0o644) -> Iterator[Path]:
+def atomic_path(path: PathLike, tmp_suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically.
 
-    On any exception the temporary file is removed and ``path`` is untouched."""
+    The writer writes the temporary path (and may close it); it is then flushed to disk and
+    renamed over ``path``, keeping the permissions of the file it replaces. On any exception the
+    temporary file is removed, ``path`` is untouched and the exception propagates (an ``OSError``
+    without a file name gets ``path``'s). ``tmp_suffix`` ends the temporary name, for writers that
+    choose a format by extension (``".gz"``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + tmp_suffix)
     os.close(fd)
     try:
         yield Path(tmp)
         with open(tmp, "rb+") as f:  # the writer may have closed it: flush it to disk ourselves
             os.fsync(f.fileno())
-        os.chmod(tmp, mode)  # mkstemp makes it private; results and caches may be shared
+        os.chmod(tmp, _mode_of(path))
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename is None:
+            e.filename = str(path)  # "[Errno 28] No space left on device: 'results/x.json'"
         raise
+    _fsync_dir(path.parent)
+
+
+def _mode_of(path: Path) -> int:
+    """The permission bits of the file ``path`` replaces, else ``DEFAULT_MODE``."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return DEFAULT_MODE
+    return stat.S_IMODE(st.st_mode) if stat.S_ISREG(st.st_mode) else DEFAULT_MODE
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable (best effort: not every system can open a folder)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
@@ -54,17 +86,21 @@ def atomic_write_text(path: PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def check_writable(path: PathLike, what: str = "--out") -> Path:
-    """ValueError naming ``what`` when ``path`` cannot be written as a file: it is a folder, or a
-    parent is a regular file, or the nearest existing folder is not writable."""
+def check_writable(path: PathLike, what: Optional[str] = "--out") -> Path:
+    """ValueError when ``path`` cannot be written as a file: it is a folder, a parent is a regular
+    file, or the nearest existing folder is not writable. The message starts with
+    ``what=path`` (just the path when ``what`` is None)."""
     p = Path(path)
+    name = f"{what}={str(path)!r}" if what else repr(str(path))
+    if str(path) == "":
+        raise ValueError(f"{name} is empty; give a file name")
     if p.is_dir():
-        raise ValueError(f"{what}={str(path)!r} is a folder; give a file name")
+        raise ValueError(f"{name} is a folder; give a file name")
     parent = p.parent
-    while not parent.exists():
+    while not parent.exists() and parent != parent.parent:
         parent = parent.parent
     if not parent.is_dir():
-        raise ValueError(f"{what}={str(path)!r}: {str(parent)!r} is a file, not a folder")
+        raise ValueError(f"{name}: {str(parent)!r} is a file, not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise ValueError(f"{what}={str(path)!r}: folder {str(parent)!r} is not writable")
+        raise ValueError(f"{name}: folder {str(parent)!r} is not writable")
     return p

@@ -3,11 +3,13 @@
 After nanoGPT's model.py (Karpathy) and the GPT-2 paper (Radford et al., 2019); the names follow
 HF transformers' Llama (``q/k/v/o_proj``, ``gate/up/down_proj``, ``repeat_kv``). References for
 the lessons' changes: Shazeer 2019 (MQA), Ainslie et al. 2023 (GQA), Su et al. 2021 (RoPE),
-Dao et al. 2022 (FlashAttention), Shazeer 2020 (SwiGLU), Beltagy et al. 2020 (sliding windows).
+Dao et al. 2022 (FlashAttention), Shazeer 2020 (SwiGLU), Beltagy et al. 2020 (sliding windows),
+Hsu et al. 2024 (Liger Kernel) and Wijmans et al. 2024 (Cut Cross-Entropy) for the chunked loss.
 
 Every lesson is a change of one or two ``GPTConfig`` fields (``n_kv_head`` for GQA,
 ``attn_backend`` for flash attention, ``mlp_ratio`` / ``mlp`` for the MLP lessons, ``window`` for
-sliding windows), so that "before" and "after" are the same code with a different config.
+sliding windows, ``loss_impl`` / ``loss_chunk`` for the LM-head lesson), so that "before" and
+"after" are the same code with a different config.
 
 Profiling names: ``GPT.module_scopes()`` names the modules the profiler and the memory kit label
 (``tutorial_lib.scopes``); the forward keeps explicit ``scope(...)`` only where no module exists
@@ -25,6 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from tutorial_lib import attention
+from tutorial_lib.loss import IGNORE_INDEX, LOSS_IMPLS, chunked_linear_cross_entropy
 from tutorial_lib.scopes import scope
 
 MLP_KINDS = ("gelu", "swiglu")
@@ -57,10 +60,12 @@ class GPTConfig:
     bias: bool = False  # biases in Linear layers and LayerNorm
     dropout: float = 0.0  # dropout on attention probabilities and residual branches
     tie_embeddings: bool = True  # lm_head shares its weight with the token embedding
+    loss_impl: str = "full"  # "full" logits, or "chunked" / "chunked_liger" (tutorial_lib.loss)
+    loss_chunk: int = 1024  # tokens per chunk of the chunked loss
     name: str = field(default="custom", compare=False)  # a label for tables and plots
 
     def __post_init__(self) -> None:
-        for f in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "tile_size"):
+        for f in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "tile_size", "loss_chunk"):
             _check_int(f, getattr(self, f))
         for f in ("n_kv_head", "window", "pad_vocab_multiple"):
             if getattr(self, f) is not None:
@@ -73,6 +78,7 @@ class GPTConfig:
         _choice("pos", self.pos, POS_KINDS)
         _choice("gelu_approx", self.gelu_approx, GELU_APPROX)
         _choice("attn_backend", self.attn_backend, attention.names())
+        _choice("loss_impl", self.loss_impl, LOSS_IMPLS)
         if self.n_embd % self.n_head:
             raise ValueError(f"GPTConfig.n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
         if self.n_head % self.kv_heads:
@@ -131,8 +137,9 @@ class GPTConfig:
     def describe(self) -> str:
         attn = "MHA" if self.kv_heads == self.n_head else ("MQA" if self.kv_heads == 1 else f"GQA-{self.kv_heads}")
         win = f", window {self.window}" if self.window else ""
+        loss = "" if self.loss_impl == "full" else f", {self.loss_impl} loss ({self.loss_chunk})"
         return (f"{self.name}: {self.n_layer}L {self.n_head}H d{self.n_embd} {attn}, "
-                f"{self.mlp} x{self.ratio:.3g}, {self.norm}, {self.pos}, {self.attn_backend}{win}")
+                f"{self.mlp} x{self.ratio:.3g}, {self.norm}, {self.pos}, {self.attn_backend}{win}{loss}")
 
 
 def _choice(name: str, value, allowed) -> None:
@@ -364,7 +371,11 @@ class GPT(nn.Module):
 
     def forward(self, idx: torch.Tensor, targets: Optional[torch.Tensor] = None,
                 kv_cache: Optional[KVCache] = None):
-        """idx (B, T) token ids -> (logits (B, T, vocab), loss or None)."""
+        """idx (B, T) token ids -> (logits (B, T, padded vocab), loss or None).
+
+        With targets and ``loss_impl`` "chunked" / "chunked_liger" the head and the loss run
+        together, chunk by chunk (``tutorial_lib.loss``), and no full logits exist: the result is
+        ``(None, loss)``. Without targets (generation) every ``loss_impl`` returns the logits."""
         self.check_ids(idx, targets)
         B, T = idx.shape
         start = 0 if kv_cache is None else kv_cache.length
@@ -381,6 +392,11 @@ class GPT(nn.Module):
         if kv_cache is not None:
             kv_cache.advance()
         x = self.norm_f(x)
+        if targets is not None and self.config.loss_impl != "full":
+            with scope("loss"):  # inside it, each chunk's matmul is scoped "lm_head" again
+                loss = chunked_linear_cross_entropy(x, self.lm_head.weight, targets, self.config.loss_chunk,
+                                                    grad_in_forward=self.config.loss_impl == "chunked_liger")
+            return None, loss
         logits = self.lm_head(x)  # (B, T, V)
         loss = None
         if targets is not None:
@@ -388,7 +404,7 @@ class GPT(nn.Module):
                 # at least float32 (bf16 logits are upcast; float64 ones are not cut down)
                 ce_dtype = torch.promote_types(logits.dtype, torch.float32)
                 loss = F.cross_entropy(logits.view(-1, logits.size(-1)).to(ce_dtype), targets.view(-1),
-                                       ignore_index=-1)
+                                       ignore_index=IGNORE_INDEX)
         return logits, loss
 
     def check_ids(self, idx: torch.Tensor, targets: Optional[torch.Tensor] = None) -> None:

@@ -69,12 +69,12 @@ class OptimizerSpec:
 
     def __post_init__(self):
         _check_choice("optimizer", self.name, OPTIMIZERS)
-        for f in ("lr", "muon_lr"):
+        for f in ("lr", "muon_lr", "weight_decay"):
             v = getattr(self, f)
-            if not (isinstance(v, (int, float)) and v > 0 and math.isfinite(v)):
-                raise ValueError(f"{f}={v!r} must be a positive number")
-        if not self.weight_decay >= 0:
-            raise ValueError(f"weight_decay={self.weight_decay!r} must be >= 0")
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            low = ">= 0" if f == "weight_decay" else "> 0"
+            if not (ok and (v >= 0 if f == "weight_decay" else v > 0)):
+                raise ValueError(f"{f}={v!r} must be a finite number {low}")
 
 
 class OptimizerSet:

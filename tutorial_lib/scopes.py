@@ -4,7 +4,10 @@ The names form a two-level tree: embedding; attention.{qkv,rope,core,out}; mlp.{
 norm; lm_head; loss. Most of them label *modules*: ``with enabled(model):`` attaches a forward
 pre-hook and a forward hook to each module that ``model.module_scopes()`` names, which open and
 close a ``torch.profiler.record_function`` range. Where no module exists (RoPE, the attention
-kernel, the MLP's activation, the loss) the model says ``with scope("attention.core"):``.
+kernel, the MLP's activation, the loss) the model says ``with scope("attention.core"):``. The
+chunked loss (``tutorial_lib.loss``) runs inside ``scope("loss")`` and opens ``scope("lm_head")``
+around each chunk's matmuls, in forward and in backward: a scope nested in another is charged its
+own time, and the outer one the rest (``measure.profile``).
 
 Outside ``enabled`` nothing is attached and ``scope`` is a shared no-op, so plain training and
 ``torch.compile`` see no profiler ops. ``current()`` is the innermost open scope: the memory kit

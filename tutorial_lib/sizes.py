@@ -9,6 +9,9 @@ a GPU:
              2 cores; quality (training) runs use the smaller ``gpt2_mini``.
 - ``gpu``:   the seed's setting -- GPT-2 small, B=4, T=512, bf16 autocast -- and longer T.
 
+The LM-head lesson (``lm_head``) measures the seed's own setting on ``cpu`` too: its point is the
+head and the loss at GPT-2's real vocabulary, which a smaller model would hide.
+
 Each section is a frozen dataclass with keyword-only fields, so a table reads as names, not as
 positions. A new lesson adds one section here. Analytic numbers (FLOPs, parameters, memory
 formulas) never depend on the profile: they use the real GPT-2 small.
@@ -123,6 +126,40 @@ class Suite:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Roofline:
+    """The roofline lesson (09) and the suite's ``roofline`` section: the machine's ceilings, the
+    step placed on the roofline per component, and whole steps predicted and measured."""
+    mm_sizes: Tuple[int, ...]  # n of the n x n matmuls whose best FLOP/s is the peak
+    stream_bytes: int  # size of each array of the bandwidth measurement
+    first_touch_sizes: Tuple[int, ...]  # allocate-and-fill sizes, below and above 32 MiB (CPU)
+    min_run_time: float
+    preset: str  # the step placed on the roofline, component by component
+    batch: int
+    seq_len: int
+    checks: Tuple[Tuple[str, int, int], ...]  # (preset, B, T) steps predicted, then measured
+    backends: Tuple[str, ...]  # attention backends of the checks
+
+
+@dataclass(frozen=True, kw_only=True)
+class LMHead:
+    """The LM-head lesson (08): the head + loss alone against chunk size, T and V, and the whole
+    training step with the full and the chunked loss (the seed's setting on cpu and gpu)."""
+    preset: str  # the whole-step comparison
+    batch: int
+    seq_len: int
+    chunk: int  # loss_chunk of the step comparison (the GPTConfig default on cpu and gpu)
+    rounds: int  # interleaved A/B rounds of the whole step
+    min_run_time: float
+    sweep_rounds: int  # interleaved rounds of the head + loss alone (one timed call per round)
+    n_embd: int  # the head + loss alone: hidden width C ...
+    tokens: int  # ... N = B x T tokens ...
+    vocab: int  # ... and vocabulary V at the fixed point of each sweep
+    chunks: Tuple[int, ...]  # chunk sizes to sweep at (tokens, vocab)
+    seq_lens: Tuple[int, ...]  # tokens N = T at batch 1 to sweep, at vocab
+    vocabs: Tuple[int, ...]  # vocabularies to sweep at tokens (incl. the padded 50,304 on cpu/gpu)
+
+
+@dataclass(frozen=True, kw_only=True)
 class OwnPaths:
     """The project's own paths, fast and steady (the guide's ``own_paths`` section)."""
     window: int  # W of the local-window peak and the windowed mask
@@ -151,6 +188,8 @@ class Sizes:
     window: Window
     final: Final
     suite: Suite
+    roofline: Roofline
+    lm_head: LMHead
     own_paths: OwnPaths
 
     def to_dict(self) -> dict:
@@ -176,6 +215,12 @@ PROFILES = {
         suite=Suite(preset="tiny", batch=2, seq_len=32, attn_seqs=(32, 64, 128), attn_batch=1,
                     attn_heads=4, window=16, window_seqs=(64, 128), min_run_time=0.02, rounds=3,
                     compile=False),
+        roofline=Roofline(mm_sizes=(64, 128), stream_bytes=2**20, first_touch_sizes=(2**20,),
+                          min_run_time=0.01, preset="tiny", batch=2, seq_len=32,
+                          checks=(("tiny", 2, 32),), backends=("sdpa",)),
+        lm_head=LMHead(preset="tiny", batch=2, seq_len=32, chunk=16, rounds=1, min_run_time=0.01,
+                       sweep_rounds=1, n_embd=64, tokens=64, vocab=1000, chunks=(16, 64), seq_lens=(32, 64),
+                       vocabs=(1000, 1024)),
         own_paths=OwnPaths(window=16, window_seqs=(64, 128), n_head=2, head_dim=16, mask_seq=64,
                            ab_attention_seq=64, ab_rounds=1, mfu_preset="tiny", mfu_batch=2, mfu_seq=32,
                            peak_sizes=(256,), rounds=1, min_run_time=0.01)),
@@ -198,7 +243,18 @@ PROFILES = {
         # step comparisons near 20 minutes (the notebooks measure GPT-2 small itself)
         suite=Suite(preset="gpt2_mini", batch=2, seq_len=256, attn_seqs=(128, 256, 512, 1024, 2048),
                     attn_batch=1, attn_heads=12, window=128, window_seqs=(512, 1024, 2048, 4096),
-                    min_run_time=0.3, rounds=5, compile=False),
+                    min_run_time=0.3, rounds=5, compile=True),
+        # the ceilings take ~15 s; the two checks are the suite's gpt2_mini step and notebook
+        # 01's GPT-2 small step
+        roofline=Roofline(mm_sizes=(1024, 2048), stream_bytes=128 * 2**20,
+                          first_touch_sizes=(16 * 2**20, 64 * 2**20), min_run_time=0.3,
+                          preset="gpt2_small", batch=1, seq_len=256,
+                          checks=(("gpt2_mini", 2, 256), ("gpt2_small", 1, 256)), backends=("sdpa", "eager")),
+        # the seed's own setting: GPT-2 small's step takes seconds here, so 2 rounds; the head alone
+        # at 1,024 tokens (one forward + backward of GPT-2's head is seconds on 2 cores)
+        lm_head=LMHead(preset="gpt2_small", batch=4, seq_len=512, chunk=1024, rounds=2, min_run_time=0.5,
+                       sweep_rounds=3, n_embd=768, tokens=1024, vocab=50257, chunks=(128, 256, 512, 1024),
+                       seq_lens=(256, 512, 1024, 2048), vocabs=(8192, 32768, 50257, 50304)),
         own_paths=OwnPaths(window=256, window_seqs=(1024, 2048, 4096), n_head=12, head_dim=64, mask_seq=4096,
                            ab_attention_seq=1024, ab_rounds=3, mfu_preset="gpt2_mini", mfu_batch=2, mfu_seq=256,
                            peak_sizes=(2048, 3072, 4096), rounds=3, min_run_time=0.3)),
@@ -221,6 +277,14 @@ PROFILES = {
                     attn_seqs=(256, 512, 1024, 2048, 4096, 8192), attn_batch=4, attn_heads=12,
                     window=256, window_seqs=(512, 1024, 2048, 4096, 8192, 16384), min_run_time=0.5,
                     rounds=3, compile=True),
+        # the checks: the seed's setting, and the H200 training runs' (B=16, T=512)
+        roofline=Roofline(mm_sizes=(4096, 8192), stream_bytes=1024 * 2**20, first_touch_sizes=(),
+                          min_run_time=0.3, preset="gpt2_small", batch=4, seq_len=512,
+                          checks=(("gpt2_small", 4, 512), ("gpt2_small", 16, 512)), backends=("sdpa", "eager")),
+        lm_head=LMHead(preset="gpt2_small", batch=4, seq_len=512, chunk=1024, rounds=3, min_run_time=0.5,
+                       sweep_rounds=5, n_embd=768, tokens=2048, vocab=50257, chunks=(128, 256, 512, 1024, 2048),
+                       seq_lens=(1024, 2048, 4096, 8192, 16384),
+                       vocabs=(32000, 50257, 50304, 128256, 262144)),
         own_paths=OwnPaths(window=256, window_seqs=(4096, 8192, 16384), n_head=12, head_dim=64, mask_seq=4096,
                            ab_attention_seq=1024, ab_rounds=2, mfu_preset="gpt2_small", mfu_batch=4, mfu_seq=512,
                            peak_sizes=(4096, 8192), rounds=3, min_run_time=0.3)),

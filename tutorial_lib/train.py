@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from tutorial_lib import data, settings
 from tutorial_lib.files import atomic_write_text
+from tutorial_lib.measure import records
 from tutorial_lib.model import GPT, GPTConfig, get_config
 from tutorial_lib.optim import (
     DECAYS,
@@ -48,6 +49,7 @@ from tutorial_lib.settings import device_name, get_device, synchronize
 
 SCHEMA_VERSION = 1
 DTYPES = ("auto", "float32", "bfloat16")
+HISTORY_KIND = records.TRAIN_HISTORY  # the "kind" a saved history carries
 
 
 @dataclass(frozen=True)
@@ -79,20 +81,30 @@ class TrainConfig:
             if not isinstance(v, int) or isinstance(v, bool) or v < lo:
                 raise ValueError(f"TrainConfig.{f}={v!r} must be an integer >= {lo}")
         if self.eval_batch_size is not None and (not isinstance(self.eval_batch_size, int)
+                                                 or isinstance(self.eval_batch_size, bool)
                                                  or self.eval_batch_size < 1):
             raise ValueError(f"TrainConfig.eval_batch_size={self.eval_batch_size!r} must be None "
                              "or an integer >= 1")
+        for f in ("compile", "progress"):
+            if not isinstance(getattr(self, f), bool):
+                raise ValueError(f"TrainConfig.{f}={getattr(self, f)!r} must be True or False")
+        if self.device is not None and not isinstance(self.device, str):
+            raise ValueError(f"TrainConfig.device={self.device!r} must be None or a device name "
+                             "('cpu', 'cuda:0', ...)")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"TrainConfig.optimizer={self.optimizer!r} is not one of {list(OPTIMIZERS)}")
         if self.decay not in DECAYS:
             raise ValueError(f"TrainConfig.decay={self.decay!r} is not one of {list(DECAYS)}")
         if self.dtype not in DTYPES:
             raise ValueError(f"TrainConfig.dtype={self.dtype!r} is not one of {list(DTYPES)}")
-        if not 0.0 <= self.min_lr_ratio <= 1.0:
-            raise ValueError(f"TrainConfig.min_lr_ratio={self.min_lr_ratio!r} must be in [0, 1]")
-        if self.grad_clip is not None and not self.grad_clip >= 0:
-            raise ValueError(f"TrainConfig.grad_clip={self.grad_clip!r} must be None or >= 0")
-        self.optimizer_spec()  # validates lr, muon_lr, weight_decay
+        if not (_is_number(self.min_lr_ratio) and 0.0 <= self.min_lr_ratio <= 1.0):
+            raise ValueError(f"TrainConfig.min_lr_ratio={self.min_lr_ratio!r} must be a number in [0, 1]")
+        if self.grad_clip is not None and not (_is_number(self.grad_clip) and self.grad_clip >= 0):
+            raise ValueError(f"TrainConfig.grad_clip={self.grad_clip!r} must be None or a number >= 0")
+        try:
+            self.optimizer_spec()  # validates lr, muon_lr, weight_decay
+        except ValueError as e:
+            raise ValueError(f"TrainConfig.{e}") from None
 
     def optimizer_spec(self) -> OptimizerSpec:
         return OptimizerSpec(self.optimizer, lr=self.lr, muon_lr=self.muon_lr,
@@ -102,9 +114,29 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
+def _is_number(v) -> bool:
+    """A real number that is not a bool and not NaN (True is an int to Python, not a rate)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v)
+
+
+def _finite(x: float) -> bool:
+    return x is not None and math.isfinite(x)
+
+
+# the per-step and per-validation float series: a non-finite value is stored as JSON null
+FLOAT_SERIES = ("train_loss", "lr", "grad_norm", "step_time_s", "optimizer_time_s", "val_loss", "val_wall_s")
+
+
 @dataclass
 class TrainHistory:
-    """What a run did, step by step; JSON-serialisable (``save`` / ``load``)."""
+    """What a run did, step by step; JSON-serialisable (``save`` / ``load``).
+
+    A run *diverges* when a training loss, a gradient norm or a validation loss is not finite
+    (NaN or inf). It then stops at once: ``diverged`` is True, ``diverged_at_step`` is the step,
+    ``final_val_loss`` is NaN (the weights are ruined; the last validation before is no verdict on
+    them) and the summary says so with the last finite losses. Saved histories are strict JSON:
+    a non-finite value is written as ``null``, which only a history with ``diverged`` True holds.
+    """
 
     model: dict  # GPTConfig.to_dict()
     config: dict  # TrainConfig as a dict
@@ -123,7 +155,8 @@ class TrainHistory:
     val_steps: List[int] = field(default_factory=list)  # steps done when validated (0 = init)
     val_loss: List[float] = field(default_factory=list)
     val_wall_s: List[float] = field(default_factory=list)  # training time so far (eval excluded)
-    diverged: bool = False  # stopped on a non-finite loss
+    diverged: bool = False  # stopped on a non-finite loss or gradient norm (see the class doc)
+    diverged_at_step: Optional[int] = None  # the step whose loss/grad norm/val loss was not finite
     device_name: str = ""  # hardware: GPU name, or CPU model and cores
     torch_version: str = torch.__version__
     schema_version: int = SCHEMA_VERSION
@@ -149,7 +182,30 @@ class TrainHistory:
 
     @property
     def final_val_loss(self) -> float:
-        return self.val_loss[-1]
+        """The validation loss at the end of the run; NaN when the run diverged."""
+        return float("nan") if self.diverged else self.val_loss[-1]
+
+    def divergence(self) -> str:
+        """"" for a run that did not diverge, else when and what was not finite:
+        "diverged at step 5 (gradient norm not finite)"."""
+        if not self.diverged:
+            return ""
+        n, bad = self.diverged_at_step, []
+        if n in self.steps:
+            i = self.steps.index(n)
+            bad += [name for name, v in (("training loss", self.train_loss[i]),
+                                         ("gradient norm", self.grad_norm[i])) if not _finite(v)]
+        if self.val_steps and self.val_steps[-1] == n and not _finite(self.val_loss[-1]):
+            bad.append("validation loss")
+        return f"diverged at step {n}" + (f" ({', '.join(bad)} not finite)" if bad else "")
+
+    def last_finite(self, series: str) -> tuple:
+        """(step, value) of the last finite entry of "train_loss" or "val_loss", or (None, None)."""
+        steps = self.steps if series == "train_loss" else self.val_steps
+        for step, v in zip(reversed(steps), reversed(getattr(self, series))):
+            if _finite(v):
+                return step, v
+        return None, None
 
     def val_loss_at_time(self, seconds: float) -> float:
         """Validation loss after ``seconds`` of training, read off the loss-vs-time curve: linear
@@ -165,29 +221,68 @@ class TrainHistory:
         return f"{self.model.get('name', 'model')} / {self.optimizer}"
 
     def summary(self) -> dict:
-        return {"model": self.model.get("name"), "optimizer": self.optimizer, "device": self.device,
-                "device_name": self.device_name,
-                "dtype": self.dtype, "world_size": self.world_size, "params": self.n_params,
-                "steps": len(self.steps), "batch_size": self.config["batch_size"],
-                "seq_len": self.config["seq_len"], "final_val_loss": round(self.final_val_loss, 4),
-                "median_step_ms": round(1e3 * self.median_step_s, 2),
-                "median_optimizer_ms": round(1e3 * self.median_optimizer_s, 2),
-                "tokens_per_s": round(self.tokens_per_s, 1), "wall_time_s": round(self.wall_time_s, 2)}
+        """The run in one line of JSON. A diverged run has ``final_val_loss`` None, ``status``
+        "diverged at step N (what was not finite)" and the last finite training and validation
+        losses."""
+        out = {"model": self.model.get("name"), "optimizer": self.optimizer, "device": self.device,
+               "device_name": self.device_name,
+               "dtype": self.dtype, "world_size": self.world_size, "params": self.n_params,
+               "steps": len(self.steps), "batch_size": self.config["batch_size"],
+               "seq_len": self.config["seq_len"],
+               "final_val_loss": None if self.diverged else round(self.final_val_loss, 4),
+               "median_step_ms": round(1e3 * self.median_step_s, 2),
+               "median_optimizer_ms": round(1e3 * self.median_optimizer_s, 2),
+               "tokens_per_s": round(self.tokens_per_s, 1), "wall_time_s": round(self.wall_time_s, 2)}
+        if self.diverged:
+            (ts, tl), (vs, vl) = self.last_finite("train_loss"), self.last_finite("val_loss")
+            out.update(status=self.divergence(), diverged=True,
+                       diverged_at_step=self.diverged_at_step, steps_planned=self.config.get("steps"),
+                       last_finite_train_loss=None if tl is None else round(tl, 4),
+                       last_finite_train_step=ts,
+                       last_finite_val_loss=None if vl is None else round(vl, 4), last_finite_val_step=vs)
+        return out
 
     def to_dict(self) -> dict:
+        """The fields, ``kind`` "train_history" and the summary; non-finite floats become None."""
         d = dataclasses.asdict(self)
-        d["summary"] = self.summary()
-        return d
+        for key in FLOAT_SERIES:
+            d[key] = [v if _finite(v) else None for v in d[key]]
+        return {"kind": HISTORY_KIND, **d, "summary": self.summary()}
 
     def save(self, path: Union[str, Path]) -> Path:
-        """Write the history as JSON, atomically (a failed write leaves the old file intact)."""
-        return atomic_write_text(path, json.dumps(self.to_dict()))
+        """Write the history as strict JSON, atomically (a failed write leaves the old file intact)."""
+        return atomic_write_text(path, json.dumps(self.to_dict(), allow_nan=False))
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "history") -> "TrainHistory":
+        """A history from ``to_dict``'s output (the stored summary is ignored: it is recomputed);
+        ValueError naming ``source`` for a wrong schema version, a missing field or an unknown one."""
+        if not isinstance(d, dict):
+            raise ValueError(f"{source}: a training history is a JSON object, not {type(d).__name__}")
+        v = d.get("schema_version")
+        if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= SCHEMA_VERSION:
+            raise ValueError(f"{source}: training history schema_version={v!r} is not one this "
+                             f"library reads (1..{SCHEMA_VERSION})")
+        d = {k: v for k, v in d.items() if k not in ("summary", "kind")}
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        required = [n for n, f in fields.items() if f.default is dataclasses.MISSING
+                    and f.default_factory is dataclasses.MISSING] + ["val_loss", "steps"]
+        missing = [n for n in required if n not in d]
+        unknown = sorted(set(d) - set(fields))
+        if missing or unknown:
+            raise ValueError(f"{source}: not a training history (missing {missing}, unknown {unknown})")
+        for key in FLOAT_SERIES:
+            if not isinstance(d.get(key, []), list):
+                raise ValueError(f"{source}: {key} must be a list")
+            d[key] = [float("nan") if x is None else x for x in d.get(key, [])]
+        if not d["val_loss"]:
+            raise ValueError(f"{source}: a training history needs at least one validation loss")
+        return cls(**d)
 
     @classmethod
     def load(cls, path: Union[str, Path]) -> "TrainHistory":
-        d = json.loads(Path(path).read_text())
-        d.pop("summary", None)
-        return cls(**d)
+        """Read a history written by ``save`` (ValueError naming the file when it is not one)."""
+        return cls.from_dict(records.read_json(path), source=str(path))
 
 
 def _interp(x: float, xs: List[float], ys: List[float]) -> float:
@@ -348,6 +443,9 @@ def _run(cfg: GPTConfig, tc: TrainConfig, info: DistInfo, device: torch.device,
     clip = tc.grad_clip or None
     model.train()
     validate(0)
+    if not math.isfinite(h.val_loss[0]):
+        raise ValueError(f"the model's validation loss before training is {h.val_loss[0]}: its weights "
+                         "are not finite, so there is nothing to train")
     for step in range(tc.steps):
         opt.set_lr_scale(lr_scale(step, tc.steps, tc.warmup_steps, tc.decay, tc.min_lr_ratio))
         sync()
@@ -374,11 +472,17 @@ def _run(cfg: GPTConfig, tc: TrainConfig, info: DistInfo, device: torch.device,
         h.grad_norm.append(float(gnorm))
         h.step_time_s.append(t2 - t0)
         h.optimizer_time_s.append(t2 - t1)
-        if not math.isfinite(h.train_loss[-1]):
-            h.diverged = True
+        # a NaN/inf gradient norm has already been applied: the weights are ruined even when this
+        # step's loss (computed before the update) is still finite. Every rank sees the same
+        # all-reduced loss and norm, so every rank stops at the same step.
+        if not (math.isfinite(h.train_loss[-1]) and math.isfinite(h.grad_norm[-1])):
+            h.diverged, h.diverged_at_step = True, step + 1
             break
         if (step + 1) % tc.eval_every == 0 or step + 1 == tc.steps:
             validate(step + 1)
+            if not math.isfinite(h.val_loss[-1]):
+                h.diverged, h.diverged_at_step = True, step + 1
+                break
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{h.train_loss[-1]:.3f}", val=f"{h.val_loss[-1]:.3f}", refresh=False)

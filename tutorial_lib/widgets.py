@@ -4,9 +4,10 @@ Each builder returns a widget (a ``VBox`` subclass) to display; nothing is shown
 ``import tutorial_lib`` never imports this module (the CLI and the GPU machine have no ipywidgets).
 
 - ``cost_explorer()``: T, B, n_kv_head, attention backend, window, MLP kind and ratio, dtype ->
-  predicted FLOP and time shares per component and the training-memory breakdown; "Measure now"
-  times, profiles and memory-accounts one training step here (progress bar) and shows it beside
-  the prediction, and calibrates later predictions on this device.
+  predicted FLOP and time shares per component (the roofline model on this device's ceilings)
+  and the training-memory breakdown; "Measure now" measures the ceilings (once), then times,
+  profiles and memory-accounts one training step here (progress bar), shows it beside the
+  prediction, and scales later predictions of comparable work on this device.
 - ``decision_tree()``: sequence length, device, goal -> the changes to make first, with payoffs.
 - ``gqa_explorer()``, ``flash_explorer()``, ``window_explorer()``: the lesson explorers.
 
@@ -31,10 +32,13 @@ from tutorial_lib.lessons import decision
 from tutorial_lib.lessons import explorer as explore
 from tutorial_lib.lessons.flash_attention import flash_point
 from tutorial_lib.lessons.gqa import gqa_point, kv_cache_bytes, measure_decode
+from tutorial_lib.lessons.roofline import lesson_ceilings
 from tutorial_lib.lessons.sliding_window import mask_density, window_point
+from tutorial_lib.loss import LOSS_IMPLS
 from tutorial_lib.measure import records
 from tutorial_lib.measure.memory import available_bytes, fmt_bytes, memory_breakdown
 from tutorial_lib.measure.profile import profile_step
+from tutorial_lib.measure.roofline import Ceilings
 from tutorial_lib.measure.timing import copy_bandwidth, matmul_peak_flops, measure_step
 from tutorial_lib.model import GPT, PRESETS, get_config
 from tutorial_lib.sizes import get_sizes
@@ -54,13 +58,26 @@ MEMORY_COLORS = {"parameters": "#1f77b4", "gradients": "#aec7e8", "optimizer sta
 # the last measurement per (device name, dtype): "Measure now" anywhere calibrates every explorer
 _CALIBRATIONS: Dict[tuple, explore.Calibration] = {}
 _MACHINE: Dict[tuple, tuple] = {}  # (device name, dtype) -> quick (matmul FLOP/s, copy bytes/s), for plans
+# this session's measured ceilings per device name ("Measure now" measures them once)
+_CEILINGS: Dict[str, Ceilings] = {}
 
 
-def calibration_for(device_name: str, dtype: str, docs=None) -> Optional[explore.Calibration]:
-    """This session's last measurement on the device in dtype, else the newest results file's."""
+def calibration_for(device_name: str, dtype: str, docs=None,
+                    settings: Optional[explore.ExplorerSettings] = None) -> Optional[explore.Calibration]:
+    """This session's last measurement on the device in dtype, else the results files' step
+    nearest to ``settings`` among comparable ones (``explore.comparable``)."""
     c = _CALIBRATIONS.get((device_name, dtype))
     if c is None and docs:
-        c = explore.calibration_from_results(docs, device_name, dtype)
+        c = explore.calibration_from_results(docs, device_name, dtype, settings)
+    return c
+
+
+def ceilings_for(device_name: str, device_type: str, dtype: str, docs=None) -> Optional[Ceilings]:
+    """This session's measured ceilings for the device, else a results file's, else (a GPU) the
+    datasheet's; None on a CPU nobody has measured yet."""
+    c = _CEILINGS.get(device_name)
+    if c is None:
+        c = explore.ceilings_from_results(list(docs or []), device_name, device_type, dtype)
     return c
 
 
@@ -172,13 +189,14 @@ class CostExplorer(Explorer):
             "mlp": _dropdown(["gelu", "swiglu"], "gelu", "MLP kind", "mlp"),
             "mlp_ratio": _slider(RATIOS, 0.0, "MLP ratio", "mlp-ratio"),
             "dtype": _dropdown(DTYPES, dtype, "dtype", "dtype"),
+            "loss_impl": _dropdown(list(LOSS_IMPLS), "full", "LM head + loss", "loss"),
         }
         controls["preset"].observe(self._preset_changed, names="value")
         self.button = W.Button(description="Measure now", icon="play", button_style="primary",
                                tooltip="time, profile and memory-account one training step of this "
                                        "config on this machine")
         self.button.add_class("tl-measure")
-        self.progress = W.IntProgress(value=0, min=0, max=3, description="", bar_style="info",
+        self.progress = W.IntProgress(value=0, min=0, max=4, description="", bar_style="info",
                                       layout=W.Layout(width="260px"))
         self.progress.add_class("tl-progress")
         self.status = W.HTML(f"measures on <b>{html.escape(self.device_name)}</b>")
@@ -200,12 +218,13 @@ class CostExplorer(Explorer):
             preset=v["preset"], seq_len=v["seq_len"], batch_size=v["batch_size"],
             n_kv_head=v["n_kv_head"], mlp=v["mlp"], mlp_ratio=v["mlp_ratio"] or None,
             window=v["window"] or None,
-            attn_backend=v["attn_backend"], dtype=v["dtype"])
+            attn_backend=v["attn_backend"], dtype=v["dtype"], loss_impl=v["loss_impl"])
 
     def compute(self, **v) -> explore.CostPrediction:
         s = self.settings(**v)
-        cal = calibration_for(self.device_name, s.dtype, self.docs)
-        return explore.predict_cost(s, cal, self.device.type)
+        cal = calibration_for(self.device_name, s.dtype, self.docs, s)
+        ceil = ceilings_for(self.device_name, self.device.type, s.dtype, self.docs)
+        return explore.predict_cost(s, cal, self.device.type, ceil)
 
     def render(self, p: explore.CostPrediction) -> str:
         big = sorted(p.time_share.items(), key=lambda kv: -kv[1])[:3]
@@ -235,7 +254,7 @@ class CostExplorer(Explorer):
         ax1.set_yticks(y, names, fontsize=8)
         ax1.legend(fontsize=7, loc="lower right")
         ax1.set_xlabel("share of the training step")
-        t = f"predicted {p.step_ms:,.1f} ms/step" if p.step_ms else "not calibrated: press Measure now"
+        t = f"predicted {p.step_ms:,.1f} ms/step" if p.step_ms else "no ceilings yet: press Measure now"
         ax1.set_title(f"{p.settings.preset}, B={p.settings.batch_size}, T={p.settings.seq_len}: {t}",
                       fontsize=9, loc="left")
         bars = [("predicted", p.memory)] + ([("measured", m["memory"])] if m else [])
@@ -262,16 +281,18 @@ class CostExplorer(Explorer):
         predicted time and memory first; a reduced size, scaled back, when measuring the requested
         one would take longer than ``measure_budget_s``; a refusal when it cannot fit in memory."""
         s = self.settings()
-        cal = calibration_for(self.device_name, s.dtype, self.docs)
+        cal = calibration_for(self.device_name, s.dtype, self.docs, s)
+        ceil = ceilings_for(self.device_name, self.device.type, s.dtype, self.docs)
         peak = bandwidth = None
-        if cal is None or cal.dtype != s.dtype:  # nothing measured here yet: quick machine numbers
+        if ceil is None:  # no ceilings here yet: quick machine numbers (a fraction of a second)
             key = (self.device_name, s.dtype)
             if key not in _MACHINE:
                 _MACHINE[key] = (matmul_peak_flops(self.device, s.dtype, sizes=(1024,), min_run_time=0.05),
                                  copy_bandwidth(self.device))
             peak, bandwidth = _MACHINE[key]
         return explore.plan_measurement(s, cal, peak, self.device.type, available_bytes(self.device),
-                                        budget_s=self.measure_budget_s, memory_bytes_per_s=bandwidth)
+                                        budget_s=self.measure_budget_s, memory_bytes_per_s=bandwidth,
+                                        ceilings=ceil)
 
     def measure(self) -> Optional[dict]:
         """Time (measure_step), profile (profile_step) and memory-account (memory_breakdown) one
@@ -280,7 +301,7 @@ class CostExplorer(Explorer):
 
         s = self.settings()
         plan = self.plan()
-        self.status.value = html.escape(plan.message())
+        self.measured.value = f"<i class='tl-plan'>before measuring: {html.escape(plan.message())}</i>"
         if plan.action == "refuse":
             self.progress.bar_style = "danger"
             self.measured.value = f"<b style='color:#b00'>{html.escape(plan.message())}</b>"
@@ -288,25 +309,28 @@ class CostExplorer(Explorer):
         m_s = plan.measured
         cfg = m_s.config()
         prof = get_sizes(device=self.device)
-        before = explore.predict_cost(s, calibration_for(self.device_name, s.dtype, self.docs),
-                                      self.device.type)
         self.button.disabled = True
         self.progress.bar_style, self.progress.value = "info", 0
         try:
-            self.status.value = "1/3 timing the step (torch.utils.benchmark) ..."
+            if self.device_name not in _CEILINGS:
+                self.status.value = "0/4 this machine's ceilings (once per session) ..."
+                _CEILINGS[self.device_name] = lesson_ceilings(self.device, prof.roofline, progress=False)
+            self.progress.value = 1
+            before = self.compute(**self.values())
+            self.status.value = "1/4 timing the step (torch.utils.benchmark) ..."
             model = GPT(cfg)  # one model for the three measurements
             r = measure_step(cfg, m_s.batch_size, m_s.seq_len, mode="train", device=self.device,
                              dtype=m_s.dtype, min_run_time=min(prof.step.min_run_time, 0.2), warmup=1,
                              model=model)
-            self.progress.value = 1
-            self.status.value = "2/3 profiling components (torch.profiler) ..."
+            self.progress.value = 2
+            self.status.value = "2/4 profiling components (torch.profiler) ..."
             pr = profile_step(cfg, m_s.batch_size, m_s.seq_len, mode="train", device=self.device,
                               dtype=m_s.dtype, steps=1, warmup=0, model=model)  # warm already
-            self.progress.value = 2
-            self.status.value = "3/3 memory (saved-tensor accounting) ..."
+            self.progress.value = 3
+            self.status.value = "3/4 memory (saved-tensor accounting) ..."
             mb = memory_breakdown(cfg, m_s.batch_size, m_s.seq_len, device=self.device, dtype=m_s.dtype,
                                   model=model)
-            self.progress.value = 3
+            self.progress.value = 4
         except Exception as e:  # OOM, a backend without backward here, ...: shown, not raised
             self.progress.bar_style = "danger"
             self.status.value = "failed"
@@ -320,7 +344,10 @@ class CostExplorer(Explorer):
         _CALIBRATIONS[(self.device_name, s.dtype)] = cal
         # the requested size's time: the measured per-component rates applied to its work (the
         # optimizer's part does not shrink with B and T, so this is not a plain ratio)
-        step_ms = explore.predict_cost(s, cal, self.device.type).step_ms if plan.action == "reduced" else r.median_ms
+        step_ms = r.median_ms
+        if plan.action == "reduced":
+            step_ms = explore.predict_cost(s, cal, self.device.type, _CEILINGS[self.device_name],
+                                           across_sizes=True).step_ms
         scale = step_ms / r.median_ms
         total = sum(scope_ms.values())
         acts = mb.activations_by_group()
@@ -341,7 +368,8 @@ class CostExplorer(Explorer):
             "memory": {"by_kind": kinds, "activations_by_group": acts, "total": mem_total},
             "memory_predicted": before.memory["total"], "device_name": self.device_name,
             "plan": plan.action, "scale": scale, "measured_at": m_s.describe(),
-            "measured_step_ms": r.median_ms}
+            "measured_step_ms": r.median_ms,
+            "roofline_before_ms": before.roofline_ms, "flop_only_before_ms": before.flop_only_ms}
         self.progress.bar_style = "success"
         self.status.value = f"measured on <b>{html.escape(self.device_name)}</b>"
         self.measured.value = self.render_measurement(self.measurement)
@@ -351,9 +379,12 @@ class CostExplorer(Explorer):
     @staticmethod
     def render_measurement(m: dict) -> str:
         s = m["settings"]
-        pb = m["predicted_before_ms"]
+        pb, rf, fo = m["predicted_before_ms"], m.get("roofline_before_ms"), m.get("flop_only_before_ms")
         pred = (f"{pb:,.1f} ms predicted before this run (ratio measured/predicted "
-                f"{m['step_ms'] / pb:.2f})" if pb else "no prediction before (nothing to scale by)")
+                f"{m['step_ms'] / pb:.2f})" if pb else "no prediction before (no ceilings yet)")
+        if rf and fo:
+            pred += (f"; the roofline model alone said {rf:,.1f} ms ({rf / m['step_ms'] - 1:+.0%}), "
+                     f"FLOPs alone {fo:,.1f} ms ({fo / m['step_ms'] - 1:+.0%})")
         shares = sorted(m["time_share"].items(), key=lambda kv: -kv[1])[:4]
         sh = ", ".join(f"{k} {v:.0%} of time vs {m['flop_share'].get(k, 0):.0%} of FLOPs"
                        for k, v in shares)
@@ -532,22 +563,20 @@ class GQAExplorer(Explorer):
         self.button.disabled = True
         self.progress.value, self.progress.bar_style = 0, "info"
         rows = []
-        try:
-            for h in heads:
-                rows += measure_decode(cfg, [v["context"]], kv_heads=[h], batch_size=v["batch_size"],
-                                       new_tokens=tokens, device=self.device, dtype=dtype,
-                                       min_run_time=prof.step.min_run_time)
-                self.progress.value += 1
+        try:  # the heads timed in interleaved rounds: load that comes and goes slows both alike
+            rows = measure_decode(cfg, [v["context"]], kv_heads=heads, batch_size=v["batch_size"],
+                                  new_tokens=tokens, device=self.device, dtype=dtype,
+                                  min_run_time=prof.step.min_run_time, rounds=prof.step.rounds)
         finally:
             self.button.disabled = False
         self.progress.value, self.progress.bar_style = self.progress.max, "success"
         self.decode_rows = rows
-        base = rows[0]
         parts = []
         for r in rows:
             if r.ok:
                 parts.append(f"{r.attention}: {r.tokens_per_s:,.0f} tokens/s ({r.ms_per_step:.2f} ms/token, "
-                             f"{base.ms_per_step / r.ms_per_step:.2f}x MHA), cache {fmt_bytes(r.cache_bytes)}")
+                             f"{r.speedup_vs_first:.2f}x MHA, range {r.speedup_min:.2f}-{r.speedup_max:.2f}), "
+                             f"cache {fmt_bytes(r.cache_bytes)}")
             else:
                 parts.append(f"{r.attention}: {r.error}")
         self.measured.value = (f"<div><b>measured on {html.escape(self.device_name)}</b> "

@@ -14,11 +14,14 @@ sdpa       ``F.scaled_dot_product_attention``: PyTorch's fused kernels (``refere
 tiled      the teaching flash attention in pure PyTorch (``flash_tiled``)
 flex       FlexAttention with a block mask (``flex``)
 local      O(T*W) blocked sliding-window attention (``sliding_window``; needs a window)
+triton     flash attention written in Triton (``triton_flash``; imported on first call,
+           because Triton reads TRITON_INTERPRET when the kernels are defined)
 =========  ============================================================================
 """
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional
 
@@ -32,6 +35,11 @@ def _full(T, window, tile, device_type):
 
 def _causal(T, window, tile, device_type):
     return visible_pairs(T, window)
+
+
+def _triton_installed() -> bool:
+    """Whether Triton can be imported (wheels for Linux only), without importing it."""
+    return importlib.util.find_spec("triton") is not None
 
 
 @dataclass(frozen=True)
@@ -126,3 +134,12 @@ register(Backend(
     counted_pairs=lambda T, window, tile, dt: sliding_window.local_pairs(T, window, dt),
     computed_pairs=lambda T, window, tile, dt: sliding_window.local_pairs(T, window, dt),
     needs_window=True))
+register(Backend(
+    "triton", lazy("tutorial_lib.attention.triton_flash", "triton_attention"),
+    "flash attention written in Triton (FlashAttention-2's kernels; Triton's interpreter on a CPU)",
+    # FlopCounterMode counts aten ops and sees nothing inside a Triton kernel: it charges 0
+    counted_pairs=lambda T, window, tile, dt: 0,
+    # whole tiles, skipping those above the diagonal and outside the window, as ``tiled`` does
+    computed_pairs=lambda T, window, tile, dt: flash_tiled.tiled_pairs(T, tile, window),
+    # the dQ kernel: S, dP, dQ; the dK/dV kernel: S, dP, dV, dK (each recomputes S and dP)
+    bwd_matmuls=lambda: 7, available=_triton_installed))

@@ -9,9 +9,11 @@ or a named suite of measurements (``tutorial_lib.guide.suite``; e.g. everything 
 
     python -m tutorial_lib bench --suite guide --out results/<device>.json
 
-Results are written with ``measure.records`` (schema version, device, dtype, torch version, date).
-A point that runs out of memory or hits an unsupported backend is recorded with its error and
-the run goes on; bad options are refused before anything runs.
+Results are written with ``measure.records`` (schema version, device, dtype, torch version, date),
+atomically. A point that runs out of memory or hits an unsupported backend is recorded with its
+error and the run goes on; bad options (an ``--out`` that cannot be written, ``--min-run-time``
+<= 0, ``--only`` without ``--suite``, grid options with ``--suite``) are refused before anything
+runs.
 """
 from __future__ import annotations
 
@@ -20,8 +22,10 @@ import itertools
 import sys
 
 from tutorial_lib import attention, settings
+from tutorial_lib.commands import output_file, positive_float
 from tutorial_lib.guide import suite
 from tutorial_lib.lessons.common import format_rows
+from tutorial_lib.loss import LOSS_IMPLS
 from tutorial_lib.measure import records
 from tutorial_lib.measure import timing as bench
 from tutorial_lib.measure.timing import MODES
@@ -45,22 +49,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="model preset(s) (default: the size profile's)")
     p.add_argument("--batch", nargs="+", type=int, default=None, help="batch size(s)")
     p.add_argument("--seq", nargs="+", type=int, default=None, help="sequence length(s)")
-    p.add_argument("--mode", nargs="+", default=["train"], choices=MODES,
-                   help="fwd, fwdbwd (forward+backward) or train (+ AdamW step)")
+    p.add_argument("--mode", nargs="+", default=None, choices=MODES,
+                   help="fwd, fwdbwd (forward+backward) or train (+ AdamW step) (default: train)")
     p.add_argument("--attn", nargs="+", default=None, choices=attention.names(), help="attention backend(s)")
     p.add_argument("--kv-heads", nargs="+", type=int, default=None, help="n_kv_head value(s) (GQA/MQA)")
     p.add_argument("--mlp", nargs="+", default=None, choices=("gelu", "swiglu"), help="MLP kind(s)")
     p.add_argument("--mlp-ratio", nargs="+", type=float, default=None, help="MLP expansion ratio(s)")
     p.add_argument("--window", nargs="+", type=int, default=None, help="sliding window(s)")
+    p.add_argument("--loss", nargs="+", default=None, choices=LOSS_IMPLS,
+                   help="LM head + loss: full logits, or chunked (notebook 08)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16"),
                    help="compute dtype (default: bfloat16 autocast on CUDA, float32 on CPU)")
     p.add_argument("--profile", default=None, choices=("smoke", "cpu", "gpu"),
                    help="size profile (default: $TUTORIAL_PROFILE, else from the device)")
-    p.add_argument("--min-run-time", type=float, default=None,
-                   help="seconds of timing per point (default: size profile)")
-    p.add_argument("--out", default=None, help="write the results here, e.g. results/NAME.json")
+    p.add_argument("--min-run-time", type=positive_float, default=None,
+                   help="seconds of timing per point, > 0 (default: size profile)")
+    p.add_argument("--out", type=output_file, default=None,
+                   help="write the results here, e.g. results/NAME.json (checked before anything runs)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -71,17 +78,18 @@ def grid(args, prof) -> list:
         "preset": args.preset or [prof.step.preset],
         "batch_size": args.batch or [prof.step.batch],
         "seq_len": args.seq or [prof.step.seq_len],
-        "mode": args.mode,
+        "mode": args.mode or ["train"],
         "attn_backend": args.attn or [None],
         "n_kv_head": args.kv_heads or [None],
         "mlp": args.mlp or [None],
         "mlp_ratio": args.mlp_ratio or [None],
         "window": args.window or [None],
+        "loss_impl": args.loss or [None],
     }
     points = []
     for combo in itertools.product(*axes.values()):
         a = dict(zip(axes, combo))
-        changes = {k: a[k] for k in ("attn_backend", "n_kv_head", "mlp", "mlp_ratio", "window")
+        changes = {k: a[k] for k in ("attn_backend", "n_kv_head", "mlp", "mlp_ratio", "window", "loss_impl")
                    if a[k] is not None}
         cfg = get_config(a["preset"], **changes)  # ValueError for a bad combination
         if a["seq_len"] > cfg.block_size and cfg.pos == "rope":
@@ -92,9 +100,34 @@ def grid(args, prof) -> list:
     return points
 
 
+# options a grid uses and a suite would silently ignore (a suite measures at its size profile's sizes)
+GRID_ONLY = ("preset", "batch", "seq", "mode", "attn", "kv_heads", "mlp", "mlp_ratio", "window",
+             "compile", "dtype", "min_run_time")
+
+
+def check_options(args) -> None:
+    """ValueError for options that would be ignored: ``--only`` without ``--suite``, grid options
+    with ``--suite``."""
+    if args.only and not args.suite:
+        raise ValueError(f"--only {' '.join(args.only)} picks sections of a suite: add --suite "
+                         f"({', '.join(suite.SUITES)})")
+    if args.suite:
+        given = [o for o in GRID_ONLY if getattr(args, o) not in (None, False)]
+        if given:
+            flags = ", ".join("--" + o.replace("_", "-") for o in given)
+            raise ValueError(f"{flags} set(s) a grid, but --suite {args.suite} measures at its size "
+                             "profile's settings: drop them, or drop --suite")
+        if args.only:
+            unknown = [n for n in args.only if n not in suite.SECTIONS]
+            if unknown:
+                raise ValueError(f"--only {' '.join(unknown)}: not a section of --suite {args.suite} "
+                                 f"({', '.join(suite.SECTIONS)})")
+
+
 def run(args) -> int:
 
     try:
+        check_options(args)
         dev = settings.get_device(args.device)
         prof = get_sizes(args.profile, device=dev)
         if args.suite:
@@ -109,7 +142,8 @@ def run(args) -> int:
     print(f"{len(points)} point(s) on {dev} ({settings.device_name(dev)}), {dtype}, size profile {prof.name}")
     rows = bench.measure_sweep(points, progress=not args.no_progress, desc="bench", device=dev,
                                dtype=dtype, compile=args.compile,
-                               min_run_time=args.min_run_time or prof.step.min_run_time)
+                               min_run_time=(prof.step.min_run_time if args.min_run_time is None
+                                             else args.min_run_time))
     print(format_rows([{
         "label": r.label, "mode": r.mode, "B": r.batch_size, "T": r.seq_len, "ms": r.median_ms,
         "IQR": r.iqr_ms, "tokens/s": r.tokens_per_s, "TFLOP/s": r.achieved_tflops, "MFU": r.mfu,

@@ -17,8 +17,10 @@ import sys
 
 from tutorial_lib import attention, settings
 from tutorial_lib import claims as C
+from tutorial_lib.commands import output_file, positive_float
 from tutorial_lib.lessons import profile as plots
 from tutorial_lib.lessons.common import format_rows, save_figure
+from tutorial_lib.loss import LOSS_IMPLS
 from tutorial_lib.measure import memory, profile, records
 from tutorial_lib.measure import timing as bench
 from tutorial_lib.measure.memory import fmt_bytes
@@ -36,6 +38,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seq", type=int, default=None, help="sequence length (default: size profile)")
     p.add_argument("--attn", default=None, choices=attention.names(),
                    help="attention backend (default: the preset's; 'eager' shows the T x T scores)")
+    p.add_argument("--loss", default=None, choices=LOSS_IMPLS,
+                   help="LM head + loss: full logits (default) or chunked (notebook 08)")
     p.add_argument("--mode", default="train", choices=("train", "fwd"),
                    help="profile a training step, or a forward pass only (the seed's figure)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
@@ -44,14 +48,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_true",
                    help="also time the torch.compile'd step (the breakdown itself is eager)")
     p.add_argument("--steps", type=int, default=None, help="profiled steps (default: size profile)")
-    p.add_argument("--min-run-time", type=float, default=None,
-                   help="seconds of timing per measurement (default: size profile)")
+    p.add_argument("--min-run-time", type=positive_float, default=None,
+                   help="seconds of timing per measurement, > 0 (default: size profile)")
     p.add_argument("--no-memory", action="store_true", help="skip the memory breakdown")
     p.add_argument("--no-timing", action="store_true", help="skip the torch.utils.benchmark timing")
-    p.add_argument("--out-json", default=None, help="save profile, memory and timing rows (JSON)")
-    p.add_argument("--out-fig", default=None, help="save the nested time-breakdown figure (PNG/SVG)")
-    p.add_argument("--trace", default=None, help="save a Chrome/Perfetto trace (open in ui.perfetto.dev)")
-    p.add_argument("--memory-snapshot", default=None,
+    # every output path is checked when parsed, so an unusable one fails before the work
+    p.add_argument("--out-json", type=output_file, default=None,
+                   help="save profile, memory and timing rows (JSON)")
+    p.add_argument("--out-fig", type=output_file, default=None,
+                   help="save the nested time-breakdown figure (PNG/SVG)")
+    p.add_argument("--trace", type=output_file, default=None,
+                   help="save a Chrome/Perfetto trace (open in ui.perfetto.dev; .json or .json.gz)")
+    p.add_argument("--memory-snapshot", type=output_file, default=None,
                    help="CUDA only: save a memory snapshot for https://pytorch.org/memory_viz")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -61,6 +69,8 @@ def _resolve(args):
     dev = settings.get_device(args.device)
     prof = get_sizes(device=dev)
     changes = {"attn_backend": args.attn} if args.attn else {}
+    if args.loss:
+        changes["loss_impl"] = args.loss
     cfg = get_config(args.preset or prof.step.preset, **changes)
     B = prof.step.batch if args.batch is None else args.batch
     T = prof.step.seq_len if args.seq is None else args.seq
@@ -68,6 +78,9 @@ def _resolve(args):
         raise ValueError(f"--batch={B} and --seq={T} must be >= 1")
     if T > cfg.block_size and cfg.pos == "rope":
         cfg = cfg.replace(block_size=T)
+    if args.memory_snapshot and (dev.type != "cuda" or args.no_memory):
+        raise ValueError(f"--memory-snapshot records the CUDA allocator during the memory step: it needs a "
+                         f"CUDA device (got {dev}) and no --no-memory")
     dtype = args.dtype or settings.dtype_name(settings.default_dtype(dev))
     return dev, prof, cfg, B, T, dtype
 
@@ -105,7 +118,8 @@ def run(args) -> int:
                        "total_ms": "total ms"}))
     print("\nThe seed's forward-pass time shares beside this forward pass:")
     measured = C.time_shares_from_profile(res, "forward", n_layer=cfg.n_layer)
-    print(C.format_table(C.claims_table(measured, setting=f"B={B}, T={T}, {dev}")))
+    print(C.format_table(C.claims_table(measured, where=C.Setting(model=cfg.name, batch=B, seq_len=T,
+                                                                  device=dev.type))))
     if args.out_fig:
         save_figure(plots.time_breakdown(res), args.out_fig)
         print(f"\nfigure: {args.out_fig}")

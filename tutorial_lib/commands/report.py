@@ -1,9 +1,16 @@
-"""``python -m tutorial_lib report``: rewrite OPTIMIZATION_GUIDE.md's tables from results/*.json."""
+"""``python -m tutorial_lib report``: rewrite OPTIMIZATION_GUIDE.md's tables from results/*.json.
+
+Refuses, and leaves the guide as it is, when the results folder is missing or holds no results
+file, or when a file in it is broken (the error names the file). Files of another kind (a Chrome
+trace, a training history at the top level) are skipped with one line each on stderr. The guide
+is rewritten atomically: a failed write leaves the old guide whole.
+"""
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
+from tutorial_lib.files import atomic_write_text, check_writable
 from tutorial_lib.guide.report import regenerate
 
 HELP = "Regenerate the tables inside OPTIMIZATION_GUIDE.md from results/*.json."
@@ -20,10 +27,18 @@ def add_arguments(p):
 
 def run(args) -> int:
 
-    if not args.guide.exists():
-        print(f"report: --guide {args.guide} does not exist", file=sys.stderr)
+    notes: list[str] = []
+    try:
+        if not args.guide.is_file():
+            raise ValueError(f"--guide {args.guide} does not exist")
+        if not args.check:
+            check_writable(args.guide, "--guide")
+        old, new = regenerate(args.guide, args.results, notes)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
-    old, new = regenerate(args.guide, args.results)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
     if args.check:
         if old != new:
             print(f"{args.guide} is out of date: run `python -m tutorial_lib report`", file=sys.stderr)
@@ -31,7 +46,7 @@ def run(args) -> int:
         print(f"{args.guide} matches {args.results}/*.json")
         return 0
     if old != new:
-        args.guide.write_text(new)
+        atomic_write_text(args.guide, new)
         print(f"rewrote the tables in {args.guide}")
     else:
         print(f"{args.guide} already up to date")

@@ -1,13 +1,19 @@
 """``python -m tutorial_lib train``: a short seeded training run; runs unchanged under torchrun.
 
     python -m tutorial_lib train --preset gpt2_mini --steps 300 --batch 16 --seq 128 \\
-        --optimizer muon --out results/train_muon.json
+        --optimizer muon --out results/my_runs/train_muon.json
     torchrun --standalone --nproc_per_node 2 -m tutorial_lib train --preset gpt2_mini ...
 
 ``--batch`` is the global batch: under torchrun each of N ranks trains on its own batch/N slice
 of the same seeded stream and DDP averages gradients, so the loss curve matches the
 single-process run (only faster). Model fields can be changed with ``--set``, e.g.
-``--set mlp=swiglu --set mlp_ratio=3``.
+``--set mlp=swiglu --set mlp_ratio=3``. ``report`` shows the histories of each folder
+``results/<folder>/`` as one table of the guide.
+
+A run that diverges (a NaN or inf loss, gradient norm or validation loss) stops at that step,
+still writes ``--out`` (strict JSON: the non-finite values as ``null``, ``diverged`` and
+``diverged_at_step`` set), prints a summary that says so, and exits with status 3 -- or 0 with
+``--allow-divergence``.
 """
 from __future__ import annotations
 
@@ -16,9 +22,12 @@ import ast
 import json
 import sys
 
+from tutorial_lib.commands import output_file
 from tutorial_lib.model import PRESETS, get_config
 from tutorial_lib.optim import DECAYS, OPTIMIZERS
 from tutorial_lib.train import DTYPES, TrainConfig, dist_info, train
+
+DIVERGED = 3  # exit status of a run that diverged (2 is a usage error)
 
 HELP = ("short seeded training run with validation loss (AdamW or Muon); the same command runs "
         "under torchrun with DDP")
@@ -38,7 +47,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="adamw, or muon (Muon on the blocks' matrices, AdamW on the rest)")
     p.add_argument("--lr", type=float, default=d.lr, help="AdamW peak learning rate")
     p.add_argument("--muon-lr", type=float, default=d.muon_lr, help="Muon peak learning rate")
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay,
+                   help="decoupled weight decay on the matrices")
     p.add_argument("--warmup", type=int, default=d.warmup_steps, help="linear warmup steps")
     p.add_argument("--decay", default=d.decay, choices=DECAYS, help="schedule after warmup")
     p.add_argument("--min-lr-ratio", type=float, default=d.min_lr_ratio,
@@ -47,13 +57,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-every", type=int, default=d.eval_every, help="validate every N steps")
     p.add_argument("--eval-batches", type=int, default=d.eval_batches,
                    help="fixed validation batches per evaluation")
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--seed", type=int, default=d.seed,
+                   help="seeds the initial weights, the batch order and the validation batches")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--dtype", default=d.dtype, choices=DTYPES,
                    help="autocast dtype (auto: bfloat16 on CUDA, float32 on CPU)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--out", default=None, help="write the history (JSON) here (rank 0)")
+    p.add_argument("--out", type=output_file, default=None,
+                   help="write the history (JSON) here (rank 0; checked before training starts)")
+    p.add_argument("--allow-divergence", action="store_true",
+                   help="exit 0 even when the run diverges (a NaN/inf loss or gradient norm)")
 
 
 def parse_overrides(items) -> dict:
@@ -87,7 +101,19 @@ def run(args) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if rank == 0:
-        print(json.dumps(history.summary()))
+        print(json.dumps(history.summary(), allow_nan=False))
         if args.out:
             print(f"history written to {history.save(args.out)}")
+    if history.diverged:
+        ts, tl = history.last_finite("train_loss")
+        last = "no finite training loss" if tl is None else f"last finite training loss {tl:.6g} at step {ts}"
+        msg = (f"training {history.divergence()} of {tc.steps} steps; {last}; "
+               "try a lower --lr/--muon-lr or more --warmup")
+        if args.allow_divergence:
+            if rank == 0:
+                print(f"warning: {msg}", file=sys.stderr)
+            return 0
+        if rank == 0:
+            print(f"error: {msg} (or pass --allow-divergence)", file=sys.stderr)
+        return DIVERGED
     return 0

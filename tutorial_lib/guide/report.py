@@ -13,7 +13,6 @@ committed guide differs from what ``render_guide`` would write.
 """
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
@@ -22,10 +21,13 @@ from typing import Iterable
 from tutorial_lib import claims
 from tutorial_lib.guide.suite import OWN_PATHS_KINDS, SECTIONS
 from tutorial_lib.lessons import decision
+from tutorial_lib.lessons import roofline as RL
 from tutorial_lib.measure import flops as F
 from tutorial_lib.measure import records
-from tutorial_lib.model import get_config
+from tutorial_lib.measure import roofline as R
+from tutorial_lib.model import GPTConfig, get_config
 from tutorial_lib.settings import cpu_oversubscribed
+from tutorial_lib.train import TrainHistory
 
 BLOCK = re.compile(r"(<!-- report:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /report:(?P=name) -->)",
                    re.DOTALL)
@@ -34,13 +36,13 @@ DEVICE_ORDER = {"cuda": 0, "mps": 1, "cpu": 2}
 
 def load_results(paths: Iterable[Path]) -> list[dict]:
     """Results files (``measure.records.load_results``: validated, errors name the file), GPU first."""
-    out = []
-    for p in paths:
-        doc = records.load_results(p)
-        doc["_path"] = str(p)
-        out.append(doc)
-    out.sort(key=lambda d: (DEVICE_ORDER.get(records.device_kind(d["meta"].get("device", "")), 9), d["_path"]))
-    return out
+    return guide_order([{**records.load_results(p), "_path": str(p)} for p in paths])
+
+
+def guide_order(docs: list[dict]) -> list[dict]:
+    """Results documents in the guide's order: GPU first, then by file name."""
+    return sorted(docs, key=lambda d: (DEVICE_ORDER.get(records.device_kind(d["meta"].get("device", "")), 9),
+                                       d.get("_path", "")))
 
 
 def fmt(v) -> str:
@@ -130,7 +132,69 @@ def _analytic_flop_shares() -> str:
     return markdown_table(out) + "\n" + note + "\n"
 
 
-ANALYTIC = {"analytic.flop_shares": _analytic_flop_shares}
+def _analytic_gpu_specs() -> str:
+    """The datasheet ceilings of the GPUs the library knows (``measure.flops.GPU_SPECS``)."""
+    rows = R.spec_rows("bfloat16")
+    for r in rows:
+        if r["peak_TFLOPs"] is None:  # no bf16 on the datasheet (V100, T4): fp16's tensor cores
+            fp16 = next(x for x in R.spec_rows("float16") if x["gpu"] == r["gpu"])
+            r.update(fp16, dtype="float16")
+    return (markdown_table(rows, ["gpu", "dtype", "peak_TFLOPs", "bandwidth_GBs", "ridge", "source"])
+            + "\nLabelled *spec*: dense tensor-core peak and memory bandwidth as the vendors state them, "
+              "what a kernel may approach, not what it reaches (the `ceilings` table is measured). "
+              "Ridge = peak / bandwidth, in FLOP per byte: a kernel of lower arithmetic intensity is "
+              "memory-bound on that GPU. From `tutorial_lib.measure.flops.GPU_SPECS`, one table for the "
+              "library (MFU uses the same peaks).\n")
+
+
+ANALYTIC = {"analytic.flop_shares": _analytic_flop_shares, "analytic.gpu_specs": _analytic_gpu_specs}
+
+
+def _pct(x) -> str:
+    return "—" if x is None else f"{x:+.0%}"
+
+
+def render_roofline_errors(results: list[dict], histories: list[dict] | None) -> str:
+    """The roofline model's and the FLOP-only prediction beside every step time on record
+    (``lessons.roofline.prediction_errors``): a summary per device, then every row."""
+    docs = [d for d in results if d.get("kind") != "cuda_tests"]
+    rows = RL.prediction_errors(docs, histories or [])
+    if not rows:
+        return "_No step time on record yet._\n"
+    summary = RL.error_summary(rows)
+    out = ""
+    if summary:
+        for r in summary:
+            r["roofline |error| (median)"] = f"{r.pop('roofline_median_abs_error'):.0%}"
+            r["FLOP-only |error| (median)"] = f"{r.pop('flop_only_median_abs_error'):.0%}"
+            r[f"roofline within ±{RL.GOAL:.0%}"] = f"{r.pop('roofline_within_25pct')} of {r['steps']}"
+        out += markdown_table(summary) + "\n"
+    table = []
+    for r in rows:
+        if r.get("roofline_ms") is None:
+            continue
+        table.append({"source": r["source"], "variant": r["variant"], "B": r["B"], "T": r["T"],
+                      "dtype": r["dtype"], "device": r["device_name"], "ceilings": r["ceilings"],
+                      "measured_ms": r["measured_ms"], "roofline_ms": r["roofline_ms"],
+                      "roofline error": _pct(r["roofline_error"]), "FLOP-only ms": r["flop_only_ms"],
+                      "FLOP-only error": _pct(r["flop_only_error"]),
+                      "overhead that would close the gap (µs/op)": r.get("inferred_overhead_us")})
+    if table:
+        out += markdown_table(table) + "\n"
+    missing = [r for r in rows if r.get("roofline_ms") is None]
+    if missing:
+        where = ", ".join(sorted({f"{r['source'].split(':')[0]} ({r['device_name']})" for r in missing}))
+        out += (f"{len(missing)} more step time(s) on record come from devices with no recorded ceilings "
+                f"({where}): they are predicted once the suite's `roofline` section has run there.\n\n")
+    return out + ("Error = predicted / measured − 1 (−50% = predicted twice as fast as measured). *Roofline*: "
+                  "every kernel of the eager step at max(FLOPs / peak, bytes / bandwidth) plus the per-operator "
+                  "overhead (`tutorial_lib.measure.roofline.predict_step`); *FLOP-only*: every matmul FLOP at the "
+                  "peak. Ceilings *measured* come from the same device's results file; *spec* from the datasheet "
+                  "above, which states no per-operator overhead, so a spec prediction is a lower bound and the "
+                  "last column is the overhead per kernel launch that would explain the rest (an inference, not a "
+                  "measurement). Training histories are compared without their optimizer step, which they record "
+                  "separately (its own row, for AdamW). Computed at report time by "
+                  "`tutorial_lib.lessons.roofline.prediction_errors`.\n")
 
 DECISION_GRID = (("cuda", (256, 1024, 4096)), ("cpu", (256, 1024, 4096)))
 
@@ -140,11 +204,15 @@ def render_decision(results: list[dict]) -> str:
     best first, with their payoffs (``decision.recommend`` over these results files: *measured*
     where a file for that device kind holds the change near that T, else *analytic*, labelled)."""
 
-    def item(p):
-        return f"{p.title} {p.value:.2f}× ({'measured' if p.measured else 'analytic'})"
-
     rows = []
     for device, seqs in DECISION_GRID:
+        on_record = any(records.device_kind(d["meta"].get("device", "")) == device and d.get("kind") != "cuda_tests"
+                        for d in results)
+
+        def item(p):  # no step measured on this kind of device: the cost model's numbers are predictions
+            how = "measured" if p.measured else ("analytic" if on_record else "prediction")
+            return f"{p.title} {p.value:.2f}× ({how})"
+
         for T in seqs:
             for goal in decision.GOALS:
                 r = decision.recommend(T, device, goal, results=results)
@@ -158,9 +226,13 @@ def render_decision(results: list[dict]) -> str:
                       for d in results if "_path" in d) or "none"
     return (markdown_table(rows) + "\nComputed by `tutorial_lib.lessons.decision.recommend` from the results "
             f"files ({files}): *measured* payoffs come from a file recorded on that kind of device, "
-            "within a factor of 2 of T; every other payoff is the cost model's (speed: FLOP ratio, "
-            "compute-bound; memory: predicted bytes; decoding: bytes read per new token, memory-bound). "
-            "The seed's tree is quoted in its own words.\n")
+            "within a factor of 2 of T; every other payoff is the cost model's (speed: the roofline model's "
+            "step-time ratio on ceilings recorded for that kind of device, else on the reference GPU's "
+            "datasheet, else the FLOP ratio, as each row says; memory: predicted bytes; decoding: bytes "
+            "read per new token, memory-bound), labelled *prediction* on a kind of device with no step "
+            "measurement on record at all. The H200 training runs on record reach a small fraction of the "
+            "GPU's bf16 peak (the MFU column of the training table): a GPU step is not math-bound, so a "
+            "FLOP ranking there is not evidence. The seed's tree is quoted in its own words.\n")
 
 
 # ---- recorded training runs: results/<folder>/*.json written by `python -m tutorial_lib train` ----
@@ -173,28 +245,53 @@ def _variant(model: dict, optimizer: str) -> str:
     return f"{'SwiGLU' if mlp == 'swiglu' else 'GELU'} {r}x{attn}, {optimizer}"
 
 
-def training_runs(results_dir: Path) -> list[dict]:
-    """One table per folder of train histories, each row one run's summary."""
+def training_runs(results_dir: Path, notes: list[str] | None = None) -> list[dict]:
+    """One table per folder of train histories (``results/<folder>/*.json``), each row one run's
+    summary, recomputed from its history. A history that does not load raises ValueError naming
+    the file; other files in the folder are skipped with a line in ``notes``. A run that
+    diverged says so in its val_loss cell."""
     out = []
     for folder in sorted(p for p in Path(results_dir).iterdir() if p.is_dir()):
-        rows, meta = [], None
-        for f in sorted(folder.glob("*.json")):
-            h = json.loads(f.read_text())
-            if "summary" not in h or "val_loss" not in h:
-                continue
-            sm = h["summary"]
-            meta = meta or {"device_name": sm.get("device_name", sm.get("device")), "dtype": sm["dtype"],
-                            "torch": h.get("torch_version", "?"), "folder": folder.name,
+        found = records.scan(folder, strict=True)
+        if notes is not None and found.histories:  # folders without histories are not the table's
+            notes += found.notes + [f"{d['_path']}: skipped, a results file inside a folder of training "
+                                    "histories" for d in found.results]
+        rows, meta, diverged = [], None, 0
+        for path, doc in found.histories:
+            h = TrainHistory.from_dict(doc, source=str(path))
+            diverged += h.diverged
+            sm = h.summary()
+            meta = meta or {"device_name": sm.get("device_name") or sm.get("device"), "dtype": sm["dtype"],
+                            "torch": h.torch_version or "?", "folder": folder.name,
                             "sizes": f"{sm['model']}, B={sm['batch_size']}, T={sm['seq_len']}, "
-                                     f"{sm['steps']} steps"}
-            rows.append({"variant": _variant(h["model"], h["optimizer"]), "params_M": sm["params"] / 1e6,
+                                     f"{h.config.get('steps', sm['steps'])} steps"}
+            finite = [v for v in h.val_loss if math.isfinite(v)]
+            rows.append({"variant": _variant(h.model, h.optimizer), "params_M": sm["params"] / 1e6,
+                         "MFU": training_mfu(h),
                          # losses to 3 decimals: 3 significant digits round 4.6249996 and 4.625004 apart
-                         "val_loss": f"{sm['final_val_loss']:.3f}", "best_val_loss": f"{min(h['val_loss']):.3f}",
+                         "val_loss": (f"diverged at step {h.diverged_at_step}" if h.diverged
+                                      else f"{sm['final_val_loss']:.3f}"),
+                         "best_val_loss": f"{min(finite):.3f}" if finite else None,
                          "ms_per_step": sm["median_step_ms"], "optimizer_ms": sm["median_optimizer_ms"],
                          "tokens_per_s": sm["tokens_per_s"], "wall_s": sm["wall_time_s"]})
         if rows:
-            out.append({"meta": meta, "rows": rows})
+            out.append({"meta": meta, "rows": rows, "diverged": diverged})
     return out
+
+
+def training_mfu(h: TrainHistory) -> float | None:
+    """Model FLOPs utilisation of a recorded run: the cost model's forward+backward FLOPs of one step
+    over its median step time (optimizer included), against the GPU's spec peak in the run's dtype
+    (``measure.flops.peak_flops``); None where the peak is unknown (a CPU, an unlisted GPU)."""
+    try:
+        cfg = GPTConfig(**h.model)
+    except (TypeError, ValueError):
+        return None
+    B, T = h.config["batch_size"], h.config["seq_len"]
+    step_s = h.median_step_s
+    if not step_s or not math.isfinite(step_s):
+        return None
+    return F.mfu(F.model_flops(cfg, B, T, mode="fwdbwd", causal=True) / step_s, h.device_name or "", h.dtype)
 
 
 def render_training(runs: list[dict]) -> str:
@@ -203,9 +300,14 @@ def render_training(runs: list[dict]) -> str:
     chunks = []
     for run in runs:
         m = run["meta"]
-        chunks.append(f"Recorded on **{m['device_name']}**, {m['dtype']}, torch {m['torch']} "
-                      f"(`results/{m['folder']}/`); {m['sizes']}, same seed and data for every row.\n\n"
-                      + markdown_table(run["rows"]))
+        text = (f"Recorded on **{m['device_name']}**, {m['dtype']}, torch {m['torch']} "
+                f"(`results/{m['folder']}/`); {m['sizes']}, same seed and data for every row. MFU: the "
+                f"cost model's step FLOPs over the median step time, against the GPU's spec peak.\n\n"
+                + markdown_table(run["rows"]))
+        if run.get("diverged"):
+            text += ("\n_A run marked \"diverged\" stopped at that step on a non-finite loss or gradient "
+                     "norm: it has no final loss, and its best_val_loss is the best before it diverged._\n")
+        chunks.append(text)
     return "\n".join(chunks)
 
 
@@ -232,9 +334,12 @@ def render_cuda_tests(results: list[dict]) -> str:
     return "\n".join(chunks)
 
 
-def render_block(name: str, results: list[dict], runs: list[dict] | None = None) -> str:
+def render_block(name: str, results: list[dict], runs: list[dict] | None = None,
+                 histories: list[dict] | None = None) -> str:
     if name == "cuda_tests":
         return render_cuda_tests(results)
+    if name == "roofline.errors":
+        return render_roofline_errors(results, histories)
     if name in ANALYTIC:
         return ANALYTIC[name]()
     if name == "training_runs":
@@ -243,14 +348,16 @@ def render_block(name: str, results: list[dict], runs: list[dict] | None = None)
         return render_decision(results)
     chunks = []
     for res in results:
-        if res.get("kind") == "cuda_tests":
+        # a table comes from a suite's section of that name (``bench --suite``), never from rows
+        # that happen to share the kind (``profile --out-json`` also writes "memory" rows)
+        section = res.get("sections", {}).get(name)
+        if section is None:
             continue
-        section = res.get("sections", {}).get(name, {})
         rows = [r for r in res["rows"] if r.get("kind") == name]
-        if not rows and not section:
-            continue
         body = caption(res["meta"], section) + "\n\n"
-        if section.get("error"):
+        if section.get("not_run"):
+            body += f"_Not run on this device: {fmt(section.get('error', 'not reached'))}_\n"
+        elif section.get("error"):
             body += f"_This section failed on this device: {fmt(section['error'])}_\n"
         else:
             body += markdown_table(rows, section.get("columns"))
@@ -266,10 +373,12 @@ def render_block(name: str, results: list[dict], runs: list[dict] | None = None)
     return "\n".join(chunks)
 
 
-def render_guide(text: str, results: list[dict], runs: list[dict] | None = None) -> str:
-    """The guide with every report block regenerated from ``results`` (and training ``runs``)."""
+def render_guide(text: str, results: list[dict], runs: list[dict] | None = None,
+                 histories: list[dict] | None = None) -> str:
+    """The guide with every report block regenerated from ``results`` (and training ``runs``, and
+    their raw ``histories`` for the roofline's errors)."""
     def repl(m):
-        return m.group(1) + render_block(m.group("name"), results, runs) + m.group(4)
+        return m.group(1) + render_block(m.group("name"), results, runs, histories) + m.group(4)
     return BLOCK.sub(repl, text)
 
 
@@ -296,25 +405,45 @@ def recorded(*sections: str, results_dir: Path | None = None) -> Recorded:
     the repository's results/), each captioned with the device, dtype, torch, profile, date and
     sizes it was recorded with -- so a notebook can show them beside its live measurement."""
 
-    known = set(SECTIONS) | {"attention_vs_T", "expected_results"} | set(OWN_PATHS_KINDS)
+    known = set(SECTIONS) | {"attention_vs_T", "expected_results", "ceilings", "roofline_points",
+                             "roofline.errors", "lm_head_alone", "lm_head_claim"} | set(OWN_PATHS_KINDS)
     for name in sections:
         if name not in known:
             raise ValueError(f"section={name!r} is not one of {sorted(known)}")
     d = Path(results_dir) if results_dir is not None else records.results_dir()
-    docs = load_results(sorted(d.glob("*.json"))) if d.is_dir() else []
+    docs = guide_order(records.load_all(d))  # a broken file is left out with a warning naming it
     parts = []
     for name in sections:
+        hist = RL.training_histories(d) if name == "roofline.errors" else None
         parts.append(f"#### Recorded: `{name}` (from `results/*.json`, not measured now)\n\n"
-                     + render_block(name, docs))
+                     + render_block(name, docs, histories=hist))
     devices = ", ".join(dict.fromkeys(str(doc["meta"].get("device_name", "?")) for doc in docs)) or "none yet"
     head = (f"_Recorded results files: {len(docs)} ({devices}). Add one with "
             "`python -m tutorial_lib bench --suite guide --out results/<device>.json`._\n\n")
     return Recorded(head + "\n".join(parts))
 
 
-def regenerate(guide: Path, results_dir: Path) -> tuple[str, str]:
-    """(old text, new text) of the guide, from every results_dir/*.json."""
+def regenerate(guide: Path, results_dir: Path, notes: list[str] | None = None) -> tuple[str, str]:
+    """(old text, new text) of the guide, from every results_dir/*.json and the training histories
+    in its subfolders (``measure.records.scan``: a broken file raises ValueError naming it; other
+    files are skipped with a line in ``notes``).
+
+    A missing folder, or one without a single results file, is a ValueError: rendering from
+    nothing would replace every measured table with a placeholder."""
+    results_dir = Path(results_dir)
+    if not results_dir.exists():
+        raise ValueError(f"results folder {str(results_dir)!r} does not exist (misspelled?)")
+    if not results_dir.is_dir():
+        raise ValueError(f"results folder {str(results_dir)!r} is not a folder")
+    found = records.scan(results_dir, strict=True)
+    if notes is not None:
+        notes += found.notes + [f"{p}: skipped, a training history; the guide's training table reads "
+                                f"{results_dir}/<folder>/*.json" for p, _ in found.histories]
+    if not found.results:
+        raise ValueError(f"results folder {str(results_dir)!r} holds no results file (*.json from "
+                         "`python -m tutorial_lib bench --suite guide --out ...`); the guide was left "
+                         "as it is")
+    runs = training_runs(results_dir, notes)
     old = guide.read_text()
-    results = load_results(sorted(Path(results_dir).glob("*.json")))
-    runs = training_runs(results_dir) if Path(results_dir).is_dir() else []
-    return old, render_guide(old, results, runs)
+    histories = RL.training_histories(results_dir)
+    return old, render_guide(old, guide_order(found.results), runs, histories)

@@ -22,10 +22,13 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 
 from tutorial_lib import settings
-from tutorial_lib.claims import claimed, compare
+from tutorial_lib.claims import CLAIMS, Setting, claimed, compare
 from tutorial_lib.files import check_writable
 from tutorial_lib.lessons import all_together as AT
+from tutorial_lib.lessons import lm_head as LH
 from tutorial_lib.lessons import own_paths as OP
+from tutorial_lib.lessons import roofline as RL
+from tutorial_lib.lessons import triton_flash as triton_lesson
 from tutorial_lib.lessons.common import fit_loglog_slope, measure_variants, quality_runs, quality_table
 from tutorial_lib.lessons.flash_attention import attention_sweep, loglog_slopes, model_backend_comparison
 from tutorial_lib.lessons.gqa import measure_decode
@@ -33,6 +36,7 @@ from tutorial_lib.lessons.sliding_window import window_sweep
 from tutorial_lib.lessons.swiglu import time_optimizer_step
 from tutorial_lib.measure import flops as F
 from tutorial_lib.measure import profile as P
+from tutorial_lib.measure import roofline as R
 from tutorial_lib.measure.allocator import allocator_settings
 from tutorial_lib.measure.records import SCHEMA_VERSION, save_document, stamp, to_row
 from tutorial_lib.measure.timing import SWEEP_ERRORS, error_row, error_text, measure_step
@@ -59,6 +63,7 @@ class Suite:
         self.dtype = settings.default_dtype(device)
         self.rows: List[dict] = []
         self.sections: Dict[str, dict] = {}
+        self.ceilings: Optional[R.Ceilings] = None  # measured once per run (get_ceilings)
 
     def add(self, kind: str, rows, columns=None, sizes=None, note=None):
         for r in rows:
@@ -119,21 +124,30 @@ class Suite:
     def base_config(self) -> GPTConfig:
         return get_config(self.sizes.suite.preset)
 
+    def get_ceilings(self) -> R.Ceilings:
+        """This machine's ceilings (peak matmul FLOP/s, bandwidth, per-op overhead), measured
+        once per suite run at ``sizes.roofline``: every section that reports a fraction of the
+        peak (MFU) uses these, measured in the same run as its own timings."""
+        if self.ceilings is None:
+            self.ceilings = RL.lesson_ceilings(self.device, self.sizes.roofline, progress=False)
+        return self.ceilings
 
-def _variants(S: "Suite", configs: dict, memory: bool = False) -> List[dict]:
+
+def _variants(S: "Suite", configs: dict, memory: bool = False, compiled=()) -> List[dict]:
     """Training steps of several variants timed in interleaved rounds (``common.measure_variants``):
     each speedup is the median of per-round ratios, so load that comes and goes cancels."""
     s = S.sizes.suite
     if S.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(S.device)
     rows = measure_variants(configs, s.batch, s.seq_len, rounds=s.rounds, min_run_time=s.min_run_time,
-                            device=S.device, memory=memory)
+                            device=S.device, memory=memory, compiled=compiled)
     out = []
     for r in rows:
         mem = r.get("memory_bytes")
         out.append({"variant": r["variant"], "config_fields": configs[r["variant"]].to_dict(),
                     "batch_size": s.batch, "seq_len": s.seq_len, "ms_per_step": r.get("median_ms"),
                     "speedup": r.get("speedup"), "tokens_per_s": r.get("tokens_per_s"),
+                    "speedup_min": r.get("speedup_min"), "speedup_max": r.get("speedup_max"),
                     "speedup_range": (f"{r['speedup_min']:.2f}–{r['speedup_max']:.2f}"
                                       if r.get("speedup_min") is not None else None),
                     "params_M": r["params"] / 1e6 if r.get("params") else None,
@@ -173,45 +187,47 @@ def sec_breakdown(S: Suite):
 
 
 def sec_gqa_train(S: Suite):
-
     s, cfg0 = S.sizes.suite, S.base_config()
     heads = sorted({h for h in (cfg0.n_head, 4, 2, 1) if cfg0.n_head % h == 0}, reverse=True)
     label = lambda h: "MHA" if h == cfg0.n_head else ("MQA" if h == 1 else f"GQA-{h}")  # noqa: E731
     configs = {label(h): cfg0.replace(n_kv_head=h) for h in heads}
     rows = _variants(S, configs)
     base_fl = F.model_flops(cfg0, s.batch, s.seq_len, mode="fwdbwd", causal=True)
+    where = Setting(model=s.preset, batch=s.batch, seq_len=s.seq_len, device=S.device.type)
     for h, r in zip(heads, rows):
-        r.update(n_kv_head=h, claimed_speedup=1.0 if h == cfg0.n_head else claimed(f"gqa.speedup.kv{h}"),
-                 flops_vs_MHA=F.model_flops(configs[label(h)], s.batch, s.seq_len, mode="fwdbwd",
-                                            causal=True) / base_fl)
+        flops_ratio = F.model_flops(configs[label(h)], s.batch, s.seq_len, mode="fwdbwd", causal=True) / base_fl
+        r.update(n_kv_head=h, flops_vs_MHA=flops_ratio, flop_ceiling=1 / flops_ratio)
+        if h != cfg0.n_head and f"gqa.speedup.kv{h}" in CLAIMS:
+            spread = (r["speedup_min"], r["speedup_max"]) if r.get("speedup_min") is not None else None
+            c = compare(f"gqa.speedup.kv{h}", r.get("speedup"), where=where, spread=spread, ceiling=1 / flops_ratio)
+            r.update(claimed_speedup=c["claimed"], verdict=c["verdict"])
     S.add("gqa_train", rows,
-          columns=["variant", "n_kv_head", "params_M", "flops_vs_MHA", "ms_per_step", "speedup",
-                   "speedup_range", "claimed_speedup", "tokens_per_s", "error"],
+          columns=["variant", "n_kv_head", "params_M", "flops_vs_MHA", "flop_ceiling", "ms_per_step", "speedup",
+                   "speedup_range", "claimed_speedup", "verdict", "tokens_per_s", "error"],
           sizes={"model": s.preset, "B": s.batch, "T": s.seq_len, "step": "fwd+bwd+AdamW",
                  "timing": f"{s.rounds} interleaved rounds, speedup = median per-round ratio (range: min–max)"})
 
 
 def sec_gqa_decode(S: Suite):
-
     s, cfg0 = S.sizes.suite, S.base_config()
     heads = sorted({h for h in (cfg0.n_head, 4, 1) if cfg0.n_head % h == 0}, reverse=True)
     d = S.sizes.decode
     rows = measure_decode(cfg0, d.contexts, kv_heads=heads, batch_size=d.batch,
                           new_tokens=d.new_tokens, device=S.device,
                           dtype="bfloat16" if S.device.type == "cuda" else "float32",
-                          min_run_time=s.min_run_time)
+                          min_run_time=s.min_run_time, rounds=s.rounds)
     out = []
-    base = {r.context: r for r in rows if r.n_kv_head == cfg0.n_head}
-    for r in rows:
-        b = base.get(r.context)
+    for r in rows:  # heads[0] is MHA: speedup_vs_first is against MHA, per interleaved round
         out.append({"variant": r.attention, "context": r.context, "cache_MiB": r.cache_bytes / 2**20,
                     "ms_per_token": r.ms_per_step, "tokens_per_s": r.tokens_per_s,
-                    "speedup_vs_MHA": _ratio(b.ms_per_step if b else None, r.ms_per_step),
-                    "error": r.error})
+                    "speedup_vs_MHA": r.speedup_vs_first,
+                    "speedup_range": (f"{r.speedup_min:.2f}–{r.speedup_max:.2f}" if r.speedup_min is not None
+                                      else None), "error": r.error})
     S.add("gqa_decode", out,
           columns=["variant", "context", "cache_MiB", "ms_per_token", "tokens_per_s",
-                   "speedup_vs_MHA", "error"],
-          sizes={"model": s.preset, "B": d.batch, "new tokens": d.new_tokens})
+                   "speedup_vs_MHA", "speedup_range", "error"],
+          sizes={"model": s.preset, "B": d.batch, "new tokens": d.new_tokens,
+                 "timing": f"{s.rounds} interleaved rounds, speedup = median per-round ratio (range: min–max)"})
 
 
 def sec_flash_vs_T(S: Suite):
@@ -410,33 +426,28 @@ def sec_quality(S: Suite):
 
 
 # the same variants as notebook 07 (``all_together``): the seed's baseline, each change alone, its "after"
-BEFORE_AFTER = (
-    (AT.BEFORE_LABEL, {"attn_backend": "eager"}),
-    ("+ GQA-4", {"attn_backend": "eager", "n_kv_head": 4}),
-    ("+ SDPA (flash)", {"attn_backend": "sdpa"}),
-    ("+ MLP 3x", {"attn_backend": "eager", "mlp_ratio": 3.0}),
-    ("GQA-4 + SDPA + 3x (the seed's 'after')", dict(AT.AFTER)),
-    ("... + SwiGLU 3x", dict(AT.AFTER_SWIGLU)),
-)
+BEFORE_AFTER = AT.SUITE_VARIANTS
 
 
-def expected_results_rows(before: dict, after: dict) -> List[dict]:
+def expected_results_rows(before: dict, after: dict, where: Setting) -> List[dict]:
     """The seed's "Expected Results" table: each claimed cell beside the measured one (rows of
-    ``before_after``), plus the arithmetic that shows its rows disagree with each other."""
-
+    ``before_after``, measured at ``where``: a verdict only at the seed's own setting), plus the
+    arithmetic that shows its rows disagree with each other."""
     tokens = 4 * 512  # the seed's setting (B=4, T=512), whatever this run measured
+    spread = ((after["speedup_min"], after["speedup_max"]) if after.get("speedup_min") is not None else None)
     rows = [
-        compare("results.tokens_per_s.before", before.get("tokens_per_s")),
-        compare("results.tokens_per_s.after", after.get("tokens_per_s")),
-        compare("results.step_ms.before", before.get("ms_per_step")),
-        compare("results.step_ms.after", after.get("ms_per_step")),
+        compare("results.tokens_per_s.before", before.get("tokens_per_s"), where=where),
+        compare("results.tokens_per_s.after", after.get("tokens_per_s"), where=where),
+        compare("results.tokens_per_s.gain", after.get("speedup"), where=where, spread=spread),
+        compare("results.step_ms.before", before.get("ms_per_step"), where=where),
+        compare("results.step_ms.after", after.get("ms_per_step"), where=where),
     ]
     implied = tokens / (claimed("results.step_ms.before") / 1e3)
     rows.append({"claim": "5,000 tokens/s at 51 ms per step", "claimed": claimed("results.tokens_per_s.before"),
                  "measured": implied, "ratio": implied / claimed("results.tokens_per_s.before"),
                  "verdict": "inconsistent",
                  "note": f"{tokens:,} tokens per step (the seed's B=4, T=512) in 51 ms is {implied:,.0f} tokens/s"})
-    return [{k: r.get(k) for k in ("claim", "claimed", "measured", "ratio", "verdict", "note")}
+    return [{k: r.get(k) for k in ("claim", "claimed", "measured", "ratio", "verdict", "why", "note")}
             for r in rows]
 
 
@@ -447,19 +458,20 @@ def sec_before_after(S: Suite):
         variants.append(("... + window W=" + str(s.window) + " (local)",
                          {"attn_backend": "local", "window": s.window, "n_kv_head": 4,
                           "mlp": "swiglu", "mlp_ratio": 3.0}))
-    rows = _variants(S, {label: cfg0.replace(**ch) for label, ch in variants})
-    if s.compile:  # torch.compile'd "after", timed on its own (compilation is not interleavable)
-        label = "GQA-4 + SDPA + 3x + torch.compile"
-        r = S.step(cfg0.replace(**AT.AFTER), label, compile=True)
-        rows.append({"variant": label, "ms_per_step": r.median_ms, "tokens_per_s": r.tokens_per_s,
-                     "speedup": _ratio(rows[0]["ms_per_step"], r.median_ms), "error": r.error})
+    configs = {label: cfg0.replace(**ch) for label, ch in variants}
+    compiled = []
+    if s.compile:  # the seed's "after" under torch.compile, in the same interleaved rounds
+        compiled = ["GQA-4 + SDPA + 3x + torch.compile"]
+        configs[compiled[0]] = cfg0.replace(**AT.AFTER)
+    rows = _variants(S, configs, compiled=compiled)
     S.add("before_after", rows, columns=["variant", "ms_per_step", "speedup", "speedup_range",
                                          "tokens_per_s", "error"],
           sizes={"model": s.preset, "B": s.batch, "T": s.seq_len, "step": "fwd+bwd+AdamW",
                  "timing": f"{s.rounds} interleaved rounds, speedup = median per-round ratio (range: min–max)"})
     before, after = rows[0], rows[4]
-    S.add("expected_results", expected_results_rows(before, after),
-          columns=["claim", "claimed", "measured", "ratio", "verdict", "note"],
+    where = Setting(model=s.preset, batch=s.batch, seq_len=s.seq_len, device=S.device.type)
+    S.add("expected_results", expected_results_rows(before, after, where),
+          columns=["claim", "claimed", "measured", "ratio", "verdict", "why", "note"],
           sizes={"model": s.preset, "B": s.batch, "T": s.seq_len})
 
 
@@ -561,6 +573,104 @@ def sec_own_paths(S: Suite):
     part("own_paths.allocator", allocator)
     part("own_paths.consistency", consistency)
     part("own_paths.mfu", mfu)
+def sec_lm_head(S: Suite):
+    """The LM head and the loss (notebook 08) at the seed's setting: the exact bytes saved for
+    backward and the step time with the full logits and with the chunked loss; the head + loss
+    alone, with GPT-2's vocabulary and nanoGPT's padded 50,304; and the profiled share of the head
+    (and the loss) beside the seed's "LM Head (5-8%)"."""
+
+    s = S.sizes.lm_head
+    mib = lambda v: None if v is None else v / 2**20  # noqa: E731
+    rows = []
+    for r in LH.step_payoff(s, device=S.device):
+        rows.append({"variant": r["variant"], "config_fields": r["config_fields"], "batch_size": s.batch,
+                     "seq_len": s.seq_len, "activations_MiB": mib(r.get("activations_bytes")),
+                     "head_loss_MiB": mib(r.get("head_loss_bytes")),
+                     "saved_vs_full_MiB": mib(r.get("saved_vs_full_bytes")),
+                     "ms_per_step": r.get("median_ms"), "speedup": r.get("speedup"),
+                     "speedup_range": (f"{r['speedup_min']:.2f}–{r['speedup_max']:.2f}"
+                                       if r.get("speedup_min") is not None else None),
+                     "tokens_per_s": r.get("tokens_per_s"), "peak_mem_MiB": mib(r.get("peak_bytes")),
+                     "error": r.get("error")})
+    sizes = {"model": s.preset, "B": s.batch, "T": s.seq_len, "loss_chunk": s.chunk, "step": "fwd+bwd+AdamW",
+             "timing": f"{s.rounds} interleaved rounds, speedup = median per-round ratio (range: min–max)"}
+    S.add("lm_head", rows, columns=["variant", "activations_MiB", "head_loss_MiB", "saved_vs_full_MiB",
+                                    "ms_per_step", "speedup", "speedup_range", "tokens_per_s",
+                                    "peak_mem_MiB", "error"], sizes=sizes,
+          note="activations_MiB: every tensor saved for backward during one step, counted exactly "
+               "(saved_tensors_hooks, each storage once; a weight-gradient buffer made in the forward "
+               "counts as saved); head_loss_MiB is the part the head and the loss save. Byte counts "
+               "do not depend on the machine's load; times do. peak_mem_MiB: CUDA allocator peak.")
+    points = [dict(impl=i, tokens=s.tokens, n_embd=s.n_embd, vocab=V, chunk=s.chunk)
+              for V in (50257, 50304) for i in ("full", "chunked")]
+    alone = LH.head_loss_sweep(points, rounds=s.sweep_rounds, min_run_time=s.min_run_time, device=S.device)
+    S.add("lm_head_alone", [{"variant": r.label, "vocab": r.vocab, "tokens": r.tokens, "n_embd": r.n_embd,
+                             "ms_fwd_bwd": r.median_ms, "ms_range": (f"{r.min_ms:.1f}–{r.max_ms:.1f}"
+                                                                     if r.min_ms is not None else None),
+                             "saved_MiB": mib(r.saved_bytes), "logits_MiB": mib(r.logits_bytes),
+                             "peak_MiB": mib(r.peak_bytes), "error": r.error} for r in alone],
+          columns=["variant", "vocab", "ms_fwd_bwd", "ms_range", "saved_MiB", "logits_MiB", "peak_MiB", "error"],
+          sizes={"tokens N": s.tokens, "C": s.n_embd, "loss_chunk": s.chunk,
+                 "work": "hidden -> loss -> gradients of hidden and weight",
+                 "timing": f"{s.sweep_rounds} interleaved rounds (range: min–max over the rounds)"},
+          note="50,257 is GPT-2's vocabulary; 50,304 is nanoGPT's padding to a multiple of 64 (the padded "
+               "rows enter the softmax, as in the model). logits_MiB is one (N, V) logits tensor: what the "
+               "full path makes and the chunked paths never do.")
+    prof = P.profile_step(get_config(s.preset), s.batch, s.seq_len, device=S.device, steps=1, warmup=1)
+    S.add("lm_head_claim", LH.share_rows(prof),
+          columns=["measured", "claim", "claimed_low", "claimed_high", "share", "verdict", "note"],
+          sizes={"model": s.preset, "B": s.batch, "T": s.seq_len, "loss": "full logits",
+                 "time": prof.time_source},
+          note="Shares of the profiled time (torch.profiler with the model's named scopes), full-logits "
+               "path: the head is the lm_head matmul, the loss its log-softmax and NLL.")
+
+
+def sec_triton_flash(S: Suite):
+    """The Triton kernel (lesson 10) against SDPA and flex at the seed's heads and at long T: on
+    CUDA only -- the interpreter's times on a CPU are not performance."""
+    if S.device.type != "cuda":
+        S.add("triton_flash", [], note="Timed on a CUDA device only (the interpreter's times are not performance).")
+        return
+    rows = triton_lesson.time_kernels(min_run_time=S.sizes.suite.min_run_time)
+    S.add("triton_flash", rows, columns=["backend", "mode", "B", "H", "T", "D", "median_ms", "min_ms", "max_ms",
+                                         "tflops", "max_abs_diff_vs_sdpa", "error"],
+          sizes={"dtype": "bfloat16", "causal": True, "timing": "interleaved rounds, median (min-max)"},
+          note="TFLOP/s over the visible (query, key) pairs; max_abs_diff_vs_sdpa is the largest difference "
+               "of the output from SDPA's on the same inputs.")
+
+
+def sec_roofline(S: Suite):
+    """The machine's ceilings, whole training steps predicted from them and then measured, and one
+    step's components placed on the roofline (time from the profiler, FLOPs and bytes from the
+    traffic model)."""
+    r = S.sizes.roofline
+    c = S.get_ceilings()
+    S.add("ceilings", [c.to_row()],
+          columns=["device_name", "dtype", "peak_TFLOPs", "bandwidth_GBs", "first_touch_GBs", "overhead_us",
+                   "ridge", "threads"],
+          sizes={"mm": "x".join(str(n) for n in r.mm_sizes), "stream": f"{r.stream_bytes // 2**20} MiB",
+                 "first touch": ", ".join(f"{n // 2**20} MiB" for n in r.first_touch_sizes) or "n/a"},
+          note="peak: the best torch.mm FLOP/s over the sizes; bandwidth: the best of copy and add into "
+               "warm buffers (STREAM-style); first touch (CPU): allocating and writing a tensor of at least "
+               "32 MiB, which glibc maps fresh every time; overhead: one tiny eager op. Ridge = peak / "
+               "bandwidth, in FLOP per byte.")
+    S.add("ceiling_runs", [dict(d) for d in c.details])
+    rows = RL.step_checks(r.checks, c, S.device, min_run_time=S.sizes.suite.min_run_time, progress=False,
+                          backends=r.backends)
+    S.add("roofline", rows,
+          columns=["model", "variant", "B", "T", "dtype", "measured_ms", "roofline_ms", "roofline_error",
+                   "flop_only_ms", "flop_only_error", "kernels", "overhead_ms", "error"],
+          sizes={"steps": "fwd+bwd+AdamW", "checks": "; ".join(f"{p} B={b} T={t}" for p, b, t in r.checks)},
+          note="Predicted from the ceilings measured in this run, before the step was measured: the roofline "
+               "sums, over every kernel the eager step launches, max(FLOPs / peak, bytes / bandwidth) plus the "
+               "per-op overhead; FLOP-only is every matmul FLOP at the peak. Error = predicted / measured - 1.")
+    cfg = get_config(r.preset)
+    pp = RL.profile_points(cfg, r.batch, r.seq_len, c, S.device, min_run_time=S.sizes.suite.min_run_time,
+                           steps=S.sizes.step.profile_steps)
+    S.add("roofline_points", pp["points"],
+          columns=["scope", "phase", "intensity", "achieved_flops", "measured_ms", "predicted_ms", "bound"],
+          sizes={"model": r.preset, "B": r.batch, "T": r.seq_len, "step_ms": pp["step"].median_ms,
+                 "time": pp["profile"].time_source + ", scaled to the measured step"})
 
 
 # In priority order: the seed's own setting first (a time-boxed run, e.g. on a lent GPU, keeps the
@@ -569,10 +679,13 @@ SECTIONS = {
     "before_after": sec_before_after,
     "breakdown": sec_breakdown,
     "memory": sec_memory,
+    "roofline": sec_roofline,  # the ceilings: measured early, so later sections' MFU shares the run
     "gqa_train": sec_gqa_train,
     "flash_model": sec_flash_model,
     "mlp": sec_mlp,
     "swiglu": sec_swiglu,
+    "lm_head": sec_lm_head,
+    "triton_flash": sec_triton_flash,
     "flash_vs_T": sec_flash_vs_T,
     "gqa_decode": sec_gqa_decode,
     "window_curve": sec_window_curve,

@@ -4,8 +4,8 @@ seed's "Expected Results" table and its decision tree.
 Sizes: ``sizes.Final`` (a short and a long sequence setting) and ``sizes.Quality``.
 
 - ``short_variants`` / ``long_variants``: the seed's baseline (MHA, GELU 4x, eager attention), each
-  single change, and the combinations (GQA-4 + SDPA + 3x MLP, + SwiGLU, + window where T >= 512,
-  + ``torch.compile`` where it is cheap to compile).
+  single change, and the combinations (GQA-4 + SDPA + 3x MLP, + SwiGLU, + the chunked loss of
+  lesson 08, + window where T >= 512, + ``torch.compile`` where it is cheap to compile).
 - ``measure``: training-step time (interleaved rounds, ``common.measure_variants``) and memory.
 - ``quality_variants``: the configs of the quality runs (``common.quality_runs`` runs them).
 - ``seed_table_arithmetic``: what the seed's own table implies (its inconsistent tokens/s row).
@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from tutorial_lib import claims as C
+from tutorial_lib.lessons import lm_head as LH
 from tutorial_lib.lessons.common import CheckResult, call_checked, measure_variants
 from tutorial_lib.measure.timing import SWEEP_ERRORS, error_text, measure_step
 from tutorial_lib.model import GPTConfig, get_config
@@ -30,6 +31,7 @@ from tutorial_lib.sizes import Final, Quality
 BASELINE = {"attn_backend": "eager", "n_kv_head": None, "mlp": "gelu", "mlp_ratio": 4.0, "window": None}
 AFTER = {"attn_backend": "sdpa", "n_kv_head": 4, "mlp_ratio": 3.0}  # the seed's "GQA + Flash + 3x MLP"
 AFTER_SWIGLU = dict(AFTER, mlp="swiglu")  # ... + SwiGLU at 3x
+CHUNKED_LOSS = LH.DEFAULT_IMPL  # lesson 08: the head and the loss chunk by chunk, no full logits
 BEFORE_LABEL, AFTER_LABEL = "baseline: MHA, GELU 4x, eager", "GQA-4 + SDPA + MLP 3x"
 
 
@@ -50,6 +52,8 @@ def short_variants(s: Final) -> Dict[str, Tuple[GPTConfig, bool]]:
         "+ SwiGLU 8/3x": _cfg(P, T, mlp="swiglu", mlp_ratio=None),
         AFTER_LABEL: _cfg(P, T, **AFTER),
         "... + SwiGLU 3x": _cfg(P, T, **AFTER_SWIGLU),
+        "+ chunked loss": _cfg(P, T, loss_impl=CHUNKED_LOSS),
+        "... + SwiGLU 3x + chunked loss": _cfg(P, T, **AFTER_SWIGLU, loss_impl=CHUNKED_LOSS),
     }
     out = {k: (c, False) for k, c in v.items()}
     if T >= 512:
@@ -73,6 +77,18 @@ def long_variants(s: Final) -> Dict[str, Tuple[GPTConfig, bool]]:
         f"... + window W={W} (local)": _cfg(P, T, **dict(AFTER_SWIGLU, attn_backend="local", window=W)),
     }
     return {k: (c, False) for k, c in v.items()}
+
+
+# the guide suite's before/after section: (label, GPTConfig changes on the suite's model)
+SUITE_VARIANTS = (
+    (BEFORE_LABEL, {"attn_backend": "eager"}),
+    ("+ GQA-4", {"attn_backend": "eager", "n_kv_head": 4}),
+    ("+ SDPA (flash)", {"attn_backend": "sdpa"}),
+    ("+ MLP 3x", {"attn_backend": "eager", "mlp_ratio": 3.0}),
+    ("GQA-4 + SDPA + 3x (the seed's 'after')", dict(AFTER)),
+    ("... + SwiGLU 3x", dict(AFTER_SWIGLU)),
+    ("+ chunked loss", {"attn_backend": "eager", "loss_impl": CHUNKED_LOSS}),
+)
 
 
 # ---- measuring -------------------------------------------------------------------------------
@@ -147,11 +163,15 @@ def seed_table_arithmetic(batch_size: int = 4, seq_len: int = 512) -> dict:
     }
 
 
-def expected_results(before: dict, after: dict, val_before: Optional[float],
-                     val_after: Optional[float], setting: str = "") -> List[dict]:
+def expected_results(before: dict, after: dict, val_before: Optional[float], val_after: Optional[float],
+                     where: C.Setting, val_where: Optional[C.Setting] = None,
+                     val_spreads: Optional[Tuple[Optional[Tuple[float, float]], ...]] = None) -> List[dict]:
     """The seed's "Expected Results" rows (``claims`` keys ``results.*``) beside our measurements.
 
-    ``before`` / ``after``: rows of ``measure`` (the baseline and GQA-4 + SDPA + 3x). Memory is the
+    ``before`` / ``after``: rows of ``measure`` (the baseline and GQA-4 + SDPA + 3x), measured at
+    ``where``; the validation losses come from quality runs at ``val_where`` (mean over seeds,
+    ``val_spreads`` = their (low, high) each). A row gets a verdict only at the claim's own setting
+    (``claims.compare``); the speedup's spread over rounds decides "within noise". Memory is the
     CUDA allocator's peak on a GPU; on a CPU, the exact sum of parameters, gradients, optimizer
     state and saved activations (no allocator peak exists there), in GB.
     """
@@ -174,7 +194,20 @@ def expected_results(before: dict, after: dict, val_before: Optional[float],
         "results.peak_mem.change": ratio(gb(after), gb(before)),
         "results.val_loss.before": val_before, "results.val_loss.after": val_after,
     }
-    return C.claims_table(measured, setting=setting)
+    gain = after.get("speedup")
+    spread = ((after["speedup_min"], after["speedup_max"]) if after.get("speedup_min") is not None else None)
+    vb, va = val_spreads or (None, None)
+    rows = []
+    for key, value in measured.items():
+        if key.startswith("results.val_loss"):
+            rows.append(C.compare(key, value, where=val_where, spread=vb if key.endswith("before") else va))
+        elif key == "results.tokens_per_s.gain":
+            rows.append(C.compare(key, value, where=where, spread=spread))
+        elif key == "results.step_ms.change" and gain:
+            rows.append(C.compare(key, value, where=where, spread=spread and (1 / spread[1], 1 / spread[0])))
+        else:
+            rows.append(C.compare(key, value, where=where))
+    return rows
 
 
 # ---- the decision tree -----------------------------------------------------------------------

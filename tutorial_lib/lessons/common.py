@@ -85,10 +85,34 @@ def call_checked(exercise: str, fn: Callable, *args):
 
 
 # ---- A vs B: training steps timed in interleaved rounds -----------------------------------------
+NOISY = 0.25  # a spread of a variant's per-round times above this (max - min over the median): noise
+
+
+def spread_of(times: Sequence[float]) -> float:
+    """(max - min) / median of repeated timings of the same thing: 0 for a steady machine."""
+    return (max(times) - min(times)) / statistics.median(times) if len(times) > 1 else 0.0
+
+
+def noise_note(rows: Sequence[dict], key: str = "variant") -> str:
+    """A line naming the rows whose rounds disagreed beyond ``NOISY`` even after re-measuring
+    ("" when none did): their numbers are not to be trusted -- re-run on a quiet machine."""
+    noisy = [f"{r[key]} ({r['spread']:.0%})" for r in rows if r.get("noisy")]
+    return (f"noisy: the rounds of {', '.join(noisy)} spread more than {NOISY:.0%} even after re-measuring; "
+            "re-run on a quiet machine before trusting them") if noisy else ""
+
+
 def measure_variants(configs: Mapping[str, GPTConfig], batch_size: int, seq_len: int, rounds: int = 3,
                      min_run_time: Optional[float] = None, device=None, dtype=None,
-                     memory: bool = True, progress: bool = False) -> List[dict]:
+                     memory: bool = True, progress: bool = False, compiled: Sequence[str] = (),
+                     max_rounds: Optional[int] = None) -> List[dict]:
     """Training step (fwd + bwd + AdamW) per variant, timed in ``rounds`` interleaved rounds.
+
+    Outliers are caught: while a variant's rounds spread more than ``NOISY`` (max - min over the
+    median), more rounds are timed, up to ``max_rounds`` (default twice ``rounds``); a row still
+    that spread carries ``noisy=True`` (``noise_note`` says so in words).
+
+    ``compiled``: labels whose model runs under ``torch.compile``; the compilation happens in the
+    untimed first call, so a compiled variant is timed in the same rounds as the eager ones.
 
     ``speedup`` is the median over rounds of (base time / variant time) within the same round, so
     load that comes and goes slows both sides of each ratio alike; ``speedup_min``/``speedup_max``
@@ -96,15 +120,17 @@ def measure_variants(configs: Mapping[str, GPTConfig], batch_size: int, seq_len:
     (``measure.memory.memory_breakdown``). Failures (OOM, ...) become rows with ``error`` set.
     """
     dev = settings.resolve(device)[0]
+    max_rounds = 2 * rounds if max_rounds is None else max(max_rounds, rounds)
     steps, rows = {}, {}
     for label, cfg in configs.items():
         try:
-            model, step, _, dt = prepare_step(cfg, batch_size, seq_len, "train", dev, dtype)
+            model, step, _, dt = prepare_step(cfg, batch_size, seq_len, "train", dev, dtype,
+                                              compile=label in compiled)
             steps[label] = step
             rows[label] = {"variant": label, "preset": cfg.name, "params": model.num_params(),
                            "batch_size": batch_size, "seq_len": seq_len, "device": str(dev),
                            "device_name": settings.device_name(dev), "dtype": settings.dtype_name(dt),
-                           "times_ms": [], "error": None}
+                           "compile": label in compiled, "times_ms": [], "error": None}
         except SWEEP_ERRORS as e:
             rows[label] = {"variant": label, "error": error_text(e)}
     labels = list(steps)
@@ -114,7 +140,12 @@ def measure_variants(configs: Mapping[str, GPTConfig], batch_size: int, seq_len:
         except SWEEP_ERRORS as e:
             rows[label]["error"] = error_text(e)
     bar = tqdm(total=rounds * len(labels), desc="timing", unit="step", leave=False) if progress else None
-    for _ in range(rounds):
+    done = 0
+    while done < rounds or (done < max_rounds and any(
+            not rows[label]["error"] and spread_of(rows[label]["times_ms"]) > NOISY for label in labels)):
+        done += 1  # past ``rounds`` only while some variant's rounds disagree: the machine was busy
+        if bar is not None and done > rounds:
+            bar.total += len(labels)
         for label in labels:
             if rows[label]["error"]:
                 continue
@@ -134,6 +165,8 @@ def measure_variants(configs: Mapping[str, GPTConfig], batch_size: int, seq_len:
             continue
         r["median_ms"] = statistics.median(r["times_ms"])
         r["tokens_per_s"] = batch_size * seq_len / (r["median_ms"] / 1e3)
+        r["spread"] = spread_of(r["times_ms"])
+        r["noisy"] = r["spread"] > NOISY
         if base and not rows[base]["error"]:
             ratios = [b / t for b, t in zip(rows[base]["times_ms"], r["times_ms"])]
             r["speedup"] = statistics.median(ratios)
@@ -186,24 +219,32 @@ def quality_runs(variants: Mapping[str, Variant], sizes: Quality, seeds: Optiona
 TOO_SHORT = "too short to tell"
 
 
+def _finished(h) -> bool:
+    """A run that trained to the end: a history that did not diverge (not an error text)."""
+    return isinstance(h, TrainHistory) and not h.diverged
+
+
 def quality_table(runs: Mapping[str, List[object]], baseline: Optional[str] = None) -> List[dict]:
     """One row per variant: final validation loss, mean ± sd over seeds, and its difference to
     ``baseline`` (default: the first variant) paired by seed (the same seed sees the same batches).
 
     ``verdict``: "lower" / "higher" when the mean paired difference is at least two of its
     standard deviations away from 0, else "too short to tell" (and always with one seed: one
-    run says nothing about its own noise).
+    run says nothing about its own noise). A run that failed or diverged is left out of the
+    means and named in ``error``.
     """
     baseline = baseline or next(iter(runs))
-    base = {i: h for i, h in enumerate(runs[baseline]) if isinstance(h, TrainHistory)}
+    base = {i: h for i, h in enumerate(runs[baseline]) if _finished(h)}
     rows = []
     for label, hs in runs.items():
-        ok = [(i, h) for i, h in enumerate(hs) if isinstance(h, TrainHistory)]
+        ok = [(i, h) for i, h in enumerate(hs) if _finished(h)]
         losses = [h.final_val_loss for _, h in ok]
+        failed = [h if isinstance(h, str) else f"seed {h.config.get('seed')} {h.divergence()}"
+                  for h in hs if not _finished(h)]
         row = {"variant": label, "seeds": len(ok), "val_loss": statistics.mean(losses) if losses else None,
                "val_loss_sd": statistics.stdev(losses) if len(losses) > 1 else None,
                "vs_baseline": None, "vs_baseline_sd": None, "verdict": None,
-               "error": "; ".join(h for h in hs if isinstance(h, str)) or None}
+               "error": "; ".join(failed) or None}
         if losses:
             row["ms_per_step"] = statistics.median(1e3 * h.median_step_s for _, h in ok)
             row["steps"] = ok[0][1].val_steps[-1]

@@ -8,10 +8,12 @@ MHA, GELU 4x, eager attention) and orders them by payoff:
 - *measured* when a results file (``results/*.json`` from ``python -m tutorial_lib bench
   --suite guide``) was recorded on this kind of device and holds that change -- stamped with where
   and at which sizes, which need not be your sequence length;
-- else *analytic*, and labelled so: speed = the model's work ratio (FLOPs as the kernels do them,
-  ``explore.scope_work``: the compute-bound assumption), memory = ``explore.predict_memory``,
-  decoding = bytes read per new token (all weights + the KV cache at context T; a window caps the
-  cache at W), the memory-bound assumption.
+- else *analytic*, and labelled so: speed = the roofline model's step-time ratio
+  (``measure.roofline.predict_step``: FLOPs, bytes and kernel launches against the ceilings of
+  that kind of device -- measured ones from a results file, else for a GPU the datasheet of the
+  GPU on record, ``REFERENCE_GPU``; a CPU without recorded ceilings falls back to the FLOP ratio,
+  labelled so), memory = ``explore.predict_memory``, decoding = bytes read per new token (all
+  weights + the KV cache at context T; a window caps the cache at W), the memory-bound assumption.
 
 The seed's own answer (``claims`` keys ``tree.*``) is returned beside ours.
 """
@@ -23,14 +25,19 @@ from typing import List, Optional, Sequence
 
 from tutorial_lib import claims
 from tutorial_lib.lessons import explorer as explore
+from tutorial_lib.lessons import lm_head as LH
 from tutorial_lib.lessons.gqa import decode_bytes_per_token
+from tutorial_lib.lessons.roofline import doc_ceilings
 from tutorial_lib.measure import records
+from tutorial_lib.measure import roofline as R
 from tutorial_lib.model import get_config
+from tutorial_lib.train import TrainHistory
 
 GOALS = ("speed", "memory", "decoding")
 DEVICES = ("cpu", "cuda")
 BASELINE = {"attn_backend": "eager"}  # GPT-2 small, MHA, GELU 4x, eager attention
 GAIN_THRESHOLD = 1.02  # payoffs below this are listed as "little or no gain"
+REFERENCE_GPU = "NVIDIA H200"  # the GPU of the training runs on record (results/train_h200_*)
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,8 @@ CHANGES = (
     Change("mlp3", "MLP 4x -> 3x", "3× MLP", (("before_after", "+ MLP 3x"), ("mlp", "GELU 3x"))),
     Change("window", "Sliding-window attention", "Sliding Window", ()),
     Change("swiglu", "SwiGLU 8/3x (param-matched)", "SwiGLU", (("swiglu", "SwiGLU 8/3x"),)),
+    Change("chunked_loss", "Chunked loss (no full logits)", "(not in the seed's tree)",
+           (("lm_head", LH.CHUNKED), ("before_after", "+ chunked loss"))),
 )
 QUALITY_ONLY = (("swiglu", "SwiGLU 8/3x"), ("muon", "Muon"))
 
@@ -67,6 +76,8 @@ def change_config(key: str, seq_len: int, device: str, window: Optional[int] = N
         return base.replace(mlp_ratio=3.0)
     if key == "swiglu":
         return base.replace(mlp="swiglu")
+    if key == "chunked_loss":
+        return base.replace(loss_impl=LH.DEFAULT_IMPL)
     if key == "window":
         W = window or max(16, seq_len // 4)
         # CPU trains windows with the local O(T*W) kernel; CUDA with flex's block-sparse mask
@@ -124,13 +135,28 @@ def _dtype(device: str) -> str:
     return "bfloat16" if device == "cuda" else "float32"
 
 
+def decision_ceilings(device: str, docs: Sequence[dict]) -> Optional[R.Ceilings]:
+    """The ceilings the analytic speed payoffs use on ``device`` ("cpu" / "cuda"): measured ones
+    from the newest results file of that kind, else for CUDA ``REFERENCE_GPU``'s datasheet, else None."""
+    for doc in docs:
+        if records.device_kind(doc["meta"].get("device", "")) == device:
+            c = doc_ceilings(doc)
+            if c is not None:
+                return c
+    return R.spec_ceilings(REFERENCE_GPU, _dtype(device)) if device == "cuda" else None
+
+
 def analytic_payoff(key: str, seq_len: int, device: str, goal: str, batch_size: int = 4,
-                    window: Optional[int] = None) -> float:
-    """base / variant for ``goal`` from the analytic model (see the module docstring)."""
+                    window: Optional[int] = None, ceilings: Optional[R.Ceilings] = None) -> float:
+    """base / variant for ``goal`` from the analytic model (see the module docstring); speed uses
+    the roofline model on ``ceilings``, or the FLOP ratio without them."""
     base = change_config("baseline", seq_len, device)
     var = change_config(key, seq_len, device, window)
     dt = _dtype(device)
-    if goal == "speed":
+    if goal == "speed" and ceilings is not None:
+        w = [R.predict_step(c, batch_size, seq_len, ceilings, dtype=dt, device_type=device).total_ms
+             for c in (base, var)]
+    elif goal == "speed":
         w = [explore.model_work(explore.scope_work(c, batch_size, seq_len, device)) for c in (base, var)]
     elif goal == "memory":
         w = [explore.predict_memory(c, batch_size, seq_len, dt)["total"] for c in (base, var)]
@@ -141,8 +167,17 @@ def analytic_payoff(key: str, seq_len: int, device: str, goal: str, batch_size: 
     return w[0] / w[1]
 
 
-_ANALYTIC_BASIS = {"speed": "analytic: FLOP ratio as the kernels do them (compute-bound)",
-                   "memory": "analytic: params + grads + AdamW + activations",
+def analytic_basis(goal: str, ceilings: Optional[R.Ceilings], device: str) -> str:
+    """How an analytic payoff was computed, in words."""
+    if goal != "speed":
+        return _ANALYTIC_BASIS[goal]
+    if ceilings is None:
+        return f"analytic: FLOP ratio (compute-bound; no ceilings on record for {device})"
+    return (f"analytic: roofline step-time ratio on {ceilings.device_name.split(' (')[0]} "
+            f"({ceilings.source} ceilings)")
+
+
+_ANALYTIC_BASIS = {"memory": "analytic: params + grads + AdamW + activations",
                    "decoding": "analytic: bytes read per new token (memory-bound)"}
 
 
@@ -190,8 +225,39 @@ def measured_payoff(change: Change, goal: str, seq_len: int, docs: Sequence[dict
     return None
 
 
-def quality_notes(docs: Sequence[dict]) -> List[str]:
+# recorded training runs (``train --out results/<folder>/...``) that answer the quality questions:
+# (label, the variant's history file stem, the baseline's)
+RECORDED_QUALITY = (("SwiGLU 8/3x", "train_gpu_swiglu83_adamw", "train_gpu_gelu4_adamw"),
+                    ("Muon", "train_gpu_gelu4_muon", "train_gpu_gelu4_adamw"))
+
+
+def recorded_training_notes(device: str, directory: Optional[Path] = None) -> List[str]:
+    """What recorded training runs on this kind of device say about SwiGLU and Muon: the variant
+    beside the baseline after the same steps (last and best validation loss). One run each: a
+    single seed, so a difference is a reading, not a verdict."""
+    d = Path(directory) if directory is not None else records.results_dir()
     out = []
+    for folder in sorted(p for p in d.glob("train_*") if p.is_dir()) if d.is_dir() else []:
+        for label, var, base in RECORDED_QUALITY:
+            try:
+                v, b = (TrainHistory.load(folder / f"{name}.json") for name in (var, base))
+            except (ValueError, OSError):
+                continue
+            if records.device_kind(v.device) != device or v.diverged or b.diverged:
+                continue
+            out.append(f"{label}: recorded in {folder.name}/ on {v.device_name} ({v.model.get('name')}, "
+                       f"B={v.config['batch_size']}, T={v.config['seq_len']}, {len(v.steps)} steps, one seed): "
+                       f"validation loss {v.final_val_loss - b.final_val_loss:+.3f} at the last step and "
+                       f"{min(v.val_loss) - min(b.val_loss):+.3f} at the best vs the baseline")
+    return out
+
+
+def quality_notes(docs: Sequence[dict], device: Optional[str] = None,
+                  directory: Optional[Path] = None) -> List[str]:
+    """Quality-only changes (SwiGLU, Muon): the guide suite's quality rows (mean ± sd over seeds,
+    with a verdict) where a results file has them, and the recorded training runs on ``device``."""
+    out = []
+    recorded = recorded_training_notes(device, directory) if device else []
     for key, prefix in QUALITY_ONLY:
         for doc in docs:
             rows = _find(doc, "quality", prefix)
@@ -203,9 +269,10 @@ def quality_notes(docs: Sequence[dict]) -> List[str]:
                            f"({_sizes(doc, 'quality')}, {doc['meta'].get('device_name', '?')})")
                 break
         else:
-            out.append(f"{prefix}: no measured quality run yet (python -m tutorial_lib bench "
-                       f"--suite guide); the seed claims it learns faster")
-    return out
+            if not any(n.startswith(prefix) for n in recorded):
+                out.append(f"{prefix}: no quality run on record for this device (python -m tutorial_lib bench "
+                           f"--suite guide); the seed claims it learns faster")
+    return out + recorded
 
 
 def recommend(seq_len: int, device: str = "cpu", goal: str = "speed", batch_size: int = 4,
@@ -219,7 +286,9 @@ def recommend(seq_len: int, device: str = "cpu", goal: str = "speed", batch_size
     if goal not in GOALS:
         raise ValueError(f"goal={goal!r} is not one of {list(GOALS)}")
     docs = list(results) if results is not None else records.load_all(results_dir)
-    docs = [d for d in docs if records.device_kind(d["meta"].get("device", "")) == device]
+    docs = [d for d in docs if records.device_kind(d["meta"].get("device", "")) == device
+            and d.get("kind") != "cuda_tests"]  # the CUDA tests' summary measures no step
+    ceilings = decision_ceilings(device, docs) if goal == "speed" else None
     notes = []
     payoffs = []
     for ch in CHANGES:
@@ -231,8 +300,8 @@ def recommend(seq_len: int, device: str = "cpu", goal: str = "speed", batch_size
         if m is not None:
             payoffs.append(Payoff(ch.key, title, float(m[0]), m[1], True))
         else:
-            v = analytic_payoff(ch.key, seq_len, device, goal, batch_size, window)
-            payoffs.append(Payoff(ch.key, title, v, _ANALYTIC_BASIS[goal], False))
+            v = analytic_payoff(ch.key, seq_len, device, goal, batch_size, window, ceilings)
+            payoffs.append(Payoff(ch.key, title, v, analytic_basis(goal, ceilings, device), False))
     good = sorted((p for p in payoffs if p.value is not None and p.value >= GAIN_THRESHOLD),
                   key=lambda p: -p.value)
     rest = [p for p in payoffs if p not in good]
@@ -241,5 +310,7 @@ def recommend(seq_len: int, device: str = "cpu", goal: str = "speed", batch_size
     if not docs:
         where = "among the results given" if results is not None else (
             f"in {results_dir or records.results_dir()}")
-        notes.append(f"no results file for {device} {where}: every payoff is analytic")
-    return Recommendation(seq_len, device, goal, good, rest, quality_notes(docs), seed_tree(seq_len), notes)
+        notes.append(f"no {device} step measurements on record {where}: every payoff here is a prediction "
+                     "of the cost model, not a measurement")
+    return Recommendation(seq_len, device, goal, good, rest, quality_notes(docs, device, results_dir),
+                          seed_tree(seq_len), notes)

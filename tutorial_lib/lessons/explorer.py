@@ -4,26 +4,28 @@
 from the measuring kit (``measure.flops.cost_table``), so it can be tested and printed without a
 browser.
 
-- ``predict_cost(ExplorerSettings, calibration)``: per-component FLOP shares, predicted time
-  shares and step time, and the training-memory breakdown of one GPT step.
-- ``Calibration``: the last measurement on this device (a "Measure now" run, or a results file
-  from ``python -m tutorial_lib bench``) that turns FLOPs into milliseconds.
-- ``calibration_from_results``: the same from a results file measured on this device.
+- ``predict_cost(ExplorerSettings, calibration, device_type, ceilings)``: per-component FLOP shares,
+  predicted time per component and per step, and the training-memory breakdown of one GPT step.
+- ``Calibration`` / ``comparable``: a measured step (a "Measure now" run, or a results file from
+  ``python -m tutorial_lib bench``) and the rule for when it may scale a prediction.
+- ``calibration_from_results`` / ``ceilings_from_results``: the same from results files measured
+  on this device.
 - ``crossover_seq_len`` / ``check_crossover``: the playground's exercise.
 
 The lesson explorers' numbers live in their lessons (``gqa.gqa_point``,
 ``flash_attention.flash_point``, ``sliding_window.window_point``); the decision tree in
 ``lessons.decision``.
 
-How time is predicted. Each profiler scope gets a *work* number from the analytic model: matmul
-FLOPs of forward + backward as the kernel does them (full T x T for eager attention and for a
-band mask; the causal half for SDPA/flex without a window, whose kernels skip masked tiles) plus
-the elementwise estimate (x3: forward and backward). Without a measurement the predicted time
-share is the work share -- the compute-bound assumption, and it is labelled so. With one, each
-scope's measured milliseconds give it a rate (work per ms) at the measured config; a new config's
-time per scope is its work / that rate (scopes the measurement did not see use the whole step's
-rate). Memory: parameters, gradients (fp32), AdamW's two fp32 moments, and the activations the
-analytic model says forward writes, at the compute dtype's element size.
+How time is predicted. The roofline model (``measure.roofline``, notebook 09): every kernel the
+eager step launches takes max(FLOPs / peak, bytes / bandwidth) plus a per-operator overhead, on
+*ceilings* of this device -- measured (``measure_ceilings``: "Measure now" measures them once, the
+guide suite records them) or, for a GPU, its datasheet ("spec"). Without ceilings the time share
+shown is the FLOP share, labelled as the compute-bound assumption it is. A measured step scales the
+prediction only when it is comparable work: the same model preset and dtype, and tokens per step
+within a factor of 2 (``SIZE_CLASS``); then each component is scaled by its own measured /
+predicted ratio at the measured settings, and ``basis`` names the measurement and how far apart
+the sizes are. Memory: parameters, gradients (fp32), AdamW's two fp32 moments, and the activations
+the analytic model says forward writes, at the compute dtype's element size.
 """
 from __future__ import annotations
 
@@ -33,8 +35,9 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from tutorial_lib import scopes
+from tutorial_lib.lessons.roofline import ceilings_for, recorded_steps
 from tutorial_lib.measure import flops as F
-from tutorial_lib.measure import records
+from tutorial_lib.measure import roofline as R
 from tutorial_lib.measure.memory import fmt_bytes
 from tutorial_lib.measure.profile import GRAD_ACC
 from tutorial_lib.model import GPTConfig, get_config
@@ -59,6 +62,7 @@ class ExplorerSettings:
     window: Optional[int] = None
     attn_backend: str = "sdpa"
     dtype: str = "bfloat16"
+    loss_impl: str = "full"  # "chunked" / "chunked_liger": the LM-head lesson's chunked loss
 
     def __post_init__(self):
         for name in ("seq_len", "batch_size"):
@@ -76,7 +80,7 @@ class ExplorerSettings:
         if backend == "local" and self.window is None:
             backend = "sdpa"  # a local window of the full length is plain causal attention
         return base.replace(n_kv_head=self.n_kv_head, mlp=self.mlp, mlp_ratio=self.mlp_ratio,
-                            window=self.window, attn_backend=backend,
+                            window=self.window, attn_backend=backend, loss_impl=self.loss_impl,
                             block_size=max(base.block_size, self.seq_len))
 
     @classmethod
@@ -84,7 +88,7 @@ class ExplorerSettings:
         """The settings of a measured config (its preset's other fields must be the preset's)."""
         return cls(preset=cfg.name, seq_len=seq_len, batch_size=batch_size, n_kv_head=cfg.n_kv_head,
                    mlp=cfg.mlp, mlp_ratio=cfg.mlp_ratio, window=cfg.window,
-                   attn_backend=cfg.attn_backend, dtype=dtype)
+                   attn_backend=cfg.attn_backend, dtype=dtype, loss_impl=cfg.loss_impl)
 
     def replace(self, **changes) -> "ExplorerSettings":
         return dataclasses.replace(self, **changes)
@@ -123,34 +127,74 @@ def predict_memory(config: GPTConfig, batch_size: int, seq_len: int, dtype: str 
 
 @dataclass
 class Calibration:
-    """One measured training step on this device: turns analytic work into milliseconds."""
+    """One measured training step on this device: it checks the roofline model's prediction and,
+    for comparable settings only (``comparable``), scales it component by component."""
     source: str  # "measured now" or the results file it came from
     device: str
     device_name: str
     dtype: str
-    label: str  # what was measured (config, B, T)
+    settings: ExplorerSettings  # what was measured
     step_ms: float  # measured ms per training step
-    global_rate: float  # total work / step_ms (work of the measured config)
-    scope_rates: Dict[str, float] = field(default_factory=dict)  # per scope: work / measured ms
-    scope_ms: Dict[str, float] = field(default_factory=dict)  # measured ms per scope, if profiled
+    scope_ms: Dict[str, float] = field(default_factory=dict)  # measured ms per display scope, if profiled
+
+    @property
+    def label(self) -> str:
+        return self.settings.describe()
 
     @classmethod
     def from_measurement(cls, settings: ExplorerSettings, step_ms: float, device: str,
                          device_name: str, scope_ms: Optional[Dict[str, float]] = None,
                          source: str = "measured now") -> "Calibration":
-        """From a measured step time and (optionally) the measured ms per scope."""
+        """From a measured step time and (optionally) the measured ms per display scope."""
         if not step_ms or step_ms <= 0:
             raise ValueError(f"step_ms={step_ms!r} must be > 0")
-        cfg = settings.config()
-        work = scope_work(cfg, settings.batch_size, settings.seq_len, device.split(":")[0])
-        rates = {}
-        for s, ms in (scope_ms or {}).items():
-            if ms > 0 and work.get(s, 0) > 0:
-                rates[s] = work[s] / ms
         return cls(source=source, device=device, device_name=device_name, dtype=settings.dtype,
-                   label=settings.describe(), step_ms=step_ms,
-                   global_rate=model_work(work) / step_ms, scope_rates=rates,
-                   scope_ms=dict(scope_ms or {}))
+                   settings=settings, step_ms=float(step_ms), scope_ms=dict(scope_ms or {}))
+
+
+SIZE_CLASS = 2.0  # a measurement scales predictions for tokens per step within this factor of its own
+
+
+def tokens_apart(a: ExplorerSettings, b: ExplorerSettings) -> float:
+    """How far apart two settings' tokens per step are, as a factor >= 1."""
+    ta, tb = a.batch_size * a.seq_len, b.batch_size * b.seq_len
+    return max(ta, tb) / min(ta, tb)
+
+
+def comparable(measured: ExplorerSettings, wanted: ExplorerSettings) -> Optional[str]:
+    """None when a measurement of ``measured`` may scale a prediction for ``wanted``: the same model
+    preset and dtype, and tokens per step within ``SIZE_CLASS`` (the same size class); else why not.
+    (One measurement of ``tiny`` once re-scaled GPT-2 small's prediction sevenfold: never again.)"""
+    if measured.preset != wanted.preset:
+        return f"it measured {measured.preset}, not {wanted.preset}"
+    if measured.dtype != wanted.dtype:
+        return f"it ran in {measured.dtype}, not {wanted.dtype}"
+    f = tokens_apart(measured, wanted)
+    if f > SIZE_CLASS:
+        return f"its tokens per step are {f:,.1f}x apart from these (more than {SIZE_CLASS:g}x)"
+    return None
+
+
+def roofline_scope_ms(prediction: R.StepPrediction) -> Dict[str, float]:
+    """A roofline prediction's ms per display scope (forward + backward; AdamW as "optimizer")."""
+    out: Dict[str, float] = {}
+    for (scope, _), ms in prediction.ms.items():
+        key = scope if scope in DISPLAY_SCOPES else "other"
+        out[key] = out.get(key, 0.0) + ms
+    return out
+
+
+def scale_factors(calibration: Calibration, ceilings: R.Ceilings, device_type: str) -> Dict[str, float]:
+    """measured / predicted at the calibration's own settings, per display scope that both the
+    profile and the model have ("step": the whole step, for the rest)."""
+    s = calibration.settings
+    pred = R.predict_step(s.config(), s.batch_size, s.seq_len, ceilings, dtype=s.dtype, device_type=device_type)
+    out = {"step": calibration.step_ms / pred.total_ms}
+    per = roofline_scope_ms(pred)
+    for k, ms in calibration.scope_ms.items():
+        if ms > 0 and per.get(k, 0) > 0:
+            out[k] = ms / per[k]
+    return out
 
 
 def model_work(work: Dict[str, float]) -> float:
@@ -180,11 +224,14 @@ class CostPrediction:
     config: str
     flops: Dict[str, float]  # per scope, forward + backward (matmul + elementwise estimate)
     flop_share: Dict[str, float]
-    time_ms: Optional[Dict[str, float]]  # per scope (incl. optimizer), None without calibration
+    time_ms: Optional[Dict[str, float]]  # per scope (incl. optimizer), None without ceilings
     time_share: Dict[str, float]
     step_ms: Optional[float]
     basis: str  # how time was predicted, said in words
     memory: Dict[str, object]
+    roofline_ms: Optional[float] = None  # the roofline model's step time before any scaling
+    flop_only_ms: Optional[float] = None  # every matmul FLOP at the peak: the FLOP-only prediction
+    scaled_by: Optional[str] = None  # the measurement that scaled the prediction, if any
 
     @property
     def total_flops(self) -> float:
@@ -193,43 +240,59 @@ class CostPrediction:
     def summary(self) -> str:
         """One line: sizes, FLOPs, predicted time and memory -- printed numbers come from here."""
 
-        t = f"{self.step_ms:,.1f} ms/step" if self.step_ms is not None else "no time (not calibrated)"
+        t = f"{self.step_ms:,.1f} ms/step" if self.step_ms is not None else "no time (no ceilings yet)"
         return (f"{self.settings.describe()}: {self.total_flops / 1e12:,.3f} TFLOP fwd+bwd, {t}, "
                 f"training memory {fmt_bytes(self.memory['total'])}")
 
 
 def predict_cost(settings: ExplorerSettings, calibration: Optional[Calibration] = None,
-                 device_type: str = "cpu") -> CostPrediction:
-    """Shares of FLOPs and (predicted) time per scope, and memory, for ``settings``."""
+                 device_type: str = "cpu", ceilings: Optional[R.Ceilings] = None,
+                 across_sizes: bool = False) -> CostPrediction:
+    """Shares of FLOPs and predicted time per scope, and memory, for ``settings``.
+
+    Time comes from the roofline model (``measure.roofline.predict_step``) on ``ceilings`` -- this
+    device's, measured, or a GPU's datasheet. A ``calibration`` of *comparable* work (same model,
+    dtype and size class, see ``comparable``) then scales each component by measured / predicted
+    at its own settings; anything else leaves the prediction unscaled, and ``basis`` says why.
+    ``across_sizes=True`` scales by a calibration of the same model at another B and T too ("Measure
+    now" measuring a reduced size of the requested step)."""
     cfg = settings.config()
-    work = scope_work(cfg, settings.batch_size, settings.seq_len, device_type)
     flops = flop_breakdown(cfg, settings.batch_size, settings.seq_len, device_type)
     total = sum(flops.values())
     flop_share = {k: v / total for k, v in flops.items()}
-    if calibration is None or calibration.dtype != settings.dtype:
-        why = "no measurement on this device yet" if calibration is None else (
-            f"the last measurement was in {calibration.dtype}, not {settings.dtype}")
-        time_ms, step_ms = None, None
-        time_share = dict(flop_share)
-        basis = f"time share = FLOP share (compute-bound assumption; {why})"
-    else:
-        time_ms = {}
-        for s, w in work.items():
-            if not w:
-                continue
-            rate = calibration.scope_rates.get(s)
-            if rate:
-                time_ms[s] = w / rate
-            elif s != "optimizer" or not calibration.scope_rates:
-                time_ms[s] = w / calibration.global_rate if s != "optimizer" else 0.0
-        step_ms = sum(time_ms.values())
-        time_share = {k: v / step_ms for k, v in time_ms.items()} if step_ms else {}
-        per = "per-component rates" if calibration.scope_rates else "one rate for the whole step"
-        basis = (f"scaled by {calibration.source} on {calibration.device_name} ({per}, measured "
-                 f"at {calibration.label}: {calibration.step_ms:,.1f} ms/step)")
     mem = predict_memory(cfg, settings.batch_size, settings.seq_len, settings.dtype)
-    return CostPrediction(settings, cfg.describe(), flops, flop_share, time_ms, time_share,
-                          step_ms, basis, mem)
+    if ceilings is None or ceilings.dtype not in (settings.dtype, "tf32" if settings.dtype == "float32" else ""):
+        why = ("no ceilings for this device yet (Measure now measures them; so does "
+               "python -m tutorial_lib bench --suite guide)" if ceilings is None else
+               f"the ceilings were measured in {ceilings.dtype}, not {settings.dtype}")
+        return CostPrediction(settings, cfg.describe(), flops, flop_share, None, dict(flop_share), None,
+                              f"time share = FLOP share (compute-bound assumption; {why})", mem)
+    pred = R.predict_step(cfg, settings.batch_size, settings.seq_len, ceilings, dtype=settings.dtype,
+                          device_type=device_type)
+    time_ms = roofline_scope_ms(pred)
+    where = f"{ceilings.device_name} ({ceilings.source} ceilings)"
+    basis = f"roofline model on {where}"
+    scaled_by = None
+    why_not = None
+    if calibration is not None:
+        why_not = comparable(calibration.settings, settings)
+        if across_sizes and why_not is not None and calibration.settings.replace(
+                batch_size=settings.batch_size, seq_len=settings.seq_len, window=settings.window) == settings:
+            why_not = None  # the same model at another size: the per-component rates carry over
+        if why_not is None:
+            f = scale_factors(calibration, ceilings, device_type)
+            time_ms = {k: v * f.get(k, f["step"]) for k, v in time_ms.items()}
+            per = "per component" if len(f) > 1 else "one factor for the step"
+            scaled_by = (f"{calibration.source}: {calibration.label}, {calibration.step_ms:,.1f} ms/step measured "
+                         f"vs {calibration.step_ms / f['step']:,.1f} predicted")
+            basis += (f", scaled {per} by {scaled_by} (tokens per step "
+                      f"{tokens_apart(calibration.settings, settings):,.2g}x apart)")
+        else:
+            basis += f"; not scaled by {calibration.source} ({calibration.label}): {why_not}"
+    step_ms = sum(time_ms.values())
+    time_share = {k: v / step_ms for k, v in time_ms.items()} if step_ms else {}
+    return CostPrediction(settings, cfg.describe(), flops, flop_share, time_ms, time_share, step_ms, basis, mem,
+                          roofline_ms=pred.total_ms, flop_only_ms=pred.flop_only_ms, scaled_by=scaled_by)
 
 
 # ---- "Measure now": how long it would take, and a reduced size when that is too long -----------
@@ -273,26 +336,24 @@ class MeasurementPlan:
         return f"{head}. Measuring it takes ~{self.seconds:,.0f} s." if self.seconds else f"{head}."
 
 
-def _step_work(s: ExplorerSettings, device_type: str) -> float:
-    return model_work(scope_work(s.config(), s.batch_size, s.seq_len, device_type))
-
-
 ADAMW_BYTES_PER_PARAM = 28  # AdamW reads weight, grad and two moments, writes weight and moments (fp32)
 
 
 def predict_step_ms(settings: ExplorerSettings, calibration: Optional[Calibration] = None,
                     matmul_flops_per_s: Optional[float] = None, memory_bytes_per_s: Optional[float] = None,
-                    device_type: str = "cpu") -> tuple:
+                    device_type: str = "cpu", ceilings: Optional[R.Ceilings] = None) -> tuple:
     """(ms per training step, basis) for ``settings``.
 
-    From a calibration when there is one for its dtype (``predict_cost``). Else from quick
-    machine numbers: forward+backward FLOPs at ``ASSUMED_MATMUL_EFFICIENCY`` of a measured matmul
-    peak, plus AdamW's bytes (``ADAMW_BYTES_PER_PARAM`` per parameter) at a measured copy
-    bandwidth -- the optimizer's cost does not shrink with B or T. Else (None, why).
+    From the roofline model when this device's ``ceilings`` are known (``predict_cost``, scaled
+    by ``calibration`` when it measured comparable work). Else from quick machine numbers:
+    forward+backward FLOPs at ``ASSUMED_MATMUL_EFFICIENCY`` of a measured matmul peak, plus AdamW's
+    bytes (``ADAMW_BYTES_PER_PARAM`` per parameter) at a measured copy bandwidth -- the optimizer's
+    cost does not shrink with B or T. Else (None, why).
     """
-    if calibration is not None and calibration.dtype == settings.dtype:
-        p = predict_cost(settings, calibration, device_type)
-        return p.step_ms, p.basis
+    if ceilings is not None:
+        p = predict_cost(settings, calibration, device_type, ceilings)
+        if p.step_ms is not None:
+            return p.step_ms, p.basis
     if matmul_flops_per_s:
         cfg = settings.config()
         fl = F.model_flops(cfg, settings.batch_size, settings.seq_len, mode="fwdbwd", causal=True,
@@ -303,8 +364,8 @@ def predict_step_ms(settings: ExplorerSettings, calibration: Optional[Calibratio
         if memory_bytes_per_s:
             ms += F.num_params(cfg) * ADAMW_BYTES_PER_PARAM / memory_bytes_per_s * 1e3
             basis += f", AdamW's bytes at a measured {memory_bytes_per_s / 1e9:,.1f} GB/s"
-        return ms, basis + ": no step measured on this device yet"
-    return None, "no calibration and no matmul peak: time unknown"
+        return ms, basis + ": no ceilings measured on this device yet"
+    return None, "no ceilings and no matmul peak: time unknown"
 
 
 def reduced_sizes(s: ExplorerSettings):
@@ -327,7 +388,8 @@ def plan_measurement(settings: ExplorerSettings, calibration: Optional[Calibrati
                      matmul_flops_per_s: Optional[float] = None, device_type: str = "cpu",
                      available: Optional[int] = None, budget_s: float = MEASURE_BUDGET_S,
                      steps: int = MEASURE_STEP_EQUIVALENTS,
-                     memory_bytes_per_s: Optional[float] = None) -> MeasurementPlan:
+                     memory_bytes_per_s: Optional[float] = None,
+                     ceilings: Optional[R.Ceilings] = None) -> MeasurementPlan:
     """Decide how "Measure now" measures ``settings`` within ``budget_s`` seconds.
 
     The measurement runs about ``steps`` training steps; at the predicted step time
@@ -342,7 +404,7 @@ def plan_measurement(settings: ExplorerSettings, calibration: Optional[Calibrati
     mem = int(predict_memory(settings.config(), settings.batch_size, settings.seq_len, settings.dtype)["total"])
 
     def step_ms(s):
-        return predict_step_ms(s, calibration, matmul_flops_per_s, memory_bytes_per_s, device_type)
+        return predict_step_ms(s, calibration, matmul_flops_per_s, memory_bytes_per_s, device_type, ceilings)
 
     full_ms, basis = step_ms(settings)
     plan = MeasurementPlan(settings, settings, "measure", 1.0, full_ms,
@@ -364,42 +426,41 @@ def plan_measurement(settings: ExplorerSettings, calibration: Optional[Calibrati
     return plan
 
 
-# ---- calibration from results files ------------------------------------------------------------
-def _step_points(doc: dict, dtype: str):
-    """(ExplorerSettings, median ms) of every measured training step in a results doc: rows that
-    carry the measured model's ``config_fields`` (``bench`` rows, the suite's step comparisons)."""
-    for r in doc["rows"]:
-        fields, ms = r.get("config_fields"), r.get("median_ms") or r.get("ms_per_step")
-        if not fields or not ms or r.get("error") or r.get("mode", "train") != "train":
-            continue
-        if (r.get("dtype") or doc["meta"].get("dtype")) != dtype:
-            continue
-        try:
-            cfg = GPTConfig(**fields)
-            yield ExplorerSettings.from_config(cfg, r["seq_len"], r["batch_size"], dtype), ms
-        except (ValueError, KeyError, TypeError):
-            continue
-
-
-def calibration_from_results(docs: List[dict], device_name: str, dtype: str) -> Optional[Calibration]:
-    """A whole-step calibration from the newest results file measured on ``device_name`` in
-    ``dtype``: the median of work / time over its measured training steps."""
+# ---- calibration and ceilings from results files ------------------------------------------------
+def calibration_from_results(docs: List[dict], device_name: str, dtype: str,
+                             settings: Optional[ExplorerSettings] = None) -> Optional[Calibration]:
+    """The recorded training step on ``device_name`` in ``dtype`` to scale a prediction for
+    ``settings`` by: comparable to it (``comparable``), the nearest in tokens per step, newest file
+    first. Without ``settings``: the newest file's first step."""
+    best = None
     for doc in docs:
         meta = doc["meta"]
         if meta.get("device_name") != device_name:
             continue
-        dev = records.device_kind(meta.get("device", "cpu"))
-        rates = []
-        for s, ms in _step_points(doc, dtype):
-            w = model_work(scope_work(s.config(), s.batch_size, s.seq_len, dev))
-            rates.append((w / ms, ms, s.describe()))
-        if rates:
-            rates.sort()
-            mid = rates[len(rates) // 2]
-            return Calibration(source=f"{len(rates)} measured step(s) in {Path(doc['_path']).name}",
-                               device=meta.get("device", ""), device_name=device_name, dtype=dtype,
-                               label=mid[2], step_ms=mid[1], global_rate=mid[0])
+        for st in recorded_steps(doc):
+            if st["dtype"] != dtype:
+                continue
+            try:
+                es = ExplorerSettings.from_config(st["config"], st["T"], st["B"], dtype)
+            except ValueError:
+                continue
+            if settings is not None and comparable(es, settings) is not None:
+                continue
+            dist = 1.0 if settings is None else tokens_apart(es, settings)
+            if best is None or dist < best[0]:
+                best = (dist, Calibration(source=f"{Path(doc.get('_path', 'results.json')).name} ({st['kind']})",
+                                          device=meta.get("device", ""), device_name=device_name, dtype=dtype,
+                                          settings=es, step_ms=st["ms"]))
+        if best is not None:
+            return best[1]
     return None
+
+
+def ceilings_from_results(docs: List[dict], device_name: str, device_type: str, dtype: str
+                          ) -> Optional[R.Ceilings]:
+    """This device's measured ceilings from the newest results file that has them, else (a GPU)
+    its datasheet's, else None."""
+    return ceilings_for(device_name, dtype, docs, device=device_type)
 
 
 # ---- exercise ----------------------------------------------------------------------------------

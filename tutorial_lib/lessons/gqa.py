@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import statistics
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
@@ -33,15 +34,13 @@ from matplotlib.patches import FancyBboxPatch
 from tqdm.auto import tqdm
 
 from tutorial_lib import settings
-from tutorial_lib.lessons.common import CheckResult, call_checked
+from tutorial_lib.lessons.common import CheckResult, call_checked, measure_variants
 from tutorial_lib.measure import flops as F
 from tutorial_lib.measure import records
-from tutorial_lib.measure.memory import memory_breakdown
 from tutorial_lib.measure.timing import (
     SWEEP_ERRORS,
     error_text,
     free_memory,
-    measure_step,
     time_fn,
 )
 from tutorial_lib.model import GPT, GPTConfig, KVCache, get_config
@@ -180,41 +179,32 @@ def quality_kv_heads(config: GPTConfig) -> List[int]:
 
 # ---- measured: a training step per n_kv_head ---------------------------------------------------
 def measure_training(config: GPTConfig, kv_heads: Sequence[int], batch_size: int, seq_len: int,
-                     device=None, dtype=None, min_run_time: Optional[float] = None,
+                     device=None, dtype=None, min_run_time: Optional[float] = None, rounds: int = 3,
                      memory: bool = True) -> List[dict]:
-    """A full training step (AdamW) for each n_kv_head: time (``measure_step``), speedup against
-    the first entry, and memory (``memory_breakdown``: params + grads + optimizer state + saved
-    activations, exact on every device; the allocator's peak on CUDA). Errors become rows."""
-
+    """A full training step (AdamW) for each n_kv_head, timed in interleaved rounds
+    (``common.measure_variants``): ms per step, and the speedup against the first entry as the
+    median of per-round ratios with their range (``speedup_min`` / ``speedup_max``). Memory
+    (``memory_breakdown``): params + grads + optimizer state + saved activations, exact on every
+    device; the allocator's peak on CUDA. Errors become rows."""
     for h in kv_heads:
         _check_kv_heads(config, h)
     dev, dt = settings.resolve(device, dtype)
+    configs = {attention_label(config.replace(n_kv_head=h)): config.replace(n_kv_head=h) for h in kv_heads}
     rows = []
-    for h in kv_heads:
-        cfg = config.replace(n_kv_head=h)
-        row = {"attention": attention_label(cfg), "n_kv_head": h, "preset": config.name,
-               "batch_size": batch_size, "seq_len": seq_len, "device": str(dev),
-               "device_name": settings.device_name(dev), "dtype": settings.dtype_name(dt),
-               "median_ms": None, "iqr_ms": None, "tokens_per_s": None, "speedup": None,
-               "params": None, "activations_bytes": None, "total_bytes": None, "peak_bytes": None,
-               "error": None}
-        try:
-            st = measure_step(cfg, batch_size, seq_len, mode="train", device=dev, dtype=dt,
-                              min_run_time=min_run_time)
-            row.update(median_ms=st.median_ms, iqr_ms=st.iqr_ms, tokens_per_s=st.tokens_per_s,
-                       params=st.params, peak_bytes=st.peak_mem_bytes)
-            if memory:
-                mem = memory_breakdown(cfg, batch_size, seq_len, device=dev, dtype=dt)
-                row.update(activations_bytes=mem.activations_bytes, total_bytes=mem.total_bytes)
-        except SWEEP_ERRORS as e:
-            row["error"] = error_text(e)
-        finally:
-            free_memory(dev)
-        rows.append(row)
-    base = rows[0]
-    for r in rows:
-        if r["median_ms"] and base["median_ms"]:
-            r["speedup"] = base["median_ms"] / r["median_ms"]
+    for h, r in zip(kv_heads, measure_variants(configs, batch_size, seq_len, rounds=rounds,
+                                               min_run_time=min_run_time, device=dev, dtype=dt,
+                                               memory=memory)):
+        kinds = r.get("memory_by_kind") or {}
+        times = r.get("times_ms") or []
+        rows.append({"attention": r["variant"], "n_kv_head": h, "preset": config.name, "batch_size": batch_size,
+                     "seq_len": seq_len, "device": str(dev), "device_name": settings.device_name(dev),
+                     "dtype": settings.dtype_name(dt), "median_ms": r.get("median_ms"),
+                     "range_ms": (min(times), max(times)) if times else None, "rounds": len(times),
+                     "tokens_per_s": r.get("tokens_per_s"), "speedup": r.get("speedup"),
+                     "speedup_min": r.get("speedup_min"), "speedup_max": r.get("speedup_max"),
+                     "params": r.get("params"), "activations_bytes": kinds.get("activations"),
+                     "total_bytes": r.get("memory_bytes"), "peak_bytes": r.get("peak_bytes"),
+                     "error": r.get("error") or r.get("memory_error")})
     return rows
 
 
@@ -235,6 +225,10 @@ class DecodeResult:
     ms_per_step: Optional[float] = None  # median time of one decoding step (batch_size tokens)
     tokens_per_s: Optional[float] = None  # batch_size / ms_per_step
     iqr_ms: Optional[float] = None
+    round_ms: List[float] = dataclasses.field(default_factory=list)  # ms per step, each interleaved round
+    speedup_vs_first: Optional[float] = None  # median per-round ratio against the first n_kv_head's time
+    speedup_min: Optional[float] = None  # the range of those per-round ratios
+    speedup_max: Optional[float] = None
     peak_mem_bytes: Optional[int] = None  # CUDA only
     error: Optional[str] = None  # OOM / unsupported, recorded instead of numbers
 
@@ -287,42 +281,40 @@ def greedy_decoder(model, prompt: torch.Tensor, new_tokens: int, prefill: str = 
     return decode, cache
 
 
-def _decode_one(cfg: GPTConfig, context: int, batch_size: int, new_tokens: int, dev, dt,
-                min_run_time, seed: int, prefill: str = "random"):
-
+def _decoder(cfg: GPTConfig, context: int, batch_size: int, new_tokens: int, dev, dt, seed: int,
+             prefill: str = "random"):
+    """A model of ``cfg`` (random weights: speed does not depend on them) and its decode() call."""
     torch.manual_seed(seed)
     model = GPT(cfg).to(device=dev, dtype=dt).eval()
     g = torch.Generator().manual_seed(seed)
     prompt = torch.randint(0, cfg.vocab_size, (batch_size, context), generator=g).to(dev)
     decode, cache = greedy_decoder(model, prompt, new_tokens, prefill)
-    tm = time_fn(decode, dev, min_run_time=min_run_time, warmup=2, min_measurements=3)
-    nbytes = cache.nbytes
-    del model, cache, decode
-    return tm, nbytes
+    return decode, cache
 
 
 def measure_decode(config: GPTConfig, context_lengths: Iterable[int], kv_heads: Optional[Sequence[int]] = None,
                    batch_size: int = 1, new_tokens: int = 16, device=None, dtype="float32",
                    min_run_time: Optional[float] = None, seed: int = 0, prefill: str = "random",
-                   progress: bool = False) -> List[DecodeResult]:
+                   rounds: int = 3, progress: bool = False) -> List[DecodeResult]:
     """Greedy KV-cache decoding speed for each (n_kv_head, context length).
 
-    For each point a model with random weights (speed does not depend on them) gets a
-    ``context``-token ``KVCache`` -- filled with random keys/values (``prefill="random"``, the
-    default: decoding time does not depend on them, and long contexts cost nothing to set up) or
-    by running the model on a random prompt (``"model"``) -- then ``new_tokens`` single-token steps are timed
-    (``torch.utils.benchmark`` via ``measure.timing.time_fn``, median over blocks; the cache is
-    rewound before each call). Weights and cache are in ``dtype``. ``kv_heads`` defaults to the
-    config's own. An OOM or unsupported point becomes a row with ``error`` set.
+    Per context, every n_kv_head gets a model with random weights (speed does not depend on them)
+    and a ``context``-token ``KVCache`` -- filled with random keys/values (``prefill="random"``,
+    the default: decoding time does not depend on them, and long contexts cost nothing to set up)
+    or by running the model on a random prompt (``"model"``). Then ``new_tokens`` single-token
+    steps are timed for each n_kv_head in turn, ``rounds`` times (interleaved, ``time_fn``; the
+    cache is rewound before each call): ``ms_per_step`` is the median over rounds, and
+    ``speedup_vs_first`` the median of the per-round ratios against the first n_kv_head, with
+    their range. Weights and cache are in ``dtype``. ``kv_heads`` defaults to the config's own.
+    An OOM or unsupported point becomes a row with ``error`` set.
     """
-
     contexts = list(context_lengths)
     for c in contexts:
         if not isinstance(c, int) or isinstance(c, bool) or c < 1:
             raise ValueError(f"context length {c!r} must be a positive integer")
     if not contexts:
         raise ValueError("context_lengths is empty")
-    for name, v in (("batch_size", batch_size), ("new_tokens", new_tokens)):
+    for name, v in (("batch_size", batch_size), ("new_tokens", new_tokens), ("rounds", rounds)):
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise ValueError(f"{name}={v!r} must be a positive integer")
     if prefill not in PREFILLS:
@@ -335,37 +327,52 @@ def measure_decode(config: GPTConfig, context_lengths: Iterable[int], kv_heads: 
     need = max(contexts) + new_tokens
     base = config if config.block_size >= need else config.replace(block_size=need)
     name = settings.device_name(dev)
-    bar = None
-    if progress:
-        bar = tqdm(total=len(heads) * len(contexts), desc="decoding", leave=False)
-    rows = []
-    for h in heads:
-        cfg = base.replace(n_kv_head=h)
-        for c in contexts:
+    bar = tqdm(total=len(heads) * len(contexts) * rounds, desc="decoding", leave=False) if progress else None
+    out = {}
+    for c in contexts:
+        rows, calls = {}, {}
+        for h in heads:
+            cfg = base.replace(n_kv_head=h)
             row = DecodeResult(attention=attention_label(cfg), n_kv_head=h, context=c,
                                batch_size=batch_size, new_tokens=new_tokens, device=str(dev),
                                device_name=name, dtype=settings.dtype_name(dt), preset=config.name,
                                cache_bytes=kv_cache_bytes(cfg, batch_size, c + new_tokens, dt))
-            if dev.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(dev)
+            rows[h] = row
             try:
-                tm, nbytes = _decode_one(cfg, c, batch_size, new_tokens, dev, dt, min_run_time, seed,
-                                         prefill)
-                assert nbytes == row.cache_bytes, (nbytes, row.cache_bytes)
-                row.ms_per_step = tm.median_ms / new_tokens
-                row.iqr_ms = tm.iqr_ms / new_tokens
-                row.tokens_per_s = batch_size * 1e3 / row.ms_per_step
-                row.peak_mem_bytes = tm.peak_mem_bytes
+                decode, cache = _decoder(cfg, c, batch_size, new_tokens, dev, dt, seed, prefill)
+                assert cache.nbytes == row.cache_bytes, (cache.nbytes, row.cache_bytes)
+                calls[h] = decode
             except SWEEP_ERRORS as e:
                 row.error = error_text(e)
-            finally:
-                free_memory(dev)
-            rows.append(row)
-            if bar is not None:
-                bar.update(1)
+        for _ in range(rounds):
+            for h, decode in list(calls.items()):
+                if dev.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(dev)
+                try:
+                    tm = time_fn(decode, dev, min_run_time=min_run_time, warmup=2, min_measurements=3)
+                    rows[h].round_ms.append(tm.median_ms / new_tokens)
+                    rows[h].iqr_ms = tm.iqr_ms / new_tokens
+                    rows[h].peak_mem_bytes = tm.peak_mem_bytes
+                except SWEEP_ERRORS as e:
+                    rows[h].error = error_text(e)
+                    del calls[h]
+                if bar is not None:
+                    bar.update(1)
+        calls.clear()
+        free_memory(dev)
+        first = rows[heads[0]]
+        for row in rows.values():
+            if row.ok and row.round_ms:
+                row.ms_per_step = statistics.median(row.round_ms)
+                row.tokens_per_s = batch_size * 1e3 / row.ms_per_step
+                if first.ok and len(first.round_ms) == len(row.round_ms):
+                    ratios = [f / t for f, t in zip(first.round_ms, row.round_ms)]
+                    row.speedup_vs_first = statistics.median(ratios)
+                    row.speedup_min, row.speedup_max = min(ratios), max(ratios)
+        out[c] = rows
     if bar is not None:
         bar.close()
-    return rows
+    return [out[c][h] for h in heads for c in contexts]
 
 
 def max_context_tokens(config: GPTConfig, budget_bytes: int, dtype="bfloat16") -> int:

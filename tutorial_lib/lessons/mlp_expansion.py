@@ -83,10 +83,14 @@ def mlp_alone_timing(configs: Mapping[str, GPTConfig], tokens: int, rounds: int 
         for label, fn in fns.items():
             times[label].append(time_fn(fn, dev, min_run_time=min_run_time, warmup=1).median_ms)
     base = next(iter(configs))
-    return [{"variant": k, "tokens": tokens, "n_embd": configs[k].n_embd, "hidden": configs[k].mlp_hidden,
-             "median_ms": statistics.median(v),
-             "speedup": statistics.median(b / t for b, t in zip(times[base], v)),
-             "device_name": settings.device_name(dev)} for k, v in times.items()]
+    rows = []
+    for k, v in times.items():
+        ratios = [b / t for b, t in zip(times[base], v)]  # per round: both timed back to back
+        rows.append({"variant": k, "tokens": tokens, "n_embd": configs[k].n_embd, "hidden": configs[k].mlp_hidden,
+                     "median_ms": statistics.median(v), "speedup": statistics.median(ratios),
+                     "speedup_min": min(ratios), "speedup_max": max(ratios), "rounds": len(ratios),
+                     "device_name": settings.device_name(dev)})
+    return rows
 
 
 # ---- figures ---------------------------------------------------------------------------------

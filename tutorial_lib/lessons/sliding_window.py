@@ -251,6 +251,23 @@ def slopes(rows: Sequence[WindowPoint], value: str = "median_ms", last: Optional
     return out
 
 
+def round_slopes(rows: Sequence[WindowPoint], last: Optional[int] = 2) -> Dict[str, List[float]]:
+    """The time exponent fitted separately for each interleaved round (each round's times of the
+    largest-T points): its spread says how much of a fitted slope is noise."""
+    out: Dict[str, List[float]] = {}
+    for impl in dict.fromkeys(r.impl for r in rows):
+        pts = [r for r in rows if r.impl == impl and r.ok and r.round_ms]
+        n = min((len(r.round_ms) for r in pts), default=0)
+        fits = []
+        for i in range(n):
+            try:
+                fits.append(fit_loglog_slope([r.seq_len for r in pts], [r.round_ms[i] for r in pts], last=last)[0])
+            except ValueError:
+                pass
+        out[impl] = fits
+    return out
+
+
 # ---- quality and whole-model payoff ------------------------------------------------------------
 def model_payoff(preset: str, seq_lens: Sequence[int], window: int, batch_size: int = 1,
                  device=None, min_run_time: Optional[float] = None, rounds: int = 2) -> List[dict]:

@@ -7,6 +7,12 @@
                ``saved_bytes(fn, *args)``
 - ``profile``: per-component time shares from ``torch.profiler`` scopes, Chrome trace export
 - ``records``: versioned JSON result files: one writer, one validated loader
+- ``roofline``: the machine's ceilings (``measure_ceilings``: peak matmul FLOP/s, bandwidth, first
+               touch, per-op overhead; ``spec_ceilings`` from the datasheets), the bytes and kernels
+               of every component (``traffic_table``, ``saved_table``) and time predictions
+               (``predict_step``)
+- ``traffic``: what PyTorch dispatches, counted per component (``count_step_traffic``): the
+               roofline model's truth
 
 Nothing here imports Jupyter, ipywidgets or matplotlib.
 """

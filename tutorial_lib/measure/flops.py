@@ -13,13 +13,16 @@ down; norm; residual; lm_head; loss), summed over all layers, with
   work, and what a kernel that skips masked tiles approaches.
 - ``fwd_other_flops``: an *estimate* of elementwise work (softmax, GELU, norms, RoPE, residual adds,
   loss) that FlopCounterMode does not count; rough per-element operation counts, stated below.
-- ``params`` and ``act_bytes`` (bytes of the activations the component writes in forward).
+- ``params`` and ``act_bytes`` (bytes of the activations the component writes in forward; for
+  the chunked loss, what it keeps: its logits live one chunk at a time).
 
 Backward conventions: a Linear costs 2x its forward (grad input + grad weight). Eager attention's
 backward is 4 matmuls over T x T (its probabilities were saved); a flash-style kernel (``sdpa``,
 ``tiled``, ``flex``) recomputes the scores first, 5 matmuls -- the FLOPs it pays to save memory.
 (PyTorch 2.13's counter charges SDPA's backward those 5; older versions charge 4 -- the model
-asks the installed counter, see ``attention.reference.sdpa_backward_matmuls``.) Each backend's
+asks the installed counter, see ``attention.reference.sdpa_backward_matmuls``.) The chunked loss
+(``GPTConfig.loss_impl``, ``tutorial_lib.loss``) recomputes the head's matmul in backward (3 instead
+of 2), or with ``"chunked_liger"`` runs all three in forward and none in backward. Each backend's
 entry in the attention registry says how many pairs it computes and is charged for.
 
 Cross-checked exactly in tests/test_flops.py for eager, sdpa, tiled and local attention, GQA/MQA,
@@ -183,10 +186,19 @@ def cost_table(config: GPTConfig, batch_size: int, seq_len: int, bytes_per_eleme
     add("residual", "residual", "", other=2 * L * N * C, act=2 * L * N * C)
 
     # head and loss (the loss runs on an fp32 copy of the logits)
-    add("lm_head", "lm_head", "lm_head", fwd=_lin(N, C, V), bwd=2 * _lin(N, C, V),
-        params=0 if c.tie_embeddings else V * C, act=N * V)
-    add("loss", "loss", "loss", other=ELEMENTWISE_OPS["loss"] * N * V,
-        act=2 * N * V * 4 // e)  # fp32 logits copy + log-probabilities, always 4 bytes
+    head, head_params = _lin(N, C, V), 0 if c.tie_embeddings else V * C
+    if c.loss_impl == "full":
+        add("lm_head", "lm_head", "lm_head", fwd=head, bwd=2 * head, params=head_params, act=N * V)
+        add("loss", "loss", "loss", other=ELEMENTWISE_OPS["loss"] * N * V,
+            act=2 * N * V * 4 // e)  # fp32 logits copy + log-probabilities, always 4 bytes
+    elif c.loss_impl == "chunked":  # backward recomputes each chunk's logits: one more matmul
+        add("lm_head", "lm_head", "lm_head", fwd=head, bwd=3 * head, params=head_params, act=0)
+        add("loss", "loss", "loss", other=ELEMENTWISE_OPS["loss"] * N * V,
+            act=N * 4 // e)  # keeps one fp32 log-sum-exp per token; the logits never outlive a chunk
+    else:  # "chunked_liger": all three matmuls in forward, backward only scales the gradients
+        add("lm_head", "lm_head", "lm_head", fwd=3 * head, bwd=0, params=head_params, act=0)
+        add("loss", "loss", "loss", other=ELEMENTWISE_OPS["loss"] * N * V,
+            act=(V * C + N * C) * 4 // e)  # keeps fp32 gradients of the head's weight and input
     return rows
 
 
@@ -264,33 +276,68 @@ def rule_of_thumb_flops(config: GPTConfig, batch_size: int, seq_len: int) -> Dic
 
 
 # ---- peak throughput and MFU -----------------------------------------------------------------
-# Dense (no sparsity) tensor-core TFLOP/s from the vendors' datasheets: (bf16/fp16, tf32, fp32).
-# Order matters: more specific names first.
-PEAK_TFLOPS = [
-    ("H100 PCIe", {"bfloat16": 756.0, "float16": 756.0, "tf32": 378.0, "float32": 51.0}),
-    ("H100", {"bfloat16": 989.0, "float16": 989.0, "tf32": 494.0, "float32": 67.0}),
-    ("H200", {"bfloat16": 989.0, "float16": 989.0, "tf32": 494.0, "float32": 67.0}),
-    ("H800", {"bfloat16": 989.0, "float16": 989.0, "tf32": 494.0, "float32": 67.0}),
-    ("A100", {"bfloat16": 312.0, "float16": 312.0, "tf32": 156.0, "float32": 19.5}),
-    ("A800", {"bfloat16": 312.0, "float16": 312.0, "tf32": 156.0, "float32": 19.5}),
-    ("L40S", {"bfloat16": 362.0, "float16": 362.0, "tf32": 183.0, "float32": 91.6}),
-    ("A10", {"bfloat16": 125.0, "float16": 125.0, "tf32": 62.5, "float32": 31.2}),
-    ("L4", {"bfloat16": 121.0, "float16": 121.0, "tf32": 60.0, "float32": 30.3}),
-    ("V100", {"float16": 125.0, "float32": 15.7}),
-    ("T4", {"float16": 65.0, "float32": 8.1}),
-]
+@dataclass(frozen=True)
+class GPUSpec:
+    """A GPU's datasheet ceilings: dense (no sparsity) tensor-core TFLOP/s per dtype and the
+    memory bandwidth in GB/s (10^9 bytes/s), with the page they come from. These are "spec"
+    numbers: what the vendor states, not what a kernel reaches (``measure.roofline`` measures that)."""
+    name: str  # matched as a substring of torch.cuda.get_device_name()
+    tflops: Dict[str, float]  # bfloat16 / float16 / tf32 / float32
+    bandwidth_gbs: Optional[float]
+    source: str
+
+
+# Order matters: more specific names first. The one table of vendor specs in the library.
+GPU_SPECS = (
+    GPUSpec("H100 PCIe", {"bfloat16": 756.0, "float16": 756.0, "tf32": 378.0, "float32": 51.0}, 2000.0,
+            "https://www.nvidia.com/en-us/data-center/h100/"),
+    GPUSpec("H100", {"bfloat16": 989.0, "float16": 989.0, "tf32": 494.0, "float32": 67.0}, 3350.0,
+            "https://www.nvidia.com/en-us/data-center/h100/"),
+    GPUSpec("H200", {"bfloat16": 989.0, "float16": 989.0, "tf32": 494.0, "float32": 67.0}, 4800.0,
+            "https://www.nvidia.com/en-us/data-center/h200/"),
+    GPUSpec("H800", {"bfloat16": 989.0, "float16": 989.0, "tf32": 494.0, "float32": 67.0}, None,
+            "H100's compute (no bandwidth from a vendor page on record)"),
+    GPUSpec("A100-SXM4-40GB", {"bfloat16": 312.0, "float16": 312.0, "tf32": 156.0, "float32": 19.5}, 1555.0,
+            "https://www.nvidia.com/en-us/data-center/a100/"),
+    GPUSpec("A100-PCIE-40GB", {"bfloat16": 312.0, "float16": 312.0, "tf32": 156.0, "float32": 19.5}, 1555.0,
+            "https://www.nvidia.com/en-us/data-center/a100/"),
+    GPUSpec("A100", {"bfloat16": 312.0, "float16": 312.0, "tf32": 156.0, "float32": 19.5}, 2039.0,
+            "https://www.nvidia.com/en-us/data-center/a100/ (80GB SXM)"),
+    GPUSpec("A800", {"bfloat16": 312.0, "float16": 312.0, "tf32": 156.0, "float32": 19.5}, None,
+            "A100's compute (no bandwidth from a vendor page on record)"),
+    GPUSpec("L40S", {"bfloat16": 362.0, "float16": 362.0, "tf32": 183.0, "float32": 91.6}, 864.0,
+            "https://www.nvidia.com/en-us/data-center/l40s/"),
+    GPUSpec("A10", {"bfloat16": 125.0, "float16": 125.0, "tf32": 62.5, "float32": 31.2}, 600.0,
+            "https://www.nvidia.com/en-us/data-center/products/a10-gpu/"),
+    GPUSpec("L4", {"bfloat16": 121.0, "float16": 121.0, "tf32": 60.0, "float32": 30.3}, 300.0,
+            "https://www.nvidia.com/en-us/data-center/l4/"),
+    GPUSpec("V100", {"float16": 125.0, "float32": 15.7}, 900.0, "https://www.nvidia.com/en-us/data-center/v100/"),
+    GPUSpec("T4", {"float16": 65.0, "float32": 8.1}, 320.0, "https://www.nvidia.com/en-us/data-center/tesla-t4/"),
+)
+PEAK_TFLOPS = [(s.name, s.tflops) for s in GPU_SPECS]  # (name, {dtype: TFLOP/s}), from GPU_SPECS
+
+
+def gpu_spec(device_name: str) -> Optional[GPUSpec]:
+    """The datasheet entry whose name appears in ``device_name`` (None for CPUs and unknown GPUs)."""
+    for s in GPU_SPECS:
+        if s.name.lower() in str(device_name).lower():
+            return s
+    return None
+
+
+def spec_key(dtype) -> str:
+    """The spec table's dtype key: fp32 matmuls count as tf32 when PyTorch allows TF32."""
+    key = dtype_name(dtype) if not isinstance(dtype, str) or dtype != "tf32" else "tf32"
+    if key == "float32" and torch.backends.cuda.matmul.allow_tf32:
+        key = "tf32"
+    return key
 
 
 def peak_flops(device_name: str, dtype="bfloat16") -> Optional[float]:
     """Peak dense FLOP/s of a GPU (by name) for a dtype, or None when unknown (e.g. any CPU)."""
-    key = dtype_name(dtype) if not isinstance(dtype, str) or dtype != "tf32" else "tf32"
-    if key == "float32" and torch.backends.cuda.matmul.allow_tf32:
-        key = "tf32"
-    for name, table in PEAK_TFLOPS:
-        if name.lower() in str(device_name).lower():
-            v = table.get(key)
-            return None if v is None else v * 1e12
-    return None
+    spec = gpu_spec(device_name)
+    v = None if spec is None else spec.tflops.get(spec_key(dtype))
+    return None if v is None else v * 1e12
 
 
 def mfu(achieved_flops_per_s: float, device_name: str, dtype="bfloat16") -> Optional[float]:

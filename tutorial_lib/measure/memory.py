@@ -22,7 +22,8 @@ Components of the activation breakdown (the scope that *saves* a tensor owns it)
 ``attention.core`` (q, k, v, output, logsumexp kept by the kernel), ``attention.qkv`` / ``.rope`` /
 ``.out``, ``mlp.up`` / ``.act`` / ``.down``, ``residual`` (the residual stream: a norm's input,
 kept by the norm), ``norm`` (the norms' own intermediates), ``embedding``, ``lm_head``, ``loss``
-(the fp32 logits and log-probabilities), ``other`` (outside every scope).
+(the fp32 log-probabilities; with the chunked loss, what it keeps instead: the hidden states and a
+log-sum-exp per token, or Liger's gradient buffers), ``other`` (outside every scope).
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from tutorial_lib import scopes, settings
 from tutorial_lib.data import random_batch
+from tutorial_lib.files import atomic_path
 from tutorial_lib.measure.profile import quiet_stderr
 from tutorial_lib.measure.timing import make_optimizer, resolve_config
 from tutorial_lib.model import GPT, GPTConfig
@@ -348,8 +350,10 @@ def memory_breakdown(config: Union[GPTConfig, str], batch_size: int, seq_len: in
         settings.synchronize(dev)
         peak = torch.cuda.max_memory_allocated(dev)
         if snapshot_path:
-            torch.cuda.memory._dump_snapshot(snapshot_path)
-            torch.cuda.memory._record_memory_history(enabled=None)
+            try:
+                save_memory_snapshot(snapshot_path)
+            finally:
+                torch.cuda.memory._record_memory_history(enabled=None)
     params = list(model.parameters())
     return MemoryBreakdown(
         device=str(dev), device_name=settings.device_name(dev), dtype=settings.dtype_name(dt),
@@ -361,6 +365,15 @@ def memory_breakdown(config: Union[GPTConfig, str], batch_size: int, seq_len: in
         activations_by_component=dict(sorted(log.by_component.items(), key=lambda kv: -kv[1])),
         peak_bytes=peak, baseline_bytes=baseline, snapshot_path=snapshot_path if cuda else None,
         attn_backend=cfg.attn_backend)
+
+
+def save_memory_snapshot(path: str) -> str:
+    """Write the CUDA allocator's recorded history (``torch.cuda.memory._dump_snapshot``, a pickle
+    for https://pytorch.org/memory_viz) to ``path`` atomically: a failed write leaves an older
+    snapshot whole."""
+    with atomic_path(path) as tmp:
+        torch.cuda.memory._dump_snapshot(str(tmp))
+    return str(path)
 
 
 def fmt_bytes(n: Optional[float]) -> str:

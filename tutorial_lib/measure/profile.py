@@ -11,6 +11,9 @@ Backward: autograd runs each backward node in an ``autograd::engine::evaluate_fu
 event that carries the *sequence number* of the forward op that created the node; every forward
 op's sequence number is mapped to the scope it ran in, so each backward node's time is charged to
 the scope whose forward created it. ``AccumulateGrad`` (writing .grad) is its own row.
+Nested scopes: a scope opened inside another scope, or inside a backward node (the chunked loss
+scopes its matmuls "lm_head" within "loss", in forward and in its own backward), is charged its
+own time, and its parent -- the enclosing scope or backward node -- keeps only the rest.
 Time is CPU time on CPU, and on CUDA the GPU kernel time (``device_time_total``) launched from
 those ranges. Profiling adds overhead per op; shares are meaningful, absolute times are slower
 than ``measure_step``'s.
@@ -19,10 +22,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import os
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Dict, List, Optional, Union
 
 import torch
@@ -30,6 +35,7 @@ from torch.profiler import ProfilerActivity, profile, record_function
 
 from tutorial_lib import scopes, settings
 from tutorial_lib.data import random_batch
+from tutorial_lib.files import atomic_path
 from tutorial_lib.measure import flops
 from tutorial_lib.measure.timing import make_optimizer, resolve_config
 from tutorial_lib.model import GPT, GPTConfig
@@ -152,6 +158,21 @@ def _nearest_scope(e, names) -> Optional[str]:
     return None
 
 
+def _ancestors(e):
+    p = e.cpu_parent
+    while p is not None:
+        yield p
+        p = p.cpu_parent
+
+
+def _enclosing(e, names):
+    """The nearest enclosing scope range or backward node of an event (None at the top level)."""
+    for p in _ancestors(e):
+        if p.name in names or p.name.startswith(_EVAL_PREFIX):
+            return p
+    return None
+
+
 def _time(e, cuda: bool) -> float:
     """Microseconds an event accounts for: its CPU range, or the GPU kernels it launched."""
     return e.device_time_total if cuda else e.cpu_time_total
@@ -168,20 +189,28 @@ def attribute(events, cuda: bool = False) -> Dict[tuple, float]:
     seq_scope: Dict[int, str] = {}
     phase_total = {p: 0.0 for p in PHASES}
     fwd_scoped = bwd_nodes = 0.0
+
+    def key(e) -> tuple:
+        """The (scope, phase) row an event's time is charged to."""
+        if e.name.startswith(_EVAL_PREFIX):
+            return (GRAD_ACC if "AccumulateGrad" in e.name else seq_scope.get(e.sequence_nr, OTHER_FWD),
+                    "backward")
+        in_backward = any(p.name.startswith(_EVAL_PREFIX) for p in _ancestors(e))
+        return (e.name, "backward" if in_backward else "forward")
+
     for e in sorted(events, key=lambda e: e.time_range.start):
         n = e.name
         if n in _PHASE_EVENT.values():
             phase_total[n.split(".", 1)[1]] += _time(e, cuda)
         elif n in names:
-            if _nearest_scope(e, names) is None:  # outermost scope range (scopes do not nest)
-                add((n, "forward"), _time(e, cuda))
+            parent = _enclosing(e, names)
+            add(key(e), _time(e, cuda))
+            if parent is None:  # a top-level forward scope
                 fwd_scoped += _time(e, cuda)
+            else:  # nested: the parent scope or backward node keeps only the rest
+                add(key(parent), -_time(e, cuda))
         elif n.startswith(_EVAL_PREFIX):
-            if "AccumulateGrad" in n:
-                add((GRAD_ACC, "backward"), _time(e, cuda))
-            else:
-                sc = seq_scope.get(e.sequence_nr, OTHER_FWD)
-                add((sc, "backward"), _time(e, cuda))
+            add(key(e), _time(e, cuda))
             bwd_nodes += _time(e, cuda)
         elif e.sequence_nr is not None and e.sequence_nr >= 0 and _phase_of(e) == "forward":
             # the last forward op showing a sequence number is the one that created that node
@@ -207,6 +236,31 @@ def _phase_of(e) -> Optional[str]:
             return p.name.split(".", 1)[1]
         p = p.cpu_parent
     return None
+
+
+def save_trace(prof, path: Union[str, os.PathLike]) -> str:
+    """Export ``prof``'s Chrome/Perfetto trace to ``path`` atomically (``files.atomic_path``): a
+    failed export leaves an older trace whole. A path ending in ``.gz`` is gzipped (by torch).
+
+    Kineto's C++ exporter writes ``NAME.tmp`` and renames it, but does not raise when the write
+    fails (a full disk, a file-size limit): so the exported file is checked -- present, not
+    empty, a complete JSON document -- and an ``OSError`` raised when it is not."""
+    gz = str(path).endswith(".gz")
+    with atomic_path(path, tmp_suffix=".gz" if gz else "") as tmp:
+        tmp.unlink()  # the exporter creates it: no file afterwards means the export failed
+        try:
+            prof.export_chrome_trace(str(tmp))
+        finally:
+            Path(str(tmp) + ".tmp").unlink(missing_ok=True)  # Kineto's own partial file
+        complete = tmp.is_file() and tmp.stat().st_size > 0
+        if complete and not gz:
+            with open(tmp, "rb") as f:
+                f.seek(max(0, tmp.stat().st_size - 64))
+                complete = f.read().rstrip()[-1:] in (b"}", b"]")
+        if not complete:
+            raise OSError(errno.EIO, "torch.profiler could not export the whole trace (a full disk or a "
+                                     "file-size limit?)", str(path))
+    return str(path)
 
 
 def profile_step(config: Union[GPTConfig, str], batch_size: int, seq_len: int, mode: str = "train",
@@ -259,8 +313,7 @@ def profile_step(config: Union[GPTConfig, str], batch_size: int, seq_len: int, m
             settings.synchronize(dev)
             wall = (time.perf_counter() - t0) / steps
     if trace_path:
-        os.makedirs(os.path.dirname(os.path.abspath(trace_path)), exist_ok=True)
-        prof.export_chrome_trace(trace_path)
+        save_trace(prof, trace_path)
     acc = attribute(prof.events(), cuda)
     order = list(scopes.SCOPE_NAMES) + [OTHER_FWD, GRAD_ACC, OTHER_BWD, "optimizer (AdamW)"]
     rows = []

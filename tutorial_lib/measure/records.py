@@ -7,6 +7,11 @@ later lesson can add its own kinds of rows; give each row a ``"kind"`` (e.g. "st
 
 Bump ``SCHEMA_VERSION`` when a field changes meaning; ``load_results`` refuses newer files and
 reports the version it found (after mamf-finder's ``benchmark_version``).
+
+Reading is one loader for every consumer (``report``, the notebooks, the widgets): ``read_json``
+names the file it failed on, ``file_kind`` tells a results file from a training history or a
+Chrome trace, ``check_results`` validates a results document (schema version, ``meta``, rows
+each with a ``kind``), and ``scan`` / ``load_all`` walk a folder with them.
 """
 from __future__ import annotations
 
@@ -17,8 +22,10 @@ import math
 import os
 import platform
 import subprocess
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Union
+from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
 import torch
 
@@ -94,32 +101,134 @@ def save_results(path: Union[str, Path], rows: Iterable[Any], meta: Optional[dic
     doc = {"schema_version": SCHEMA_VERSION,
            "meta": {**stamp(device, dtype), **(meta or {})},
            "rows": [to_row(r) for r in rows]}
-    return atomic_write_text(path, json.dumps(doc, indent=1, allow_nan=False) + "\n")
+    return save_document(path, doc)
 
 
 def save_document(path: Union[str, Path], doc: Dict[str, Any]) -> Path:
-    """Write an already-assembled results document (``schema_version``, ``meta``, ``rows``, ...)."""
+    """Write an already-assembled results document (``schema_version``, ``meta``, ``rows``, ...),
+    atomically, after checking it is one ``load_results`` will read back."""
     if not isinstance(doc, dict) or "rows" not in doc or "meta" not in doc:
         raise ValueError("save_document: doc needs 'meta' and 'rows'")
-    doc = {"schema_version": doc.get("schema_version", SCHEMA_VERSION), **doc}
-    return atomic_write_text(path, json.dumps(_jsonable(doc), indent=1, allow_nan=False) + "\n")
+    doc = _jsonable({"schema_version": doc.get("schema_version", SCHEMA_VERSION), **doc})
+    check_results(doc, f"save_document({str(path)!r})")
+    return atomic_write_text(path, json.dumps(doc, indent=1, allow_nan=False) + "\n")
+
+
+# ---- reading: one loader for `report`, the notebooks and the widgets ---------------------------
+RESULTS = "results"  # {"schema_version", "meta", "rows": [{"kind": ..., ...}], "sections"?}
+TRAIN_HISTORY = "train_history"  # ``train.TrainHistory.save`` (``python -m tutorial_lib train --out``)
+CHROME_TRACE = "chrome_trace"  # ``python -m tutorial_lib profile --trace``
+FILE_KINDS = {RESULTS: "a results file", TRAIN_HISTORY: "a training history (train --out)",
+              CHROME_TRACE: "a Chrome trace (profile --trace)", None: "JSON of no kind this library writes"}
+
+
+def read_json(path: Union[str, Path]) -> Any:
+    """The JSON in ``path``; ValueError naming the file when it cannot be read or parsed."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a UTF-8 text file, so not JSON") from None
+    except OSError as e:
+        raise ValueError(f"{path}: cannot be read ({e.strerror or e})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+
+
+def file_kind(doc: Any) -> Optional[str]:
+    """What a parsed JSON file is: RESULTS, TRAIN_HISTORY, CHROME_TRACE, or None (none of these).
+
+    Results files and histories say so (``schema_version`` + ``rows``; ``kind`` "train_history",
+    or, in files written before histories carried it, ``train_loss`` + ``val_loss``); a Chrome
+    trace is an object with ``traceEvents`` or a list of events with a phase ``ph``."""
+    if isinstance(doc, dict):
+        if doc.get("kind") == TRAIN_HISTORY or ("train_loss" in doc and "val_loss" in doc):
+            return TRAIN_HISTORY
+        if "traceEvents" in doc:
+            return CHROME_TRACE
+        if "schema_version" in doc or "rows" in doc:
+            return RESULTS
+    elif isinstance(doc, list) and doc and all(isinstance(e, dict) and "ph" in e for e in doc[:10]):
+        return CHROME_TRACE
+    return None
+
+
+def check_results(doc: Any, source: Union[str, Path] = "results") -> Dict[str, Any]:
+    """``doc`` when it is a valid results document, else ValueError naming ``source`` and the
+    problem: the schema version (an int this library knows), ``meta`` (an object), ``rows`` (a
+    list of objects, each with a ``kind``), ``sections`` (optional, objects)."""
+    if not isinstance(doc, dict):
+        raise ValueError(f"{source}: a results file is a JSON object, not {type(doc).__name__}")
+    missing = [k for k in ("schema_version", "meta", "rows") if k not in doc]
+    if missing:
+        raise ValueError(f"{source}: not a results file (missing {missing}; it needs "
+                         "'schema_version', 'meta' and 'rows')")
+    v = doc["schema_version"]
+    if isinstance(v, int) and not isinstance(v, bool) and v > SCHEMA_VERSION:
+        raise ValueError(f"{source}: schema_version={v!r} is newer than this library's "
+                         f"{SCHEMA_VERSION}; update tutorial_lib")
+    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+        raise ValueError(f"{source}: schema_version={v!r} is not a version this library knows "
+                         f"(an integer 1..{SCHEMA_VERSION})")
+    if not isinstance(doc["meta"], dict):
+        raise ValueError(f"{source}: 'meta' must be an object, not {type(doc['meta']).__name__}")
+    if not isinstance(doc["rows"], list):
+        raise ValueError(f"{source}: 'rows' must be a list, not {type(doc['rows']).__name__}")
+    for i, row in enumerate(doc["rows"]):
+        if not isinstance(row, dict):
+            raise ValueError(f"{source}: row {i} is a {type(row).__name__}, not an object")
+        kind = row.get("kind")
+        if not isinstance(kind, str) or not kind:
+            raise ValueError(f"{source}: row {i} has no 'kind' (got {kind!r}); every row needs one "
+                             "so a reader can tell what it measured")
+    sections = doc.get("sections", {})
+    if not isinstance(sections, dict) or not all(isinstance(v, dict) for v in sections.values()):
+        raise ValueError(f"{source}: 'sections' must map a section name to an object")
+    return doc
 
 
 def load_results(path: Union[str, Path]) -> Dict[str, Any]:
-    """Read a results file: ``{"schema_version", "meta", "rows"}``; ValueError when it is not one."""
-    path = Path(path)
-    try:
-        doc = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not a JSON results file ({e})") from None
-    if not isinstance(doc, dict) or "rows" not in doc or "schema_version" not in doc:
-        raise ValueError(f"{path}: not a results file (needs 'schema_version' and 'rows')")
-    v = doc["schema_version"]
-    if not isinstance(v, int) or v > SCHEMA_VERSION:
-        raise ValueError(f"{path}: schema_version={v!r} is newer than this library's "
-                         f"{SCHEMA_VERSION}; update tutorial_lib")
-    doc.setdefault("meta", {})
-    return doc
+    """Read and check a results file (``check_results``); ValueError naming the file otherwise."""
+    doc = read_json(path)
+    kind = file_kind(doc)
+    if kind not in (RESULTS, None):
+        raise ValueError(f"{path}: {FILE_KINDS[kind]}, not a results file")
+    return check_results(doc, path)
+
+
+@dataclass
+class Scan:
+    """What ``scan`` found in a folder: results documents (each with ``_path``), training
+    histories as (path, parsed JSON), and one line per file it skipped and why."""
+
+    results: List[Dict[str, Any]] = field(default_factory=list)
+    histories: List[Tuple[Path, Any]] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)
+
+
+def scan(directory: Union[str, Path], strict: bool = True) -> Scan:
+    """Every ``*.json`` in ``directory`` (not its subfolders), sorted by name, by kind.
+
+    Files of another kind (a Chrome trace, JSON this library does not write) are skipped with a
+    note. A file that is broken -- not JSON, or a results file that fails ``check_results`` --
+    raises ValueError naming it when ``strict``, else is skipped with a note."""
+    out = Scan()
+    for p in sorted(Path(directory).glob("*.json")):
+        try:
+            doc = read_json(p)
+            kind = file_kind(doc)
+            if kind == RESULTS:
+                out.results.append({**check_results(doc, p), "_path": str(p)})
+            elif kind == TRAIN_HISTORY:
+                out.histories.append((p, doc))
+            else:
+                out.notes.append(f"{p}: skipped, {FILE_KINDS[kind]}")
+        except ValueError as e:
+            if strict:
+                raise
+            out.notes.append(f"skipped: {e}")
+    return out
 
 
 def rows_of_kind(doc: Dict[str, Any], kind: str) -> List[Dict[str, Any]]:
@@ -140,20 +249,18 @@ def results_dir() -> Path:
     return repo if repo.is_dir() else Path.cwd() / "results"
 
 
-def load_all(directory: Optional[Union[str, Path]] = None) -> List[Dict[str, Any]]:
-    """Every results file in ``directory`` (default ``results_dir()``), newest first; files that
-    are not results are skipped. Each doc gets ``_path``."""
+def load_all(directory: Optional[Union[str, Path]] = None, strict: bool = False) -> List[Dict[str, Any]]:
+    """Every results file in ``directory`` (default ``results_dir()``), newest first, each with
+    ``_path`` (``scan``). Other kinds of file are left out; a broken one raises when ``strict``,
+    else is left out with a warning that names it. A missing folder holds no results."""
     d = Path(directory) if directory is not None else results_dir()
-    docs = []
-    for p in sorted(d.glob("*.json")) if d.is_dir() else []:
-        try:
-            doc = load_results(p)
-        except (ValueError, OSError):
-            continue
-        doc["_path"] = str(p)
-        docs.append(doc)
-    docs.sort(key=lambda x: str(x["meta"].get("date", "")), reverse=True)
-    return docs
+    if not d.is_dir():
+        return []
+    found = scan(d, strict=strict)
+    for note in found.notes:
+        if note.startswith("skipped:"):
+            warnings.warn(note, RuntimeWarning, stacklevel=2)
+    return sorted(found.results, key=lambda x: str(x["meta"].get("date", "")), reverse=True)
 
 
 def device_kind(device: str) -> str:
