@@ -157,8 +157,7 @@ print(claims.format_table(claims.claims_table({
     "ops.model": t["fwd_flops"],
     "scores.T512": SEED_T * SEED_T,
     "scores.T1024": 1024 * 1024,
-}, notes={"ops.per_layer": "ours: the whole block's forward matmul FLOPs"},
-    where=claims.Setting(model="gpt2_small", batch=SEED_B, seq_len=SEED_T))))  # counted, not timed: any device
+}, notes={"ops.per_layer": "ours: the whole block's forward matmul FLOPs"})))
 print(f"\n12 heads x 12 layers of Q Kᵀ alone: {12 * 12 * qk_one_head / 1e9:.1f} GFLOP")
 
 # %% [markdown]
@@ -200,17 +199,14 @@ print(format_rows(prof_train.table(), ["name", "forward_ms", "backward_ms", "tot
 # %% [markdown]
 # ### The seed's time shares beside this measurement
 #
-# Each claim is the seed's own wording (its emoji shown as words); "ratio" is measured ÷ claimed.
-# A claim gets a verdict only when it is measured at its own setting: the seed states its headline
-# setting once (GPT-2 small, B=4, T=512; never the device), so a measurement at another batch or
-# length is shown with the difference named and the verdict "different setting". At the seed's
-# setting, "agrees" means inside the claimed range (or within 10 % of a single number).
+# Each claim is the seed's own wording; "ratio" is measured ÷ claimed, "agrees" means inside the
+# claimed range (or within 10 % of a single number). The seed does not say on which device or at
+# which size its shares were measured.
 
 # %% tags=["nbval-ignore-output"]
 measured_shares = claims.time_shares_from_profile(prof_fwd, n_layer=cfg.n_layer)
 print(f"forward pass of {cfg.name}, B={P.batch}, T={P.seq_len}, {prof_fwd.device_name}, {prof_fwd.dtype}")
-WHERE = claims.Setting(model=cfg.name, batch=P.batch, seq_len=P.seq_len, device=DEVICE.type)
-print(claims.format_table(claims.claims_table(measured_shares, where=WHERE)))
+print(claims.format_table(claims.claims_table(measured_shares)))
 
 # %% [markdown]
 # ## 4. Memory: parameters, gradients, optimizer state, activations
@@ -232,7 +228,7 @@ print(claims.format_table(claims.claims_table({
     "mem.params": param_bytes / 1e6,
     "mem.grads": param_bytes / 1e6,
     "mem.optimizer": (2 * param_bytes + 4 * n_tensors) / 1e6,
-}, where=claims.Setting(model="gpt2_small", batch=SEED_B, seq_len=SEED_T))))  # exact byte counts: any device
+})))
 
 # %% [markdown]
 # Activations are what autograd keeps for backward. `memory.memory_breakdown` runs one real training
@@ -334,6 +330,32 @@ print("fitted slopes over the last 3 lengths (time vs T):", {b: round(s, 2) for 
 sweep_figure(time_rows, "median_ms", title=f"attention fwd+bwd, B={SIZES.sweep.batch}, H=12, D=64, {settings.device_name(DEVICE)}")
 
 # %% [markdown]
+# ### Part of eager attention's time on a CPU is page faults, not arithmetic
+#
+# Eager attention makes fresh `(B, H, T, T)` tensors on every call — scores, masked scores,
+# probabilities and their gradients. A fresh tensor's memory is only *reserved*: the operating
+# system maps each 4 KiB page on the first write to it (a page fault, and the kernel zeroes the
+# page), and PyTorch hands large blocks back to the system when they are freed, so the next call
+# faults them in again. That cost is the operating system's, and it grows with the bytes, not the
+# FLOPs. Huge pages (2 MiB, 512× fewer faults) cut it: `tutorial_lib` turns them on for PyTorch's CPU
+# allocator (`THP_MEM_ALLOC_ENABLE=1`, read once per process, at its first allocation). Measured:
+# writing a fresh tensor vs one already written, then eager attention in two fresh processes, huge
+# pages off and on (`measure.allocator.huge_page_ab`):
+
+# %% tags=["nbval-ignore-output"]
+from tutorial_lib.measure import allocator
+
+if DEVICE.type == "cpu":
+    fills = allocator.fill_rates(64 * 2**20)
+    print(f"writing 64 MiB: fresh tensor {fills['fresh_GBps']:.1f} GB/s, already written {fills['touched_GBps']:.1f} GB/s "
+          f"(huge pages requested by PyTorch here: {allocator.huge_pages_requested()}, kernel THP mode: {allocator.system_thp_mode()})")
+    ab = allocator.huge_page_ab("eager_attention", seq_len=SIZES.own_paths.ab_attention_seq, rounds=1, reps=2)
+    print(f"eager attention fwd+bwd, B=1, H=12, T={ab['seq_len']}, {ab['threads']} threads: "
+          f"{ab['off_ms']:.1f} ms without huge pages, {ab['on_ms']:.1f} ms with them ({ab['speedup']:.2f}x)")
+else:
+    print("huge pages are a CPU allocator setting; on CUDA the caching allocator reuses its blocks")
+
+# %% [markdown]
 # ## 7. The seed's headline numbers beside a measured step
 #
 # A timed training step (`torch.utils.benchmark`, median of repeated runs) at the size profile's
@@ -358,9 +380,30 @@ print(claims.format_table(claims.claims_table({
     "results.step_ms.before": steps[0].median_ms,
     "time.attention.core": measured_shares["time.attention.core"],
     "time.lm_head": measured_shares["time.lm_head"],
-}, where=WHERE)))
-print(f"(measured at {setting}; the seed's setting is B=4, T=512 on an unstated device: a claim gets a "
-      "verdict only where the two match)")
+}, setting=setting)))
+print(f"(measured at {setting}; the seed's setting is B=4, T=512 on an unstated device)")
+
+# %% [markdown]
+# ### How close is a step to the machine? MFU against a measured peak
+#
+# MFU (model FLOPs utilisation) is a step's FLOPs per second over the machine's peak. A GPU has a
+# spec-sheet peak; a CPU has none that means much (the BLAS and the clock decide), so the peak here is
+# *measured* in this run: large square `torch.mm` in the step's dtype (`timing.matmul_peak_flops`).
+# The FLOPs are `FlopCounterMode`'s count of one forward+backward (`lessons.own_paths.step_mfu`):
+
+# %% tags=["nbval-ignore-output"]
+from tutorial_lib.lessons import own_paths
+
+o = SIZES.own_paths
+mfu = own_paths.step_mfu(o.mfu_preset, o.mfu_batch, o.mfu_seq, {"eager": {"attn_backend": "eager"},
+                                                                "sdpa": {"attn_backend": "sdpa"}},
+                         device=DEVICE, rounds=2, min_run_time=P.min_run_time, peak_sizes=o.peak_sizes)
+print(f"matmul peak measured now: {mfu['peak']['measured_TFLOPs'] * 1e3:,.1f} GFLOP/s"
+      + (f" (spec: {mfu['peak']['spec_TFLOPs']:,.0f} TFLOP/s)" if mfu["peak"]["spec_TFLOPs"] else ""))
+print(format_rows([{"attention": r["variant"], "model": f"{r['preset']}, B={r['batch_size']}, T={r['seq_len']}",
+                    "GFLOP": r.get("GFLOP"), "ms": r.get("ms"), "MFU (measured peak)": r.get("MFU_measured_peak"),
+                    "MFU (spec)": r.get("MFU_spec"), "error": r["error"]} for r in mfu["rows"]],
+                  formats={"GFLOP": "{:.2f}", "ms": "{:.1f}", "MFU (measured peak)": "{:.0%}", "MFU (spec)": "{:.0%}"}))
 
 # %% [markdown]
 # The seed's "Expected Results" table is inconsistent with itself — its own time per step and
@@ -385,7 +428,7 @@ for when in ("before", "after"):
 # %% tags=["nbval-ignore-output"]
 from tutorial_lib.guide.report import recorded
 
-recorded("breakdown", "memory", "attention_vs_T")
+recorded("breakdown", "memory", "attention_vs_T", "own_paths.allocator", "own_paths.mfu")
 
 # %% [markdown]
 # ## Summary
@@ -397,6 +440,10 @@ recorded("breakdown", "memory", "attention_vs_T")
 # - **Time** (measured, section 3): the shares on your machine differ from the FLOP shares, because
 #   memory-bound work — softmax and masking in eager attention, GELU, norms, the loss over a
 #   50,257-way vocabulary — costs time out of proportion to its FLOPs (section 5).
+# - **Page faults** (section 6): on a CPU, part of eager attention's cost is the operating system
+#   mapping fresh pages for its T×T tensors on every call; huge pages cut it.
+# - **MFU** (section 7): a step's FLOP/s as a fraction of the matmul peak measured on the same
+#   machine in the same run — the only peak a CPU has.
 # - **Memory** (section 4): parameters + gradients + AdamW state are fixed by the model; the
 #   activations grow with B·T, and eager attention adds a T² term that SDPA removes (section 6's
 #   slopes).

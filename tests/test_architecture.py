@@ -2,6 +2,7 @@
 across modules, imports inside functions only for optional or heavy dependencies (with a reason),
 the notebook stack kept out of the core, and every module importable on its own."""
 import ast
+import functools
 import importlib
 import sys
 from pathlib import Path
@@ -35,9 +36,14 @@ def resolve(target: str, name: str = None) -> str:
     return target
 
 
+@functools.lru_cache(maxsize=None)
+def _tree(name: str) -> ast.Module:
+    return ast.parse(MODULES[name].read_text())  # parsed once per test session
+
+
 def imports(name: str):
     """(target module, imported name or None, node, inside a function?) for every tutorial_lib import."""
-    tree = ast.parse(MODULES[name].read_text())
+    tree = _tree(name)
     inner = {id(n) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
              for n in ast.walk(f)}
     for node in ast.walk(tree):
@@ -49,6 +55,7 @@ def imports(name: str):
                 yield node.module, a.name, node, id(node) in inner
 
 
+@functools.lru_cache(maxsize=None)
 def graph():
     edges = {m: set() for m in MODULES}
     for m in MODULES:
@@ -102,7 +109,7 @@ def test_the_import_graph_has_no_cycles():
 
 
 def test_the_cycle_finder_finds_a_cycle():
-    edges = graph()
+    edges = {m: set(dst) for m, dst in graph().items()}  # a copy: graph() is cached
     edges["tutorial_lib.scopes"].add("tutorial_lib.model")  # model imports scopes: now a cycle
     assert any("tutorial_lib.scopes" in c and "tutorial_lib.model" in c for c in cycles(edges))
 

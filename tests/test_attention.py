@@ -110,6 +110,103 @@ def test_causal_mask_matches_loops(window, offset):
     assert torch.equal(ref.causal_mask(7, 7 + offset, window, offset), mask_from_scratch(7, 7 + offset, window, offset))
 
 
+@pytest.mark.parametrize("T_q, T_k, window, offset", [(7, 7, None, 0), (7, 7, 3, 0), (1, 10, 4, 9), (3, 10, 4, 7),
+                                                     (5, 20, 6, 2), (1, 100, 8, 99), (70, 70, 5, 0), (4, 9, 1, 5)])
+@pytest.mark.parametrize("dtype", [torch.bool, torch.float32, torch.float64])
+def test_shared_mask_is_the_mask_sliced_from_a_cache(T_q, T_k, window, offset, dtype):
+    want = mask_from_scratch(T_q, T_k, window, offset)
+    assert torch.equal(ref.causal_mask_by_difference(T_q, T_k, window, offset), want)
+    got = ref.shared_mask(T_q, T_k, window, offset, dtype=dtype)
+    assert got.shape == (T_q, T_k) and got.dtype == dtype
+    if dtype == torch.bool:
+        assert torch.equal(got, want)
+    else:  # additive: 0 where allowed, -inf where not
+        assert torch.equal(got == 0, want) and bool(torch.isneginf(got[~want]).all())
+    again = ref.shared_mask(T_q, T_k, window, offset, dtype=dtype)
+    assert again.untyped_storage().data_ptr() == got.untyped_storage().data_ptr()  # cached, not rebuilt
+
+
+def test_mask_cache_stays_small_over_a_decode_loop():
+    """A decode step's offset grows every call: the masks are slices of a few power-of-two squares."""
+    ref.clear_mask_cache()
+    for t in range(1, 300):
+        m = ref.shared_mask(1, t + 1, 16, offset=t, dtype=torch.float32)
+        assert torch.equal(m == 0, mask_from_scratch(1, t + 1, 16, t))
+    assert len(ref._mask_cache) <= 4  # 299 offsets, four squares: sides 64, 128, 256, 512
+    assert all(k[0] == k[1] and k[0] in (64, 128, 256, 512) for k in ref._mask_cache)
+    ref.clear_mask_cache()
+
+
+def test_mask_cache_is_bounded_by_bytes(monkeypatch):
+    monkeypatch.setattr(ref, "MASK_CACHE_BYTES", 3 * 64 * 64 * 4)
+    ref.clear_mask_cache()
+    for T_ in (60, 61, 62, 63, 64):
+        ref.shared_mask(T_, T_, 8, dtype=torch.float32)
+    assert sum(m.numel() * m.element_size() for m, _ in ref._mask_cache.values()) <= ref.MASK_CACHE_BYTES
+    big = ref.shared_mask(128, 128, 8, dtype=torch.float32)  # larger than the whole budget: not kept
+    assert torch.equal(big == 0, mask_from_scratch(128, 128, 8)) and (128, 128) not in {k[:2] for k in ref._mask_cache}
+    ref.clear_mask_cache()
+
+
+def test_a_mask_written_to_is_rebuilt_with_a_warning():
+    ref.clear_mask_cache()
+    m = ref.shared_mask(6, 6, 2)
+    m[0, 5] = True  # a caller that should have cloned it
+    with pytest.warns(RuntimeWarning, match="modified in place"):
+        fresh = ref.shared_mask(6, 6, 2)
+    assert torch.equal(fresh, mask_from_scratch(6, 6, 2))
+    ref.clear_mask_cache()
+
+
+def test_masks_build_no_int64_pair_tensor():
+    """The mask path makes no int64 (T_q, T_k) intermediate (8 bytes per pair): every op's output
+    is seen with a TorchDispatchMode. The old construction (qi - kj) does, as the control."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Outputs(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in out if isinstance(out, (tuple, list)) else (out,):
+                if isinstance(t, torch.Tensor):
+                    self.seen.append((t.dtype, t.numel()))
+            return out
+
+    Tq, Tk = 48, 64
+
+    def int64_pairs(fn):
+        with Outputs() as log:
+            fn()
+        return [n for dt, n in log.seen if dt == torch.int64 and n >= Tq * Tk]
+
+    assert int64_pairs(lambda: ref.causal_mask_by_difference(Tq, Tk, 8, offset=Tk - Tq))  # the control
+    assert not int64_pairs(lambda: ref.causal_mask(Tq, Tk, 8, offset=Tk - Tq))
+    ref.clear_mask_cache()
+    assert not int64_pairs(lambda: ref.shared_mask(Tq, Tk, 8, offset=Tk - Tq, dtype=torch.float32))
+    q, k, v = (torch.randn(1, 2, T_, 8) for T_ in (Tq, Tk, Tk))
+    assert not int64_pairs(lambda: ref.sdpa_attention(q, k, v, window=8, offset=Tk - Tq))
+    ref.clear_mask_cache()
+
+
+def test_windowed_sdpa_step_allocates_no_pair_sized_tensor_once_cached():
+    """The allocator's view (torch.profiler memory events): after the first call, SDPA with a window
+    allocates nothing of T x T size -- the additive mask is cached in q's dtype, so SDPA converts
+    nothing either."""
+    from tutorial_lib.measure.memory import cpu_peak_bytes
+
+    B, H, T_, D = 1, 2, 512, 8
+    q, k, v = (torch.randn(B, H, T_, D) for _ in range(3))
+    ref.sdpa_attention(q, k, v, window=32)  # builds and caches the mask
+    cached = cpu_peak_bytes(lambda: ref.sdpa_attention(q, k, v, window=32)).peak_bytes
+    assert cached < T_ * T_  # not even a bool T x T
+    fresh = cpu_peak_bytes(lambda: torch.nn.functional.scaled_dot_product_attention(
+        q, k, v, attn_mask=ref.causal_mask_by_difference(T_, T_, 32))).peak_bytes
+    assert fresh >= 8 * T_ * T_  # the old way: an int64 T x T on every call
+
+
 # ---- every backend: outputs and gradients ------------------------------------------------------
 def _backends(window):
     return ["eager", "sdpa", "tiled"] + ([] if window is None else ["local"])

@@ -104,6 +104,54 @@ def test_any_block_size_and_length(block, T_):
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.parametrize("chunk", [None, 1, 2, 3, 1000])
+def test_backward_in_chunks_matches_float64_reference(chunk):
+    """The backward goes through the query blocks in chunks (a ragged last one included); the
+    per-window K/V gradients folded back chunk by chunk must still be the exact gradients."""
+    window, T_ = 24, 203  # b = 12: 15 blocks after the first window (+ padding)
+    q0, k0, v0 = qkv(2, 6, 2, T_, 8, seed=chunk or 0)
+    q, k, v = (t.clone().requires_grad_(True) for t in (q0, k0, v0))
+    out = Wn.local_window_attention(q, k, v, window, backward_chunk_blocks=chunk)
+    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(5), dtype=out.dtype)
+    out.backward(g)
+    qr, kr, vr = (t.clone().requires_grad_(True) for t in (q0, k0, v0))
+    naive_window_attention(qr, kr, vr, window).backward(g)
+    for name, a, b in (("q", q, qr), ("k", k, kr), ("v", v, vr)):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-9, atol=1e-9, msg=lambda m: f"d{name}: {m}")
+
+
+def test_backward_chunk_keeps_the_temporaries_a_share_of_t():
+    T_, W, b = 4096, 256, 64
+    c = Wn.backward_chunk(T_, W, b)
+    assert c >= 1 and c * (4 * b + 2 * (W - 1)) <= T_  # the temporaries of one call: at most T rows
+    assert Wn.backward_chunk(64, 256, 64) == 1  # never zero blocks
+
+
+def test_fwd_bwd_peak_is_linear_in_t_and_below_causal_sdpa():
+    """The allocator's peak over one forward+backward (``measure.memory.cpu_peak_bytes``): the
+    local path's stays below full causal SDPA's and grows linearly with T. Done in one backward
+    call over all blocks (the old way) it was 3x SDPA's, from the per-window K/V gradients."""
+    from tutorial_lib.measure.memory import cpu_peak_bytes
+
+    W, H, D = 128, 2, 32
+
+    def peak(T_, fn):
+        q, k, v = (t.float().requires_grad_(True) for t in qkv(1, H, H, T_, D, seed=T_))
+        g = torch.ones(1, H, T_, D)
+        fn(q, k, v).backward(g)  # warm-up: cached masks, thread pools
+        for t in (q, k, v):
+            t.grad = None
+        return cpu_peak_bytes(lambda: fn(q, k, v).backward(g)).peak_bytes
+
+    local = lambda q, k, v: Wn.local_window_attention(q, k, v, W)  # noqa: E731
+    causal = lambda q, k, v: torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)  # noqa: E731
+    one_call = lambda q, k, v: Wn.local_window_attention(q, k, v, W, backward_chunk_blocks=10**6)  # noqa: E731
+    p1, p2 = peak(2048, local), peak(4096, local)
+    assert p2 <= peak(4096, causal)
+    assert p2 / p1 <= 2.1  # linear in T (2x longer -> at most ~2x the bytes)
+    assert peak(4096, one_call) > 2 * p2  # the old single call: the measurement sees the difference
+
+
 @pytest.mark.parametrize("window", [1, 3, 64, T], ids=lambda w: f"w{w}")
 @pytest.mark.parametrize("case", [(2, 4, 4), (1, 6, 2)], ids=lambda c: f"B{c[0]}H{c[1]}kv{c[2]}")
 def test_flex_forward_matches_naive_reference(case, window):

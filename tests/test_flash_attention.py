@@ -65,7 +65,9 @@ def test_sweep_memory_is_analytic(rows):
         assert eager.saved_bytes >= eager.scores_bytes
         assert tiled.saved_bytes == B * H * T * D * 4 + B * H * T * 4
         assert sdpa.saved_bytes <= 2 * tiled.saved_bytes
-        assert eager.median_ms > 0 and tiled.median_ms > 0 and eager.peak_bytes is None
+        assert eager.median_ms > 0 and tiled.median_ms > 0
+        # the CPU allocator's peak (torch.profiler memory events): eager holds a T x T matrix at once
+        assert eager.peak_bytes >= eager.scores_bytes and sdpa.peak_bytes > 0
         assert eager.device == "cpu" and eager.dtype == "float32"
     slopes = fl.loglog_slopes(rows)
     assert slopes["eager"] == pytest.approx(2.0, abs=0.15)

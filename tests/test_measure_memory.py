@@ -90,3 +90,46 @@ def test_probs_checker_agrees_with_measured_eager_memory():
     assert "elements" in profile_lesson.check_attention_probs_bytes(4 * 12 * 512 * 512)
     assert "one head" in profile_lesson.check_attention_probs_bytes(4 * 512 * 512 * 2)
     assert profile_lesson.check_attention_probs_bytes(None).startswith("✗")
+
+
+# ---- the allocator's peak of any callable ------------------------------------------------------
+def test_cpu_peak_is_the_largest_running_sum_of_allocations():
+    """Known allocations: 4 MB, then 8 MB (12 held), free the 4, then 2 MB: the peak is 12 MB; what
+    the call keeps (appended to a list outside it) is its net."""
+    kept = []
+
+    def fn():
+        a = torch.empty(1_000_000)  # 4 MB of float32
+        b = torch.empty(2_000_000)  # 8 MB: 12 MB held now
+        del a
+        c = torch.empty(500_000)  # 2 MB: 10 MB held
+        kept.append(c)
+        return b  # dropped by the measurement: counted in the peak, not in the net
+
+    p = M.cpu_peak_bytes(fn)
+    assert p.peak_bytes == 12_000_000 and p.net_bytes == 2_000_000 and p.allocations == 3
+    assert M.peak_bytes(lambda: torch.empty(250_000), "cpu") == 1_000_000
+    assert M.peak_bytes(lambda: None, "cpu") == 0
+
+
+def test_peak_counts_temporaries_that_saved_bytes_does_not():
+    """An eager attention forward+backward builds (T, T) scores and probabilities: its peak holds
+    more than one (B, H, T, T) matrix, though the inputs are excluded and nothing is kept after."""
+    B, H, T, D = 1, 2, 128, 8
+    q, k, v = (torch.randn(B, H, T, D, requires_grad=True) for _ in range(3))
+
+    def step():
+        attention_core(q, k, v, "eager").sum().backward()
+
+    step()
+    for t in (q, k, v):
+        t.grad = None
+    p = M.cpu_peak_bytes(step)
+    assert p.peak_bytes >= 2 * B * H * T * T * 4
+    assert p.net_bytes == 3 * B * H * T * D * 4  # the three gradients it wrote
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_peak_of_a_known_allocation():
+    p = M.cuda_peak_bytes(lambda: torch.empty(1 << 20, device="cuda"))
+    assert p.peak_bytes >= 4 << 20 and p.net_bytes == 0

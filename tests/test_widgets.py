@@ -9,6 +9,7 @@ import pytest
 
 from tutorial_lib.lessons import decision
 from tutorial_lib.lessons import explorer as explore
+from tutorial_lib.measure import flops
 from tutorial_lib.model import GPT, get_config
 
 W_ = pytest.importorskip("ipywidgets")
@@ -399,3 +400,70 @@ def test_window_explorer_callbacks():
     w.controls["n_layer"].value = 4
     assert w.result["receptive_field"] == 4 * 63 + 1
     assert w.result["mask"].shape == (64, 64)
+
+
+# ---- "Measure now": predicted first, reduced when too long, refused when it cannot fit ----------
+def test_plan_measures_small_steps_as_they_are():
+    s = explore.ExplorerSettings(preset="tiny", seq_len=32, batch_size=1, dtype="float32")
+    p = explore.plan_measurement(s, matmul_flops_per_s=1e11, available=2**34)
+    assert p.action == "measure" and p.measured == s and p.scale == 1.0 and p.seconds < 1
+    assert "Measuring it takes" in p.message()
+
+
+def test_plan_reduces_a_long_measurement_and_scales_by_the_cost_model():
+    s = explore.ExplorerSettings(preset="gpt2_small", seq_len=512, batch_size=4, dtype="float32")
+    slow, bw = 1e11, 5e9  # 100 GFLOP/s matmul peak, 5 GB/s copies
+    p = explore.plan_measurement(s, matmul_flops_per_s=slow, available=2**36, budget_s=20, memory_bytes_per_s=bw)
+    assert p.action == "reduced" and p.seconds <= 20
+    m = p.measured
+    assert (m.batch_size, m.seq_len) < (s.batch_size, s.seq_len) and m.preset == s.preset
+    # predicted step: forward+backward FLOPs at the assumed efficiency + AdamW's bytes at the bandwidth
+    fl = flops.model_flops(s.config(), 4, 512, mode="fwdbwd", causal=True)
+    opt = flops.num_params(s.config()) * explore.ADAMW_BYTES_PER_PARAM / bw
+    assert p.step_ms == pytest.approx((fl / (explore.ASSUMED_MATMUL_EFFICIENCY * slow) + opt) * 1e3)
+    m_ms = explore.predict_step_ms(m, matmul_flops_per_s=slow, memory_bytes_per_s=bw)[0]
+    assert p.scale == pytest.approx(p.step_ms / m_ms) and p.seconds == pytest.approx(7 * m_ms / 1e3)
+    assert "above the 20 s bound" in p.message() and "calibrate the cost model" in p.message()
+    # the largest reduction that fits: the next larger candidate would not have
+    cands = explore.reduced_sizes(s)
+    i = cands.index(m)
+    if i > 0:
+        bigger = explore.predict_step_ms(cands[i - 1], matmul_flops_per_s=slow, memory_bytes_per_s=bw)[0]
+        assert 7 * bigger / 1e3 > 20
+
+
+def test_plan_refuses_what_cannot_fit_in_memory():
+    s = explore.ExplorerSettings(preset="gpt2_small", seq_len=4096, batch_size=64, dtype="float32")
+    p = explore.plan_measurement(s, matmul_flops_per_s=1e12, available=8 * 2**30)
+    assert p.action == "refuse" and p.memory_bytes > 8 * 2**30 and "Not measured" in p.message()
+    with pytest.raises(ValueError, match="budget_s"):
+        explore.plan_measurement(s, budget_s=0)
+
+
+def test_reduced_sizes_shrink_batch_then_length_and_keep_the_window_below_t():
+    s = explore.ExplorerSettings(preset="tiny", seq_len=256, batch_size=4, window=128, dtype="float32")
+    sizes = [(c.batch_size, c.seq_len, c.window) for c in explore.reduced_sizes(s)]
+    assert sizes == [(2, 256, 128), (1, 256, 128), (1, 128, 64), (1, 64, 32)]
+
+
+@pytest.mark.slow
+def test_measure_now_reduces_and_says_so(monkeypatch):
+    ex = widgets.cost_explorer(preset="tiny", seq_len=128, batch_size=4, dtype="float32", results=[], device="cpu")
+    ex.measure_budget_s = 1e-6  # anything is too long: the smallest size, scaled back
+    m = ex.measure()
+    assert m["plan"] == "reduced" and m["scale"] > 1 and "B=1, T=64" in m["measured_at"]
+    # the requested size's time: the cost model calibrated on the reduced measurement
+    cal = widgets.calibration_for(ex.device_name, "float32")
+    assert "B=1, T=64" in cal.label
+    ceil = widgets.ceilings_for(ex.device_name, "cpu", "float32")
+    want = explore.predict_cost(ex.settings(), cal, "cpu", ceil, across_sizes=True)
+    assert m["step_ms"] == pytest.approx(want.step_ms) and "scaled" in want.basis
+    # without across_sizes the reduced measurement is too far off in tokens to scale the prediction
+    assert "not scaled" in explore.predict_cost(ex.settings(), cal, "cpu", ceil).basis
+    assert "scaled by" in ex.measured.value and "reduced size" in ex.measured.value
+
+
+def test_measure_now_refuses_clearly(monkeypatch):
+    monkeypatch.setattr(widgets, "available_bytes", lambda device: 1024)
+    ex = widgets.cost_explorer(preset="tiny", seq_len=32, batch_size=1, dtype="float32", results=[], device="cpu")
+    assert ex.measure() is None and "Not measured" in ex.measured.value

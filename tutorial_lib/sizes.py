@@ -160,6 +160,24 @@ class LMHead:
 
 
 @dataclass(frozen=True, kw_only=True)
+class OwnPaths:
+    """The project's own paths, fast and steady (the guide's ``own_paths`` section)."""
+    window: int  # W of the local-window peak and the windowed mask
+    window_seqs: Tuple[int, ...]  # T of the local-window peak vs causal SDPA (slope over these)
+    n_head: int
+    head_dim: int
+    mask_seq: int  # T of the windowed-mask before/after
+    ab_attention_seq: int  # eager attention T of the huge-page A/B (fresh processes)
+    ab_rounds: int
+    mfu_preset: str  # the forward+backward whose MFU is measured
+    mfu_batch: int
+    mfu_seq: int
+    peak_sizes: Tuple[int, ...]  # torch.mm sizes of the measured matmul peak
+    rounds: int
+    min_run_time: float
+
+
+@dataclass(frozen=True, kw_only=True)
 class Sizes:
     name: str  # smoke | cpu | gpu
     step: Step
@@ -172,6 +190,7 @@ class Sizes:
     suite: Suite
     roofline: Roofline
     lm_head: LMHead
+    own_paths: OwnPaths
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -201,7 +220,10 @@ PROFILES = {
                           checks=(("tiny", 2, 32),), backends=("sdpa",)),
         lm_head=LMHead(preset="tiny", batch=2, seq_len=32, chunk=16, rounds=1, min_run_time=0.01,
                        sweep_rounds=1, n_embd=64, tokens=64, vocab=1000, chunks=(16, 64), seq_lens=(32, 64),
-                       vocabs=(1000, 1024))),
+                       vocabs=(1000, 1024)),
+        own_paths=OwnPaths(window=16, window_seqs=(64, 128), n_head=2, head_dim=16, mask_seq=64,
+                           ab_attention_seq=64, ab_rounds=1, mfu_preset="tiny", mfu_batch=2, mfu_seq=32,
+                           peak_sizes=(256,), rounds=1, min_run_time=0.01)),
     "cpu": Sizes(
         name="cpu",
         step=Step(preset="gpt2_small", batch=1, seq_len=256, dtype="float32", min_run_time=1.0,
@@ -232,7 +254,10 @@ PROFILES = {
         # at 1,024 tokens (one forward + backward of GPT-2's head is seconds on 2 cores)
         lm_head=LMHead(preset="gpt2_small", batch=4, seq_len=512, chunk=1024, rounds=2, min_run_time=0.5,
                        sweep_rounds=3, n_embd=768, tokens=1024, vocab=50257, chunks=(128, 256, 512, 1024),
-                       seq_lens=(256, 512, 1024, 2048), vocabs=(8192, 32768, 50257, 50304))),
+                       seq_lens=(256, 512, 1024, 2048), vocabs=(8192, 32768, 50257, 50304)),
+        own_paths=OwnPaths(window=256, window_seqs=(1024, 2048, 4096), n_head=12, head_dim=64, mask_seq=4096,
+                           ab_attention_seq=1024, ab_rounds=3, mfu_preset="gpt2_mini", mfu_batch=2, mfu_seq=256,
+                           peak_sizes=(2048, 3072, 4096), rounds=3, min_run_time=0.3)),
     "gpu": Sizes(
         name="gpu",
         step=Step(preset="gpt2_small", batch=4, seq_len=512, dtype="bfloat16", min_run_time=1.0,
@@ -259,7 +284,10 @@ PROFILES = {
         lm_head=LMHead(preset="gpt2_small", batch=4, seq_len=512, chunk=1024, rounds=3, min_run_time=0.5,
                        sweep_rounds=5, n_embd=768, tokens=2048, vocab=50257, chunks=(128, 256, 512, 1024, 2048),
                        seq_lens=(1024, 2048, 4096, 8192, 16384),
-                       vocabs=(32000, 50257, 50304, 128256, 262144))),
+                       vocabs=(32000, 50257, 50304, 128256, 262144)),
+        own_paths=OwnPaths(window=256, window_seqs=(4096, 8192, 16384), n_head=12, head_dim=64, mask_seq=4096,
+                           ab_attention_seq=1024, ab_rounds=2, mfu_preset="gpt2_small", mfu_batch=4, mfu_seq=512,
+                           peak_sizes=(4096, 8192), rounds=3, min_run_time=0.3)),
 }
 
 

@@ -36,11 +36,11 @@ from tutorial_lib.lessons.roofline import lesson_ceilings
 from tutorial_lib.lessons.sliding_window import mask_density, window_point
 from tutorial_lib.loss import LOSS_IMPLS
 from tutorial_lib.measure import records
-from tutorial_lib.measure.memory import fmt_bytes, memory_breakdown
+from tutorial_lib.measure.memory import available_bytes, fmt_bytes, memory_breakdown
 from tutorial_lib.measure.profile import profile_step
 from tutorial_lib.measure.roofline import Ceilings
-from tutorial_lib.measure.timing import measure_step
-from tutorial_lib.model import PRESETS, get_config
+from tutorial_lib.measure.timing import copy_bandwidth, matmul_peak_flops, measure_step
+from tutorial_lib.model import GPT, PRESETS, get_config
 from tutorial_lib.sizes import get_sizes
 
 POW2_T = [2 ** i for i in range(5, 15)]  # 32 .. 16384
@@ -57,6 +57,7 @@ MEMORY_COLORS = {"parameters": "#1f77b4", "gradients": "#aec7e8", "optimizer sta
 
 # the last measurement per (device name, dtype): "Measure now" anywhere calibrates every explorer
 _CALIBRATIONS: Dict[tuple, explore.Calibration] = {}
+_MACHINE: Dict[tuple, tuple] = {}  # (device name, dtype) -> quick (matmul FLOP/s, copy bytes/s), for plans
 # this session's measured ceilings per device name ("Measure now" measures them once)
 _CEILINGS: Dict[str, Ceilings] = {}
 
@@ -273,31 +274,62 @@ class CostExplorer(Explorer):
         ax2.set_title(f"memory, {p.settings.dtype} activations", fontsize=9, loc="left")
         return fig
 
+    measure_budget_s = explore.MEASURE_BUDGET_S  # "Measure now" answers within about this
+
+    def plan(self) -> explore.MeasurementPlan:
+        """How "Measure now" will measure the current settings (``explore.plan_measurement``):
+        predicted time and memory first; a reduced size, scaled back, when measuring the requested
+        one would take longer than ``measure_budget_s``; a refusal when it cannot fit in memory."""
+        s = self.settings()
+        cal = calibration_for(self.device_name, s.dtype, self.docs, s)
+        ceil = ceilings_for(self.device_name, self.device.type, s.dtype, self.docs)
+        peak = bandwidth = None
+        if ceil is None:  # no ceilings here yet: quick machine numbers (a fraction of a second)
+            key = (self.device_name, s.dtype)
+            if key not in _MACHINE:
+                _MACHINE[key] = (matmul_peak_flops(self.device, s.dtype, sizes=(1024,), min_run_time=0.05),
+                                 copy_bandwidth(self.device))
+            peak, bandwidth = _MACHINE[key]
+        return explore.plan_measurement(s, cal, peak, self.device.type, available_bytes(self.device),
+                                        budget_s=self.measure_budget_s, memory_bytes_per_s=bandwidth,
+                                        ceilings=ceil)
+
     def measure(self) -> Optional[dict]:
         """Time (measure_step), profile (profile_step) and memory-account (memory_breakdown) one
-        training step of the current config here; calibrate; show it beside the prediction."""
+        training step of the current config here -- or of a reduced size scaled back, when the
+        requested one would take too long (``plan``); calibrate; show it beside the prediction."""
 
         s = self.settings()
-        cfg = s.config()
+        plan = self.plan()
+        self.measured.value = f"<i class='tl-plan'>before measuring: {html.escape(plan.message())}</i>"
+        if plan.action == "refuse":
+            self.progress.bar_style = "danger"
+            self.measured.value = f"<b style='color:#b00'>{html.escape(plan.message())}</b>"
+            return None
+        m_s = plan.measured
+        cfg = m_s.config()
         prof = get_sizes(device=self.device)
         self.button.disabled = True
         self.progress.bar_style, self.progress.value = "info", 0
         try:
             if self.device_name not in _CEILINGS:
-                self.status.value = "0/3 this machine's ceilings (once per session) ..."
+                self.status.value = "0/4 this machine's ceilings (once per session) ..."
                 _CEILINGS[self.device_name] = lesson_ceilings(self.device, prof.roofline, progress=False)
             self.progress.value = 1
             before = self.compute(**self.values())
-            self.status.value = "1/3 timing the step (torch.utils.benchmark) ..."
-            r = measure_step(cfg, s.batch_size, s.seq_len, mode="train", device=self.device,
-                             dtype=s.dtype, min_run_time=prof.step.min_run_time, warmup=1)
+            self.status.value = "1/4 timing the step (torch.utils.benchmark) ..."
+            model = GPT(cfg)  # one model for the three measurements
+            r = measure_step(cfg, m_s.batch_size, m_s.seq_len, mode="train", device=self.device,
+                             dtype=m_s.dtype, min_run_time=min(prof.step.min_run_time, 0.2), warmup=1,
+                             model=model)
             self.progress.value = 2
-            self.status.value = "2/3 profiling components (torch.profiler) ..."
-            pr = profile_step(cfg, s.batch_size, s.seq_len, mode="train", device=self.device,
-                              dtype=s.dtype, steps=prof.step.profile_steps, warmup=1)
+            self.status.value = "2/4 profiling components (torch.profiler) ..."
+            pr = profile_step(cfg, m_s.batch_size, m_s.seq_len, mode="train", device=self.device,
+                              dtype=m_s.dtype, steps=1, warmup=0, model=model)  # warm already
             self.progress.value = 3
-            self.status.value = "3/3 memory (saved-tensor accounting) ..."
-            mb = memory_breakdown(cfg, s.batch_size, s.seq_len, device=self.device, dtype=s.dtype)
+            self.status.value = "3/4 memory (saved-tensor accounting) ..."
+            mb = memory_breakdown(cfg, m_s.batch_size, m_s.seq_len, device=self.device, dtype=m_s.dtype,
+                                  model=model)
             self.progress.value = 4
         except Exception as e:  # OOM, a backend without backward here, ...: shown, not raised
             self.progress.bar_style = "danger"
@@ -308,18 +340,36 @@ class CostExplorer(Explorer):
         finally:
             self.button.disabled = False
         scope_ms = explore.profile_scope_ms(pr.rows, r.median_ms)
-        _CALIBRATIONS[(self.device_name, s.dtype)] = explore.Calibration.from_measurement(
-            s, r.median_ms, str(self.device), self.device_name, scope_ms)
+        cal = explore.Calibration.from_measurement(m_s, r.median_ms, str(self.device), self.device_name, scope_ms)
+        _CALIBRATIONS[(self.device_name, s.dtype)] = cal
+        # the requested size's time: the measured per-component rates applied to its work (the
+        # optimizer's part does not shrink with B and T, so this is not a plain ratio)
+        step_ms = r.median_ms
+        if plan.action == "reduced":
+            step_ms = explore.predict_cost(s, cal, self.device.type, _CEILINGS[self.device_name],
+                                           across_sizes=True).step_ms
+        scale = step_ms / r.median_ms
         total = sum(scope_ms.values())
         acts = mb.activations_by_group()
+        kinds = mb.by_kind()
+        mem_total = mb.total_bytes
+        if plan.action == "reduced":  # activations scale with B*T (and T^2 terms): the cost model's ratio
+            pred_full = explore.predict_memory(s.config(), s.batch_size, s.seq_len, s.dtype)
+            pred_red = explore.predict_memory(cfg, m_s.batch_size, m_s.seq_len, m_s.dtype)
+            ratio = pred_full["by_kind"]["activations"] / max(1, pred_red["by_kind"]["activations"])
+            acts = {k: v * ratio for k, v in acts.items()}
+            kinds = {**kinds, "activations": kinds["activations"] * ratio}
+            mem_total = sum(kinds.values())
         self.measurement = {
-            "settings": s, "step_ms": r.median_ms, "iqr_ms": r.iqr_ms, "tokens_per_s": r.tokens_per_s,
+            "settings": s, "step_ms": step_ms, "iqr_ms": r.iqr_ms * scale,
+            "tokens_per_s": s.batch_size * s.seq_len / (step_ms / 1e3),
             "time_share": {k: v / total for k, v in scope_ms.items()} if total else {},
             "predicted_before_ms": before.step_ms, "flop_share": before.flop_share,
-            "roofline_before_ms": before.roofline_ms, "flop_only_before_ms": before.flop_only_ms,
-            "memory": {"by_kind": mb.by_kind(), "activations_by_group": acts,
-                       "total": mb.total_bytes},
-            "memory_predicted": before.memory["total"], "device_name": self.device_name}
+            "memory": {"by_kind": kinds, "activations_by_group": acts, "total": mem_total},
+            "memory_predicted": before.memory["total"], "device_name": self.device_name,
+            "plan": plan.action, "scale": scale, "measured_at": m_s.describe(),
+            "measured_step_ms": r.median_ms,
+            "roofline_before_ms": before.roofline_ms, "flop_only_before_ms": before.flop_only_ms}
         self.progress.bar_style = "success"
         self.status.value = f"measured on <b>{html.escape(self.device_name)}</b>"
         self.measured.value = self.render_measurement(self.measurement)
@@ -338,12 +388,18 @@ class CostExplorer(Explorer):
         shares = sorted(m["time_share"].items(), key=lambda kv: -kv[1])[:4]
         sh = ", ".join(f"{k} {v:.0%} of time vs {m['flop_share'].get(k, 0):.0%} of FLOPs"
                        for k, v in shares)
+        scaled = ""
+        if m.get("plan") == "reduced":
+            scaled = (f"<br><i>measured at a reduced size, {html.escape(m['measured_at'])}: "
+                      f"{m['measured_step_ms']:,.1f} ms/step, scaled by {m['scale']:.2f}x by the cost model "
+                      f"calibrated on it (each component's measured rate applied to the requested size's "
+                      f"work); activations scaled by the cost model's ratio</i>")
         return (f"<div class='tl-measured-text'><b>measured on {html.escape(m['device_name'])}</b>: "
                 f"{html.escape(s.describe())}: <b>{m['step_ms']:,.1f} ms/step</b> "
                 f"(IQR {m['iqr_ms']:,.1f} ms), {m['tokens_per_s']:,.0f} tokens/s; {html.escape(pred)}."
                 f"<br>components: {html.escape(sh)}.<br>memory: {fmt_bytes(m['memory']['total'])} "
                 f"measured (params + grads + AdamW + saved activations) vs "
-                f"{fmt_bytes(m['memory_predicted'])} predicted.</div>")
+                f"{fmt_bytes(m['memory_predicted'])} predicted.{scaled}</div>")
 
 
 def cost_explorer(**kwargs) -> CostExplorer:

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Optional
+import threading
+import warnings
+from collections import OrderedDict
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -32,13 +35,106 @@ def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
 
 # ---- masks -----------------------------------------------------------------------------------
 def causal_mask(T_q: int, T_k: int, window: Optional[int] = None, offset: int = 0, device=None):
-    """Bool (T_q, T_k) mask, True where query i (at absolute position offset+i) may see key j."""
+    """Bool (T_q, T_k) mask, True where query i (at absolute position offset+i) may see key j.
+
+    Built from a column of query positions and a row of key positions: the comparisons
+    broadcast straight to bool, so the only T_q x T_k tensors are bool (1 byte per pair). The
+    window test compares j with the *vector* (offset + i) - window instead of forming the
+    difference (offset + i) - j for every pair, which would be an int64 T_q x T_k temporary
+    (``causal_mask_by_difference``, 8 bytes per pair: 128 MiB at T = 4096).
+    """
+    qi = torch.arange(offset, offset + T_q, device=device)[:, None]  # (T_q, 1)
+    kj = torch.arange(T_k, device=device)[None, :]  # (1, T_k)
+    allowed = kj <= qi
+    if window is not None:
+        allowed &= kj > qi - window
+    return allowed
+
+
+def causal_mask_by_difference(T_q: int, T_k: int, window: Optional[int] = None, offset: int = 0,
+                              device=None):
+    """The same mask the way this module first built it: ``(qi - kj) < window`` materialises the
+    int64 difference of every (query, key) pair. Kept to measure what building it cost (the
+    guide's ``own_paths`` section); use ``causal_mask`` or ``shared_mask``."""
     qi = torch.arange(T_q, device=device)[:, None] + offset
     kj = torch.arange(T_k, device=device)[None, :]
     allowed = kj <= qi
     if window is not None:
         allowed = allowed & (qi - kj < window)
     return allowed
+
+
+# One model step asks for the same mask in every layer, and every step asks again: masks are
+# cached. A request with several queries (training, a prefill, the blocked local path) is cached
+# as it is; a one-query decode step, whose offset grows with every call, is a row of a cached
+# square mask whose side is a power of two, so a decode loop reuses a few entries. The cache is
+# bounded by bytes; a mask larger than the whole budget is built and not kept.
+MASK_CACHE_BYTES = 512 * 2**20
+_mask_cache: "OrderedDict[tuple, Tuple[torch.Tensor, int]]" = OrderedDict()
+_mask_lock = threading.Lock()
+
+
+def _build_mask(T_q: int, T_k: int, window: Optional[int], offset: int, device, dtype) -> torch.Tensor:
+    allowed = causal_mask(T_q, T_k, window, offset, device)
+    if dtype == torch.bool:
+        return allowed
+    # additive: 0 where allowed, -inf elsewhere, in the query's dtype -- what the fused kernels
+    # use; a bool mask is converted to this on every call (a float T x T temporary)
+    return torch.zeros(T_q, T_k, dtype=dtype, device=device).masked_fill_(allowed.logical_not_(), float("-inf"))
+
+
+def _cached_mask(T_q: int, T_k: int, window: Optional[int], offset: int, device: torch.device,
+                 dtype) -> torch.Tensor:
+    key = (T_q, T_k, window, offset, str(device), dtype)
+    with _mask_lock:
+        hit = _mask_cache.get(key)
+        if hit is not None:
+            mask, version = hit
+            if mask._version == version:
+                _mask_cache.move_to_end(key)
+                return mask
+            del _mask_cache[key]  # someone wrote into a shared mask: never hand it out again
+            warnings.warn("a cached attention mask was modified in place; it was rebuilt. Masks from "
+                          "shared_mask are shared by every caller: clone one before writing to it.",
+                          RuntimeWarning, stacklevel=3)
+    with torch.inference_mode(False), torch.no_grad():  # usable later by training as well
+        mask = _build_mask(T_q, T_k, window, offset, device, dtype)
+    nbytes = mask.numel() * mask.element_size()
+    if nbytes <= MASK_CACHE_BYTES:
+        with _mask_lock:
+            _mask_cache[key] = (mask, mask._version)
+            while sum(m.numel() * m.element_size() for m, _ in _mask_cache.values()) > MASK_CACHE_BYTES:
+                _mask_cache.popitem(last=False)
+    return mask
+
+
+def clear_mask_cache() -> None:
+    """Drop every cached mask (their memory returns once no caller holds one)."""
+    with _mask_lock:
+        _mask_cache.clear()
+
+
+def shared_mask(T_q: int, T_k: int, window: Optional[int] = None, offset: int = 0, device=None,
+                dtype=torch.bool) -> torch.Tensor:
+    """The (T_q, T_k) causal (optionally windowed) mask of ``causal_mask``, cached and shared.
+
+    ``dtype=torch.bool``: True where allowed; a float dtype: an additive mask (0 allowed, -inf
+    not), which SDPA uses as it is -- pass the query's dtype. The result is a cached tensor (or a
+    view of one) that every caller shares: never write to it (a mask found modified is rebuilt,
+    with a warning). Cached per (T_q, T_k, window, offset, device, dtype); a one-query decode step
+    is sliced from a square mask whose side is the next power of two, so growing offsets share
+    entries. Under ``torch.compile`` it builds the mask in the traced graph instead.
+    """
+    if torch.compiler.is_compiling():
+        allowed = causal_mask(T_q, T_k, window, offset, device)
+        if dtype == torch.bool:
+            return allowed
+        return torch.zeros(T_q, T_k, dtype=dtype, device=device).masked_fill(~allowed, float("-inf"))
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    if T_q > 1:
+        return _cached_mask(T_q, T_k, window, offset, dev, dtype)
+    n = 1 << max(6, (max(T_k, offset + 1) - 1).bit_length())
+    return _cached_mask(n, n, window, 0, dev, dtype)[offset:offset + 1, :T_k]
 
 
 def visible_pairs(T: int, window: Optional[int] = None) -> int:
@@ -64,7 +160,8 @@ def eager_attention(q, k, v, window=None, offset=0, dropout_p=0.0, training=Fals
 
 # ---- sdpa: PyTorch's fused kernels -----------------------------------------------------------
 def sdpa_attention(q, k, v, window=None, offset=0, dropout_p=0.0, training=False):
-    """PyTorch's fused attention; a window (or a KV-cache offset) becomes an explicit bool mask."""
+    """PyTorch's fused attention; a window (or a KV-cache offset) becomes an explicit mask
+    (``shared_mask``: cached, additive in the query's dtype, never rebuilt per layer or step)."""
     gqa = q.shape[1] != k.shape[1]
     p = dropout_p if training else 0.0
     if window is None and offset == 0 and q.shape[2] == k.shape[2]:
@@ -73,7 +170,8 @@ def sdpa_attention(q, k, v, window=None, offset=0, dropout_p=0.0, training=False
         # one decoding step that sees every cached key: no mask, so the fused kernels (which
         # support enable_gqa without a mask) run instead of the math fallback
         return F.scaled_dot_product_attention(q, k, v, dropout_p=p, enable_gqa=gqa)
-    mask = causal_mask(q.shape[2], k.shape[2], window, offset, q.device)
+    # cached, and additive in q's dtype (SDPA would convert a bool mask on every call)
+    mask = shared_mask(q.shape[2], k.shape[2], window, offset, q.device, q.dtype)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, enable_gqa=gqa)
 
 

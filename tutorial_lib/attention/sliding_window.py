@@ -19,7 +19,10 @@ Two implementations of the blocking:
   log-sum-exp of each query's scores, and are merged by it (the online-softmax merge of
   FlashAttention). Backward calls the kernel's own backward on both halves with the *merged*
   output and log-sum-exp -- exactly what a flash backward needs, since it recomputes the
-  probabilities as exp(score - lse) and uses rowsum(dO * O) -- and adds the gradients.
+  probabilities as exp(score - lse) and uses rowsum(dO * O) -- and adds the gradients. The
+  kernel returns K/V gradients *per window* ((W-1)/b times the size of dK), so the backward goes
+  through the blocks in chunks and folds each chunk back at once: the peak stays linear in T and
+  below full causal SDPA's (measured with ``measure.memory.cpu_peak_bytes``).
   Work: W + b - 1 scores per query.
 
 Shapes: q (B, H, T, D); k, v (B, Hkv, T, D) with H a multiple of Hkv (GQA). T need not be a
@@ -34,7 +37,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from tutorial_lib.attention.reference import causal_mask, repeat_kv, visible_pairs
+from tutorial_lib.attention.reference import causal_mask, repeat_kv, shared_mask, visible_pairs
 
 
 # ---- checks ----------------------------------------------------------------------------------
@@ -76,7 +79,7 @@ def local_window_attention_sdpa(q, k, v, window: int, scale: Optional[float] = N
     kk = torch.cat([kb[:, :, :-1], kb[:, :, 1:]], dim=3).reshape(B, H * (nb - 1), 2 * C, D)
     vv = torch.cat([vb[:, :, :-1], vb[:, :, 1:]], dim=3).reshape(B, H * (nb - 1), 2 * C, D)
     # query c sits at local key position C + c and sees keys j with 0 <= C + c - j < W
-    mask = causal_mask(C, 2 * C, window, offset=C, device=q.device)  # (C, 2C), broadcast
+    mask = shared_mask(C, 2 * C, window, offset=C, device=q.device, dtype=q.dtype)  # (C, 2C), broadcast
     rest = F.scaled_dot_product_attention(q[:, :, C:].reshape(B, H * (nb - 1), C, D), kk, vv,
                                           attn_mask=mask, scale=scale)
     out = torch.cat([first, rest.reshape(B, H, (nb - 1) * C, D)], dim=2)
@@ -137,7 +140,7 @@ class _LocalWindowCPU(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, q, k, v, W: int, b: int, scale: float):
+    def forward(ctx, q, k, v, W: int, b: int, scale: float, chunk: Optional[int] = None):
         fwd, _ = _cpu_flash()
         B, H, T, D = q.shape
         Hkv = k.shape[1]
@@ -160,7 +163,7 @@ class _LocalWindowCPU(torch.autograd.Function):
             _group(out, n_rep, r, W, n, b).copy_(o)
             lses.append(lse)
         ctx.save_for_backward(q, k, v, out, l0, *lses)
-        ctx.W, ctx.b, ctx.scale = W, b, scale
+        ctx.W, ctx.b, ctx.scale, ctx.chunk = W, b, scale, chunk
         return out
 
     @staticmethod
@@ -179,25 +182,51 @@ class _LocalWindowCPU(torch.autograd.Function):
         dq0, dk0, dv0 = bwd(go[:, :, :W], q[:, :, :W], k[:, :, :W], v[:, :, :W], out[:, :, :W], l0,
                             0.0, True, scale=scale)
         dq[:, :, :W], dk[:, :, :W], dv[:, :, :W] = dq0, dk0, dv0
+        del dq0, dk0, dv0
         mask = _band_mask(b, W - 1, q.dtype, q.device)
         kf, vf = k.view(B * Hkv, T, D), v.view(B * Hkv, T, D)
         dkf, dvf = dk.view(B * Hkv, T, D), dv.view(B * Hkv, T, D)
         k_own, v_own = kf[:, W:].view(B * Hkv, n, b, D), vf[:, W:].view(B * Hkv, n, b, D)
         k_win, v_win = _key_windows(kf, W, b, n), _key_windows(vf, W, b, n)
+        # The kernel writes K/V gradients *per window*: W-1 rows for every block of b queries,
+        # about (W-1)/b times the size of dK itself. Blocks go through in chunks so that those
+        # temporaries stay a bounded slice of the gradient, folded back before the next chunk.
+        c = ctx.chunk or backward_chunk(T, W, b)
         for r in range(n_rep):
-            qr, gr, orr = (_group(t, n_rep, r, W, n, b) for t in (q, go, out))
-            dq1, dk1, dv1 = bwd(gr, qr, k_own, v_own, orr, lses[r], 0.0, True, scale=scale)
-            dq2, dk2, dv2 = bwd(gr, qr, k_win, v_win, orr, lses[r], 0.0, False,
-                                attn_mask=mask, scale=scale)
-            _group(dq, n_rep, r, W, n, b).copy_(dq1.add_(dq2))
-            dkf[:, W:].view(B * Hkv, n, b, D).add_(dk1)
-            dvf[:, W:].view(B * Hkv, n, b, D).add_(dv1)
-            # fold the overlapping windows back: window i, slot u is key 1 + i*b + u
-            for s in range(0, W - 1, b):
-                L = min(b, W - 1 - s)
-                dkf[:, 1 + s:1 + s + n * b].view(B * Hkv, n, b, D)[:, :, :L].add_(dk2[:, :, s:s + L])
-                dvf[:, 1 + s:1 + s + n * b].view(B * Hkv, n, b, D)[:, :, :L].add_(dv2[:, :, s:s + L])
-        return dq, dk, dv, None, None, None
+            qg, gg, og = (_group(t, n_rep, r, W, n, b) for t in (q, go, out))
+            dqg = _group(dq, n_rep, r, W, n, b)
+            for i in range(0, n, c):
+                j = min(n, i + c)
+                qr, gr, orr, lse = qg[:, i:j], gg[:, i:j], og[:, i:j], lses[r][:, i:j]
+                dq1, dk1, dv1 = bwd(gr, qr, k_own[:, i:j], v_own[:, i:j], orr, lse, 0.0, True,
+                                    scale=scale)
+                dkf[:, W + i * b:W + j * b].view(B * Hkv, j - i, b, D).add_(dk1)
+                dvf[:, W + i * b:W + j * b].view(B * Hkv, j - i, b, D).add_(dv1)
+                del dk1, dv1
+                dq2, dk2, dv2 = bwd(gr, qr, k_win[:, i:j], v_win[:, i:j], orr, lse, 0.0, False,
+                                    attn_mask=mask, scale=scale)
+                torch.add(dq1, dq2, out=dqg[:, i:j])
+                del dq1, dq2
+                # fold the overlapping windows back: window m, slot u is key 1 + m*b + u
+                for s in range(0, W - 1, b):
+                    L = min(b, W - 1 - s)
+                    lo, hi = 1 + s + i * b, 1 + s + j * b
+                    dkf[:, lo:hi].view(B * Hkv, j - i, b, D)[:, :, :L].add_(dk2[:, :, s:s + L])
+                    dvf[:, lo:hi].view(B * Hkv, j - i, b, D)[:, :, :L].add_(dv2[:, :, s:s + L])
+                del dk2, dv2
+        return dq, dk, dv, None, None, None, None
+
+
+def backward_chunk(T: int, W: int, b: int, budget: float = 1.0) -> int:
+    """Query blocks per backward call of the CPU path: the temporaries of one call stay within
+    ``budget`` x the size of one (T, D) gradient per head.
+
+    One call over c blocks makes dQ, dK, dV of the own blocks and dQ of the window part (4 x c*b
+    rows) and dK, dV of the windows (2 x c*(W-1) rows). Keeping those to a fixed share of T rows
+    keeps the backward's peak linear in T, at about the size of the gradients themselves.
+    """
+    rows_per_block = 4 * b + 2 * (W - 1)
+    return max(1, int(budget * T) // rows_per_block)
 
 
 def _fast_cpu_ok(q, k, v) -> bool:
@@ -220,7 +249,7 @@ def block_for(window: int, block: int = DEFAULT_BLOCK) -> int:
 
 
 def local_window_attention(q, k, v, window: int, scale: Optional[float] = None,
-                           block: int = DEFAULT_BLOCK):
+                           block: int = DEFAULT_BLOCK, backward_chunk_blocks: Optional[int] = None):
     """Causal sliding-window attention in O(T * window): query i sees keys i-window+1 .. i.
 
     q (B, H, T, D), k/v (B, Hkv, T, D) -> (B, H, T, D). On CPU (the fast path):
@@ -230,12 +259,18 @@ def local_window_attention(q, k, v, window: int, scale: Optional[float] = None,
        window-1 keys before the block through an overlapping strided *view* of K and V with one
        (block, window-1) mask shared by all blocks; the two halves merge by log-sum-exp.
 
-    Work per query: block + window - 1 scores instead of up to T; memory O(T). Elsewhere (CUDA,
-    MPS) it runs ``local_window_attention_sdpa`` -- on CUDA, prefer the ``flex`` backend.
+    Work per query: block + window - 1 scores instead of up to T. Memory O(T), both what backward
+    keeps (q, k, v, the output and one log-sum-exp per query) and the peak: the backward goes
+    through the blocks in chunks (``backward_chunk``; ``backward_chunk_blocks`` overrides it), so
+    the per-window K/V gradients it folds back stay a fixed share of one gradient. Elsewhere
+    (CUDA, MPS) it runs ``local_window_attention_sdpa`` -- on CUDA, prefer the ``flex`` backend.
     """
     _check(q, k, v, window)
     if isinstance(block, bool) or not isinstance(block, int) or block < 1:
         raise ValueError(f"local_window_attention: block={block!r} must be an integer >= 1")
+    c = backward_chunk_blocks
+    if c is not None and (isinstance(c, bool) or not isinstance(c, int) or c < 1):
+        raise ValueError(f"local_window_attention: backward_chunk_blocks={c!r} must be an integer >= 1")
     B, H, T, D = q.shape
     scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
     if window >= T:  # the window covers everything: plain causal attention
@@ -246,7 +281,7 @@ def local_window_attention(q, k, v, window: int, scale: Optional[float] = None,
     b = block_for(window, block)
     pad = -(T - window) % b
     q, k, v = (F.pad(t, (0, 0, 0, pad)) if pad else t.contiguous() for t in (q, k, v))
-    out = _LocalWindowCPU.apply(q, k, v, window, b, scale)
+    out = _LocalWindowCPU.apply(q, k, v, window, b, scale, c)
     return out[:, :, :T] if pad else out
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Iterable
 
 from tutorial_lib import claims
-from tutorial_lib.guide.suite import SECTIONS
+from tutorial_lib.guide.suite import OWN_PATHS_KINDS, SECTIONS
 from tutorial_lib.lessons import decision
 from tutorial_lib.lessons import roofline as RL
 from tutorial_lib.measure import flops as F
@@ -406,7 +406,7 @@ def recorded(*sections: str, results_dir: Path | None = None) -> Recorded:
     sizes it was recorded with -- so a notebook can show them beside its live measurement."""
 
     known = set(SECTIONS) | {"attention_vs_T", "expected_results", "ceilings", "roofline_points",
-                             "roofline.errors", "lm_head_alone", "lm_head_claim"}
+                             "roofline.errors", "lm_head_alone", "lm_head_claim"} | set(OWN_PATHS_KINDS)
     for name in sections:
         if name not in known:
             raise ValueError(f"section={name!r} is not one of {sorted(known)}")

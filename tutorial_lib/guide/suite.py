@@ -26,6 +26,7 @@ from tutorial_lib.claims import CLAIMS, Setting, claimed, compare
 from tutorial_lib.files import check_writable
 from tutorial_lib.lessons import all_together as AT
 from tutorial_lib.lessons import lm_head as LH
+from tutorial_lib.lessons import own_paths as OP
 from tutorial_lib.lessons import roofline as RL
 from tutorial_lib.lessons import triton_flash as triton_lesson
 from tutorial_lib.lessons.common import fit_loglog_slope, measure_variants, quality_runs, quality_table
@@ -36,6 +37,7 @@ from tutorial_lib.lessons.swiglu import time_optimizer_step
 from tutorial_lib.measure import flops as F
 from tutorial_lib.measure import profile as P
 from tutorial_lib.measure import roofline as R
+from tutorial_lib.measure.allocator import allocator_settings
 from tutorial_lib.measure.records import SCHEMA_VERSION, save_document, stamp, to_row
 from tutorial_lib.measure.timing import SWEEP_ERRORS, error_row, error_text, measure_step
 from tutorial_lib.model import GPT, GPTConfig, get_config
@@ -473,6 +475,104 @@ def sec_before_after(S: Suite):
           sizes={"model": s.preset, "B": s.batch, "T": s.seq_len})
 
 
+OWN_PATHS_KINDS = ("own_paths.window", "own_paths.window_slope", "own_paths.mask", "own_paths.allocator",
+                   "own_paths.consistency", "own_paths.mfu")
+
+
+def sec_own_paths(S: Suite):
+    """The project's own paths (``lessons.own_paths``): the local window's peak vs causal SDPA,
+    the windowed mask before/after, huge pages off/on, one configuration across sections, and
+    a forward+backward's MFU against the matmul peak measured in this run."""
+    o, cpu = S.sizes.own_paths, S.device.type == "cpu"
+    attn = {"B": 1, "H": o.n_head, "D": o.head_dim, "W": o.window, "work": "attention core fwd+bwd"}
+
+    def part(kind, fn):  # each part under its own guard and load reading
+        load0 = _loadavg()
+        try:
+            fn()
+        except Exception as e:  # recorded; the other parts still run
+            S.sections.setdefault(kind, {})["error"] = error_text(e, 400)
+        if load0 is not None:
+            S.sections.setdefault(kind, {})["load"] = {"start": load0, "end": _loadavg(), "cores": os.cpu_count(),
+                                                       "threads": torch.get_num_threads()}
+
+    def window():
+        res = OP.window_memory(o.window_seqs, o.window, n_head=o.n_head, head_dim=o.head_dim,
+                               device=S.device, rounds=o.rounds, min_run_time=o.min_run_time)
+        S.add("own_paths.window", res["rows"],
+              columns=["impl", "seq_len", "peak_MB", "ms", "speedup_vs_causal", "speedup_range", "error"],
+              sizes=attn, note="peak_MB: the allocator's peak over one forward+backward above the inputs "
+                               "(CPU: torch.profiler's memory events; CUDA: max_memory_allocated), MB = 10^6 "
+                               "bytes. speedup_vs_causal: median of per-round ratios (interleaved rounds).")
+        S.add("own_paths.window_slope", res["summary"], columns=["impl", "peak_slope", "T", "peak_vs_causal"],
+              sizes={**attn, "T": list(o.window_seqs), "fit": "log-log over every T"},
+              note="peak_slope 1 = the peak grows linearly with T. Goal for the local path: peak_vs_causal <= 1 "
+                   "at the largest T and peak_slope <= 1.05.")
+
+    def mask():
+        rows = OP.mask_paths(o.mask_seq, o.window, n_head=o.n_head, head_dim=o.head_dim, device=S.device,
+                             rounds=o.rounds, min_run_time=o.min_run_time)
+        S.add("own_paths.mask", rows, columns=["what", "path", "ms", "speedup", "speedup_range", "peak_MB"],
+              sizes={**attn, "T": o.mask_seq},
+              note="Every layer of every step of a windowed model with the sdpa backend asks for this mask. "
+                   "speedup: against the first row of its group, median of per-round ratios.")
+
+    def allocator():
+        if not cpu:
+            S.add("own_paths.allocator", [{"workload": "huge pages are a CPU allocator setting",
+                                           "error": f"not measured on {S.device.type}"}])
+            return
+        rows = OP.allocator_ab(o.ab_attention_seq, S.sizes.suite.preset, S.sizes.suite.batch,
+                               S.sizes.suite.seq_len, rounds=o.ab_rounds)
+        S.add("own_paths.allocator", rows,
+              columns=["workload", "off_ms", "on_ms", "speedup", "speedup_range", "fresh_fill_GBps_off",
+                       "fresh_fill_GBps_on", "touched_fill_GBps", "huge_pages_in_use", "system_thp", "error"],
+              sizes={"processes": "fresh Python per measurement, THP_MEM_ALLOC_ENABLE=0 / 1",
+                     "rounds": o.ab_rounds, "threads": torch.get_num_threads()},
+              note="speedup = time with huge pages off / on, median of per-round ratios (the two processes of a "
+                   "round run back to back). fill: GB/s writing a fresh 64 MiB tensor (its pages faulted in by "
+                   "the write) vs one already written. tutorial_lib turns huge pages on unless "
+                   "THP_MEM_ALLOC_ENABLE is set before Python starts.")
+
+    def consistency():
+        cfg0, s = S.base_config(), S.sizes.suite
+        S.add("own_paths.consistency_step", _variants(S, {"own_paths (again)": cfg0}))
+        spread = OP.same_config_spread(S.rows, cfg0, s.batch, s.seq_len)
+        S.add("own_paths.consistency", spread["rows"] + [{"section": "spread (max / min - 1)",
+                                                          "ms": None, "spread": spread["spread"]}],
+              columns=["section", "variant", "ms", "spread"],
+              sizes={"model": s.preset, "B": s.batch, "T": s.seq_len, "step": "fwd+bwd+AdamW",
+                     "config": cfg0.describe()},
+              note="The same configuration timed in different sections of this run, each by interleaved rounds "
+                   "(median). Goal: spread <= 0.10. Compare the load average each section ran under.")
+
+    def mfu():
+        variants = {"eager": {"attn_backend": "eager"}, "sdpa": {"attn_backend": "sdpa"}}
+        compiled = ()
+        if S.sizes.suite.compile:
+            variants["sdpa + torch.compile"] = {"attn_backend": "sdpa"}
+            compiled = ("sdpa + torch.compile",)
+        res = OP.step_mfu(o.mfu_preset, o.mfu_batch, o.mfu_seq, variants, device=S.device, rounds=o.rounds,
+                          min_run_time=o.min_run_time, peak_sizes=o.peak_sizes, compile_variants=compiled)
+        pk = res["peak"]
+        hp = allocator_settings()["huge_pages_requested"] if cpu else None
+        for r in res["rows"]:
+            r.update(peak_TFLOPs=pk["measured_TFLOPs"], huge_pages=hp)
+        S.add("own_paths.mfu", res["rows"],
+              columns=["variant", "GFLOP", "ms", "achieved_TFLOPs", "peak_TFLOPs", "MFU_measured_peak", "MFU_spec",
+                       "speedup", "huge_pages", "error"],
+              sizes={"model": o.mfu_preset, "B": o.mfu_batch, "T": o.mfu_seq, "work": "forward+backward",
+                     "peak": "median torch.mm TFLOP/s over n = " + ", ".join(map(str, o.peak_sizes))
+                             + (f" (spec: {pk['spec_TFLOPs']:.0f})" if pk["spec_TFLOPs"] else "")},
+              note="GFLOP: FlopCounterMode's count of one forward+backward. MFU_measured_peak = achieved / the "
+                   "matmul peak measured in this run on this machine (a CPU has no spec figure); MFU_spec = "
+                   "achieved / the GPU's spec sheet. Goal on CPU: >= 0.6 for the best configuration.")
+
+    part("own_paths.window", window)
+    part("own_paths.mask", mask)
+    part("own_paths.allocator", allocator)
+    part("own_paths.consistency", consistency)
+    part("own_paths.mfu", mfu)
 def sec_lm_head(S: Suite):
     """The LM head and the loss (notebook 08) at the seed's setting: the exact bytes saved for
     backward and the step time with the full logits and with the chunked loss; the head + loss
@@ -590,6 +690,7 @@ SECTIONS = {
     "gqa_decode": sec_gqa_decode,
     "window_curve": sec_window_curve,
     "optimizer": sec_optimizer,
+    "own_paths": sec_own_paths,
     "quality": sec_quality,
 }
 

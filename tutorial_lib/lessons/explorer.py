@@ -246,13 +246,16 @@ class CostPrediction:
 
 
 def predict_cost(settings: ExplorerSettings, calibration: Optional[Calibration] = None,
-                 device_type: str = "cpu", ceilings: Optional[R.Ceilings] = None) -> CostPrediction:
+                 device_type: str = "cpu", ceilings: Optional[R.Ceilings] = None,
+                 across_sizes: bool = False) -> CostPrediction:
     """Shares of FLOPs and predicted time per scope, and memory, for ``settings``.
 
     Time comes from the roofline model (``measure.roofline.predict_step``) on ``ceilings`` -- this
     device's, measured, or a GPU's datasheet. A ``calibration`` of *comparable* work (same model,
     dtype and size class, see ``comparable``) then scales each component by measured / predicted
-    at its own settings; anything else leaves the prediction unscaled, and ``basis`` says why."""
+    at its own settings; anything else leaves the prediction unscaled, and ``basis`` says why.
+    ``across_sizes=True`` scales by a calibration of the same model at another B and T too ("Measure
+    now" measuring a reduced size of the requested step)."""
     cfg = settings.config()
     flops = flop_breakdown(cfg, settings.batch_size, settings.seq_len, device_type)
     total = sum(flops.values())
@@ -273,6 +276,9 @@ def predict_cost(settings: ExplorerSettings, calibration: Optional[Calibration] 
     why_not = None
     if calibration is not None:
         why_not = comparable(calibration.settings, settings)
+        if across_sizes and why_not is not None and calibration.settings.replace(
+                batch_size=settings.batch_size, seq_len=settings.seq_len, window=settings.window) == settings:
+            why_not = None  # the same model at another size: the per-component rates carry over
         if why_not is None:
             f = scale_factors(calibration, ceilings, device_type)
             time_ms = {k: v * f.get(k, f["step"]) for k, v in time_ms.items()}
@@ -287,6 +293,137 @@ def predict_cost(settings: ExplorerSettings, calibration: Optional[Calibration] 
     time_share = {k: v / step_ms for k, v in time_ms.items()} if step_ms else {}
     return CostPrediction(settings, cfg.describe(), flops, flop_share, time_ms, time_share, step_ms, basis, mem,
                           roofline_ms=pred.total_ms, flop_only_ms=pred.flop_only_ms, scaled_by=scaled_by)
+
+
+# ---- "Measure now": how long it would take, and a reduced size when that is too long -----------
+MEASURE_BUDGET_S = 20.0  # "Measure now" should answer within this on a laptop
+MEASURE_STEP_EQUIVALENTS = 7  # steps one measurement runs: warm-up + 3 timed + profiled + memory + setup
+ASSUMED_MATMUL_EFFICIENCY = 0.5  # before any measurement: a step reaches ~half the matmul peak
+MIN_MEASURED_SEQ = 64
+
+
+@dataclass
+class MeasurementPlan:
+    """What "Measure now" will do for ``requested``: measure it as it is, measure a smaller
+    ``measured`` size and scale the time by the cost model (``scale`` = work requested / work
+    measured), or refuse because the requested step cannot fit in this machine's memory."""
+    requested: ExplorerSettings
+    measured: ExplorerSettings
+    action: str  # "measure" | "reduced" | "refuse"
+    scale: float  # multiply a time measured at ``measured`` by this to predict ``requested``
+    step_ms: Optional[float]  # predicted ms per step at the requested size
+    seconds: Optional[float]  # predicted wall time of the whole measurement (at ``measured``)
+    budget_s: float
+    memory_bytes: int  # predicted training-step memory at the requested size
+    available_bytes: Optional[int]  # what this machine can still allocate (None: unknown)
+    basis: str  # how the time was predicted
+
+    def message(self) -> str:
+        """What to tell the user before measuring: predicted time and memory, and the decision."""
+        mem = (f"predicted memory {fmt_bytes(self.memory_bytes)}"
+               + (f" of {fmt_bytes(self.available_bytes)} available" if self.available_bytes else ""))
+        t = (f"about {self.step_ms / 1e3:,.1f} s per step" if self.step_ms is not None else "time unknown")
+        head = f"{self.requested.describe()}: {t}, {mem}"
+        if self.action == "refuse":
+            return (f"{head}. Not measured: the step needs more memory than this machine has free; "
+                    f"lower B or T, or use a smaller model.")
+        if self.action == "reduced":
+            full_s = self.seconds * self.scale
+            return (f"{head}. Measuring it would take ~{full_s:,.0f} s, above the {self.budget_s:.0f} s "
+                    f"bound: measuring {self.measured.describe()} instead (~{self.seconds:,.0f} s); its "
+                    f"per-component rates calibrate the cost model, which scales the time to the requested "
+                    f"size (~{self.scale:.2f}x here).")
+        return f"{head}. Measuring it takes ~{self.seconds:,.0f} s." if self.seconds else f"{head}."
+
+
+ADAMW_BYTES_PER_PARAM = 28  # AdamW reads weight, grad and two moments, writes weight and moments (fp32)
+
+
+def predict_step_ms(settings: ExplorerSettings, calibration: Optional[Calibration] = None,
+                    matmul_flops_per_s: Optional[float] = None, memory_bytes_per_s: Optional[float] = None,
+                    device_type: str = "cpu", ceilings: Optional[R.Ceilings] = None) -> tuple:
+    """(ms per training step, basis) for ``settings``.
+
+    From the roofline model when this device's ``ceilings`` are known (``predict_cost``, scaled
+    by ``calibration`` when it measured comparable work). Else from quick machine numbers:
+    forward+backward FLOPs at ``ASSUMED_MATMUL_EFFICIENCY`` of a measured matmul peak, plus AdamW's
+    bytes (``ADAMW_BYTES_PER_PARAM`` per parameter) at a measured copy bandwidth -- the optimizer's
+    cost does not shrink with B or T. Else (None, why).
+    """
+    if ceilings is not None:
+        p = predict_cost(settings, calibration, device_type, ceilings)
+        if p.step_ms is not None:
+            return p.step_ms, p.basis
+    if matmul_flops_per_s:
+        cfg = settings.config()
+        fl = F.model_flops(cfg, settings.batch_size, settings.seq_len, mode="fwdbwd", causal=True,
+                           device_type=device_type)
+        ms = fl / (ASSUMED_MATMUL_EFFICIENCY * matmul_flops_per_s) * 1e3
+        basis = (f"FLOPs at {ASSUMED_MATMUL_EFFICIENCY:.0%} of a measured matmul peak "
+                 f"({matmul_flops_per_s / 1e9:,.0f} GFLOP/s)")
+        if memory_bytes_per_s:
+            ms += F.num_params(cfg) * ADAMW_BYTES_PER_PARAM / memory_bytes_per_s * 1e3
+            basis += f", AdamW's bytes at a measured {memory_bytes_per_s / 1e9:,.1f} GB/s"
+        return ms, basis + ": no ceilings measured on this device yet"
+    return None, "no ceilings and no matmul peak: time unknown"
+
+
+def reduced_sizes(s: ExplorerSettings):
+    """Smaller versions of ``s``, largest first: the batch down to 1, then T halved down to
+    ``MIN_MEASURED_SEQ`` (a window stays below T; the same model, so the cost model scales it)."""
+    out = []
+    B, T = s.batch_size, s.seq_len
+    while True:
+        if B > 1:
+            B = max(1, B // 2)
+        elif T > MIN_MEASURED_SEQ:
+            T = max(MIN_MEASURED_SEQ, T // 2)
+        else:
+            return out
+        w = s.window if (s.window is None or s.window < T) else max(1, T // 2)
+        out.append(s.replace(batch_size=B, seq_len=T, window=w))
+
+
+def plan_measurement(settings: ExplorerSettings, calibration: Optional[Calibration] = None,
+                     matmul_flops_per_s: Optional[float] = None, device_type: str = "cpu",
+                     available: Optional[int] = None, budget_s: float = MEASURE_BUDGET_S,
+                     steps: int = MEASURE_STEP_EQUIVALENTS,
+                     memory_bytes_per_s: Optional[float] = None,
+                     ceilings: Optional[R.Ceilings] = None) -> MeasurementPlan:
+    """Decide how "Measure now" measures ``settings`` within ``budget_s`` seconds.
+
+    The measurement runs about ``steps`` training steps; at the predicted step time
+    (``predict_step_ms``) that is its wall time. Within the budget: measure as asked. Above it:
+    the largest of ``reduced_sizes`` that fits (else the smallest); its measurement calibrates
+    the cost model, which then predicts the requested size (``scale`` = predicted requested /
+    predicted measured step) -- said in ``message()``. When the requested step's predicted memory
+    (``predict_memory``) exceeds ``available`` bytes: refuse.
+    """
+    if not budget_s > 0:
+        raise ValueError(f"budget_s={budget_s!r} must be > 0")
+    mem = int(predict_memory(settings.config(), settings.batch_size, settings.seq_len, settings.dtype)["total"])
+
+    def step_ms(s):
+        return predict_step_ms(s, calibration, matmul_flops_per_s, memory_bytes_per_s, device_type, ceilings)
+
+    full_ms, basis = step_ms(settings)
+    plan = MeasurementPlan(settings, settings, "measure", 1.0, full_ms,
+                           None if full_ms is None else steps * full_ms / 1e3, budget_s, mem, available, basis)
+    if available is not None and mem > available:
+        plan.action = "refuse"
+        return plan
+    if plan.seconds is None or plan.seconds <= budget_s:
+        return plan
+    candidates = reduced_sizes(settings)
+    if not candidates:
+        return plan
+    for c in candidates:
+        c_ms = step_ms(c)[0]
+        if steps * c_ms / 1e3 <= budget_s:
+            break
+    plan.action, plan.measured, plan.scale = "reduced", c, full_ms / c_ms
+    plan.seconds = steps * c_ms / 1e3
+    return plan
 
 
 # ---- calibration and ceilings from results files ------------------------------------------------

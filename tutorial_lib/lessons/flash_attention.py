@@ -35,7 +35,7 @@ from tutorial_lib.attention.flash_tiled import key_tiles, online_softmax_update,
 from tutorial_lib.lessons.common import CheckResult, call_checked, fit_loglog_slope, loglog_scaling
 from tutorial_lib.measure import flops as F
 from tutorial_lib.measure import records
-from tutorial_lib.measure.memory import memory_breakdown, saved_bytes
+from tutorial_lib.measure.memory import memory_breakdown, peak_bytes, saved_bytes
 from tutorial_lib.measure.timing import (
     SWEEP_ERRORS,
     error_text,
@@ -118,7 +118,7 @@ class AttentionPoint:
     mode: str  # "fwdbwd" (timed forward + backward) or "fwd"
     scores_bytes: int  # one materialised (B, H, T, T) score matrix in this dtype: the eager cost
     saved_bytes: Optional[int] = None  # tensors autograd keeps for backward (inputs excluded)
-    peak_bytes: Optional[int] = None  # CUDA: max allocated above the inputs during fwd+bwd
+    peak_bytes: Optional[int] = None  # allocator peak above the inputs over one call (CPU and CUDA)
     median_ms: Optional[float] = None
     iqr_ms: Optional[float] = None
     error: Optional[str] = None
@@ -160,26 +160,17 @@ def _fwd(backend, q, k, v, tile):
     return run
 
 
-def _cuda_peak(fn, dev) -> int:
-
-    settings.synchronize(dev)
-    base = torch.cuda.memory_allocated(dev)
-    torch.cuda.reset_peak_memory_stats(dev)
-    fn()
-    settings.synchronize(dev)
-    return int(torch.cuda.max_memory_allocated(dev) - base)
-
-
 def attention_sweep(seq_lens: Sequence[int], backends: Optional[Sequence[str]] = None,
                     batch_size: int = 1, n_head: int = 12, head_dim: int = 64, device=None,
-                    dtype=None, mode: str = "fwdbwd", measure_time: bool = True,
+                    dtype=None, mode: str = "fwdbwd", measure_time: bool = True, measure_peak: bool = True,
                     min_run_time: Optional[float] = None, tile: int = 64,
                     progress: bool = False) -> List[AttentionPoint]:
     """Memory and time of causal attention alone, (B, H, T, D) inputs, per backend and T.
 
     Memory: ``saved_bytes`` -- what autograd keeps for backward, measured with
     ``saved_tensors_hooks`` (``measure.memory.saved_bytes``; q, k, v themselves excluded) -- on
-    every device; on CUDA also the allocator's peak above the inputs over one forward+backward.
+    every device; and the allocator's peak above the inputs over one call (``measure.memory.peak_bytes``:
+    CUDA's max_memory_allocated, on CPU torch.profiler's memory events), temporaries included.
     Time: ``measure.timing.time_fn`` of forward+backward (``mode="fwdbwd"``) or forward.
     dtype: None = bf16 on CUDA, fp32 elsewhere (inputs are created in it; no autocast).
     """
@@ -218,9 +209,11 @@ def attention_sweep(seq_lens: Sequence[int], backends: Optional[Sequence[str]] =
                 if mode == "fwdbwd":
                     row.saved_bytes = int(saved_bytes(attention_core, q, k, v, b, tile=tile))
                 run = _fwdbwd(b, q, k, v, tile) if mode == "fwdbwd" else _fwd(b, q, k, v, tile)
-                if dev.type == "cuda":
+                if measure_peak:
                     run()  # warm-up (flex compiles here), then the measured peak
-                    row.peak_bytes = _cuda_peak(run, dev)
+                    for t in (q, k, v):  # gradients made before the profile would be freed unseen
+                        t.grad = None
+                    row.peak_bytes = peak_bytes(run, dev)
                 if measure_time:
                     tm = time_fn(run, dev, min_run_time=min_run_time, warmup=1, min_measurements=3)
                     row.median_ms, row.iqr_ms = tm.median_ms, tm.iqr_ms
@@ -253,7 +246,7 @@ def loglog_slopes(rows: Sequence[AttentionPoint], value: str = "saved_bytes",
     return out
 
 
-_UNITS = {"saved_bytes": ("MiB kept for backward", 2 ** 20), "peak_bytes": ("CUDA peak above inputs, MiB", 2 ** 20),
+_UNITS = {"saved_bytes": ("MiB kept for backward", 2 ** 20), "peak_bytes": ("peak above inputs, MiB", 2 ** 20),
           "median_ms": ("ms per forward+backward", 1.0), "scores_bytes": ("MiB", 2 ** 20)}
 
 

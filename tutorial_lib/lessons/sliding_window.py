@@ -32,7 +32,7 @@ from tutorial_lib.attention import sliding_window as Wn
 from tutorial_lib.attention.flex import flex_attention, has_flex_attention
 from tutorial_lib.attention.reference import causal_mask, visible_pairs
 from tutorial_lib.lessons.common import CheckResult, call_checked, fit_loglog_slope, measure_variants
-from tutorial_lib.measure.memory import saved_bytes
+from tutorial_lib.measure.memory import peak_bytes, saved_bytes
 from tutorial_lib.measure.timing import (
     SWEEP_ERRORS,
     error_text,
@@ -72,7 +72,7 @@ class WindowPoint:
     iqr_ms: Optional[float] = None
     round_ms: List[float] = field(default_factory=list)  # each round's median, in round order
     saved_bytes: Optional[int] = None  # kept for backward (inputs excluded); fwdbwd only
-    peak_bytes: Optional[int] = None  # CUDA: allocator peak above the inputs, one fwd(+bwd)
+    peak_bytes: Optional[int] = None  # allocator peak above the inputs, one fwd(+bwd) (CPU and CUDA)
     error: Optional[str] = None
     kind: str = "window_curve"
 
@@ -130,8 +130,10 @@ def window_sweep(seq_lens: Sequence[int], window: int, impls: Optional[Sequence[
 
     For every T, all implementations are timed in turn, ``rounds`` times (interleaved), each
     timing a ``measure.timing.time_fn`` (torch.utils.benchmark, median of blocks); the point's
-    ``median_ms`` is the median of its rounds. Memory (``mode="fwdbwd"``): bytes autograd keeps
-    for backward (``measure.memory.saved_bytes``), and on CUDA the allocator's peak. FlexAttention
+    ``median_ms`` is the median of its rounds. Memory: bytes autograd keeps for backward
+    (``measure.memory.saved_bytes``, ``mode="fwdbwd"``) and the allocator's peak over one call
+    above the inputs (``measure.memory.peak_bytes``: CUDA's max_memory_allocated, on CPU
+    torch.profiler's memory events), which counts the temporaries too. FlexAttention
     has no CPU backward: on CPU its fwdbwd rows carry that error (time it with ``mode="fwd"``).
     Failures (OOM, unsupported) become rows with ``error``; the sweep goes on.
     ``measure_time=False``: memory only (deterministic for given sizes on a given torch build).
@@ -179,17 +181,14 @@ def window_sweep(seq_lens: Sequence[int], window: int, impls: Optional[Sequence[
                     raise NotImplementedError("flex_attention has no CPU backward in PyTorch "
                                               "(forward only: time it with mode='fwd')")
                 run = _runner(fn, q, k, v, mode)
-                if measure_time or dev.type == "cuda":
-                    run()  # warm-up (flex compiles on CUDA here)
+                if measure_time or measure_memory:
+                    run()  # warm-up (flex compiles on CUDA here; cached masks, thread pools)
                 if mode == "fwdbwd" and measure_memory:
                     p.saved_bytes = int(saved_bytes(fn, q, k, v))
-                if dev.type == "cuda":
-                    settings.synchronize(dev)
-                    base = torch.cuda.memory_allocated(dev)
-                    torch.cuda.reset_peak_memory_stats(dev)
-                    run()
-                    settings.synchronize(dev)
-                    p.peak_bytes = int(torch.cuda.max_memory_allocated(dev) - base)
+                if measure_memory:
+                    for t in (q, k, v):  # a gradient made before the measurement is freed unseen
+                        t.grad = None
+                    p.peak_bytes = peak_bytes(run, dev)
                 runs[impl] = run
             except SWEEP_ERRORS as e:
                 p.error = error_text(e)

@@ -11,6 +11,12 @@
   ``reset_peak_memory_stats``), and optionally a memory snapshot for PyTorch's visualiser
   (https://pytorch.org/memory_viz).
 
+``peak_bytes(fn, device)`` is the allocator's peak of any callable, on any device: on CUDA from
+``torch.cuda.max_memory_allocated``, on CPU (``cpu_peak_bytes``) from ``torch.profiler``'s memory
+events (``profile_memory=True``: every allocation and free, as signed byte counts; the peak is the
+largest running sum). Saved tensors say what backward keeps; the peak also counts the temporaries
+a function makes and frees, which is what runs a machine out of memory.
+
 Components of the activation breakdown (the scope that *saves* a tensor owns it):
 ``attention.scores`` (T x T tensors: scores, probabilities, masks -- eager attention only),
 ``attention.core`` (q, k, v, output, logsumexp kept by the kernel), ``attention.qkv`` / ``.rope`` /
@@ -27,10 +33,12 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, Optional, Union
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 
 from tutorial_lib import scopes, settings
 from tutorial_lib.data import random_batch
 from tutorial_lib.files import atomic_path
+from tutorial_lib.measure.profile import quiet_stderr
 from tutorial_lib.measure.timing import make_optimizer, resolve_config
 from tutorial_lib.model import GPT, GPTConfig
 
@@ -194,6 +202,103 @@ def optimizer_state_tensors(optimizer: torch.optim.Optimizer):
         for v in state.values():
             if isinstance(v, torch.Tensor):
                 yield v
+
+
+# ---- the allocator's peak of any callable --------------------------------------------------------
+@dataclass
+class AllocatorPeak:
+    """Bytes the allocator held above the start of a call: the most at any moment, and at the end.
+
+    ``peak_bytes`` counts every tensor made during the call (temporaries freed before it returned
+    included); ``net_bytes`` is what the call left allocated (its outputs, gradients it wrote).
+    """
+    peak_bytes: int
+    net_bytes: int
+    allocations: int  # allocator events seen (CPU), or None on CUDA
+    device: str
+    source: str  # "torch.profiler memory events" or "torch.cuda.max_memory_allocated"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _profiler_memory_events(prof) -> list:
+    """(time ns, signed bytes) of every CPU allocation (+) and free (-) a finished profile saw."""
+    events = []
+    for e in prof.profiler.kineto_results.events():
+        if e.name() == "[memory]" and str(e.device_type()).endswith("CPU"):
+            events.append((e.start_ns(), int(e.nbytes())))
+    events.sort(key=lambda x: x[0])
+    return events
+
+
+def cpu_peak_bytes(fn: Callable, *args, **kwargs) -> AllocatorPeak:
+    """The CPU allocator's peak during ``fn(*args, **kwargs)``, above what was allocated before.
+
+    Runs ``fn`` once under ``torch.profiler.profile(profile_memory=True)``: PyTorch's CPU
+    allocator reports each allocation and free to the profiler as a ``[memory]`` event with a
+    signed byte count; ordered by time, their running sum is the memory the call holds, and its
+    largest value is the peak. Allocations on every thread count (autograd's backward runs ops on
+    its own thread). Memory that is not a tensor (Python objects, oneDNN's own scratch) is not
+    seen. The call's return value is dropped before the profile ends, so it counts in the peak,
+    not in ``net_bytes``.
+    """
+    with quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        out = fn(*args, **kwargs)
+        del out
+    running = peak = 0
+    events = _profiler_memory_events(prof)
+    for _, nbytes in events:
+        running += nbytes
+        peak = max(peak, running)
+    return AllocatorPeak(peak_bytes=peak, net_bytes=running, allocations=sum(n > 0 for _, n in events),
+                         device="cpu", source="torch.profiler memory events")
+
+
+def cuda_peak_bytes(fn: Callable, *args, device=None, **kwargs) -> AllocatorPeak:
+    """The CUDA allocator's peak during ``fn(*args, **kwargs)`` above what was allocated before
+    (``max_memory_allocated`` after ``reset_peak_memory_stats``, synchronised around the call)."""
+    dev = torch.device(device) if device is not None else torch.device("cuda")
+    settings.synchronize(dev)
+    base = torch.cuda.memory_allocated(dev)
+    torch.cuda.reset_peak_memory_stats(dev)
+    out = fn(*args, **kwargs)
+    del out
+    settings.synchronize(dev)
+    return AllocatorPeak(peak_bytes=int(torch.cuda.max_memory_allocated(dev) - base),
+                         net_bytes=int(torch.cuda.memory_allocated(dev) - base), allocations=None,
+                         device=str(dev), source="torch.cuda.max_memory_allocated")
+
+
+def peak_bytes(fn: Callable, device=None) -> Optional[int]:
+    """The allocator's peak (bytes above the start) during one call of ``fn()``, on ``device``'s
+    allocator: ``cuda_peak_bytes`` on CUDA, ``cpu_peak_bytes`` on CPU, None elsewhere (MPS). Call
+    ``fn`` once before (a warm-up) when the first call allocates caches that later calls reuse,
+    and drop gradients it would replace (``t.grad = None``): a free of a tensor made before the
+    measurement is not seen on CPU."""
+    dev = torch.device(device) if device is not None else settings.get_device()
+    if dev.type == "cuda":
+        return cuda_peak_bytes(fn, device=dev).peak_bytes
+    if dev.type == "cpu":
+        return cpu_peak_bytes(fn).peak_bytes
+    return None
+
+
+def available_bytes(device=None) -> Optional[int]:
+    """Memory a new allocation could still get on ``device``: CUDA's free memory
+    (``torch.cuda.mem_get_info``), on CPU the kernel's MemAvailable (Linux); None where unknown."""
+    dev = torch.device(device) if device is not None else settings.get_device()
+    if dev.type == "cuda":
+        return int(torch.cuda.mem_get_info(dev)[0])
+    if dev.type == "cpu":
+        try:
+            with open("/proc/meminfo") as f:
+                for line in f:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            return None
+    return None
 
 
 # ---- one training step -----------------------------------------------------------------------

@@ -31,12 +31,15 @@ import torch
 
 from tutorial_lib import settings
 from tutorial_lib.files import atomic_write_text
+from tutorial_lib.measure.allocator import allocator_settings
 
 SCHEMA_VERSION = 1
 
 
 def stamp(device=None, dtype=None, **extra) -> Dict[str, Any]:
-    """Where and when a measurement was taken: device, device name, dtype, torch, python, date."""
+    """Where and when a measurement was taken: device, device name, dtype, torch, python, date,
+    and the CPU allocator's settings (``measure.allocator.allocator_settings``: huge pages, malloc
+    variables, threads) -- a CPU step's time depends on them."""
     dev, dt = settings.resolve(device, dtype)
     meta = {
         "device": str(dev),
@@ -47,6 +50,7 @@ def stamp(device=None, dtype=None, **extra) -> Dict[str, Any]:
         "driver": cuda_driver_version() if dev.type == "cuda" else None,
         "python": platform.python_version(),
         "threads": torch.get_num_threads(),
+        "allocator": allocator_settings(),
         "profile": settings.profile_name(device=dev),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }

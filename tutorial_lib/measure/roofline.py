@@ -367,18 +367,16 @@ def rope_kernels(M: int, T: int, D: int, e: int, L: int) -> Tuple[List[Kernel], 
     return fwd, bwd
 
 
-def mask_kernels(T: int, window: Optional[int], L: int, e: int, additive: bool) -> List[Kernel]:
-    """Building the (T, T) causal mask (``attention.reference.causal_mask``) in each layer; SDPA
-    turns the bool mask into an additive one in the compute dtype, eager attention inverts it."""
-    ks = [Kernel("arange", 2 * L, 0, 8 * T), Kernel("add", L, 8 * T, 8 * T), Kernel("le", L, 16 * T, T * T)]
+def mask_kernels(T: int, window: Optional[int], L: int) -> List[Kernel]:
+    """Building the (T, T) bool causal mask (``attention.reference.causal_mask``) in each layer of
+    eager attention, and inverting it: two position vectors, one comparison to (T, T) bool, and with
+    a window the vector (query - window) compared and and-ed in place. (SDPA's additive mask comes
+    from ``shared_mask``'s cache: built once per process, not per step, so no kernels here.)"""
+    ks = [Kernel("arange", 2 * L, 0, 8 * T), Kernel("le", L, 16 * T, T * T)]
     if window is not None:
-        ks += [Kernel("sub", L, 16 * T, 8 * T * T), Kernel("lt", L, 8 * T * T, T * T),
-               Kernel("bitwise_and", L, 2 * T * T, T * T)]
-    if additive:
-        ks += [Kernel("scalar_tensor", 2 * L, 0, e), Kernel("where", L, T * T + 2 * e, e * T * T)]
-    else:
-        ks += [Kernel("bitwise_not", L, T * T, T * T)]
-    return ks
+        ks += [Kernel("sub", L, 8 * T, 8 * T), Kernel("gt", L, 16 * T, T * T),
+               Kernel("bitwise_and_", L, 2 * T * T, T * T)]
+    return ks + [Kernel("bitwise_not", L, T * T, T * T)]
 
 
 def contiguous_copy_needed(heads: int, T: int) -> bool:
@@ -421,7 +419,7 @@ def attention_core_kernels(c: GPTConfig, B: int, T: int, e: int, device_type: st
         if copies:
             fwd.append(Kernel("clone", copies * L, q, q))
         fwd += [Kernel("bmm", L, q + kop, tt, pf), Kernel("mul", L, tt, tt)]  # scores, scale
-        fwd += mask_kernels(T, c.window, L, e, additive=False)
+        fwd += mask_kernels(T, c.window, L)
         fwd += [Kernel("masked_fill", L, tt + T * T, tt), Kernel("_softmax", L, tt, tt),
                 Kernel("bmm", L, tt + kop, q, pf)]
         if batched_copy_needed(B, H, T):  # the output's gradient, a transposed view, made contiguous
@@ -436,9 +434,7 @@ def attention_core_kernels(c: GPTConfig, B: int, T: int, e: int, device_type: st
         exact = True
     elif c.attn_backend == "sdpa":
         masked = c.window is not None
-        if masked:
-            fwd += mask_kernels(T, c.window, L, e, additive=True)
-        m = e * T * T if masked else 0
+        m = e * T * T if masked else 0  # the cached additive mask, read by every layer
         fwd.append(Kernel("scaled_dot_product_flash_attention", L, q + 2 * kv + m, q + lse, 2 * pf, (q, lse)))
         # backward recomputes the scores, then dV, dP, dQ, dK: bwd_matmuls() products over the pairs
         bwd.append(Kernel("scaled_dot_product_flash_attention_backward", L, 3 * q + 2 * kv + lse + m,
@@ -765,7 +761,7 @@ def saved_table(config: GPTConfig, batch_size: int, seq_len: int, dtype="float32
     elif c.attn_backend == "sdpa":
         add("attention.core", L * (q + 2 * kv + q + 4 * B * H * T))  # q, k, v, out, log-sum-exp
         if c.window is not None:
-            add("attention.scores", L * e * T * T)  # the additive mask
+            add("attention.scores", e * T * T)  # the additive mask: one cached tensor every layer shares
     else:
         add("attention.core", L * (q + 2 * kv + q + 4 * B * H * T))  # estimate: inputs, output, lse
     # the output projection keeps its input: the contiguous copy of the attention output, or the

@@ -17,6 +17,7 @@ import dataclasses
 import gc
 import inspect
 import math
+import statistics
 import time
 import timeit
 from dataclasses import dataclass, field
@@ -72,12 +73,38 @@ def _timer_fn(device: torch.device) -> Callable[[], float]:
     return timeit.default_timer
 
 
+def steady_warmup(fn: Callable[[], object], device=None, min_calls: int = 1, max_calls: int = 6,
+                  rtol: float = 0.1, max_s: float = 2.0) -> List[float]:
+    """Call ``fn`` until it runs at a steady speed; returns each warm-up call's seconds.
+
+    The first calls of a step are slower than the rest, and not only the first: the allocator
+    and the operating system still map fresh pages for buffers the step has not made before (on
+    a CPU every first touch of a page is a fault), thread pools start, caches fill. So after
+    ``min_calls`` calls it goes on until two consecutive calls agree within ``rtol``, stopping at
+    ``max_calls`` calls or once ``max_s`` seconds are spent (a slow step is not warmed forever).
+    """
+    dev = torch.device(device) if device is not None else settings.get_device()
+    clock = _timer_fn(dev)
+    times: List[float] = []
+    spent = 0.0
+    while len(times) < max(0, min_calls) or (
+            0 < len(times) < max_calls and spent < max_s
+            and not (len(times) >= 2 and abs(times[-1] - times[-2]) <= rtol * min(times[-2:]))):
+        t0 = clock()
+        fn()
+        times.append(clock() - t0)
+        spent += times[-1]
+    return times
+
+
 def time_fn(fn: Callable[[], object], device=None, min_run_time: Optional[float] = None,
             adaptive: bool = False, warmup: int = 1, min_measurements: int = 3,
             label: str = "") -> Timing:
     """Time ``fn()`` with ``torch.utils.benchmark.Timer`` on ``device``.
 
-    ``warmup`` calls run first (and compile/allocate). ``blocked_autorange(min_run_time)`` then
+    At least ``warmup`` calls run first (and compile/allocate), then more until two in a row
+    agree within 10 % (``steady_warmup``; for at most ~3 x min_run_time more; 0 =
+    none at all). ``blocked_autorange(min_run_time)`` then
     measures blocks of calls (``adaptive=True``: ``adaptive_autorange`` until IQR/median < 10 %),
     topped up to ``min_measurements`` blocks so that a slow step still gets a median and a spread.
     The Timer uses all of torch's threads (its default is one). On CUDA the clock synchronises and
@@ -91,8 +118,8 @@ def time_fn(fn: Callable[[], object], device=None, min_run_time: Optional[float]
     cuda = dev.type == "cuda"
     if cuda:
         torch.cuda.reset_peak_memory_stats(dev)
-    for _ in range(max(0, warmup)):
-        fn()
+    if warmup > 0:
+        steady_warmup(fn, dev, min_calls=warmup, max_s=max(0.1, 3 * min_run_time))
     settings.synchronize(dev)
     timer = Timer(stmt="fn()", globals={"fn": fn}, timer=_timer_fn(dev),
                   num_threads=torch.get_num_threads(), label=label or "fn")
@@ -109,6 +136,50 @@ def time_fn(fn: Callable[[], object], device=None, min_run_time: Optional[float]
     return Timing(median_ms=m.median * 1e3, iqr_ms=m.iqr * 1e3, mean_ms=m.mean * 1e3,
                   min_ms=min(times) * 1e3, n_runs=len(m.raw_times) * m.number_per_run,
                   n_measurements=len(times), device=str(dev), peak_mem_bytes=peak, label=label)
+
+
+# ---- the machine's matmul ceiling ----------------------------------------------------------------
+MATMUL_PEAK_SIZES = (2048, 3072, 4096)
+
+
+def matmul_peak_flops(device=None, dtype=None, sizes=MATMUL_PEAK_SIZES, min_run_time: float = 0.3,
+                      detail: bool = False):
+    """The FLOP/s this device reaches on large square ``torch.mm`` in ``dtype``: a *measured* peak.
+
+    A CPU has no spec sheet figure an MFU could use (clock, cores and vector units vary, and the
+    BLAS decides what it reaches), and a step's fraction of a peak only means something against a
+    peak taken on the same machine in the same run. Each size n x n @ n x n (2 n^3 FLOPs) is timed
+    with ``time_fn``; the result is the median over ``sizes`` of their FLOP/s (``detail=True``:
+    also {n: FLOP/s}). On CUDA, compare with ``flops.peak_flops`` (the spec).
+
+    (The roofline lesson measures ceilings more fully; this is the one number an MFU needs.)
+    """
+    dev, dt = settings.resolve(device, dtype)
+    sizes = tuple(sizes)
+    if not sizes or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in sizes):
+        raise ValueError(f"sizes={sizes!r} must be positive integers")
+    per = {}
+    for n in sizes:
+        g = torch.Generator().manual_seed(n)
+        a = torch.randn(n, n, generator=g).to(dev, dt)
+        b = torch.randn(n, n, generator=g).to(dev, dt)
+        out = torch.empty(n, n, device=dev, dtype=dt)
+        tm = time_fn(lambda a=a, b=b, out=out: torch.mm(a, b, out=out), dev, min_run_time=min_run_time,
+                     warmup=2, label=f"mm {n}")
+        per[n] = 2 * n ** 3 / (tm.median_ms / 1e3)
+    peak = statistics.median(per.values())
+    return (peak, per) if detail else peak
+
+
+def copy_bandwidth(device=None, nbytes: int = 64 * 2**20, min_run_time: float = 0.05) -> float:
+    """Bytes per second ``Tensor.copy_`` moves (read + write) between two ``nbytes`` tensors already
+    touched: the memory bandwidth a memory-bound op such as an optimizer step sees."""
+    dev = settings.resolve(device)[0]
+    n = max(1, nbytes // 4)
+    src = torch.ones(n, device=dev)
+    dst = torch.zeros(n, device=dev)
+    tm = time_fn(lambda: dst.copy_(src), dev, min_run_time=min_run_time, warmup=1)
+    return 2 * n * 4 / (tm.median_ms / 1e3)
 
 
 # ---- a GPT step ------------------------------------------------------------------------------
