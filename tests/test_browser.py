@@ -9,7 +9,7 @@ Run menu, then, like a learner:
    (512 -> 64) -> the readout says T=64 and the figure changes again; types 1 into the "batch B"
    slider's readout -> B=1 and a new figure; clicks "Measure now" -> the
    progress bar fills, the measured text shows ms/step on this machine, and the prediction is now
-   "scaled by measured now";
+   "by measured now";
 2. decision tree: picks goal "memory" -> the recommendation is for memory; moves its T slider one
    step right -> it is for T=1024 and its figure changes;
 3. asserts that every code cell ran, no cell shows an error or a traceback, every explorer drew a
@@ -114,7 +114,7 @@ def test_explorer_notebook_in_jupyterlab(lab):
             page.click(f"{cost} button.tl-measure")
             measured = _wait_text(page, f"{cost} .tl-measured", "ms/step", timeout=90_000)
             assert "measured on" in measured and "B=1, T=64" in measured, measured
-            text = _wait_text(page, readout, "scaled by measured now", text)
+            text = _wait_text(page, readout, "by measured now", text)
             width = page.locator(f"{cost} .tl-progress .progress-bar").first.evaluate(
                 "e => e.style.width")
             assert width == "100%", width

@@ -262,7 +262,8 @@ def test_measure_training(monkeypatch):
     rows = gqa.measure_training(cfg, [4, 1], batch_size=2, seq_len=16, device="cpu", min_run_time=0.01, rounds=2)
     mha, mqa = rows
     assert (mha["attention"], mqa["attention"]) == ("MHA", "MQA")
-    assert mha["speedup"] == 1.0 and mha["rounds"] == mqa["rounds"] == 2  # timed interleaved, round by round
+    # timed interleaved, round by round (a noisy round under load adds rounds, up to twice as many)
+    assert mha["speedup"] == 1.0 and mha["rounds"] == mqa["rounds"] and 2 <= mha["rounds"] <= 4
     assert mqa["speedup_min"] <= mqa["speedup"] <= mqa["speedup_max"]
     assert mha["params"] == GPT(cfg).num_params() and mqa["params"] < mha["params"]
     # exact memory: params + grads + 2 AdamW moments (+ step counters) + activations
