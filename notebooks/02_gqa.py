@@ -26,6 +26,7 @@ from tutorial_lib.lessons.common import (
     env_summary,
     format_quality,
     loss_curves,
+    noise_note,
     quality_runs,
     quality_table,
     show_source,
@@ -178,6 +179,7 @@ for r in train_rows:
     rng = f"{r['speedup']:.2f}x ({r['speedup_min']:.2f}-{r['speedup_max']:.2f})"
     print(f"{r['attention']:6} {r['median_ms']:>9.1f} {r['tokens_per_s']:>9.0f} {rng:>18} "
           f"{r['total_bytes'] / 2**20:>11.0f} {peak:>9}")
+print(noise_note(train_rows, key="attention") or "every variant's rounds agreed within 25%")
 
 # %% tags=["nbval-ignore-output"]
 pred = gqa.gqa_cost_table(train_cfg, [r["n_kv_head"] for r in train_rows], P.batch, P.seq_len)

@@ -22,7 +22,7 @@ import torch
 from tutorial_lib import claims, settings
 from tutorial_lib.attention import flash_tiled as flash
 from tutorial_lib.lessons import flash_attention as fl
-from tutorial_lib.lessons.common import env_summary, show_source
+from tutorial_lib.lessons.common import env_summary, noise_note, show_source
 from tutorial_lib.model import get_config
 from tutorial_lib.sizes import get_sizes
 
@@ -122,20 +122,28 @@ for n_kv, window in ((4, None), (2, None), (4, 17)):
 # tensor by tensor with `saved_tensors_hooks` (q, k, v themselves excluded), and the allocator's
 # peak over one call, temporaries included (`measure.memory.peak_bytes`: CUDA's
 # `max_memory_allocated`, on CPU the running sum of `torch.profiler`'s memory events). A backend that is unsupported here (FlexAttention has no CPU backward) or runs
-# out of memory is recorded in its row, and the sweep carries on.
+# out of memory is recorded in its row, and the sweep carries on. At each T the backends are timed in
+# interleaved rounds (eager, tiled, sdpa, eager, ...): `ms` is the median over rounds, and `vs eager`
+# is the median of the per-round ratios eager / this backend, with their range — load that comes and
+# goes slows both sides of a ratio alike. A backend whose rounds still disagree after extra rounds
+# is named below the table as noisy.
 
 # %% tags=["nbval-ignore-output"]
 rows = fl.attention_sweep(SIZES.sweep.seq_lens, batch_size=SIZES.sweep.batch, n_head=12, head_dim=64,
-                          device=DEVICE, dtype=DTYPE)
+                          device=DEVICE, dtype=DTYPE, rounds=SIZES.step.rounds)
 r0 = rows[0]
-print(f"B={r0.batch_size}, H={r0.n_head}, D={r0.head_dim}, {r0.dtype}, {r0.device_name}, forward+backward")
-print(f"{'backend':8} {'T':>5} {'kept for bwd MiB':>17} {'peak MiB':>14} {'ms':>9}")
+print(f"B={r0.batch_size}, H={r0.n_head}, D={r0.head_dim}, {r0.dtype}, {r0.device_name}, forward+backward, "
+      f"{len(r0.times_ms)}+ interleaved rounds")
+print(f"{'backend':8} {'T':>5} {'kept for bwd MiB':>17} {'peak MiB':>14} {'ms':>9} {'vs eager (range)':>20}")
 for r in rows:
     if not r.ok:
         print(f"{r.backend:8} {r.seq_len:>5} not measured: {r.error[:90]}")
         continue
     peak = "n/a" if r.peak_bytes is None else f"{r.peak_bytes / 2**20:.1f}"
-    print(f"{r.backend:8} {r.seq_len:>5} {r.saved_bytes / 2**20:>17.2f} {peak:>14} {r.median_ms:>9.2f}")
+    vs = "" if r.speedup is None else f"{r.speedup:.2f}x ({r.speedup_min:.2f}-{r.speedup_max:.2f})"
+    print(f"{r.backend:8} {r.seq_len:>5} {r.saved_bytes / 2**20:>17.2f} {peak:>14} {r.median_ms:>9.2f} {vs:>20}")
+print(noise_note([{"variant": f"{r.backend} T={r.seq_len}", "spread": r.spread, "noisy": r.noisy} for r in rows])
+      or "every backend's rounds agreed within 25%")
 
 # %% tags=["nbval-ignore-output"]
 fl.sweep_figure(rows, "saved_bytes")
@@ -165,14 +173,19 @@ print("fitted exponent of time in T (largest three lengths):",
 if "eager" in at:
     for b in ("tiled", "sdpa", "flex"):
         if b in at:
-            print(f"at T={big}: {b} takes {at[b].median_ms / at['eager'].median_ms:.2f}x eager's time")
+            r = at[b]
+            print(f"at T={big}: {b} runs at {r.speedup:.2f}x eager's speed "
+                  f"(per-round range {r.speedup_min:.2f}-{r.speedup_max:.2f})")
 for T in sorted({r.seq_len for r in rows}):
-    here = {r.backend: r.median_ms for r in rows if r.ok and r.seq_len == T}
+    here = {r.backend: r for r in rows if r.ok and r.seq_len == T and r.speedup is not None}
     if len(here) > 1:
-        order = sorted(here, key=here.get)
-        tiled_vs = ("" if not {"tiled", "eager"} <= set(here) else
-                    f"; tiled is {'faster' if here['tiled'] < here['eager'] else 'slower'} than eager")
-        print(f"T={T}: fastest {order[0]}, slowest {order[-1]}{tiled_vs}")
+        order = sorted(here, key=lambda b: -here[b].speedup)
+        line = f"T={T}: fastest {order[0]}, slowest {order[-1]}"
+        if {"tiled", "eager"} <= set(here):
+            t = here["tiled"]
+            line += ("; tiled vs eager: within noise (its range includes 1.0)" if t.speedup_min <= 1 <= t.speedup_max
+                     else f"; tiled is {'faster' if t.speedup > 1 else 'slower'} than eager in every round")
+        print(line)
 print(claims.format_table([claims.compare("seq.flash", time_slopes.get("sdpa"), where=claims.ANY_SETTING,
                                           note="SDPA forward+backward time vs T")]))
 
@@ -211,7 +224,8 @@ print(claims.format_table([claims.compare("seq.flash", time_slopes.get("sdpa"), 
 # allocator's peak (CUDA).
 
 # %% tags=["nbval-ignore-output"]
-model_rows = fl.model_backend_comparison(get_config(P.preset), P.batch, P.seq_len, device=DEVICE, dtype=DTYPE)
+model_rows = fl.model_backend_comparison(get_config(P.preset), P.batch, P.seq_len, device=DEVICE, dtype=DTYPE,
+                                         rounds=P.rounds)
 m0 = model_rows[0]
 print(f"{m0['preset']}, B={m0['batch_size']}, T={m0['seq_len']}, {m0['dtype']}, {m0['device_name']}, training step")
 print(f"{'backend':8} {'ms/step':>9} {'activations MiB':>16} {'of which T x T':>15} {'total MiB':>10} {'CUDA peak MiB':>14}")
@@ -224,9 +238,12 @@ for r in model_rows:
           f"{r['scores_bytes'] / 2**20:>15.1f} {r['total_bytes'] / 2**20:>10.1f} {peak:>14}")
 eager_r, sdpa_r = model_rows
 if not (eager_r["error"] or sdpa_r["error"]):
-    print(f"\nSDPA: {eager_r['median_ms'] / sdpa_r['median_ms']:.2f}x eager's speed, "
+    print(f"\nSDPA: {sdpa_r['speedup']:.2f}x eager's speed (median of {sdpa_r['rounds']} interleaved rounds' "
+          f"ratios, range {sdpa_r['speedup_min']:.2f}-{sdpa_r['speedup_max']:.2f}), "
           f"{1 - sdpa_r['activations_bytes'] / eager_r['activations_bytes']:.0%} fewer activation bytes, "
           f"{1 - sdpa_r['total_bytes'] / eager_r['total_bytes']:.0%} less memory in total.")
+    print(noise_note([{"variant": r["backend"], "spread": r["spread"], "noisy": r["noisy"]} for r in model_rows])
+          or "both backends' rounds agreed within 25%")
     print("activations by group (MiB), eager -> sdpa:")
     for grp in eager_r["activations_by_group"]:
         print(f"  {grp:24} {eager_r['activations_by_group'][grp] / 2**20:9.1f} -> "

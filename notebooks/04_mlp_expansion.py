@@ -28,6 +28,7 @@ from tutorial_lib.lessons.common import (
     format_quality,
     loss_curves,
     measure_variants,
+    noise_note,
     quality_runs,
     quality_table,
     show_source,
@@ -159,6 +160,7 @@ for r in meas:
     peak = "n/a" if r.get("peak_bytes") is None else f"{r['peak_bytes'] / 2**20:.0f}"
     print(f"{r['variant']:8} {r['params']:>12,} {r['median_ms']:>9.1f} {r['tokens_per_s']:>9.0f} "
           f"{r['speedup']:>7.3f}x {r['memory_bytes'] / 2**20:>11.1f} {peak:>9}")
+print(noise_note(meas) or "every variant's rounds agreed within 25%")
 
 # %% tags=["nbval-ignore-output"]
 alone = L.mlp_alone_timing(L.mlp_variants(get_config(S.preset), L.VARIANTS_04),

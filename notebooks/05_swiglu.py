@@ -28,6 +28,7 @@ from tutorial_lib.lessons.common import (
     format_quality,
     loss_curves,
     measure_variants,
+    noise_note,
     quality_runs,
     quality_table,
     show_source,
@@ -135,6 +136,7 @@ for r in meas:
         continue
     print(f"{r['variant']:12} {r['params']:>12,} {r['median_ms']:>9.1f} {r['tokens_per_s']:>9.0f} "
           f"{r['speedup']:>9.3f}x {r['memory_bytes'] / 2**20:>11.1f}")
+print(noise_note(meas) or "every variant's rounds agreed within 25%")
 
 # %% [markdown]
 # ## 6. "Faster learning": at equal steps, and at equal wall time

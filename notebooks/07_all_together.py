@@ -26,6 +26,7 @@ from tutorial_lib.lessons.common import (
     format_quality,
     format_rows,
     loss_curves,
+    noise_note,
     quality_runs,
     quality_table,
     show_source,
@@ -119,6 +120,7 @@ print(format_rows(short, columns=["variant", "median_ms", "predicted_ms", "speed
                   formats={"median_ms": "{:,.1f}", "predicted_ms": "{:,.1f}", "tokens_per_s": "{:,.0f}",
                            "speedup": "{:.2f}x", "predicted_speedup": "{:.2f}x", "flop_only_speedup": "{:.2f}x",
                            "memory_MiB": "{:,.0f}"}))
+print(noise_note(short) or "every variant's rounds agreed within 25%")
 after_row = next(r for r in short if r["variant"] == AT.AFTER_LABEL)
 print(f"the seed's combination ({AT.AFTER_LABEL}): the seed claims "
       f"{claims.get('results.tokens_per_s.gain').value:.2f}x; measured here "
@@ -136,6 +138,7 @@ print(f"{S.preset}, B={S.long_batch}, T={S.long_seq}, train step (AdamW), {ok['d
 print(format_rows(long, columns=["variant", "median_ms", "tokens_per_s", "speedup", "error"],
                   headers={"median_ms": "ms/step", "tokens_per_s": "tokens/s"},
                   formats={"median_ms": "{:,.1f}", "tokens_per_s": "{:,.0f}", "speedup": "{:.2f}x"}))
+print(noise_note(long) or "every variant's rounds agreed within 25%")
 
 # %% [markdown]
 # ## 5. Does it still learn? Validation loss after N steps

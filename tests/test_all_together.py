@@ -107,6 +107,23 @@ def test_measure_and_quality_smoke():
     assert win.model["attn_backend"] == "local" and win.model["window"] == q.window
 
 
+def test_compiled_variants_are_timed_in_the_same_rounds_as_eager(monkeypatch):
+    """One measure_variants call times every variant, the torch.compile one among them (so its
+    speedup is a per-round ratio like the others), not a separate measurement after the rest."""
+    seen = []
+
+    def fake(configs, batch_size, seq_len, compiled=(), **kw):
+        seen.append((list(configs), list(compiled)))
+        return [{"variant": k, "median_ms": 1.0, "speedup": 1.0, "error": None} for k in configs]
+
+    monkeypatch.setattr(AT, "measure_variants", fake)
+    s = get_sizes("gpu").final
+    v = AT.short_variants(s)
+    rows = AT.measure(v, 1, 32, s, device="cpu", memory=False)
+    assert seen == [(list(v), ["... + torch.compile"])]
+    assert [r["compile"] for r in rows] == [label == "... + torch.compile" for label in v]
+
+
 def test_decision_tree_figure():
     f = AT.decision_tree_figure([("GQA-4", 1.1), ("3x MLP", None)], [("window", 2.0)], "T=256", "T=1024")
     texts = [t.get_text() for t in f.axes[0].texts]

@@ -146,6 +146,50 @@ def test_sweep_figure(rows):
 
 
 # ---- whole model -----------------------------------------------------------------------------
+def test_sweep_times_the_backends_in_interleaved_rounds(monkeypatch):
+    """At each T the backends alternate round by round (eager, sdpa, eager, sdpa, ...), so load that
+    comes and goes slows both; a noisy backend gets more rounds; speedups are per-round ratios."""
+    real, calls = fl.time_fn, []
+
+    def spy(fn, device, **kw):
+        calls.append(fn)
+        return real(fn, device, **kw)
+
+    monkeypatch.setattr(fl, "time_fn", spy)
+    rows = fl.attention_sweep([16], backends=["eager", "sdpa"], batch_size=1, n_head=1, head_dim=4,
+                              min_run_time=0.001, rounds=3, measure_peak=False)
+    eager, sdpa = rows
+    n = len(eager.times_ms)
+    assert n == len(sdpa.times_ms) and 3 <= n <= 6 and len(calls) == 2 * n
+    assert all(calls[i] is calls[i % 2] for i in range(len(calls))) and calls[0] is not calls[1]  # alternating
+    assert eager.speedup == 1.0 and sdpa.speedup_min <= sdpa.speedup <= sdpa.speedup_max
+    ratios = sorted(e / s for e, s in zip(eager.times_ms, sdpa.times_ms))
+    assert sdpa.speedup == pytest.approx(ratios[len(ratios) // 2] if n % 2 else
+                                         (ratios[n // 2 - 1] + ratios[n // 2]) / 2)
+    assert eager.median_ms == pytest.approx(sorted(eager.times_ms)[n // 2] if n % 2 else
+                                            sum(sorted(eager.times_ms)[n // 2 - 1:n // 2 + 1]) / 2)
+    with pytest.raises(ValueError, match="rounds=0"):
+        fl.attention_sweep([16], backends=["eager"], rounds=0)
+
+
+def test_a_noisy_backend_is_re_measured_and_flagged(monkeypatch):
+    """Rounds that keep disagreeing (here: every other call 3x slower) are re-measured up to twice
+    as many, and the row says noisy."""
+    real, n = fl.time_fn, [0]
+
+    def jumpy(fn, device, **kw):
+        t = real(fn, device, **kw)
+        n[0] += 1
+        if n[0] % 4 in (1, 2):  # the whole round slows down: ratios stay steady, times do not
+            t.median_ms *= 3
+        return t
+
+    monkeypatch.setattr(fl, "time_fn", jumpy)
+    eager, sdpa = fl.attention_sweep([16], backends=["eager", "sdpa"], batch_size=1, n_head=1, head_dim=4,
+                                     min_run_time=0.001, rounds=2, measure_peak=False)
+    assert len(eager.times_ms) == 4 and eager.noisy and eager.spread > 1
+
+
 def test_model_backend_comparison():
     cfg = get_config("tiny", vocab_size=512, n_layer=1)
     rows = fl.model_backend_comparison(cfg, 2, 32, min_run_time=0.01)
@@ -158,6 +202,9 @@ def test_model_backend_comparison():
     assert eager["activations_bytes"] > sdpa["activations_bytes"]
     assert eager["params_bytes"] == sdpa["params_bytes"]
     assert eager["median_ms"] > 0 and sdpa["tokens_per_s"] > 0
+    # timed in the same interleaved rounds: a paired speedup with its range
+    assert eager["rounds"] == sdpa["rounds"] >= 3 and eager["speedup"] == 1.0
+    assert sdpa["speedup_min"] <= sdpa["speedup"] <= sdpa["speedup_max"]
     bad = fl.model_backend_comparison(cfg.replace(block_size=32), 1, 16, backends=["flex"],
                                       measure_time=False)
     if bad[0]["error"] is not None:  # CPU: flex cannot train

@@ -22,6 +22,7 @@ from tutorial_lib import claims
 from tutorial_lib.guide.suite import OWN_PATHS_KINDS, SECTIONS
 from tutorial_lib.lessons import decision
 from tutorial_lib.lessons import roofline as RL
+from tutorial_lib.lessons.common import NOISY
 from tutorial_lib.measure import flops as F
 from tutorial_lib.measure import records
 from tutorial_lib.measure import roofline as R
@@ -87,6 +88,18 @@ def caption(meta: dict, section: dict) -> str:
     if size_txt:
         txt += f"; {size_txt}"
     return txt + "."
+
+
+def noisy_note(rows: list[dict]) -> str:
+    """A warning naming the rows whose interleaved rounds still spread beyond ``common.NOISY`` after
+    re-measuring (``noisy``): their times and speedups are not to be trusted."""
+    names = [str(r.get("variant") or "/".join(str(r[k]) for k in ("backend", "seq_len") if r.get(k) is not None))
+             + (f" ({r['spread']:.0%})" if isinstance(r.get("spread"), (int, float)) else "")
+             for r in rows if r.get("noisy")]
+    if not names:
+        return ""
+    return (f"_Noisy: the rounds of {', '.join(names)} spread more than {NOISY:.0%} even after re-measuring; "
+            "their times and speedups are not evidence. Re-run on a quiet machine._")
 
 
 def load_note(meta: dict, section: dict) -> str:
@@ -361,6 +374,9 @@ def render_block(name: str, results: list[dict], runs: list[dict] | None = None,
             body += f"_This section failed on this device: {fmt(section['error'])}_\n"
         else:
             body += markdown_table(rows, section.get("columns"))
+            noisy = noisy_note(rows)
+            if noisy:
+                body += "\n" + noisy + "\n"
         if section.get("note"):
             body += "\n" + section["note"].strip() + "\n"
         load = load_note(res["meta"], section)

@@ -153,7 +153,7 @@ def _variants(S: "Suite", configs: dict, memory: bool = False, compiled=()) -> L
                     "params_M": r["params"] / 1e6 if r.get("params") else None,
                     "step_memory_MiB": None if mem is None else mem / 2**20,
                     "peak_mem_MiB": None if r.get("peak_bytes") is None else r["peak_bytes"] / 2**20,
-                    "error": r.get("error")})
+                    "spread": r.get("spread"), "noisy": r.get("noisy"), "error": r.get("error")})
     return out
 
 
@@ -234,10 +234,12 @@ def sec_flash_vs_T(S: Suite):
     s = S.sizes.suite
     backends = ["eager", "tiled", "sdpa"] + (["flex"] if S.device.type == "cuda" else [])
     rows = attention_sweep(s.attn_seqs, backends, batch_size=s.attn_batch, n_head=s.attn_heads,
-                           head_dim=64, device=S.device, min_run_time=s.min_run_time)
-    S.add("flash_vs_T", rows, columns=["backend", "seq_len", "median_ms", "saved_bytes", "peak_bytes",
-                                       "scores_bytes", "error"], sizes={"B": s.attn_batch, "H": s.attn_heads, "D": 64,
-                                     "work": "attention core fwd+bwd"})
+                           head_dim=64, device=S.device, min_run_time=s.min_run_time, rounds=s.rounds)
+    S.add("flash_vs_T", rows, columns=["backend", "seq_len", "median_ms", "speedup", "speedup_min", "speedup_max",
+                                       "noisy", "saved_bytes", "peak_bytes", "scores_bytes", "error"],
+          sizes={"B": s.attn_batch, "H": s.attn_heads, "D": 64, "work": "attention core fwd+bwd",
+                 "timing": f"the backends at each T in {s.rounds} interleaved rounds; speedup = eager's time / "
+                           "this one's, median per-round ratio (min–max)"})
     S.add("attention_vs_T", attention_slope_rows(rows, get_config("gpt2_small"), batch=4),
           columns=["what", "T_range", "time_slope", "memory_slope", "flops_slope", "claimed_slope"],
           sizes={"B": s.attn_batch, "H": s.attn_heads, "D": 64, "fit": f"log-log, last {SLOPE_POINTS} lengths"},

@@ -24,7 +24,6 @@ from matplotlib.patches import Rectangle
 from tutorial_lib import claims as C
 from tutorial_lib.lessons import lm_head as LH
 from tutorial_lib.lessons.common import CheckResult, call_checked, measure_variants
-from tutorial_lib.measure.timing import SWEEP_ERRORS, error_text, measure_step
 from tutorial_lib.model import GPTConfig, get_config
 from tutorial_lib.sizes import Final, Quality
 
@@ -96,27 +95,16 @@ def measure(variants: Dict[str, Tuple[GPTConfig, bool]], batch_size: int, seq_le
             s: Final, device=None, memory: bool = True, rounds: Optional[int] = None) -> List[dict]:
     """Training step per variant: ms, tokens/s, speedup over the first (paired per round), memory.
 
-    Eager variants are timed interleaved (``common.measure_variants``); compiled ones with
-    ``measure_step(compile=True)`` after a warm-up that compiles (errors become rows).
+    Every variant, compiled ones included, is timed in the same interleaved rounds
+    (``common.measure_variants``; a ``torch.compile`` variant compiles in its untimed first call),
+    so each speedup is the median of per-round ratios, with its range.
     """
 
-    plain = {k: c for k, (c, comp) in variants.items() if not comp}
-    rows = {r["variant"]: r for r in measure_variants(plain, batch_size, seq_len, rounds=rounds or s.rounds,
+    configs = {label: cfg for label, (cfg, _) in variants.items()}
+    compiled = [label for label, (_, comp) in variants.items() if comp]
+    rows = {r["variant"]: r for r in measure_variants(configs, batch_size, seq_len, rounds=rounds or s.rounds,
                                                         min_run_time=s.min_run_time, device=device,
-                                                        memory=memory)}
-    base = rows.get(next(iter(variants)))
-    for label, (cfg, comp) in variants.items():
-        if not comp:
-            continue
-        try:
-            r = measure_step(cfg, batch_size, seq_len, mode="train", device=device, compile=True,
-                             min_run_time=s.min_run_time, warmup=3)
-            rows[label] = {"variant": label, "median_ms": r.median_ms, "tokens_per_s": r.tokens_per_s,
-                           "speedup": (base["median_ms"] / r.median_ms) if base and base.get("median_ms")
-                           else None, "peak_bytes": r.peak_mem_bytes, "error": None,
-                           "note": "torch.compile, timed after compiling (not interleaved)"}
-        except SWEEP_ERRORS as e:
-            rows[label] = {"variant": label, "error": error_text(e)}
+                                                        memory=memory, compiled=compiled)}
     out = []
     for label, (cfg, comp) in variants.items():
         r = dict(rows[label])

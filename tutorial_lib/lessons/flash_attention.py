@@ -32,7 +32,15 @@ from tqdm.auto import tqdm
 from tutorial_lib import attention, settings
 from tutorial_lib.attention import attention_core
 from tutorial_lib.attention.flash_tiled import key_tiles, online_softmax_update, tile_mask
-from tutorial_lib.lessons.common import CheckResult, call_checked, fit_loglog_slope, loglog_scaling
+from tutorial_lib.lessons.common import (
+    NOISY,
+    CheckResult,
+    call_checked,
+    fit_loglog_slope,
+    loglog_scaling,
+    measure_variants,
+    spread_of,
+)
 from tutorial_lib.measure import flops as F
 from tutorial_lib.measure import records
 from tutorial_lib.measure.memory import memory_breakdown, peak_bytes, saved_bytes
@@ -40,7 +48,6 @@ from tutorial_lib.measure.timing import (
     SWEEP_ERRORS,
     error_text,
     free_memory,
-    measure_step,
     resolve_config,
     time_fn,
 )
@@ -119,8 +126,14 @@ class AttentionPoint:
     scores_bytes: int  # one materialised (B, H, T, T) score matrix in this dtype: the eager cost
     saved_bytes: Optional[int] = None  # tensors autograd keeps for backward (inputs excluded)
     peak_bytes: Optional[int] = None  # allocator peak above the inputs over one call (CPU and CUDA)
-    median_ms: Optional[float] = None
-    iqr_ms: Optional[float] = None
+    median_ms: Optional[float] = None  # median over the interleaved rounds
+    iqr_ms: Optional[float] = None  # of the last round's timed calls
+    times_ms: List[float] = dataclasses.field(default_factory=list)  # one per round
+    spread: Optional[float] = None  # (max - min) / median of times_ms: above NOISY, the machine was busy
+    noisy: bool = False
+    speedup: Optional[float] = None  # vs the first backend at this T: median of per-round ratios ...
+    speedup_min: Optional[float] = None  # ... and their range
+    speedup_max: Optional[float] = None
     error: Optional[str] = None
 
     @property
@@ -163,7 +176,7 @@ def _fwd(backend, q, k, v, tile):
 def attention_sweep(seq_lens: Sequence[int], backends: Optional[Sequence[str]] = None,
                     batch_size: int = 1, n_head: int = 12, head_dim: int = 64, device=None,
                     dtype=None, mode: str = "fwdbwd", measure_time: bool = True, measure_peak: bool = True,
-                    min_run_time: Optional[float] = None, tile: int = 64,
+                    min_run_time: Optional[float] = None, tile: int = 64, rounds: int = 3,
                     progress: bool = False) -> List[AttentionPoint]:
     """Memory and time of causal attention alone, (B, H, T, D) inputs, per backend and T.
 
@@ -171,7 +184,11 @@ def attention_sweep(seq_lens: Sequence[int], backends: Optional[Sequence[str]] =
     ``saved_tensors_hooks`` (``measure.memory.saved_bytes``; q, k, v themselves excluded) -- on
     every device; and the allocator's peak above the inputs over one call (``measure.memory.peak_bytes``:
     CUDA's max_memory_allocated, on CPU torch.profiler's memory events), temporaries included.
-    Time: ``measure.timing.time_fn`` of forward+backward (``mode="fwdbwd"``) or forward.
+    Time: ``measure.timing.time_fn`` of forward+backward (``mode="fwdbwd"``) or forward, the
+    backends at one T timed in ``rounds`` interleaved rounds (load that comes and goes slows them
+    alike); while a backend's rounds spread more than ``common.NOISY``, up to twice as many rounds
+    (a row still that spread says ``noisy``). ``speedup``: the first backend's time / this one's,
+    median of the per-round ratios, with their range.
     dtype: None = bf16 on CUDA, fp32 elsewhere (inputs are created in it; no autocast).
     """
 
@@ -181,7 +198,8 @@ def attention_sweep(seq_lens: Sequence[int], backends: Optional[Sequence[str]] =
     for T in Ts:
         if not isinstance(T, int) or isinstance(T, bool) or T < 1:
             raise ValueError(f"seq_len {T!r} must be a positive integer")
-    for nm, val in (("batch_size", batch_size), ("n_head", n_head), ("head_dim", head_dim), ("tile", tile)):
+    for nm, val in (("batch_size", batch_size), ("n_head", n_head), ("head_dim", head_dim), ("tile", tile),
+                    ("rounds", rounds)):
         if not isinstance(val, int) or isinstance(val, bool) or val < 1:
             raise ValueError(f"{nm}={val!r} must be a positive integer")
     if mode not in ("fwdbwd", "fwd"):
@@ -197,37 +215,71 @@ def attention_sweep(seq_lens: Sequence[int], backends: Optional[Sequence[str]] =
     if progress:
         bar = tqdm(total=len(backends) * len(Ts), desc="attention sweep", leave=False)
     rows = []
-    for b in backends:
-        for T in Ts:
-            row = AttentionPoint(backend=b, seq_len=T, batch_size=batch_size, n_head=n_head,
-                                 head_dim=head_dim, device=str(dev), device_name=name,
-                                 dtype=settings.dtype_name(dt), mode=mode,
-                                 scores_bytes=batch_size * n_head * T * T * esize)
-            q = k = v = None
-            try:
-                q, k, v = _qkv(batch_size, n_head, T, head_dim, dev, dt)
-                if mode == "fwdbwd":
-                    row.saved_bytes = int(saved_bytes(attention_core, q, k, v, b, tile=tile))
-                run = _fwdbwd(b, q, k, v, tile) if mode == "fwdbwd" else _fwd(b, q, k, v, tile)
-                if measure_peak:
-                    run()  # warm-up (flex compiles here), then the measured peak
-                    for t in (q, k, v):  # gradients made before the profile would be freed unseen
-                        t.grad = None
-                    row.peak_bytes = peak_bytes(run, dev)
-                if measure_time:
-                    tm = time_fn(run, dev, min_run_time=min_run_time, warmup=1, min_measurements=3)
-                    row.median_ms, row.iqr_ms = tm.median_ms, tm.iqr_ms
-            except SWEEP_ERRORS as e:
-                row.error = error_text(e)
-            finally:
-                del q, k, v
-                free_memory(dev)
-            rows.append(row)
-            if bar is not None:
-                bar.update(1)
+    for T in Ts:
+        here = [AttentionPoint(backend=b, seq_len=T, batch_size=batch_size, n_head=n_head, head_dim=head_dim,
+                               device=str(dev), device_name=name, dtype=settings.dtype_name(dt), mode=mode,
+                               scores_bytes=batch_size * n_head * T * T * esize) for b in backends]
+        runs = {}
+        q = k = v = None
+        try:
+            q, k, v = _qkv(batch_size, n_head, T, head_dim, dev, dt)
+            for row in here:  # memory, backend by backend (bytes do not depend on the load)
+                try:
+                    if mode == "fwdbwd":
+                        row.saved_bytes = int(saved_bytes(attention_core, q, k, v, row.backend, tile=tile))
+                    run = _fwdbwd(row.backend, q, k, v, tile) if mode == "fwdbwd" else _fwd(row.backend, q, k, v,
+                                                                                          tile)
+                    run()  # warm-up (flex compiles here)
+                    if measure_peak:
+                        for t in (q, k, v):  # gradients made before the profile would be freed unseen
+                            t.grad = None
+                        row.peak_bytes = peak_bytes(run, dev)
+                    runs[row.backend] = run
+                except SWEEP_ERRORS as e:
+                    row.error = error_text(e)
+                    free_memory(dev)
+            if measure_time and runs:
+                _time_interleaved(here, runs, dev, min_run_time, rounds)
+        except SWEEP_ERRORS as e:  # the inputs themselves did not fit
+            for row in here:
+                row.error = row.error or error_text(e)
+        finally:
+            runs.clear()
+            del q, k, v
+            free_memory(dev)
+        rows += here
+        if bar is not None:
+            bar.update(len(here))
     if bar is not None:
         bar.close()
-    return rows
+    return [r for b in backends for r in rows if r.backend == b]  # backend by backend, as before
+
+
+def _time_interleaved(rows: List[AttentionPoint], runs: Dict[str, Callable], dev, min_run_time, rounds: int):
+    """Time ``runs`` (one per row's backend) in interleaved rounds; fill the rows' times."""
+    timed = [r for r in rows if r.backend in runs]
+    done = 0
+    while done < rounds or (done < 2 * rounds and any(r.ok and spread_of(r.times_ms) > NOISY for r in timed)):
+        done += 1
+        for r in timed:
+            if not r.ok:
+                continue
+            try:
+                tm = time_fn(runs[r.backend], dev, min_run_time=min_run_time, warmup=1, min_measurements=3)
+                r.times_ms.append(tm.median_ms)
+                r.iqr_ms = tm.iqr_ms
+            except SWEEP_ERRORS as e:
+                r.error = error_text(e)
+    base = timed[0] if timed and timed[0].ok else None
+    for r in timed:
+        if not r.ok or not r.times_ms:
+            continue
+        r.median_ms = float(np.median(r.times_ms))
+        r.spread = spread_of(r.times_ms)
+        r.noisy = r.spread > NOISY
+        if base is not None:
+            ratios = [b / t for b, t in zip(base.times_ms, r.times_ms)]
+            r.speedup, r.speedup_min, r.speedup_max = float(np.median(ratios)), min(ratios), max(ratios)
 
 
 def loglog_slopes(rows: Sequence[AttentionPoint], value: str = "saved_bytes",
@@ -276,9 +328,12 @@ def sweep_figure(rows: Sequence[AttentionPoint], value: str = "saved_bytes", tit
 # ---- the whole model -------------------------------------------------------------------------
 def model_backend_comparison(config, batch_size: int, seq_len: int,
                              backends: Sequence[str] = ("eager", "sdpa"), device=None, dtype=None,
-                             min_run_time: Optional[float] = None, measure_time: bool = True) -> List[dict]:
-    """A GPT training step (AdamW) with each attention backend: step time (``measure_step``) and
-    memory (``memory_breakdown``: saved activations by component everywhere, peak on CUDA).
+                             min_run_time: Optional[float] = None, measure_time: bool = True,
+                             rounds: int = 3) -> List[dict]:
+    """A GPT training step (AdamW) with each attention backend: step time, the backends timed in
+    ``rounds`` interleaved rounds (``common.measure_variants``: median, per-round ``speedup`` over
+    the first backend with its range, ``noisy`` rows re-measured), and memory
+    (``memory_breakdown``: saved activations by component everywhere, peak on CUDA).
     One dict per backend; an OOM or unsupported backend is a row with ``error``."""
 
     cfg = resolve_config(config)
@@ -301,17 +356,26 @@ def model_backend_comparison(config, batch_size: int, seq_len: int,
                        activations_by_group=mem.activations_by_group())
             del mem
             gc.collect()
-            if measure_time:
-                st = measure_step(c, batch_size, seq_len, mode="train", device=dev, dtype=dt,
-                                  min_run_time=min_run_time)
-                row.update(median_ms=st.median_ms, iqr_ms=st.iqr_ms, tokens_per_s=st.tokens_per_s)
-                if st.peak_mem_bytes is not None:
-                    row["timed_peak_bytes"] = st.peak_mem_bytes
         except SWEEP_ERRORS as e:
             row["error"] = error_text(e)
         finally:
             free_memory(dev)
         rows.append(row)
+    if measure_time:
+        ok = {r["backend"]: cfg.replace(attn_backend=r["backend"]) for r in rows if not r["error"]}
+        timed = {t["variant"]: t for t in measure_variants(ok, batch_size, seq_len, rounds=rounds,
+                                                            min_run_time=min_run_time, device=dev, dtype=dt,
+                                                            memory=False)} if ok else {}
+        for r in rows:
+            t = timed.get(r["backend"])
+            if t is None:
+                continue
+            if t["error"]:
+                r["error"] = t["error"]
+                continue
+            r.update({k: t.get(k) for k in ("median_ms", "tokens_per_s", "times_ms", "spread", "noisy",
+                                             "speedup", "speedup_min", "speedup_max")})
+            r["rounds"] = len(t["times_ms"])
     return rows
 
 

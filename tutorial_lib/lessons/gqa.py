@@ -202,6 +202,7 @@ def measure_training(config: GPTConfig, kv_heads: Sequence[int], batch_size: int
                      "range_ms": (min(times), max(times)) if times else None, "rounds": len(times),
                      "tokens_per_s": r.get("tokens_per_s"), "speedup": r.get("speedup"),
                      "speedup_min": r.get("speedup_min"), "speedup_max": r.get("speedup_max"),
+                     "spread": r.get("spread"), "noisy": r.get("noisy"),
                      "params": r.get("params"), "activations_bytes": kinds.get("activations"),
                      "total_bytes": r.get("memory_bytes"), "peak_bytes": r.get("peak_bytes"),
                      "error": r.get("error") or r.get("memory_error")})
