@@ -46,6 +46,16 @@ def test_step_mfu_counts_flops_and_divides_by_the_measured_peak():
         assert r["achieved_TFLOPs"] == pytest.approx(r["GFLOP"] / 1e3 / (r["ms"] / 1e3))
 
 
+def test_step_mfu_divides_by_a_peak_given_from_the_same_run():
+    res = OP.step_mfu("tiny", 2, 32, {"sdpa": {}}, device="cpu", rounds=1, min_run_time=0.001,
+                      peak_flops=2e9, peak_source="the roofline ceilings of this run")
+    assert res["peak"]["measured_TFLOPs"] == 2e-3 and res["peak"]["source"] == "the roofline ceilings of this run"
+    (r,) = res["rows"]
+    assert r["MFU_measured_peak"] == pytest.approx(r["achieved_TFLOPs"] * 1e12 / 2e9)
+    with pytest.raises(ValueError, match="peak_flops=0"):
+        OP.step_mfu("tiny", 2, 32, {"sdpa": {}}, device="cpu", peak_flops=0)
+
+
 def test_same_config_spread_finds_one_config_across_sections():
     cfg = get_config("tiny")
     rows = [{"kind": "mlp", "variant": "GELU 4x", "config_fields": cfg.to_dict(), "batch_size": 2, "seq_len": 32,

@@ -554,8 +554,11 @@ def sec_own_paths(S: Suite):
         if S.sizes.suite.compile:
             variants["sdpa + torch.compile"] = {"attn_backend": "sdpa"}
             compiled = ("sdpa + torch.compile",)
+        ceil = S.get_ceilings()  # the roofline section's peak: one peak for every MFU of this run
         res = OP.step_mfu(o.mfu_preset, o.mfu_batch, o.mfu_seq, variants, device=S.device, rounds=o.rounds,
-                          min_run_time=o.min_run_time, peak_sizes=o.peak_sizes, compile_variants=compiled)
+                          min_run_time=o.min_run_time, peak_sizes=o.peak_sizes, compile_variants=compiled,
+                          peak_flops=ceil.peak_flops if ceil.source == "measured" else None,
+                          peak_source=f"the roofline ceilings of this run ({ceil.dtype} torch.mm)")
         pk = res["peak"]
         hp = allocator_settings()["huge_pages_requested"] if cpu else None
         for r in res["rows"]:
@@ -564,8 +567,7 @@ def sec_own_paths(S: Suite):
               columns=["variant", "GFLOP", "ms", "achieved_TFLOPs", "peak_TFLOPs", "MFU_measured_peak", "MFU_spec",
                        "speedup", "huge_pages", "error"],
               sizes={"model": o.mfu_preset, "B": o.mfu_batch, "T": o.mfu_seq, "work": "forward+backward",
-                     "peak": "median torch.mm TFLOP/s over n = " + ", ".join(map(str, o.peak_sizes))
-                             + (f" (spec: {pk['spec_TFLOPs']:.0f})" if pk["spec_TFLOPs"] else "")},
+                     "peak": pk["source"] + (f" (spec: {pk['spec_TFLOPs']:.0f})" if pk["spec_TFLOPs"] else "")},
               note="GFLOP: FlopCounterMode's count of one forward+backward. MFU_measured_peak = achieved / the "
                    "matmul peak measured in this run on this machine (a CPU has no spec figure); MFU_spec = "
                    "achieved / the GPU's spec sheet. Goal on CPU: >= 0.6 for the best configuration.")

@@ -20,7 +20,7 @@ dtype and sizes; peaks come from the allocator (``measure.memory.peak_bytes``).
 from __future__ import annotations
 
 import statistics
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -207,14 +207,23 @@ def allocator_ab(attention_seq: int, preset: str, batch: int, seq_len: int, roun
 # ---- 4. step MFU against the measured peak -----------------------------------------------------
 def step_mfu(preset: str, batch: int, seq_len: int, variants: Dict[str, dict], device=None, dtype=None,
              rounds: int = 3, min_run_time: float = 0.3, peak_sizes: Sequence[int] = (2048, 3072, 4096),
-             compile_variants: Sequence[str] = ()) -> Dict[str, list]:
+             compile_variants: Sequence[str] = (), peak_flops: Optional[float] = None,
+             peak_source: str = "") -> Dict[str, list]:
     """Forward+backward of ``preset`` per variant ({label: GPTConfig changes}): FLOPs counted by
     FlopCounterMode, time (interleaved rounds), achieved FLOP/s, and MFU = achieved / the matmul
     peak measured here just before (``timing.matmul_peak_flops``, the median over ``peak_sizes``)
     and, on CUDA, / the spec sheet's peak. ``compile_variants``: labels run under torch.compile.
-    Returns {"rows", "peak": {measured_TFLOPs, per_size, spec_TFLOPs}}."""
+    ``peak_flops``: a peak measured elsewhere in the same run (the guide suite passes its roofline
+    ceilings', so every MFU in one results file divides by one peak; ``peak_source`` says which).
+    Returns {"rows", "peak": {measured_TFLOPs, per_size, spec_TFLOPs, source}}."""
     dev, dt = settings.resolve(device, dtype)
-    peak, per = matmul_peak_flops(dev, dt, sizes=peak_sizes, min_run_time=min_run_time, detail=True)
+    if peak_flops is not None:
+        if not peak_flops > 0:
+            raise ValueError(f"peak_flops={peak_flops!r} must be > 0")
+        peak, per = peak_flops, {}
+    else:
+        peak, per = matmul_peak_flops(dev, dt, sizes=peak_sizes, min_run_time=min_run_time, detail=True)
+        peak_source = peak_source or "torch.mm, median over n = " + ", ".join(map(str, peak_sizes))
     spec = flops.peak_flops(settings.device_name(dev), dt) if dev.type == "cuda" else None
     base = get_config(preset)
     steps, rows = {}, {}
@@ -244,7 +253,7 @@ def step_mfu(preset: str, batch: int, seq_len: int, variants: Dict[str, dict], d
                    MFU_spec=None if spec is None else achieved / spec)
     return {"rows": list(rows.values()),
             "peak": {"measured_TFLOPs": peak / 1e12, "per_size_TFLOPs": {n: v / 1e12 for n, v in per.items()},
-                     "spec_TFLOPs": None if spec is None else spec / 1e12}}
+                     "spec_TFLOPs": None if spec is None else spec / 1e12, "source": peak_source}}
 
 
 # ---- 5. one configuration in several sections ---------------------------------------------------
