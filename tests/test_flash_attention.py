@@ -187,7 +187,7 @@ def test_a_noisy_backend_is_re_measured_and_flagged(monkeypatch):
     monkeypatch.setattr(fl, "time_fn", jumpy)
     eager, sdpa = fl.attention_sweep([16], backends=["eager", "sdpa"], batch_size=1, n_head=1, head_dim=4,
                                      min_run_time=0.001, rounds=2, measure_peak=False)
-    assert len(eager.times_ms) == 4 and eager.noisy and eager.spread > 1
+    assert len(eager.times_ms) == 4 and eager.noisy and eager.spread > 0.5  # [3a, a, 3a, a]: spread ~1
 
 
 def test_model_backend_comparison():
