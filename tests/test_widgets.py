@@ -467,3 +467,17 @@ def test_measure_now_refuses_clearly(monkeypatch):
     monkeypatch.setattr(widgets, "available_bytes", lambda device: 1024)
     ex = widgets.cost_explorer(preset="tiny", seq_len=32, batch_size=1, dtype="float32", results=[], device="cpu")
     assert ex.measure() is None and "Not measured" in ex.measured.value
+
+
+def test_quality_notes_use_training_runs_recorded_on_another_device():
+    """A validation loss does not depend on the device it was trained on: the H200 Muon and SwiGLU
+    runs under results/train_h200_* answer the quality question on a CPU too, instead of a
+    "no quality run on record" that reads as if no Muon run existed."""
+    from tutorial_lib.measure import records
+    runs = sorted(records.results_dir().glob("train_h200_*/train_gpu_gelu4_muon.json"))
+    if not runs:
+        pytest.skip("no recorded H200 training runs in results/")
+    for device in ("cpu", "cuda"):
+        notes = decision.quality_notes([], device, directory=records.results_dir())
+        assert any(n.startswith("Muon: recorded in train_h200_") and "NVIDIA H200" in n for n in notes), notes
+        assert not any("no quality run on record" in n for n in notes), notes
