@@ -628,6 +628,7 @@ class GQAExplorer(Explorer):
         self.docs = records.load_all() if results is None else list(results)
         self.device, self.device_name = _device()
         self.decode_rows = []  # measured here with "Measure decode"
+        self.measured_for: Optional[dict] = None  # the control values decode_rows were measured at
         n_head = get_config(preset).n_head
         controls = {
             "n_kv_head": _dropdown(_kv_options(n_head), n_kv_head, "K/V heads", "gqa-kv"),
@@ -644,6 +645,12 @@ class GQAExplorer(Explorer):
         self.measured.add_class("tl-measured")
         self.button.on_click(lambda _b: self.measure())
         super().__init__(controls, [W.HBox([self.button, self.progress]), self.measured])
+
+    def update(self) -> None:
+        """Redraw; a measured text that belongs to other settings is cleared."""
+        super().update()
+        if self.measured_for is not None and self.measured_for != self.values():
+            self.measured.value, self.measured_for = "", None
 
     def compute(self, n_kv_head, context, batch_size, dtype):
         return gqa_point(n_kv_head, context, batch_size, dtype, self.preset, self.docs,
@@ -712,7 +719,7 @@ class GQAExplorer(Explorer):
         finally:
             self.button.disabled = False
         self.progress.value, self.progress.bar_style = self.progress.max, "success"
-        self.decode_rows = rows
+        self.decode_rows, self.measured_for = rows, v
         parts = []
         for r in rows:
             if r.ok:
