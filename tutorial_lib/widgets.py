@@ -331,7 +331,7 @@ class CostExplorer(Explorer):
             return plan
         self.pending = plan
         self.plan_note.value = f"<i class='tl-plan'>before measuring: {html.escape(plan.message())}</i>"
-        secs = f"~{plan.seconds:,.0f} s" if plan.seconds is not None else "time unknown"
+        secs = f"~{explore.seconds_text(plan.seconds)}" if plan.seconds is not None else "time unknown"
         what = "a reduced size" if plan.action == "reduced" else "it"
         self.button.description = f"Measure {what} ({secs})"
         self.button.button_style = "warning"
