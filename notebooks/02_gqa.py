@@ -259,6 +259,19 @@ if base and most:
 # cache also lets you fit more sequences, or longer ones, in the same memory — often the bigger win
 # in serving.
 #
+# ### Explore: the KV cache and decoding for any context and number of K/V heads
+#
+# The measurement above covers a few contexts at one batch. The explorer computes the cache and the
+# bytes each new token reads for any setting: move **context tokens** and **batch** up until the
+# cache outweighs the weights, then compare MHA, GQA-4 and MQA. **Measure decode** times this
+# profile's model at the chosen setting here (type a context into the box beside the slider).
+
+# %% tags=["nbval-ignore-output"]
+from tutorial_lib.widgets import gqa_explorer  # the explorers need ipywidgets (part of the notebook stack)
+
+gqa_explorer()
+
+# %% [markdown]
 # ## 7. Does it still learn? Short training runs
 #
 # Speed is half the story. `tutorial_lib.train` trains MHA, a GQA and MQA from the same seed on the

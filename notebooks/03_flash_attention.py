@@ -163,6 +163,20 @@ if "eager" in at:
 print(claims.format_table([claims.compare("seq.quadratic", mem_slopes.get("eager"), where=claims.ANY_SETTING,
                                           note="eager attention memory vs T")]))
 
+# %% [markdown]
+# ### Explore: attention memory for any T and batch
+#
+# The sweep measured a few lengths at one batch size; the explorer computes, for any T, B and dtype,
+# what eager attention writes per layer (scores and probabilities) against what a flash kernel keeps
+# (one number per query), and the whole GPT-2 small training step both ways. Slide **sequence length
+# T** up (or type it into the box) and watch the ratio grow with T; measured points from the results
+# files appear as circles.
+
+# %% tags=["nbval-ignore-output"]
+from tutorial_lib.widgets import flash_explorer  # the explorers need ipywidgets (part of the notebook stack)
+
+flash_explorer()
+
 # %% tags=["nbval-ignore-output"]
 fl.sweep_figure(rows, "median_ms")
 

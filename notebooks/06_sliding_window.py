@@ -304,6 +304,20 @@ print(f"Work model for comparison: causal computes {T_big * (T_big + 1) // 2 / l
       f"the scores the local path computes.")
 
 # %% [markdown]
+# ### Explore: the mask and the attention work for any W and T
+#
+# The sweep fixed one window. The explorer draws the mask and the attention FLOPs of full causal
+# against windowed attention for any **window W** and **sequence length T** (type values into the
+# boxes beside the sliders), and the receptive field after the chosen number of layers. Try W = T/4
+# and W = 64 at T = 4096: the FLOP ratio only pays if the kernel skips what the mask hides, which the
+# timings above test.
+
+# %% tags=["nbval-ignore-output"]
+from tutorial_lib.widgets import window_explorer  # the explorers need ipywidgets (part of the notebook stack)
+
+window_explorer()
+
+# %% [markdown]
 # FlexAttention cannot train on CPU, so its row above records that instead of a time. Its *forward*
 # can run; here is the forward pass alone at the largest T. Without `torch.compile` (which PyTorch
 # does only on CUDA in our library), CPU flex runs an unfused reference path, so do not expect the

@@ -55,9 +55,13 @@ for name, share in sorted(p.flop_share.items(), key=lambda kv: -kv[1]):
 #
 # Move **sequence length T** and watch `attention.core` grow against the MLP; switch **attention**
 # to `eager` and watch the memory bar's attention scores appear; set **K/V heads** to GQA-4 or MQA;
-# set a **window**; set **LM head + loss** to `chunked` (notebook 08) and watch the head's memory go. Then press **Measure now**: the red bars are the measured time shares on this
-# machine, the text below says how far the prediction was off. The measurement runs the model shown
-# (pick `tiny` or `gpt2_mini` for a quick one on a CPU).
+# set a **window**; set **LM head + loss** to `chunked` (notebook 08) and watch the head's memory go;
+# type a T that is not a power of two into the box beside the slider. Then press **Measure now**: it
+# first shows the predicted time and memory of the measurement (a smaller size, scaled back by the
+# cost model, when the requested one would take too long; settings that cannot fit in this machine's
+# memory disable the button), and nothing runs until you press **Measure (~N s)**. The red bars are
+# then the measured time shares on this machine, and the text below says how far the prediction was
+# off. The measurement runs the model shown (pick `tiny` or `gpt2_mini` for a quick one on a CPU).
 
 # %% tags=["nbval-ignore-output"]
 explorer = cost_explorer()

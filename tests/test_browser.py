@@ -4,16 +4,24 @@ Starts JupyterLab on 127.0.0.1 (free port, random token) serving a copy of
 notebooks/99_explorer.ipynb with its stored outputs cleared, opens it, runs all cells from the
 Run menu, then, like a learner:
 
-1. cost explorer: picks the ``tiny`` model in the "model" dropdown -> the readout names tiny and the
-   figure's PNG changes; moves the "sequence length T" slider three steps left with the keyboard
-   (512 -> 64) -> the readout says T=64 and the figure changes again; types 1 into the "batch B"
-   slider's readout -> B=1 and a new figure; clicks "Measure now" -> the
-   progress bar fills, the measured text shows ms/step on this machine, and the prediction is now
-   "by measured now";
+1. cost explorer: presses "Measure now" on the default gpt2_small, B=4, T=512 -> the plan (predicted
+   time and memory) and a "Measure ... (~N s)" confirmation appear, and nothing is measured (the
+   progress bar stays hidden, no measured text); then picks the ``tiny`` model in the "model"
+   dropdown -> the plan is gone, the readout names tiny and the figure's PNG changes; moves the
+   "sequence length T" slider three steps left with the keyboard (512 -> 64) -> the readout says
+   T=64 and the figure changes again; types 1 into the "batch B" slider's readout -> B=1 and a new
+   figure; types 48 into the box beside the T slider -> T=48 is added to the slider, then 64
+   again; clicks "Measure now" -> the plan shows; clicks the confirmation -> the progress bar
+   fills, the measured text shows ms/step on this machine, and the prediction is now "by measured
+   now";
 2. decision tree: picks goal "memory" -> the recommendation is for memory; moves its T slider one
    step right -> it is for T=1024 and its figure changes;
 3. asserts that every code cell ran, no cell shows an error or a traceback, every explorer drew a
    figure; saves screenshots of both explorers and of the page to artifacts/browser/.
+
+A second test opens lesson 06 (outputs cleared), runs its window-explorer cell alone and drives
+it (slider, typed window); a third serves 06 as stored (outputs kept, not trusted, no kernel
+run) and checks that the explorer's output shows its stored figure, not the widget's repr text.
 
 Skipped when Chromium or Playwright is missing (``make test`` installs Debian's chromium first).
 """
@@ -29,6 +37,7 @@ pytestmark = pytest.mark.browser
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = "notebooks/99_explorer.ipynb"
+LESSON = "notebooks/06_sliding_window.ipynb"  # a lesson holding an explorer
 ARTIFACTS = REPO / "artifacts" / "browser"
 EXPLORERS = ("tl-cost-explorer", "tl-decision-tree", "tl-gqa-explorer", "tl-flash-explorer",
              "tl-window-explorer")
@@ -39,7 +48,7 @@ def lab(tmp_path_factory):
     if chromium_path() is None:
         pytest.skip("no Chromium (/usr/bin/chromium); `make test` installs Debian's chromium when root")
     pytest.importorskip("playwright.sync_api")
-    server = JupyterLabServer(tmp_path_factory.mktemp("lab"), [NOTEBOOK],
+    server = JupyterLabServer(tmp_path_factory.mktemp("lab"), [NOTEBOOK, LESSON],
                               env={"TUTORIAL_PROFILE": "smoke"})
     server.start()
     yield server
@@ -72,6 +81,17 @@ def _wait_src_change(page, selector: str, old: str, timeout: int = 30_000) -> st
     return _src(page, selector)
 
 
+def _visibility(page, selector: str) -> str:
+    return page.locator(selector).first.evaluate("e => getComputedStyle(e).visibility")
+
+
+def _type_into(page, selector: str, value: str) -> None:
+    page.click(selector)
+    page.keyboard.press("Control+A")
+    page.keyboard.type(value)
+    page.keyboard.press("Enter")
+
+
 def test_explorer_notebook_in_jupyterlab(lab):
     from playwright.sync_api import sync_playwright
 
@@ -91,11 +111,26 @@ def test_explorer_notebook_in_jupyterlab(lab):
             cost = ".tl-cost-explorer"
             readout, figure = f"{cost} .tl-readout", f"{cost} img.tl-figure"
             old_text, old_src = _text(page, readout), _src(page, figure)
-            assert "gpt2_small" in old_text and "T=512" in old_text, old_text
-            page.select_option(f"{cost} .tl-preset select", "tiny")
+            assert "gpt2_small" in old_text and "B=4, T=512" in old_text, old_text
+            assert _visibility(page, f"{cost} .tl-progress") == "hidden"  # no empty bar before a measurement
+
+            # "Measure now" on the default setting: first the estimate and a confirmation, nothing measured
+            page.click(f"{cost} button.tl-measure")
+            plan = _wait_text(page, f"{cost} .tl-plan-note", "before measuring")
+            assert "gpt2_small" in plan and "B=4, T=512" in plan and "predicted memory" in plan, plan
+            assert " per step" in plan or "time unknown" in plan, plan
+            confirm = page.locator(f"{cost} button.tl-measure.tl-confirm")
+            confirm.wait_for(timeout=10_000)
+            assert confirm.inner_text().startswith("Measure") and "s)" in confirm.inner_text()
+            assert "ms/step" not in _text(page, f"{cost} .tl-measured")
+            assert _visibility(page, f"{cost} .tl-progress") == "hidden"  # nothing started
+
+            page.select_option(f"{cost} .tl-preset select", "tiny")  # a settings change drops the plan
             text = _wait_text(page, readout, "tiny:", old_text)
             src = _wait_src_change(page, figure, old_src)
             assert "gpt2_small" not in text
+            page.wait_for_function("s => !document.querySelector(s)", arg=f"{cost} button.tl-confirm")
+            assert "before measuring" not in _text(page, f"{cost} .tl-plan-note")
 
             page.focus(f"{cost} .tl-seq-len .noUi-handle")
             for _ in range(3):  # 512 -> 256 -> 128 -> 64
@@ -111,7 +146,16 @@ def test_explorer_notebook_in_jupyterlab(lab):
             text = _wait_text(page, readout, "B=1, T=64,", text)
             src = _wait_src_change(page, figure, src)
 
-            page.click(f"{cost} button.tl-measure")
+            _type_into(page, f"{cost} .tl-typed-seq-len input", "48")  # between the slider's steps
+            text = _wait_text(page, readout, "B=1, T=48,", text)
+            assert "added" in _text(page, f"{cost} .tl-note")
+            _type_into(page, f"{cost} .tl-typed-seq-len input", "64")
+            text = _wait_text(page, readout, "B=1, T=64,", text)
+            assert _text(page, f"{cost} .tl-seq-len .widget-readout").strip() == "64"
+
+            page.click(f"{cost} button.tl-measure")  # the plan first ...
+            _wait_text(page, f"{cost} .tl-plan-note", "before measuring")
+            page.click(f"{cost} button.tl-measure.tl-confirm")  # ... then the measurement
             measured = _wait_text(page, f"{cost} .tl-measured", "ms/step", timeout=90_000)
             assert "measured on" in measured and "B=1, T=64" in measured, measured
             text = _wait_text(page, readout, "by measured now", text)
@@ -144,3 +188,62 @@ def test_explorer_notebook_in_jupyterlab(lab):
             browser.close()
     elapsed = time.monotonic() - t0
     assert elapsed < 120, f"the browser test took {elapsed:.0f} s (budget: 2 minutes)"
+
+
+def test_lesson_notebook_explorer_in_jupyterlab(lab):
+    """Lesson 06 holds the window explorer: run that cell alone and drive it."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = launch_chromium(p)
+        page = browser.new_page(viewport={"width": 1500, "height": 1100})
+        try:
+            open_notebook(page, lab, LESSON)
+            cell = page.locator(".jp-CodeCell", has_text="window_explorer()").first
+            cell.locator(".jp-InputArea-editor").click()
+            page.keyboard.press("Shift+Enter")
+            win = ".tl-window-explorer"
+            page.wait_for_selector(f"{win} img.tl-figure[src]", timeout=60_000)
+            readout, figure = f"{win} .tl-readout", f"{win} img.tl-figure"
+            text, src = _text(page, readout), _src(page, figure)
+            assert "T=2,048, W=256" in text, text
+            page.focus(f"{win} .tl-win-window .noUi-handle")
+            page.keyboard.press("ArrowLeft")  # 256 -> 128
+            text = _wait_text(page, readout, "W=128", text)
+            src = _wait_src_change(page, figure, src)
+            _type_into(page, f"{win} .tl-typed-window input", "100")  # not a slider step: added
+            _wait_text(page, readout, "W=100", text)
+            _wait_src_change(page, figure, src)
+            assert "added" in _text(page, f"{win} .tl-note")
+            assert cell_errors(page) == []
+        finally:
+            page.screenshot(path=str(ARTIFACTS / "06_window_explorer.png"), full_page=True)
+            browser.close()
+
+
+def test_stored_lesson_shows_the_explorer_figure(tmp_path):
+    """As stored (outputs kept, an untrusted notebook, no cell run), the explorer's output is its
+    figure, not ``WindowExplorer(children=(HBox(...`` text."""
+    if chromium_path() is None:
+        pytest.skip("no Chromium (/usr/bin/chromium)")
+    pytest.importorskip("playwright.sync_api")
+    from playwright.sync_api import sync_playwright
+
+    server = JupyterLabServer(tmp_path, [], env={"TUTORIAL_PROFILE": "smoke"})
+    (server.root / "notebooks").mkdir(parents=True)
+    (server.root / LESSON).write_bytes((REPO / LESSON).read_bytes())
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with server, sync_playwright() as p:
+        browser = launch_chromium(p)
+        page = browser.new_page(viewport={"width": 1500, "height": 1100})
+        try:
+            page.goto(server.url(LESSON))
+            cell = page.locator(".jp-CodeCell", has_text="window_explorer()").first
+            img = cell.locator(".jp-OutputArea-output .tl-fallback img")
+            img.wait_for(timeout=60_000)
+            assert img.evaluate("e => e.complete && e.naturalWidth > 100"), "the stored figure did not load"
+            out = cell.locator(".jp-OutputArea-output").first.inner_text()
+            assert "children=" not in out and "W=256" in out, out
+        finally:
+            page.screenshot(path=str(ARTIFACTS / "06_stored.png"), full_page=True)
+            browser.close()

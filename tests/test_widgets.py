@@ -467,3 +467,98 @@ def test_measure_now_refuses_clearly(monkeypatch):
     monkeypatch.setattr(widgets, "available_bytes", lambda device: 1024)
     ex = widgets.cost_explorer(preset="tiny", seq_len=32, batch_size=1, dtype="float32", results=[], device="cpu")
     assert ex.measure() is None and "Not measured" in ex.measured.value
+
+
+def test_quality_notes_use_training_runs_recorded_on_another_device():
+    """A validation loss does not depend on the device it was trained on: the H200 Muon and SwiGLU
+    runs under results/train_h200_* answer the quality question on a CPU too, instead of a
+    "no quality run on record" that reads as if no Muon run existed."""
+    from tutorial_lib.measure import records
+    runs = sorted(records.results_dir().glob("train_h200_*/train_gpu_gelu4_muon.json"))
+    if not runs:
+        pytest.skip("no recorded H200 training runs in results/")
+    for device in ("cpu", "cuda"):
+        notes = decision.quality_notes([], device, directory=records.results_dir())
+        assert any(n.startswith("Muon: recorded in train_h200_") and "NVIDIA H200" in n for n in notes), notes
+        assert not any("no quality run on record" in n for n in notes), notes
+
+
+def test_measure_now_shows_the_plan_before_measuring(monkeypatch):
+    """The first press shows predicted time and memory and asks to confirm; nothing is measured
+    until the second press, and a settings change drops the plan."""
+    calls = []
+    monkeypatch.setattr(widgets, "measure_step", lambda *a, **k: calls.append(a) or 1 / 0)
+    ex = widgets.cost_explorer(results=[], device="cpu")  # the default: gpt2_small, B=4, T=512
+    assert ex.progress.layout.visibility == "hidden"  # no empty bar stored in a headless run
+    ex.press()
+    assert calls == [] and ex.pending is not None and ex.measurement is None
+    assert "before measuring" in ex.plan_note.value and "predicted memory" in ex.plan_note.value
+    assert "B=4, T=512" in ex.plan_note.value
+    assert "tl-confirm" in ex.button._dom_classes and ex.button.description.startswith("Measure")
+    ex.controls["batch_size"].value = 2  # the plan was for other settings
+    assert ex.pending is None and ex.plan_note.value == "" and ex.button.description == "Measure now"
+    assert "tl-confirm" not in ex.button._dom_classes
+
+
+def test_settings_that_cannot_fit_disable_measure_now(monkeypatch):
+    monkeypatch.setattr(widgets, "available_bytes", lambda device: 2**30)
+    ex = widgets.cost_explorer(preset="tiny", seq_len=64, batch_size=1, dtype="float32", results=[], device="cpu")
+    assert not ex.button.disabled and ex.plan_note.value == ""
+    ex.controls["preset"].value = "gpt2_small"
+    ex.controls["seq_len"].value = 16384
+    assert ex.button.disabled and "Not measurable here" in ex.plan_note.value and "1.0 GiB" in ex.plan_note.value
+    ex.controls["preset"].value = "tiny"
+    ex.controls["seq_len"].value = 64
+    assert not ex.button.disabled and ex.plan_note.value == ""
+
+
+def test_stale_measured_text_clears_when_the_settings_change():
+    ex = widgets.cost_explorer(preset="tiny", seq_len=64, batch_size=1, dtype="float32", results=[], device="cpu")
+    ex.measurement = {"settings": ex.settings(), "time_share": {}, "memory": ex.result.memory}
+    ex.measured.value = "measured on here: 1.0 ms/step"
+    ex.update()  # the same settings: the text stays
+    assert "ms/step" in ex.measured.value
+    ex.controls["batch_size"].value = 2
+    assert ex.measured.value == ""
+
+
+def test_typed_values_join_the_slider_or_are_refused():
+    ex = widgets.cost_explorer(preset="tiny", seq_len=64, batch_size=1, dtype="float32", results=[], device="cpu")
+    ex.texts["seq_len"].value = 100  # between two steps: added to the slider
+    assert ex.controls["seq_len"].value == 100 and ex.result.settings.seq_len == 100
+    assert 100 in ex.controls["seq_len"].options and "added" in ex.note.value
+    ex.texts["seq_len"].value = 0  # out of range: refused, the slider stays
+    assert ex.controls["seq_len"].value == 100 and "out of range" in ex.note.value
+    assert ex.texts["seq_len"].value == 100
+    ex.controls["seq_len"].value = 256  # a slider move shows in the box
+    assert ex.texts["seq_len"].value == 256
+    w = widgets.window_explorer()
+    w.texts["window"].value = 100
+    assert w.result["window"] == 100 and ("100", 100) in w.controls["window"].options
+    w.texts["window"].value = 0  # 0 is "full" on the window slider
+    assert w.result["window"] is None
+
+
+def test_a_displayed_explorer_carries_its_figure_for_stored_notebooks():
+    import base64
+    for ex in (widgets.window_explorer(), widgets.flash_explorer(results=[])):
+        data = ex._repr_mimebundle_()
+        assert "application/vnd.jupyter.widget-view+json" in data  # the live widget
+        assert base64.b64decode(data["image/png"]) == ex.image.value  # the figure as stored
+        assert "<img src='data:image/png;base64," in data["text/html"] and ex.readout.value in data["text/html"]
+        assert "children=" not in data["text/plain"]
+
+
+def test_memory_legend_does_not_hide_the_total():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    ex = widgets.cost_explorer(results=[], device="cpu")
+    fig = ex.figure(ex.result)
+    FigureCanvasAgg(fig).draw()
+    ax2 = fig.axes[1]
+    totals = [t for t in ax2.texts if t.get_text().strip().endswith("MiB")]
+    legend = ax2.get_legend().get_window_extent()
+    assert totals
+    for t in totals:
+        box = t.get_window_extent()
+        assert not box.overlaps(legend), (box, legend)
+        assert box.x1 <= ax2.get_window_extent().x1 + 1  # the label stays inside the axes

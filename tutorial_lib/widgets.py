@@ -19,6 +19,7 @@ backend that ignores it) shows its ValueError in the readout instead of raising.
 """
 from __future__ import annotations
 
+import base64
 import html
 import io
 from typing import Dict, List, Optional
@@ -114,20 +115,42 @@ def _kv_options(n_head: int):
 
 
 class Explorer(W.VBox):
-    """Controls on the left, figure on the right, a readout below; ``update()`` on every change."""
+    """Controls on the left, figure on the right, a readout below; ``update()`` on every change.
+
+    The sliders named in ``typed`` also take a typed value (an ``IntText`` beside them, in
+    ``.texts``): a value between the slider's steps is added to the slider; one out of range is
+    refused in ``.note``. Displayed, an explorer also carries a static copy of its figure and
+    readout (``text/html`` and ``image/png`` beside the widget view), so a stored notebook shows
+    the figure where no live widget can be drawn (no kernel, an untrusted notebook, GitHub)."""
 
     css = "tl-explorer"
+    typed: tuple = ()  # names of SelectionSlider controls that also accept a typed value
+    typed_max = 1 << 16
 
     def __init__(self, controls: Dict[str, W.Widget], extra: Optional[List[W.Widget]] = None):
         self.controls = controls
         self.readout = W.HTML()
         self.readout.add_class("tl-readout")
+        self.note = W.HTML()  # what happened to a typed value
+        self.note.add_class("tl-note")
         self.image = W.Image(format="png", layout=W.Layout(max_width="100%", height="auto"))
         self.image.add_class("tl-figure")
         self.result = None
         self.error: Optional[str] = None
         self.n_updates = 0
-        left = W.VBox(list(controls.values()), layout=W.Layout(min_width="400px"))
+        self.texts: Dict[str, W.IntText] = {}
+        rows = []
+        for name, c in controls.items():
+            if name in self.typed:
+                t = W.IntText(value=c.value, continuous_update=False, layout=W.Layout(width="80px"),
+                              tooltip=f"type a value for {c.description}")
+                t.add_class(f"tl-typed-{name.replace('_', '-')}")
+                t.observe(lambda change, name=name: self.typed_value(name, change["new"]), names="value")
+                self.texts[name] = t
+                rows.append(W.HBox([c, t]))
+            else:
+                rows.append(c)
+        left = W.VBox(rows + [self.note], layout=W.Layout(min_width="480px"))
         top = W.HBox([left, self.image], layout=W.Layout(flex_flow="row wrap"))  # figure wraps below
         super().__init__([top, self.readout] + list(extra or []))
         self.add_class("tl-explorer")
@@ -140,7 +163,31 @@ class Explorer(W.VBox):
         return {k: c.value for k, c in self.controls.items()}
 
     def _changed(self, change=None):
+        for name, t in self.texts.items():  # a slider move shows in its text box
+            t.value = self.controls[name].value
         self.update()
+
+    def typed_value(self, name: str, value: int) -> None:
+        """A value typed beside slider ``name``: one of its steps moves it there; another value
+        in range becomes a new step; anything else is refused in ``.note`` (the slider stays)."""
+        s = self.controls[name]
+        if value == s.value:
+            return
+        pairs = [o if isinstance(o, tuple) else (str(o), o) for o in s.options]
+        lo = 0 if pairs[0][1] == 0 else 1  # 0 = "full" on the window sliders
+        if not isinstance(value, int) or not lo <= value <= self.typed_max:
+            self.note.value = (f"<b style='color:#b00'>{html.escape(s.description)} = {value} is out of "
+                               f"range: type {lo}..{self.typed_max}</b>")
+            self.texts[name].value = s.value
+            return
+        if value in [v for _, v in pairs]:
+            self.note.value = ""
+        else:
+            pairs = sorted(pairs + [(str(value), value)], key=lambda p: p[1])
+            self.note.value = (f"<i>{html.escape(s.description)} = {value} is not one of the slider's "
+                               f"steps: added to it</i>")
+            s.options = pairs if isinstance(s.options[0], tuple) else [v for _, v in pairs]
+        s.value = value
 
     def update(self) -> None:
         """Recompute from the controls and redraw; a ValueError lands in the readout."""
@@ -155,6 +202,21 @@ class Explorer(W.VBox):
         self.readout.value = self.render(self.result)
         self.image.value = _png(self.figure(self.result))
 
+    def _repr_mimebundle_(self, **kwargs):
+        """The live widget view, plus its current figure and readout as ``text/html`` and
+        ``image/png``: what a stored notebook shows where the widget cannot be drawn."""
+        data = super()._repr_mimebundle_(**kwargs)
+        data["text/plain"] = (f"{type(self).__name__}: an interactive explorer; run the notebook to use "
+                              f"its controls")
+        if self.image.value:
+            png = base64.b64encode(self.image.value).decode("ascii")
+            data["image/png"] = png
+            data["text/html"] = (f"<div class='tl-fallback'><img src='data:image/png;base64,{png}' "
+                                 f"alt='{html.escape(type(self).__name__)} figure'/>{self.readout.value}"
+                                 f"<p><i>A stored picture of the explorer's default state: run the "
+                                 f"notebook to move its controls.</i></p></div>")
+        return data
+
     # subclasses: compute(**values) -> result; render(result) -> html; figure(result) -> Figure
     def compute(self, **values):
         raise NotImplementedError
@@ -168,7 +230,12 @@ class Explorer(W.VBox):
 
 # ---- the cost explorer ------------------------------------------------------------------------
 class CostExplorer(Explorer):
+    """The cost explorer. "Measure now" first shows the plan -- predicted time and memory, and
+    whether a reduced size is measured instead (``plan()``) -- and turns into a "Measure (~N s)"
+    button; the second press measures. Settings whose predicted memory exceeds what this machine
+    has free disable the button and say so. ``measure()`` (code, tests) plans and measures at once."""
     css = "tl-cost-explorer"
+    typed = ("seq_len", "window")
 
     def __init__(self, preset: str = "gpt2_small", seq_len: int = 512, batch_size: int = 4,
                  dtype: Optional[str] = None, results=None, device=None):
@@ -196,14 +263,20 @@ class CostExplorer(Explorer):
                                tooltip="time, profile and memory-account one training step of this "
                                        "config on this machine")
         self.button.add_class("tl-measure")
+        # hidden until a measurement starts: a notebook executed headless stores no empty bar
         self.progress = W.IntProgress(value=0, min=0, max=4, description="", bar_style="info",
-                                      layout=W.Layout(width="260px"))
+                                      layout=W.Layout(width="260px", visibility="hidden"))
         self.progress.add_class("tl-progress")
         self.status = W.HTML(f"measures on <b>{html.escape(self.device_name)}</b>")
+        self.plan_note = W.HTML()  # the plan, shown before anything is measured
+        self.plan_note.add_class("tl-plan-note")
         self.measured = W.HTML()
         self.measured.add_class("tl-measured")
-        self.button.on_click(lambda _b: self.measure())
-        super().__init__(controls, [W.HBox([self.button, self.progress, self.status]), self.measured])
+        self.pending: Optional[explore.MeasurementPlan] = None  # shown, waiting for the confirm press
+        self.measuring = False
+        self.button.on_click(lambda _b: self.press())
+        super().__init__(controls, [W.HBox([self.button, self.progress, self.status]), self.plan_note,
+                                    self.measured])
 
     def _preset_changed(self, change):
         n_head = PRESETS[change["new"]].n_head
@@ -211,6 +284,59 @@ class CostExplorer(Explorer):
         with self.hold_trait_notifications():
             kv.options = _kv_options(n_head)
             kv.value = n_head
+
+    def update(self) -> None:
+        """Redraw; a settings change also drops a plan waiting for confirmation and a measured
+        text that belongs to other settings, and disables "Measure now" where the predicted
+        memory does not fit."""
+        super().update()
+        if self.measuring:
+            return
+        self.pending = None
+        self.button.description, self.button.button_style = "Measure now", "primary"
+        self.button.remove_class("tl-confirm")
+        if self.measurement is not None and self.error is None and self.measurement["settings"] != self.result.settings:
+            self.measured.value = ""
+        self.plan_note.value = ""
+        refusal = self.memory_refusal()
+        self.button.disabled = refusal is not None
+        if refusal:
+            self.plan_note.value = f"<b class='tl-refused' style='color:#b00'>{html.escape(refusal)}</b>"
+
+    def memory_refusal(self) -> Optional[str]:
+        """Why these settings cannot be measured here (predicted memory above what this machine
+        has free), or None."""
+        if self.error is not None or self.result is None:
+            return None
+        need, free = int(self.result.memory["total"]), available_bytes(self.device)
+        if free is None or need <= free:
+            return None
+        return (f"Not measurable here: predicted memory {fmt_bytes(need)} of {fmt_bytes(free)} available "
+                f"on {self.device_name}; lower B or T, or use a smaller model.")
+
+    def press(self) -> None:
+        """The button: the first press shows the plan and asks to confirm; the second measures."""
+        if self.pending is None:
+            self.propose()
+        else:
+            self.measure(self.pending)
+
+    def propose(self) -> explore.MeasurementPlan:
+        """Show what "Measure now" would do -- predicted time and memory, a reduced size or a
+        refusal -- and turn the button into the confirmation (nothing is measured yet)."""
+        plan = self.plan()
+        if plan.action == "refuse":
+            self.plan_note.value = f"<b class='tl-refused' style='color:#b00'>{html.escape(plan.message())}</b>"
+            self.button.disabled = True
+            return plan
+        self.pending = plan
+        self.plan_note.value = f"<i class='tl-plan'>before measuring: {html.escape(plan.message())}</i>"
+        secs = f"~{explore.seconds_text(plan.seconds)}" if plan.seconds is not None else "time unknown"
+        what = "a reduced size" if plan.action == "reduced" else "it"
+        self.button.description = f"Measure {what} ({secs})"
+        self.button.button_style = "warning"
+        self.button.add_class("tl-confirm")
+        return plan
 
     def settings(self, **v) -> explore.ExplorerSettings:
         v = v or self.values()
@@ -269,8 +395,8 @@ class CostExplorer(Explorer):
             ax2.text(left, i, f" {left:,.0f} MiB", va="center", fontsize=8)
         ax2.set_yticks(range(len(bars)), [b[0] for b in bars], fontsize=8)
         ax2.set_xlabel("MiB (training step)")
-        ax2.set_xlim(0, ax2.get_xlim()[1] * 1.6)
-        ax2.legend(fontsize=6, loc="center right")
+        ax2.set_xlim(0, ax2.get_xlim()[1] * 1.35)  # room for the total's label
+        ax2.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)  # beside, not over
         ax2.set_title(f"memory, {p.settings.dtype} activations", fontsize=9, loc="left")
         return fig
 
@@ -294,14 +420,17 @@ class CostExplorer(Explorer):
                                         budget_s=self.measure_budget_s, memory_bytes_per_s=bandwidth,
                                         ceilings=ceil)
 
-    def measure(self) -> Optional[dict]:
+    def measure(self, plan: Optional[explore.MeasurementPlan] = None) -> Optional[dict]:
         """Time (measure_step), profile (profile_step) and memory-account (memory_breakdown) one
         training step of the current config here -- or of a reduced size scaled back, when the
-        requested one would take too long (``plan``); calibrate; show it beside the prediction."""
+        requested one would take too long (``plan``, made now unless given); calibrate; show it
+        beside the prediction."""
 
         s = self.settings()
-        plan = self.plan()
-        self.measured.value = f"<i class='tl-plan'>before measuring: {html.escape(plan.message())}</i>"
+        if plan is None or plan.requested != s:
+            plan = self.plan()
+        self.pending = None
+        self.plan_note.value = f"<i class='tl-plan'>before measuring: {html.escape(plan.message())}</i>"
         if plan.action == "refuse":
             self.progress.bar_style = "danger"
             self.measured.value = f"<b style='color:#b00'>{html.escape(plan.message())}</b>"
@@ -309,8 +438,12 @@ class CostExplorer(Explorer):
         m_s = plan.measured
         cfg = m_s.config()
         prof = get_sizes(device=self.device)
+        self.measuring = True
         self.button.disabled = True
+        self.button.description = "measuring ..."
         self.progress.bar_style, self.progress.value = "info", 0
+        self.progress.layout.visibility = "visible"
+        self.measured.value = ""
         try:
             if self.device_name not in _CEILINGS:
                 self.status.value = "0/4 this machine's ceilings (once per session) ..."
@@ -338,7 +471,10 @@ class CostExplorer(Explorer):
                                    f"{html.escape(type(e).__name__)}: {html.escape(str(e)[:300])}</b>")
             return None
         finally:
+            self.measuring = False
             self.button.disabled = False
+            self.button.description, self.button.button_style = "Measure now", "primary"
+            self.button.remove_class("tl-confirm")
         scope_ms = explore.profile_scope_ms(pr.rows, r.median_ms)
         cal = explore.Calibration.from_measurement(m_s, r.median_ms, str(self.device), self.device_name, scope_ms)
         _CALIBRATIONS[(self.device_name, s.dtype)] = cal
@@ -373,7 +509,9 @@ class CostExplorer(Explorer):
         self.progress.bar_style = "success"
         self.status.value = f"measured on <b>{html.escape(self.device_name)}</b>"
         self.measured.value = self.render_measurement(self.measurement)
-        self.update()
+        plan_text = self.plan_note.value
+        self.update()  # redraw with the calibration (the same settings: the measured text stays)
+        self.plan_note.value = plan_text
         return self.measurement
 
     @staticmethod
@@ -410,6 +548,7 @@ def cost_explorer(**kwargs) -> CostExplorer:
 # ---- the decision tree ------------------------------------------------------------------------
 class DecisionTree(Explorer):
     css = "tl-decision-tree"
+    typed = ("seq_len", "window")
 
     def __init__(self, seq_len: int = 512, device: Optional[str] = None, goal: str = "speed",
                  results=None):
@@ -475,6 +614,7 @@ def _device():
 # ---- GQA: n_kv_head vs KV-cache bytes and decode speed -----------------------------------------
 class GQAExplorer(Explorer):
     css = "tl-gqa-explorer"
+    typed = ("context",)
 
     def __init__(self, n_kv_head: int = 4, context: int = 1024, batch_size: int = 1,
                  dtype: str = "bfloat16", preset: str = "gpt2_small", results=None,
@@ -488,6 +628,7 @@ class GQAExplorer(Explorer):
         self.docs = records.load_all() if results is None else list(results)
         self.device, self.device_name = _device()
         self.decode_rows = []  # measured here with "Measure decode"
+        self.measured_for: Optional[dict] = None  # the control values decode_rows were measured at
         n_head = get_config(preset).n_head
         controls = {
             "n_kv_head": _dropdown(_kv_options(n_head), n_kv_head, "K/V heads", "gqa-kv"),
@@ -498,11 +639,18 @@ class GQAExplorer(Explorer):
         self.button = W.Button(description="Measure decode", icon="play", button_style="primary",
                                tooltip="time greedy KV-cache decoding here for MHA and this n_kv_head")
         self.button.add_class("tl-measure")
-        self.progress = W.IntProgress(value=0, min=0, max=2, layout=W.Layout(width="200px"))
+        self.progress = W.IntProgress(value=0, min=0, max=2,  # hidden until "Measure decode" starts
+                                      layout=W.Layout(width="200px", visibility="hidden"))
         self.measured = W.HTML()
         self.measured.add_class("tl-measured")
         self.button.on_click(lambda _b: self.measure())
         super().__init__(controls, [W.HBox([self.button, self.progress]), self.measured])
+
+    def update(self) -> None:
+        """Redraw; a measured text that belongs to other settings is cleared."""
+        super().update()
+        if self.measured_for is not None and self.measured_for != self.values():
+            self.measured.value, self.measured_for = "", None
 
     def compute(self, n_kv_head, context, batch_size, dtype):
         return gqa_point(n_kv_head, context, batch_size, dtype, self.preset, self.docs,
@@ -562,6 +710,7 @@ class GQAExplorer(Explorer):
         dtype = v["dtype"] if self.device.type == "cuda" else "float32"
         self.button.disabled = True
         self.progress.value, self.progress.bar_style = 0, "info"
+        self.progress.layout.visibility = "visible"
         rows = []
         try:  # the heads timed in interleaved rounds: load that comes and goes slows both alike
             rows = measure_decode(cfg, [v["context"]], kv_heads=heads, batch_size=v["batch_size"],
@@ -570,7 +719,7 @@ class GQAExplorer(Explorer):
         finally:
             self.button.disabled = False
         self.progress.value, self.progress.bar_style = self.progress.max, "success"
-        self.decode_rows = rows
+        self.decode_rows, self.measured_for = rows, v
         parts = []
         for r in rows:
             if r.ok:
@@ -594,6 +743,7 @@ def gqa_explorer(**kwargs) -> GQAExplorer:
 # ---- flash: T vs attention memory ---------------------------------------------------------------
 class FlashExplorer(Explorer):
     css = "tl-flash-explorer"
+    typed = ("seq_len",)
 
     def __init__(self, seq_len: int = 1024, batch_size: int = 1, dtype: str = "float32", results=None):
         self.docs = records.load_all() if results is None else list(results)
@@ -652,6 +802,7 @@ def flash_explorer(**kwargs) -> FlashExplorer:
 # ---- sliding window: W vs mask and cost ---------------------------------------------------------
 class WindowExplorer(Explorer):
     css = "tl-window-explorer"
+    typed = ("window", "seq_len")
 
     def __init__(self, window: Optional[int] = 256, seq_len: int = 2048, n_layer: int = 12):
         window = window or 0  # 0 = full causal on the slider

@@ -231,10 +231,10 @@ RECORDED_QUALITY = (("SwiGLU 8/3x", "train_gpu_swiglu83_adamw", "train_gpu_gelu4
                     ("Muon", "train_gpu_gelu4_muon", "train_gpu_gelu4_adamw"))
 
 
-def recorded_training_notes(device: str, directory: Optional[Path] = None) -> List[str]:
-    """What recorded training runs on this kind of device say about SwiGLU and Muon: the variant
-    beside the baseline after the same steps (last and best validation loss). One run each: a
-    single seed, so a difference is a reading, not a verdict."""
+def recorded_training_notes(device: Optional[str], directory: Optional[Path] = None) -> List[str]:
+    """What recorded training runs on this kind of device (``None``: any device) say about SwiGLU
+    and Muon: the variant beside the baseline after the same steps (last and best validation
+    loss). One run each: a single seed, so a difference is a reading, not a verdict."""
     d = Path(directory) if directory is not None else records.results_dir()
     out = []
     for folder in sorted(p for p in d.glob("train_*") if p.is_dir()) if d.is_dir() else []:
@@ -243,7 +243,7 @@ def recorded_training_notes(device: str, directory: Optional[Path] = None) -> Li
                 v, b = (TrainHistory.load(folder / f"{name}.json") for name in (var, base))
             except (ValueError, OSError):
                 continue
-            if records.device_kind(v.device) != device or v.diverged or b.diverged:
+            if (device is not None and records.device_kind(v.device) != device) or v.diverged or b.diverged:
                 continue
             out.append(f"{label}: recorded in {folder.name}/ on {v.device_name} ({v.model.get('name')}, "
                        f"B={v.config['batch_size']}, T={v.config['seq_len']}, {len(v.steps)} steps, one seed): "
@@ -258,6 +258,10 @@ def quality_notes(docs: Sequence[dict], device: Optional[str] = None,
     with a verdict) where a results file has them, and the recorded training runs on ``device``."""
     out = []
     recorded = recorded_training_notes(device, directory) if device else []
+    # a validation loss does not depend on where it was trained: runs on other devices count too
+    elsewhere = recorded_training_notes(None, directory) if device else []
+    recorded += [n for n in elsewhere if n not in recorded and not any(
+        n.split(":")[0] == r.split(":")[0] for r in recorded)]
     for key, prefix in QUALITY_ONLY:
         for doc in docs:
             rows = _find(doc, "quality", prefix)

@@ -302,6 +302,11 @@ ASSUMED_MATMUL_EFFICIENCY = 0.5  # before any measurement: a step reaches ~half 
 MIN_MEASURED_SEQ = 64
 
 
+def seconds_text(seconds: float) -> str:
+    """A wall time for a message: whole seconds from 10 s on, one decimal below."""
+    return f"{seconds:,.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
+
+
 @dataclass
 class MeasurementPlan:
     """What "Measure now" will do for ``requested``: measure it as it is, measure a smaller
@@ -322,18 +327,19 @@ class MeasurementPlan:
         """What to tell the user before measuring: predicted time and memory, and the decision."""
         mem = (f"predicted memory {fmt_bytes(self.memory_bytes)}"
                + (f" of {fmt_bytes(self.available_bytes)} available" if self.available_bytes else ""))
-        t = (f"about {self.step_ms / 1e3:,.1f} s per step" if self.step_ms is not None else "time unknown")
+        t = ("time unknown" if self.step_ms is None else f"about {self.step_ms:,.0f} ms per step"
+             if self.step_ms < 1e3 else f"about {self.step_ms / 1e3:,.1f} s per step")
         head = f"{self.requested.describe()}: {t}, {mem}"
         if self.action == "refuse":
             return (f"{head}. Not measured: the step needs more memory than this machine has free; "
                     f"lower B or T, or use a smaller model.")
         if self.action == "reduced":
             full_s = self.seconds * self.scale
-            return (f"{head}. Measuring it would take ~{full_s:,.0f} s, above the {self.budget_s:.0f} s "
-                    f"bound: measuring {self.measured.describe()} instead (~{self.seconds:,.0f} s); its "
+            return (f"{head}. Measuring it would take ~{seconds_text(full_s)}, above the {self.budget_s:.0f} s "
+                    f"bound: measuring {self.measured.describe()} instead (~{seconds_text(self.seconds)}); its "
                     f"per-component rates calibrate the cost model, which scales the time to the requested "
                     f"size (~{self.scale:.2f}x here).")
-        return f"{head}. Measuring it takes ~{self.seconds:,.0f} s." if self.seconds else f"{head}."
+        return f"{head}. Measuring it takes ~{seconds_text(self.seconds)}." if self.seconds else f"{head}."
 
 
 ADAMW_BYTES_PER_PARAM = 28  # AdamW reads weight, grad and two moments, writes weight and moments (fp32)

@@ -31,7 +31,6 @@ import matplotlib
 import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyBboxPatch
-from tqdm.auto import tqdm
 
 from tutorial_lib import settings
 from tutorial_lib.lessons.common import CheckResult, call_checked, measure_variants
@@ -41,6 +40,7 @@ from tutorial_lib.measure.timing import (
     SWEEP_ERRORS,
     error_text,
     free_memory,
+    progress_bar,
     time_fn,
 )
 from tutorial_lib.model import GPT, GPTConfig, KVCache, get_config
@@ -328,7 +328,7 @@ def measure_decode(config: GPTConfig, context_lengths: Iterable[int], kv_heads: 
     need = max(contexts) + new_tokens
     base = config if config.block_size >= need else config.replace(block_size=need)
     name = settings.device_name(dev)
-    bar = tqdm(total=len(heads) * len(contexts) * rounds, desc="decoding", leave=False) if progress else None
+    bar = progress_bar(len(heads) * len(contexts) * rounds, "decoding", progress)
     out = {}
     for c in contexts:
         rows, calls = {}, {}

@@ -25,7 +25,6 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from matplotlib.figure import Figure
-from tqdm.auto import tqdm
 
 from tutorial_lib import attention, settings
 from tutorial_lib.lessons.all_together import SUITE_VARIANTS
@@ -33,7 +32,7 @@ from tutorial_lib.lessons.common import CheckResult, call_checked
 from tutorial_lib.measure import records
 from tutorial_lib.measure import roofline as R
 from tutorial_lib.measure.profile import GRAD_ACC, OTHER_BWD, OTHER_FWD, profile_step
-from tutorial_lib.measure.timing import SWEEP_ERRORS, error_text, measure_step, time_fn
+from tutorial_lib.measure.timing import SWEEP_ERRORS, error_text, measure_step, progress_bar, time_fn
 from tutorial_lib.measure.traffic import count_call
 from tutorial_lib.model import GPTConfig, get_config
 from tutorial_lib.sizes import Roofline, get_sizes
@@ -298,7 +297,7 @@ def step_checks(checks: Sequence[Tuple[str, int, int]], ceilings: R.Ceilings, de
     training step (fwd + bwd + AdamW), then ``measure_step``; an error row when a step fails."""
     dev, dt = settings.resolve(device, dtype)
     todo = [(p, B, T, be) for p, B, T in checks for be in backends]
-    bar = tqdm(total=len(todo), desc="steps", leave=False) if progress else None
+    bar = progress_bar(len(todo), "steps", progress)
     rows = []
     for preset, B, T, be in todo:
         cfg = get_config(preset, attn_backend=be)

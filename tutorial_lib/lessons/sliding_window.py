@@ -25,7 +25,6 @@ import torch.nn.functional as F
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
-from tqdm.auto import tqdm
 
 from tutorial_lib import settings
 from tutorial_lib.attention import sliding_window as Wn
@@ -37,6 +36,7 @@ from tutorial_lib.measure.timing import (
     SWEEP_ERRORS,
     error_text,
     free_memory,
+    progress_bar,
     resolve_config,
     time_fn,
 )
@@ -160,9 +160,7 @@ def window_sweep(seq_lens: Sequence[int], window: int, impls: Optional[Sequence[
     if min_run_time is None:
         min_run_time = get_sizes(device=dev).window.min_run_time
     name = settings.device_name(dev)
-    bar = None
-    if progress:
-        bar = tqdm(total=len(Ts) * len(impls) * max(rounds, 1), desc="window sweep", leave=False)
+    bar = progress_bar(len(Ts) * len(impls) * max(rounds, 1), "window sweep", progress)
     rows: List[WindowPoint] = []
     for T in Ts:
         g = torch.Generator().manual_seed(T)

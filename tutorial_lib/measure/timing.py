@@ -406,10 +406,28 @@ def measure_sweep(points: Iterable[dict], progress: bool = True, desc: str = "me
 
 
 def progress_bar(total: int, desc: str, enabled: bool = True):
-    """A tqdm bar (notebook-aware when available), or None."""
+    """A tqdm bar (notebook-aware when available) that leaves nothing behind, or None.
+
+    In a notebook kernel tqdm draws a widget and stores its first state as text ("0%"); a
+    notebook executed headless (nbconvert) would keep that frozen "0%" in its outputs. So there
+    the bar is displayed under a display id and blanked when it closes."""
     if not enabled:
         return None
-    return tqdm(total=total, desc=desc, leave=False)
+    if not any(c.__module__ == "tqdm.notebook" for c in type.mro(tqdm)):  # a terminal: tqdm's own bar
+        return tqdm(total=total, desc=desc, leave=False)
+    from IPython.display import display  # reason: only in a notebook kernel, where IPython is there
+    bar = tqdm(total=total, desc=desc, leave=False, display=False)
+    if bar.disable or not hasattr(bar, "container"):
+        return bar
+    handle = display(bar.container, display_id=True)
+    bar.displayed = True
+    close = bar.close
+
+    def close_and_blank():
+        close()
+        handle.update({"text/plain": ""}, raw=True)  # the stored output: empty, not "0%"
+    bar.close = close_and_blank
+    return bar
 
 
 def speedup(base: StepResult, new: StepResult) -> float:
