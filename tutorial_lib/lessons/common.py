@@ -37,12 +37,11 @@ from typing import (
 import numpy as np
 import torch
 from matplotlib.figure import Figure
-from tqdm.auto import tqdm
 
 from tutorial_lib import settings
 from tutorial_lib.files import atomic_path
 from tutorial_lib.measure.memory import memory_breakdown
-from tutorial_lib.measure.timing import SWEEP_ERRORS, error_text, prepare_step, time_fn
+from tutorial_lib.measure.timing import SWEEP_ERRORS, error_text, prepare_step, progress_bar, time_fn
 from tutorial_lib.model import GPTConfig
 from tutorial_lib.sizes import Quality
 from tutorial_lib.train import TrainConfig, TrainHistory, train
@@ -139,7 +138,7 @@ def measure_variants(configs: Mapping[str, GPTConfig], batch_size: int, seq_len:
             steps[label]()
         except SWEEP_ERRORS as e:
             rows[label]["error"] = error_text(e)
-    bar = tqdm(total=rounds * len(labels), desc="timing", unit="step", leave=False) if progress else None
+    bar = progress_bar(rounds * len(labels), "timing", progress)
     done = 0
     while done < rounds or (done < max_rounds and any(
             not rows[label]["error"] and spread_of(rows[label]["times_ms"]) > NOISY for label in labels)):
@@ -198,7 +197,7 @@ def quality_runs(variants: Mapping[str, Variant], sizes: Quality, seeds: Optiona
     base = TrainConfig(**{**sizes.train_kwargs(), "progress": False,
                           "device": None if device is None else str(device), **train_changes})
     out: Dict[str, List[object]] = {}
-    bar = tqdm(total=len(variants) * len(seeds), desc="training", unit="run", leave=False) if progress else None
+    bar = progress_bar(len(variants) * len(seeds), "training", progress)
     for label, v in variants.items():
         cfg, opt = v if isinstance(v, tuple) else (v, base.optimizer)
         cfg = cfg.replace(block_size=max(cfg.block_size, sizes.seq_len))

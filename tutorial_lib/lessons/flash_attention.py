@@ -27,7 +27,6 @@ import numpy as np
 import torch
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
-from tqdm.auto import tqdm
 
 from tutorial_lib import attention, settings
 from tutorial_lib.attention import attention_core
@@ -48,6 +47,7 @@ from tutorial_lib.measure.timing import (
     SWEEP_ERRORS,
     error_text,
     free_memory,
+    progress_bar,
     resolve_config,
     time_fn,
 )
@@ -211,9 +211,7 @@ def attention_sweep(seq_lens: Sequence[int], backends: Optional[Sequence[str]] =
     dev, dt = settings.resolve(device, dtype)
     esize = torch.empty((), dtype=dt).element_size()
     name = settings.device_name(dev)
-    bar = None
-    if progress:
-        bar = tqdm(total=len(backends) * len(Ts), desc="attention sweep", leave=False)
+    bar = progress_bar(len(backends) * len(Ts), "attention sweep", progress)
     rows = []
     for T in Ts:
         here = [AttentionPoint(backend=b, seq_len=T, batch_size=batch_size, n_head=n_head, head_dim=head_dim,
