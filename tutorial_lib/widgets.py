@@ -330,7 +330,10 @@ class CostExplorer(Explorer):
             self.button.disabled = True
             return plan
         self.pending = plan
-        self.plan_note.value = f"<i class='tl-plan'>before measuring: {html.escape(plan.message())}</i>"
+        first = ("" if self.device_name in _CEILINGS else
+                 " First, once per session, this machine's ceilings (matmul peak, bandwidth, per-op overhead) "
+                 "are measured too, which adds to that time.")
+        self.plan_note.value = f"<i class='tl-plan'>before measuring: {html.escape(plan.message() + first)}</i>"
         secs = f"~{explore.seconds_text(plan.seconds)}" if plan.seconds is not None else "time unknown"
         what = "a reduced size" if plan.action == "reduced" else "it"
         self.button.description = f"Measure {what} ({secs})"
