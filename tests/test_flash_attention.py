@@ -9,6 +9,7 @@ matplotlib.use("Agg")
 import pytest
 import torch
 
+from tutorial_lib.lessons import common
 from tutorial_lib.lessons import flash_attention as fl
 from tutorial_lib.model import get_config
 
@@ -149,13 +150,13 @@ def test_sweep_figure(rows):
 def test_sweep_times_the_backends_in_interleaved_rounds(monkeypatch):
     """At each T the backends alternate round by round (eager, sdpa, eager, sdpa, ...), so load that
     comes and goes slows both; a noisy backend gets more rounds; speedups are per-round ratios."""
-    real, calls = fl.time_fn, []
+    real, calls = common.time_fn, []
 
     def spy(fn, device, **kw):
         calls.append(fn)
         return real(fn, device, **kw)
 
-    monkeypatch.setattr(fl, "time_fn", spy)
+    monkeypatch.setattr(common, "time_fn", spy)  # common.time_rounds times them
     rows = fl.attention_sweep([16], backends=["eager", "sdpa"], batch_size=1, n_head=1, head_dim=4,
                               min_run_time=0.001, rounds=3, measure_peak=False)
     eager, sdpa = rows
@@ -175,7 +176,7 @@ def test_sweep_times_the_backends_in_interleaved_rounds(monkeypatch):
 def test_a_noisy_backend_is_re_measured_and_flagged(monkeypatch):
     """Rounds that keep disagreeing (here: every other call 3x slower) are re-measured up to twice
     as many, and the row says noisy."""
-    real, n = fl.time_fn, [0]
+    real, n = common.time_fn, [0]
 
     def jumpy(fn, device, **kw):
         t = real(fn, device, **kw)
@@ -184,7 +185,7 @@ def test_a_noisy_backend_is_re_measured_and_flagged(monkeypatch):
             t.median_ms *= 3
         return t
 
-    monkeypatch.setattr(fl, "time_fn", jumpy)
+    monkeypatch.setattr(common, "time_fn", jumpy)
     eager, sdpa = fl.attention_sweep([16], backends=["eager", "sdpa"], batch_size=1, n_head=1, head_dim=4,
                                      min_run_time=0.001, rounds=2, measure_peak=False)
     assert len(eager.times_ms) == 4 and eager.noisy and eager.spread > 0.5  # [3a, a, 3a, a]: spread ~1

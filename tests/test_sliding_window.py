@@ -30,7 +30,9 @@ def test_sweep_rows_memory_and_flex_on_cpu():
     for impl in ("causal", "band_mask", "local", "local_sdpa"):
         for T in (32, 64):
             r = by[(impl, T)]
-            assert r.ok and len(r.round_ms) == 2 and r.median_ms > 0, (impl, T, r.error)
+            # 2 interleaved rounds, more (up to 4) while tiny timings disagree; the same for every impl
+            assert r.ok and 2 <= len(r.round_ms) <= 4 and r.median_ms > 0, (impl, T, r.error)
+            assert len(r.round_ms) == len(by[("causal", T)].round_ms)
             assert r.visible_pairs == visible_pairs(T, 8)
     # a (T, T) bool band mask is kept for backward: at least T*T bytes more than plain causal
     assert by[("band_mask", 64)].saved_bytes - by[("causal", 64)].saved_bytes >= 64 * 64

@@ -100,6 +100,45 @@ def noise_note(rows: Sequence[dict], key: str = "variant") -> str:
             "re-run on a quiet machine before trusting them") if noisy else ""
 
 
+def time_rounds(runs: Mapping[str, Callable[[], object]], device, rounds: int = 3,
+                min_run_time: Optional[float] = None, max_rounds: Optional[int] = None,
+                bar=None, warmup: int = 1) -> Tuple[Dict[str, List[float]], Dict[str, str]]:
+    """Time each of ``runs`` once per round, in turn (A, B, A, B, ...), so load that comes and goes
+    slows all of them alike; ``rounds`` rounds, then more -- up to ``max_rounds`` (default twice
+    ``rounds``) -- while some run's rounds spread more than ``NOISY``.
+
+    Returns ({name: [median ms of each round]}, {name: error text}); a run that fails (OOM, an
+    unsupported backend) is not timed again. ``bar``: a progress bar, one tick per timing;
+    ``warmup``: untimed calls before each timing (``measure.timing.time_fn``)."""
+    max_rounds = 2 * rounds if max_rounds is None else max(max_rounds, rounds)
+    times: Dict[str, List[float]] = {name: [] for name in runs}
+    errors: Dict[str, str] = {}
+    done = 0
+    while done < rounds or (done < max_rounds and any(
+            name not in errors and spread_of(times[name]) > NOISY for name in runs)):
+        done += 1  # past ``rounds`` only while some run's rounds disagree: the machine was busy
+        if bar is not None and done > rounds:
+            bar.total += len(runs)
+        for name, run in runs.items():
+            if name in errors:
+                continue
+            try:
+                times[name].append(time_fn(run, device, min_run_time=min_run_time, warmup=warmup).median_ms)
+            except SWEEP_ERRORS as e:
+                errors[name] = error_text(e)
+            if bar is not None:
+                bar.update(1)
+    return times, errors
+
+
+def paired_speedup(base: Sequence[float], times: Sequence[float]) -> Tuple[Optional[float], Optional[float],
+                                                                          Optional[float]]:
+    """The speedup of ``times`` over ``base`` from rounds timed back to back (``time_rounds``):
+    (median, min, max) of base / this within each round; (None, None, None) with nothing to pair."""
+    ratios = [b / t for b, t in zip(base, times) if t > 0]
+    return (statistics.median(ratios), min(ratios), max(ratios)) if ratios else (None, None, None)
+
+
 def measure_variants(configs: Mapping[str, GPTConfig], batch_size: int, seq_len: int, rounds: int = 3,
                      min_run_time: Optional[float] = None, device=None, dtype=None,
                      memory: bool = True, progress: bool = False, compiled: Sequence[str] = (),
@@ -119,7 +158,6 @@ def measure_variants(configs: Mapping[str, GPTConfig], batch_size: int, seq_len:
     (``measure.memory.memory_breakdown``). Failures (OOM, ...) become rows with ``error`` set.
     """
     dev = settings.resolve(device)[0]
-    max_rounds = 2 * rounds if max_rounds is None else max(max_rounds, rounds)
     steps, rows = {}, {}
     for label, cfg in configs.items():
         try:
@@ -139,24 +177,14 @@ def measure_variants(configs: Mapping[str, GPTConfig], batch_size: int, seq_len:
         except SWEEP_ERRORS as e:
             rows[label]["error"] = error_text(e)
     bar = progress_bar(rounds * len(labels), "timing", progress)
-    done = 0
-    while done < rounds or (done < max_rounds and any(
-            not rows[label]["error"] and spread_of(rows[label]["times_ms"]) > NOISY for label in labels)):
-        done += 1  # past ``rounds`` only while some variant's rounds disagree: the machine was busy
-        if bar is not None and done > rounds:
-            bar.total += len(labels)
-        for label in labels:
-            if rows[label]["error"]:
-                continue
-            try:
-                t = time_fn(steps[label], dev, min_run_time=min_run_time, warmup=1)
-                rows[label]["times_ms"].append(t.median_ms)
-            except SWEEP_ERRORS as e:
-                rows[label]["error"] = error_text(e)
-            if bar is not None:
-                bar.update(1)
+    timed, failed = time_rounds({label: steps[label] for label in labels if not rows[label]["error"]}, dev,
+                                rounds, min_run_time, max_rounds, bar)
     if bar is not None:
         bar.close()
+    for label, ts in timed.items():
+        rows[label]["times_ms"] = ts
+        if label in failed:
+            rows[label]["error"] = failed[label]
     steps.clear()
     base = labels[0] if labels else None
     for label, r in rows.items():
@@ -166,10 +194,8 @@ def measure_variants(configs: Mapping[str, GPTConfig], batch_size: int, seq_len:
         r["tokens_per_s"] = batch_size * seq_len / (r["median_ms"] / 1e3)
         r["spread"] = spread_of(r["times_ms"])
         r["noisy"] = r["spread"] > NOISY
-        if base and not rows[base]["error"]:
-            ratios = [b / t for b, t in zip(rows[base]["times_ms"], r["times_ms"])]
-            r["speedup"] = statistics.median(ratios)
-            r["speedup_min"], r["speedup_max"] = min(ratios), max(ratios)  # the spread over rounds
+        if base and not rows[base]["error"]:  # the spread over rounds, beside the median
+            r["speedup"], r["speedup_min"], r["speedup_max"] = paired_speedup(rows[base]["times_ms"], r["times_ms"])
         if memory:
             try:
                 mb = memory_breakdown(configs[label], batch_size, seq_len, device=dev, dtype=dtype)
@@ -328,6 +354,21 @@ def fit_loglog_slope(x: Sequence[float], y: Sequence[float], last: Optional[int]
     lx, ly = np.log([p[0] for p in pts]), np.log([p[1] for p in pts])
     slope, intercept = np.polyfit(lx, ly, 1)
     return float(slope), float(intercept)
+
+
+def slopes_by(rows: Sequence, key: str, value: str, last: Optional[int] = None) -> Dict[str, float]:
+    """Per group of ``rows`` (their attribute ``key``: a backend, an implementation), the fitted
+    log-log exponent of attribute ``value`` in ``seq_len`` over the group's successful rows
+    (``fit_loglog_slope``; ``last``: the largest-T points only): ~2 quadratic, ~1 linear; NaN with
+    fewer than two usable points."""
+    out: Dict[str, float] = {}
+    for group in dict.fromkeys(getattr(r, key) for r in rows):
+        pts = [(r.seq_len, getattr(r, value)) for r in rows if getattr(r, key) == group and r.ok]
+        try:
+            out[group] = fit_loglog_slope([p[0] for p in pts], [p[1] for p in pts], last=last)[0]
+        except ValueError:
+            out[group] = float("nan")
+    return out
 
 
 def loglog_scaling(series: Mapping[str, Tuple[Sequence[float], Sequence[float]]],

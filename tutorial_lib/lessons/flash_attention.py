@@ -35,10 +35,12 @@ from tutorial_lib.lessons.common import (
     NOISY,
     CheckResult,
     call_checked,
-    fit_loglog_slope,
     loglog_scaling,
     measure_variants,
+    paired_speedup,
+    slopes_by,
     spread_of,
+    time_rounds,
 )
 from tutorial_lib.measure import flops as F
 from tutorial_lib.measure import records
@@ -49,7 +51,6 @@ from tutorial_lib.measure.timing import (
     free_memory,
     progress_bar,
     resolve_config,
-    time_fn,
 )
 from tutorial_lib.model import get_config
 
@@ -127,7 +128,7 @@ class AttentionPoint:
     saved_bytes: Optional[int] = None  # tensors autograd keeps for backward (inputs excluded)
     peak_bytes: Optional[int] = None  # allocator peak above the inputs over one call (CPU and CUDA)
     median_ms: Optional[float] = None  # median over the interleaved rounds
-    iqr_ms: Optional[float] = None  # of the last round's timed calls
+    iqr_ms: Optional[float] = None  # interquartile range of the rounds' times
     times_ms: List[float] = dataclasses.field(default_factory=list)  # one per round
     spread: Optional[float] = None  # (max - min) / median of times_ms: above NOISY, the machine was busy
     noisy: bool = False
@@ -254,46 +255,33 @@ def attention_sweep(seq_lens: Sequence[int], backends: Optional[Sequence[str]] =
 
 
 def _time_interleaved(rows: List[AttentionPoint], runs: Dict[str, Callable], dev, min_run_time, rounds: int):
-    """Time ``runs`` (one per row's backend) in interleaved rounds; fill the rows' times."""
+    """Time ``runs`` (one per row's backend) in interleaved rounds (``common.time_rounds``); fill
+    the rows' times, spread and per-round speedups over the first backend."""
     timed = [r for r in rows if r.backend in runs]
-    done = 0
-    while done < rounds or (done < 2 * rounds and any(r.ok and spread_of(r.times_ms) > NOISY for r in timed)):
-        done += 1
-        for r in timed:
-            if not r.ok:
-                continue
-            try:
-                tm = time_fn(runs[r.backend], dev, min_run_time=min_run_time, warmup=1, min_measurements=3)
-                r.times_ms.append(tm.median_ms)
-                r.iqr_ms = tm.iqr_ms
-            except SWEEP_ERRORS as e:
-                r.error = error_text(e)
-    base = timed[0] if timed and timed[0].ok else None
+    times, failed = time_rounds({r.backend: runs[r.backend] for r in timed}, dev, rounds, min_run_time)
+    base = timed[0] if timed and timed[0].backend not in failed else None
     for r in timed:
-        if not r.ok or not r.times_ms:
+        r.times_ms = times[r.backend]
+        if r.backend in failed:
+            r.error = failed[r.backend]
+            continue
+        if not r.times_ms:
             continue
         r.median_ms = float(np.median(r.times_ms))
+        q = np.percentile(r.times_ms, [25, 75])
+        r.iqr_ms = float(q[1] - q[0])
         r.spread = spread_of(r.times_ms)
         r.noisy = r.spread > NOISY
         if base is not None:
-            ratios = [b / t for b, t in zip(base.times_ms, r.times_ms)]
-            r.speedup, r.speedup_min, r.speedup_max = float(np.median(ratios)), min(ratios), max(ratios)
+            r.speedup, r.speedup_min, r.speedup_max = paired_speedup(base.times_ms, r.times_ms)
 
 
 def loglog_slopes(rows: Sequence[AttentionPoint], value: str = "saved_bytes",
                   last: Optional[int] = None) -> Dict[str, float]:
-    """Per backend, the fitted exponent of ``value`` in T (``common.fit_loglog_slope`` over its
+    """Per backend, the fitted exponent of ``value`` in T (``common.slopes_by`` over its
     successful rows; ``last``: only the largest-T points): ~2 quadratic, ~1 linear. NaN with fewer
     than two usable points."""
-
-    out: Dict[str, float] = {}
-    for b in dict.fromkeys(r.backend for r in rows):
-        pts = [(r.seq_len, getattr(r, value)) for r in rows if r.backend == b and r.ok]
-        try:
-            out[b] = fit_loglog_slope([p[0] for p in pts], [p[1] for p in pts], last=last)[0]
-        except ValueError:
-            out[b] = float("nan")
-    return out
+    return slopes_by(rows, "backend", value, last)
 
 
 _UNITS = {"saved_bytes": ("MiB kept for backward", 2 ** 20), "peak_bytes": ("peak above inputs, MiB", 2 ** 20),

@@ -28,11 +28,11 @@ import torch.nn.functional as F
 from tutorial_lib import settings
 from tutorial_lib.attention import reference as R
 from tutorial_lib.attention import sliding_window as Wn
-from tutorial_lib.lessons.common import fit_loglog_slope
+from tutorial_lib.lessons.common import fit_loglog_slope, paired_speedup, time_rounds
 from tutorial_lib.measure import flops
 from tutorial_lib.measure.allocator import huge_page_ab
 from tutorial_lib.measure.memory import peak_bytes
-from tutorial_lib.measure.timing import SWEEP_ERRORS, error_text, matmul_peak_flops, prepare_step, time_fn
+from tutorial_lib.measure.timing import SWEEP_ERRORS, error_text, matmul_peak_flops, prepare_step
 from tutorial_lib.model import GPTConfig, get_config
 
 WINDOW_IMPLS = {
@@ -50,21 +50,6 @@ def _fwdbwd(fn: Callable, q, k, v) -> Callable[[], None]:
             t.grad = None
         fn(q, k, v).backward(g)
     return run
-
-
-def _interleaved(runs: Dict[str, Callable], device, rounds: int, min_run_time: float) -> Dict[str, List[float]]:
-    """Each run timed once per round, in turn; {name: [ms per round]} (failures: no entry)."""
-    out: Dict[str, List[float]] = {n: [] for n in runs}
-    for _ in range(rounds):
-        for name, run in runs.items():
-            out[name].append(time_fn(run, device, min_run_time=min_run_time, warmup=1,
-                                     min_measurements=3).median_ms)
-    return out
-
-
-def _ratio_stats(base: List[float], other: List[float]) -> tuple:
-    r = [b / o for b, o in zip(base, other) if o > 0]
-    return (statistics.median(r), min(r), max(r)) if r else (None, None, None)
 
 
 # ---- 1. the local window's peak vs causal SDPA -------------------------------------------------
@@ -111,11 +96,13 @@ def window_memory(seq_lens: Sequence[int], window: int, batch: int = 1, n_head: 
                 runs[label] = run
             except SWEEP_ERRORS as e:
                 row["error"] = error_text(e)
-        times = _interleaved(runs, dev, rounds, min_run_time)
+        times, failed = time_rounds(runs, dev, rounds, min_run_time)  # interleaved, noisy rounds re-measured
         base = times.get(next(iter(WINDOW_IMPLS)), [])
         for label, ts in times.items():
-            if ts:
-                med, lo, hi = _ratio_stats(base, ts)
+            if label in failed:
+                pts[label]["error"] = failed[label]
+            elif ts:
+                med, lo, hi = paired_speedup(base, ts)
                 pts[label].update(ms=statistics.median(ts), speedup_vs_causal=med,
                                   speedup_range=None if lo is None else f"{lo:.2f}–{hi:.2f}")
         del q, k, v, runs
@@ -168,14 +155,15 @@ def mask_paths(seq_len: int, window: int, batch: int = 1, n_head: int = 12, head
             for t in (q, k, v):
                 t.grad = None
             peaks[name] = peak_bytes(run, dev)
-        times = _interleaved(runs, dev, rounds, min_run_time)
+        times, failed = time_rounds(runs, dev, rounds, min_run_time)  # interleaved, noisy rounds re-measured
         base = next(iter(times.values()))
         for name, ts in times.items():
-            med, lo, hi = _ratio_stats(base, ts)
+            med, lo, hi = paired_speedup(base, ts) if name not in failed else (None, None, None)
             rows.append({"what": group, "path": name, "seq_len": T, "window": window,
-                         "ms": statistics.median(ts), "speedup": med,
+                         "ms": statistics.median(ts) if ts and name not in failed else None, "speedup": med,
                          "speedup_range": None if lo is None else f"{lo:.2f}–{hi:.2f}",
-                         "peak_MB": None if peaks[name] is None else peaks[name] / 1e6})
+                         "peak_MB": None if peaks[name] is None else peaks[name] / 1e6,
+                         "error": failed.get(name)})
     return rows
 
 
@@ -241,13 +229,16 @@ def step_mfu(preset: str, batch: int, seq_len: int, variants: Dict[str, dict], d
         except SWEEP_ERRORS as e:
             row["error"] = error_text(e)
             steps.pop(label, None)
-    times = _interleaved(steps, dev, rounds, min_run_time)
+    times, failed = time_rounds(steps, dev, rounds, min_run_time)  # interleaved, noisy rounds re-measured
     first = next(iter(times.values()), [])
     for label, ts in times.items():
         row = rows[label]
+        if label in failed:
+            row["error"] = failed[label]
+            continue
         ms = statistics.median(ts)
         achieved = row["GFLOP"] * 1e9 / (ms / 1e3)
-        med, lo, hi = _ratio_stats(first, ts)
+        med, lo, hi = paired_speedup(first, ts)
         row.update(ms=ms, speedup=med, speedup_range=None if lo is None else f"{lo:.2f}–{hi:.2f}",
                    achieved_TFLOPs=achieved / 1e12, MFU_measured_peak=achieved / peak,
                    MFU_spec=None if spec is None else achieved / spec)

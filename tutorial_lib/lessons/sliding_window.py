@@ -30,7 +30,15 @@ from tutorial_lib import settings
 from tutorial_lib.attention import sliding_window as Wn
 from tutorial_lib.attention.flex import flex_attention, has_flex_attention
 from tutorial_lib.attention.reference import causal_mask, visible_pairs
-from tutorial_lib.lessons.common import CheckResult, call_checked, fit_loglog_slope, measure_variants
+from tutorial_lib.lessons.common import (
+    CheckResult,
+    call_checked,
+    fit_loglog_slope,
+    measure_variants,
+    paired_speedup,
+    slopes_by,
+    time_rounds,
+)
 from tutorial_lib.measure.memory import peak_bytes, saved_bytes
 from tutorial_lib.measure.timing import (
     SWEEP_ERRORS,
@@ -38,7 +46,6 @@ from tutorial_lib.measure.timing import (
     free_memory,
     progress_bar,
     resolve_config,
-    time_fn,
 )
 from tutorial_lib.sizes import get_sizes
 
@@ -192,18 +199,12 @@ def window_sweep(seq_lens: Sequence[int], window: int, impls: Optional[Sequence[
                 p.error = error_text(e)
                 if bar is not None:
                     bar.update(max(rounds, 1))
-        for _ in range(rounds):
-            for impl, run in runs.items():
-                p = pts[impl]
-                if p.error is not None:
-                    continue
-                try:
-                    tm = time_fn(run, dev, min_run_time=min_run_time, warmup=0, min_measurements=3)
-                    p.round_ms.append(tm.median_ms)
-                except SWEEP_ERRORS as e:
-                    p.error = error_text(e)
-                if bar is not None:
-                    bar.update(1)
+        # interleaved rounds (``common.time_rounds``): more while a point's rounds disagree
+        times, failed = time_rounds(runs, dev, rounds, min_run_time, bar=bar, warmup=0) if rounds else ({}, {})
+        for impl, ts in times.items():
+            pts[impl].round_ms = ts
+            if impl in failed:
+                pts[impl].error = failed[impl]
         for p in pts.values():
             if p.error is None and p.round_ms:
                 p.median_ms = statistics.median(p.round_ms)
@@ -228,25 +229,17 @@ def speedups(rows: Sequence[WindowPoint], base: str = "causal") -> Dict[str, Dic
         b = by.get((base, T))
         if b is None:
             continue
-        ratios = [x / y for x, y in zip(b.round_ms, r.round_ms) if y > 0]
-        if ratios:
-            out.setdefault(impl, {})[T] = statistics.median(ratios)
+        med = paired_speedup(b.round_ms, r.round_ms)[0]
+        if med is not None:
+            out.setdefault(impl, {})[T] = med
     return out
 
 
 def slopes(rows: Sequence[WindowPoint], value: str = "median_ms", last: Optional[int] = 2
            ) -> Dict[str, float]:
-    """Fitted log-log exponent of ``value`` in T per implementation (``plots.fit_loglog_slope``);
+    """Fitted log-log exponent of ``value`` in T per implementation (``common.slopes_by``);
     ``last``: fit the largest-T points only (the regime T >> W). NaN when it cannot be fitted."""
-
-    out: Dict[str, float] = {}
-    for impl in dict.fromkeys(r.impl for r in rows):
-        pts = [(r.seq_len, getattr(r, value)) for r in rows if r.impl == impl and r.ok]
-        try:
-            out[impl] = fit_loglog_slope([p[0] for p in pts], [p[1] for p in pts], last=last)[0]
-        except ValueError:
-            out[impl] = float("nan")
-    return out
+    return slopes_by(rows, "impl", value, last)
 
 
 def round_slopes(rows: Sequence[WindowPoint], last: Optional[int] = 2) -> Dict[str, List[float]]:
