@@ -98,8 +98,10 @@ def noisy_note(rows: list[dict]) -> str:
              for r in rows if r.get("noisy")]
     if not names:
         return ""
-    return (f"_Noisy: the rounds of {', '.join(names)} spread more than {NOISY:.0%} even after re-measuring; "
-            "their times and speedups are not evidence. Re-run on a quiet machine._")
+    return (f"_Noisy: the rounds of {', '.join(names)} spread more than {NOISY:.0%} even after re-measuring, so "
+            "their times are uncertain by that much. Their speedups are per-round ratios (load that comes and "
+            "goes slows both sides of a round): trust one only as far as its range. Re-run on a quieter machine "
+            "to narrow them._")
 
 
 def load_note(meta: dict, section: dict) -> str:

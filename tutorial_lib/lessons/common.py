@@ -96,8 +96,9 @@ def noise_note(rows: Sequence[dict], key: str = "variant") -> str:
     """A line naming the rows whose rounds disagreed beyond ``NOISY`` even after re-measuring
     ("" when none did): their numbers are not to be trusted -- re-run on a quiet machine."""
     noisy = [f"{r[key]} ({r['spread']:.0%})" for r in rows if r.get("noisy")]
-    return (f"noisy: the rounds of {', '.join(noisy)} spread more than {NOISY:.0%} even after re-measuring; "
-            "re-run on a quiet machine before trusting them") if noisy else ""
+    return (f"noisy: the rounds of {', '.join(noisy)} spread more than {NOISY:.0%} even after re-measuring, "
+            "so their times are uncertain by that much; a speedup (per-round ratios) holds only as far as its "
+            "range. Re-run on a quieter machine to narrow them") if noisy else ""
 
 
 def time_rounds(runs: Mapping[str, Callable[[], object]], device, rounds: int = 3,
