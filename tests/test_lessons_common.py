@@ -116,6 +116,7 @@ def test_noisy_rounds_are_re_measured_and_flagged(monkeypatch):
     rows = C.measure_variants(configs, 1, 16, rounds=2, max_rounds=4, device="cpu", memory=False)
     assert [len(r["times_ms"]) for r in rows] == [4, 4]  # 2 rounds, then 2 more while it disagreed
     assert not rows[0]["noisy"] and rows[1]["noisy"] and rows[1]["spread"] == pytest.approx(20 / 30)  # 10,30,30,30
-    assert "GELU 3x" in C.noise_note(rows) and "quieter machine" in C.noise_note(rows) and "its range" in C.noise_note(rows)
+    note = C.noise_note(rows)
+    assert "GELU 3x" in note and "quieter machine" in note and "its range" in note
     assert C.noise_note(rows[:1]) == ""
     assert C.spread_of([10.0]) == 0.0
