@@ -101,6 +101,25 @@ def noise_note(rows: Sequence[dict], key: str = "variant") -> str:
             "range. Re-run on a quieter machine to narrow them") if noisy else ""
 
 
+def attention_runner(fn: Callable, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                     mode: str = "fwdbwd") -> Callable[[], None]:
+    """A no-argument call of attention ``fn(q, k, v)`` to time or profile: ``mode="fwd"`` runs the
+    forward under no_grad; ``"fwdbwd"`` also back-propagates a ones gradient, clearing the inputs'
+    gradients first so that repeated calls do the same work."""
+    if mode == "fwd":
+        def run():
+            with torch.no_grad():
+                fn(q, k, v)
+        return run
+    g = torch.ones(q.shape, device=q.device, dtype=q.dtype)
+
+    def run():
+        for t in (q, k, v):
+            t.grad = None
+        fn(q, k, v).backward(g)
+    return run
+
+
 def time_rounds(runs: Mapping[str, Callable[[], object]], device, rounds: int = 3,
                 min_run_time: Optional[float] = None, max_rounds: Optional[int] = None,
                 bar=None, warmup: int = 1) -> Tuple[Dict[str, List[float]], Dict[str, str]]:

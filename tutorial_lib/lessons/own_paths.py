@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from tutorial_lib import settings
 from tutorial_lib.attention import reference as R
 from tutorial_lib.attention import sliding_window as Wn
-from tutorial_lib.lessons.common import fit_loglog_slope, paired_speedup, time_rounds
+from tutorial_lib.lessons.common import attention_runner, fit_loglog_slope, paired_speedup, time_rounds
 from tutorial_lib.measure import flops
 from tutorial_lib.measure.allocator import huge_page_ab
 from tutorial_lib.measure.memory import peak_bytes
@@ -40,16 +40,6 @@ WINDOW_IMPLS = {
     "local, chunked backward (now)": "local",
     "local, one backward call (before)": "local_one_call",
 }
-
-
-def _fwdbwd(fn: Callable, q, k, v) -> Callable[[], None]:
-    g = torch.ones(q.shape, dtype=q.dtype, device=q.device)
-
-    def run():
-        for t in (q, k, v):
-            t.grad = None
-        fn(q, k, v).backward(g)
-    return run
 
 
 # ---- 1. the local window's peak vs causal SDPA -------------------------------------------------
@@ -86,7 +76,7 @@ def window_memory(seq_lens: Sequence[int], window: int, batch: int = 1, n_head: 
             pts[label] = row
             rows.append(row)
             try:
-                run = _fwdbwd(_window_fn(impl, window), q, k, v)
+                run = attention_runner(_window_fn(impl, window), q, k, v)
                 run()  # warm-up: cached masks, thread pools, the allocator's first pages
                 for t in (q, k, v):
                     t.grad = None
@@ -136,10 +126,10 @@ def mask_paths(seq_len: int, window: int, batch: int = 1, n_head: int = 12, head
                for _ in range(3))
     groups = {
         "attention fwd+bwd": {
-            "mask built per call, int64 difference (before)": _fwdbwd(
+            "mask built per call, int64 difference (before)": attention_runner(
                 lambda q, k, v: F.scaled_dot_product_attention(
                     q, k, v, attn_mask=R.causal_mask_by_difference(T, T, window, device=q.device)), q, k, v),
-            "cached additive mask, sdpa backend (now)": _fwdbwd(
+            "cached additive mask, sdpa backend (now)": attention_runner(
                 lambda q, k, v: R.sdpa_attention(q, k, v, window=window), q, k, v),
         },
         "mask alone": {

@@ -32,6 +32,7 @@ from tutorial_lib.attention.flex import flex_attention, has_flex_attention
 from tutorial_lib.attention.reference import causal_mask, visible_pairs
 from tutorial_lib.lessons.common import (
     CheckResult,
+    attention_runner,
     call_checked,
     fit_loglog_slope,
     measure_variants,
@@ -113,21 +114,6 @@ def attention_fn(impl: str, window: int) -> Callable:
     raise ValueError(f"impl={impl!r} is not one of {list(IMPLS)}")
 
 
-def _runner(fn, q, k, v, mode):
-    if mode == "fwd":
-        def run():
-            with torch.no_grad():
-                fn(q, k, v)
-        return run
-    g = torch.ones(q.shape, device=q.device, dtype=q.dtype)
-
-    def run():
-        for t in (q, k, v):
-            t.grad = None
-        fn(q, k, v).backward(g)
-    return run
-
-
 def window_sweep(seq_lens: Sequence[int], window: int, impls: Optional[Sequence[str]] = None,
                  batch_size: int = 1, n_head: int = 12, n_kv_head: Optional[int] = None,
                  head_dim: int = 64, device=None, dtype=None, mode: str = "fwdbwd",
@@ -185,7 +171,7 @@ def window_sweep(seq_lens: Sequence[int], window: int, impls: Optional[Sequence[
                 if impl == "flex" and mode == "fwdbwd" and dev.type == "cpu":
                     raise NotImplementedError("flex_attention has no CPU backward in PyTorch "
                                               "(forward only: time it with mode='fwd')")
-                run = _runner(fn, q, k, v, mode)
+                run = attention_runner(fn, q, k, v, mode)
                 if measure_time or measure_memory:
                     run()  # warm-up (flex compiles on CUDA here; cached masks, thread pools)
                 if mode == "fwdbwd" and measure_memory:
