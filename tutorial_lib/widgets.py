@@ -293,11 +293,11 @@ class CostExplorer(Explorer):
         if self.measuring:
             return
         self.pending = None
+        self.plan_note.value = ""  # the plan goes first, so no confirm-less button shows a stale plan
         self.button.description, self.button.button_style = "Measure now", "primary"
         self.button.remove_class("tl-confirm")
         if self.measurement is not None and self.error is None and self.measurement["settings"] != self.result.settings:
             self.measured.value = ""
-        self.plan_note.value = ""
         refusal = self.memory_refusal()
         self.button.disabled = refusal is not None
         if refusal:
