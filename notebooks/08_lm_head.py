@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from tutorial_lib import claims, settings
 from tutorial_lib.lessons import lm_head as L
-from tutorial_lib.lessons.common import env_summary, format_rows, show_source
+from tutorial_lib.lessons.common import env_summary, format_rows, show_source, speedup_words
 from tutorial_lib.model import GPT, get_config
 from tutorial_lib.sizes import get_sizes
 
@@ -290,10 +290,9 @@ L.payoff_figure(timed)
 # %% tags=["nbval-ignore-output"]
 for r in timed[1:]:
     if r.get("speedup") and r.get("saved_vs_full_bytes") is not None:
-        slower = 1 / r["speedup"] - 1
         print(f"{r['variant']}: saves {r['saved_vs_full_bytes'] / 1e6:,.0f} MB of activations "
               f"({r['saved_vs_full_bytes'] / timed[0]['activations_bytes']:.0%} of the step's), and the step is "
-              f"{abs(slower):.1%} {'slower' if slower > 0 else 'faster'} (per-round range "
+              f"{speedup_words(r['speedup'], r['speedup_min'], r['speedup_max'])} (per-round range "
               f"{r['speedup_min']:.3f}-{r['speedup_max']:.3f}x)")
 
 # %% [markdown]
