@@ -29,7 +29,7 @@ from tutorial_lib import claims, settings
 from tutorial_lib.lessons import profile as plots
 from tutorial_lib.lessons.common import env_summary, format_rows, show_source
 from tutorial_lib.lessons.flash_attention import attention_sweep, loglog_slopes, sweep_figure
-from tutorial_lib.measure import flops, memory, profile, timing
+from tutorial_lib.measure import cost, flops, memory, profile, timing
 from tutorial_lib.measure.memory import fmt_bytes
 from tutorial_lib.model import get_config
 from tutorial_lib.sizes import get_sizes
@@ -55,9 +55,9 @@ print(f"measured model: {P.preset}, B={P.batch}, T={P.seq_len}")
 # %%
 SEED_B, SEED_T = 4, 512
 small = get_config("gpt2_small")
-rows = flops.cost_table(small, SEED_B, SEED_T)
+fwd = cost.flops_by_scope(small, SEED_B, SEED_T, "forward", "counted")  # matmul FLOPs per component
 print(small.describe())
-plots.nested_breakdown(claims.scope_amounts(rows, "fwd_flops"), n_layer=small.n_layer,
+plots.nested_breakdown(fwd, n_layer=small.n_layer,
                        what="forward matmul FLOPs",
                        title=f"GPT-2 small, B={SEED_B}, T={SEED_T}: share of forward matmul FLOPs")
 
@@ -79,27 +79,30 @@ show_source(GPT.module_scopes)
 # A linear layer with `n_in` inputs and `n_out` outputs costs `2 · tokens · n_in · n_out` FLOPs
 # forward (a multiply and an add per weight per token) and twice that backward (gradient of the input
 # and of the weight). Attention's two products, `Q Kᵀ` and `P V`, each cost `2 · B · H · T² · D`
-# — the term that grows with T². `flops.cost_table` adds this up per component; the elementwise work
-# (softmax, GELU, norms, RoPE) is estimated separately because it is small in FLOPs — but not, as
-# we will see, in time.
+# — the term that grows with T². The library's one analytic model, `measure.cost`, lists the kernels
+# of every component and adds up their FLOPs; the elementwise work (softmax, GELU, norms, RoPE) is
+# estimated separately because it is small in FLOPs — but not, as we will see, in time.
 
 # %%
-table = [{"component": r.name,
-          "fwd GFLOP": r.fwd_flops / 1e9, "bwd GFLOP": r.bwd_flops / 1e9,
-          "fwd causal GFLOP": r.fwd_flops_causal / 1e9,
-          "elementwise GFLOP (est.)": r.fwd_other_flops / 1e9,
-          "params M": r.params / 1e6} for r in rows]
+bwd = cost.flops_by_scope(small, SEED_B, SEED_T, "backward", "counted")
+visible = cost.flops_by_scope(small, SEED_B, SEED_T, "forward", "visible")
+elementwise = cost.elementwise_flops(small, SEED_B, SEED_T)
+params = cost.params_by_scope(small)
+table = [{"component": k, "fwd GFLOP": fwd.get(k, 0) / 1e9, "bwd GFLOP": bwd.get(k, 0) / 1e9,
+          "fwd causal GFLOP": visible.get(k, 0) / 1e9, "elementwise GFLOP (est.)": elementwise.get(k, 0) / 1e9,
+          "params M": params.get(k, 0) / 1e6}
+         for k in dict.fromkeys([*fwd, *elementwise, *params])]
 fmt = {k: "{:,.2f}" for k in table[0] if k != "component"}
-print(f"GPT-2 small, B={SEED_B}, T={SEED_T}, {small.attn_backend} attention, per component (all 12 layers):")
+print(f"GPT-2 small, B={SEED_B}, T={SEED_T}, {small.attn_backend} attention, per component (all 12 layers; "
+      "'other' is the residual adds):")
 print(format_rows(table, formats=fmt))
 
 # %%
-share = claims.flop_shares_in_seed_terms(rows)
-block = {r.name: r.fwd_flops for r in rows if r.group in ("attention", "mlp")}
-core = block["attention.scores"] + block["attention.av"]
+share = claims.flop_shares_in_seed_terms(fwd)
+block = {k: v for k, v in fwd.items() if k.startswith(("attention", "mlp"))}
 print(f"LM head         : {share['time.lm_head']:.1%} of the forward matmul FLOPs")
 print(f"MLP             : {share['time.block.mlp']:.1%} of a block's matmul FLOPs")
-print(f"QKᵀ + PV        : {core / sum(block.values()):.1%} of a block's matmul FLOPs")
+print(f"QKᵀ + PV        : {block['attention.core'] / sum(block.values()):.1%} of a block's matmul FLOPs")
 print(f"q/k/v + out proj: {(block['attention.qkv'] + block['attention.out']) / sum(block.values()):.1%} of a block")
 
 # %% [markdown]
@@ -113,13 +116,13 @@ print(f"q/k/v + out proj: {(block['attention.qkv'] + block['attention.out']) / s
 # ignores attention's T² term. Here are all three for one step:
 
 # %%
-t = flops.totals(rows)
-rot = flops.rule_of_thumb_flops(small, SEED_B, SEED_T)
-print(f"forward, full T×T (counter convention): {t['fwd_flops'] / 1e9:,.1f} GFLOP")
-print(f"forward, causal-aware                 : {t['fwd_flops_causal'] / 1e9:,.1f} GFLOP")
+t = {"fwd": sum(fwd.values()), "bwd": sum(bwd.values())}
+rot = cost.rule_of_thumb_flops(small, SEED_B, SEED_T)
+print(f"forward, full T×T (counter convention): {t['fwd'] / 1e9:,.1f} GFLOP")
+print(f"forward, causal-aware                 : {sum(visible.values()) / 1e9:,.1f} GFLOP")
 print(f"forward, 2·N·tokens rule of thumb     : {rot['fwd'] / 1e9:,.1f} GFLOP")
-print(f"backward / forward (counter)          : {t['bwd_flops'] / t['fwd_flops']:.3f}")
-print(f"fwd + bwd, full T×T                   : {(t['fwd_flops'] + t['bwd_flops']) / 1e9:,.1f} GFLOP")
+print(f"backward / forward (counter)          : {t['bwd'] / t['fwd']:.3f}")
+print(f"fwd + bwd, full T×T                   : {(t['fwd'] + t['bwd']) / 1e9:,.1f} GFLOP")
 print(f"fwd + bwd, 6·N·tokens rule of thumb   : {rot['fwdbwd'] / 1e9:,.1f} GFLOP")
 
 # %% [markdown]
@@ -135,11 +138,12 @@ print(f"fwd + bwd, 6·N·tokens rule of thumb   : {rot['fwdbwd'] / 1e9:,.1f} GFL
 # %%
 B_chk, T_chk = 1, 64
 got = flops.count_flops(small, B_chk, T_chk, device="cpu")
-ana = flops.totals(flops.cost_table(small, B_chk, T_chk))
+ana = {phase: cost.flops_by_scope(small, B_chk, T_chk, phase, "counted") for phase in ("forward", "backward")}
 print(f"GPT-2 small, B={B_chk}, T={T_chk}:")
-print(f"  forward : analytic {ana['fwd_flops']:,}  FlopCounterMode {got['fwd']:,}  equal: {ana['fwd_flops'] == got['fwd']}")
-print(f"  backward: analytic {ana['bwd_flops']:,}  FlopCounterMode {got['bwd']:,}  equal: {ana['bwd_flops'] == got['bwd']}")
-print(f"  per component (forward) equal: {got['fwd_by_component'] == flops.analytic_by_component(flops.cost_table(small, B_chk, T_chk))}")
+for phase, key in (("forward", "fwd"), ("backward", "bwd")):
+    a = sum(ana[phase].values())
+    print(f"  {phase:8}: analytic {a:,}  FlopCounterMode {got[key]:,}  equal: {a == got[key]}")
+print(f"  per component (forward) equal: {got['fwd_by_component'] == ana['forward']}")
 
 # %% [markdown]
 # **The seed's operation counts.** The seed writes "~134M ops" for the attention scores, "~1.6B" per
@@ -151,11 +155,11 @@ print(f"  per component (forward) equal: {got['fwd_by_component'] == flops.analy
 H, D = small.n_head, small.head_dim
 AT_SEED = claims.Setting(model="gpt2_small", batch=SEED_B, seq_len=SEED_T)  # analytic: exact at the seed's setting
 qk_one_head = plots.attention_score_flops(SEED_B, SEED_T, 1, D)
-per_layer = (t["fwd_flops"] - next(r.fwd_flops for r in rows if r.name == "lm_head")) / small.n_layer
+per_layer = (t["fwd"] - fwd["lm_head"]) / small.n_layer
 print(claims.format_table(claims.claims_table({
     "ops.scores": qk_one_head,
     "ops.per_layer": per_layer,
-    "ops.model": t["fwd_flops"],
+    "ops.model": t["fwd"],
     "scores.T512": SEED_T * SEED_T,
     "scores.T1024": 1024 * 1024,
 }, notes={"ops.per_layer": "ours: the whole block's forward matmul FLOPs"}, where=AT_SEED)))
@@ -219,7 +223,7 @@ print(claims.format_table(claims.claims_table(measured_shares, where=where)))
 # budget at B=4, T=512 (MB = 10⁶ bytes):
 
 # %%
-n = flops.num_params(small)
+n = cost.num_params(small)
 from tutorial_lib.model import GPT
 
 with torch.device("meta"):
@@ -274,18 +278,16 @@ for bpe, name in ((4, "fp32"), (2, "bf16")):
 # handful. Such *memory-bound* operations take time in proportion to the bytes they move, not to
 # their FLOPs, so they show up in the time breakdown far above their FLOP share. Eager attention is
 # the extreme case: it writes the `(B, H, T, T)` scores, the masked scores and the probabilities to
-# memory, and reads them back. Arithmetic intensity (FLOPs per byte written, bf16 activations) for
-# GPT-2 small at the seed's setting:
+# memory, and reads them back. Arithmetic intensity (FLOPs per byte the forward's kernels read and
+# write, under bf16 autocast) for GPT-2 small at the seed's setting, from the same analytic model
+# (notebook 09 puts these numbers on the roofline):
 
 # %%
-rows_bf16 = flops.cost_table(small.replace(attn_backend="eager"), SEED_B, SEED_T, bytes_per_element=2)
-inten = []
-for r in rows_bf16:
-    work = r.fwd_flops + r.fwd_other_flops
-    if r.act_bytes:
-        inten.append({"component": r.name, "GFLOP (matmul + elementwise est.)": work / 1e9,
-                      "MB written": r.act_bytes / 1e6, "FLOPs per byte": work / r.act_bytes})
-print(format_rows(inten, formats={"GFLOP (matmul + elementwise est.)": "{:,.2f}", "MB written": "{:,.1f}",
+inten = [{"component": r.scope, "GFLOP (matmul, or elementwise est.)": r.roofline_flops / 1e9,
+          "MB moved": r.bytes / 1e6, "FLOPs per byte": r.intensity}
+         for r in cost.step_kernels(small.replace(attn_backend="eager"), SEED_B, SEED_T, "bfloat16")
+         if r.phase == "forward" and r.bytes]
+print(format_rows(inten, formats={"GFLOP (matmul, or elementwise est.)": "{:,.2f}", "MB moved": "{:,.1f}",
                                   "FLOPs per byte": "{:,.1f}"}))
 
 # %% [markdown]
@@ -293,8 +295,7 @@ print(format_rows(inten, formats={"GFLOP (matmul + elementwise est.)": "{:,.2f}"
 # for the run profiled above:
 
 # %% tags=["nbval-ignore-output"]
-rows_prof = flops.cost_table(cfg, P.batch, P.seq_len, device_type=DEVICE.type)
-flop_share = flops.group_shares(rows_prof, "fwd_flops", by="scope")
+flop_share = cost.shares(cost.flops_by_scope(cfg, P.batch, P.seq_len, "forward", "counted", DEVICE.type))
 time_share = prof_fwd.shares("forward")
 for name in ("attention.core", "mlp.act", "norm", "lm_head", "mlp.up"):
     print(f"{name:15s} FLOP share {flop_share.get(name, 0):6.1%}   time share {time_share.get(name, 0):6.1%}")
@@ -346,11 +347,13 @@ sweep_figure(time_rows, "median_ms", title=f"attention fwd+bwd, B={SIZES.sweep.b
 # pages off and on (`measure.allocator.huge_page_ab`):
 
 # %% tags=["nbval-ignore-output"]
-from tutorial_lib.measure import allocator
+from tutorial_lib.measure import allocator, ceilings
 
 if DEVICE.type == "cpu":
-    fills = allocator.fill_rates(64 * 2**20)
-    print(f"writing 64 MiB: fresh tensor {fills['fresh_GBps']:.1f} GB/s, already written {fills['touched_GBps']:.1f} GB/s "
+    fills = {p.ceiling: p.rate(timing.time_fn(p.run, DEVICE, min_run_time=0.2).median_ms) / 1e9
+             for p in ceilings.fill_probes(DEVICE, (64 * 2**20,))}  # the ceilings' own probes
+    print(f"writing 64 MiB: fresh tensor {fills['first_touch_bandwidth']:.1f} GB/s, already written "
+          f"{fills['fill_bandwidth']:.1f} GB/s "
           f"(huge pages requested by PyTorch here: {allocator.huge_pages_requested()}, kernel THP mode: {allocator.system_thp_mode()})")
     ab = allocator.huge_page_ab("eager_attention", seq_len=SIZES.own_paths.ab_attention_seq, rounds=1, reps=2)
     print(f"eager attention fwd+bwd, B=1, H=12, T={ab['seq_len']}, {ab['threads']} threads: "
@@ -391,8 +394,11 @@ print(f"(measured at {where.describe()}, {steps[0].device_name}, {steps[0].dtype
 #
 # MFU (model FLOPs utilisation) is a step's FLOPs per second over the machine's peak. A GPU has a
 # spec-sheet peak; a CPU has none that means much (the BLAS and the clock decide), so the peak here is
-# *measured* in this run: large square `torch.mm` in the step's dtype (`timing.matmul_peak_flops`).
-# The FLOPs are `FlopCounterMode`'s count of one forward+backward (`lessons.own_paths.step_mfu`):
+# *measured*: large square `torch.mm` in the step's dtype, timed **in the same rounds** as the steps
+# (this machine's speed drifts by tens of percent within minutes, so a step and a peak timed minutes
+# apart do not make a ratio). Each round's MFU divides that round's step by that round's peak; the
+# table gives the median over the rounds and their range. The FLOPs are `FlopCounterMode`'s count of
+# one forward+backward (`lessons.own_paths.step_mfu`):
 
 # %% tags=["nbval-ignore-output"]
 from tutorial_lib.lessons import own_paths
@@ -400,13 +406,16 @@ from tutorial_lib.lessons import own_paths
 o = SIZES.own_paths
 mfu = own_paths.step_mfu(o.mfu_preset, o.mfu_batch, o.mfu_seq, {"eager": {"attn_backend": "eager"},
                                                                 "sdpa": {"attn_backend": "sdpa"}},
-                         device=DEVICE, rounds=2, min_run_time=P.min_run_time, peak_sizes=o.peak_sizes)
-print(f"matmul peak measured now: {mfu['peak']['measured_TFLOPs'] * 1e3:,.1f} GFLOP/s"
-      + (f" (spec: {mfu['peak']['spec_TFLOPs']:,.0f} TFLOP/s)" if mfu["peak"]["spec_TFLOPs"] else ""))
+                         device=DEVICE, rounds=3, min_run_time=P.min_run_time, peak_sizes=o.peak_sizes)
+pk = mfu["peak"]
+print(f"matmul peak, timed in the same rounds: {pk['median_TFLOPs'] * 1e3:,.1f} GFLOP/s (rounds "
+      f"{pk['range_TFLOPs'][0] * 1e3:,.1f}–{pk['range_TFLOPs'][1] * 1e3:,.1f})"
+      + (f"; spec {pk['spec_TFLOPs']:,.0f} TFLOP/s" if pk["spec_TFLOPs"] else ""))
 print(format_rows([{"attention": r["variant"], "model": f"{r['preset']}, B={r['batch_size']}, T={r['seq_len']}",
-                    "GFLOP": r.get("GFLOP"), "ms": r.get("ms"), "MFU (measured peak)": r.get("MFU_measured_peak"),
-                    "MFU (spec)": r.get("MFU_spec"), "error": r["error"]} for r in mfu["rows"]],
-                  formats={"GFLOP": "{:.2f}", "ms": "{:.1f}", "MFU (measured peak)": "{:.0%}", "MFU (spec)": "{:.0%}"}))
+                    "GFLOP": r.get("GFLOP"), "ms": r.get("ms"), "MFU (same-round peak)": r.get("MFU_measured_peak"),
+                    "MFU range": r.get("MFU_range"), "MFU (spec)": r.get("MFU_spec"), "error": r["error"]}
+                   for r in mfu["rows"]],
+                  formats={"GFLOP": "{:.2f}", "ms": "{:.1f}", "MFU (same-round peak)": "{:.0%}", "MFU (spec)": "{:.0%}"}))
 
 # %% [markdown]
 # The seed's "Expected Results" table is inconsistent with itself — its own time per step and
@@ -481,7 +490,7 @@ print(plots.check_attention_probs_bytes(my_bytes, B=4, H=12, T=512, bytes_per_el
 #    `python -m tutorial_lib profile --attn eager --out-fig results/eager.png --trace results/eager_trace.json`
 #    then the same with `--attn sdpa`. Open the trace in https://ui.perfetto.dev and find one
 #    attention block's backward. Which component's share changes most?
-# 4. **Where does T² win?** Using `flops.cost_table`, find the sequence length at which
+# 4. **Where does T² win?** Using `cost.flops_by_scope`, find the sequence length at which
 #    `attention.scores + attention.av` overtake the MLP's matmul FLOPs in GPT-2 small. Then measure
 #    with `timing.measure_step` at a few lengths around it: does the measured time cross over at the
 #    same T?

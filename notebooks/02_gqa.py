@@ -31,6 +31,7 @@ from tutorial_lib.lessons.common import (
     quality_table,
     show_source,
 )
+from tutorial_lib.measure import cost
 from tutorial_lib.model import GPT, get_config
 from tutorial_lib.sizes import get_sizes
 from tutorial_lib.train import train
@@ -132,9 +133,9 @@ for h in (4, 1):
 # a decoder would hold for those 4 × 512 tokens.
 
 # %%
-cost = gqa.gqa_cost_table(small, (12, 4, 2, 1), batch_size=4, seq_len=512, dtype="bfloat16")
+paper = gqa.gqa_cost_table(small, (12, 4, 2, 1), batch_size=4, seq_len=512, dtype="bfloat16")
 print(f"{'':6} {'params':>12} {'vs MHA':>7} {'train GFLOP':>12} {'vs MHA':>7} {'KV cache MiB':>13} {'vs MHA':>7}")
-for r in cost:
+for r in paper:
     print(f"{r['attention']:6} {r['params']:>12,} {r['params_ratio']:>7.3f} {r['train_flops'] / 1e9:>12,.0f} "
           f"{r['flops_ratio']:>7.3f} {r['kv_cache_bytes'] / 2**20:>13.1f} {r['kv_cache_ratio']:>7.3f}")
 mha_c, mqa_c = cost[0], cost[-1]
@@ -246,8 +247,7 @@ if base and most:
     short = {r.attention: r for r in dec if r.context == min(DS.contexts) and r.ok}
     if "MHA" in short and most.attention in short:
         print(f"At {min(DS.contexts)} tokens the ratio is {short[most.attention].speedup_vs_first:.2f}x.")
-    from tutorial_lib.measure.flops import num_params
-    n_par = num_params(dec_cfg.replace(n_kv_head=None))
+    n_par = cost.num_params(dec_cfg.replace(n_kv_head=None))
     for r in (base, most):
         print(f"{r.attention}: the cache is {r.cache_bytes / (r.cache_bytes + n_par * torch.finfo(DTYPE).bits // 8):.0%} "
               f"of the bytes one decoding step must read (cache + weights) at this context.")

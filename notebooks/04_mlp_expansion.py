@@ -90,7 +90,8 @@ show_source(GPTConfig.mlp_hidden.fget)
 # %%
 import torch.nn.functional as F
 
-from tutorial_lib.measure.flops import count_flops, model_flops
+from tutorial_lib.measure.cost import step_flops
+from tutorial_lib.measure.flops import count_flops
 
 g = torch.Generator().manual_seed(0)
 for label, cfg in variants.items():
@@ -106,7 +107,8 @@ for label, cfg in variants.items():
 for label, cfg in variants.items():
     short = cfg.replace(n_layer=2)
     counted = count_flops(short, 1, 32)
-    ok = (counted["fwd"] == model_flops(short, 1, 32, "fwd") and counted["bwd"] == model_flops(short, 1, 32, "bwd"))
+    ok = (counted["fwd"] == step_flops(short, 1, 32, "fwd", "counted")
+          and counted["bwd"] == step_flops(short, 1, 32, "bwd", "counted"))
     print(f"{label}: analytic FLOPs == FlopCounterMode (forward and backward, whole model): {ok}")
 
 # %% [markdown]

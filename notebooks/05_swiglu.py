@@ -81,7 +81,8 @@ show_source(SwiGLU)
 # %%
 import torch.nn.functional as F
 
-from tutorial_lib.measure.flops import count_flops, model_flops
+from tutorial_lib.measure.cost import step_flops
+from tutorial_lib.measure.flops import count_flops
 
 g = torch.Generator().manual_seed(0)
 torch.manual_seed(0)
@@ -97,7 +98,8 @@ print("SwiGLU 8/3x has exactly GELU 4x's MLP parameters:",
 for label, cfg in variants.items():
     short = cfg.replace(n_layer=2)
     counted = count_flops(short, 1, 32)
-    ok = (counted["fwd"] == model_flops(short, 1, 32, "fwd") and counted["bwd"] == model_flops(short, 1, 32, "bwd"))
+    ok = (counted["fwd"] == step_flops(short, 1, 32, "fwd", "counted")
+          and counted["bwd"] == step_flops(short, 1, 32, "bwd", "counted"))
     print(f"{label:12}: analytic FLOPs == FlopCounterMode (forward and backward): {ok}")
 
 # %% [markdown]
@@ -211,7 +213,7 @@ print("muon_step_flops == FlopCounterMode on torch.optim.Muon.step():", fc.get_t
 ns = muon_step_flops(meta_small)
 print(f"\nGPT-2 small: Newton-Schulz adds {ns / 1e12:.2f} TFLOP per optimizer step")
 for B, T in ((4, 512), (16, 512), (64, 1024)):
-    step = model_flops(small, B, T, "fwdbwd", causal=True)
+    step = step_flops(small, B, T, "fwdbwd", "visible")
     print(f"  B={B:>2}, T={T:>4}: forward+backward {step / 1e12:6.2f} TFLOP -> Muon adds {ns / step:6.1%}")
 
 # %% [markdown]
@@ -398,7 +400,7 @@ L.check_newton_schulz_flops(my_ns_flops)
 #    way (`quality_runs(..., steps=...)`).
 # 4. **Muon's learning rate.** Rerun the Muon run with `muon_lr` 0.01 and 0.04
 #    (`quality_runs(..., muon_lr=...)`). Is 0.02 (Keller Jordan's default) best for this model and budget?
-# 5. **Where does Muon break even?** With `muon_step_flops` and `model_flops`, find the batch size at
+# 5. **Where does Muon break even?** With `muon_step_flops` and `step_flops`, find the batch size at
 #    which Newton–Schulz is 5 % of GPT-2 small's training FLOPs at T=1024. On a GPU, run
 #    `python -m tutorial_lib train --preset gpt2_small --optimizer muon --batch ...` at two batch
 #    sizes and compare the recorded `optimizer_time_s` with your prediction.

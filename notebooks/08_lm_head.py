@@ -59,7 +59,7 @@ L.chunking_figure(tokens=4 * 512, vocab=50257, n_embd=768, chunk=256)
 #
 # The head's matmul is `2·C·V` FLOPs per token; a block's matmuls are `24·C²` (q/k/v/o and a 4× MLP).
 # With V = 50,257 ≫ C = 768 the head outweighs several blocks. The cost model
-# (`measure.flops.cost_table`, checked against `FlopCounterMode` in the tests) at the seed's setting:
+# (`measure.cost`, checked against `FlopCounterMode` in the tests) at the seed's setting:
 
 # %%
 paper = L.head_share_rows({"gpt2_small": get_config("gpt2_small"), "gpt2_mini": get_config("gpt2_mini")}, 4, 512)

@@ -28,7 +28,7 @@ print(env_summary())
 # ## 1. The idea: work per component, then the machine's ceilings
 #
 # For every profiler scope of the model (embedding; attention qkv / rope / core / out; MLP up / act /
-# down; norm; LM head; loss) the kit's `measure.flops.cost_table` gives the matrix-multiply FLOPs of
+# down; norm; LM head; loss) the one analytic model, `measure.cost`, gives the matrix-multiply FLOPs of
 # forward and backward — as the kernel does them: the full T × T for eager attention, the causal half
 # for SDPA's fused kernel — and an estimate of the elementwise work. The roofline model
 # (`measure.roofline`, notebook 09) adds the bytes every kernel moves and one overhead per kernel,

@@ -72,7 +72,7 @@ def test_every_backend_forward_and_backward_match_float64(name, window, dtype, d
     q64, k64, v64 = _qkv()
     want, dout, grads = _reference(q64, k64, v64, window)
     q, k, v = (t.to(device, dtype).requires_grad_() for t in (q64, k64, v64))
-    out = b(q, k, v, window, 32)
+    out = b(q, k, v, window, tile=32)
     out.backward(dout.to(device, dtype))
     errs = {"out": _rel_err(out, want)}
     errs.update({f"d{n}": _rel_err(t.grad, g) for n, t, g in zip("qkv", (q, k, v), grads)})
@@ -228,7 +228,7 @@ def test_mfu_arithmetic_on_a_known_matmul(record_property):
     record_property("achieved_tflops", round(achieved / 1e12, 1))
     record_property("spec_peak_tflops", None if peak is None else peak / 1e12)
     if peak is None:
-        pytest.skip(f"no spec peak for {name!r} in measure.flops.PEAK_TFLOPS")
+        pytest.skip(f"no spec peak for {name!r} in measure.flops.GPU_SPECS")
     mfu = flops.mfu(achieved, name, torch.bfloat16)
     record_property("matmul_mfu", round(mfu, 3))
     assert mfu == pytest.approx(achieved / peak)

@@ -1,11 +1,12 @@
-"""Analytic cost model vs PyTorch's FlopCounterMode (exact), parameter formulas vs the real model."""
+"""The analytic model's FLOPs (``measure.cost``, convention "counted") vs PyTorch's FlopCounterMode
+(exact), its parameter formulas vs the real model, and the datasheet table."""
 import pytest
 import torch
 
 from tutorial_lib.attention import flash_tiled
 from tutorial_lib.attention import reference as ref
 from tutorial_lib.lessons import profile as profile_lesson
-from tutorial_lib.measure import flops as F
+from tutorial_lib.measure import cost, flops
 from tutorial_lib.model import GPT, GPTConfig, get_config
 
 BASE = GPTConfig(n_layer=2, n_head=4, n_embd=64, vocab_size=1000, block_size=64, name="t")
@@ -32,17 +33,26 @@ VARIANTS = {
 B, T = 2, 20  # T not a multiple of the tile (8) or the window (7)
 
 
+def counted(cfg, B, T, phase):
+    return cost.flops_by_scope(cfg, B, T, phase, "counted")
+
+
+def by_kind(per_scope):
+    """The counter's split: attention kernels (the core) against the linear layers' mm/addmm."""
+    att = per_scope.get("attention.core", 0)
+    return {"linear": sum(per_scope.values()) - att, "attention": att}
+
+
 @pytest.mark.parametrize("name", list(VARIANTS))
 def test_analytic_matches_flop_counter_exactly(name):
     cfg = VARIANTS[name]
-    got = F.count_flops(cfg, B, T)
-    rows = F.cost_table(cfg, B, T)
-    tot = F.totals(rows)
-    assert got["fwd"] == tot["fwd_flops"]
-    assert got["bwd"] == tot["bwd_flops"]
-    assert got["fwd_by_component"] == F.analytic_by_component(rows, "fwd_flops")
-    assert got["fwd_by_kind"] == F.analytic_by_kind(rows, "fwd_flops")
-    assert got["bwd_by_kind"] == F.analytic_by_kind(rows, "bwd_flops")
+    got = flops.count_flops(cfg, B, T)
+    fwd, bwd = counted(cfg, B, T, "forward"), counted(cfg, B, T, "backward")
+    assert got["fwd"] == sum(fwd.values()) == cost.step_flops(cfg, B, T, "fwd", "counted")
+    assert got["bwd"] == sum(bwd.values()) == cost.step_flops(cfg, B, T, "bwd", "counted")
+    assert got["fwd_by_component"] == fwd
+    assert got["fwd_by_kind"] == by_kind(fwd)
+    assert got["bwd_by_kind"] == by_kind(bwd)
 
 
 @pytest.mark.parametrize("window", [1, 7, 20, 64])
@@ -50,16 +60,28 @@ def test_local_backend_matches_counter(window):
     """The local (O(T*W)) backend's schedule as window.py runs it on CPU; update
     flops.local_pairs with window.py."""
     cfg = BASE.replace(attn_backend="local", window=window)
-    got = F.count_flops(cfg, B, T)
-    tot = F.totals(F.cost_table(cfg, B, T))
-    assert (got["fwd"], got["bwd"]) == (tot["fwd_flops"], tot["bwd_flops"])
+    got = flops.count_flops(cfg, B, T)
+    assert (got["fwd"], got["bwd"]) == (sum(counted(cfg, B, T, "forward").values()),
+                                        sum(counted(cfg, B, T, "backward").values()))
 
 
 def test_gpt2_small_at_real_size_matches_counter():
     cfg = get_config("gpt2_small")
-    got = F.count_flops(cfg, 1, 64)
-    tot = F.totals(F.cost_table(cfg, 1, 64))
-    assert (got["fwd"], got["bwd"]) == (tot["fwd_flops"], tot["bwd_flops"])
+    got = flops.count_flops(cfg, 1, 64)
+    assert (got["fwd"], got["bwd"]) == (cost.step_flops(cfg, 1, 64, "fwd", "counted"),
+                                        cost.step_flops(cfg, 1, 64, "bwd", "counted"))
+
+
+def test_the_three_conventions_differ_only_in_the_attention_core():
+    """counted (full T x T) >= computed (what the kernel does) >= visible (what a query sees), and
+    outside the attention core the three are the same FLOPs."""
+    for cfg in (BASE, BASE.replace(attn_backend="eager"), BASE.replace(window=7), VARIANTS["tiled_window"]):
+        per = {c: cost.flops_by_scope(cfg, B, T, None, c) for c in cost.CONVENTIONS}
+        core = {c: per[c].pop("attention.core") for c in per}
+        assert per["counted"] == per["computed"] == per["visible"]
+        assert core["counted"] >= core["computed"] >= core["visible"] > 0
+    vis = cost.flops_by_scope(BASE, B, T, "forward", "visible")["attention.core"]
+    assert vis == 2 * 2 * B * BASE.n_head * BASE.head_dim * ref.visible_pairs(T) * BASE.n_layer
 
 
 def test_counter_needs_our_cpu_flash_formulas():
@@ -68,7 +90,7 @@ def test_counter_needs_our_cpu_flash_formulas():
     q = torch.randn(1, 2, 16, 8)
     with FlopCounterMode(display=False) as plain:
         torch.nn.functional.scaled_dot_product_attention(q, q, q, is_causal=True)
-    with F.flop_counter() as ours:
+    with flops.flop_counter() as ours:
         torch.nn.functional.scaled_dot_product_attention(q, q, q, is_causal=True)
     assert plain.get_total_flops() == 0
     assert ours.get_total_flops() == 2 * 2 * 1 * 2 * 16 * 16 * 8  # 2 products x 2*B*H*T*T*D  # full T x T
@@ -77,11 +99,12 @@ def test_counter_needs_our_cpu_flash_formulas():
 @pytest.mark.parametrize("name", list(VARIANTS))
 def test_param_formula_matches_model(name):
     cfg = VARIANTS[name]
-    assert F.num_params(cfg) == GPT(cfg).num_params()
+    assert cost.num_params(cfg) == GPT(cfg).num_params()
+    assert cost.param_sizes(cfg) == [p.numel() for p in GPT(cfg).parameters()]
 
 
 def test_gpt2_classic_parameter_count():
-    assert F.num_params(get_config("gpt2_classic")) == 124_439_808
+    assert cost.num_params(get_config("gpt2_classic")) == 124_439_808
 
 
 def test_causal_counts_visible_pairs():
@@ -95,21 +118,18 @@ def test_causal_counts_visible_pairs():
 
 def test_gpt2_small_shares_the_notebook_states():
     """LM head ~29 % of forward FLOPs; MLP ~60 % and QK^T + AV ~10 % of a block (B=4, T=512)."""
-    rows = F.cost_table(get_config("gpt2_small"), 4, 512)
-    share = F.group_shares(rows, "fwd_flops", by="group")
-    assert share["lm_head"] == pytest.approx(0.29, abs=0.01)
-    block = {r.name: r.fwd_flops for r in rows if r.group in ("attention", "mlp")}
+    fwd = counted(get_config("gpt2_small"), 4, 512, "forward")
+    assert cost.shares(fwd)["lm_head"] == pytest.approx(0.2903, abs=0.0001)
+    block = {k: v for k, v in fwd.items() if k.startswith(("attention", "mlp"))}
     mlp = sum(v for k, v in block.items() if k.startswith("mlp"))
     assert mlp / sum(block.values()) == pytest.approx(0.60, abs=0.02)
-    core = block["attention.scores"] + block["attention.av"]
-    assert core / sum(block.values()) == pytest.approx(0.10, abs=0.01)
+    assert block["attention.core"] / sum(block.values()) == pytest.approx(0.10, abs=0.01)
 
 
 def test_rule_of_thumb_is_close_at_short_length():
     cfg = get_config("gpt2_small")
-    t = F.totals(F.cost_table(cfg, 1, 64))
-    r = F.rule_of_thumb_flops(cfg, 1, 64)
-    assert t["fwd_flops"] == pytest.approx(r["fwd"], rel=0.02)  # T^2 term small at T=64
+    r = cost.rule_of_thumb_flops(cfg, 1, 64)
+    assert cost.step_flops(cfg, 1, 64, "fwd", "counted") == pytest.approx(r["fwd"], rel=0.02)  # T^2 small at T=64
 
 
 def test_exercise_checker():
@@ -121,18 +141,20 @@ def test_exercise_checker():
 
 
 def test_mfu_peak_table():
-    assert F.peak_flops("NVIDIA H200", "bfloat16") == 989e12
-    assert F.peak_flops("NVIDIA A100-SXM4-80GB", torch.bfloat16) == 312e12
-    assert F.peak_flops("NVIDIA H100 PCIe", "bf16") == 756e12
-    assert F.peak_flops("AMD EPYC (2 cores)", "float32") is None
-    assert F.mfu(494.5e12, "NVIDIA H100 80GB HBM3", "bfloat16") == pytest.approx(0.5)
-    assert F.mfu(1e12, "some cpu") is None
+    assert flops.peak_flops("NVIDIA H200", "bfloat16") == 989e12
+    assert flops.peak_flops("NVIDIA A100-SXM4-80GB", torch.bfloat16) == 312e12
+    assert flops.peak_flops("NVIDIA H100 PCIe", "bf16") == 756e12
+    assert flops.peak_flops("AMD EPYC (2 cores)", "float32") is None
+    assert flops.mfu(494.5e12, "NVIDIA H100 80GB HBM3", "bfloat16") == pytest.approx(0.5)
+    assert flops.mfu(1e12, "some cpu") is None
 
 
 def test_bad_inputs():
     with pytest.raises(ValueError, match="seq_len=0"):
-        F.cost_table(BASE, 1, 0)
+        cost.flops_by_scope(BASE, 1, 0)
     with pytest.raises(ValueError, match="mode='both'"):
-        F.model_flops(BASE, 1, 8, mode="both")
-    with pytest.raises(ValueError, match="by='layer'"):
-        F.group_shares(F.cost_table(BASE, 1, 8), by="layer")
+        cost.step_flops(BASE, 1, 8, mode="both")
+    with pytest.raises(ValueError, match="convention='causal'"):
+        cost.flops_by_scope(BASE, 1, 8, convention="causal")
+    with pytest.raises(ValueError, match="phase='optimizer'"):
+        cost.flops_by_scope(BASE, 1, 8, phase="optimizer")

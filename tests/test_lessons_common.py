@@ -4,6 +4,7 @@ import pytest
 
 from tutorial_lib.lessons import common as C
 from tutorial_lib.lessons.mlp_expansion import VARIANTS_04, mlp_variants
+from tutorial_lib.measure import timing
 from tutorial_lib.model import get_config
 from tutorial_lib.sizes import Quality
 from tutorial_lib.train import TrainHistory
@@ -111,7 +112,7 @@ def test_noisy_rounds_are_re_measured_and_flagged(monkeypatch):
         def __init__(self, ms):
             self.median_ms = ms
 
-    monkeypatch.setattr(C, "time_fn", lambda *a, **k: FakeTiming(next(ticks)))
+    monkeypatch.setattr(timing, "time_fn", lambda *a, **k: FakeTiming(next(ticks)))
     configs = mlp_variants(get_config("tiny"), VARIANTS_04)
     rows = C.measure_variants(configs, 1, 16, rounds=2, max_rounds=4, device="cpu", memory=False)
     assert [len(r["times_ms"]) for r in rows] == [4, 4]  # 2 rounds, then 2 more while it disagreed
@@ -119,7 +120,7 @@ def test_noisy_rounds_are_re_measured_and_flagged(monkeypatch):
     note = C.noise_note(rows)
     assert "GELU 3x" in note and "quieter machine" in note and "its range" in note
     assert C.noise_note(rows[:1]) == ""
-    assert C.spread_of([10.0]) == 0.0
+    assert timing.spread_of([10.0]) == 0.0
 
 
 def test_speedup_words_says_within_noise_when_the_rounds_disagree_on_the_sign():

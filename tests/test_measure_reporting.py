@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from tutorial_lib import claims as C
 from tutorial_lib.lessons import common as nbutils
 from tutorial_lib.lessons import profile as plots
-from tutorial_lib.measure import flops as F
+from tutorial_lib.measure import cost
 from tutorial_lib.model import GPTConfig
 
 CFG = GPTConfig(n_layer=2, n_head=4, n_embd=64, vocab_size=1000, block_size=128, name="t")
@@ -62,11 +62,11 @@ def test_table_text():
     assert "60.0%" in text and "25.0%" in text and "0.42" in text and "lower" in text
 
 
-def test_flop_shares_in_seed_terms_match_cost_table():
+def test_flop_shares_in_seed_terms_match_the_cost_model():
     from tutorial_lib.model import get_config
-    rows = F.cost_table(get_config("gpt2_small"), 4, 512)
-    s = C.flop_shares_in_seed_terms(rows)
-    assert s["time.lm_head"] == pytest.approx(F.group_shares(rows, by="group")["lm_head"])
+    fwd = cost.flops_by_scope(get_config("gpt2_small"), 4, 512, "forward", "counted")
+    s = C.flop_shares_in_seed_terms(fwd)
+    assert s["time.lm_head"] == pytest.approx(fwd["lm_head"] / sum(fwd.values()))
     assert s["time.block.mlp"] == pytest.approx(0.60, abs=0.01)
     assert s["time.mlp.up"] == pytest.approx(0.5)  # matmul FLOPs: up and down are equal
 
@@ -92,7 +92,7 @@ def test_figures_from_measured_data(prof, tmp_path):
     from tutorial_lib.measure.memory import memory_breakdown
     figs = [plots.time_breakdown(prof), plots.memory_figure(memory_breakdown(CFG, 1, 32, device="cpu")),
             nbutils.loglog_scaling({"a": ([64, 128, 256], [1, 4, 16]), "failed": ([64], [None])}),
-            plots.flop_vs_time(F.group_shares(F.cost_table(CFG, 1, 32), by="scope"), prof.shares("forward"))]
+            plots.flop_vs_time(cost.shares(cost.flops_by_scope(CFG, 1, 32)), prof.shares("forward"))]
     for i, fig in enumerate(figs):
         assert isinstance(fig, Figure)
         nbutils.save_figure(fig, str(tmp_path / f"f{i}.png"))

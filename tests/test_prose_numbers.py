@@ -14,7 +14,7 @@ import pytest
 
 from tutorial_lib import claims
 from tutorial_lib.lessons.sliding_window import window_work_figure
-from tutorial_lib.measure import flops
+from tutorial_lib.measure import cost
 from tutorial_lib.model import PRESETS, get_config
 from tutorial_lib.optim import OptimizerSpec
 from tutorial_lib.sizes import PROFILES
@@ -74,7 +74,7 @@ def _sources():
     # derivations, written out
     per_token = 2 * small.n_layer * small.n_embd  # K and V values cached per token, MHA
     add([per_token], "K/V values per cached token: 2 x n_layer x n_embd")
-    n = flops.num_params(small)
+    n = cost.num_params(small)
     add([round(n / 1e6)], "GPT-2 small's parameters, in millions")
     add([round(n / per_token, -2)], "tokens at which the KV cache matches the weights: params / per-token values")
     add([100 * (1 - 2304 / 3072), 100 * 2304 / 3072, 4 / 3], "3x vs 4x MLP: 25 % fewer, 75 %, 4/3")

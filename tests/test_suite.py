@@ -76,7 +76,7 @@ def _point(backend, T, ms, saved, error=None):
 
 
 def test_attention_slopes_recover_known_exponents():
-    from tutorial_lib.measure import flops as F
+    from tutorial_lib.measure import cost
     from tutorial_lib.model import get_config
 
     Ts = [256, 512, 1024, 2048]
@@ -97,8 +97,7 @@ def test_attention_slopes_recover_known_exponents():
     # independent check: the two-point exponent of the cost model's FLOPs between 1024 and 2048
     big = cfg.replace(block_size=2048)
     import math
-    two_point = math.log2(F.model_flops(big, 4, 2048, "fwdbwd", causal=True)
-                          / F.model_flops(big, 4, 1024, "fwdbwd", causal=True))
+    two_point = math.log2(cost.step_flops(big, 4, 2048) / cost.step_flops(big, 4, 1024))
     assert 1.0 < step["flops_slope"] < two_point < 2.0  # linear layers dominate: far from the seed's 2
     assert step["claimed_slope"] == 2.0
 

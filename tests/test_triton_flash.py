@@ -23,7 +23,7 @@ from tutorial_lib.attention import flash_tiled
 from tutorial_lib.attention.reference import eager_attention
 from tutorial_lib.attention.triton_flash import jit, tl
 from tutorial_lib.lessons import triton_flash as L
-from tutorial_lib.measure import flops as F
+from tutorial_lib.measure import cost, flops
 from tutorial_lib.model import GPT, GPTConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -197,10 +197,10 @@ def test_gpt_with_triton_backend_matches_eager_logits_and_grads():
 def test_flop_counter_sees_no_attention_matmul_in_the_kernel():
     cfg = GPTConfig(n_layer=2, n_head=4, n_embd=64, vocab_size=1000, block_size=64, tile_size=16,
                     attn_backend="triton")
-    got = F.count_flops(cfg, 2, 20, device=DEVICE)
-    tot = F.totals(F.cost_table(cfg, 2, 20))
-    assert (got["fwd"], got["bwd"]) == (tot["fwd_flops"], tot["bwd_flops"])
-    sdpa = F.count_flops(cfg.replace(attn_backend="sdpa"), 2, 20, device=DEVICE)
+    got = flops.count_flops(cfg, 2, 20, device=DEVICE)
+    assert (got["fwd"], got["bwd"]) == (cost.step_flops(cfg, 2, 20, "fwd", "counted"),
+                                        cost.step_flops(cfg, 2, 20, "bwd", "counted"))
+    sdpa = flops.count_flops(cfg.replace(attn_backend="sdpa"), 2, 20, device=DEVICE)
     n_layer, B, H, T, D = 2, 2, 4, 20, 16
     assert sdpa["fwd"] - got["fwd"] == n_layer * 2 * (2 * B * H * T * T * D)  # SDPA's two T x T matmuls
 

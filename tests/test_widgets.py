@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import types
 
 import pytest
 
 from tutorial_lib.lessons import decision
 from tutorial_lib.lessons import explorer as explore
-from tutorial_lib.measure import flops
+from tutorial_lib.measure import ceilings, cost, roofline
+from tutorial_lib.measure.memory import memory_breakdown
 from tutorial_lib.model import GPT, get_config
 
 W_ = pytest.importorskip("ipywidgets")
@@ -17,14 +19,6 @@ from tutorial_lib import widgets
 from tutorial_lib.guide import suite
 from tutorial_lib.lessons.flash_attention import flash_point
 from tutorial_lib.lessons.gqa import gqa_point
-
-
-@pytest.fixture(autouse=True)
-def _no_session_calibration():
-    widgets._CALIBRATIONS.clear()
-    yield
-    widgets._CALIBRATIONS.clear()
-    widgets._CEILINGS.clear()
 
 
 # ---- the package stays free of ipywidgets -----------------------------------------------------
@@ -84,26 +78,41 @@ def test_memory_prediction_against_the_real_model():
     n = GPT(cfg).num_params()
     assert m["params"] == n
     assert m["by_kind"]["parameters"] == 4 * n and m["by_kind"]["gradients"] == 4 * n
-    assert m["by_kind"]["optimizer state"] == 8 * n
+    assert m["by_kind"]["optimizer state"] == 8 * n + 4 * len(list(GPT(cfg).parameters()))  # + a step count each
     eager = explore.predict_memory(cfg.replace(attn_backend="eager"), 2, 64, "float32")
     B, H, T, L = 2, cfg.n_head, 64, cfg.n_layer
-    # eager writes the scaled scores, the masked scores and the probabilities: 3 x (B, H, T, T)
-    assert eager["activations_by_group"]["attention scores/probs"] == 3 * B * H * T * T * 4 * L
+    # eager keeps its probabilities (B, H, T, T) fp32 and the (T, T) bool mask for backward
+    assert eager["activations_by_group"]["attention scores/probs"] == (4 * B * H * T * T + T * T) * L
     assert m["activations_by_group"]["attention scores/probs"] == 0
 
 
+@pytest.mark.parametrize("changes", [{"attn_backend": "eager"}, {"n_kv_head": 2},
+                                     {"attn_backend": "local", "window": 16}, {"loss_impl": "chunked"},
+                                     {"attn_backend": "sdpa", "window": 16, "mlp": "swiglu"}],
+                         ids=["eager", "gqa", "local-window", "chunked-loss", "sdpa-window-swiglu"])
+def test_the_explorers_activation_memory_is_the_exact_saved_bytes(changes):
+    """What the cost explorer shows for activations = every tensor autograd saves in a real step
+    (saved_tensors_hooks), byte for byte, per config."""
+    cfg = get_config("tiny", **changes)
+    B, T = 2, 64
+    s = explore.ExplorerSettings.from_config(cfg, T, B, "float32")
+    shown = explore.predict_cost(s).memory
+    measured = memory_breakdown(cfg, B, T, device="cpu")
+    assert shown["by_kind"]["activations"] == measured.activations_bytes
+    assert shown["by_kind"]["parameters"] == measured.params_bytes
+    assert shown["by_kind"]["optimizer state"] == measured.optimizer_bytes
+
+
 def _ceilings(device="cpu", name="test-cpu", dtype="float32"):
-    from tutorial_lib.measure.roofline import Ceilings
-    return Ceilings(device=device, device_name=name, dtype=dtype, peak_flops=1e11, bandwidth=1e10,
-                    overhead_s=5e-6)
+    return ceilings.Ceilings(device=device, device_name=name, dtype=dtype, peak_flops=1e11, bandwidth=1e10,
+                             overhead_s=5e-6)
 
 
 def test_time_comes_from_the_roofline_model_on_the_ceilings():
-    from tutorial_lib.measure import roofline as R
     s = explore.ExplorerSettings(preset="tiny", seq_len=64, batch_size=2, dtype="float32")
     c = _ceilings()
     p = explore.predict_cost(s, ceilings=c)
-    want = R.predict_step(s.config(), 2, 64, c, dtype="float32", device_type="cpu")
+    want = roofline.predict_step(s.config(), 2, 64, c, dtype="float32", device_type="cpu")
     assert p.step_ms == pytest.approx(want.total_ms) == pytest.approx(p.roofline_ms)
     assert p.flop_only_ms == pytest.approx(want.flop_only_ms) and p.flop_only_ms < p.step_ms
     assert sum(p.time_share.values()) == pytest.approx(1.0) and "roofline model on test-cpu" in p.basis
@@ -117,7 +126,7 @@ def test_time_comes_from_the_roofline_model_on_the_ceilings():
 def test_calibration_scales_comparable_work_per_component_and_nothing_else():
     c = _ceilings()
     s = explore.ExplorerSettings(preset="tiny", seq_len=64, batch_size=2, dtype="float32")
-    pred = explore.roofline_scope_ms(explore.R.predict_step(s.config(), 2, 64, c, dtype="float32"))
+    pred = explore.roofline_scope_ms(roofline.predict_step(s.config(), 2, 64, c, dtype="float32"))
     factors = {k: 1.0 + 0.5 * i for i, k in enumerate(sorted(pred))}  # made-up measured / predicted
     scope_ms = {k: pred[k] * factors[k] for k in pred}
     cal = explore.Calibration.from_measurement(s, sum(scope_ms.values()), "cpu", "test-cpu", scope_ms)
@@ -166,9 +175,11 @@ def test_calibration_from_results_uses_this_device_only():
     assert explore.calibration_from_results([doc], "box", "bfloat16", s) is None
     assert explore.calibration_from_results([doc], "box", "float32", s.replace(seq_len=256)) is None  # 8x
     # no measured ceilings for a CPU: none; a results file's ceilings row: those
-    assert explore.ceilings_from_results([doc], "box", "cpu", "float32") is None
+    session = explore.ExplorerSession("cpu", [doc])
+    session.device_name = "box"
+    assert session.ceilings("float32") is None
     doc["rows"].append(dict(c.to_row()))
-    assert explore.ceilings_from_results([doc], "box", "cpu", "float32").bandwidth == c.bandwidth
+    assert session.ceilings("float32").bandwidth == c.bandwidth
 
 
 def test_calibration_from_the_guide_suites_before_after_rows():
@@ -180,7 +191,7 @@ def test_calibration_from_the_guide_suites_before_after_rows():
                      "config_fields": cfg.to_dict(), "batch_size": 4, "seq_len": 512}]}
     cal = explore.calibration_from_results([doc], "NVIDIA H100 80GB HBM3", "bfloat16")
     s = explore.ExplorerSettings(seq_len=512, batch_size=4, dtype="bfloat16", **changes)
-    spec = explore.ceilings_from_results([doc], "NVIDIA H100 80GB HBM3", "cuda", "bfloat16")
+    spec = ceilings.ceilings_for("NVIDIA H100 80GB HBM3", "bfloat16", [doc], device_type="cuda")
     assert spec.source == "spec" and spec.bandwidth == 3350e9  # no measured ceilings: the datasheet
     p = explore.predict_cost(s, cal, "cuda", spec)
     assert p.step_ms == pytest.approx(50.0) and "spec ceilings" in p.basis
@@ -300,32 +311,34 @@ def test_cost_explorer_callbacks():
 
 @pytest.mark.slow
 def test_cost_explorer_measure_now_calibrates():
-    widgets._CEILINGS.clear()
     ex = widgets.cost_explorer(preset="tiny", seq_len=32, batch_size=1, dtype="float32",
                                results=[], device="cpu")
     assert ex.result.step_ms is None  # a CPU nobody measured: no ceilings, no time
     m = ex.measure()
-    assert m is not None and m["step_ms"] > 0
+    assert m is not None and m.step_ms > 0 and m.seconds > 0
     # the ceilings were measured first, so the roofline predicted the step before it was measured
-    assert m["predicted_before_ms"] == pytest.approx(m["roofline_before_ms"]) and m["flop_only_before_ms"] > 0
+    assert m.before.step_ms == pytest.approx(m.before.roofline_ms) and m.before.flop_only_ms > 0
     assert "the roofline model alone said" in ex.measured.value
+    assert "this measurement took" in ex.measured.value and "the plan said" in ex.measured.value
+    assert ex.plan_note.value == ""  # the plan was carried out: its note is gone
     assert ex.progress.value == ex.progress.max and ex.progress.bar_style == "success"
     assert "ms/step" in ex.measured.value and not ex.button.disabled
-    assert sum(m["time_share"].values()) == pytest.approx(1.0)
-    assert m["memory"]["by_kind"]["parameters"] == 4 * GPT(get_config("tiny")).num_params()
+    assert sum(m.time_share.values()) == pytest.approx(1.0)
+    assert m.memory["by_kind"]["parameters"] == 4 * GPT(get_config("tiny")).num_params()
     # the prediction for what was measured now comes from the measurement
     assert "measured now" in ex.result.basis
-    assert ex.result.step_ms == pytest.approx(m["step_ms"], rel=0.25)
-    # ... and every explorer on this device and dtype uses it
+    assert ex.result.step_ms == pytest.approx(m.step_ms, rel=0.25)
+    # ... and every explorer of this session on this device and dtype uses it
     other = widgets.cost_explorer(preset="tiny", seq_len=64, batch_size=1, dtype="float32",
-                                  results=[], device="cpu")
+                                  session=ex.session)
     assert other.result.step_ms is not None and other.result.step_ms > 0
+    assert widgets.cost_explorer(preset="tiny", seq_len=64, results=[], device="cpu").result.step_ms is None
 
 
 def test_measure_failure_is_shown_not_raised(monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("out of memory (pretend)")
-    monkeypatch.setattr(widgets, "measure_step", boom)
+    monkeypatch.setattr(explore, "measure_step", boom)
     ex = widgets.cost_explorer(preset="tiny", seq_len=32, results=[], device="cpu")
     assert ex.measure() is None
     assert "out of memory" in ex.measured.value and ex.progress.bar_style == "danger"
@@ -384,7 +397,9 @@ def test_flash_explorer_callbacks():
     f = widgets.flash_explorer(results=[])
     f.controls["seq_len"].value = 4096
     f.controls["batch_size"].value = 2
-    assert f.result["eager_attention_bytes_per_layer"] == 3 * 2 * 12 * 4096 * 4096 * 4
+    # exact: the probabilities (B, H, T, T) fp32 and the bool mask, as autograd keeps them
+    assert f.result["eager_attention_bytes_per_layer"] == 2 * 12 * 4096 * 4096 * 4 + 4096 * 4096
+    assert f.result["sdpa_attention_bytes_per_layer"] == 4 * 2 * 12 * 4096  # one fp32 logsumexp per query
     r1 = f.result["attention_ratio"]
     f.controls["seq_len"].value = 8192
     assert f.result["attention_ratio"] == pytest.approx(2 * r1)  # T^2 / T
@@ -418,8 +433,8 @@ def test_plan_reduces_a_long_measurement_and_scales_by_the_cost_model():
     m = p.measured
     assert (m.batch_size, m.seq_len) < (s.batch_size, s.seq_len) and m.preset == s.preset
     # predicted step: forward+backward FLOPs at the assumed efficiency + AdamW's bytes at the bandwidth
-    fl = flops.model_flops(s.config(), 4, 512, mode="fwdbwd", causal=True)
-    opt = flops.num_params(s.config()) * explore.ADAMW_BYTES_PER_PARAM / bw
+    fl = cost.step_flops(s.config(), 4, 512)
+    opt = cost.num_params(s.config()) * explore.ADAMW_BYTES_PER_PARAM / bw
     assert p.step_ms == pytest.approx((fl / (explore.ASSUMED_MATMUL_EFFICIENCY * slow) + opt) * 1e3)
     m_ms = explore.predict_step_ms(m, matmul_flops_per_s=slow, memory_bytes_per_s=bw)[0]
     assert p.scale == pytest.approx(p.step_ms / m_ms) and p.seconds == pytest.approx(7 * m_ms / 1e3)
@@ -451,20 +466,24 @@ def test_measure_now_reduces_and_says_so(monkeypatch):
     ex = widgets.cost_explorer(preset="tiny", seq_len=128, batch_size=4, dtype="float32", results=[], device="cpu")
     ex.measure_budget_s = 1e-6  # anything is too long: the smallest size, scaled back
     m = ex.measure()
-    assert m["plan"] == "reduced" and m["scale"] > 1 and "B=1, T=64" in m["measured_at"]
+    assert m.plan.action == "reduced" and m.scale > 1 and "B=1, T=64" in m.measured.describe()
     # the requested size's time: the cost model calibrated on the reduced measurement
-    cal = widgets.calibration_for(ex.device_name, "float32")
-    assert "B=1, T=64" in cal.label
-    ceil = widgets.ceilings_for(ex.device_name, "cpu", "float32")
-    want = explore.predict_cost(ex.settings(), cal, "cpu", ceil, across_sizes=True)
-    assert m["step_ms"] == pytest.approx(want.step_ms) and "scaled" in want.basis
-    # without across_sizes the reduced measurement is too far off in tokens to scale the prediction
-    assert "not scaled" in explore.predict_cost(ex.settings(), cal, "cpu", ceil).basis
-    assert "scaled by" in ex.measured.value and "reduced size" in ex.measured.value
+    cal = ex.session.calibrations["float32"]
+    assert "B=1, T=64" in cal.label and cal.planned_for == ex.settings()
+    want = explore.predict_cost(ex.settings(), cal, "cpu", ex.session.ceilings("float32"))
+    assert m.step_ms == pytest.approx(want.step_ms) and "reduced size for these settings" in want.basis
+    # the readout keeps the plan's promise: the requested settings, scaled from that measurement
+    assert ex.result.step_ms == pytest.approx(m.step_ms) and "reduced size for these settings" in ex.result.basis
+    assert "not scaled" not in ex.result.basis
+    # other settings as far apart in tokens, which the plan was not made for, are not scaled by it
+    far = ex.settings().replace(n_kv_head=2)
+    assert "not scaled" in explore.predict_cost(far, cal, "cpu", ex.session.ceilings("float32")).basis
+    assert "scaled to these settings" in ex.measured.value and "reduced size" in ex.measured.value
 
 
 def test_measure_now_refuses_clearly(monkeypatch):
     monkeypatch.setattr(widgets, "available_bytes", lambda device: 1024)
+    monkeypatch.setattr(explore, "available_bytes", lambda device: 1024)
     ex = widgets.cost_explorer(preset="tiny", seq_len=32, batch_size=1, dtype="float32", results=[], device="cpu")
     assert ex.measure() is None and "Not measured" in ex.measured.value
 
@@ -487,13 +506,17 @@ def test_measure_now_shows_the_plan_before_measuring(monkeypatch):
     """The first press shows predicted time and memory and asks to confirm; nothing is measured
     until the second press, and a settings change drops the plan."""
     calls = []
-    monkeypatch.setattr(widgets, "measure_step", lambda *a, **k: calls.append(a) or 1 / 0)
+    monkeypatch.setattr(explore, "measure_step", lambda *a, **k: calls.append(a) or 1 / 0)
     ex = widgets.cost_explorer(results=[], device="cpu")  # the default: gpt2_small, B=4, T=512
     assert ex.progress.layout.visibility == "hidden"  # no empty bar stored in a headless run
     ex.press()
     assert calls == [] and ex.pending is not None and ex.measurement is None
     assert "before measuring" in ex.plan_note.value and "predicted memory" in ex.plan_note.value
     assert "B=4, T=512" in ex.plan_note.value
+    # the estimate counts everything the press will do: the ceilings first (none yet), the model
+    assert ex.pending.setup_s > 0 and "ceilings" in ex.plan_note.value
+    assert ex.pending.total_seconds == pytest.approx(ex.pending.setup_s + ex.pending.seconds)
+    assert ex.button.description == f"Measure (~{explore.seconds_text(ex.pending.total_seconds)})"
     assert "tl-confirm" in ex.button._dom_classes and ex.button.description.startswith("Measure")
     ex.controls["batch_size"].value = 2  # the plan was for other settings
     assert ex.pending is None and ex.plan_note.value == "" and ex.button.description == "Measure now"
@@ -514,7 +537,7 @@ def test_settings_that_cannot_fit_disable_measure_now(monkeypatch):
 
 def test_stale_measured_text_clears_when_the_settings_change():
     ex = widgets.cost_explorer(preset="tiny", seq_len=64, batch_size=1, dtype="float32", results=[], device="cpu")
-    ex.measurement = {"settings": ex.settings(), "time_share": {}, "memory": ex.result.memory}
+    ex.measurement = types.SimpleNamespace(settings=ex.settings(), time_share={}, memory=ex.result.memory)
     ex.measured.value = "measured on here: 1.0 ms/step"
     ex.update()  # the same settings: the text stays
     assert "ms/step" in ex.measured.value

@@ -385,20 +385,7 @@ def time_shares_from_profile(prof, phase: str = "forward", n_layer: int = 12) ->
     return shares_in_seed_terms(prof.ms(phase), n_layer)
 
 
-def scope_amounts(rows, key: str = "fwd_flops") -> Dict[str, float]:
-    """A cost table (``measure.flops.cost_table``) summed per model scope (residual adds, which
-    run outside every scope, are left out)."""
-    out: Dict[str, float] = {}
-    for r in rows:
-        if r.scope:
-            out[r.scope] = out.get(r.scope, 0.0) + getattr(r, key)
-    return out
-
-
-def flop_shares_in_seed_terms(rows, key: str = "fwd_flops", n_layer: int = 12) -> Dict[str, Optional[float]]:
-    """The same keys from an analytic cost table: shares of matmul FLOPs.
-
-    Elementwise components (act, norm, rope) have no matmul FLOPs: pass
-    ``key="fwd_other_flops"`` to see their estimated elementwise work instead.
-    """
-    return shares_in_seed_terms(scope_amounts(rows, key), n_layer)
+def flop_shares_in_seed_terms(amounts: Dict[str, float], n_layer: int = 12) -> Dict[str, Optional[float]]:
+    """The same keys from the analytic model's FLOPs per component (``measure.cost.flops_by_scope``,
+    or ``elementwise_flops`` for the estimated work of the components without matmuls)."""
+    return shares_in_seed_terms({k: v for k, v in amounts.items() if k != "other"}, n_layer)

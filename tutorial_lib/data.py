@@ -205,14 +205,6 @@ def get_split(name: str) -> np.ndarray:
     return tokens[:n_train] if name == "train" else tokens[n_train:]
 
 
-def corpus_stats() -> dict:
-    """Sizes of the corpus and its splits, for tables and the first cell of a notebook."""
-    tokens = load_tokens()
-    n_train, n_val = split_sizes(len(tokens))
-    return {"corpus": CORPUS_FILE.name, "bytes": len(load_corpus_text()), "tokens": len(tokens),
-            "train_tokens": n_train, "val_tokens": n_val, "vocab": get_tokenizer().n_vocab}
-
-
 # ---- batches -------------------------------------------------------------------------------
 def _check_int(name: str, value, minimum: int) -> None:
     if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:

@@ -232,7 +232,8 @@ class CausalSelfAttention(nn.Module):
         cfg = self.config
         with scope("attention.core"):
             if kv_cache is None:
-                y = self.backend(q, k, v, cfg.window, cfg.tile_size, cfg.dropout, self.training)
+                y = self.backend(q, k, v, cfg.window, tile=cfg.tile_size, dropout_p=cfg.dropout,
+                                 training=self.training)
             else:  # decoding: the new queries sit at positions offset..offset+T-1 of the cache
                 k, v = kv_cache.update(layer, k, v)
                 y = attention.decode_attention(q, k, v, cfg.attn_backend, cfg.window, offset)

@@ -131,8 +131,9 @@ class Roofline:
     step placed on the roofline per component, and whole steps predicted and measured."""
     mm_sizes: Tuple[int, ...]  # n of the n x n matmuls whose best FLOP/s is the peak
     stream_bytes: int  # size of each array of the bandwidth measurement
-    first_touch_sizes: Tuple[int, ...]  # allocate-and-fill sizes, below and above 32 MiB (CPU)
+    first_touch_sizes: Tuple[int, ...]  # allocate-and-fill: the largest, >= 32 MiB, is the first touch (CPU)
     min_run_time: float
+    rounds: int  # rounds of the ceilings' probes, timed in turn with the checked steps
     preset: str  # the step placed on the roofline, component by component
     batch: int
     seq_len: int
@@ -172,7 +173,7 @@ class OwnPaths:
     mfu_preset: str  # the forward+backward whose MFU is measured
     mfu_batch: int
     mfu_seq: int
-    peak_sizes: Tuple[int, ...]  # torch.mm sizes of the measured matmul peak
+    peak_sizes: Tuple[int, ...]  # torch.mm sizes of the matmul peak, timed in the same rounds as the MFU's steps
     rounds: int
     min_run_time: float
 
@@ -216,7 +217,7 @@ PROFILES = {
                     attn_heads=4, window=16, window_seqs=(64, 128), min_run_time=0.02, rounds=3,
                     compile=False),
         roofline=Roofline(mm_sizes=(64, 128), stream_bytes=2**20, first_touch_sizes=(2**20,),
-                          min_run_time=0.01, preset="tiny", batch=2, seq_len=32,
+                          min_run_time=0.01, rounds=1, preset="tiny", batch=2, seq_len=32,
                           checks=(("tiny", 2, 32),), backends=("sdpa",)),
         lm_head=LMHead(preset="tiny", batch=2, seq_len=32, chunk=16, rounds=1, min_run_time=0.01,
                        sweep_rounds=1, n_embd=64, tokens=64, vocab=1000, chunks=(16, 64), seq_lens=(32, 64),
@@ -247,7 +248,7 @@ PROFILES = {
         # the ceilings take ~15 s; the two checks are the suite's gpt2_mini step and notebook
         # 01's GPT-2 small step
         roofline=Roofline(mm_sizes=(1024, 2048), stream_bytes=128 * 2**20,
-                          first_touch_sizes=(16 * 2**20, 64 * 2**20), min_run_time=0.3,
+                          first_touch_sizes=(64 * 2**20,), min_run_time=0.3, rounds=3,
                           preset="gpt2_small", batch=1, seq_len=256,
                           checks=(("gpt2_mini", 2, 256), ("gpt2_small", 1, 256)), backends=("sdpa", "eager")),
         # the seed's own setting: GPT-2 small's step takes seconds here, so 2 rounds; the head alone
@@ -257,7 +258,7 @@ PROFILES = {
                        seq_lens=(256, 512, 1024, 2048), vocabs=(8192, 32768, 50257, 50304)),
         own_paths=OwnPaths(window=256, window_seqs=(1024, 2048, 4096), n_head=12, head_dim=64, mask_seq=4096,
                            ab_attention_seq=1024, ab_rounds=3, mfu_preset="gpt2_mini", mfu_batch=2, mfu_seq=256,
-                           peak_sizes=(2048, 3072, 4096), rounds=3, min_run_time=0.3)),
+                           peak_sizes=(1024, 2048), rounds=5, min_run_time=0.3)),
     "gpu": Sizes(
         name="gpu",
         step=Step(preset="gpt2_small", batch=4, seq_len=512, dtype="bfloat16", min_run_time=1.0,
@@ -279,7 +280,7 @@ PROFILES = {
                     rounds=3, compile=True),
         # the checks: the seed's setting, and the H200 training runs' (B=16, T=512)
         roofline=Roofline(mm_sizes=(4096, 8192), stream_bytes=1024 * 2**20, first_touch_sizes=(),
-                          min_run_time=0.3, preset="gpt2_small", batch=4, seq_len=512,
+                          min_run_time=0.3, rounds=3, preset="gpt2_small", batch=4, seq_len=512,
                           checks=(("gpt2_small", 4, 512), ("gpt2_small", 16, 512)), backends=("sdpa", "eager")),
         lm_head=LMHead(preset="gpt2_small", batch=4, seq_len=512, chunk=1024, rounds=3, min_run_time=0.5,
                        sweep_rounds=5, n_embd=768, tokens=2048, vocab=50257, chunks=(128, 256, 512, 1024, 2048),

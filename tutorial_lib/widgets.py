@@ -33,15 +33,11 @@ from tutorial_lib.lessons import decision
 from tutorial_lib.lessons import explorer as explore
 from tutorial_lib.lessons.flash_attention import flash_point
 from tutorial_lib.lessons.gqa import gqa_point, kv_cache_bytes, measure_decode
-from tutorial_lib.lessons.roofline import lesson_ceilings
 from tutorial_lib.lessons.sliding_window import mask_density, window_point
 from tutorial_lib.loss import LOSS_IMPLS
 from tutorial_lib.measure import records
-from tutorial_lib.measure.memory import available_bytes, fmt_bytes, memory_breakdown
-from tutorial_lib.measure.profile import profile_step
-from tutorial_lib.measure.roofline import Ceilings
-from tutorial_lib.measure.timing import copy_bandwidth, matmul_peak_flops, measure_step
-from tutorial_lib.model import GPT, PRESETS, get_config
+from tutorial_lib.measure.memory import available_bytes, fmt_bytes
+from tutorial_lib.model import PRESETS, get_config
 from tutorial_lib.sizes import get_sizes
 
 POW2_T = [2 ** i for i in range(5, 15)]  # 32 .. 16384
@@ -51,40 +47,16 @@ RATIOS = [("default", 0.0), ("2", 2.0), ("8/3", 8 / 3), ("3", 3.0), ("3.5", 3.5)
           ("6", 6.0)]
 DTYPES = ["float32", "bfloat16", "float16"]
 _STYLE = {"description_width": "130px"}
+FIGURE_DPI = 100  # a figure's pixels: at the notebook's width, text of 8 pt and more reads
+LEGEND = {"fontsize": 8, "frameon": False}  # every legend: 8 pt, and placed off the data
 MEMORY_COLORS = {"parameters": "#1f77b4", "gradients": "#aec7e8", "optimizer state": "#c5b0d5",
                  "embedding": "#8c8c8c", "attention": "#d62728", "attention scores/probs": "#ff9896",
                  "mlp": "#ff7f0e", "norms": "#2ca02c", "residual stream": "#17becf",
                  "head + loss": "#9467bd", "other": "#bcbd22"}
 
-# the last measurement per (device name, dtype): "Measure now" anywhere calibrates every explorer
-_CALIBRATIONS: Dict[tuple, explore.Calibration] = {}
-_MACHINE: Dict[tuple, tuple] = {}  # (device name, dtype) -> quick (matmul FLOP/s, copy bytes/s), for plans
-# this session's measured ceilings per device name ("Measure now" measures them once)
-_CEILINGS: Dict[str, Ceilings] = {}
-
-
-def calibration_for(device_name: str, dtype: str, docs=None,
-                    settings: Optional[explore.ExplorerSettings] = None) -> Optional[explore.Calibration]:
-    """This session's last measurement on the device in dtype, else the results files' step
-    nearest to ``settings`` among comparable ones (``explore.comparable``)."""
-    c = _CALIBRATIONS.get((device_name, dtype))
-    if c is None and docs:
-        c = explore.calibration_from_results(docs, device_name, dtype, settings)
-    return c
-
-
-def ceilings_for(device_name: str, device_type: str, dtype: str, docs=None) -> Optional[Ceilings]:
-    """This session's measured ceilings for the device, else a results file's, else (a GPU) the
-    datasheet's; None on a CPU nobody has measured yet."""
-    c = _CEILINGS.get(device_name)
-    if c is None:
-        c = explore.ceilings_from_results(list(docs or []), device_name, device_type, dtype)
-    return c
-
-
 def _png(fig: Figure) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80)
+    fig.savefig(buf, format="png", dpi=FIGURE_DPI)
     return buf.getvalue()
 
 
@@ -238,12 +210,14 @@ class CostExplorer(Explorer):
     typed = ("seq_len", "window")
 
     def __init__(self, preset: str = "gpt2_small", seq_len: int = 512, batch_size: int = 4,
-                 dtype: Optional[str] = None, results=None, device=None):
-
-        self.device = settings.get_device(device)
-        self.device_name = settings.device_name(self.device)
-        self.docs = records.load_all() if results is None else list(results)
-        self.measurement: Optional[dict] = None
+                 dtype: Optional[str] = None, results=None, device=None,
+                 session: Optional[explore.ExplorerSession] = None):
+        """``session``: what this machine's explorers share (ceilings, calibrations); a new one
+        unless given."""
+        self.session = session or explore.ExplorerSession(device, results)
+        self.device, self.device_name = self.session.device, self.session.device_name
+        self.docs = self.session.docs
+        self.measurement: Optional[explore.Measurement] = None
         dtype = dtype or settings.dtype_name(settings.default_dtype(self.device))
         n_head = PRESETS[preset].n_head
         controls = {
@@ -296,7 +270,7 @@ class CostExplorer(Explorer):
         self.plan_note.value = ""  # the plan goes first, so no confirm-less button shows a stale plan
         self.button.description, self.button.button_style = "Measure now", "primary"
         self.button.remove_class("tl-confirm")
-        if self.measurement is not None and self.error is None and self.measurement["settings"] != self.result.settings:
+        if self.measurement is not None and self.error is None and self.measurement.settings != self.result.settings:
             self.measured.value = ""
         refusal = self.memory_refusal()
         self.button.disabled = refusal is not None
@@ -330,13 +304,11 @@ class CostExplorer(Explorer):
             self.button.disabled = True
             return plan
         self.pending = plan
-        first = ("" if self.device_name in _CEILINGS else
-                 " First, once per session, this machine's ceilings (matmul peak, bandwidth, per-op overhead) "
-                 "are measured too, which adds to that time.")
-        self.plan_note.value = f"<i class='tl-plan'>before measuring: {html.escape(plan.message() + first)}</i>"
-        secs = f"~{explore.seconds_text(plan.seconds)}" if plan.seconds is not None else "time unknown"
-        what = "a reduced size" if plan.action == "reduced" else "it"
-        self.button.description = f"Measure {what} ({secs})"
+        self.plan_note.value = f"<i class='tl-plan'>before measuring: {html.escape(plan.message())}</i>"
+        secs = f"~{explore.seconds_text(plan.total_seconds)}" if plan.total_seconds is not None else "time ?"
+        self.button.description = f"Measure ({secs})"
+        self.button.tooltip = ("measure a reduced size and scale it: " if plan.action == "reduced" else
+                               "measure: ") + plan.message()
         self.button.button_style = "warning"
         self.button.add_class("tl-confirm")
         return plan
@@ -350,10 +322,7 @@ class CostExplorer(Explorer):
             attn_backend=v["attn_backend"], dtype=v["dtype"], loss_impl=v["loss_impl"])
 
     def compute(self, **v) -> explore.CostPrediction:
-        s = self.settings(**v)
-        cal = calibration_for(self.device_name, s.dtype, self.docs, s)
-        ceil = ceilings_for(self.device_name, self.device.type, s.dtype, self.docs)
-        return explore.predict_cost(s, cal, self.device.type, ceil)
+        return self.session.predict(self.settings(**v))
 
     def render(self, p: explore.CostPrediction) -> str:
         big = sorted(p.time_share.items(), key=lambda kv: -kv[1])[:3]
@@ -370,7 +339,7 @@ class CostExplorer(Explorer):
         ax1, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.3, 1]})
         names = [n for n in explore.DISPLAY_SCOPES
                  if p.flop_share.get(n, 0) > 0.001 or p.time_share.get(n, 0) > 0.001]
-        m = self.measurement if (self.measurement and self.measurement["settings"] == p.settings) else None
+        m = self.measurement if (self.measurement and self.measurement.settings == p.settings) else None
         y = list(range(len(names)))[::-1]
         h = 0.27 if m else 0.38
         ax1.barh([v + h / 2 for v in y], [p.flop_share.get(n, 0) for n in names], h,
@@ -378,15 +347,15 @@ class CostExplorer(Explorer):
         ax1.barh([v - h / 2 for v in y], [p.time_share.get(n, 0) for n in names], h,
                  color="#ff7f0e", label="predicted time share" if p.step_ms else "time share (= FLOPs)")
         if m:
-            ax1.barh([v - 1.5 * h for v in y], [m["time_share"].get(n, 0) for n in names], h,
+            ax1.barh([v - 1.5 * h for v in y], [m.time_share.get(n, 0) for n in names], h,
                      color="#d62728", label="measured time share")
         ax1.set_yticks(y, names, fontsize=8)
-        ax1.legend(fontsize=7, loc="lower right")
+        ax1.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=3, **LEGEND)  # below, off the bars
         ax1.set_xlabel("share of the training step")
         t = f"predicted {p.step_ms:,.1f} ms/step" if p.step_ms else "no ceilings yet: press Measure now"
         ax1.set_title(f"{p.settings.preset}, B={p.settings.batch_size}, T={p.settings.seq_len}: {t}",
                       fontsize=9, loc="left")
-        bars = [("predicted", p.memory)] + ([("measured", m["memory"])] if m else [])
+        bars = [("predicted", p.memory)] + ([("measured", m.memory)] if m else [])
         for i, (label, mem) in enumerate(bars):
             left = 0.0
             parts = [(k, v) for k, v in mem["by_kind"].items() if k != "activations"]
@@ -399,74 +368,44 @@ class CostExplorer(Explorer):
         ax2.set_yticks(range(len(bars)), [b[0] for b in bars], fontsize=8)
         ax2.set_xlabel("MiB (training step)")
         ax2.set_xlim(0, ax2.get_xlim()[1] * 1.35)  # room for the total's label
-        ax2.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)  # beside, not over
+        ax2.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, **LEGEND)  # beside, not over
         ax2.set_title(f"memory, {p.settings.dtype} activations", fontsize=9, loc="left")
         return fig
 
     measure_budget_s = explore.MEASURE_BUDGET_S  # "Measure now" answers within about this
 
     def plan(self) -> explore.MeasurementPlan:
-        """How "Measure now" will measure the current settings (``explore.plan_measurement``):
-        predicted time and memory first; a reduced size, scaled back, when measuring the requested
-        one would take longer than ``measure_budget_s``; a refusal when it cannot fit in memory."""
-        s = self.settings()
-        cal = calibration_for(self.device_name, s.dtype, self.docs, s)
-        ceil = ceilings_for(self.device_name, self.device.type, s.dtype, self.docs)
-        peak = bandwidth = None
-        if ceil is None:  # no ceilings here yet: quick machine numbers (a fraction of a second)
-            key = (self.device_name, s.dtype)
-            if key not in _MACHINE:
-                _MACHINE[key] = (matmul_peak_flops(self.device, s.dtype, sizes=(1024,), min_run_time=0.05),
-                                 copy_bandwidth(self.device))
-            peak, bandwidth = _MACHINE[key]
-        return explore.plan_measurement(s, cal, peak, self.device.type, available_bytes(self.device),
-                                        budget_s=self.measure_budget_s, memory_bytes_per_s=bandwidth,
-                                        ceilings=ceil)
+        """How "Measure now" will measure the current settings (``ExplorerSession.plan``):
+        predicted time (setup included) and memory first; a reduced size, scaled back, when measuring
+        the requested one would take longer than ``measure_budget_s``; a refusal when it cannot fit."""
+        return self.session.plan(self.settings(), self.measure_budget_s)
 
-    def measure(self, plan: Optional[explore.MeasurementPlan] = None) -> Optional[dict]:
-        """Time (measure_step), profile (profile_step) and memory-account (memory_breakdown) one
-        training step of the current config here -- or of a reduced size scaled back, when the
-        requested one would take too long (``plan``, made now unless given); calibrate; show it
-        beside the prediction."""
-
+    def measure(self, plan: Optional[explore.MeasurementPlan] = None) -> Optional[explore.Measurement]:
+        """Carry out ``plan`` (made now unless given) with ``ExplorerSession.measure``, the progress
+        bar following its stages; show the result beside the prediction, and the plan's time
+        estimate beside the time it took."""
         s = self.settings()
         if plan is None or plan.requested != s:
             plan = self.plan()
         self.pending = None
-        self.plan_note.value = f"<i class='tl-plan'>before measuring: {html.escape(plan.message())}</i>"
         if plan.action == "refuse":
+            self.plan_note.value = f"<b class='tl-refused' style='color:#b00'>{html.escape(plan.message())}</b>"
             self.progress.bar_style = "danger"
             self.measured.value = f"<b style='color:#b00'>{html.escape(plan.message())}</b>"
             return None
-        m_s = plan.measured
-        cfg = m_s.config()
-        prof = get_sizes(device=self.device)
+        self.plan_note.value = ""  # the plan is carried out: its note gives way to the result
         self.measuring = True
         self.button.disabled = True
         self.button.description = "measuring ..."
         self.progress.bar_style, self.progress.value = "info", 0
         self.progress.layout.visibility = "visible"
         self.measured.value = ""
+
+        def stage(i: int, what: str):
+            self.progress.value = i
+            self.status.value = f"{i}/4 {html.escape(what)} ..."
         try:
-            if self.device_name not in _CEILINGS:
-                self.status.value = "0/4 this machine's ceilings (once per session) ..."
-                _CEILINGS[self.device_name] = lesson_ceilings(self.device, prof.roofline, progress=False)
-            self.progress.value = 1
-            before = self.compute(**self.values())
-            self.status.value = "1/4 timing the step (torch.utils.benchmark) ..."
-            model = GPT(cfg)  # one model for the three measurements
-            r = measure_step(cfg, m_s.batch_size, m_s.seq_len, mode="train", device=self.device,
-                             dtype=m_s.dtype, min_run_time=min(prof.step.min_run_time, 0.2), warmup=1,
-                             model=model)
-            self.progress.value = 2
-            self.status.value = "2/4 profiling components (torch.profiler) ..."
-            pr = profile_step(cfg, m_s.batch_size, m_s.seq_len, mode="train", device=self.device,
-                              dtype=m_s.dtype, steps=1, warmup=0, model=model)  # warm already
-            self.progress.value = 3
-            self.status.value = "3/4 memory (saved-tensor accounting) ..."
-            mb = memory_breakdown(cfg, m_s.batch_size, m_s.seq_len, device=self.device, dtype=m_s.dtype,
-                                  model=model)
-            self.progress.value = 4
+            m = self.session.measure(plan, stage)
         except Exception as e:  # OOM, a backend without backward here, ...: shown, not raised
             self.progress.bar_style = "danger"
             self.status.value = "failed"
@@ -478,69 +417,38 @@ class CostExplorer(Explorer):
             self.button.disabled = False
             self.button.description, self.button.button_style = "Measure now", "primary"
             self.button.remove_class("tl-confirm")
-        scope_ms = explore.profile_scope_ms(pr.rows, r.median_ms)
-        cal = explore.Calibration.from_measurement(m_s, r.median_ms, str(self.device), self.device_name, scope_ms)
-        _CALIBRATIONS[(self.device_name, s.dtype)] = cal
-        # the requested size's time: the measured per-component rates applied to its work (the
-        # optimizer's part does not shrink with B and T, so this is not a plain ratio)
-        step_ms = r.median_ms
-        if plan.action == "reduced":
-            step_ms = explore.predict_cost(s, cal, self.device.type, _CEILINGS[self.device_name],
-                                           across_sizes=True).step_ms
-        scale = step_ms / r.median_ms
-        total = sum(scope_ms.values())
-        acts = mb.activations_by_group()
-        kinds = mb.by_kind()
-        mem_total = mb.total_bytes
-        if plan.action == "reduced":  # activations scale with B*T (and T^2 terms): the cost model's ratio
-            pred_full = explore.predict_memory(s.config(), s.batch_size, s.seq_len, s.dtype)
-            pred_red = explore.predict_memory(cfg, m_s.batch_size, m_s.seq_len, m_s.dtype)
-            ratio = pred_full["by_kind"]["activations"] / max(1, pred_red["by_kind"]["activations"])
-            acts = {k: v * ratio for k, v in acts.items()}
-            kinds = {**kinds, "activations": kinds["activations"] * ratio}
-            mem_total = sum(kinds.values())
-        self.measurement = {
-            "settings": s, "step_ms": step_ms, "iqr_ms": r.iqr_ms * scale,
-            "tokens_per_s": s.batch_size * s.seq_len / (step_ms / 1e3),
-            "time_share": {k: v / total for k, v in scope_ms.items()} if total else {},
-            "predicted_before_ms": before.step_ms, "flop_share": before.flop_share,
-            "memory": {"by_kind": kinds, "activations_by_group": acts, "total": mem_total},
-            "memory_predicted": before.memory["total"], "device_name": self.device_name,
-            "plan": plan.action, "scale": scale, "measured_at": m_s.describe(),
-            "measured_step_ms": r.median_ms,
-            "roofline_before_ms": before.roofline_ms, "flop_only_before_ms": before.flop_only_ms}
+        self.measurement = m
         self.progress.bar_style = "success"
         self.status.value = f"measured on <b>{html.escape(self.device_name)}</b>"
-        self.measured.value = self.render_measurement(self.measurement)
-        plan_text = self.plan_note.value
+        self.measured.value = self.render_measurement(m)
         self.update()  # redraw with the calibration (the same settings: the measured text stays)
-        self.plan_note.value = plan_text
-        return self.measurement
+        return m
 
     @staticmethod
-    def render_measurement(m: dict) -> str:
-        s = m["settings"]
-        pb, rf, fo = m["predicted_before_ms"], m.get("roofline_before_ms"), m.get("flop_only_before_ms")
-        pred = (f"{pb:,.1f} ms predicted before this run (ratio measured/predicted "
-                f"{m['step_ms'] / pb:.2f})" if pb else "no prediction before (no ceilings yet)")
-        if rf and fo:
-            pred += (f"; the roofline model alone said {rf:,.1f} ms ({rf / m['step_ms'] - 1:+.0%}), "
-                     f"FLOPs alone {fo:,.1f} ms ({fo / m['step_ms'] - 1:+.0%})")
-        shares = sorted(m["time_share"].items(), key=lambda kv: -kv[1])[:4]
-        sh = ", ".join(f"{k} {v:.0%} of time vs {m['flop_share'].get(k, 0):.0%} of FLOPs"
-                       for k, v in shares)
+    def render_measurement(m: explore.Measurement) -> str:
+        s, b = m.settings, m.before
+        pred = (f"{b.step_ms:,.1f} ms predicted before this run (measured / predicted "
+                f"{m.step_ms / b.step_ms:.2f})" if b.step_ms else "no prediction before (no ceilings yet)")
+        if b.roofline_ms and b.flop_only_ms:
+            pred += (f"; the roofline model alone said {b.roofline_ms:,.1f} ms ({b.roofline_ms / m.step_ms - 1:+.0%}), "
+                     f"FLOPs alone {b.flop_only_ms:,.1f} ms ({b.flop_only_ms / m.step_ms - 1:+.0%})")
+        shares = sorted(m.time_share.items(), key=lambda kv: -kv[1])[:4]
+        sh = ", ".join(f"{k} {v:.0%} of time vs {b.flop_share.get(k, 0):.0%} of FLOPs" for k, v in shares)
         scaled = ""
-        if m.get("plan") == "reduced":
-            scaled = (f"<br><i>measured at a reduced size, {html.escape(m['measured_at'])}: "
-                      f"{m['measured_step_ms']:,.1f} ms/step, scaled by {m['scale']:.2f}x by the cost model "
-                      f"calibrated on it (each component's measured rate applied to the requested size's "
-                      f"work); activations scaled by the cost model's ratio</i>")
-        return (f"<div class='tl-measured-text'><b>measured on {html.escape(m['device_name'])}</b>: "
-                f"{html.escape(s.describe())}: <b>{m['step_ms']:,.1f} ms/step</b> "
-                f"(IQR {m['iqr_ms']:,.1f} ms), {m['tokens_per_s']:,.0f} tokens/s; {html.escape(pred)}."
-                f"<br>components: {html.escape(sh)}.<br>memory: {fmt_bytes(m['memory']['total'])} "
+        if m.plan.action == "reduced":
+            scaled = (f"<br><i class='tl-scaled'>measured at a reduced size, {html.escape(m.measured.describe())}: "
+                      f"{m.measured_step_ms:,.1f} ms/step, scaled to these settings by {m.scale:.2f}x through the "
+                      f"cost model calibrated on it (each component's measured rate applied to the requested "
+                      f"size's work); activations scaled by the cost model's exact ratio</i>")
+        est = m.plan.total_seconds
+        took = (f"<br><span class='tl-took'>this measurement took {explore.seconds_text(m.seconds)}"
+                + (f" (the plan said ~{explore.seconds_text(est)})" if est else "") + "</span>")
+        return (f"<div class='tl-measured-text'><b>measured on {html.escape(m.device_name)}</b>: "
+                f"{html.escape(s.describe())}: <b>{m.step_ms:,.1f} ms/step</b> "
+                f"(IQR {m.iqr_ms:,.1f} ms), {m.tokens_per_s:,.0f} tokens/s; {html.escape(pred)}."
+                f"<br>components: {html.escape(sh)}.<br>memory: {fmt_bytes(m.memory['total'])} "
                 f"measured (params + grads + AdamW + saved activations) vs "
-                f"{fmt_bytes(m['memory_predicted'])} predicted.{scaled}</div>")
+                f"{fmt_bytes(b.memory['total'])} predicted.{scaled}{took}</div>")
 
 
 def cost_explorer(**kwargs) -> CostExplorer:
@@ -685,7 +593,7 @@ class GQAExplorer(Explorer):
         ax1.set_yscale("log")
         ax1.set_xlabel("context tokens")
         ax1.set_ylabel("KV cache (MiB)")
-        ax1.legend(fontsize=7)
+        ax1.legend(**LEGEND)
         ax1.set_title(f"KV cache, batch {r['batch_size']}, {r['dtype']}", fontsize=9, loc="left")
         mha = gqa_point(base.n_head, r["context"], r["batch_size"], r["dtype"], self.preset, [])
         for i, (lab, p) in enumerate((("MHA", mha), (r["label"], r))):
@@ -695,7 +603,7 @@ class GQAExplorer(Explorer):
                      label="KV cache (one sequence)" if i == 0 else None)
         ax2.set_yticks([0, 1], ["MHA", r["label"]])
         ax2.set_xlabel("MiB read per new token")
-        ax2.legend(fontsize=7)
+        ax2.legend(**LEGEND)
         ax2.set_title(f"decoding: {r['decode_speedup_analytic']:.2f}x MHA (analytic)", fontsize=9, loc="left")
         return fig
 
@@ -791,7 +699,7 @@ class FlashExplorer(Explorer):
         ax.set_yscale("log")
         ax.set_xlabel("sequence length T")
         ax.set_ylabel("MiB per layer")
-        ax.legend(fontsize=7)
+        ax.legend(**LEGEND)
         ax.set_title(f"attention memory per layer, B={r['batch_size']}, {r['dtype']}: "
                      f"{r['attention_ratio']:,.0f}x at T={r['seq_len']}", fontsize=9, loc="left")
         return fig
@@ -848,7 +756,7 @@ class WindowExplorer(Explorer):
         ax2.set_yscale("log")
         ax2.set_xlabel("sequence length T")
         ax2.set_ylabel(f"attention FLOPs, {r['n_layer']} layers, fwd")
-        ax2.legend(fontsize=7)
+        ax2.legend(**LEGEND)
         ax2.set_title(f"{r['flop_ratio']:.2f}x fewer FLOPs at T={T}", fontsize=9, loc="left")
         return fig
 

@@ -151,7 +151,13 @@ def tiled_pairs(T: int, tile: int, window: Optional[int] = None) -> int:
     return n
 
 
-def tiled_backend(q, k, v, window=None, tile=64, dropout_p=0.0, training=False):
-    """The registered ``tiled`` backend: grouped K/V heads expanded, then ``tiled_attention``."""
+def tile_count(T: int, tile: int, window: Optional[int] = None) -> int:
+    """(query tile, key tile) blocks this kernel visits: one kernel launch chain each."""
+    return sum(len(key_tiles(q0, min(q0 + tile, T), T, tile, window)) for q0 in range(0, T, tile))
+
+
+def tiled_backend(q, k, v, window=None, *, tile=64, dropout_p=0.0, training=False):
+    """The registered ``tiled`` backend: grouped K/V heads expanded, then ``tiled_attention``
+    (no attention dropout: the teaching kernel has none)."""
     n_rep = q.shape[1] // k.shape[1]
     return tiled_attention(q, repeat_kv(k, n_rep), repeat_kv(v, n_rep), window, tile)

@@ -51,7 +51,7 @@ def compiled_flex():
     return torch.compile(_flex, dynamic=False)
 
 
-def flex_attention(q, k, v, window=None, tile=64, dropout_p=0.0, training=False):
+def flex_attention(q, k, v, window=None, *, tile=64, dropout_p=0.0, training=False):
     """Causal (optionally windowed) attention with flex_attention and a cached block mask."""
     if not has_flex_attention():
         raise RuntimeError("attn_backend='flex' needs torch.nn.attention.flex_attention "

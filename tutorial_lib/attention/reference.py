@@ -74,13 +74,34 @@ _mask_cache: "OrderedDict[tuple, Tuple[torch.Tensor, int]]" = OrderedDict()
 _mask_lock = threading.Lock()
 
 
+MASK_ROWS_BYTES = 4 * 2**20  # the window's comparisons run over row blocks of at most this many bools
+
+
+def additive_mask(T_q: int, T_k: int, window: Optional[int] = None, offset: int = 0, device=None,
+                  dtype=torch.float32) -> torch.Tensor:
+    """The causal (optionally windowed) mask as SDPA adds it to the scores: 0 where a query may see
+    a key, -inf elsewhere, in ``dtype``. Written straight into the one (T_q, T_k) float tensor: a
+    fill and ``triu_`` make the causal part (no T x T bool at all), and the window's lower edge is
+    compared one block of rows at a time (``MASK_ROWS_BYTES``) -- not built as a bool mask first
+    and then converted, which held both at once."""
+    mask = torch.full((T_q, T_k), float("-inf"), dtype=dtype, device=device).triu_(offset + 1)
+    if window is not None:
+        kj = torch.arange(T_k, device=device)[None, :]
+        step = max(1, MASK_ROWS_BYTES // max(1, T_k))
+        first = max(0, window - offset)  # rows before this see every earlier key: nothing to hide
+        for r0 in range(first, T_q, step):
+            r1 = min(T_q, r0 + step)
+            edge = torch.arange(offset + r0, offset + r1, device=device)[:, None] - window  # (rows, 1)
+            mask[r0:r1].masked_fill_(kj <= edge, float("-inf"))
+    return mask
+
+
 def _build_mask(T_q: int, T_k: int, window: Optional[int], offset: int, device, dtype) -> torch.Tensor:
-    allowed = causal_mask(T_q, T_k, window, offset, device)
     if dtype == torch.bool:
-        return allowed
-    # additive: 0 where allowed, -inf elsewhere, in the query's dtype -- what the fused kernels
-    # use; a bool mask is converted to this on every call (a float T x T temporary)
-    return torch.zeros(T_q, T_k, dtype=dtype, device=device).masked_fill_(allowed.logical_not_(), float("-inf"))
+        return causal_mask(T_q, T_k, window, offset, device)
+    # additive, in the query's dtype: what the fused kernels use (a bool mask would be converted
+    # to this on every call, a float T x T temporary each time)
+    return additive_mask(T_q, T_k, window, offset, device, dtype)
 
 
 def _cached_mask(T_q: int, T_k: int, window: Optional[int], offset: int, device: torch.device,
@@ -145,8 +166,9 @@ def visible_pairs(T: int, window: Optional[int] = None) -> int:
 
 
 # ---- eager: the textbook version -------------------------------------------------------------
-def eager_attention(q, k, v, window=None, offset=0, dropout_p=0.0, training=False):
-    """Materialise the (B, H, Tq, Tk) scores, mask, softmax, weight the values."""
+def eager_attention(q, k, v, window=None, *, offset=0, dropout_p=0.0, training=False, tile=None):
+    """Materialise the (B, H, Tq, Tk) scores, mask, softmax, weight the values. (``tile``: unused;
+    every registered backend takes the registry's keywords.)"""
     n_rep = q.shape[1] // k.shape[1]
     k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)
     att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.shape[-1]))  # (B, H, Tq, Tk)
@@ -159,9 +181,10 @@ def eager_attention(q, k, v, window=None, offset=0, dropout_p=0.0, training=Fals
 
 
 # ---- sdpa: PyTorch's fused kernels -----------------------------------------------------------
-def sdpa_attention(q, k, v, window=None, offset=0, dropout_p=0.0, training=False):
+def sdpa_attention(q, k, v, window=None, *, offset=0, dropout_p=0.0, training=False, tile=None):
     """PyTorch's fused attention; a window (or a KV-cache offset) becomes an explicit mask
-    (``shared_mask``: cached, additive in the query's dtype, never rebuilt per layer or step)."""
+    (``shared_mask``: cached, additive in the query's dtype, never rebuilt per layer or step).
+    (``tile``: unused; every registered backend takes the registry's keywords.)"""
     gqa = q.shape[1] != k.shape[1]
     p = dropout_p if training else 0.0
     if window is None and offset == 0 and q.shape[2] == k.shape[2]:

@@ -304,8 +304,9 @@ def local_pairs(T: int, window: int, device_type: str = "cpu") -> int:
     return window * window + (nb - 1) * window * 2 * window
 
 
-def local_backend(q, k, v, window=None, tile=64, dropout_p=0.0, training=False):
-    """The registered ``local`` backend (it needs a window; GPTConfig checks that)."""
+def local_backend(q, k, v, window=None, *, tile=64, dropout_p=0.0, training=False):
+    """The registered ``local`` backend (it needs a window; GPTConfig checks that; no attention
+    dropout, and its blocks follow the window, not ``tile``)."""
     return local_window_attention(q, k, v, window)
 
 

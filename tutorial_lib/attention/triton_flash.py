@@ -317,7 +317,7 @@ class TritonFlashAttention(torch.autograd.Function):
         return dq, dk, dv, None, None
 
 
-def triton_attention(q, k, v, window: Optional[int] = None, tile: int = 64, dropout_p: float = 0.0,
+def triton_attention(q, k, v, window: Optional[int] = None, *, tile: int = 64, dropout_p: float = 0.0,
                      training: bool = False):
     """The registered backend ``triton``: causal (optionally sliding-window) flash attention.
 

@@ -15,8 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tutorial_lib import attention, settings
-from tutorial_lib import claims as C
+from tutorial_lib import attention, claims, settings
 from tutorial_lib.commands import output_file, positive_float
 from tutorial_lib.lessons import profile as plots
 from tutorial_lib.lessons.common import format_rows, save_figure
@@ -117,9 +116,9 @@ def run(args) -> int:
                       {"name": "component", "forward_ms": "fwd ms", "backward_ms": "bwd ms",
                        "total_ms": "total ms"}))
     print("\nThe seed's forward-pass time shares beside this forward pass:")
-    measured = C.time_shares_from_profile(res, "forward", n_layer=cfg.n_layer)
-    print(C.format_table(C.claims_table(measured, where=C.Setting(model=cfg.name, batch=B, seq_len=T,
-                                                                  device=dev.type))))
+    measured = claims.time_shares_from_profile(res, "forward", n_layer=cfg.n_layer)
+    where = claims.Setting(model=cfg.name, batch=B, seq_len=T, device=dev.type)
+    print(claims.format_table(claims.claims_table(measured, where=where)))
     if args.out_fig:
         save_figure(plots.time_breakdown(res), args.out_fig)
         print(f"\nfigure: {args.out_fig}")

@@ -21,11 +21,9 @@ from typing import Iterable
 from tutorial_lib import claims
 from tutorial_lib.guide.suite import OWN_PATHS_KINDS, SECTIONS
 from tutorial_lib.lessons import decision
-from tutorial_lib.lessons import roofline as RL
-from tutorial_lib.lessons.common import NOISY
-from tutorial_lib.measure import flops as F
-from tutorial_lib.measure import records
-from tutorial_lib.measure import roofline as R
+from tutorial_lib.lessons import roofline as roofline_lesson
+from tutorial_lib.measure import ceilings, cost, flops, records
+from tutorial_lib.measure.timing import NOISY
 from tutorial_lib.model import GPTConfig, get_config
 from tutorial_lib.settings import cpu_oversubscribed
 from tutorial_lib.train import TrainHistory
@@ -91,7 +89,7 @@ def caption(meta: dict, section: dict) -> str:
 
 
 def noisy_note(rows: list[dict]) -> str:
-    """A warning naming the rows whose interleaved rounds still spread beyond ``common.NOISY`` after
+    """A warning naming the rows whose interleaved rounds still spread beyond ``timing.NOISY`` after
     re-measuring (``noisy``): their times and speedups are not to be trusted."""
     names = [str(r.get("variant") or "/".join(str(r[k]) for k in ("backend", "seq_len") if r.get(k) is not None))
              + (f" ({r['spread']:.0%})" if isinstance(r.get("spread"), (int, float)) else "")
@@ -128,31 +126,31 @@ def _analytic_flop_shares() -> str:
     """The seed's time-share claims beside GPT-2 small's analytic matmul-FLOP shares."""
 
     cfg, B, T = get_config("gpt2_small"), 4, 512
-    rows = F.cost_table(cfg, B, T)
-    full = claims.flop_shares_in_seed_terms(rows, "fwd_flops")
-    causal = claims.flop_shares_in_seed_terms(rows, "fwd_flops_causal")
+    counted = cost.flops_by_scope(cfg, B, T, "forward", "counted")
+    visible = cost.flops_by_scope(cfg, B, T, "forward", "visible")
+    full = claims.flop_shares_in_seed_terms(counted)
+    causal = claims.flop_shares_in_seed_terms(visible)
     out = []
     for key, share in full.items():
         c = claims.get(key)
         claim = c.text.split("  ")[0].strip()
         out.append({"seed's claim": claim, "share of": c.of, "claimed": c.value,
                     "FLOP share (full T×T)": share, "FLOP share (causal)": causal[key]})
-    t = F.totals(rows)
     note = (f"GPT-2 small ({cfg.describe()}), B={B}, T={T}, forward pass: "
-            f"{t['fwd_flops'] / 1e9:,.0f} GFLOPs counting the full T×T attention "
-            f"(FlopCounterMode's convention), {t['fwd_flops_causal'] / 1e9:,.0f} GFLOPs counting only "
+            f"{sum(counted.values()) / 1e9:,.0f} GFLOPs counting the full T×T attention "
+            f"(FlopCounterMode's convention), {sum(visible.values()) / 1e9:,.0f} GFLOPs counting only "
             "the causal half. Elementwise work (softmax, GELU, norms, RoPE) has no matmul FLOPs, so its "
             "share here is 0: its cost is memory traffic, which only a measurement shows. Computed by "
-            "`tutorial_lib.measure.flops.cost_table`; the tests check it against FlopCounterMode.")
+            "`tutorial_lib.measure.cost.flops_by_scope`; the tests check it against FlopCounterMode.")
     return markdown_table(out) + "\n" + note + "\n"
 
 
 def _analytic_gpu_specs() -> str:
     """The datasheet ceilings of the GPUs the library knows (``measure.flops.GPU_SPECS``)."""
-    rows = R.spec_rows("bfloat16")
+    rows = ceilings.spec_rows("bfloat16")
     for r in rows:
         if r["peak_TFLOPs"] is None:  # no bf16 on the datasheet (V100, T4): fp16's tensor cores
-            fp16 = next(x for x in R.spec_rows("float16") if x["gpu"] == r["gpu"])
+            fp16 = next(x for x in ceilings.spec_rows("float16") if x["gpu"] == r["gpu"])
             r.update(fp16, dtype="float16")
     return (markdown_table(rows, ["gpu", "dtype", "peak_TFLOPs", "bandwidth_GBs", "ridge", "source"])
             + "\nLabelled *spec*: dense tensor-core peak and memory bandwidth as the vendors state them, "
@@ -173,16 +171,16 @@ def render_roofline_errors(results: list[dict], histories: list[dict] | None) ->
     """The roofline model's and the FLOP-only prediction beside every step time on record
     (``lessons.roofline.prediction_errors``): a summary per device, then every row."""
     docs = [d for d in results if d.get("kind") != "cuda_tests"]
-    rows = RL.prediction_errors(docs, histories or [])
+    rows = roofline_lesson.prediction_errors(docs, histories or [])
     if not rows:
         return "_No step time on record yet._\n"
-    summary = RL.error_summary(rows)
+    summary = roofline_lesson.error_summary(rows)
     out = ""
     if summary:
         for r in summary:
             r["roofline |error| (median)"] = f"{r.pop('roofline_median_abs_error'):.0%}"
             r["FLOP-only |error| (median)"] = f"{r.pop('flop_only_median_abs_error'):.0%}"
-            r[f"roofline within ±{RL.GOAL:.0%}"] = f"{r.pop('roofline_within_25pct')} of {r['steps']}"
+            r[f"roofline within ±{roofline_lesson.GOAL:.0%}"] = f"{r.pop('roofline_within_25pct')} of {r['steps']}"
         out += markdown_table(summary) + "\n"
     table = []
     for r in rows:
@@ -306,7 +304,7 @@ def training_mfu(h: TrainHistory) -> float | None:
     step_s = h.median_step_s
     if not step_s or not math.isfinite(step_s):
         return None
-    return F.mfu(F.model_flops(cfg, B, T, mode="fwdbwd", causal=True) / step_s, h.device_name or "", h.dtype)
+    return flops.mfu(cost.step_flops(cfg, B, T, "fwdbwd", "visible") / step_s, h.device_name or "", h.dtype)
 
 
 def render_training(runs: list[dict]) -> str:
@@ -432,7 +430,7 @@ def recorded(*sections: str, results_dir: Path | None = None) -> Recorded:
     docs = guide_order(records.load_all(d))  # a broken file is left out with a warning naming it
     parts = []
     for name in sections:
-        hist = RL.training_histories(d) if name == "roofline.errors" else None
+        hist = roofline_lesson.training_histories(d) if name == "roofline.errors" else None
         parts.append(f"#### Recorded: `{name}` (from `results/*.json`, not measured now)\n\n"
                      + render_block(name, docs, histories=hist))
     devices = ", ".join(dict.fromkeys(str(doc["meta"].get("device_name", "?")) for doc in docs)) or "none yet"
@@ -463,5 +461,5 @@ def regenerate(guide: Path, results_dir: Path, notes: list[str] | None = None) -
                          "as it is")
     runs = training_runs(results_dir, notes)
     old = guide.read_text()
-    histories = RL.training_histories(results_dir)
+    histories = roofline_lesson.training_histories(results_dir)
     return old, render_guide(old, guide_order(found.results), runs, histories)

@@ -24,19 +24,15 @@ import torch
 from tutorial_lib import settings
 from tutorial_lib.claims import CLAIMS, Setting, claimed, compare
 from tutorial_lib.files import check_writable
-from tutorial_lib.lessons import all_together as AT
-from tutorial_lib.lessons import lm_head as LH
-from tutorial_lib.lessons import own_paths as OP
-from tutorial_lib.lessons import roofline as RL
+from tutorial_lib.lessons import all_together, lm_head, own_paths
+from tutorial_lib.lessons import roofline as roofline_lesson
 from tutorial_lib.lessons import triton_flash as triton_lesson
 from tutorial_lib.lessons.common import fit_loglog_slope, measure_variants, quality_runs, quality_table
 from tutorial_lib.lessons.flash_attention import attention_sweep, loglog_slopes, model_backend_comparison
 from tutorial_lib.lessons.gqa import measure_decode
 from tutorial_lib.lessons.sliding_window import window_sweep
 from tutorial_lib.lessons.swiglu import time_optimizer_step
-from tutorial_lib.measure import flops as F
-from tutorial_lib.measure import profile as P
-from tutorial_lib.measure import roofline as R
+from tutorial_lib.measure import cost, profile
 from tutorial_lib.measure.allocator import allocator_settings
 from tutorial_lib.measure.records import SCHEMA_VERSION, save_document, stamp, to_row
 from tutorial_lib.measure.timing import SWEEP_ERRORS, error_row, error_text, measure_step
@@ -63,7 +59,6 @@ class Suite:
         self.dtype = settings.default_dtype(device)
         self.rows: List[dict] = []
         self.sections: Dict[str, dict] = {}
-        self.ceilings: Optional[R.Ceilings] = None  # measured once per run (get_ceilings)
 
     def add(self, kind: str, rows, columns=None, sizes=None, note=None):
         for r in rows:
@@ -124,14 +119,6 @@ class Suite:
     def base_config(self) -> GPTConfig:
         return get_config(self.sizes.suite.preset)
 
-    def get_ceilings(self) -> R.Ceilings:
-        """This machine's ceilings (peak matmul FLOP/s, bandwidth, per-op overhead), measured
-        once per suite run at ``sizes.roofline``: every section that reports a fraction of the
-        peak (MFU) uses these, measured in the same run as its own timings."""
-        if self.ceilings is None:
-            self.ceilings = RL.lesson_ceilings(self.device, self.sizes.roofline, progress=False)
-        return self.ceilings
-
 
 def _variants(S: "Suite", configs: dict, memory: bool = False, compiled=()) -> List[dict]:
     """Training steps of several variants timed in interleaved rounds (``common.measure_variants``):
@@ -161,21 +148,11 @@ def _ratio(a, b):
     return None if (a is None or b is None or b == 0) else a / b
 
 
-def _step_row(r, base=None, **extra) -> dict:
-    d = {"variant": r.label, "ms_per_step": r.median_ms, "tokens_per_s": r.tokens_per_s,
-         "speedup": _ratio(base.median_ms, r.median_ms) if base is not None else 1.0,
-         "peak_mem_MiB": None if r.peak_mem_bytes is None else r.peak_mem_bytes / 2**20,
-         "params_M": None if r.params is None else r.params / 1e6,
-         "TFLOP/s": r.achieved_tflops, "MFU": r.mfu, "error": r.error}
-    d.update(extra)
-    return d
-
-
 # ---- sections ------------------------------------------------------------------------------
 def sec_breakdown(S: Suite):
 
     s = S.sizes.seed
-    res = P.profile_step(get_config(s.preset).replace(attn_backend="eager"), s.batch,
+    res = profile.profile_step(get_config(s.preset).replace(attn_backend="eager"), s.batch,
                          s.seq_len, device=S.device, steps=2, warmup=1)
     S.add("breakdown", res.component_rows(),
           columns=["component", "time_ms", "time_share", "flop_share"],
@@ -192,10 +169,10 @@ def sec_gqa_train(S: Suite):
     label = lambda h: "MHA" if h == cfg0.n_head else ("MQA" if h == 1 else f"GQA-{h}")  # noqa: E731
     configs = {label(h): cfg0.replace(n_kv_head=h) for h in heads}
     rows = _variants(S, configs)
-    base_fl = F.model_flops(cfg0, s.batch, s.seq_len, mode="fwdbwd", causal=True)
+    base_fl = cost.step_flops(cfg0, s.batch, s.seq_len)
     where = Setting(model=s.preset, batch=s.batch, seq_len=s.seq_len, device=S.device.type)
     for h, r in zip(heads, rows):
-        flops_ratio = F.model_flops(configs[label(h)], s.batch, s.seq_len, mode="fwdbwd", causal=True) / base_fl
+        flops_ratio = cost.step_flops(configs[label(h)], s.batch, s.seq_len) / base_fl
         r.update(n_kv_head=h, flops_vs_MHA=flops_ratio, flop_ceiling=1 / flops_ratio)
         if h != cfg0.n_head and f"gqa.speedup.kv{h}" in CLAIMS:
             spread = (r["speedup_min"], r["speedup_max"]) if r.get("speedup_min") is not None else None
@@ -269,7 +246,7 @@ def attention_slope_rows(rows, cfg: GPTConfig, batch: int) -> List[dict]:
     seqs = sorted({r.seq_len for r in rows})[-SLOPE_POINTS:]
     if len(seqs) >= 2:
         big = cfg.replace(block_size=max(cfg.block_size, seqs[-1]))
-        step = [F.model_flops(big, batch, T, mode="fwdbwd", causal=True) for T in seqs]
+        step = [cost.step_flops(big, batch, T) for T in seqs]
         rng = f"{seqs[0]}-{seqs[-1]}"
         out.append({"what": f"whole {cfg.name} training step FLOPs (cost model, B={batch})", "T_range": rng,
                     "flops_slope": fit_loglog_slope(seqs, step)[0], "claimed_slope": claimed("seq.quadratic")})
@@ -351,9 +328,9 @@ def _mlp_like(S: Suite, kind: str, variants, base_key: str):
     s, cfg0 = S.sizes.suite, S.base_config()
     configs = {label: cfg0.replace(**kw) for label, kw in variants}
     rows = _variants(S, configs)
-    base_fl = F.model_flops(cfg0, s.batch, s.seq_len, mode="fwdbwd", causal=True)
+    base_fl = cost.step_flops(cfg0, s.batch, s.seq_len)
     for (label, _), r in zip(variants, rows):
-        r[base_key] = F.model_flops(configs[label], s.batch, s.seq_len, mode="fwdbwd", causal=True) / base_fl
+        r[base_key] = cost.step_flops(configs[label], s.batch, s.seq_len) / base_fl
     S.add(kind, rows, columns=["variant", "params_M", base_key, "ms_per_step", "speedup",
                                "speedup_range", "tokens_per_s", "error"],
           sizes={"model": s.preset, "B": s.batch, "T": s.seq_len, "step": "fwd+bwd+AdamW",
@@ -417,7 +394,7 @@ def sec_quality(S: Suite):
     rows = quality_table(runs)
     for r in rows:
         cfg, opt = variants[r["variant"]]
-        r.update(optimizer=opt, params_M=F.num_params(cfg) / 1e6)
+        r.update(optimizer=opt, params_M=cost.num_params(cfg) / 1e6)
     S.add("quality", rows, columns=["variant", "optimizer", "params_M", "seeds", "val_loss", "val_loss_sd",
                                     "vs_baseline", "vs_baseline_sd", "verdict", "ms_per_step", "error"],
           sizes={"model": q.preset, "B": q.batch, "T": q.seq_len, "steps": q.steps,
@@ -428,7 +405,7 @@ def sec_quality(S: Suite):
 
 
 # the same variants as notebook 07 (``all_together``): the seed's baseline, each change alone, its "after"
-BEFORE_AFTER = AT.SUITE_VARIANTS
+BEFORE_AFTER = all_together.SUITE_VARIANTS
 
 
 def expected_results_rows(before: dict, after: dict, where: Setting) -> List[dict]:
@@ -464,7 +441,7 @@ def sec_before_after(S: Suite):
     compiled = []
     if s.compile:  # the seed's "after" under torch.compile, in the same interleaved rounds
         compiled = ["GQA-4 + SDPA + 3x + torch.compile"]
-        configs[compiled[0]] = cfg0.replace(**AT.AFTER)
+        configs[compiled[0]] = cfg0.replace(**all_together.AFTER)
     rows = _variants(S, configs, compiled=compiled)
     S.add("before_after", rows, columns=["variant", "ms_per_step", "speedup", "speedup_range",
                                          "tokens_per_s", "error"],
@@ -484,7 +461,7 @@ OWN_PATHS_KINDS = ("own_paths.window", "own_paths.window_slope", "own_paths.mask
 def sec_own_paths(S: Suite):
     """The project's own paths (``lessons.own_paths``): the local window's peak vs causal SDPA,
     the windowed mask before/after, huge pages off/on, one configuration across sections, and
-    a forward+backward's MFU against the matmul peak measured in this run."""
+    a forward+backward's MFU against the matmul peak timed in the same rounds."""
     o, cpu = S.sizes.own_paths, S.device.type == "cpu"
     attn = {"B": 1, "H": o.n_head, "D": o.head_dim, "W": o.window, "work": "attention core fwd+bwd"}
 
@@ -499,7 +476,7 @@ def sec_own_paths(S: Suite):
                                                        "threads": torch.get_num_threads()}
 
     def window():
-        res = OP.window_memory(o.window_seqs, o.window, n_head=o.n_head, head_dim=o.head_dim,
+        res = own_paths.window_memory(o.window_seqs, o.window, n_head=o.n_head, head_dim=o.head_dim,
                                device=S.device, rounds=o.rounds, min_run_time=o.min_run_time)
         S.add("own_paths.window", res["rows"],
               columns=["impl", "seq_len", "peak_MB", "ms", "speedup_vs_causal", "speedup_range", "error"],
@@ -512,7 +489,7 @@ def sec_own_paths(S: Suite):
                    "at the largest T and peak_slope <= 1.05.")
 
     def mask():
-        rows = OP.mask_paths(o.mask_seq, o.window, n_head=o.n_head, head_dim=o.head_dim, device=S.device,
+        rows = own_paths.mask_paths(o.mask_seq, o.window, n_head=o.n_head, head_dim=o.head_dim, device=S.device,
                              rounds=o.rounds, min_run_time=o.min_run_time)
         S.add("own_paths.mask", rows, columns=["what", "path", "ms", "speedup", "speedup_range", "peak_MB"],
               sizes={**attn, "T": o.mask_seq},
@@ -524,7 +501,7 @@ def sec_own_paths(S: Suite):
             S.add("own_paths.allocator", [{"workload": "huge pages are a CPU allocator setting",
                                            "error": f"not measured on {S.device.type}"}])
             return
-        rows = OP.allocator_ab(o.ab_attention_seq, S.sizes.suite.preset, S.sizes.suite.batch,
+        rows = own_paths.allocator_ab(o.ab_attention_seq, S.sizes.suite.preset, S.sizes.suite.batch,
                                S.sizes.suite.seq_len, rounds=o.ab_rounds)
         S.add("own_paths.allocator", rows,
               columns=["workload", "off_ms", "on_ms", "speedup", "speedup_range", "fresh_fill_GBps_off",
@@ -539,7 +516,7 @@ def sec_own_paths(S: Suite):
     def consistency():
         cfg0, s = S.base_config(), S.sizes.suite
         S.add("own_paths.consistency_step", _variants(S, {"own_paths (again)": cfg0}))
-        spread = OP.same_config_spread(S.rows, cfg0, s.batch, s.seq_len)
+        spread = own_paths.same_config_spread(S.rows, cfg0, s.batch, s.seq_len)
         S.add("own_paths.consistency", spread["rows"] + [{"section": "spread (max / min - 1)",
                                                           "ms": None, "spread": spread["spread"]}],
               columns=["section", "variant", "ms", "spread"],
@@ -554,23 +531,25 @@ def sec_own_paths(S: Suite):
         if S.sizes.suite.compile:
             variants["sdpa + torch.compile"] = {"attn_backend": "sdpa"}
             compiled = ("sdpa + torch.compile",)
-        ceil = S.get_ceilings()  # the roofline section's peak: one peak for every MFU of this run
-        res = OP.step_mfu(o.mfu_preset, o.mfu_batch, o.mfu_seq, variants, device=S.device, rounds=o.rounds,
-                          min_run_time=o.min_run_time, peak_sizes=o.peak_sizes, compile_variants=compiled,
-                          peak_flops=ceil.peak_flops if ceil.source == "measured" else None,
-                          peak_source=f"the roofline ceilings of this run ({ceil.dtype} torch.mm)")
+        res = own_paths.step_mfu(o.mfu_preset, o.mfu_batch, o.mfu_seq, variants, device=S.device,
+                                 rounds=o.rounds, min_run_time=o.min_run_time, peak_sizes=o.peak_sizes,
+                                 compile_variants=compiled)
         pk = res["peak"]
         hp = allocator_settings()["huge_pages_requested"] if cpu else None
         for r in res["rows"]:
-            r.update(peak_TFLOPs=pk["measured_TFLOPs"], huge_pages=hp)
+            r.update(huge_pages=hp)
         S.add("own_paths.mfu", res["rows"],
-              columns=["variant", "GFLOP", "ms", "achieved_TFLOPs", "peak_TFLOPs", "MFU_measured_peak", "MFU_spec",
-                       "speedup", "huge_pages", "error"],
+              columns=["variant", "GFLOP", "ms", "achieved_TFLOPs", "MFU_measured_peak", "MFU_range", "MFU_spec",
+                       "speedup", "speedup_range", "rounds", "huge_pages", "error"],
               sizes={"model": o.mfu_preset, "B": o.mfu_batch, "T": o.mfu_seq, "work": "forward+backward",
-                     "peak": pk["source"] + (f" (spec: {pk['spec_TFLOPs']:.0f})" if pk["spec_TFLOPs"] else "")},
-              note="GFLOP: FlopCounterMode's count of one forward+backward. MFU_measured_peak = achieved / the "
-                   "matmul peak measured in this run on this machine (a CPU has no spec figure); MFU_spec = "
-                   "achieved / the GPU's spec sheet. Goal on CPU: >= 0.6 for the best configuration.")
+                     "peak": pk["source"], "peak_TFLOPs": (f"{pk['median_TFLOPs']:.3f} (rounds "
+                                                           f"{pk['range_TFLOPs'][0]:.3f}–{pk['range_TFLOPs'][1]:.3f})"),
+                     "spec_TFLOPs": pk["spec_TFLOPs"]},
+              note="GFLOP: FlopCounterMode's count of one forward+backward. MFU_measured_peak: in every round the "
+                   "matmul peak is timed beside the steps, and that round's MFU = the step's achieved FLOP/s / "
+                   "that round's peak; the median over the rounds, with MFU_range their min–max. A ratio of a "
+                   "step and a peak timed minutes apart is not a measurement on a machine whose speed drifts. "
+                   "MFU_spec = achieved / the GPU's spec sheet (none for a CPU).")
 
     part("own_paths.window", window)
     part("own_paths.mask", mask)
@@ -586,7 +565,7 @@ def sec_lm_head(S: Suite):
     s = S.sizes.lm_head
     mib = lambda v: None if v is None else v / 2**20  # noqa: E731
     rows = []
-    for r in LH.step_payoff(s, device=S.device):
+    for r in lm_head.step_payoff(s, device=S.device):
         rows.append({"variant": r["variant"], "config_fields": r["config_fields"], "batch_size": s.batch,
                      "seq_len": s.seq_len, "activations_MiB": mib(r.get("activations_bytes")),
                      "head_loss_MiB": mib(r.get("head_loss_bytes")),
@@ -607,7 +586,7 @@ def sec_lm_head(S: Suite):
                "do not depend on the machine's load; times do. peak_mem_MiB: CUDA allocator peak.")
     points = [dict(impl=i, tokens=s.tokens, n_embd=s.n_embd, vocab=V, chunk=s.chunk)
               for V in (50257, 50304) for i in ("full", "chunked")]
-    alone = LH.head_loss_sweep(points, rounds=s.sweep_rounds, min_run_time=s.min_run_time, device=S.device)
+    alone = lm_head.head_loss_sweep(points, rounds=s.sweep_rounds, min_run_time=s.min_run_time, device=S.device)
     S.add("lm_head_alone", [{"variant": r.label, "vocab": r.vocab, "tokens": r.tokens, "n_embd": r.n_embd,
                              "ms_fwd_bwd": r.median_ms, "ms_range": (f"{r.min_ms:.1f}–{r.max_ms:.1f}"
                                                                      if r.min_ms is not None else None),
@@ -620,8 +599,8 @@ def sec_lm_head(S: Suite):
           note="50,257 is GPT-2's vocabulary; 50,304 is nanoGPT's padding to a multiple of 64 (the padded "
                "rows enter the softmax, as in the model). logits_MiB is one (N, V) logits tensor: what the "
                "full path makes and the chunked paths never do.")
-    prof = P.profile_step(get_config(s.preset), s.batch, s.seq_len, device=S.device, steps=1, warmup=1)
-    S.add("lm_head_claim", LH.share_rows(prof),
+    prof = profile.profile_step(get_config(s.preset), s.batch, s.seq_len, device=S.device, steps=1, warmup=1)
+    S.add("lm_head_claim", lm_head.share_rows(prof),
           columns=["measured", "claim", "claimed_low", "claimed_high", "share", "verdict", "note"],
           sizes={"model": s.preset, "B": s.batch, "T": s.seq_len, "loss": "full logits",
                  "time": prof.time_source},
@@ -644,37 +623,48 @@ def sec_triton_flash(S: Suite):
 
 
 def sec_roofline(S: Suite):
-    """The machine's ceilings, whole training steps predicted from them and then measured, and one
-    step's components placed on the roofline (time from the profiler, FLOPs and bytes from the
-    traffic model)."""
+    """Whole training steps predicted and measured in the same rounds as the machine's ceilings
+    (each round's steps predicted from that round's ceilings), the ceilings those rounds measured,
+    and one step's components placed on the roofline (time from the profiler, FLOPs and bytes from
+    the cost model)."""
     r = S.sizes.roofline
-    c = S.get_ceilings()
+    probes = roofline_lesson.lesson_probes(S.device, r)
+    res = roofline_lesson.step_checks(r.checks, probes, S.device, min_run_time=r.min_run_time, rounds=r.rounds,
+                                      progress=False, backends=r.backends)
+    c = res["ceilings"]
     S.add("ceilings", [c.to_row()],
           columns=["device_name", "dtype", "peak_TFLOPs", "bandwidth_GBs", "first_touch_GBs", "overhead_us",
-                   "ridge", "threads"],
+                   "ridge", "rounds", "unstable", "threads"],
           sizes={"mm": "x".join(str(n) for n in r.mm_sizes), "stream": f"{r.stream_bytes // 2**20} MiB",
-                 "first touch": ", ".join(f"{n // 2**20} MiB" for n in r.first_touch_sizes) or "n/a"},
-          note="peak: the best torch.mm FLOP/s over the sizes; bandwidth: the best of copy and add into "
-               "warm buffers (STREAM-style); first touch (CPU): allocating and writing a tensor of at least "
-               "32 MiB, which glibc maps fresh every time; overhead: one tiny eager op. Ridge = peak / "
-               "bandwidth, in FLOP per byte.")
+                 "first touch": ", ".join(f"{n // 2**20} MiB" for n in r.first_touch_sizes) or "n/a",
+                 "rounds": r.rounds},
+          note="Each ceiling is the median over the rounds of the roofline check below (its probes timed in turn "
+               "with the steps); `unstable` names those whose rounds spread more than 25 %. peak: the best "
+               "torch.mm FLOP/s over the sizes; bandwidth: the best of copy and add into warm buffers "
+               "(STREAM-style); first touch (CPU): allocating and writing a tensor of at least 32 MiB, which "
+               "glibc maps fresh every time (the model charges its extra time over a warm fill as a term of its "
+               "own); overhead: one tiny eager op. Ridge = peak / bandwidth, in FLOP per byte.")
     S.add("ceiling_runs", [dict(d) for d in c.details])
-    rows = RL.step_checks(r.checks, c, S.device, min_run_time=S.sizes.suite.min_run_time, progress=False,
-                          backends=r.backends)
-    S.add("roofline", rows,
-          columns=["model", "variant", "B", "T", "dtype", "measured_ms", "roofline_ms", "roofline_error",
-                   "flop_only_ms", "flop_only_error", "kernels", "overhead_ms", "error"],
-          sizes={"steps": "fwd+bwd+AdamW", "checks": "; ".join(f"{p} B={b} T={t}" for p, b, t in r.checks)},
-          note="Predicted from the ceilings measured in this run, before the step was measured: the roofline "
-               "sums, over every kernel the eager step launches, max(FLOPs / peak, bytes / bandwidth) plus the "
-               "per-op overhead; FLOP-only is every matmul FLOP at the peak. Error = predicted / measured - 1.")
-    cfg = get_config(r.preset)
-    pp = RL.profile_points(cfg, r.batch, r.seq_len, c, S.device, min_run_time=S.sizes.suite.min_run_time,
-                           steps=S.sizes.step.profile_steps)
+    S.add("roofline", res["rows"],
+          columns=["model", "variant", "B", "T", "dtype", "rounds", "measured_ms", "roofline_ms", "roofline_error",
+                   "roofline_error_min", "roofline_error_max", "flop_only_ms", "flop_only_error", "kernels",
+                   "first_touch_ms", "overhead_ms", "error"],
+          sizes={"steps": "fwd+bwd+AdamW", "checks": "; ".join(f"{p} B={b} T={t}" for p, b, t in r.checks),
+                 "rounds": r.rounds},
+          note="Every round times the ceilings' probes and the steps in turn, and predicts each step from that "
+               "round's ceilings: error = predicted / measured - 1 per round, the median with its min–max. "
+               "The roofline sums, over every kernel the eager step launches, max(FLOPs / peak, bytes / "
+               "bandwidth), the first-touch term and the per-op overhead; FLOP-only is every matmul FLOP at "
+               "the peak.")
+    pp = roofline_lesson.profile_points(get_config(r.preset), r.batch, r.seq_len, probes, S.device,
+                                        min_run_time=r.min_run_time, steps=S.sizes.step.profile_steps,
+                                        rounds=r.rounds)
     S.add("roofline_points", pp["points"],
-          columns=["scope", "phase", "intensity", "achieved_flops", "measured_ms", "predicted_ms", "bound"],
-          sizes={"model": r.preset, "B": r.batch, "T": r.seq_len, "step_ms": pp["step"].median_ms,
-                 "time": pp["profile"].time_source + ", scaled to the measured step"})
+          columns=["scope", "phase", "intensity", "achieved_flops", "measured_ms", "predicted_ms", "first_touch_ms",
+                   "bound"],
+          sizes={"model": r.preset, "B": r.batch, "T": r.seq_len, "step_ms": pp["check"]["measured_ms"],
+                 "time": pp["profile"].time_source + ", scaled to the measured step",
+                 "ceilings": "measured in the same rounds as the step"})
 
 
 # In priority order: the seed's own setting first (a time-boxed run, e.g. on a lent GPU, keeps the
@@ -683,7 +673,7 @@ SECTIONS = {
     "before_after": sec_before_after,
     "breakdown": sec_breakdown,
     "memory": sec_memory,
-    "roofline": sec_roofline,  # the ceilings: measured early, so later sections' MFU shares the run
+    "roofline": sec_roofline,
     "gqa_train": sec_gqa_train,
     "flash_model": sec_flash_model,
     "mlp": sec_mlp,

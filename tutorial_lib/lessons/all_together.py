@@ -21,8 +21,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from tutorial_lib import claims as C
-from tutorial_lib.lessons import lm_head as LH
+from tutorial_lib import claims
+from tutorial_lib.lessons import lm_head
 from tutorial_lib.lessons.common import CheckResult, call_checked, measure_variants
 from tutorial_lib.model import GPTConfig, get_config
 from tutorial_lib.sizes import Final, Quality
@@ -30,7 +30,7 @@ from tutorial_lib.sizes import Final, Quality
 BASELINE = {"attn_backend": "eager", "n_kv_head": None, "mlp": "gelu", "mlp_ratio": 4.0, "window": None}
 AFTER = {"attn_backend": "sdpa", "n_kv_head": 4, "mlp_ratio": 3.0}  # the seed's "GQA + Flash + 3x MLP"
 AFTER_SWIGLU = dict(AFTER, mlp="swiglu")  # ... + SwiGLU at 3x
-CHUNKED_LOSS = LH.DEFAULT_IMPL  # lesson 08: the head and the loss chunk by chunk, no full logits
+CHUNKED_LOSS = lm_head.DEFAULT_IMPL  # lesson 08: the head and the loss chunk by chunk, no full logits
 BEFORE_LABEL, AFTER_LABEL = "baseline: MHA, GELU 4x, eager", "GQA-4 + SDPA + MLP 3x"
 
 
@@ -136,8 +136,9 @@ def seed_table_arithmetic(batch_size: int = 4, seq_len: int = 512) -> dict:
     """What the seed's Expected Results imply at its own setting (B=4, T=512: 2,048 tokens/step)."""
 
     tokens = batch_size * seq_len
-    before_ms, after_ms = C.get("results.step_ms.before").value, C.get("results.step_ms.after").value
-    before_tps, after_tps = C.get("results.tokens_per_s.before").value, C.get("results.tokens_per_s.after").value
+    before_ms, after_ms = claims.get("results.step_ms.before").value, claims.get("results.step_ms.after").value
+    before_tps = claims.get("results.tokens_per_s.before").value
+    after_tps = claims.get("results.tokens_per_s.after").value
     return {
         "tokens_per_step": tokens,
         "tps_from_ms_before": tokens / (before_ms / 1e3),
@@ -152,7 +153,7 @@ def seed_table_arithmetic(batch_size: int = 4, seq_len: int = 512) -> dict:
 
 
 def expected_results(before: dict, after: dict, val_before: Optional[float], val_after: Optional[float],
-                     where: C.Setting, val_where: Optional[C.Setting] = None,
+                     where: claims.Setting, val_where: Optional[claims.Setting] = None,
                      val_spreads: Optional[Tuple[Optional[Tuple[float, float]], ...]] = None) -> List[dict]:
     """The seed's "Expected Results" rows (``claims`` keys ``results.*``) beside our measurements.
 
@@ -188,13 +189,13 @@ def expected_results(before: dict, after: dict, val_before: Optional[float], val
     rows = []
     for key, value in measured.items():
         if key.startswith("results.val_loss"):
-            rows.append(C.compare(key, value, where=val_where, spread=vb if key.endswith("before") else va))
+            rows.append(claims.compare(key, value, where=val_where, spread=vb if key.endswith("before") else va))
         elif key == "results.tokens_per_s.gain":
-            rows.append(C.compare(key, value, where=where, spread=spread))
+            rows.append(claims.compare(key, value, where=where, spread=spread))
         elif key == "results.step_ms.change" and gain:
-            rows.append(C.compare(key, value, where=where, spread=spread and (1 / spread[1], 1 / spread[0])))
+            rows.append(claims.compare(key, value, where=where, spread=spread and (1 / spread[1], 1 / spread[0])))
         else:
-            rows.append(C.compare(key, value, where=where))
+            rows.append(claims.compare(key, value, where=where))
     return rows
 
 

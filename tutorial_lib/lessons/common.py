@@ -41,7 +41,16 @@ from matplotlib.figure import Figure
 from tutorial_lib import settings
 from tutorial_lib.files import atomic_path
 from tutorial_lib.measure.memory import memory_breakdown
-from tutorial_lib.measure.timing import SWEEP_ERRORS, error_text, prepare_step, progress_bar, time_fn
+from tutorial_lib.measure.timing import (
+    NOISY,
+    SWEEP_ERRORS,
+    error_text,
+    paired_speedup,
+    prepare_step,
+    progress_bar,
+    spread_of,
+    time_rounds,
+)
 from tutorial_lib.model import GPTConfig
 from tutorial_lib.sizes import Quality
 from tutorial_lib.train import TrainConfig, TrainHistory, train
@@ -84,14 +93,6 @@ def call_checked(exercise: str, fn: Callable, *args):
 
 
 # ---- A vs B: training steps timed in interleaved rounds -----------------------------------------
-NOISY = 0.25  # a spread of a variant's per-round times above this (max - min over the median): noise
-
-
-def spread_of(times: Sequence[float]) -> float:
-    """(max - min) / median of repeated timings of the same thing: 0 for a steady machine."""
-    return (max(times) - min(times)) / statistics.median(times) if len(times) > 1 else 0.0
-
-
 def noise_note(rows: Sequence[dict], key: str = "variant") -> str:
     """A line naming the rows whose rounds disagreed beyond ``NOISY`` even after re-measuring
     ("" when none did): their numbers are not to be trusted -- re-run on a quiet machine."""
@@ -118,45 +119,6 @@ def attention_runner(fn: Callable, q: torch.Tensor, k: torch.Tensor, v: torch.Te
             t.grad = None
         fn(q, k, v).backward(g)
     return run
-
-
-def time_rounds(runs: Mapping[str, Callable[[], object]], device, rounds: int = 3,
-                min_run_time: Optional[float] = None, max_rounds: Optional[int] = None,
-                bar=None, warmup: int = 1) -> Tuple[Dict[str, List[float]], Dict[str, str]]:
-    """Time each of ``runs`` once per round, in turn (A, B, A, B, ...), so load that comes and goes
-    slows all of them alike; ``rounds`` rounds, then more -- up to ``max_rounds`` (default twice
-    ``rounds``) -- while some run's rounds spread more than ``NOISY``.
-
-    Returns ({name: [median ms of each round]}, {name: error text}); a run that fails (OOM, an
-    unsupported backend) is not timed again. ``bar``: a progress bar, one tick per timing;
-    ``warmup``: untimed calls before each timing (``measure.timing.time_fn``)."""
-    max_rounds = 2 * rounds if max_rounds is None else max(max_rounds, rounds)
-    times: Dict[str, List[float]] = {name: [] for name in runs}
-    errors: Dict[str, str] = {}
-    done = 0
-    while done < rounds or (done < max_rounds and any(
-            name not in errors and spread_of(times[name]) > NOISY for name in runs)):
-        done += 1  # past ``rounds`` only while some run's rounds disagree: the machine was busy
-        if bar is not None and done > rounds:
-            bar.total += len(runs)
-        for name, run in runs.items():
-            if name in errors:
-                continue
-            try:
-                times[name].append(time_fn(run, device, min_run_time=min_run_time, warmup=warmup).median_ms)
-            except SWEEP_ERRORS as e:
-                errors[name] = error_text(e)
-            if bar is not None:
-                bar.update(1)
-    return times, errors
-
-
-def paired_speedup(base: Sequence[float], times: Sequence[float]) -> Tuple[Optional[float], Optional[float],
-                                                                          Optional[float]]:
-    """The speedup of ``times`` over ``base`` from rounds timed back to back (``time_rounds``):
-    (median, min, max) of base / this within each round; (None, None, None) with nothing to pair."""
-    ratios = [b / t for b, t in zip(base, times) if t > 0]
-    return (statistics.median(ratios), min(ratios), max(ratios)) if ratios else (None, None, None)
 
 
 def speedup_words(speedup: float, lo: float, hi: float) -> str:
@@ -425,7 +387,7 @@ def loglog_scaling(series: Mapping[str, Tuple[Sequence[float], Sequence[float]]]
         xx = np.array([x0, x1])
         for s in reference_slopes:
             ax.plot(xx, y0 * (xx / x0) ** s, ":", color="grey", lw=1)
-            ax.text(x1, y0 * (x1 / x0) ** s, f" slope {s:g}", color="grey", fontsize=7, va="center")
+            ax.text(x1, y0 * (x1 / x0) ** s, f" slope {s:g}", color="grey", fontsize=8, va="center")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel(xlabel)

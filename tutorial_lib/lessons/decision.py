@@ -25,11 +25,10 @@ from typing import List, Optional, Sequence
 
 from tutorial_lib import claims
 from tutorial_lib.lessons import explorer as explore
-from tutorial_lib.lessons import lm_head as LH
+from tutorial_lib.lessons import lm_head
 from tutorial_lib.lessons.gqa import decode_bytes_per_token
-from tutorial_lib.lessons.roofline import doc_ceilings
-from tutorial_lib.measure import records
-from tutorial_lib.measure import roofline as R
+from tutorial_lib.measure import records, roofline
+from tutorial_lib.measure.ceilings import Ceilings, ceilings_for
 from tutorial_lib.model import get_config
 from tutorial_lib.train import TrainHistory
 
@@ -58,7 +57,7 @@ CHANGES = (
     Change("window", "Sliding-window attention", "Sliding Window", ()),
     Change("swiglu", "SwiGLU 8/3x (param-matched)", "SwiGLU", (("swiglu", "SwiGLU 8/3x"),)),
     Change("chunked_loss", "Chunked loss (no full logits)", "(not in the seed's tree)",
-           (("lm_head", LH.CHUNKED), ("before_after", "+ chunked loss"))),
+           (("lm_head", lm_head.CHUNKED), ("before_after", "+ chunked loss"))),
 )
 QUALITY_ONLY = (("swiglu", "SwiGLU 8/3x"), ("muon", "Muon"))
 
@@ -77,7 +76,7 @@ def change_config(key: str, seq_len: int, device: str, window: Optional[int] = N
     if key == "swiglu":
         return base.replace(mlp="swiglu")
     if key == "chunked_loss":
-        return base.replace(loss_impl=LH.DEFAULT_IMPL)
+        return base.replace(loss_impl=lm_head.DEFAULT_IMPL)
     if key == "window":
         W = window or max(16, seq_len // 4)
         # CPU trains windows with the local O(T*W) kernel; CUDA with flex's block-sparse mask
@@ -135,26 +134,15 @@ def _dtype(device: str) -> str:
     return "bfloat16" if device == "cuda" else "float32"
 
 
-def decision_ceilings(device: str, docs: Sequence[dict]) -> Optional[R.Ceilings]:
-    """The ceilings the analytic speed payoffs use on ``device`` ("cpu" / "cuda"): measured ones
-    from the newest results file of that kind, else for CUDA ``REFERENCE_GPU``'s datasheet, else None."""
-    for doc in docs:
-        if records.device_kind(doc["meta"].get("device", "")) == device:
-            c = doc_ceilings(doc)
-            if c is not None:
-                return c
-    return R.spec_ceilings(REFERENCE_GPU, _dtype(device)) if device == "cuda" else None
-
-
 def analytic_payoff(key: str, seq_len: int, device: str, goal: str, batch_size: int = 4,
-                    window: Optional[int] = None, ceilings: Optional[R.Ceilings] = None) -> float:
+                    window: Optional[int] = None, ceilings: Optional[Ceilings] = None) -> float:
     """base / variant for ``goal`` from the analytic model (see the module docstring); speed uses
     the roofline model on ``ceilings``, or the FLOP ratio without them."""
     base = change_config("baseline", seq_len, device)
     var = change_config(key, seq_len, device, window)
     dt = _dtype(device)
     if goal == "speed" and ceilings is not None:
-        w = [R.predict_step(c, batch_size, seq_len, ceilings, dtype=dt, device_type=device).total_ms
+        w = [roofline.predict_step(c, batch_size, seq_len, ceilings, dtype=dt, device_type=device).total_ms
              for c in (base, var)]
     elif goal == "speed":
         w = [explore.model_work(explore.scope_work(c, batch_size, seq_len, device)) for c in (base, var)]
@@ -167,7 +155,7 @@ def analytic_payoff(key: str, seq_len: int, device: str, goal: str, batch_size: 
     return w[0] / w[1]
 
 
-def analytic_basis(goal: str, ceilings: Optional[R.Ceilings], device: str) -> str:
+def analytic_basis(goal: str, ceilings: Optional[Ceilings], device: str) -> str:
     """How an analytic payoff was computed, in words."""
     if goal != "speed":
         return _ANALYTIC_BASIS[goal]
@@ -292,7 +280,10 @@ def recommend(seq_len: int, device: str = "cpu", goal: str = "speed", batch_size
     docs = list(results) if results is not None else records.load_all(results_dir)
     docs = [d for d in docs if records.device_kind(d["meta"].get("device", "")) == device
             and d.get("kind") != "cuda_tests"]  # the CUDA tests' summary measures no step
-    ceilings = decision_ceilings(device, docs) if goal == "speed" else None
+    # per kind of device: ceilings recorded on any machine of that kind (the payoff is a ratio of
+    # two predictions on the same ceilings), else the reference GPU's datasheet
+    ceilings = (ceilings_for(REFERENCE_GPU if device == "cuda" else "", _dtype(device), docs, device_type=device,
+                             any_of_kind=True) if goal == "speed" else None)
     notes = []
     payoffs = []
     for ch in CHANGES:

@@ -1,15 +1,14 @@
 """The explorer playground (99) as plain functions: the cost explorer's predictions, no widgets.
 
 ``tutorial_lib.widgets`` only wires sliders to these; everything a slider changes is computed here
-from the measuring kit (``measure.flops.cost_table``), so it can be tested and printed without a
-browser.
+from the one analytic model (``measure.cost``) and the machine's ceilings (``measure.ceilings``), so
+it can be tested and printed without a browser.
 
 - ``predict_cost(ExplorerSettings, calibration, device_type, ceilings)``: per-component FLOP shares,
   predicted time per component and per step, and the training-memory breakdown of one GPT step.
 - ``Calibration`` / ``comparable``: a measured step (a "Measure now" run, or a results file from
   ``python -m tutorial_lib bench``) and the rule for when it may scale a prediction.
-- ``calibration_from_results`` / ``ceilings_from_results``: the same from results files measured
-  on this device.
+- ``calibration_from_results``: the same from results files measured on this device.
 - ``crossover_seq_len`` / ``check_crossover``: the playground's exercise.
 
 The lesson explorers' numbers live in their lessons (``gqa.gqa_point``,
@@ -25,23 +24,27 @@ prediction only when it is comparable work: the same model preset and dtype, and
 within a factor of 2 (``SIZE_CLASS``); then each component is scaled by its own measured /
 predicted ratio at the measured settings, and ``basis`` names the measurement and how far apart
 the sizes are. Memory: parameters, gradients (fp32), AdamW's two fp32 moments, and the activations
-the analytic model says forward writes, at the compute dtype's element size.
+autograd keeps for backward (``measure.cost.activation_bytes``: exact, byte for byte).
 """
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 from tutorial_lib import scopes
-from tutorial_lib.lessons.roofline import ceilings_for, recorded_steps
-from tutorial_lib.measure import flops as F
-from tutorial_lib.measure import roofline as R
-from tutorial_lib.measure.memory import fmt_bytes
-from tutorial_lib.measure.profile import GRAD_ACC
-from tutorial_lib.model import GPTConfig, get_config
-from tutorial_lib.settings import DTYPE_NAMES, dtype_bytes
+from tutorial_lib.lessons.roofline import recorded_steps
+from tutorial_lib.measure import ceilings as ceil
+from tutorial_lib.measure import cost, records, roofline
+from tutorial_lib.measure.ceilings import Ceilings
+from tutorial_lib.measure.memory import available_bytes, fmt_bytes, memory_breakdown
+from tutorial_lib.measure.profile import GRAD_ACC, profile_step
+from tutorial_lib.measure.timing import measure_step, time_fn
+from tutorial_lib.model import GPT, GPTConfig, get_config
+from tutorial_lib.settings import DTYPE_NAMES, device_name, get_device
+from tutorial_lib.sizes import get_sizes
 
 # ---- the cost explorer -----------------------------------------------------------------------
 DISPLAY_SCOPES = ("embedding", "attention.qkv", "attention.rope", "attention.core", "attention.out",
@@ -105,22 +108,24 @@ def scope_work(config: GPTConfig, batch_size: int, seq_len: int, device_type: st
     are used for time."""
     out = flop_breakdown(config, batch_size, seq_len, device_type)
     out["embedding"] += config.padded_vocab_size * config.n_embd
-    out["optimizer"] = float(F.num_params(config))
+    out["optimizer"] = float(cost.num_params(config))
     return out
 
 
 def flop_breakdown(config: GPTConfig, batch_size: int, seq_len: int, device_type: str = "cpu") -> Dict[str, float]:
     """FLOPs (matmul + elementwise estimate) of forward + backward per scope, no optimizer."""
     out: Dict[str, float] = {s: 0.0 for s in DISPLAY_SCOPES if s != "optimizer"}
-    for r in F.cost_table(config, batch_size, seq_len, device_type=device_type):
-        out[r.scope or "other"] += r.fwd_flops_work + r.bwd_flops_work + 3 * r.fwd_other_flops
+    for scope, fl in cost.flops_by_scope(config, batch_size, seq_len, None, "computed", device_type).items():
+        out[scope] += fl
+    for scope, fl in cost.elementwise_flops(config, batch_size, seq_len, device_type).items():
+        out[scope] += 3 * fl
     return out
 
 
 def predict_memory(config: GPTConfig, batch_size: int, seq_len: int, dtype: str = "float32") -> Dict[str, object]:
-    """Training-step memory from the cost model (``measure.flops.training_memory``), every
-    activation group present (zero where this config has none)."""
-    mem = F.training_memory(config, batch_size, seq_len, dtype_bytes(dtype))
+    """Training-step memory from the cost model (``measure.cost.training_memory``: activations are
+    the exact bytes autograd saves), every activation group present (zero where this config has none)."""
+    mem = cost.training_memory(config, batch_size, seq_len, dtype)
     mem["activations_by_group"] = {g: mem["activations_by_group"].get(g, 0) for g in MEMORY_GROUPS}
     return mem
 
@@ -136,6 +141,7 @@ class Calibration:
     settings: ExplorerSettings  # what was measured
     step_ms: float  # measured ms per training step
     scope_ms: Dict[str, float] = field(default_factory=dict)  # measured ms per display scope, if profiled
+    planned_for: Optional[ExplorerSettings] = None  # the settings a "Measure now" plan measured it for
 
     @property
     def label(self) -> str:
@@ -144,12 +150,15 @@ class Calibration:
     @classmethod
     def from_measurement(cls, settings: ExplorerSettings, step_ms: float, device: str,
                          device_name: str, scope_ms: Optional[Dict[str, float]] = None,
-                         source: str = "measured now") -> "Calibration":
-        """From a measured step time and (optionally) the measured ms per display scope."""
+                         source: str = "measured now", planned_for: Optional[ExplorerSettings] = None
+                         ) -> "Calibration":
+        """From a measured step time and (optionally) the measured ms per display scope;
+        ``planned_for``: the requested settings when a plan measured a reduced size of them."""
         if not step_ms or step_ms <= 0:
             raise ValueError(f"step_ms={step_ms!r} must be > 0")
         return cls(source=source, device=device, device_name=device_name, dtype=settings.dtype,
-                   settings=settings, step_ms=float(step_ms), scope_ms=dict(scope_ms or {}))
+                   settings=settings, step_ms=float(step_ms), scope_ms=dict(scope_ms or {}),
+                   planned_for=planned_for)
 
 
 SIZE_CLASS = 2.0  # a measurement scales predictions for tokens per step within this factor of its own
@@ -159,6 +168,15 @@ def tokens_apart(a: ExplorerSettings, b: ExplorerSettings) -> float:
     """How far apart two settings' tokens per step are, as a factor >= 1."""
     ta, tb = a.batch_size * a.seq_len, b.batch_size * b.seq_len
     return max(ta, tb) / min(ta, tb)
+
+
+def applies(calibration: "Calibration", wanted: ExplorerSettings) -> Optional[str]:
+    """None when ``calibration`` may scale a prediction for ``wanted``: it was measured for exactly
+    these settings (a "Measure now" plan that measured a reduced size of them), or it is
+    ``comparable`` work; else why not."""
+    if calibration.planned_for == wanted:
+        return None
+    return comparable(calibration.settings, wanted)
 
 
 def comparable(measured: ExplorerSettings, wanted: ExplorerSettings) -> Optional[str]:
@@ -175,7 +193,7 @@ def comparable(measured: ExplorerSettings, wanted: ExplorerSettings) -> Optional
     return None
 
 
-def roofline_scope_ms(prediction: R.StepPrediction) -> Dict[str, float]:
+def roofline_scope_ms(prediction: roofline.StepPrediction) -> Dict[str, float]:
     """A roofline prediction's ms per display scope (forward + backward; AdamW as "optimizer")."""
     out: Dict[str, float] = {}
     for (scope, _), ms in prediction.ms.items():
@@ -184,11 +202,11 @@ def roofline_scope_ms(prediction: R.StepPrediction) -> Dict[str, float]:
     return out
 
 
-def scale_factors(calibration: Calibration, ceilings: R.Ceilings, device_type: str) -> Dict[str, float]:
+def scale_factors(calibration: Calibration, ceilings: Ceilings, device_type: str) -> Dict[str, float]:
     """measured / predicted at the calibration's own settings, per display scope that both the
     profile and the model have ("step": the whole step, for the rest)."""
     s = calibration.settings
-    pred = R.predict_step(s.config(), s.batch_size, s.seq_len, ceilings, dtype=s.dtype, device_type=device_type)
+    pred = roofline.predict_step(s.config(), s.batch_size, s.seq_len, ceilings, dtype=s.dtype, device_type=device_type)
     out = {"step": calibration.step_ms / pred.total_ms}
     per = roofline_scope_ms(pred)
     for k, ms in calibration.scope_ms.items():
@@ -246,16 +264,14 @@ class CostPrediction:
 
 
 def predict_cost(settings: ExplorerSettings, calibration: Optional[Calibration] = None,
-                 device_type: str = "cpu", ceilings: Optional[R.Ceilings] = None,
-                 across_sizes: bool = False) -> CostPrediction:
+                 device_type: str = "cpu", ceilings: Optional[Ceilings] = None) -> CostPrediction:
     """Shares of FLOPs and predicted time per scope, and memory, for ``settings``.
 
     Time comes from the roofline model (``measure.roofline.predict_step``) on ``ceilings`` -- this
     device's, measured, or a GPU's datasheet. A ``calibration`` of *comparable* work (same model,
     dtype and size class, see ``comparable``) then scales each component by measured / predicted
-    at its own settings; anything else leaves the prediction unscaled, and ``basis`` says why.
-    ``across_sizes=True`` scales by a calibration of the same model at another B and T too ("Measure
-    now" measuring a reduced size of the requested step)."""
+    at its own settings, and so does one that "Measure now" planned for exactly these settings at a
+    reduced size (``applies``); anything else leaves the prediction unscaled, and ``basis`` says why."""
     cfg = settings.config()
     flops = flop_breakdown(cfg, settings.batch_size, settings.seq_len, device_type)
     total = sum(flops.values())
@@ -267,7 +283,7 @@ def predict_cost(settings: ExplorerSettings, calibration: Optional[Calibration] 
                f"the ceilings were measured in {ceilings.dtype}, not {settings.dtype}")
         return CostPrediction(settings, cfg.describe(), flops, flop_share, None, dict(flop_share), None,
                               f"time share = FLOP share (compute-bound assumption; {why})", mem)
-    pred = R.predict_step(cfg, settings.batch_size, settings.seq_len, ceilings, dtype=settings.dtype,
+    pred = roofline.predict_step(cfg, settings.batch_size, settings.seq_len, ceilings, dtype=settings.dtype,
                           device_type=device_type)
     time_ms = roofline_scope_ms(pred)
     where = f"{ceilings.device_name} ({ceilings.source} ceilings)"
@@ -275,18 +291,19 @@ def predict_cost(settings: ExplorerSettings, calibration: Optional[Calibration] 
     scaled_by = None
     why_not = None
     if calibration is not None:
-        why_not = comparable(calibration.settings, settings)
-        if across_sizes and why_not is not None and calibration.settings.replace(
-                batch_size=settings.batch_size, seq_len=settings.seq_len, window=settings.window) == settings:
-            why_not = None  # the same model at another size: the per-component rates carry over
+        why_not = applies(calibration, settings)
         if why_not is None:
             f = scale_factors(calibration, ceilings, device_type)
             time_ms = {k: v * f.get(k, f["step"]) for k, v in time_ms.items()}
             per = "per component" if len(f) > 1 else "one factor for the step"
             scaled_by = (f"{calibration.source}: {calibration.label}, {calibration.step_ms:,.1f} ms/step measured "
                          f"vs {calibration.step_ms / f['step']:,.1f} predicted")
-            basis += (f", scaled {per} by {scaled_by} (tokens per step "
-                      f"{tokens_apart(calibration.settings, settings):,.2g}x apart)")
+            apart = tokens_apart(calibration.settings, settings)
+            basis += (f", scaled {per} by {scaled_by} "
+                      + (f"(measured at a reduced size for these settings, tokens per step {apart:,.2g}x "
+                         "fewer: each component's measured rate applied to this size's work)"
+                         if calibration.planned_for == settings and apart > 1 else
+                         f"(tokens per step {apart:,.2g}x apart)"))
         else:
             basis += f"; not scaled by {calibration.source} ({calibration.label}): {why_not}"
     step_ms = sum(time_ms.values())
@@ -322,6 +339,13 @@ class MeasurementPlan:
     memory_bytes: int  # predicted training-step memory at the requested size
     available_bytes: Optional[int]  # what this machine can still allocate (None: unknown)
     basis: str  # how the time was predicted
+    setup_s: float = 0.0  # predicted seconds before the step is timed: ceilings (once), the model
+    setup: str = ""  # what the setup does, in words
+
+    @property
+    def total_seconds(self) -> Optional[float]:
+        """Everything the confirm press will do: the setup, then the step's measurements."""
+        return None if self.seconds is None else self.setup_s + self.seconds
 
     def message(self) -> str:
         """What to tell the user before measuring: predicted time and memory, and the decision."""
@@ -333,13 +357,16 @@ class MeasurementPlan:
         if self.action == "refuse":
             return (f"{head}. Not measured: the step needs more memory than this machine has free; "
                     f"lower B or T, or use a smaller model.")
+        setup = (f" (~{seconds_text(self.setup_s)} of it {self.setup}, then ~{seconds_text(self.seconds)} for "
+                 "the step's warm-up, timing, profile and memory)" if self.setup_s and self.seconds else "")
         if self.action == "reduced":
             full_s = self.seconds * self.scale
             return (f"{head}. Measuring it would take ~{seconds_text(full_s)}, above the {self.budget_s:.0f} s "
-                    f"bound: measuring {self.measured.describe()} instead (~{seconds_text(self.seconds)}); its "
-                    f"per-component rates calibrate the cost model, which scales the time to the requested "
-                    f"size (~{self.scale:.2f}x here).")
-        return f"{head}. Measuring it takes ~{seconds_text(self.seconds)}." if self.seconds else f"{head}."
+                    f"bound: measuring {self.measured.describe()} instead, ~{seconds_text(self.total_seconds)} in "
+                    f"all{setup}; its per-component rates calibrate the cost model, which scales the time to "
+                    f"the requested size (~{self.scale:.2f}x here), and the readout says so.")
+        return (f"{head}. Measuring it takes ~{seconds_text(self.total_seconds)}{setup}." if self.seconds
+                else f"{head}.")
 
 
 ADAMW_BYTES_PER_PARAM = 28  # AdamW reads weight, grad and two moments, writes weight and moments (fp32)
@@ -347,7 +374,7 @@ ADAMW_BYTES_PER_PARAM = 28  # AdamW reads weight, grad and two moments, writes w
 
 def predict_step_ms(settings: ExplorerSettings, calibration: Optional[Calibration] = None,
                     matmul_flops_per_s: Optional[float] = None, memory_bytes_per_s: Optional[float] = None,
-                    device_type: str = "cpu", ceilings: Optional[R.Ceilings] = None) -> tuple:
+                    device_type: str = "cpu", ceilings: Optional[Ceilings] = None) -> tuple:
     """(ms per training step, basis) for ``settings``.
 
     From the roofline model when this device's ``ceilings`` are known (``predict_cost``, scaled
@@ -362,13 +389,12 @@ def predict_step_ms(settings: ExplorerSettings, calibration: Optional[Calibratio
             return p.step_ms, p.basis
     if matmul_flops_per_s:
         cfg = settings.config()
-        fl = F.model_flops(cfg, settings.batch_size, settings.seq_len, mode="fwdbwd", causal=True,
-                           device_type=device_type)
+        fl = cost.step_flops(cfg, settings.batch_size, settings.seq_len, "fwdbwd", "visible", device_type)
         ms = fl / (ASSUMED_MATMUL_EFFICIENCY * matmul_flops_per_s) * 1e3
         basis = (f"FLOPs at {ASSUMED_MATMUL_EFFICIENCY:.0%} of a measured matmul peak "
                  f"({matmul_flops_per_s / 1e9:,.0f} GFLOP/s)")
         if memory_bytes_per_s:
-            ms += F.num_params(cfg) * ADAMW_BYTES_PER_PARAM / memory_bytes_per_s * 1e3
+            ms += cost.num_params(cfg) * ADAMW_BYTES_PER_PARAM / memory_bytes_per_s * 1e3
             basis += f", AdamW's bytes at a measured {memory_bytes_per_s / 1e9:,.1f} GB/s"
         return ms, basis + ": no ceilings measured on this device yet"
     return None, "no ceilings and no matmul peak: time unknown"
@@ -395,7 +421,8 @@ def plan_measurement(settings: ExplorerSettings, calibration: Optional[Calibrati
                      available: Optional[int] = None, budget_s: float = MEASURE_BUDGET_S,
                      steps: int = MEASURE_STEP_EQUIVALENTS,
                      memory_bytes_per_s: Optional[float] = None,
-                     ceilings: Optional[R.Ceilings] = None) -> MeasurementPlan:
+                     ceilings: Optional[Ceilings] = None, setup_s: float = 0.0, setup: str = ""
+                     ) -> MeasurementPlan:
     """Decide how "Measure now" measures ``settings`` within ``budget_s`` seconds.
 
     The measurement runs about ``steps`` training steps; at the predicted step time
@@ -414,7 +441,8 @@ def plan_measurement(settings: ExplorerSettings, calibration: Optional[Calibrati
 
     full_ms, basis = step_ms(settings)
     plan = MeasurementPlan(settings, settings, "measure", 1.0, full_ms,
-                           None if full_ms is None else steps * full_ms / 1e3, budget_s, mem, available, basis)
+                           None if full_ms is None else steps * full_ms / 1e3, budget_s, mem, available, basis,
+                           setup_s, setup)
     if available is not None and mem > available:
         plan.action = "refuse"
         return plan
@@ -430,6 +458,158 @@ def plan_measurement(settings: ExplorerSettings, calibration: Optional[Calibrati
     plan.action, plan.measured, plan.scale = "reduced", c, full_ms / c_ms
     plan.seconds = steps * c_ms / 1e3
     return plan
+
+
+# ---- the explorer's state on this machine: one object ----------------------------------------------
+EXPLORER_CEILINGS_ROUNDS = 1  # "Measure now" measures the ceilings once, quickly: one round
+EXPLORER_MIN_RUN_TIME = 0.2  # seconds per timed block, steps and probes
+INIT_S_PER_PARAM = 1e-8  # building and initialising a model: ~1 s per 100 M parameters on 2 cores
+
+
+@dataclass
+class Measurement:
+    """What one "Measure now" found, at the requested settings (scaled there by the cost model when
+    the plan measured a reduced size), beside what was predicted before it ran."""
+    settings: ExplorerSettings  # requested
+    measured: ExplorerSettings  # what ran
+    plan: MeasurementPlan
+    step_ms: float  # at the requested settings
+    measured_step_ms: float  # at the measured settings
+    iqr_ms: float
+    scale: float  # step_ms / measured_step_ms
+    time_share: Dict[str, float]
+    memory: Dict[str, object]  # by_kind, activations_by_group, total (at the requested settings)
+    before: "CostPrediction"  # the prediction before this measurement
+    device_name: str
+    seconds: float  # wall time the whole press took
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.settings.batch_size * self.settings.seq_len / (self.step_ms / 1e3)
+
+
+class ExplorerSession:
+    """What the cost explorer knows about this machine in this session, in one object: the
+    ceilings it measured (per dtype), the quick numbers a first plan uses before any ceilings
+    exist, and the last measurement per dtype (the calibration that scales later predictions).
+    Explorers given the same session share it; nothing lives in a module global."""
+
+    def __init__(self, device=None, docs: Optional[List[dict]] = None):
+        self.device = get_device(device)
+        self.device_name = device_name(self.device)
+        self.docs = records.load_all() if docs is None else list(docs)
+        self.sizes = get_sizes(device=self.device)
+        self.live_ceilings: Dict[str, Ceilings] = {}  # dtype -> measured this session
+        self.calibrations: Dict[str, Calibration] = {}  # dtype -> the last measurement
+        self.quick: Dict[str, Tuple[float, float]] = {}  # dtype -> (matmul FLOP/s, copy bytes/s)
+
+    # -- what is known ------------------------------------------------------------------------
+    def ceilings(self, dtype: str) -> Optional[Ceilings]:
+        """This session's ceilings in ``dtype``, else the results files' for this device, else (a
+        GPU) its datasheet's (``measure.ceilings.ceilings_for``)."""
+        return ceil.ceilings_for(self.device_name, dtype, self.docs, self.live_ceilings.get(dtype), self.device.type)
+
+    def calibration(self, s: ExplorerSettings) -> Optional[Calibration]:
+        """This session's last measurement in ``s.dtype`` when it applies to ``s`` (``applies``),
+        else the results files' comparable step nearest to ``s``."""
+        c = self.calibrations.get(s.dtype)
+        if c is not None and applies(c, s) is None:
+            return c
+        return calibration_from_results(self.docs, self.device_name, s.dtype, s) or c
+
+    def predict(self, s: ExplorerSettings) -> "CostPrediction":
+        return predict_cost(s, self.calibration(s), self.device.type, self.ceilings(s.dtype))
+
+    # -- planning --------------------------------------------------------------------------------
+    def ceiling_probes(self, dtype: str) -> List[ceil.Probe]:
+        r = self.sizes.roofline
+        return ceil.probes(self.device, dtype, r.mm_sizes, r.stream_bytes, r.first_touch_sizes)
+
+    def quick_numbers(self, dtype: str) -> Tuple[float, float]:
+        """(matmul FLOP/s, copy bytes/s) from one small probe each (a fraction of a second), for a
+        plan made before any ceilings exist; measured once per dtype."""
+        if dtype not in self.quick:
+            mm = ceil.matmul_probes(self.device, dtype, (512,))[0]
+            cp = ceil.bandwidth_probes(self.device, 16 * 2**20)[0]
+            self.quick[dtype] = tuple(p.rate(time_fn(p.run, self.device, min_run_time=0.05, warmup=1).median_ms)
+                                      for p in (mm, cp))
+        return self.quick[dtype]
+
+    def setup_seconds(self, s: ExplorerSettings) -> Tuple[float, str]:
+        """Predicted seconds before the step is timed, and what they are: measuring the ceilings
+        (once per dtype in a session: each probe timed for ``EXPLORER_MIN_RUN_TIME`` after two
+        warm-up calls, at the quick numbers' rates) and building the model."""
+        secs, what = cost.num_params(s.config()) * INIT_S_PER_PARAM, ["building the model"]
+        if s.dtype not in self.live_ceilings:
+            flops_s, bytes_s = self.quick_numbers(s.dtype)
+            for p in self.ceiling_probes(s.dtype):
+                rate = {"peak_flops": flops_s, "overhead_s": None}.get(p.ceiling, bytes_s)
+                call = 1e-4 if rate is None else p.amount / rate
+                secs += EXPLORER_CEILINGS_ROUNDS * (max(EXPLORER_MIN_RUN_TIME, 3 * call) + 2 * call)
+            what.insert(0, "measuring this machine's ceilings (once per session)")
+        return secs, " and ".join(what)
+
+    def plan(self, s: ExplorerSettings, budget_s: float = MEASURE_BUDGET_S) -> MeasurementPlan:
+        """What "Measure now" will do for ``s`` and how long all of it takes (``plan_measurement``
+        with the setup included)."""
+        c = self.ceilings(s.dtype)
+        peak, bandwidth = (None, None) if c is not None else self.quick_numbers(s.dtype)
+        setup_s, setup = self.setup_seconds(s)
+        return plan_measurement(s, self.calibration(s), peak, self.device.type, available_bytes(self.device),
+                                budget_s=budget_s, memory_bytes_per_s=bandwidth, ceilings=c,
+                                setup_s=setup_s, setup=setup)
+
+    # -- measuring -------------------------------------------------------------------------------
+    def measure(self, plan: MeasurementPlan,
+                progress: Optional[Callable[[int, str], None]] = None) -> Measurement:
+        """Carry out ``plan``: the ceilings (once per dtype), then one model timed
+        (``measure_step``), profiled (``profile_step``) and memory-accounted (``memory_breakdown``)
+        at ``plan.measured``; calibrate; scale to ``plan.requested`` when the plan measured a reduced
+        size. ``progress(i, what)`` is told each of the 4 stages. Raises what the step raises."""
+        if plan.action == "refuse":
+            raise ValueError(f"plan.action='refuse': {plan.message()}")
+        say = progress or (lambda i, what: None)
+        t0 = time.perf_counter()
+        s, m_s = plan.requested, plan.measured
+        if s.dtype not in self.live_ceilings:
+            say(0, "this machine's ceilings (once per session)")
+            r = self.sizes.roofline
+            self.live_ceilings[s.dtype] = ceil.measure_ceilings(
+                self.device, s.dtype, r.mm_sizes, r.stream_bytes, r.first_touch_sizes, EXPLORER_MIN_RUN_TIME,
+                EXPLORER_CEILINGS_ROUNDS, progress=False)
+        before = self.predict(s)
+        say(1, "timing the step (torch.utils.benchmark)")
+        cfg = m_s.config()
+        model = GPT(cfg)  # one model for the three measurements
+        r = measure_step(cfg, m_s.batch_size, m_s.seq_len, mode="train", device=self.device, dtype=m_s.dtype,
+                         min_run_time=EXPLORER_MIN_RUN_TIME, warmup=1, model=model)
+        say(2, "profiling components (torch.profiler)")
+        pr = profile_step(cfg, m_s.batch_size, m_s.seq_len, mode="train", device=self.device, dtype=m_s.dtype,
+                          steps=1, warmup=0, model=model)  # warm already
+        say(3, "memory (saved-tensor accounting)")
+        mb = memory_breakdown(cfg, m_s.batch_size, m_s.seq_len, device=self.device, dtype=m_s.dtype, model=model)
+        say(4, "done")
+        scope_ms = profile_scope_ms(pr.rows, r.median_ms)
+        cal = Calibration.from_measurement(m_s, r.median_ms, str(self.device), self.device_name, scope_ms,
+                                           planned_for=s)
+        self.calibrations[s.dtype] = cal
+        step_ms = r.median_ms
+        acts, kinds = mb.activations_by_group(), mb.by_kind()
+        if plan.action == "reduced":
+            # the measured per-component rates applied to the requested size's work (the optimizer's
+            # part does not shrink with B and T, so this is not a plain ratio) ...
+            step_ms = predict_cost(s, cal, self.device.type, self.live_ceilings[s.dtype]).step_ms
+            # ... and the activations by the cost model's exact ratio
+            ratio = (predict_memory(s.config(), s.batch_size, s.seq_len, s.dtype)["by_kind"]["activations"]
+                     / max(1, predict_memory(cfg, m_s.batch_size, m_s.seq_len, m_s.dtype)["by_kind"]["activations"]))
+            acts = {k: v * ratio for k, v in acts.items()}
+            kinds = {**kinds, "activations": kinds["activations"] * ratio}
+        total = sum(scope_ms.values())
+        return Measurement(settings=s, measured=m_s, plan=plan, step_ms=step_ms, measured_step_ms=r.median_ms,
+                           iqr_ms=r.iqr_ms * step_ms / r.median_ms, scale=step_ms / r.median_ms,
+                           time_share={k: v / total for k, v in scope_ms.items()} if total else {},
+                           memory={"by_kind": kinds, "activations_by_group": acts, "total": sum(kinds.values())},
+                           before=before, device_name=self.device_name, seconds=time.perf_counter() - t0)
 
 
 # ---- calibration and ceilings from results files ------------------------------------------------
@@ -460,13 +640,6 @@ def calibration_from_results(docs: List[dict], device_name: str, dtype: str,
         if best is not None:
             return best[1]
     return None
-
-
-def ceilings_from_results(docs: List[dict], device_name: str, device_type: str, dtype: str
-                          ) -> Optional[R.Ceilings]:
-    """This device's measured ceilings from the newest results file that has them, else (a GPU)
-    its datasheet's, else None."""
-    return ceilings_for(device_name, dtype, docs, device=device_type)
 
 
 # ---- exercise ----------------------------------------------------------------------------------

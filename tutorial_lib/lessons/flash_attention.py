@@ -31,26 +31,19 @@ from matplotlib.figure import Figure
 from tutorial_lib import attention, settings
 from tutorial_lib.attention import attention_core
 from tutorial_lib.attention.flash_tiled import key_tiles, online_softmax_update, tile_mask
-from tutorial_lib.lessons.common import (
-    NOISY,
-    CheckResult,
-    call_checked,
-    loglog_scaling,
-    measure_variants,
-    paired_speedup,
-    slopes_by,
-    spread_of,
-    time_rounds,
-)
-from tutorial_lib.measure import flops as F
-from tutorial_lib.measure import records
+from tutorial_lib.lessons.common import CheckResult, call_checked, loglog_scaling, measure_variants, slopes_by
+from tutorial_lib.measure import cost, records
 from tutorial_lib.measure.memory import memory_breakdown, peak_bytes, saved_bytes
 from tutorial_lib.measure.timing import (
+    NOISY,
     SWEEP_ERRORS,
     error_text,
     free_memory,
+    paired_speedup,
     progress_bar,
     resolve_config,
+    spread_of,
+    time_rounds,
 )
 from tutorial_lib.model import get_config
 
@@ -187,7 +180,7 @@ def attention_sweep(seq_lens: Sequence[int], backends: Optional[Sequence[str]] =
     CUDA's max_memory_allocated, on CPU torch.profiler's memory events), temporaries included.
     Time: ``measure.timing.time_fn`` of forward+backward (``mode="fwdbwd"``) or forward, the
     backends at one T timed in ``rounds`` interleaved rounds (load that comes and goes slows them
-    alike); while a backend's rounds spread more than ``common.NOISY``, up to twice as many rounds
+    alike); while a backend's rounds spread more than ``timing.NOISY``, up to twice as many rounds
     (a row still that spread says ``noisy``). ``speedup``: the first backend's time / this one's,
     median of the per-round ratios, with their range.
     dtype: None = bf16 on CUDA, fp32 elsewhere (inputs are created in it; no autocast).
@@ -255,7 +248,7 @@ def attention_sweep(seq_lens: Sequence[int], backends: Optional[Sequence[str]] =
 
 
 def _time_interleaved(rows: List[AttentionPoint], runs: Dict[str, Callable], dev, min_run_time, rounds: int):
-    """Time ``runs`` (one per row's backend) in interleaved rounds (``common.time_rounds``); fill
+    """Time ``runs`` (one per row's backend) in interleaved rounds (``timing.time_rounds``); fill
     the rows' times, spread and per-round speedups over the first backend."""
     timed = [r for r in rows if r.backend in runs]
     times, failed = time_rounds({r.backend: runs[r.backend] for r in timed}, dev, rounds, min_run_time)
@@ -307,7 +300,7 @@ def sweep_figure(rows: Sequence[AttentionPoint], value: str = "saved_bytes", tit
     fig = loglog_scaling(series, ylabel=label, title=title or stamp)
     failed = sorted({f"{r.backend}: {r.error.split(':')[0]}" for r in rows if not r.ok})
     if failed:
-        fig.text(0.01, 0.005, "not measured -- " + "; ".join(failed), fontsize=7, va="bottom")
+        fig.text(0.01, 0.005, "not measured -- " + "; ".join(failed), fontsize=8, va="bottom")
     return fig
 
 
@@ -416,19 +409,20 @@ def tiling_figure(T: int = 512, tile: int = 64, window: Optional[int] = None):
 # ---- the explorer's numbers -------------------------------------------------------------------
 def flash_point(seq_len: int, batch_size: int = 1, dtype: str = "float32", preset: str = "gpt2_small",
                 docs: Optional[List[dict]] = None, device: Optional[str] = None) -> Dict[str, object]:
-    """Attention memory at length T: what eager attention writes (scores, probabilities) vs a
-    flash kernel (one logsumexp per query), per layer and for the whole training step."""
+    """Attention memory at length T, exact: what eager attention keeps for backward beyond q, k, v
+    and its output (the probabilities and the bool mask, ``cost.activation_bytes``' "attention.scores")
+    vs a flash kernel (one fp32 logsumexp per query and head), per layer; and the whole training
+    step's memory (``cost.training_memory``)."""
     if dtype not in settings.DTYPE_NAMES:
         raise ValueError(f"dtype={dtype!r} is not one of {list(settings.DTYPE_NAMES)}")
-    e = settings.dtype_bytes(dtype)
     cfg = get_config(preset, block_size=max(1024, seq_len))
     out = {"seq_len": seq_len, "batch_size": batch_size, "dtype": dtype, "n_head": cfg.n_head}
     for backend in ("eager", "sdpa"):
         c = cfg.replace(attn_backend=backend)
-        rows = F.cost_table(c, batch_size, seq_len, bytes_per_element=e)
-        att = sum(r.act_bytes for r in rows if r.name in ("attention.scores", "attention.softmax"))
-        out[f"{backend}_attention_bytes_per_layer"] = att // cfg.n_layer
-        out[f"{backend}_training_bytes"] = F.training_memory(c, batch_size, seq_len, e)["total"]
+        out[f"{backend}_training_bytes"] = cost.training_memory(c, batch_size, seq_len, dtype)["total"]
+    scores = cost.activation_bytes(cfg.replace(attn_backend="eager"), batch_size, seq_len, dtype)["attention.scores"]
+    out["eager_attention_bytes_per_layer"] = scores // cfg.n_layer
+    out["sdpa_attention_bytes_per_layer"] = 4 * batch_size * cfg.n_head * seq_len  # the logsumexp
     out["attention_ratio"] = out["eager_attention_bytes_per_layer"] / out["sdpa_attention_bytes_per_layer"]
     out["training_ratio"] = out["eager_training_bytes"] / out["sdpa_training_bytes"]
     out["measured"] = [{"backend": r.get("backend"), "seq_len": r.get("seq_len"),

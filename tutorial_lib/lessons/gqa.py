@@ -34,8 +34,7 @@ from matplotlib.patches import FancyBboxPatch
 
 from tutorial_lib import settings
 from tutorial_lib.lessons.common import CheckResult, call_checked, measure_variants
-from tutorial_lib.measure import flops as F
-from tutorial_lib.measure import records
+from tutorial_lib.measure import cost, records
 from tutorial_lib.measure.timing import (
     SWEEP_ERRORS,
     error_text,
@@ -136,8 +135,8 @@ def gqa_cost_table(config: GPTConfig, kv_heads: Sequence[int] = GQA_KV_HEADS, ba
                    seq_len: int = 512, dtype="bfloat16") -> List[dict]:
     """Analytic parameters, training FLOPs and KV-cache bytes of ``config`` for each n_kv_head.
 
-    FLOPs are one forward+backward of the whole model at (batch_size, seq_len), causal-aware, from
-    ``tutorial_lib.measure.flops``; ``attn_proj_flops`` is the q/k/v/o share of them. Ratios are
+    FLOPs are one forward+backward of the whole model at (batch_size, seq_len), visible pairs only,
+    from ``tutorial_lib.measure.cost``; ``attn_proj_flops`` is the q/k/v/o share of them. Ratios are
     against the first entry (normally MHA).
     """
 
@@ -145,13 +144,12 @@ def gqa_cost_table(config: GPTConfig, kv_heads: Sequence[int] = GQA_KV_HEADS, ba
     for h in kv_heads:
         _check_kv_heads(config, h)
         cfg = config.replace(n_kv_head=h)
-        table = F.cost_table(cfg, batch_size, seq_len)
-        total = sum(r.fwd_flops_causal + r.bwd_flops_causal for r in table)
-        proj = sum(r.fwd_flops + r.bwd_flops for r in table
-                   if r.name in ("attention.qkv", "attention.out"))
+        table = cost.flops_by_scope(cfg, batch_size, seq_len, None, "visible")
+        total = sum(table.values())
+        proj = table["attention.qkv"] + table["attention.out"]
         rows.append({
             "attention": attention_label(cfg), "n_kv_head": h, "n_rep": cfg.n_rep,
-            "params": F.num_params(cfg), "attn_params_per_layer": attention_params(cfg)["total"],
+            "params": cost.num_params(cfg), "attn_params_per_layer": attention_params(cfg)["total"],
             "train_flops": total, "attn_proj_flops": proj,
             "kv_cache_bytes": kv_cache_bytes(cfg, batch_size, seq_len, dtype),
             "batch_size": batch_size, "seq_len": seq_len, "dtype": str(dtype)})
@@ -401,7 +399,7 @@ def head_grouping_figure(configs: Sequence[GPTConfig], title: Optional[str] = No
             color = cmap(g % 20)
             ax.add_patch(FancyBboxPatch((0, y - 0.35), 1.0, 0.7, boxstyle="round,pad=0.02",
                                         fc=color, ec="k", lw=0.6))
-            ax.text(0.5, y, f"Q{h + 1}", ha="center", va="center", fontsize=7)
+            ax.text(0.5, y, f"Q{h + 1}", ha="center", va="center", fontsize=8)
             ky = (H - 1) - (g + 0.5) * H / Hkv + 0.5
             ax.plot([1.0, 2.0], [y, ky], color=color, lw=0.8)
         for g in range(Hkv):
@@ -409,7 +407,7 @@ def head_grouping_figure(configs: Sequence[GPTConfig], title: Optional[str] = No
             hgt = max(0.7, H / Hkv - 0.3)
             ax.add_patch(FancyBboxPatch((2.0, ky - hgt / 2), 1.2, hgt, boxstyle="round,pad=0.02",
                                         fc=cmap(g % 20), ec="k", lw=0.6))
-            ax.text(2.6, ky, f"K{g + 1}\nV{g + 1}", ha="center", va="center", fontsize=7)
+            ax.text(2.6, ky, f"K{g + 1}\nV{g + 1}", ha="center", va="center", fontsize=8)
         ax.set_xlim(-0.2, 3.4)
         ax.set_ylim(-1, H)
         ax.axis("off")
@@ -455,7 +453,7 @@ def decode_bytes_per_token(cfg: GPTConfig, context: int, dtype: str) -> int:
     """Bytes one decoding step reads: every weight once + the whole KV cache (capped at W)."""
     e = settings.dtype_bytes(dtype)
     ctx = min(context, cfg.window) if cfg.window else context
-    return F.num_params(cfg) * e + kv_cache_bytes(cfg, 1, ctx, dtype)
+    return cost.num_params(cfg) * e + kv_cache_bytes(cfg, 1, ctx, dtype)
 
 
 def gqa_point(n_kv_head: int, context: int, batch_size: int = 1, dtype: str = "bfloat16",

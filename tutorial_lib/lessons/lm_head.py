@@ -32,11 +32,10 @@ from matplotlib.patches import Rectangle
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from tutorial_lib import claims as C
-from tutorial_lib import settings
+from tutorial_lib import claims, settings
 from tutorial_lib.lessons.common import CheckResult, call_checked, measure_variants
 from tutorial_lib.loss import chunked_linear_cross_entropy
-from tutorial_lib.measure import flops as FL
+from tutorial_lib.measure import cost
 from tutorial_lib.measure.memory import memory_breakdown, saved_bytes
 from tutorial_lib.measure.timing import SWEEP_ERRORS, error_text, free_memory, time_fn
 from tutorial_lib.model import GPTConfig, get_config
@@ -65,18 +64,16 @@ def logits_bytes(batch_size: int, seq_len: int, vocab: int, bytes_per_element: i
 
 def head_share_rows(configs: Mapping[str, GPTConfig], batch_size: int, seq_len: int) -> List[dict]:
     """Per config: the head's share of the matmul FLOPs (forward, and forward + backward of a
-    full-logits step, causal attention), and the logits' bytes in fp32 -- from ``cost_table``."""
+    full-logits step, visible attention pairs), and the logits' bytes in fp32 -- from ``measure.cost``."""
     rows = []
     for label, cfg in configs.items():
         cfg = cfg.replace(block_size=max(cfg.block_size, seq_len), loss_impl="full")
-        table = FL.cost_table(cfg, batch_size, seq_len)
-        t = FL.totals(table)
-        head = next(r for r in table if r.name == "lm_head")
+        fwd = cost.flops_by_scope(cfg, batch_size, seq_len, "forward", "visible")
+        bwd = cost.flops_by_scope(cfg, batch_size, seq_len, "backward", "visible")
         rows.append({"model": label, "n_layer": cfg.n_layer, "n_embd": cfg.n_embd,
                      "vocab": cfg.padded_vocab_size, "B": batch_size, "T": seq_len,
-                     "head_fwd_share": head.fwd_flops_causal / t["fwd_flops_causal"],
-                     "head_step_share": (head.fwd_flops_causal + head.bwd_flops_causal)
-                     / (t["fwd_flops_causal"] + t["bwd_flops_causal"]),
+                     "head_fwd_share": fwd["lm_head"] / sum(fwd.values()),
+                     "head_step_share": (fwd["lm_head"] + bwd["lm_head"]) / (sum(fwd.values()) + sum(bwd.values())),
                      "logits_bytes": logits_bytes(batch_size, seq_len, cfg.padded_vocab_size)})
     return rows
 
@@ -269,7 +266,7 @@ def share_rows(prof) -> List[dict]:
     share of the forward pass, the head's and the loss's together, and the same of the whole step."""
     fwd, step = prof.shares("forward"), prof.shares()
     # judged only at the seed's own setting (GPT-2 small, B=4, T=512): elsewhere "different setting"
-    where = C.Setting(model=prof.preset, batch=prof.batch_size, seq_len=prof.seq_len,
+    where = claims.Setting(model=prof.preset, batch=prof.batch_size, seq_len=prof.seq_len,
                       device=torch.device(prof.device).type)
     measured = [("lm_head, share of the forward pass", fwd.get("lm_head", 0.0), ""),
                 ("lm_head + loss, share of the forward pass", fwd.get("lm_head", 0.0) + fwd.get("loss", 0.0),
@@ -278,7 +275,7 @@ def share_rows(prof) -> List[dict]:
                  step.get("lm_head", 0.0) + step.get("loss", 0.0), "the seed's share is of the forward pass")]
     out = []
     for what, value, note in measured:
-        r = C.compare("time.lm_head", value, note=note, where=where)
+        r = claims.compare("time.lm_head", value, note=note, where=where)
         out.append({"measured": what, "claim": r["claim"], "claimed_low": r["low"], "claimed_high": r["high"],
                     "share": value, "verdict": r["verdict"], "note": "; ".join(x for x in (note, r["why"]) if x)})
     return out
@@ -359,7 +356,7 @@ def sweep_figure(rows: Sequence[HeadPoint], x: str = "chunk", title: str = "") -
     fig.suptitle(title or stamp, fontsize=10)
     failed = sorted({f"{r.label}: {r.error.split(':')[0]}" for r in rows if not r.ok})
     if failed:
-        fig.text(0.01, 0.005, "not measured -- " + "; ".join(failed), fontsize=7, va="bottom")
+        fig.text(0.01, 0.005, "not measured -- " + "; ".join(failed), fontsize=8, va="bottom")
     return fig
 
 

@@ -19,7 +19,7 @@ from matplotlib.patches import Rectangle
 
 from tutorial_lib import settings
 from tutorial_lib.lessons.common import CheckResult, call_checked
-from tutorial_lib.measure.flops import cost_table, num_params
+from tutorial_lib.measure import cost
 from tutorial_lib.measure.timing import time_fn
 from tutorial_lib.model import GPTConfig, build_mlp
 
@@ -45,12 +45,12 @@ def cost_rows(configs: Mapping[str, GPTConfig], batch_size: int = 4, seq_len: in
 
     rows = []
     for label, cfg in configs.items():
-        table = cost_table(cfg, batch_size, seq_len)
-        flops = sum(r.fwd_flops_causal + r.bwd_flops_causal for r in table)
-        mlp_flops = sum(r.fwd_flops_causal + r.bwd_flops_causal for r in table if r.group == "mlp")
-        head_flops = sum(r.fwd_flops_causal + r.bwd_flops_causal for r in table if r.group == "lm_head")
+        table = cost.flops_by_scope(cfg, batch_size, seq_len, None, "visible")
+        flops = sum(table.values())
+        mlp_flops = sum(v for k, v in table.items() if k.startswith("mlp."))
+        head_flops = table["lm_head"]
         rows.append({"variant": label, "hidden": cfg.mlp_hidden, "mlp_params": cfg.n_layer * mlp_params(cfg),
-                     "params": num_params(cfg), "train_flops": flops, "mlp_flops": mlp_flops,
+                     "params": cost.num_params(cfg), "train_flops": flops, "mlp_flops": mlp_flops,
                      "head_flops": head_flops})
     base = rows[0]
     for r in rows:

@@ -10,7 +10,8 @@ Each function measures one thing the lessons rely on, before and after a fix, an
   difference (before) against the cached additive mask (after): time and peak.
 - ``allocator_ab``: huge pages off and on (``measure.allocator.huge_page_ab``), in fresh processes.
 - ``step_mfu``: a forward+backward's FLOPs (FlopCounterMode) over its time, as a fraction of the
-  matmul peak measured in the same run (on CUDA also of the spec sheet's peak).
+  matmul peak timed in the same rounds (on CUDA also of the spec sheet's peak): the median of the
+  per-round MFUs, with their range.
 - ``same_config_spread``: one configuration measured in several sections of a suite run: the
   spread of its times, which says how far apart two absolute numbers may be and still agree.
 
@@ -20,19 +21,19 @@ dtype and sizes; peaks come from the allocator (``measure.memory.peak_bytes``).
 from __future__ import annotations
 
 import statistics
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from tutorial_lib import settings
-from tutorial_lib.attention import reference as R
-from tutorial_lib.attention import sliding_window as Wn
-from tutorial_lib.lessons.common import attention_runner, fit_loglog_slope, paired_speedup, time_rounds
-from tutorial_lib.measure import flops
+from tutorial_lib.attention import reference, sliding_window
+from tutorial_lib.lessons.common import attention_runner, fit_loglog_slope
+from tutorial_lib.measure import ceilings, flops
 from tutorial_lib.measure.allocator import huge_page_ab
 from tutorial_lib.measure.memory import peak_bytes
-from tutorial_lib.measure.timing import SWEEP_ERRORS, error_text, matmul_peak_flops, prepare_step
+from tutorial_lib.measure.roofline import median_range
+from tutorial_lib.measure.timing import SWEEP_ERRORS, error_text, paired_speedup, prepare_step, time_rounds
 from tutorial_lib.model import GPTConfig, get_config
 
 WINDOW_IMPLS = {
@@ -47,9 +48,9 @@ def _window_fn(impl: str, window: int) -> Callable:
     if impl == "causal":
         return lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True)
     if impl == "local":
-        return lambda q, k, v: Wn.local_window_attention(q, k, v, window)
+        return lambda q, k, v: sliding_window.local_window_attention(q, k, v, window)
     if impl == "local_one_call":  # every block in one backward call: the per-window dK/dV all at once
-        return lambda q, k, v: Wn.local_window_attention(q, k, v, window, backward_chunk_blocks=2**30)
+        return lambda q, k, v: sliding_window.local_window_attention(q, k, v, window, backward_chunk_blocks=2**30)
     raise ValueError(f"impl={impl!r} is not one of {list(WINDOW_IMPLS.values())}")
 
 
@@ -116,9 +117,11 @@ def mask_paths(seq_len: int, window: int, batch: int = 1, n_head: int = 12, head
                device=None, dtype=None, rounds: int = 3, min_run_time: float = 0.3) -> List[dict]:
     """The ``sdpa`` backend with a window, one forward+backward, with its mask built per call the
     old way (``causal_mask_by_difference``: an int64 T x T difference, then a bool mask that SDPA
-    converts to float) against the cached additive mask (``reference.sdpa_attention``); and
-    building the mask alone, old and new. Rows: path, ms (median over interleaved rounds),
-    speedup vs the first row of its group, peak_MB (allocator, above the inputs)."""
+    converts to float) against the cached additive mask (``reference.sdpa_attention``); and the
+    additive mask the backend builds on a cache miss, before (a bool mask, then a float one filled
+    through it) and now (``reference.additive_mask``: straight into the float tensor), beside the
+    bool mask alone, which eager attention uses and sdpa does not. Rows: path, ms (median over
+    interleaved rounds), speedup vs the first row of its group, peak_MB (allocator, above the inputs)."""
     dev, dt = settings.resolve(device, dtype)
     T = seq_len
     g = torch.Generator().manual_seed(T)
@@ -128,13 +131,17 @@ def mask_paths(seq_len: int, window: int, batch: int = 1, n_head: int = 12, head
         "attention fwd+bwd": {
             "mask built per call, int64 difference (before)": attention_runner(
                 lambda q, k, v: F.scaled_dot_product_attention(
-                    q, k, v, attn_mask=R.causal_mask_by_difference(T, T, window, device=q.device)), q, k, v),
+                    q, k, v, attn_mask=reference.causal_mask_by_difference(T, T, window, device=q.device)), q, k, v),
             "cached additive mask, sdpa backend (now)": attention_runner(
-                lambda q, k, v: R.sdpa_attention(q, k, v, window=window), q, k, v),
+                lambda q, k, v: reference.sdpa_attention(q, k, v, window=window), q, k, v),
         },
-        "mask alone": {
-            "int64 difference (before)": lambda: R.causal_mask_by_difference(T, T, window, device=dev),
-            "bool comparisons (now, uncached)": lambda: R.causal_mask(T, T, window, device=dev),
+        "sdpa's mask on a cache miss": {
+            "bool mask, then zeros + masked_fill (before)": lambda: torch.zeros(T, T, device=dev, dtype=dt)
+            .masked_fill_(~reference.causal_mask(T, T, window, device=dev), float("-inf")),
+            "written straight into the float mask (now)": lambda: reference.additive_mask(
+                T, T, window, device=dev, dtype=dt),
+            "bool mask alone (what eager attention builds; not sdpa's)": lambda: reference.causal_mask(
+                T, T, window, device=dev),
         },
     }
     rows = []
@@ -182,27 +189,20 @@ def allocator_ab(attention_seq: int, preset: str, batch: int, seq_len: int, roun
     return rows
 
 
-# ---- 4. step MFU against the measured peak -----------------------------------------------------
+# ---- 4. step MFU against the peak measured in the same rounds ------------------------------------
 def step_mfu(preset: str, batch: int, seq_len: int, variants: Dict[str, dict], device=None, dtype=None,
              rounds: int = 3, min_run_time: float = 0.3, peak_sizes: Sequence[int] = (2048, 3072, 4096),
-             compile_variants: Sequence[str] = (), peak_flops: Optional[float] = None,
-             peak_source: str = "") -> Dict[str, list]:
+             compile_variants: Sequence[str] = ()) -> Dict[str, object]:
     """Forward+backward of ``preset`` per variant ({label: GPTConfig changes}): FLOPs counted by
-    FlopCounterMode, time (interleaved rounds), achieved FLOP/s, and MFU = achieved / the matmul
-    peak measured here just before (``timing.matmul_peak_flops``, the median over ``peak_sizes``)
-    and, on CUDA, / the spec sheet's peak. ``compile_variants``: labels run under torch.compile.
-    ``peak_flops``: a peak measured elsewhere in the same run (the guide suite passes its roofline
-    ceilings', so every MFU in one results file divides by one peak; ``peak_source`` says which).
-    Returns {"rows", "peak": {measured_TFLOPs, per_size, spec_TFLOPs, source}}."""
+    FlopCounterMode, time, achieved FLOP/s, and MFU against the matmul peak **measured in the same
+    rounds** (``ceilings.matmul_probes`` at ``peak_sizes``, timed in turn with the steps): each
+    round's MFU divides that round's step by that round's peak (``ceilings.rule``: the best size),
+    and the row gives the median over the rounds with min–max. On CUDA also / the spec sheet's peak.
+    ``compile_variants``: labels run under torch.compile (compiled in the untimed first call).
+    Returns {"rows", "peak": {median_TFLOPs, range_TFLOPs, per_round_TFLOPs, spec_TFLOPs, source}}."""
     dev, dt = settings.resolve(device, dtype)
-    if peak_flops is not None:
-        if not peak_flops > 0:
-            raise ValueError(f"peak_flops={peak_flops!r} must be > 0")
-        peak, per = peak_flops, {}
-    else:
-        peak, per = matmul_peak_flops(dev, dt, sizes=peak_sizes, min_run_time=min_run_time, detail=True)
-        peak_source = peak_source or "torch.mm, median over n = " + ", ".join(map(str, peak_sizes))
     spec = flops.peak_flops(settings.device_name(dev), dt) if dev.type == "cuda" else None
+    probes = ceilings.matmul_probes(dev, dt, peak_sizes)
     base = get_config(preset)
     steps, rows = {}, {}
     for label, changes in variants.items():
@@ -219,22 +219,29 @@ def step_mfu(preset: str, batch: int, seq_len: int, variants: Dict[str, dict], d
         except SWEEP_ERRORS as e:
             row["error"] = error_text(e)
             steps.pop(label, None)
-    times, failed = time_rounds(steps, dev, rounds, min_run_time)  # interleaved, noisy rounds re-measured
-    first = next(iter(times.values()), [])
-    for label, ts in times.items():
-        row = rows[label]
+    times, failed = time_rounds({**{p.label: p.run for p in probes}, **steps}, dev, rounds, min_run_time)
+    n = min(len(times[p.label]) for p in probes)
+    peaks = [ceilings.rule("peak_flops", [p.rate(times[p.label][i]) for p in probes]) for i in range(n)]
+    first = times[next(iter(steps))] if steps else []
+    for label in steps:
+        row, ts = rows[label], times[label]
         if label in failed:
             row["error"] = failed[label]
             continue
-        ms = statistics.median(ts)
-        achieved = row["GFLOP"] * 1e9 / (ms / 1e3)
+        mfu = median_range([row["GFLOP"] * 1e9 / (t / 1e3) / pk for t, pk in zip(ts, peaks)])
         med, lo, hi = paired_speedup(first, ts)
-        row.update(ms=ms, speedup=med, speedup_range=None if lo is None else f"{lo:.2f}–{hi:.2f}",
-                   achieved_TFLOPs=achieved / 1e12, MFU_measured_peak=achieved / peak,
-                   MFU_spec=None if spec is None else achieved / spec)
+        achieved = row["GFLOP"] * 1e9 / (statistics.median(ts) / 1e3)
+        row.update(ms=statistics.median(ts), rounds=len(ts), speedup=med,
+                   speedup_range=None if lo is None else f"{lo:.2f}–{hi:.2f}", achieved_TFLOPs=achieved / 1e12,
+                   MFU_measured_peak=mfu[0], MFU_min=mfu[1], MFU_max=mfu[2],
+                   MFU_range=f"{mfu[1]:.2f}–{mfu[2]:.2f}", MFU_spec=None if spec is None else achieved / spec)
+    pk = median_range(peaks)
     return {"rows": list(rows.values()),
-            "peak": {"measured_TFLOPs": peak / 1e12, "per_size_TFLOPs": {n: v / 1e12 for n, v in per.items()},
-                     "spec_TFLOPs": None if spec is None else spec / 1e12, "source": peak_source}}
+            "peak": {"median_TFLOPs": pk[0] / 1e12, "range_TFLOPs": [pk[1] / 1e12, pk[2] / 1e12],
+                     "per_round_TFLOPs": [x / 1e12 for x in peaks],
+                     "spec_TFLOPs": None if spec is None else spec / 1e12,
+                     "source": f"torch.mm {settings.dtype_name(dt)}, the best of n = "
+                               + ", ".join(map(str, peak_sizes)) + ", timed in the same rounds as the steps"}}
 
 
 # ---- 5. one configuration in several sections ---------------------------------------------------

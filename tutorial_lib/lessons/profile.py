@@ -17,7 +17,7 @@ from typing import Mapping, Optional
 import numpy as np
 from matplotlib.figure import Figure
 
-from tutorial_lib import claims as C
+from tutorial_lib import claims as seed_claims
 from tutorial_lib.measure.memory import fmt_bytes
 
 COLORS = {"embedding": "#8c8c8c", "attention": "#d62728", "mlp": "#ff7f0e", "norm": "#2ca02c",
@@ -45,7 +45,7 @@ def nested_breakdown(amounts: Mapping[str, float], n_layer: int = 12, claims: bo
     and inside the MLP; each panel's bars are shares of the level above, as in the seed's figure.
     With ``claims`` the seed's claimed time shares are drawn as black ranges/ticks."""
     L = n_layer
-    seed = C.shares_in_seed_terms(amounts, n_layer=L)
+    seed = seed_claims.shares_in_seed_terms(amounts, n_layer=L)
     total = sum(amounts.values()) or 1.0
     top = {"embedding": amounts.get("embedding", 0.0) / total,
            f"transformer blocks ×{L}": seed["time.blocks"] or 0.0,
@@ -74,7 +74,7 @@ def nested_breakdown(amounts: Mapping[str, float], n_layer: int = 12, claims: bo
         for i, (k, v) in enumerate(zip(labels, vals)):
             ax.text(v + 0.01, i, f"{100 * v:.1f}%", va="center", fontsize=8)
             if claims and k in claim_keys:
-                c = C.get(claim_keys[k])
+                c = seed_claims.get(claim_keys[k])
                 lo, hi = (c.low, c.high) if c.low is not None else (c.value, c.value)
                 ax.plot([lo, hi], [i + 0.32, i + 0.32], color="k", lw=3 if hi > lo else 0,
                         solid_capstyle="butt")

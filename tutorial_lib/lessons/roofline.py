@@ -2,17 +2,21 @@
 step placed under them, how the earlier lessons move a point, and predictions checked against
 every measurement on record.
 
-- ``lesson_ceilings``: ``measure.roofline.measure_ceilings`` at the size profile's sizes.
-- ``profile_points``: profile one training step (``measure.profile``), scale its per-component times
-  to the step's measured time, and put each (component, phase) on the roofline
-  (``measure.roofline.roofline_points``: intensity from the traffic model, achieved FLOP/s measured).
+- ``lesson_ceilings`` / ``lesson_probes``: ``measure.ceilings`` at the size profile's sizes.
+- ``profile_points``: time one training step in the same rounds as the ceilings' probes, profile
+  it per component (``measure.profile``), scale the per-component times to the step's measured
+  time, and put each (component, phase) on the roofline (``measure.roofline.roofline_points``:
+  intensity from the cost model, achieved FLOP/s measured).
 - ``roofline_figure``: the log-log picture (roofs, ridge point, the points, recorded GPU points).
 - ``attention_moves`` / ``decode_points``: eager -> flash (bytes removed), a sliding window (FLOPs
   and bytes removed), GQA at decoding time (K/V bytes removed), as points.
-- ``step_checks``: whole training steps predicted from the ceilings, then measured; roofline and
-  FLOP-only errors side by side. ``add_predictions``: the same beside notebook 07's measured rows.
-- ``recorded_steps`` / ``training_histories`` / ``prediction_errors``: the same errors against
-  every step time on record (``results/*.json`` and the training histories in ``results/*/``).
+- ``step_checks``: whole training steps predicted and measured in the same rounds as the ceilings
+  (``measure.roofline.check_steps``); roofline and FLOP-only errors, median of the rounds with
+  their range. ``add_predictions``: predictions beside notebook 07's measured rows.
+- ``recorded_steps`` / ``training_histories`` / ``prediction_errors``: every step time on record
+  (``results/*.json`` and the training histories in ``results/*/``) beside a prediction from
+  ceilings recorded elsewhere in the same file (or a datasheet): a cross-check across sections of a
+  run, not a same-round measurement -- the tables say so.
 - ``roofline_time`` / ``check_roofline_time``: the exercise and its checker.
 """
 from __future__ import annotations
@@ -29,10 +33,12 @@ from matplotlib.figure import Figure
 from tutorial_lib import attention, settings
 from tutorial_lib.lessons.all_together import SUITE_VARIANTS
 from tutorial_lib.lessons.common import CheckResult, call_checked
-from tutorial_lib.measure import records
-from tutorial_lib.measure import roofline as R
+from tutorial_lib.measure import ceilings as ceil
+from tutorial_lib.measure import records, roofline
+from tutorial_lib.measure.ceilings import Ceilings
 from tutorial_lib.measure.profile import GRAD_ACC, OTHER_BWD, OTHER_FWD, profile_step
-from tutorial_lib.measure.timing import SWEEP_ERRORS, error_text, measure_step, progress_bar, time_fn
+from tutorial_lib.measure.roofline import StepCheck, error, median_range
+from tutorial_lib.measure.timing import SWEEP_ERRORS, error_text, time_fn
 from tutorial_lib.measure.traffic import count_call
 from tutorial_lib.model import GPTConfig, get_config
 from tutorial_lib.sizes import Roofline, get_sizes
@@ -48,30 +54,44 @@ def _sizes(device) -> Roofline:
 
 
 # ---- the ceilings ------------------------------------------------------------------------------
-def lesson_ceilings(device=None, sizes: Optional[Roofline] = None, dtype=None, progress: bool = True
-                    ) -> R.Ceilings:
-    """The device's ceilings at the size profile's sizes (``sizes.Roofline``)."""
+def lesson_probes(device=None, sizes: Optional[Roofline] = None, dtype=None) -> List[ceil.Probe]:
+    """The ceilings' probes at the size profile's sizes (``sizes.Roofline``)."""
     s = sizes or _sizes(device)
-    return R.measure_ceilings(device, dtype, mm_sizes=s.mm_sizes, stream_bytes=s.stream_bytes,
-                              first_touch_sizes=s.first_touch_sizes, min_run_time=s.min_run_time,
-                              progress=progress)
+    return ceil.probes(device, dtype, s.mm_sizes, s.stream_bytes, s.first_touch_sizes)
 
 
-def ceiling_rows(c: R.Ceilings) -> List[dict]:
-    """The measurements behind a ``Ceilings``, one printable row each (what, size, rate)."""
-    out = []
+def lesson_ceilings(device=None, sizes: Optional[Roofline] = None, dtype=None, progress: bool = True
+                    ) -> Ceilings:
+    """The device's ceilings at the size profile's sizes, ``sizes.rounds`` rounds."""
+    s = sizes or _sizes(device)
+    return ceil.measure_ceilings(device, dtype, s.mm_sizes, s.stream_bytes, s.first_touch_sizes,
+                                 s.min_run_time, s.rounds, progress)
+
+
+UNITS = {"peak_flops": (1e9, "GFLOP/s", ",.1f"), "bandwidth": (1e9, "GB/s", ",.2f"),
+         "fill_bandwidth": (1e9, "GB/s", ",.2f"), "first_touch_bandwidth": (1e9, "GB/s", ",.2f"),
+         "overhead_s": (1e-6, "µs/op", ",.2f")}
+
+
+def ceiling_rows(c: Ceilings) -> List[dict]:
+    """The probes behind a ``Ceilings``, one printable row each: what it ran, its rate (median over
+    the rounds, with min–max) and whether that ceiling is unstable."""
+    by_probe: Dict[str, List[dict]] = {}
     for d in c.details:
-        if d.get("what") == "mm":
-            out.append({"measurement": f"torch.mm {d['n']}x{d['n']} ({d['dtype']})",
-                        "rate": f"{d['flops_per_s'] / 1e9:,.1f} GFLOP/s", "ms": d["median_ms"]})
-        elif "bytes_per_s" in d:
-            out.append({"measurement": f"{d['what']} {d['bytes'] / 2**20:,.0f} MiB",
-                        "rate": f"{d['bytes_per_s'] / 1e9:,.2f} GB/s", "ms": d["median_ms"]})
-        elif "seconds_per_op" in d:
-            out.append({"measurement": f"{d['what']} ({d['elements']} numbers)",
-                        "rate": f"{d['seconds_per_op'] * 1e6:,.2f} µs/op", "ms": d["seconds_per_op"] * 1e3})
+        if "rate" in d:
+            by_probe.setdefault(d["what"], []).append(d)
         elif "source" in d:
-            out.append({"measurement": "datasheet", "rate": d["source"], "ms": None})
+            by_probe.setdefault("datasheet", []).append(d)
+    out = []
+    for what, ds in by_probe.items():
+        if what == "datasheet":
+            out.append({"measurement": "datasheet", "rate": ds[0]["source"], "range": "", "unstable": ""})
+            continue
+        scale, unit, fmt = UNITS[ds[0]["ceiling"]]
+        med, lo, hi = median_range([d["rate"] / scale for d in ds])
+        out.append({"measurement": what, "ceiling": ds[0]["ceiling"], "rate": f"{format(med, fmt)} {unit}",
+                    "range": f"{format(lo, fmt)}–{format(hi, fmt)}" if len(ds) > 1 else "",
+                    "unstable": "unstable" if ds[0]["ceiling"] in c.unstable() else ""})
     return out
 
 
@@ -96,27 +116,32 @@ def profile_ms(rows: Sequence[dict], step_ms: Optional[float] = None) -> Dict[Tu
     return out
 
 
-def profile_points(config: GPTConfig, batch_size: int, seq_len: int, ceilings: R.Ceilings, device=None,
-                   dtype=None, steps: Optional[int] = None, min_run_time: Optional[float] = None) -> dict:
-    """Measure one training step (``measure_step``), profile it per component (``profile_step``),
-    and place every (component, phase) on the roofline. Returns {"points", "step" (StepResult),
-    "profile" (ProfileResult), "prediction" (StepPrediction), "measured_ms" per (scope, phase)}."""
+def profile_points(config: GPTConfig, batch_size: int, seq_len: int, probes: Sequence[ceil.Probe], device=None,
+                   dtype=None, steps: Optional[int] = None, min_run_time: Optional[float] = None,
+                   rounds: int = 3) -> dict:
+    """Time one training step in the same rounds as the ceilings' ``probes`` (``roofline.check_steps``),
+    profile it per component (``profile_step``), and place every (component, phase) on the roofline
+    of those rounds' ceilings. Returns {"points", "check" (the step's row: measured and predicted ms,
+    the per-round error), "ceilings", "profile" (ProfileResult), "prediction" (StepPrediction),
+    "measured_ms" per (scope, phase)}."""
     dev, dt = settings.resolve(device, dtype)
-    step = measure_step(config, batch_size, seq_len, mode="train", device=dev, dtype=dt,
-                        min_run_time=min_run_time)
+    res = roofline.check_steps([StepCheck("profiled step", config, batch_size, seq_len)], probes, dev, dt,
+                               rounds, min_run_time, progress=False)
+    row, c = res["rows"][0], res["ceilings"]
+    if row["error"]:
+        raise RuntimeError(row["error"])
     prof = profile_step(config, batch_size, seq_len, mode="train", device=dev, dtype=dt, steps=steps, warmup=1)
-    measured = profile_ms(prof.rows, step.median_ms)
-    pred = R.predict_step(config, batch_size, seq_len, ceilings, dtype=settings.dtype_name(dt),
-                          device_type=dev.type)
-    return {"points": R.roofline_points(pred.rows, measured, ceilings), "step": step, "profile": prof,
-            "prediction": pred, "measured_ms": measured}
+    measured = profile_ms(prof.rows, row["measured_ms"])
+    pred = roofline.predict_step(config, batch_size, seq_len, c, dtype=settings.dtype_name(dt), device_type=dev.type)
+    return {"points": roofline.roofline_points(pred.rows, measured, c), "check": row, "ceilings": c,
+            "profile": prof, "prediction": pred, "measured_ms": measured}
 
 
 def _group(scope: str) -> str:
     return scope.split(".")[0]
 
 
-def _roofs(ax, c: R.Ceilings, x_lo: float, x_hi: float, label_prefix: str = "", style: str = "-",
+def _roofs(ax, c: Ceilings, x_lo: float, x_hi: float, label_prefix: str = "", style: str = "-",
            color: str = "k"):
     xs = [x_lo, x_hi]
     ridge = c.ridge
@@ -128,20 +153,23 @@ def _roofs(ax, c: R.Ceilings, x_lo: float, x_hi: float, label_prefix: str = "", 
                 label=f"{label_prefix}first-touch roof: {c.first_touch_bandwidth / 1e9:,.2f} GB/s "
                       f"(outputs >= {c.fresh_alloc_bytes / 2**20:.0f} MiB)")
     ax.axvline(ridge, color=color, lw=0.6, ls="--", alpha=0.5)
-    ax.text(ridge, c.peak_flops * 1.15, f" ridge {ridge:,.3g} FLOP/B", fontsize=7, color=color)
+    ax.text(ridge, c.peak_flops * 1.15, f" ridge {ridge:,.3g} FLOP/B", fontsize=8, color=color)
 
 
-def roofline_figure(points: Sequence[dict], ceilings: R.Ceilings, title: str = "",
-                    recorded: Sequence[Tuple[str, Sequence[dict], R.Ceilings]] = (),
+def roofline_figure(points: Sequence[dict], ceilings: Ceilings, title: str = "",
+                    recorded: Sequence[Tuple[str, Sequence[dict], Ceilings]] = (),
                     extra: Sequence[dict] = (), label_min_share: float = 0.02,
                     ylabel: str = "achieved FLOP/s (measured)") -> Figure:
     """Arithmetic intensity (FLOP/byte, x) against achieved FLOP/s (y), log-log: the roofs of
     ``ceilings``, one point per (component, phase) (colour: component group, marker: phase; the
     components with at least ``label_min_share`` of the step are labelled), ``recorded`` point sets
     of other devices (hollow, with their own roofs) and ``extra`` points (e.g. the lesson moves:
-    dicts with intensity, achieved_flops, label, and optionally an ``arrow_to`` index)."""
+    dicts with intensity, achieved_flops, label, and optionally an ``arrow_to`` index). Labelled
+    points carry a number, and the key beside the axes names them: near the ridge the points crowd,
+    and a number stays legible where a name would pile onto its neighbours."""
     fig = Figure(figsize=(10, 6.2), layout="constrained")
     ax = fig.subplots()
+    key = []
     xs = [p["intensity"] for p in points] + [p["intensity"] for p in extra]
     for _, pts, _ in recorded:
         xs += [p["intensity"] for p in pts]
@@ -155,8 +183,9 @@ def roofline_figure(points: Sequence[dict], ceilings: R.Ceilings, title: str = "
                    color=GROUP_COLORS.get(g, "#7f7f7f"), marker=PHASE_MARKERS.get(p["phase"], "o"),
                    edgecolor="k", linewidth=0.4, alpha=0.85, zorder=3)
         if p["measured_ms"] / total >= label_min_share:
-            ax.annotate(f"{p['scope']} {p['phase'][:3]}", (p["intensity"], p["achieved_flops"]),
-                        fontsize=7, xytext=(4, 3), textcoords="offset points")
+            key.append(f"{len(key) + 1}  {p['scope']} {p['phase'][:3]} ({p['measured_ms'] / total:.0%})")
+            ax.annotate(str(len(key)), (p["intensity"], p["achieved_flops"]), fontsize=8, fontweight="bold",
+                        xytext=(5, 4 if len(key) % 2 else -11), textcoords="offset points")
     for i, (label, pts, c) in enumerate(recorded):
         col = ["#1f3f8f", "#7f2f8f", "#2f7f5f"][i % 3]
         _roofs(ax, c, x_lo, x_hi, f"{label} ", style="--", color=col)
@@ -165,7 +194,7 @@ def roofline_figure(points: Sequence[dict], ceilings: R.Ceilings, title: str = "
                        marker=PHASE_MARKERS.get(p["phase"], "o"), zorder=3)
     for i, p in enumerate(extra):
         ax.scatter(p["intensity"], p["achieved_flops"], s=70, marker="*", color="k", zorder=4)
-        ax.annotate(p["label"], (p["intensity"], p["achieved_flops"]), fontsize=7, xytext=(5, -9),
+        ax.annotate(p["label"], (p["intensity"], p["achieved_flops"]), fontsize=8, xytext=(5, -10),
                     textcoords="offset points")
         j = p.get("arrow_to")
         if j is not None:
@@ -182,7 +211,10 @@ def roofline_figure(points: Sequence[dict], ceilings: R.Ceilings, title: str = "
     ax.set_xlabel("arithmetic intensity (FLOP per byte moved; matmul FLOPs, or the elementwise estimate)")
     ax.set_ylabel(ylabel)
     ax.grid(True, which="both", alpha=0.25)
-    ax.legend(fontsize=7, loc="lower right", ncol=2)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, frameon=False)
+    if key:  # the numbered points, named beside the axes (below the legend)
+        ax.text(1.01, 0.0, "labelled points\n" + "\n".join(key), transform=ax.transAxes, fontsize=8,
+                va="bottom", ha="left", family="monospace")
     ax.set_title(title, fontsize=9)
     return fig
 
@@ -257,7 +289,7 @@ def decode_points(config: GPTConfig, context: int, kv_heads: Sequence[int], batc
     return out
 
 
-def predicted_point(flops: float, nbytes: float, ceilings: R.Ceilings, label: str) -> dict:
+def predicted_point(flops: float, nbytes: float, ceilings: Ceilings, label: str) -> dict:
     """A point the model places at its roof: intensity, attainable FLOP/s, predicted ms."""
     x = flops / nbytes
     t = max(flops / ceilings.peak_flops, nbytes / ceilings.bandwidth)
@@ -265,18 +297,11 @@ def predicted_point(flops: float, nbytes: float, ceilings: R.Ceilings, label: st
 
 
 # ---- whole steps: predicted, then measured ------------------------------------------------------
-def error(predicted: Optional[float], measured: Optional[float]) -> Optional[float]:
-    """Relative error of a prediction: predicted / measured - 1 (-0.2 = 20 % too fast)."""
-    if predicted is None or not measured:
-        return None
-    return predicted / measured - 1
-
-
-def check_row(config: GPTConfig, batch_size: int, seq_len: int, ceilings: R.Ceilings,
+def check_row(config: GPTConfig, batch_size: int, seq_len: int, ceilings: Ceilings,
               measured_ms: Optional[float], dtype: str, source: str, optimizer: bool = True,
               grad_clip: bool = False, label: Optional[str] = None) -> dict:
     """One prediction beside one measurement: roofline and FLOP-only ms and their errors."""
-    p = R.predict_step(config, batch_size, seq_len, ceilings, dtype=dtype, optimizer=optimizer,
+    p = roofline.predict_step(config, batch_size, seq_len, ceilings, dtype=dtype, optimizer=optimizer,
                        grad_clip=grad_clip, device_type=str(ceilings.device).split(":")[0])
     row = {"source": source, "variant": label or config.describe().split(": ", 1)[-1],
            "model": config.name, "B": batch_size, "T": seq_len, "dtype": dtype,
@@ -285,45 +310,31 @@ def check_row(config: GPTConfig, batch_size: int, seq_len: int, ceilings: R.Ceil
            "flop_only_ms": p.flop_only_ms, "flop_only_error": error(p.flop_only_ms, measured_ms),
            "kernels": p.kernels, "overhead_ms": p.overhead_ms()}
     if ceilings.overhead_s == 0 and measured_ms:
-        o = R.inferred_overhead(p, measured_ms)
+        o = roofline.inferred_overhead(p, measured_ms)
         row["inferred_overhead_us"] = None if o is None else o * 1e6
     return row
 
 
-def step_checks(checks: Sequence[Tuple[str, int, int]], ceilings: R.Ceilings, device=None, dtype=None,
-                min_run_time: Optional[float] = None, progress: bool = True,
-                backends: Sequence[str] = ("sdpa",)) -> List[dict]:
-    """For each (preset, B, T) and backend: the roofline's and the FLOP-only prediction of a
-    training step (fwd + bwd + AdamW), then ``measure_step``; an error row when a step fails."""
-    dev, dt = settings.resolve(device, dtype)
-    todo = [(p, B, T, be) for p, B, T in checks for be in backends]
-    bar = progress_bar(len(todo), "steps", progress)
-    rows = []
-    for preset, B, T, be in todo:
-        cfg = get_config(preset, attn_backend=be)
-        try:
-            m = measure_step(cfg, B, T, mode="train", device=dev, dtype=dt, min_run_time=min_run_time)
-            row = check_row(cfg, B, T, ceilings, m.median_ms, settings.dtype_name(dt), "measured now")
-            row.update(iqr_ms=m.iqr_ms, error=None)
-        except SWEEP_ERRORS as e:
-            row = {"model": preset, "B": B, "T": T, "variant": be, "error": error_text(e)}
-        rows.append(row)
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
-    return rows
+def step_checks(checks: Sequence[Tuple[str, int, int]], probes: Sequence[ceil.Probe], device=None, dtype=None,
+                min_run_time: Optional[float] = None, rounds: int = 3, progress: bool = True,
+                backends: Sequence[str] = ("sdpa",)) -> dict:
+    """Each (preset, B, T) with each backend: a training step (fwd + bwd + AdamW) predicted and
+    measured in the same rounds as the ceilings' ``probes`` (``measure.roofline.check_steps``).
+    Returns {"rows", "ceilings"}; a step that fails is an error row."""
+    todo = [StepCheck(f"{p} B={B} T={T} {be}", get_config(p, attn_backend=be), B, T)
+            for p, B, T in checks for be in backends]
+    return roofline.check_steps(todo, probes, device, dtype, rounds, min_run_time, progress)
 
 
 def add_predictions(rows: List[dict], variants: Dict[str, Tuple[GPTConfig, bool]], batch_size: int,
-                    seq_len: int, ceilings: R.Ceilings, dtype: Optional[str] = None) -> List[dict]:
+                    seq_len: int, ceilings: Ceilings, dtype: Optional[str] = None) -> List[dict]:
     """Rows of ``measure`` with the roofline model's prediction beside the measurement:
     ``predicted_ms`` and ``predicted_speedup`` (over the first variant), ``flop_only_speedup`` (the
     matmul-FLOP ratio), ``prediction_error`` (predicted / measured - 1). A compiled variant gets none
     (the model describes eager kernels; compiling fuses them)."""
     dt = dtype or ceilings.dtype
     dev = str(ceilings.device).split(":")[0]
-    preds = {label: (None if comp else R.predict_step(cfg, batch_size, seq_len, ceilings, dtype=dt,
+    preds = {label: (None if comp else roofline.predict_step(cfg, batch_size, seq_len, ceilings, dtype=dt,
                                                      device_type=dev))
              for label, (cfg, comp) in variants.items()}
     base = preds[next(iter(variants))]
@@ -408,34 +419,7 @@ def training_histories(results_dir: Optional[Path] = None) -> List[dict]:
     return out
 
 
-def doc_ceilings(doc: dict) -> Optional[R.Ceilings]:
-    """The ceilings measured in a results document (its ``ceilings`` row), or None."""
-    for r in doc.get("rows", []):
-        if r.get("kind") == "ceilings" and not r.get("error"):
-            try:
-                return R.Ceilings.from_row(r)
-            except TypeError:
-                return None
-    return None
-
-
-def ceilings_for(device_name: str, dtype: str, docs: Sequence[dict], live: Optional[R.Ceilings] = None,
-                 device: str = "cuda") -> Optional[R.Ceilings]:
-    """Ceilings for a measurement made on ``device_name``: measured ones of that very device (the
-    live ones, else the newest results file's), else a GPU's datasheet ("spec"), else None."""
-    if live is not None and live.device_name == device_name:
-        return live
-    for doc in docs:
-        if doc.get("meta", {}).get("device_name") == device_name:
-            c = doc_ceilings(doc)
-            if c is not None:
-                return c
-    if not str(device).startswith("cpu"):
-        return R.spec_ceilings(device_name, dtype)
-    return None
-
-
-def prediction_errors(docs: Sequence[dict], runs: Sequence[dict], live: Optional[R.Ceilings] = None
+def prediction_errors(docs: Sequence[dict], runs: Sequence[dict], live: Optional[Ceilings] = None
                       ) -> List[dict]:
     """The roofline's and the FLOP-only prediction beside every step time on record: each
     results file's training steps (fwd + bwd + AdamW) and each training history (fwd + bwd +
@@ -447,7 +431,7 @@ def prediction_errors(docs: Sequence[dict], runs: Sequence[dict], live: Optional
         name, dev = meta.get("device_name", "?"), meta.get("device", "cpu")
         src = Path(doc.get("_path", "results.json")).name
         for s in recorded_steps(doc):
-            c = ceilings_for(name, s["dtype"], docs, live, dev)
+            c = ceil.ceilings_for(name, s["dtype"], docs, live, dev)
             label = f"{s['variant']}"
             if c is None:
                 out.append({"source": f"{src}: {s['kind']}", "variant": label, "model": s["config"].name,
@@ -457,7 +441,7 @@ def prediction_errors(docs: Sequence[dict], runs: Sequence[dict], live: Optional
             out.append(check_row(s["config"], s["B"], s["T"], c, s["ms"], s["dtype"], f"{src}: {s['kind']}",
                                  label=label))
     for h in runs:
-        c = ceilings_for(h["device_name"], h["dtype"], docs, live, h["device"])
+        c = ceil.ceilings_for(h["device_name"], h["dtype"], docs, live, h["device"])
         measured = h["step_ms"] - (h["optimizer_ms"] or 0.0)
         label = f"{h['config'].describe().split(': ', 1)[-1]}, {h['optimizer']}"
         if c is None:
@@ -469,7 +453,7 @@ def prediction_errors(docs: Sequence[dict], runs: Sequence[dict], live: Optional
                         grad_clip=h["grad_clip"], label=label + " (fwd+bwd+clip)")
         out.append(row)
         if h["optimizer"] == "adamw" and h.get("optimizer_ms"):
-            p = R.predict_step(h["config"], h["B"], h["T"], c, dtype=h["dtype"], device_type="cuda")
+            p = roofline.predict_step(h["config"], h["B"], h["T"], c, dtype=h["dtype"], device_type="cuda")
             opt = p.phase_ms("optimizer")
             out.append({"source": h["path"], "variant": label + " (optimizer step)", "model": h["config"].name,
                         "B": h["B"], "T": h["T"], "dtype": h["dtype"], "device_name": c.device_name,

@@ -27,7 +27,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 
 from tutorial_lib import settings
-from tutorial_lib.attention import sliding_window as Wn
+from tutorial_lib.attention import sliding_window as kernels
 from tutorial_lib.attention.flex import flex_attention, has_flex_attention
 from tutorial_lib.attention.reference import causal_mask, visible_pairs
 from tutorial_lib.lessons.common import (
@@ -36,17 +36,17 @@ from tutorial_lib.lessons.common import (
     call_checked,
     fit_loglog_slope,
     measure_variants,
-    paired_speedup,
     slopes_by,
-    time_rounds,
 )
 from tutorial_lib.measure.memory import peak_bytes, saved_bytes
 from tutorial_lib.measure.timing import (
     SWEEP_ERRORS,
     error_text,
     free_memory,
+    paired_speedup,
     progress_bar,
     resolve_config,
+    time_rounds,
 )
 from tutorial_lib.sizes import get_sizes
 
@@ -100,11 +100,11 @@ def attention_fn(impl: str, window: int) -> Callable:
         return lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True,
                                                               enable_gqa=q.shape[1] != k.shape[1])
     if impl == "band_mask":
-        return lambda q, k, v: Wn.band_mask_attention(q, k, v, window)
+        return lambda q, k, v: kernels.band_mask_attention(q, k, v, window)
     if impl == "local":
-        return lambda q, k, v: Wn.local_window_attention(q, k, v, window)
+        return lambda q, k, v: kernels.local_window_attention(q, k, v, window)
     if impl == "local_sdpa":
-        return lambda q, k, v: Wn.local_window_attention_sdpa(q, k, v, window)
+        return lambda q, k, v: kernels.local_window_attention_sdpa(q, k, v, window)
     if impl == "flex":
         def flex(q, k, v):
             with warnings.catch_warnings():  # "called without torch.compile()" on CPU: we know
@@ -185,7 +185,7 @@ def window_sweep(seq_lens: Sequence[int], window: int, impls: Optional[Sequence[
                 p.error = error_text(e)
                 if bar is not None:
                     bar.update(max(rounds, 1))
-        # interleaved rounds (``common.time_rounds``): more while a point's rounds disagree
+        # interleaved rounds (``timing.time_rounds``): more while a point's rounds disagree
         times, failed = time_rounds(runs, dev, rounds, min_run_time, bar=bar, warmup=0) if rounds else ({}, {})
         for impl, ts in times.items():
             pts[impl].round_ms = ts
@@ -303,7 +303,7 @@ def work_grid(T: int, window: Optional[int], impl: str, block: Optional[int] = N
             grid[_visible(T, None)] = MASKED
         else:
             grid[:W, :W] = MASKED  # one causal W x W call (the kernel computes the whole tile)
-            b = Wn.block_for(W, block) if block else Wn.block_for(W)
+            b = kernels.block_for(W, block) if block else kernels.block_for(W)
             for q0 in range(W, T, b):
                 q1 = min(q0 + b, T)
                 grid[q0:q1, q0 - W + 1:q0] = MASKED  # the W-1 keys before the block
@@ -343,7 +343,7 @@ def receptive_field_figure(n_layer: int, window: int, T: int) -> Figure:
     ax = fig.subplots()
     last = T - 1
     for depth in range(1, n_layer + 1):
-        rf = Wn.receptive_field(depth, window)
+        rf = kernels.receptive_field(depth, window)
         lo = max(0, last - rf + 1)
         ax.add_patch(Rectangle((lo - 0.5, depth - 0.4), last - lo + 1, 0.8, color="#1f77b4",
                                alpha=0.35 + 0.5 * depth / n_layer))
@@ -386,11 +386,11 @@ def window_point(window: Optional[int], seq_len: int, n_layer: int = 12, n_head:
         raise ValueError(f"seq_len={seq_len!r} must be a positive integer")
     if window is not None and (not isinstance(window, int) or window < 1):
         raise ValueError(f"window={window!r} must be None or a positive integer")
-    full = Wn.window_flops(seq_len, None, head_dim, n_head, batch_size) * n_layer
-    win = Wn.window_flops(seq_len, window, head_dim, n_head, batch_size) * n_layer
+    full = kernels.window_flops(seq_len, None, head_dim, n_head, batch_size) * n_layer
+    win = kernels.window_flops(seq_len, window, head_dim, n_head, batch_size) * n_layer
     return {"window": window, "seq_len": seq_len, "pairs": visible_pairs(seq_len, window),
             "pairs_full": visible_pairs(seq_len), "flops": win, "flops_full": full,
-            "flop_ratio": full / win, "receptive_field": Wn.receptive_field(n_layer, window),
+            "flop_ratio": full / win, "receptive_field": kernels.receptive_field(n_layer, window),
             "n_layer": n_layer}
 
 

@@ -1,18 +1,23 @@
 """The measuring kit: timing, memory, FLOPs, per-component profiles and result records.
 
-- ``timing``:  ``time_fn``, ``measure_step`` (-> ``StepResult``), ``measure_sweep`` (errors as rows)
-- ``flops``:   analytic per-component cost model (``cost_table``, ``model_flops``), FlopCounterMode
-               cross-check (``count_flops``), peak table and ``mfu``
-- ``memory``:  ``MemoryBreakdown`` on CPU (exact, saved-tensor hooks) and CUDA (peak stats),
-               ``saved_bytes(fn, *args)``
-- ``profile``: per-component time shares from ``torch.profiler`` scopes, Chrome trace export
-- ``records``: versioned JSON result files: one writer, one validated loader
-- ``roofline``: the machine's ceilings (``measure_ceilings``: peak matmul FLOP/s, bandwidth, first
-               touch, per-op overhead; ``spec_ceilings`` from the datasheets), the bytes and kernels
-               of every component (``traffic_table``, ``saved_table``) and time predictions
-               (``predict_step``)
-- ``traffic``: what PyTorch dispatches, counted per component (``count_step_traffic``): the
-               roofline model's truth
+- ``cost``:     the one analytic model of a training step: its kernels with their FLOPs and bytes
+                (``step_kernels``), FLOPs per component in three conventions (``flops_by_scope``,
+                ``step_flops``), what backward keeps (``activation_bytes``, ``training_memory``)
+- ``ceilings``: the machine's ceilings, one probe and one rule each (``measure_ceilings``: peak
+                matmul FLOP/s, bandwidth, first touch, per-op overhead; ``spec_ceilings`` from the
+                datasheets) and the one lookup (``ceilings_for``)
+- ``roofline``: a step's time predicted from the two (``predict_step``), bound labels, and steps
+                predicted and measured in the same rounds (``check_steps``)
+- ``timing``:   ``time_fn``, interleaved rounds (``time_rounds``), ``measure_step`` (->
+                ``StepResult``), ``measure_sweep`` (errors as rows)
+- ``flops``:    FlopCounterMode's count (``count_flops``: the cost model's truth), the GPU
+                datasheets and ``mfu``
+- ``memory``:   ``MemoryBreakdown`` on CPU (exact, saved-tensor hooks) and CUDA (peak stats),
+                ``saved_bytes(fn, *args)``
+- ``profile``:  per-component time shares from ``torch.profiler`` scopes, Chrome trace export
+- ``records``:  versioned JSON result files: one writer, one validated loader
+- ``traffic``:  what PyTorch dispatches, counted per component (``count_step_traffic``): the
+                cost model's truth for bytes and kernels
 
 Nothing here imports Jupyter, ipywidgets or matplotlib.
 """

@@ -15,7 +15,6 @@ must be in the environment before any tensor exists: ``tutorial_lib/__init__.py`
 be ``madvise`` or ``always``).
 
 - ``allocator_settings()``: what a result is stamped with (``measure.records.stamp``).
-- ``fill_rates(nbytes)``: GB/s writing a fresh tensor vs one already touched.
 - ``huge_page_ab(workload, ...)``: the same workload in fresh processes with huge pages off and
   on, in interleaved rounds (the variable cannot change inside one process).
 """
@@ -34,7 +33,8 @@ from typing import Dict, List, Optional
 import torch
 
 from tutorial_lib.attention import attention_core
-from tutorial_lib.measure.timing import prepare_step, steady_warmup
+from tutorial_lib.measure.ceilings import fill_probes
+from tutorial_lib.measure.timing import prepare_step, steady_warmup, time_fn
 
 THP_ENV = "THP_MEM_ALLOC_ENABLE"
 # what changes how CPU memory is allocated or how many threads compete for it
@@ -106,24 +106,6 @@ def allocator_settings() -> Dict[str, object]:
             "threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads()}
 
 
-def fill_rates(nbytes: int = 256 * 2**20, repeats: int = 3) -> Dict[str, float]:
-    """GB/s writing ``nbytes``: into a freshly allocated tensor (its pages are faulted in by the
-    write) and into one already written (median of ``repeats``). The gap is the page faults."""
-    n = nbytes // 4
-    fresh, touched = [], []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        x = torch.empty(n, dtype=torch.float32)
-        x.fill_(1.0)
-        fresh.append(nbytes / (time.perf_counter() - t0) / 1e9)
-        t0 = time.perf_counter()
-        x.fill_(2.0)
-        touched.append(nbytes / (time.perf_counter() - t0) / 1e9)
-        del x
-    return {"fresh_GBps": statistics.median(fresh), "touched_GBps": statistics.median(touched),
-            "nbytes": nbytes}
-
-
 # ---- one process's measurement (run by huge_page_ab in a fresh interpreter) --------------------
 def _workload(name: str, seq_len: int, preset: str, batch: int):
     if name == "eager_attention":
@@ -145,7 +127,8 @@ def measure_in_this_process(workload: str, seq_len: int, preset: str, batch: int
     over ``reps`` calls after a steady warm-up, and whether huge pages were in use."""
     if threads:
         torch.set_num_threads(threads)
-    fills = fill_rates(64 * 2**20)
+    fills = {p.ceiling: p.rate(time_fn(p.run, "cpu", min_run_time=0.05, warmup=1).median_ms) / 1e9
+             for p in fill_probes("cpu", (64 * 2**20,))}
     step = _workload(workload, seq_len, preset, batch)
     steady_warmup(step, torch.device("cpu"))
     times = []
@@ -154,7 +137,7 @@ def measure_in_this_process(workload: str, seq_len: int, preset: str, batch: int
         step()
         times.append((time.perf_counter() - t0) * 1e3)
     return {"workload": workload, "median_ms": statistics.median(times), "min_ms": min(times),
-            "fresh_GBps": fills["fresh_GBps"], "touched_GBps": fills["touched_GBps"],
+            "fresh_GBps": fills["first_touch_bandwidth"], "touched_GBps": fills["fill_bandwidth"],
             "huge_pages_in_use": huge_pages_in_use(), "thp_env": os.environ.get(THP_ENV),
             "threads": torch.get_num_threads()}
 

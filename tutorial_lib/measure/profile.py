@@ -36,7 +36,7 @@ from torch.profiler import ProfilerActivity, profile, record_function
 from tutorial_lib import scopes, settings
 from tutorial_lib.data import random_batch
 from tutorial_lib.files import atomic_path
-from tutorial_lib.measure import flops
+from tutorial_lib.measure import cost
 from tutorial_lib.measure.timing import make_optimizer, resolve_config
 from tutorial_lib.model import GPT, GPTConfig
 from tutorial_lib.sizes import get_sizes
@@ -113,14 +113,10 @@ class ProfileResult:
         of the analytic matmul FLOPs of the same work (forward, + backward in train mode)."""
         flop = {}
         if self.config_fields:
-            cfg = GPTConfig(**self.config_fields)
-            keys = ("fwd_flops",) if self.mode == "fwd" else ("fwd_flops", "bwd_flops")
-            rows = flops.cost_table(cfg, self.batch_size, self.seq_len,
-                                device_type=torch.device(self.device).type)
-            total = sum(getattr(r, k) for r in rows for k in keys)
-            for r in rows:
-                if r.scope:
-                    flop[r.scope] = flop.get(r.scope, 0.0) + sum(getattr(r, k) for k in keys) / total
+            amounts = cost.flops_by_scope(GPTConfig(**self.config_fields), self.batch_size, self.seq_len,
+                                          "forward" if self.mode == "fwd" else None, "counted",
+                                          torch.device(self.device).type)
+            flop = cost.shares(amounts)
         tot = self.ms()
         return [{"component": name, "time_ms": ms, "time_share": ms / self.step_ms if self.step_ms else 0.0,
                  "flop_share": flop.get(name, 0.0)} for name, ms in tot.items()]

@@ -8,6 +8,9 @@
   ``config`` -> ``StepResult`` with ms/step, tokens/s, peak memory, analytic FLOPs and MFU.
 - ``measure_sweep(points)``: many ``measure_step`` calls with a progress bar; an OOM or an
   unsupported backend becomes a row with ``error`` set, and the sweep carries on.
+- ``time_rounds(runs)`` / ``paired_speedup``: several callables timed in interleaved rounds (A, B,
+  A, B, ...), and a speedup as the median of per-round ratios with its min–max: load that comes
+  and goes slows both sides of each ratio alike.
 
 Every result carries device, device name, dtype and sizes, so a number never travels alone.
 """
@@ -18,10 +21,9 @@ import gc
 import inspect
 import math
 import statistics
-import time
 import timeit
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, List, Optional, Union
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch.utils.benchmark import Timer
@@ -30,7 +32,7 @@ from tqdm.auto import tqdm
 
 from tutorial_lib import settings
 from tutorial_lib.data import random_batch
-from tutorial_lib.measure import flops
+from tutorial_lib.measure import cost, flops
 from tutorial_lib.model import GPT, GPTConfig, get_config
 from tutorial_lib.sizes import get_sizes
 
@@ -138,48 +140,52 @@ def time_fn(fn: Callable[[], object], device=None, min_run_time: Optional[float]
                   n_measurements=len(times), device=str(dev), peak_mem_bytes=peak, label=label)
 
 
-# ---- the machine's matmul ceiling ----------------------------------------------------------------
-MATMUL_PEAK_SIZES = (2048, 3072, 4096)
+# ---- A vs B: interleaved rounds -----------------------------------------------------------------
+NOISY = 0.25  # a spread of a variant's per-round times above this (max - min over the median): noise
 
 
-def matmul_peak_flops(device=None, dtype=None, sizes=MATMUL_PEAK_SIZES, min_run_time: float = 0.3,
-                      detail: bool = False):
-    """The FLOP/s this device reaches on large square ``torch.mm`` in ``dtype``: a *measured* peak.
-
-    A CPU has no spec sheet figure an MFU could use (clock, cores and vector units vary, and the
-    BLAS decides what it reaches), and a step's fraction of a peak only means something against a
-    peak taken on the same machine in the same run. Each size n x n @ n x n (2 n^3 FLOPs) is timed
-    with ``time_fn``; the result is the median over ``sizes`` of their FLOP/s (``detail=True``:
-    also {n: FLOP/s}). On CUDA, compare with ``flops.peak_flops`` (the spec).
-
-    (The roofline lesson measures ceilings more fully; this is the one number an MFU needs.)
-    """
-    dev, dt = settings.resolve(device, dtype)
-    sizes = tuple(sizes)
-    if not sizes or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in sizes):
-        raise ValueError(f"sizes={sizes!r} must be positive integers")
-    per = {}
-    for n in sizes:
-        g = torch.Generator().manual_seed(n)
-        a = torch.randn(n, n, generator=g).to(dev, dt)
-        b = torch.randn(n, n, generator=g).to(dev, dt)
-        out = torch.empty(n, n, device=dev, dtype=dt)
-        tm = time_fn(lambda a=a, b=b, out=out: torch.mm(a, b, out=out), dev, min_run_time=min_run_time,
-                     warmup=2, label=f"mm {n}")
-        per[n] = 2 * n ** 3 / (tm.median_ms / 1e3)
-    peak = statistics.median(per.values())
-    return (peak, per) if detail else peak
+def spread_of(times: Sequence[float]) -> float:
+    """(max - min) / median of repeated timings of the same thing: 0 for a steady machine."""
+    return (max(times) - min(times)) / statistics.median(times) if len(times) > 1 else 0.0
 
 
-def copy_bandwidth(device=None, nbytes: int = 64 * 2**20, min_run_time: float = 0.05) -> float:
-    """Bytes per second ``Tensor.copy_`` moves (read + write) between two ``nbytes`` tensors already
-    touched: the memory bandwidth a memory-bound op such as an optimizer step sees."""
-    dev = settings.resolve(device)[0]
-    n = max(1, nbytes // 4)
-    src = torch.ones(n, device=dev)
-    dst = torch.zeros(n, device=dev)
-    tm = time_fn(lambda: dst.copy_(src), dev, min_run_time=min_run_time, warmup=1)
-    return 2 * n * 4 / (tm.median_ms / 1e3)
+def time_rounds(runs: Mapping[str, Callable[[], object]], device, rounds: int = 3,
+                min_run_time: Optional[float] = None, max_rounds: Optional[int] = None,
+                bar=None, warmup: int = 1) -> Tuple[Dict[str, List[float]], Dict[str, str]]:
+    """Time each of ``runs`` once per round, in turn (A, B, A, B, ...), so load that comes and goes
+    slows all of them alike; ``rounds`` rounds, then more -- up to ``max_rounds`` (default twice
+    ``rounds``) -- while some run's rounds spread more than ``NOISY``.
+
+    Returns ({name: [median ms of each round]}, {name: error text}); a run that fails (OOM, an
+    unsupported backend) is not timed again. ``bar``: a progress bar, one tick per timing;
+    ``warmup``: untimed calls before each timing (``measure.timing.time_fn``)."""
+    max_rounds = 2 * rounds if max_rounds is None else max(max_rounds, rounds)
+    times: Dict[str, List[float]] = {name: [] for name in runs}
+    errors: Dict[str, str] = {}
+    done = 0
+    while done < rounds or (done < max_rounds and any(
+            name not in errors and spread_of(times[name]) > NOISY for name in runs)):
+        done += 1  # past ``rounds`` only while some run's rounds disagree: the machine was busy
+        if bar is not None and done > rounds:
+            bar.total += len(runs)
+        for name, run in runs.items():
+            if name in errors:
+                continue
+            try:
+                times[name].append(time_fn(run, device, min_run_time=min_run_time, warmup=warmup).median_ms)
+            except SWEEP_ERRORS as e:
+                errors[name] = error_text(e)
+            if bar is not None:
+                bar.update(1)
+    return times, errors
+
+
+def paired_speedup(base: Sequence[float], times: Sequence[float]) -> Tuple[Optional[float], Optional[float],
+                                                                          Optional[float]]:
+    """The speedup of ``times`` over ``base`` from rounds timed back to back (``time_rounds``):
+    (median, min, max) of base / this within each round; (None, None, None) with nothing to pair."""
+    ratios = [b / t for b, t in zip(base, times) if t > 0]
+    return (statistics.median(ratios), min(ratios), max(ratios)) if ratios else (None, None, None)
 
 
 # ---- a GPT step ------------------------------------------------------------------------------
@@ -204,8 +210,8 @@ class StepResult:
     tokens_per_s: Optional[float] = None
     peak_mem_bytes: Optional[int] = None  # CUDA peak allocated during the timed steps; None on CPU
     params: Optional[int] = None
-    flops: Optional[float] = None  # analytic FLOPs of the timed work, causal-aware (see flops.py)
-    flops_counter: Optional[float] = None  # the same under FlopCounterMode's full-T^2 convention
+    flops: Optional[float] = None  # analytic FLOPs of the timed work, visible pairs only (measure.cost)
+    flops_counter: Optional[float] = None  # the same in FlopCounterMode's convention (full T x T)
     achieved_tflops: Optional[float] = None  # flops / median time, in TFLOP/s
     mfu: Optional[float] = None  # achieved / peak for this GPU and dtype; None on CPU / unknown GPU
     error: Optional[str] = None  # set instead of the numbers when the point failed (OOM, ...)
@@ -322,10 +328,8 @@ def measure_step(config: Union[GPTConfig, str], batch_size: int, seq_len: int, m
                  label=label or cfg.name)
     name = settings.device_name(dev)
     fwd_bwd = "fwd" if mode == "fwd" else "fwdbwd"
-    fl = flops.model_flops(cfg, batch_size, seq_len, mode=fwd_bwd, causal=True,
-                       device_type=dev.type)
-    fl_counter = flops.model_flops(cfg, batch_size, seq_len, mode=fwd_bwd, causal=False,
-                               device_type=dev.type)
+    fl = cost.step_flops(cfg, batch_size, seq_len, fwd_bwd, "visible", dev.type)
+    fl_counter = cost.step_flops(cfg, batch_size, seq_len, fwd_bwd, "counted", dev.type)
     sec = tm.median_ms / 1e3
     achieved = fl / sec
     res = StepResult(
@@ -437,11 +441,3 @@ def speedup(base: StepResult, new: StepResult) -> float:
     return base.median_ms / new.median_ms
 
 
-def wall_clock(fn: Callable[[], object], device=None) -> float:
-    """Seconds for one call of fn, synchronised on CUDA -- for long one-off runs, not benchmarks."""
-    dev = torch.device(device) if device is not None else settings.get_device()
-    settings.synchronize(dev)
-    t0 = time.perf_counter()
-    fn()
-    settings.synchronize(dev)
-    return time.perf_counter() - t0

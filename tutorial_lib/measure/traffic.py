@@ -1,6 +1,6 @@
 """Bytes and kernels of a GPT training step, per component: counted from PyTorch's own dispatch.
 
-The roofline model (``measure.roofline``) predicts each component's bytes and kernel launches from
+The analytic model (``measure.cost``) predicts each component's bytes and kernel launches from
 formulas. This module is the *truth* those formulas are tested against, and what a notebook uses
 to look at the kernels of one component:
 
@@ -101,7 +101,7 @@ class Traffic:
         return self.read + self.written
 
     def fresh_bytes(self, threshold: Optional[int]) -> int:
-        """Bytes written into new allocations of at least ``threshold`` bytes (see roofline)."""
+        """Bytes written into new allocations of at least ``threshold`` bytes (first touch: ``measure.ceilings``)."""
         if threshold is None:
             return 0
         return sum(size * n for size, n in self.allocs.items() if size >= threshold)
