@@ -482,7 +482,6 @@ def test_measure_now_reduces_and_says_so(monkeypatch):
 
 
 def test_measure_now_refuses_clearly(monkeypatch):
-    monkeypatch.setattr(widgets, "available_bytes", lambda device: 1024)
     monkeypatch.setattr(explore, "available_bytes", lambda device: 1024)
     ex = widgets.cost_explorer(preset="tiny", seq_len=32, batch_size=1, dtype="float32", results=[], device="cpu")
     assert ex.measure() is None and "Not measured" in ex.measured.value
@@ -524,7 +523,7 @@ def test_measure_now_shows_the_plan_before_measuring(monkeypatch):
 
 
 def test_settings_that_cannot_fit_disable_measure_now(monkeypatch):
-    monkeypatch.setattr(widgets, "available_bytes", lambda device: 2**30)
+    monkeypatch.setattr(explore, "available_bytes", lambda device: 2**30)
     ex = widgets.cost_explorer(preset="tiny", seq_len=64, batch_size=1, dtype="float32", results=[], device="cpu")
     assert not ex.button.disabled and ex.plan_note.value == ""
     ex.controls["preset"].value = "gpt2_small"

@@ -36,7 +36,7 @@ from tutorial_lib.lessons.gqa import gqa_point, kv_cache_bytes, measure_decode
 from tutorial_lib.lessons.sliding_window import mask_density, window_point
 from tutorial_lib.loss import LOSS_IMPLS
 from tutorial_lib.measure import records
-from tutorial_lib.measure.memory import available_bytes, fmt_bytes
+from tutorial_lib.measure.memory import fmt_bytes
 from tutorial_lib.model import PRESETS, get_config
 from tutorial_lib.sizes import get_sizes
 
@@ -272,21 +272,10 @@ class CostExplorer(Explorer):
         self.button.remove_class("tl-confirm")
         if self.measurement is not None and self.error is None and self.measurement.settings != self.result.settings:
             self.measured.value = ""
-        refusal = self.memory_refusal()
+        refusal = None if self.error is not None else self.session.memory_refusal(self.result)
         self.button.disabled = refusal is not None
         if refusal:
             self.plan_note.value = f"<b class='tl-refused' style='color:#b00'>{html.escape(refusal)}</b>"
-
-    def memory_refusal(self) -> Optional[str]:
-        """Why these settings cannot be measured here (predicted memory above what this machine
-        has free), or None."""
-        if self.error is not None or self.result is None:
-            return None
-        need, free = int(self.result.memory["total"]), available_bytes(self.device)
-        if free is None or need <= free:
-            return None
-        return (f"Not measurable here: predicted memory {fmt_bytes(need)} of {fmt_bytes(free)} available "
-                f"on {self.device_name}; lower B or T, or use a smaller model.")
 
     def press(self) -> None:
         """The button: the first press shows the plan and asks to confirm; the second measures."""

@@ -520,6 +520,15 @@ class ExplorerSession:
     def predict(self, s: ExplorerSettings) -> "CostPrediction":
         return predict_cost(s, self.calibration(s), self.device.type, self.ceilings(s.dtype))
 
+    def memory_refusal(self, p: "CostPrediction") -> Optional[str]:
+        """Why ``p``'s settings cannot be measured here (predicted memory above what this machine
+        has free), or None."""
+        need, free = int(p.memory["total"]), available_bytes(self.device)
+        if free is None or need <= free:
+            return None
+        return (f"Not measurable here: predicted memory {fmt_bytes(need)} of {fmt_bytes(free)} available "
+                f"on {self.device_name}; lower B or T, or use a smaller model.")
+
     # -- planning --------------------------------------------------------------------------------
     def ceiling_probes(self, dtype: str) -> List[ceil.Probe]:
         r = self.sizes.roofline
