@@ -46,6 +46,16 @@ def pytest_runtest_logreport(report):
         _REPORTS.append(report)
 
 
+def pytest_configure(config):
+    """For the device run: SIGINT (its deadline, ``timeout -s INT``) must end the session so that
+    the summary is written, even where the runner started the process with SIGINT ignored."""
+    if config.getoption("--cuda-summary", default=None):
+        import signal
+
+        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def pytest_sessionfinish(session, exitstatus):
     path = session.config.getoption("--cuda-summary")
     if not path:
