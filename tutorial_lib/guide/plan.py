@@ -14,7 +14,7 @@ Predicted seconds, best first:
 1. recorded: the ``seconds`` a finished section took in an earlier run of the same profile
    (``results/*.json``; the same device name preferred, else another device of that profile);
 2. ``ESTIMATES_S``: a table per profile. ``cpu`` and ``smoke`` were measured on this project's
-   2-core CPUs; ``gpu`` is an estimate (no GPU run has been recorded yet) from the work each
+   2-core CPUs (a busy one for smoke: on a quiet one they over-predict, so fewer sections fit); ``gpu`` is an estimate (no GPU run has been recorded yet) from the work each
    section does at the seed's setting -- tens of seconds per torch.compile warm-up, about 15 ms per
    GPT-2 small step at B=4, T=512 in bf16 -- and is replaced by the first real run's file;
 3. nothing: a section with no prediction is never skipped in advance (the deadline still stops it).
@@ -39,10 +39,11 @@ ESTIMATES_S: Dict[str, Dict[str, float]] = {
             "flash_model": 73, "mlp": 143, "swiglu": 190, "lm_head": 590, "triton_flash": 1,
             "flash_vs_T": 150, "gqa_decode": 46, "window_curve": 67, "optimizer": 5, "own_paths": 225,
             "quality": 1037},
-    # the smoke profile on a quiet 2-core CPU (scripts/gpu_run.sh --dry-run), rounded up
-    "smoke": {"breakdown": 2, "memory": 3, "before_after": 15, "lm_head": 5, "roofline": 5,
-              "gqa_train": 5, "flash_model": 5, "mlp": 3, "swiglu": 4, "triton_flash": 1, "flash_vs_T": 8,
-              "gqa_decode": 3, "window_curve": 5, "optimizer": 2, "own_paths": 15, "quality": 17},
+    # the smoke profile measured on a busy 2-core CPU (load 4-6; 718 s in all), 2026-12-05, rounded
+    # up: the tiny model keeps GPT-2's 50,257-way head, so a step-comparison section takes minutes
+    "smoke": {"before_after": 184, "breakdown": 2, "memory": 3, "roofline": 7, "gqa_train": 80,
+              "flash_model": 48, "mlp": 49, "swiglu": 168, "lm_head": 39, "triton_flash": 1, "flash_vs_T": 6,
+              "gqa_decode": 17, "window_curve": 6, "optimizer": 7, "own_paths": 62, "quality": 46},
 }
 
 Prediction = Tuple[float, str]  # (seconds, where the number comes from)
