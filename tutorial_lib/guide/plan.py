@@ -8,7 +8,9 @@ sections that fit.
 
 ``PRIORITY``: the seed's breakdown and memory, the before/after table, the LM head, the speed
 ladder, then every other section in ``suite.SECTIONS`` order. A name not (yet) in ``SECTIONS`` is
-passed over, so a section can be placed here before it exists: add a name to reorder.
+passed over, so a section can be placed here before it exists: add a name to reorder. A new
+section also wants its seconds in ``ESTIMATES_S`` (per profile), so that it can be skipped in
+advance before any run has recorded it.
 
 Predicted seconds, best first:
 1. recorded: the ``seconds`` a finished section took in an earlier run of the same profile
