@@ -16,9 +16,10 @@ Predicted seconds, best first:
 1. recorded: the ``seconds`` a finished section took in an earlier run of the same profile
    (``results/*.json``; the same device name preferred, else another device of that profile);
 2. ``ESTIMATES_S``: a table per profile. ``cpu`` and ``smoke`` were measured on this project's
-   2-core CPUs (a busy one for smoke: on a quiet one they over-predict, so fewer sections fit); ``gpu`` is an estimate (no GPU run has been recorded yet) from the work each
-   section does at the seed's setting -- tens of seconds per torch.compile warm-up, about 15 ms per
-   GPT-2 small step at B=4, T=512 in bf16 -- and is replaced by the first real run's file;
+   2-core CPUs (a busy one for smoke: on a quiet one they over-predict, so fewer sections fit);
+   ``gpu`` is an estimate (no GPU run has been recorded yet) from the work each section does at
+   the seed's setting -- tens of seconds per torch.compile warm-up, about 15 ms per GPT-2 small
+   step at B=4, T=512 in bf16 -- and is replaced by the first real run's file;
 3. nothing: a section with no prediction is never skipped in advance (the deadline still stops it).
 """
 from __future__ import annotations
