@@ -12,6 +12,9 @@ import torch
 # Triton's interpreter runs the `triton` attention backend's kernels on a CPU. Triton reads this
 # variable when a kernel is *defined*, i.e. when tutorial_lib.attention.triton_flash is imported, so
 # it is set here, before any test imports it -- and only where no GPU can run the compiled kernels.
+# With a GPU the kernels are compiled, so a test's CPU case of the backend skips, saying why
+# (``Backend.cannot_run``); so does every interpreter case where the interpreter cannot run
+# (triton <= 3.6 with numpy >= 2.4: ``triton_flash.interpreter_problem``).
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
@@ -41,6 +44,16 @@ _REPORTS = []
 def pytest_runtest_logreport(report):
     if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
         _REPORTS.append(report)
+
+
+def pytest_configure(config):
+    """For the device run: SIGINT (its deadline, ``timeout -s INT``) must end the session so that
+    the summary is written, even where the runner started the process with SIGINT ignored."""
+    if config.getoption("--cuda-summary", default=None):
+        import signal
+
+        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_sessionfinish(session, exitstatus):

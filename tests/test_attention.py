@@ -249,6 +249,8 @@ def test_every_registered_backend_matches_the_reference(name, window):
     if b.needs_window and window is None:
         pytest.skip(f"attn_backend={name!r} needs a window")
     dev = "cuda" if torch.cuda.is_available() else "cpu"
+    if b.cannot_run(dev):
+        pytest.skip(b.cannot_run(dev))
     q0, k0, v0 = (t.float().to(dev) for t in qkv(2, 4, 2, 40, 16, seed=12))
     dout = torch.randn(2, 4, 40, 16, generator=torch.Generator().manual_seed(13)).to(dev)
     q, k, v = (t.double().requires_grad_(True) for t in (q0, k0, v0))
@@ -459,3 +461,37 @@ def test_rope_scores_depend_on_relative_position_only():
 
     assert score(9, 4) == pytest.approx(score(30, 25), abs=1e-5)
     assert score(9, 4) != pytest.approx(score(9, 5), abs=1e-3)
+
+
+# ---- flex on CUDA: one compilation per shape, past torch.compile's default limit ---------------
+def _twice_plus_one(x):  # two functions: torch.compile counts compilations per code object
+    return x * 2 + 1
+
+
+def _thrice_plus_one(x):
+    return x * 3 + 1
+
+
+def test_compiled_flex_keeps_compiling_past_torchs_default_limit():
+    """On CUDA every new shape (T, dtype, window, GQA ratio) compiles flex_attention again; past
+    torch.compile's limit (8 per function) a call silently runs *uncompiled*, building the T x T
+    scores. ``flex.run_compiled`` (the CUDA path of ``flex_attention``) lifts the limit: a sweep of
+    limit + 2 shapes compiles every one, where the same sweep called plainly stops at the limit."""
+    from torch._dynamo.testing import CompileCounter
+
+    from tutorial_lib.attention import flex
+
+    config = torch._dynamo.config
+    limit = getattr(config, "recompile_limit", None) or config.cache_size_limit
+    assert limit < flex.RECOMPILE_LIMIT
+    plain_count, lifted_count = CompileCounter(), CompileCounter()
+    plain = torch.compile(_twice_plus_one, backend=plain_count, dynamic=False)
+    lifted = torch.compile(_thrice_plus_one, backend=lifted_count, dynamic=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's "hit config.recompile_limit" for the plain sweep
+        for n in range(1, limit + 3):
+            x = torch.ones(n)
+            assert torch.equal(plain(x), x * 2 + 1) and torch.equal(flex.run_compiled(lifted, x), x * 3 + 1)
+    assert plain_count.frame_count == limit  # the failure this guards against
+    assert lifted_count.frame_count == limit + 2
+    assert (getattr(config, "recompile_limit", None) or config.cache_size_limit) == limit  # restored

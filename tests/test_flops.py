@@ -158,3 +158,24 @@ def test_bad_inputs():
         cost.flops_by_scope(BASE, 1, 8, convention="causal")
     with pytest.raises(ValueError, match="phase='optimizer'"):
         cost.flops_by_scope(BASE, 1, 8, phase="optimizer")
+
+
+def test_every_sdpa_kernel_formula_counts_gqa_as_its_query_heads():
+    """GQA (fewer K/V heads) is counted as every query head's two T x T products on every SDPA
+    kernel -- the CUDA ones included, which a GPU run dispatches to and which torch 2.11's own
+    formulas refuse ("query/key/value shapes are incompatible")."""
+    B, H, Hkv, T, D = 2, 8, 2, 16, 32
+    q, kv = (B, H, T, D), (B, Hkv, T, D)
+    formulas = flops.sdpa_formulas()
+    names = {str(op).split(".")[-1] for op in formulas}
+    assert {"_scaled_dot_product_flash_attention", "_scaled_dot_product_efficient_attention",
+            "_scaled_dot_product_flash_attention_backward"} <= names
+    from torch.utils.flop_counter import sdpa_backward_flop_count
+
+    mha_bwd = sdpa_backward_flop_count(q, q, q, q)  # torch's own formula, where K/V have every head
+    assert mha_bwd > 4 * B * H * T * T * D
+    for op, fn in formulas.items():
+        if str(op).endswith("_backward"):
+            assert fn(q, q, kv, kv) == fn(q, q, q, q) == mha_bwd, op
+        else:
+            assert fn(q, kv, kv) == fn(q, q, q) == 4 * B * H * T * T * D, op

@@ -55,3 +55,38 @@ def test_forward_only_mode():
     assert set(r.phase_ms()) == {"forward"}
     with pytest.raises(ValueError, match="mode='bwd'"):
         P.profile_step(CFG, 1, 16, mode="bwd", device="cpu")
+
+
+def _event(name, start, end, device_type=None, parent=None, kernel_us=None):
+    """A real FunctionEvent, as torch.profiler builds them with CUDA on (use_device='cuda')."""
+    from torch.autograd import DeviceType
+    from torch.autograd.profiler_util import FunctionEvent
+
+    e = FunctionEvent(id=start, name=name, thread=0, start_us=start, end_us=end, use_device="cuda",
+                      device_type=device_type or DeviceType.CPU)
+    if parent is not None:
+        e.set_cpu_parent(parent)
+        parent.append_cpu_child(e)
+    if kernel_us is not None:
+        e.append_kernel("gemm", 0, kernel_us)
+    return e
+
+
+def test_device_side_copies_of_a_scope_are_not_counted_twice():
+    """With CUDA on, torch 2.11's profiler returns each record_function range twice: the host range
+    (whose device_time_total holds the kernels it launched) and a device-side copy of the same name.
+    The breakdown must charge the scope once: lm_head launched 30 us of kernels, not 60."""
+    from torch.autograd import DeviceType
+
+    phase = _event("phase.forward", 0, 100)
+    head = _event("lm_head", 10, 40, parent=phase, kernel_us=30.0)
+    rest = _event("aten::add", 50, 60, parent=phase, kernel_us=5.0)  # unscoped glue: "other"
+    host = [phase, head, rest]
+    device = [_event("phase.forward", 45, 90, device_type=DeviceType.CUDA),
+              _event("lm_head", 50, 80, device_type=DeviceType.CUDA)]
+    assert [e.device_time_total for e in device] == [45, 30]  # what a name match would add
+    want = {("lm_head", "forward"): 30.0, (P.OTHER_FWD, "forward"): 5.0}
+    assert P.attribute(host, cuda=True) == want
+    assert P.attribute(host + device, cuda=True) == want
+    assert P.attribute(device + host, cuda=True) == want  # whatever the order the profiler gives
+    assert P.host_events(host + device) == host

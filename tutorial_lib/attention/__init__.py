@@ -68,6 +68,8 @@ class Backend:
     # (T, window, tile, n_rep) -> kernel calls per layer (its own loops: tiles, windows, merges) ...
     calls: Callable[[int, Optional[int], int, int], int] = lambda T, window, tile, n_rep: 1
     ops_per_call: Tuple[int, int] = (3, 6)  # ... and the small operators each further call launches (fwd, bwd)
+    # (device_type) -> why it cannot run on that device's tensors here, or None (it can)
+    cannot_run: Callable[[str], Optional[str]] = lambda device_type: None
 
     def __call__(self, q, k, v, window=None, *, tile=64, dropout_p=0.0, training=False):
         return self.fn(q, k, v, window, tile=tile, dropout_p=dropout_p, training=training)
@@ -147,4 +149,6 @@ register(Backend(
     # whole tiles, skipping those above the diagonal and outside the window, as ``tiled`` does
     computed_pairs=lambda T, window, tile, dt: flash_tiled.tiled_pairs(T, tile, window),
     # the dQ kernel: S, dP, dQ; the dK/dV kernel: S, dP, dV, dK (each recomputes S and dP)
-    bwd_matmuls=lambda: 7, available=_triton_installed))
+    bwd_matmuls=lambda: 7, available=_triton_installed,
+    # CPU tensors need the interpreter (TRITON_INTERPRET=1 at import), which needs numpy < 2.4 on triton <= 3.6
+    cannot_run=lazy("tutorial_lib.attention.triton_flash", "cannot_run_on")))

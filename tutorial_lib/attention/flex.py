@@ -10,6 +10,7 @@ PyTorch has none) and importing it pulls in the compiler stack.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 from typing import Optional
 
@@ -51,6 +52,38 @@ def compiled_flex():
     return torch.compile(_flex, dynamic=False)
 
 
+# Every new shape, dtype, window or GQA ratio compiles flex_attention once more (dynamic=False keeps
+# each kernel specialised, as timed). torch.compile's default limit is 8 compilations per function:
+# past it, the call silently runs flex_attention *uncompiled*, which builds the whole T x T scores
+# matrix -- a sweep over many lengths (the guide suite's triton_flash, flash_vs_T and window
+# sections in one process) hit it on the 9th. Flex calls run under this higher limit instead.
+RECOMPILE_LIMIT = 64
+
+
+@contextlib.contextmanager
+def recompile_limit(n: int):
+    """torch.compile's per-function recompile limit raised to at least ``n`` within the block (it
+    is read when a call needs a new compilation): ``recompile_limit`` in torch >= 2.6 (2.11 and 2.13
+    alike), ``cache_size_limit`` before. The bound on all of a function's compilations
+    (``accumulated_recompile_limit``, 256) stays."""
+    config = torch._dynamo.config
+    name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
+    if getattr(config, name) >= n:
+        yield
+        return
+    with config.patch(**{name: n}):
+        yield
+
+
+def run_compiled(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` for a torch.compile'd ``fn`` under ``recompile_limit(RECOMPILE_LIMIT)``
+    (inside a model that torch.compile is tracing, the model's own compilation decides: plain call)."""
+    if torch.compiler.is_compiling():
+        return fn(*args, **kwargs)
+    with recompile_limit(RECOMPILE_LIMIT):
+        return fn(*args, **kwargs)
+
+
 def flex_attention(q, k, v, window=None, *, tile=64, dropout_p=0.0, training=False):
     """Causal (optionally windowed) attention with flex_attention and a cached block mask."""
     if not has_flex_attention():
@@ -66,5 +99,7 @@ def flex_attention(q, k, v, window=None, *, tile=64, dropout_p=0.0, training=Fal
     )
 
     bm = flex_block_mask(q.shape[2], window, str(q.device))
-    fn = compiled_flex() if q.device.type == "cuda" else _flex
-    return fn(q, k, v, block_mask=bm, enable_gqa=q.shape[1] != k.shape[1])
+    gqa = q.shape[1] != k.shape[1]
+    if q.device.type == "cuda":
+        return run_compiled(compiled_flex(), q, k, v, block_mask=bm, enable_gqa=gqa)
+    return _flex(q, k, v, block_mask=bm, enable_gqa=gqa)

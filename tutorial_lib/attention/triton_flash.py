@@ -31,8 +31,10 @@ from __future__ import annotations  # keeps ``tl.constexpr`` annotations readabl
 
 import contextlib
 import math
+import re
 from typing import Optional
 
+import numpy
 import torch
 
 try:
@@ -218,15 +220,46 @@ def interpreted() -> bool:
     return triton is not None and type(flash_forward_kernel).__name__ == "InterpretedFunction"
 
 
+def interpreter_problem() -> Optional[str]:
+    """Why Triton's interpreter cannot run these kernels with this stack's NumPy, or None.
+
+    Triton <= 3.6's interpreter turns 1-element arrays into Python scalars, which NumPy >= 2.4
+    refuses ("only 0-dimensional arrays can be converted to Python scalars"): seen with triton
+    3.6.0 and numpy 2.5.2, the device image's stack; numpy 2.3.5, or triton 3.9, work. The compiled
+    kernels on a GPU do not use NumPy and are not affected."""
+    if triton is None:
+        return None
+    version = tuple(int(x) for x in re.findall(r"\d+", triton.__version__)[:2])
+    if version > (3, 6):
+        return None
+    try:
+        int(numpy.ones(1))
+    except TypeError:
+        return (f"Triton {triton.__version__}'s interpreter cannot run with numpy {numpy.__version__}: it turns "
+                "1-element arrays into Python scalars, which numpy >= 2.4 refuses. The compiled kernels on a GPU "
+                "are not affected. To run them on a CPU: pip install 'numpy<2.4', or a newer triton (3.9 works).")
+    return None
+
+
+def cannot_run_on(device_type: str) -> Optional[str]:
+    """Why the kernels cannot run on tensors of ``device_type`` here (None: they can): Triton
+    missing, CPU tensors with the kernels compiled for CUDA, or the interpreter's NumPy problem."""
+    if triton is None:
+        return f"attn_backend='triton' needs Triton, which is not installed: {INSTALL_HINT}"
+    if device_type != "cuda" and not interpreted():
+        return (f"attn_backend='triton': the compiled kernels need CUDA tensors, got {device_type}. On a CPU "
+                "they run in Triton's interpreter: set TRITON_INTERPRET=1 before "
+                "tutorial_lib.attention.triton_flash is first imported (tests/conftest.py and notebook 10 do).")
+    if interpreted():
+        return interpreter_problem()
+    return None
+
+
 def check_runnable(q: torch.Tensor) -> None:
     """Raise a clear RuntimeError when these kernels cannot run on q's device, before any work."""
-    if triton is None:
-        raise RuntimeError(f"attn_backend='triton' needs Triton, which is not installed: {INSTALL_HINT}")
-    if q.device.type != "cuda" and not interpreted():
-        raise RuntimeError(
-            f"attn_backend='triton': the compiled kernels need CUDA tensors, got {q.device}. On a CPU "
-            "they run in Triton's interpreter: set TRITON_INTERPRET=1 before "
-            "tutorial_lib.attention.triton_flash is first imported (tests/conftest.py and notebook 10 do).")
+    why = cannot_run_on(q.device.type)
+    if why:
+        raise RuntimeError(why)
 
 
 def check_inputs(q, k, v, window: Optional[int], tile: int) -> None:

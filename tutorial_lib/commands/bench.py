@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import signal
 import sys
 
 from tutorial_lib import attention, settings
 from tutorial_lib.commands import output_file, positive_float
-from tutorial_lib.guide import suite
+from tutorial_lib.guide import plan, suite
 from tutorial_lib.lessons.common import format_rows
 from tutorial_lib.loss import LOSS_IMPLS
 from tutorial_lib.measure import records
@@ -43,8 +44,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--only", nargs="+", default=None, metavar="SECTION",
                    help="with --suite: run only these sections, in this order")
     p.add_argument("--budget-s", type=float, default=None, metavar="SECONDS",
-                   help="with --suite: start no section after this many seconds (the rest are "
-                        "recorded as not run); the --out file is rewritten after every section")
+                   help="with --suite: start no section after this many seconds, and skip in advance a "
+                        "section predicted to take longer than the time left (guide/plan.py: recorded "
+                        "times in --history, else the profile's estimates); those are recorded as not "
+                        "run. The --out file is rewritten after every section; SIGINT stops the suite "
+                        "and keeps what was measured (exit 130)")
+    p.add_argument("--priority", action="store_true",
+                   help="with --suite: run the device run's priority sections first (guide/plan.py's "
+                        "PRIORITY: breakdown, memory, before/after, LM head, ...), then the rest")
+    p.add_argument("--history", default="results", metavar="DIR",
+                   help="with --suite --budget-s: a folder of results files whose recorded section times "
+                        "predict each section's cost (default: results; none there: the estimates)")
     p.add_argument("--preset", nargs="+", default=None, choices=sorted(PRESETS),
                    help="model preset(s) (default: the size profile's)")
     p.add_argument("--batch", nargs="+", type=int, default=None, help="batch size(s)")
@@ -111,6 +121,12 @@ def check_options(args) -> None:
     if args.only and not args.suite:
         raise ValueError(f"--only {' '.join(args.only)} picks sections of a suite: add --suite "
                          f"({', '.join(suite.SUITES)})")
+    for flag, given in (("--budget-s", args.budget_s is not None), ("--priority", args.priority)):
+        if given and not args.suite:
+            raise ValueError(f"{flag} orders and time-boxes the sections of a suite: add --suite "
+                             f"({', '.join(suite.SUITES)})")
+    if args.budget_s is not None and not args.budget_s > 0:
+        raise ValueError(f"--budget-s={args.budget_s} must be > 0 seconds")
     if args.suite:
         given = [o for o in GRID_ONLY if getattr(args, o) not in (None, False)]
         if given:
@@ -158,13 +174,34 @@ def run(args) -> int:
     return 0
 
 
+def _sigint_stops() -> None:
+    """SIGINT stops a suite and keeps what it measured (``suite.run_suite``): re-arm it where the
+    process started with SIGINT ignored (a background job of a shell, some batch runners), as the
+    device run's deadline (``timeout -s INT``) relies on it. Only the main thread can."""
+    try:
+        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+    except ValueError:  # not the main thread
+        pass
+
+
 def _run_suite(args, dev, prof) -> int:
+    _sigint_stops()
+    predicted = None
+    if args.budget_s is not None:
+        predicted = plan.predict_seconds(args.only or suite.SECTIONS, prof.name, settings.device_name(dev),
+                                         results_dir=args.history)
     doc = suite.run_suite(args.suite, profile=prof.name, device=dev, only=args.only,
-                          progress=not args.no_progress, out=args.out, budget_s=args.budget_s)
+                          progress=not args.no_progress, out=args.out, budget_s=args.budget_s,
+                          priority=plan.PRIORITY if args.priority else None, predicted=predicted)
     n_err = sum(1 for r in doc["rows"] if r.get("error"))
-    not_run = [n for n, sec in doc["sections"].items() if sec.get("not_run")]
-    print(f"suite {args.suite}: {len(doc['rows'])} rows ({n_err} with errors) on {dev}, "
-          f"size profile {prof.name}" + (f"; not run (time budget): {', '.join(not_run)}" if not_run else ""))
+    secs = doc["sections"]
+    skipped = [n for n, sec in secs.items() if sec.get("skipped")]
+    not_run = [n for n, sec in secs.items() if sec.get("not_run") and not sec.get("skipped")]
+    print(f"suite {args.suite}: {len(doc['rows'])} rows ({n_err} with errors) on {dev}, size profile {prof.name}"
+          + (f"; skipped (predicted not to fit): {', '.join(skipped)}" if skipped else "")
+          + (f"; not run: {', '.join(not_run)}" if not_run else "")
+          + (f"; stopped: {doc['meta']['stopped']}" if doc["meta"].get("stopped") else ""))
     if args.out:
         print(f"results: {args.out}")
-    return 0
+    return 130 if doc["meta"].get("stopped") else 0

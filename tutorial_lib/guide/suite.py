@@ -17,13 +17,14 @@ import gc
 import os
 import time
 import traceback
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
 from tutorial_lib import settings
 from tutorial_lib.claims import CLAIMS, Setting, claimed, compare
 from tutorial_lib.files import check_writable
+from tutorial_lib.guide.plan import priority_order
 from tutorial_lib.lessons import all_together, lm_head, own_paths
 from tutorial_lib.lessons import roofline as roofline_lesson
 from tutorial_lib.lessons import triton_flash as triton_lesson
@@ -691,14 +692,24 @@ SECTIONS = {
 
 def run_suite(name: str = "guide", profile: Optional[str] = None, device=None,
               only: Optional[List[str]] = None, progress: bool = True, out=None,
-              budget_s: Optional[float] = None) -> dict:
+              budget_s: Optional[float] = None, priority: Optional[Sequence[str]] = None,
+              predicted: Optional[Dict[str, Tuple[float, str]]] = None) -> dict:
     """Run the suite's sections in order; return the results document (``meta``, ``rows``,
     ``sections``).
 
     ``out``: write the document there after every section (atomically), so a run that is killed
     keeps every section it finished. ``budget_s``: once that many seconds have passed, the
     remaining sections are not started; each is recorded as not run (a section already running
-    finishes). ``SECTIONS`` is ordered by priority: the seed's own setting first.
+    finishes). ``SECTIONS`` is ordered by priority: the seed's own setting first; ``priority``
+    (e.g. ``plan.PRIORITY``) puts the sections it names first (``plan.priority_order``).
+    ``predicted``: {section: (seconds, source)} (``plan.predict_seconds``); with a budget, a
+    section predicted to take longer than the time left is skipped in advance and recorded as
+    skipped, with the prediction, and the next one is tried.
+
+    SIGINT (Ctrl-C; ``timeout -s INT`` at the device run's deadline) stops the suite: the section
+    running is recorded as stopped (the rows it had added stay, marked incomplete by its
+    ``interrupted``), the rest as not run, ``meta.stopped`` says why, and the document is written
+    and returned (no exception): what was measured is kept.
     """
     if name not in SUITES:
         raise ValueError(f"suite={name!r} is not one of {list(SUITES)}")
@@ -710,30 +721,73 @@ def run_suite(name: str = "guide", profile: Optional[str] = None, device=None,
     for n in names:
         if n not in SECTIONS:
             raise ValueError(f"section={n!r} is not one of {list(SECTIONS)}")
+    if priority is not None:
+        names = priority_order(names, priority)
+    predicted = dict(predicted or {})
+    for n, p in predicted.items():
+        if not (isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], (int, float)) and p[0] >= 0):
+            raise ValueError(f"predicted[{n!r}]={p!r} must be (seconds >= 0, source)")
     if out is not None:
         check_writable(out)
     S = Suite(sizes, dev, progress)
     t0 = time.perf_counter()
+    stopped: Optional[str] = None
 
     def document() -> dict:
         meta = stamp(dev, None, suite=name, profile=sizes.name, sizes=sizes.to_dict(),
-                     seconds=round(time.perf_counter() - t0, 1), budget_s=budget_s,
-                     sections_run=[n for n in names if not S.sections.get(n, {}).get("not_run")
-                                   and n in S.sections])
+                     seconds=round(time.perf_counter() - t0, 1), budget_s=budget_s, order=names,
+                     sections_run=[n for n in names if n in S.sections and not S.sections[n].get("not_run")
+                                   and not S.sections[n].get("interrupted")],
+                     stopped=stopped)
         return {"schema_version": SCHEMA_VERSION, "meta": meta,
                 "rows": [to_row(r) for r in S.rows], "sections": S.sections}
 
-    for n in names:
-        spent = time.perf_counter() - t0
-        if budget_s is not None and spent >= budget_s:
-            S.sections[n] = {"not_run": True,
-                             "error": f"not run: the suite's time budget ({budget_s:.0f} s) was spent"}
-            if progress:
-                print(f"[suite] {n}: not run (budget of {budget_s:.0f} s spent)", flush=True)
-            continue
-        S.run(n, SECTIONS[n])
-        if out is not None:
-            save_document(out, document())
+    def say(text: str):
+        if progress:
+            print(f"[suite] {text}", flush=True)
+
+    def stop(i: int, running: Optional[str], started: float, n_rows: int):
+        """SIGINT arrived while names[i] was current: record it and everything after it."""
+        nonlocal stopped
+        if running is not None:
+            took, added = time.perf_counter() - started, len(S.rows) - n_rows
+            S.sections.setdefault(running, {}).update(
+                interrupted=True, seconds=round(took, 1),
+                error=f"stopped by SIGINT (the run's deadline or Ctrl-C) {took:.0f} s into this section, "
+                      "before it finished" + (f"; the {added} row(s) it had added are kept, incomplete"
+                                              if added else ""))
+            say(f"{running}: stopped by SIGINT after {took:.1f} s; writing what was measured")
+        where = f"in section {running!r}" if running else "between sections"
+        stopped = f"SIGINT after {time.perf_counter() - t0:.0f} s, {where}"
+        for m in names[i:]:
+            if m not in S.sections:
+                S.sections[m] = {"not_run": True, "error": f"not run: the suite was stopped by SIGINT {where}"}
+
+    for i, n in enumerate(names):
+        running, started, n_rows = None, time.perf_counter(), len(S.rows)
+        try:
+            spent = time.perf_counter() - t0
+            if budget_s is not None and spent >= budget_s:
+                S.sections[n] = {"not_run": True,
+                                 "error": f"not run: the suite's time budget ({budget_s:.0f} s) was spent"}
+                say(f"{n}: not run (budget of {budget_s:.0f} s spent)")
+                continue
+            if budget_s is not None and n in predicted and predicted[n][0] > budget_s - spent:
+                secs, source = predicted[n]
+                S.sections[n] = {"not_run": True, "skipped": True, "predicted_s": round(secs, 1),
+                                 "error": f"skipped in advance: predicted {secs:.0f} s ({source}), but only "
+                                          f"{budget_s - spent:.0f} s of the suite's time budget "
+                                          f"({budget_s:.0f} s) were left"}
+                say(f"{n}: skipped (predicted {secs:.0f} s, {budget_s - spent:.0f} s left)")
+            else:
+                running = n
+                S.run(n, SECTIONS[n])
+                running = None
+            if out is not None:
+                save_document(out, document())
+        except KeyboardInterrupt:
+            stop(i, running, started, n_rows)
+            break
     doc = document()
     if out is not None:
         save_document(out, doc)

@@ -54,7 +54,9 @@ def triton_status() -> Dict[str, object]:
         return {"installed": False, "version": None, "mode": None, "can_run": False,
                 "why": f"Triton is not installed here: {triton_flash.INSTALL_HINT}"}
     status = {"installed": True, "version": triton.__version__, "can_run": True, "why": ""}
-    if triton_flash.interpreted():
+    if triton_flash.interpreted() and triton_flash.interpreter_problem():
+        status.update(mode=None, can_run=False, why=triton_flash.interpreter_problem())
+    elif triton_flash.interpreted():
         status["mode"] = "interpreter (CPU): every program runs one after another in NumPy"
     elif torch.cuda.is_available():
         status["mode"] = "compiled (CUDA): every program runs on the GPU at once"

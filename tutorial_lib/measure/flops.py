@@ -98,18 +98,33 @@ def mfu(achieved_flops_per_s: float, device_name: str, dtype="bfloat16") -> Opti
 
 
 # ---- the counter -----------------------------------------------------------------------------
-def _cpu_flash_fwd(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
-    return sdpa_flop_count(query_shape, key_shape, value_shape)
+def _kv_as_query_heads(query_shape, kv_shape):
+    """GQA: the K/V shape with the query's head count, i.e. what the kernel computes with (each
+    query head reads its group's K/V head). torch >= 2.12's SDPA formulas accept fewer K/V heads;
+    torch 2.11's (the device image's) refuse them, so every SDPA formula here counts through this."""
+    if len(query_shape) == 4 and len(kv_shape) == 4 and kv_shape[1] != query_shape[1] \
+            and kv_shape[1] > 0 and query_shape[1] % kv_shape[1] == 0:
+        return (kv_shape[0], query_shape[1], kv_shape[2], kv_shape[3])
+    return kv_shape
 
 
-def _cpu_flash_bwd(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None,
-                   **kwargs) -> int:
-    return sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
+def _sdpa_fwd(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(query_shape, _kv_as_query_heads(query_shape, key_shape),
+                           _kv_as_query_heads(query_shape, value_shape))
+
+
+def _sdpa_bwd(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None,
+              **kwargs) -> int:
+    return sdpa_backward_flop_count(grad_out_shape, query_shape, _kv_as_query_heads(query_shape, key_shape),
+                                    _kv_as_query_heads(query_shape, value_shape))
+
+
+_cpu_flash_fwd, _cpu_flash_bwd = _sdpa_fwd, _sdpa_bwd
 
 
 def cpu_flash_formulas() -> dict:
     """FlopCounterMode formulas for the CPU flash SDPA kernel, which the counter does not know:
-    the same as its formulas for the CUDA flash kernel (full T x T)."""
+    the same as its formulas for the CUDA flash kernel (full T x T); GQA counted on any torch."""
     aten = torch.ops.aten
     out = {}
     for op, fn in (("_scaled_dot_product_flash_attention_for_cpu", _cpu_flash_fwd),
@@ -119,9 +134,22 @@ def cpu_flash_formulas() -> dict:
     return out
 
 
+def sdpa_formulas() -> dict:
+    """``cpu_flash_formulas`` plus the CUDA SDPA kernels' formulas made GQA-aware on torch 2.11
+    (whose own formulas raise "query/key/value shapes are incompatible" for GQA shapes)."""
+    aten = torch.ops.aten
+    out = cpu_flash_formulas()
+    for kernel in ("efficient", "flash", "cudnn"):
+        for op, fn in ((f"_scaled_dot_product_{kernel}_attention", _sdpa_fwd),
+                       (f"_scaled_dot_product_{kernel}_attention_backward", _sdpa_bwd)):
+            if hasattr(aten, op):
+                out[getattr(aten, op)] = fn
+    return out
+
+
 def flop_counter(display: bool = False, depth: Optional[int] = None):
-    """A ``FlopCounterMode`` that also counts the CPU flash SDPA kernel."""
-    return FlopCounterMode(display=display, depth=depth, custom_mapping=cpu_flash_formulas())
+    """A ``FlopCounterMode`` that also counts the CPU flash SDPA kernel, and GQA on any torch."""
+    return FlopCounterMode(display=display, depth=depth, custom_mapping=sdpa_formulas())
 
 
 _MODULE_COMPONENT = {"q_proj": "attention.qkv", "k_proj": "attention.qkv", "v_proj": "attention.qkv",

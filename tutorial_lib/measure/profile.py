@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Union
 
 import torch
+from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile, record_function
 
 from tutorial_lib import scopes, settings
@@ -174,8 +175,18 @@ def _time(e, cuda: bool) -> float:
     return e.device_time_total if cuda else e.cpu_time_total
 
 
+def host_events(events) -> list:
+    """The host-side (CPU) events only. With CUDA on, torch.profiler (2.11 seen) also returns a
+    device-side copy of every ``record_function`` range (a GPU user annotation, same name, no CPU
+    parent); the kernels it spans are already in the host range's ``device_time_total``, so an
+    attribution by name that kept both would count each scope twice."""
+    return [e for e in events if getattr(e, "device_type", DeviceType.CPU) == DeviceType.CPU]
+
+
 def attribute(events, cuda: bool = False) -> Dict[tuple, float]:
-    """{(scope, phase): microseconds} from profiler events (see the module doc for the method)."""
+    """{(scope, phase): microseconds} from profiler events (see the module doc for the method).
+    Only host events count (``host_events``): their device time holds the kernels they launched."""
+    events = host_events(events)
     names = set(scopes.SCOPE_NAMES)
     acc: Dict[tuple, float] = {}
 
