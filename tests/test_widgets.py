@@ -10,7 +10,7 @@ import pytest
 
 from tutorial_lib.lessons import decision
 from tutorial_lib.lessons import explorer as explore
-from tutorial_lib.measure import ceilings, cost, roofline
+from tutorial_lib.measure import ceilings, roofline
 from tutorial_lib.measure.memory import memory_breakdown
 from tutorial_lib.model import GPT, get_config
 
@@ -420,36 +420,44 @@ def test_window_explorer_callbacks():
 # ---- "Measure now": predicted first, reduced when too long, refused when it cannot fit ----------
 def test_plan_measures_small_steps_as_they_are():
     s = explore.ExplorerSettings(preset="tiny", seq_len=32, batch_size=1, dtype="float32")
-    p = explore.plan_measurement(s, matmul_flops_per_s=1e11, available=2**34)
+    p = explore.plan_measurement(s, available=2**34, ceilings=_ceilings())
     assert p.action == "measure" and p.measured == s and p.scale == 1.0 and p.seconds < 1
     assert "Measuring it takes" in p.message()
+    unknown = explore.plan_measurement(s, available=2**34)  # no ceilings at all: time unknown, said so
+    assert unknown.step_ms is None and unknown.seconds is None and "time unknown" in unknown.message()
 
 
 def test_plan_reduces_a_long_measurement_and_scales_by_the_cost_model():
     s = explore.ExplorerSettings(preset="gpt2_small", seq_len=512, batch_size=4, dtype="float32")
-    slow, bw = 1e11, 5e9  # 100 GFLOP/s matmul peak, 5 GB/s copies
-    p = explore.plan_measurement(s, matmul_flops_per_s=slow, available=2**36, budget_s=20, memory_bytes_per_s=bw)
+    slow = _ceilings()  # 100 GFLOP/s matmul peak, 10 GB/s
+    p = explore.plan_measurement(s, available=2**36, budget_s=20, ceilings=slow)
     assert p.action == "reduced" and p.seconds <= 20
     m = p.measured
     assert (m.batch_size, m.seq_len) < (s.batch_size, s.seq_len) and m.preset == s.preset
-    # predicted step: forward+backward FLOPs at the assumed efficiency + AdamW's bytes at the bandwidth
-    fl = cost.step_flops(s.config(), 4, 512)
-    opt = cost.num_params(s.config()) * explore.ADAMW_BYTES_PER_PARAM / bw
-    assert p.step_ms == pytest.approx((fl / (explore.ASSUMED_MATMUL_EFFICIENCY * slow) + opt) * 1e3)
-    m_ms = explore.predict_step_ms(m, matmul_flops_per_s=slow, memory_bytes_per_s=bw)[0]
+    # the one model predicts both: the roofline on the ceilings given
+    assert p.step_ms == pytest.approx(roofline.predict_step(s.config(), 4, 512, slow, "float32").total_ms)
+    m_ms = explore.predict_step_ms(m, ceilings=slow)[0]
     assert p.scale == pytest.approx(p.step_ms / m_ms) and p.seconds == pytest.approx(7 * m_ms / 1e3)
     assert "above the 20 s bound" in p.message() and "calibrate the cost model" in p.message()
     # the largest reduction that fits: the next larger candidate would not have
     cands = explore.reduced_sizes(s)
     i = cands.index(m)
     if i > 0:
-        bigger = explore.predict_step_ms(cands[i - 1], matmul_flops_per_s=slow, memory_bytes_per_s=bw)[0]
+        bigger = explore.predict_step_ms(cands[i - 1], ceilings=slow)[0]
         assert 7 * bigger / 1e3 > 20
+
+
+def test_a_plan_before_any_ceilings_uses_quick_ones_from_small_probes():
+    session = explore.ExplorerSession("cpu", [])
+    s = explore.ExplorerSettings(preset="tiny", seq_len=32, batch_size=1, dtype="float32")
+    p = session.plan(s)
+    assert session.ceilings("float32") is None and session.quick_ceilings("float32").source.startswith("quick")
+    assert p.step_ms > 0 and "quick" in p.basis and p.setup_s > 0 and "ceilings" in p.setup
 
 
 def test_plan_refuses_what_cannot_fit_in_memory():
     s = explore.ExplorerSettings(preset="gpt2_small", seq_len=4096, batch_size=64, dtype="float32")
-    p = explore.plan_measurement(s, matmul_flops_per_s=1e12, available=8 * 2**30)
+    p = explore.plan_measurement(s, available=8 * 2**30, ceilings=_ceilings())
     assert p.action == "refuse" and p.memory_bytes > 8 * 2**30 and "Not measured" in p.message()
     with pytest.raises(ValueError, match="budget_s"):
         explore.plan_measurement(s, budget_s=0)

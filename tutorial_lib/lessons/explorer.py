@@ -41,7 +41,7 @@ from tutorial_lib.measure import cost, records, roofline
 from tutorial_lib.measure.ceilings import Ceilings
 from tutorial_lib.measure.memory import available_bytes, fmt_bytes, memory_breakdown
 from tutorial_lib.measure.profile import GRAD_ACC, profile_step
-from tutorial_lib.measure.timing import measure_step, time_fn
+from tutorial_lib.measure.timing import measure_step
 from tutorial_lib.model import GPT, GPTConfig, get_config
 from tutorial_lib.settings import DTYPE_NAMES, device_name, get_device
 from tutorial_lib.sizes import get_sizes
@@ -315,7 +315,6 @@ def predict_cost(settings: ExplorerSettings, calibration: Optional[Calibration] 
 # ---- "Measure now": how long it would take, and a reduced size when that is too long -----------
 MEASURE_BUDGET_S = 20.0  # "Measure now" should answer within this on a laptop
 MEASURE_STEP_EQUIVALENTS = 7  # steps one measurement runs: warm-up + 3 timed + profiled + memory + setup
-ASSUMED_MATMUL_EFFICIENCY = 0.5  # before any measurement: a step reaches ~half the matmul peak
 MIN_MEASURED_SEQ = 64
 
 
@@ -369,35 +368,15 @@ class MeasurementPlan:
                 else f"{head}.")
 
 
-ADAMW_BYTES_PER_PARAM = 28  # AdamW reads weight, grad and two moments, writes weight and moments (fp32)
-
-
 def predict_step_ms(settings: ExplorerSettings, calibration: Optional[Calibration] = None,
-                    matmul_flops_per_s: Optional[float] = None, memory_bytes_per_s: Optional[float] = None,
                     device_type: str = "cpu", ceilings: Optional[Ceilings] = None) -> tuple:
-    """(ms per training step, basis) for ``settings``.
-
-    From the roofline model when this device's ``ceilings`` are known (``predict_cost``, scaled
-    by ``calibration`` when it measured comparable work). Else from quick machine numbers:
-    forward+backward FLOPs at ``ASSUMED_MATMUL_EFFICIENCY`` of a measured matmul peak, plus AdamW's
-    bytes (``ADAMW_BYTES_PER_PARAM`` per parameter) at a measured copy bandwidth -- the optimizer's
-    cost does not shrink with B or T. Else (None, why).
-    """
-    if ceilings is not None:
-        p = predict_cost(settings, calibration, device_type, ceilings)
-        if p.step_ms is not None:
-            return p.step_ms, p.basis
-    if matmul_flops_per_s:
-        cfg = settings.config()
-        fl = cost.step_flops(cfg, settings.batch_size, settings.seq_len, "fwdbwd", "visible", device_type)
-        ms = fl / (ASSUMED_MATMUL_EFFICIENCY * matmul_flops_per_s) * 1e3
-        basis = (f"FLOPs at {ASSUMED_MATMUL_EFFICIENCY:.0%} of a measured matmul peak "
-                 f"({matmul_flops_per_s / 1e9:,.0f} GFLOP/s)")
-        if memory_bytes_per_s:
-            ms += cost.num_params(cfg) * ADAMW_BYTES_PER_PARAM / memory_bytes_per_s * 1e3
-            basis += f", AdamW's bytes at a measured {memory_bytes_per_s / 1e9:,.1f} GB/s"
-        return ms, basis + ": no ceilings measured on this device yet"
-    return None, "no ceilings and no matmul peak: time unknown"
+    """(ms per training step, basis) for ``settings``: the roofline model on ``ceilings`` (this
+    device's, or quick ones from one small probe each before any are measured), scaled by
+    ``calibration`` when it applies (``predict_cost``); (None, why) without ceilings."""
+    if ceilings is None:
+        return None, "no ceilings for this device: time unknown"
+    p = predict_cost(settings, calibration, device_type, ceilings)
+    return p.step_ms, p.basis
 
 
 def reduced_sizes(s: ExplorerSettings):
@@ -417,10 +396,8 @@ def reduced_sizes(s: ExplorerSettings):
 
 
 def plan_measurement(settings: ExplorerSettings, calibration: Optional[Calibration] = None,
-                     matmul_flops_per_s: Optional[float] = None, device_type: str = "cpu",
-                     available: Optional[int] = None, budget_s: float = MEASURE_BUDGET_S,
-                     steps: int = MEASURE_STEP_EQUIVALENTS,
-                     memory_bytes_per_s: Optional[float] = None,
+                     device_type: str = "cpu", available: Optional[int] = None,
+                     budget_s: float = MEASURE_BUDGET_S, steps: int = MEASURE_STEP_EQUIVALENTS,
                      ceilings: Optional[Ceilings] = None, setup_s: float = 0.0, setup: str = ""
                      ) -> MeasurementPlan:
     """Decide how "Measure now" measures ``settings`` within ``budget_s`` seconds.
@@ -437,7 +414,7 @@ def plan_measurement(settings: ExplorerSettings, calibration: Optional[Calibrati
     mem = int(predict_memory(settings.config(), settings.batch_size, settings.seq_len, settings.dtype)["total"])
 
     def step_ms(s):
-        return predict_step_ms(s, calibration, matmul_flops_per_s, memory_bytes_per_s, device_type, ceilings)
+        return predict_step_ms(s, calibration, device_type, ceilings)
 
     full_ms, basis = step_ms(settings)
     plan = MeasurementPlan(settings, settings, "measure", 1.0, full_ms,
@@ -501,7 +478,7 @@ class ExplorerSession:
         self.sizes = get_sizes(device=self.device)
         self.live_ceilings: Dict[str, Ceilings] = {}  # dtype -> measured this session
         self.calibrations: Dict[str, Calibration] = {}  # dtype -> the last measurement
-        self.quick: Dict[str, Tuple[float, float]] = {}  # dtype -> (matmul FLOP/s, copy bytes/s)
+        self.quick: Dict[str, Ceilings] = {}  # dtype -> quick ceilings, for a plan before any are measured
 
     # -- what is known ------------------------------------------------------------------------
     def ceilings(self, dtype: str) -> Optional[Ceilings]:
@@ -534,14 +511,13 @@ class ExplorerSession:
         r = self.sizes.roofline
         return ceil.probes(self.device, dtype, r.mm_sizes, r.stream_bytes, r.first_touch_sizes)
 
-    def quick_numbers(self, dtype: str) -> Tuple[float, float]:
-        """(matmul FLOP/s, copy bytes/s) from one small probe each (a fraction of a second), for a
-        plan made before any ceilings exist; measured once per dtype."""
+    def quick_ceilings(self, dtype: str) -> Ceilings:
+        """Ceilings from one small probe each (a fraction of a second, labelled "quick"), for a plan
+        made before this device's are measured; once per dtype."""
         if dtype not in self.quick:
-            mm = ceil.matmul_probes(self.device, dtype, (512,))[0]
-            cp = ceil.bandwidth_probes(self.device, 16 * 2**20)[0]
-            self.quick[dtype] = tuple(p.rate(time_fn(p.run, self.device, min_run_time=0.05, warmup=1).median_ms)
-                                      for p in (mm, cp))
+            c = ceil.measure_ceilings(self.device, dtype, mm_sizes=(512,), stream_bytes=16 * 2**20,
+                                      first_touch_sizes=(), min_run_time=0.05, rounds=1, progress=False)
+            self.quick[dtype] = dataclasses.replace(c, source="quick: one small probe each")
         return self.quick[dtype]
 
     def setup_seconds(self, s: ExplorerSettings) -> Tuple[float, str]:
@@ -550,9 +526,9 @@ class ExplorerSession:
         warm-up calls, at the quick numbers' rates) and building the model."""
         secs, what = cost.num_params(s.config()) * INIT_S_PER_PARAM, ["building the model"]
         if s.dtype not in self.live_ceilings:
-            flops_s, bytes_s = self.quick_numbers(s.dtype)
+            q = self.quick_ceilings(s.dtype)
             for p in self.ceiling_probes(s.dtype):
-                rate = {"peak_flops": flops_s, "overhead_s": None}.get(p.ceiling, bytes_s)
+                rate = {"peak_flops": q.peak_flops, "overhead_s": None}.get(p.ceiling, q.bandwidth)
                 call = 1e-4 if rate is None else p.amount / rate
                 secs += EXPLORER_CEILINGS_ROUNDS * (max(EXPLORER_MIN_RUN_TIME, 3 * call) + 2 * call)
             what.insert(0, "measuring this machine's ceilings (once per session)")
@@ -561,11 +537,9 @@ class ExplorerSession:
     def plan(self, s: ExplorerSettings, budget_s: float = MEASURE_BUDGET_S) -> MeasurementPlan:
         """What "Measure now" will do for ``s`` and how long all of it takes (``plan_measurement``
         with the setup included)."""
-        c = self.ceilings(s.dtype)
-        peak, bandwidth = (None, None) if c is not None else self.quick_numbers(s.dtype)
         setup_s, setup = self.setup_seconds(s)
-        return plan_measurement(s, self.calibration(s), peak, self.device.type, available_bytes(self.device),
-                                budget_s=budget_s, memory_bytes_per_s=bandwidth, ceilings=c,
+        return plan_measurement(s, self.calibration(s), self.device.type, available_bytes(self.device),
+                                budget_s=budget_s, ceilings=self.ceilings(s.dtype) or self.quick_ceilings(s.dtype),
                                 setup_s=setup_s, setup=setup)
 
     # -- measuring -------------------------------------------------------------------------------
