@@ -154,12 +154,14 @@ def test_decision_tree_and_explorer_know_the_chunked_loss():
     assert decision.analytic_payoff("chunked_loss", 512, "cpu", "speed") < 1.0
     assert decision.analytic_payoff("chunked_loss", 512, "cpu", "memory") > 1.1
     assert decision.analytic_payoff("chunked_loss", 512, "cpu", "decoding") == pytest.approx(1.0)
-    doc = {"meta": {"device": "cpu", "device_name": "x"}, "sections": {"lm_head": {"sizes": {"T": 512}}},
+    doc = {"meta": {"device": "cpu", "device_name": "x"},
+           "sections": {"lm_head": {"sizes": {"T": 512, "timing": "3 interleaved rounds"}}},
            "rows": [{"kind": "lm_head", "variant": L.FULL, "speedup": 1.0},
-                    {"kind": "lm_head", "variant": L.CHUNKED, "speedup": 0.97}]}
+                    {"kind": "lm_head", "variant": L.CHUNKED, "speedup": 0.97, "speedup_range": "0.95–0.99"}]}
     r = decision.recommend(512, "cpu", "speed", results=[doc])
-    got = next(p for p in r.steps + r.no_gain if p.key == "chunked_loss")
-    assert got.measured and got.value == pytest.approx(0.97)
+    got = r.payoff("chunked_loss")
+    assert got.measured and got.value == pytest.approx(0.97) and got in r.no_gain  # slower in every round
+    assert got.speedup.rounds == 3 and "lm_head" in got.source
     s = explore.ExplorerSettings(preset="gpt2_small", seq_len=512, batch_size=4, dtype="float32",
                                  loss_impl="chunked")
     full = explore.predict_cost(s.replace(loss_impl="full"))

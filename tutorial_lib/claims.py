@@ -16,6 +16,8 @@ import math
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 
+from tutorial_lib import speedups
+
 SEED = "BOTTLENECK_SUMMARY.md"
 
 
@@ -36,6 +38,10 @@ class Setting:
                  if getattr(self, f.name) is not None]
         return ", ".join(parts) or "any setting"
 
+    def stated(self, names: Iterable[str]) -> List[str]:
+        """The fields ``names`` of this setting in words ("B=4", "T=512")."""
+        return [f"{self._LABELS[n] or n + ' '}{getattr(self, n)}" for n in names]
+
     def differences(self, measured: "Setting") -> List[str]:
         """The fields this (claimed) setting states that ``measured`` does not match."""
         out = []
@@ -45,6 +51,14 @@ class Setting:
                 label = self._LABELS[f.name] or f"{f.name} "
                 out.append(f"{label}{'?' if got is None else got} (claim: {label}{want})")
         return out
+
+
+def diff_fields(claimed: Setting, measured: Optional[Setting]) -> List[str]:
+    """Names of the fields ``claimed`` states that ``measured`` does not match."""
+    if measured is None:
+        return []
+    return [f.name for f in dataclasses.fields(claimed)
+            if getattr(claimed, f.name) is not None and getattr(measured, f.name) != getattr(claimed, f.name)]
 
 
 # The seed states its headline setting once (its memory section); claims that state no setting of
@@ -78,7 +92,7 @@ class Claim:
     setting: str = ""  # the setting the seed states, in its words (e.g. "B=4, T=512")
     note: str = ""  # our remark: what the claim assumes, where it is inconsistent
     where: Setting = SEED_SETTING  # where a measurement must be taken to give it a verdict
-    faster: bool = False  # a speedup claim: a measurement whose spread includes 1.0 cannot tell
+    faster: bool = False  # a speedup claim: judged by ``speedups`` first (rounds, range, ceiling)
     tolerance: Optional[float] = None  # relative band around a single claimed value (None: compare's)
 
     def to_dict(self) -> dict:
@@ -240,14 +254,14 @@ def keys(prefix: str = "") -> List[str]:
     return [k for k in CLAIMS if k.startswith(prefix)]
 
 
-VERDICTS = ("agrees", "higher", "lower", "within noise", "above the ceiling", "different setting",
-            "setting not stated", "n/a")
-ABOVE_CEILING = "above the ceiling: noise, or a different kernel ran"
+VERDICTS = ("agrees", "higher", "lower", "within noise", "above the ceiling", "no verdict",
+            "different setting", "setting not stated", "n/a")
+ABOVE_CEILING = speedups.ABOVE_CEILING
 
 
 def compare(claim_key: str, measured: Optional[float], note: str = "", tolerance: float = 0.10,
             where: Optional[Setting] = None, spread: Optional[Sequence[float]] = None,
-            ceiling: Optional[float] = None) -> dict:
+            ceiling: Optional[float] = None, rounds: Optional[int] = None) -> dict:
     """One row: the claim beside a measurement, and a verdict only where one is earned.
 
     ``where``: the setting of the measurement. A claim is judged only at its own setting
@@ -259,6 +273,10 @@ def compare(claim_key: str, measured: Optional[float], note: str = "", tolerance
     includes 1.0, the verdict is "within noise": the measurement cannot tell.
     ``ceiling``: the most the change can give by its analytic cost (FLOPs, bytes); a median above
     it is "above the ceiling" (noise, or a different kernel ran), never "agrees".
+    A speedup claim (``Claim.faster``) is judged by ``speedups.judge`` first, the one rule for
+    every printed speedup: with fewer than ``speedups.MIN_ROUNDS`` ``rounds`` (the interleaved
+    rounds behind ``spread``) or no spread it gets "no verdict"; a spread over 1.0 "within noise";
+    a median above ``ceiling`` "above the ceiling".
     Otherwise: "agrees" inside the claimed range (or within the claim's tolerance, else
     ``tolerance``, of a single value), else
     "higher" / "lower". ``ratio`` = measured / claimed value.
@@ -273,12 +291,16 @@ def compare(claim_key: str, measured: Optional[float], note: str = "", tolerance
     diff = c.where.differences(where) if where is not None else []
     if spread is not None:
         spread = (min(spread), max(spread))
+    # a speedup claim: the one rule for every printed speedup speaks first
+    judged = speedups.judge(measured, *(spread or (None, None)), rounds, ceiling) if c.faster and ok else None
     if not ok or c.value is None:
         verdict = "n/a"
     elif where is None:
         verdict = "setting not stated"
     elif diff:
         verdict = "different setting"
+    elif judged in (speedups.NO_VERDICT, speedups.WITHIN_NOISE, speedups.ABOVE_CEILING):
+        verdict = "above the ceiling" if judged == speedups.ABOVE_CEILING else judged
     elif ceiling is not None and measured > ceiling * (1 + 1e-9):
         verdict = "above the ceiling"
     elif spread is not None and ((c.faster and spread[0] <= 1.0 <= spread[1])
@@ -288,14 +310,18 @@ def compare(claim_key: str, measured: Optional[float], note: str = "", tolerance
         verdict = "agrees" if lo <= spread[0] and spread[1] <= hi else ("higher" if spread[0] > hi else "lower")
     else:
         verdict = "agrees" if lo <= measured <= hi else ("higher" if measured > hi else "lower")
-    explain = {"different setting": "measured at " + (where.describe() if where else "?") + "; differs in "
-               + "; ".join(diff),
+    explain = {"different setting": f"measured at {where.describe() if where else '?'}; the claim holds at "
+                                    + ", ".join(c.where.stated(diff_fields(c.where, where))),
                "above the ceiling": f"{ABOVE_CEILING} (ceiling {ceiling:.3g})" if ceiling is not None else "",
                "within noise": (f"the spread {spread[0]:.3g}–{spread[1]:.3g} cannot tell"
-                                if spread is not None else "")}.get(verdict, "")
+                                if spread is not None else ""),
+               "no verdict": (f"{rounds} round(s): a speedup needs {speedups.MIN_ROUNDS} and a range"
+                              if rounds is not None else "a speedup needs a range over interleaved rounds")
+               }.get(verdict, "")
     return {"key": c.key, "claim": plain(c.text), "claimed": c.value, "low": c.low, "high": c.high,
             "unit": c.unit, "of": c.of, "measured": measured if ok else None, "ratio": ratio,
-            "spread": list(spread) if spread is not None else None, "ceiling": ceiling,
+            "spread": list(spread) if spread is not None else None, "ceiling": ceiling, "rounds": rounds,
+            "faster": c.faster,
             "verdict": verdict, "why": explain, "claim_setting": c.where.describe(),
             "measured_setting": where.describe() if where is not None else None,
             "note": note or c.note}
@@ -330,21 +356,42 @@ def _fmt_value(v: Optional[float], unit: str, low=None, high=None) -> str:
 
 
 def format_table(rows: Iterable[dict], width: int = 56) -> str:
-    """A plain-text table: claim (the seed's words, emoji as words) | claimed | measured (and its
-    spread) | ratio | verdict (and why, when the verdict is not a plain comparison)."""
+    """A plain-text table: claim (the seed's words, emoji as words) | claimed | measured (a speedup
+    in ``speedups``' printed form; else its spread) | ratio | verdict | note.
+
+    A verdict that needs a reason ("different setting", "within noise", ...) carries a marker,
+    (a), (b), ..., and each distinct reason is one sentence under the table -- not the same long
+    sentence on every row. The note says what a row measures where two rows quote one claim."""
     rows = list(rows)
-    head = f"{'seed claim':<{width}}  {'claimed':>12}  {'measured':>20}  {'ratio':>6}  verdict"
-    lines = [head, "-" * len(head)]
+    reasons: Dict[str, str] = {}
+    body = []
     for r in rows:
         claim = plain(r["claim"])
         text = claim if len(claim) <= width else claim[:width - 1] + "…"
         ratio = "" if r["ratio"] is None else f"{r['ratio']:.2f}"
-        meas = _fmt_value(r["measured"], r["unit"])
-        if r.get("spread") and r["measured"] is not None:
-            meas += f" ({_fmt_value(r['spread'][0], r['unit'])}–{_fmt_value(r['spread'][1], r['unit'])})"
-        why = f" -- {r['why']}" if r.get("why") else ""
-        lines.append(f"{text:<{width}}  {_fmt_value(r['claimed'], r['unit'], r['low'], r['high']):>12}"
-                     f"  {meas:>20}  {ratio:>6}  {r['verdict']}{why}")
+        if r.get("faster") and r["measured"] is not None:
+            spread = r.get("spread") or (None, None)
+            meas = speedups.Speedup(r["measured"], spread[0], spread[1], r.get("rounds"), r.get("ceiling")).text()
+        else:
+            meas = _fmt_value(r["measured"], r["unit"])
+            if r.get("spread") and r["measured"] is not None:
+                meas += f" ({_fmt_value(r['spread'][0], r['unit'])}–{_fmt_value(r['spread'][1], r['unit'])})"
+        verdict = r["verdict"]
+        if r.get("why"):
+            mark = reasons.setdefault(r["why"], chr(ord("a") + len(reasons)))
+            verdict += f" ({mark})"
+        body.append((text, _fmt_value(r["claimed"], r["unit"], r["low"], r["high"]), meas, ratio, verdict,
+                     r.get("note") or ""))
+    mw = max([20] + [len(b[2]) for b in body])
+    vw = max([7] + [len(b[4]) for b in body])
+    notes = any(b[5] for b in body)
+    head = f"{'seed claim':<{width}}  {'claimed':>12}  {'measured':>{mw}}  {'ratio':>6}  {'verdict':<{vw}}"
+    head += "  note" if notes else ""
+    lines = [head, "-" * len(head)]
+    for text, claimed_, meas, ratio, verdict, note in body:
+        line = f"{text:<{width}}  {claimed_:>12}  {meas:>{mw}}  {ratio:>6}  {verdict:<{vw}}"
+        lines.append((line + f"  {note}" if notes and note else line).rstrip())
+    lines += [f"({mark}) {why}" for why, mark in reasons.items()]
     return "\n".join(lines)
 
 

@@ -121,14 +121,6 @@ def attention_runner(fn: Callable, q: torch.Tensor, k: torch.Tensor, v: torch.Te
     return run
 
 
-def speedup_words(speedup: float, lo: float, hi: float) -> str:
-    """A per-round speedup (``paired_speedup``) in words: "7.5% faster", "1.3% slower", or "within
-    noise" when the rounds disagree on the sign (their range spans 1.0)."""
-    change = 1 / speedup - 1  # > 0: the step takes longer
-    words = f"{abs(change):.1%} {'slower' if change > 0 else 'faster'}"
-    return f"within noise (median {words}; some rounds faster, some slower)" if lo <= 1.0 <= hi else words
-
-
 def measure_variants(configs: Mapping[str, GPTConfig], batch_size: int, seq_len: int, rounds: int = 3,
                      min_run_time: Optional[float] = None, device=None, dtype=None,
                      memory: bool = True, progress: bool = False, compiled: Sequence[str] = (),
