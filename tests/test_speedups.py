@@ -79,6 +79,8 @@ def test_colours_and_words_come_from_the_verdict():
     assert Speedup(1 / 0.925, 1.071, 1.093, 3).words() == "faster: 7.5% less time per step"
     assert Speedup(1 / 1.013, 0.973, 0.995, 3).words() == "slower: 1.3% more time per step"
     assert Speedup(1.07, 1.07, 1.07, 2).words() == "no verdict: 2 rounds (3 needed)"
+    assert Speedup(1.07, 1.0, 1.1).words() == "no verdict: rounds not recorded"
+    assert Speedup(1.07, rounds=5).words() == "no verdict: no range over rounds"
 
 
 def test_a_within_noise_change_with_the_higher_median_is_not_ranked_first():

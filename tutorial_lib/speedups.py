@@ -139,9 +139,11 @@ class Speedup:
         """The verdict as printed after the number; "no verdict" says why."""
         v = self.verdict
         if v == NO_VERDICT:
-            return (f"no verdict: {self.rounds} round{'s' if self.rounds != 1 else ''} "
-                    f"({MIN_ROUNDS} needed)" if self.rounds is not None and self.rounds < MIN_ROUNDS
-                    else "no verdict: no range over rounds")
+            if self.rounds is None:
+                return "no verdict: rounds not recorded"
+            if self.rounds < MIN_ROUNDS:
+                return f"no verdict: {self.rounds} round{'s' if self.rounds != 1 else ''} ({MIN_ROUNDS} needed)"
+            return "no verdict: no range over rounds"
         return v
 
     def words(self) -> str:

@@ -137,6 +137,7 @@ def _variants(S: "Suite", configs: dict, memory: bool = False, compiled=()) -> L
                     "speedup_min": r.get("speedup_min"), "speedup_max": r.get("speedup_max"),
                     "speedup_range": (f"{r['speedup_min']:.2f}–{r['speedup_max']:.2f}"
                                       if r.get("speedup_min") is not None else None),
+                    "rounds": len(r.get("times_ms") or []) or None,  # the speedup rules need the count
                     "params_M": r["params"] / 1e6 if r.get("params") else None,
                     "step_memory_MiB": None if mem is None else mem / 2**20,
                     "peak_mem_MiB": None if r.get("peak_bytes") is None else r["peak_bytes"] / 2**20,
@@ -320,7 +321,8 @@ def sec_flash_model(S: Suite):
           columns=["variant", "ms_per_step", "speedup", "speedup_range", "tokens_per_s", "step_memory_MiB",
                    "peak_mem_MiB", "error"],
           sizes={"model": s.preset, "B": s.batch, "T": s.seq_len,
-                 "memory": "params + grads + AdamW + saved activations, exact"})
+                 "memory": "params + grads + AdamW + saved activations, exact",
+                 "timing": f"{s.rounds} interleaved rounds, speedup = median per-round ratio (range: min–max)"})
 
 
 def _mlp_like(S: Suite, kind: str, variants, base_key: str):
@@ -480,7 +482,7 @@ def sec_own_paths(S: Suite):
                                device=S.device, rounds=o.rounds, min_run_time=o.min_run_time)
         S.add("own_paths.window", res["rows"],
               columns=["impl", "seq_len", "peak_MB", "ms", "speedup_vs_causal", "speedup_range", "error"],
-              sizes=attn, note="peak_MB: the allocator's peak over one forward+backward above the inputs "
+              sizes={**attn, "timing": f"{o.rounds} interleaved rounds"}, note="peak_MB: the allocator's peak over one forward+backward above the inputs "
                                "(CPU: torch.profiler's memory events; CUDA: max_memory_allocated), MB = 10^6 "
                                "bytes. speedup_vs_causal: median of per-round ratios (interleaved rounds).")
         S.add("own_paths.window_slope", res["summary"], columns=["impl", "peak_slope", "T", "peak_vs_causal"],
@@ -492,7 +494,7 @@ def sec_own_paths(S: Suite):
         rows = own_paths.mask_paths(o.mask_seq, o.window, n_head=o.n_head, head_dim=o.head_dim, device=S.device,
                              rounds=o.rounds, min_run_time=o.min_run_time)
         S.add("own_paths.mask", rows, columns=["what", "path", "ms", "speedup", "speedup_range", "peak_MB"],
-              sizes={**attn, "T": o.mask_seq},
+              sizes={**attn, "T": o.mask_seq, "timing": f"{o.rounds} interleaved rounds"},
               note="Every layer of every step of a windowed model with the sdpa backend asks for this mask. "
                    "speedup: against the first row of its group, median of per-round ratios.")
 
@@ -542,6 +544,7 @@ def sec_own_paths(S: Suite):
               columns=["variant", "GFLOP", "ms", "achieved_TFLOPs", "MFU_measured_peak", "MFU_range", "MFU_spec",
                        "speedup", "speedup_range", "rounds", "huge_pages", "error"],
               sizes={"model": o.mfu_preset, "B": o.mfu_batch, "T": o.mfu_seq, "work": "forward+backward",
+                     "timing": f"{o.rounds} interleaved rounds",
                      "peak": pk["source"], "peak_TFLOPs": (f"{pk['median_TFLOPs']:.3f} (rounds "
                                                            f"{pk['range_TFLOPs'][0]:.3f}–{pk['range_TFLOPs'][1]:.3f})"),
                      "spec_TFLOPs": pk["spec_TFLOPs"]},
@@ -571,8 +574,10 @@ def sec_lm_head(S: Suite):
                      "head_loss_MiB": mib(r.get("head_loss_bytes")),
                      "saved_vs_full_MiB": mib(r.get("saved_vs_full_bytes")),
                      "ms_per_step": r.get("median_ms"), "speedup": r.get("speedup"),
+                     "speedup_min": r.get("speedup_min"), "speedup_max": r.get("speedup_max"),
                      "speedup_range": (f"{r['speedup_min']:.2f}–{r['speedup_max']:.2f}"
                                        if r.get("speedup_min") is not None else None),
+                     "rounds": len(r.get("times_ms") or []) or None,
                      "tokens_per_s": r.get("tokens_per_s"), "peak_mem_MiB": mib(r.get("peak_bytes")),
                      "error": r.get("error")})
     sizes = {"model": s.preset, "B": s.batch, "T": s.seq_len, "loss_chunk": s.chunk, "step": "fwd+bwd+AdamW",

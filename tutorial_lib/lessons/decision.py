@@ -251,8 +251,34 @@ def section_rounds(row: dict, section: dict) -> Optional[int]:
         return row["rounds"]
     if isinstance(row.get("times_ms"), list):
         return len(row["times_ms"])
-    m = re.search(r"(\d+) interleaved rounds", str((section.get("sizes") or {}).get("timing", "")))
-    return int(m.group(1)) if m else None
+    sizes = section.get("sizes") or {}
+    m = re.search(r"(\d+) interleaved rounds", str(sizes.get("timing", "")))
+    if m:
+        return int(m.group(1))
+    return sizes["rounds"] if isinstance(sizes.get("rounds"), int) else None
+
+
+SPEEDUP_KEYS = ("speedup", "speedup_vs_MHA", "speedup_vs_causal")
+
+
+def recorded_speedups(doc: dict, kind: str) -> List[Optional[Speedup]]:
+    """Every row of section ``kind`` of a results doc as a ``Speedup`` (its range, its rounds, its
+    ceiling where the rows carry configs), None for a row without one and for a baseline row (a
+    speedup of exactly 1 over itself), in the order of the rows -- the guide prints these."""
+    section = doc.get("sections", {}).get(kind, {})
+    rows = [r for r in doc["rows"] if r.get("kind") == kind]
+    base = rows[0] if rows else {}
+    out: List[Optional[Speedup]] = []
+    for r in rows:
+        key = next((k for k in SPEEDUP_KEYS if r.get(k) is not None), None)
+        if key is None or r is base and r[key] == 1.0 or (
+                r[key] == 1.0 and r.get("speedup_range") in ("1.00–1.00", None) and r.get("speedup_min", 1.0) == 1.0
+                and r.get("speedup_max", 1.0) == 1.0):
+            out.append(None)
+            continue
+        ceiling = recorded_ceiling(doc, base, r) if key == "speedup" else None
+        out.append(Speedup.from_row(r, section_rounds(r, section), ceiling, key=key))
+    return out
 
 
 def _config(row: dict) -> Optional[GPTConfig]:
