@@ -73,3 +73,21 @@ def test_predictions_rank_after_measured_gains_and_carry_a_ceiling():
     r = decision.recommend(256, "cpu", "speed", results=[doc])
     assert r.steps[0].key == "mlp3" and r.steps[0].measured
     assert all(not p.measured and p.ceiling is not None for p in r.steps[1:])
+
+
+def test_the_figure_draws_ranges_in_the_verdict_s_colour():
+    from matplotlib.colors import to_hex
+    doc = _doc([_row("before_after", "baseline: MHA, GELU 4x, eager", 1.0, 1.0, 1.0),
+                _row("before_after", "+ SDPA (flash)", 1.30, 0.86, 1.60),
+                _row("before_after", "+ MLP 3x", 1.05, 1.02, 1.08)])
+    tree = decision.branches(256, 1024, "cpu", results=[doc])
+    fig = decision.branches_figure(tree, "t")
+    ax = fig.axes[0]
+    texts = [t.get_text() for t in ax.texts]
+    assert any("1.30× [0.86–1.60] within noise" in t for t in texts)
+    ranges = {(round(min(ln.get_xdata()), 2), round(max(ln.get_xdata()), 2)): to_hex(ln.get_color())
+              for ln in ax.lines if len(ln.get_xdata()) == 2 and ln.get_linewidth() == 5}
+    assert ranges[(0.86, 1.6)] == speedups.COLOURS[speedups.WITHIN_NOISE]
+    assert ranges[(1.02, 1.08)] == speedups.COLOURS[speedups.FASTER]
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels.index("MLP 4x -> 3x") < labels.index("Flash attention (fused SDPA)")  # best first, from the top

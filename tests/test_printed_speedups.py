@@ -71,7 +71,11 @@ def printed_problems(text: str):
     return [f"words contradict the rules: {p.text!r}" for p in speedups.find(text) if not p.consistent()]
 
 
+TIME_RATIO = re.compile(r"\d+\.\d+× the time: (?=\d)")  # a step-time ratio, printed before its speedup
+
+
 def _without_printed(line: str) -> str:
+    line = TIME_RATIO.sub(lambda m: " " * len(m.group(0)), line)
     return speedups.PRINTED.sub(lambda m: " " * len(m.group(0)), line)
 
 
@@ -96,7 +100,7 @@ def text_table_problems(text: str):
             rows.append(row)
         if head.startswith("seed claim"):  # claims.format_table: a speedup claim's measured column
             for row in rows:
-                claim = next((c for c in claims.CLAIMS.values() if c.faster
+                claim = next((c for c in claims.CLAIMS.values() if (c.faster or c.time_ratio)
                               and row.startswith(claims.plain(c.text)[:40])), None)
                 if claim is None:
                     continue

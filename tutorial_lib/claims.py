@@ -93,6 +93,7 @@ class Claim:
     note: str = ""  # our remark: what the claim assumes, where it is inconsistent
     where: Setting = SEED_SETTING  # where a measurement must be taken to give it a verdict
     faster: bool = False  # a speedup claim: judged by ``speedups`` first (rounds, range, ceiling)
+    time_ratio: bool = False  # a step-time ratio (new / old): judged like the speedup old / new
     tolerance: Optional[float] = None  # relative band around a single claimed value (None: compare's)
 
     def to_dict(self) -> dict:
@@ -215,7 +216,7 @@ _c("results.tokens_per_s.after", "Tokens/second │ 7,700", 7700, "tokens/s", _S
 _c("results.tokens_per_s.gain", "Tokens/second │ +54%", 1.54, "x", _S, setting=_R, faster=True)
 _c("results.step_ms.before", "Time per step │ 51 ms", 51, "ms", _S, setting=_R)
 _c("results.step_ms.after", "Time per step │ 33 ms", 33, "ms", _S, setting=_R)
-_c("results.step_ms.change", "Time per step │ -35%", 0.65, "x", _S, setting=_R,
+_c("results.step_ms.change", "Time per step │ -35%", 0.65, "x", _S, setting=_R, time_ratio=True,
    note="51 → 33 ms is -35 %, a 1.55× speedup")
 _c("results.peak_mem.before", "Peak memory │ 8.5 GB", 8.5, "GB", _S, setting=_R,
    note="the memory section's total is ~4 GB at the same setting")
@@ -292,7 +293,7 @@ def compare(claim_key: str, measured: Optional[float], note: str = "", tolerance
     if spread is not None:
         spread = (min(spread), max(spread))
     # a speedup claim: the one rule for every printed speedup speaks first
-    judged = speedups.judge(measured, *(spread or (None, None)), rounds, ceiling) if c.faster and ok else None
+    judged = speedups.judge(*as_speedup(c, measured, spread, rounds, ceiling)) if (c.faster or c.time_ratio) and ok else None
     if not ok or c.value is None:
         verdict = "n/a"
     elif where is None:
@@ -321,10 +322,20 @@ def compare(claim_key: str, measured: Optional[float], note: str = "", tolerance
     return {"key": c.key, "claim": plain(c.text), "claimed": c.value, "low": c.low, "high": c.high,
             "unit": c.unit, "of": c.of, "measured": measured if ok else None, "ratio": ratio,
             "spread": list(spread) if spread is not None else None, "ceiling": ceiling, "rounds": rounds,
-            "faster": c.faster,
             "verdict": verdict, "why": explain, "claim_setting": c.where.describe(),
             "measured_setting": where.describe() if where is not None else None,
             "note": note or c.note}
+
+
+def as_speedup(claim: Claim, measured: float, spread: Optional[Sequence[float]], rounds: Optional[int],
+               ceiling: Optional[float]) -> tuple:
+    """(value, low, high, rounds, ceiling) of a measurement of a speedup claim as a speedup: a
+    step-time ratio (``Claim.time_ratio``) is turned over (old / new), its spread with it."""
+    lo, hi = spread if spread is not None else (None, None)
+    if claim.time_ratio:
+        inv = lambda x: None if not x else 1 / x  # noqa: E731
+        return inv(measured), inv(hi), inv(lo), rounds, ceiling
+    return measured, lo, hi, rounds, ceiling
 
 
 def claims_table(measured: Mapping[str, Optional[float]], notes: Optional[Mapping[str, str]] = None,
@@ -369,9 +380,10 @@ def format_table(rows: Iterable[dict], width: int = 56) -> str:
         claim = plain(r["claim"])
         text = claim if len(claim) <= width else claim[:width - 1] + "…"
         ratio = "" if r["ratio"] is None else f"{r['ratio']:.2f}"
-        if r.get("faster") and r["measured"] is not None:
-            spread = r.get("spread") or (None, None)
-            meas = speedups.Speedup(r["measured"], spread[0], spread[1], r.get("rounds"), r.get("ceiling")).text()
+        c = CLAIMS.get(r.get("key"))
+        if c is not None and (c.faster or c.time_ratio) and r["measured"] is not None:
+            sp = speedups.Speedup(*as_speedup(c, r["measured"], r.get("spread"), r.get("rounds"), r.get("ceiling")))
+            meas = (f"{r['measured']:.2f}× the time: " if c.time_ratio else "") + sp.text()
         else:
             meas = _fmt_value(r["measured"], r["unit"])
             if r.get("spread") and r["measured"] is not None:

@@ -378,13 +378,15 @@ def quality_variants(q: Quality) -> Dict[str, Tuple[GPTConfig, str]]:
     """{label: (config, optimizer)}: every lesson's change alone, Muon, and the combination."""
     base = get_config(q.preset)
     return {
-        "baseline (MHA, GELU 4x)": (base, "adamw"),
+        all_together.QUALITY_BASELINE: (base, "adamw"),
         "GQA-4": (base.replace(n_kv_head=4), "adamw"),
         "MQA": (base.replace(n_kv_head=1), "adamw"),
         "MLP 3x": (base.replace(mlp_ratio=3.0), "adamw"),
         "SwiGLU 8/3x": (base.replace(mlp="swiglu"), "adamw"),
         f"window W={q.window}": (base.replace(window=q.window), "adamw"),
         "Muon": (base, "muon"),
+        # the seed's "after" (GQA + flash + 3x MLP: flash computes the same function as eager)
+        all_together.QUALITY_AFTER: (base.replace(n_kv_head=4, mlp_ratio=3.0), "adamw"),
         "GQA-4 + 3x MLP + SwiGLU": (base.replace(n_kv_head=4, mlp="swiglu", mlp_ratio=3.0), "adamw"),
     }
 
@@ -419,7 +421,8 @@ def expected_results_rows(before: dict, after: dict, where: Setting) -> List[dic
     rows = [
         compare("results.tokens_per_s.before", before.get("tokens_per_s"), where=where),
         compare("results.tokens_per_s.after", after.get("tokens_per_s"), where=where),
-        compare("results.tokens_per_s.gain", after.get("speedup"), where=where, spread=spread),
+        compare("results.tokens_per_s.gain", after.get("speedup"), where=where, spread=spread,
+                rounds=after.get("rounds")),
         compare("results.step_ms.before", before.get("ms_per_step"), where=where),
         compare("results.step_ms.after", after.get("ms_per_step"), where=where),
     ]

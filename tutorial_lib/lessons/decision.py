@@ -31,7 +31,10 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
+
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from tutorial_lib import claims, settings, speedups
 from tutorial_lib.lessons import explorer as explore
@@ -475,3 +478,83 @@ def recommend(seq_len: int, device: str = "cpu", goal: str = "speed", batch_size
                      "of the cost model, not a measurement")
     return Recommendation(seq_len, device, goal, good, rest, quality_notes(docs, device, results_dir),
                           seed_tree(seq_len), notes, undecided)
+
+
+# ---- the figure ---------------------------------------------------------------------------------
+def draw_payoffs(ax, rec: Recommendation, title: str = "") -> None:
+    """One recommendation on ``ax``, best first from the top: a measured payoff as its median with
+    the per-round range as a bar, coloured by its verdict (``speedups.COLOURS``); a prediction as an
+    open marker; the analytic ceiling as a tick. The dotted line is no change (1.0)."""
+    ps = [p for p in rec.steps + rec.undecided + rec.no_gain if p.value is not None]
+    y = list(range(len(ps)))[::-1]
+    top = max([1.0] + [p.value for p in ps] + [p.speedup.high for p in ps if p.speedup and p.speedup.high]
+              + [c for c in (p.speedup.ceiling if p.speedup else p.ceiling for p in ps) if c])
+    for yi, p in zip(y, ps):
+        sp = p.speedup
+        if sp is not None:
+            colour = sp.colour
+            if sp.low is not None and sp.high is not None:
+                ax.plot([sp.low, sp.high], [yi, yi], color=colour, lw=5, alpha=0.45, solid_capstyle="butt")
+            ax.plot(p.value, yi, "o", color=colour, ms=7)
+            label = f" {sp.short()} {sp.verdict_words().split(':')[0]}"
+        else:
+            colour = "#1f77b4" if not p.measured else speedups.COLOURS[speedups.FASTER]
+            ax.plot(p.value, yi, "o", mfc="white", mec=colour, ms=7, mew=1.5)
+            label = f" {p.value:.2f}× {'measured' if p.measured else 'predicted'}"
+        ceiling = sp.ceiling if sp is not None else p.ceiling
+        if ceiling:
+            ax.plot(ceiling, yi, marker="|", color="black", ms=12, mew=1.5)
+        ax.text(max(p.value, sp.high if sp is not None and sp.high else p.value, ceiling or 0), yi, label,
+                va="center", fontsize=8)
+    ax.axvline(1.0, color="grey", lw=1, ls=":")
+    ax.set_yticks(y, [p.title for p in ps], fontsize=8)
+    ax.set_ylim(-0.7, len(ps) - 0.3)
+    ax.set_xlim(min([0.8] + [p.speedup.low for p in ps if p.speedup and p.speedup.low]) * 0.95, top * 1.6)
+    ax.set_xlabel({"speed": "training-step speedup", "memory": "memory reduction",
+                   "decoding": "decoding speedup"}[rec.goal] + " vs the seed's baseline (×)", fontsize=9)
+    ax.tick_params(axis="x", labelsize=8)
+    ax.set_title(title or f"T={rec.seq_len}, {rec.device}, goal: {rec.goal}", fontsize=9, loc="left")
+
+
+def legend_handles():
+    """Legend entries for ``draw_payoffs``: each verdict's colour, a prediction, the ceiling."""
+    out = [Line2D([], [], color=speedups.COLOURS[v], marker="o", lw=5, alpha=0.8, label=speedups.LEGEND[v])
+           for v in (speedups.FASTER, speedups.ABOVE_CEILING, speedups.WITHIN_NOISE, speedups.NO_VERDICT,
+                     speedups.SLOWER)]
+    out.append(Line2D([], [], color="#1f77b4", marker="o", mfc="white", lw=0, label="predicted (cost model)"))
+    out.append(Line2D([], [], color="black", marker="|", lw=0, ms=10, label="analytic ceiling"))
+    return out
+
+
+def payoff_figure(rec: Recommendation, title: str = ""):
+    """``draw_payoffs`` as a figure with its legend under the axes."""
+    n = len([p for p in rec.steps + rec.undecided + rec.no_gain if p.value is not None])
+    fig = Figure(figsize=(7.5, 0.42 * n + 2.2), layout="constrained")
+    ax = fig.subplots()
+    draw_payoffs(ax, rec, title)
+    fig.legend(handles=legend_handles(), loc="outside lower center", ncol=2, fontsize=8, frameon=False)
+    return fig
+
+
+def branches(short_seq: int, long_seq: int, device: str, results=None) -> Dict[str, Recommendation]:
+    """The seed's two branches (T < 512, T >= 512) answered for speed at a short and a long T from
+    the recorded evidence (``results``: documents; default: every file in results/): the same
+    payoffs, from the same single measurement each, as the guide's decision table."""
+    kind = device if device in DEVICES else "cpu"
+    return {"short": recommend(short_seq, kind, "speed", results=results),
+            "long": recommend(long_seq, kind, "speed", results=results)}
+
+
+def branches_figure(tree: Dict[str, Recommendation], title: str = "") -> Figure:
+    """``branches`` side by side (``draw_payoffs``): ranked by evidence, each measured payoff with
+    its per-round range in its verdict's colour, predictions open, ceilings ticked."""
+    n = max(len([p for p in r.steps + r.undecided + r.no_gain if p.value is not None]) for r in tree.values())
+    fig = Figure(figsize=(11, 0.42 * n + 2.4), layout="constrained")
+    axes = fig.subplots(1, 2)
+    for ax, rec in zip(axes, tree.values()):
+        seed = "T < 512" if rec.seq_len < 512 else "T ≥ 512"
+        draw_payoffs(ax, rec, f"the seed's {seed} branch: T={rec.seq_len}, {rec.device}")
+    fig.legend(handles=legend_handles(), loc="outside lower center", ncol=3, fontsize=8, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
