@@ -32,7 +32,7 @@ from tutorial_lib import claims, settings
 from tutorial_lib.lessons import all_together as AT
 from tutorial_lib.lessons import decision
 from tutorial_lib.lessons import roofline as RL
-from tutorial_lib.lessons.common import env_summary, format_rows, noise_note, show_source
+from tutorial_lib.lessons.common import env_summary, format_rows, noise_note, recorded_quality, show_source
 from tutorial_lib.sizes import get_sizes
 
 DEVICE = settings.get_device()
@@ -166,7 +166,7 @@ print(noise_note(long) or "every variant's rounds agreed within 25%")
 # notebooks 04–06 show loss curves.
 
 # %% tags=["nbval-ignore-output"]
-rec = AT.recorded_quality(DEVICE.type)
+rec = recorded_quality(DEVICE.type)
 quality = rec.rows
 print(f"quality runs {rec.caption}; not measured now")
 print(format_rows(list(quality.values()), columns=["variant", "optimizer", "seeds", "val_loss", "val_loss_sd",

@@ -5,9 +5,9 @@ import math
 import pytest
 
 from tutorial_lib import claims, speedups
-from tutorial_lib.measure import roofline
 from tutorial_lib.lessons import all_together as AT
-from tutorial_lib.lessons.common import quality_runs
+from tutorial_lib.lessons.common import quality_runs, recorded_quality
+from tutorial_lib.measure import roofline
 from tutorial_lib.sizes import get_sizes
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -86,10 +86,10 @@ def test_recorded_quality_reads_the_suite_s_rows(tmp_path):
            "rows": [{"kind": "quality", "variant": AT.QUALITY_BASELINE, "val_loss": 6.1, "seeds": 3},
                     {"kind": "quality", "variant": AT.QUALITY_AFTER, "val_loss": 6.0, "seeds": 3}]}
     (tmp_path / "box.json").write_text(json.dumps(doc))
-    rec = AT.recorded_quality("cpu", results_dir=tmp_path)
+    rec = recorded_quality("cpu", results_dir=tmp_path)
     assert rec.rows[AT.QUALITY_AFTER]["val_loss"] == 6.0 and "box" in rec.caption
     assert rec.setting == claims.Setting(model="gpt2_mini", batch=8, seq_len=64, steps=80, device="cpu")
-    assert AT.recorded_quality("cuda", results_dir=tmp_path).rows == {}  # a CPU file says nothing of a GPU
+    assert recorded_quality("cuda", results_dir=tmp_path).rows == {}  # a CPU file says nothing of a GPU
 
 
 def test_measure_and_quality_smoke():

@@ -293,7 +293,8 @@ def compare(claim_key: str, measured: Optional[float], note: str = "", tolerance
     if spread is not None:
         spread = (min(spread), max(spread))
     # a speedup claim: the one rule for every printed speedup speaks first
-    judged = speedups.judge(*as_speedup(c, measured, spread, rounds, ceiling)) if (c.faster or c.time_ratio) and ok else None
+    judged = (speedups.judge(*as_speedup(c, measured, spread, rounds, ceiling))
+              if (c.faster or c.time_ratio) and ok else None)
     if not ok or c.value is None:
         verdict = "n/a"
     elif where is None:

@@ -247,13 +247,13 @@ def render_decision(results: list[dict]) -> str:
             "range, its rounds and its analytic ceiling (the largest of the change's FLOP, byte, launch and "
             "roofline ratios) and judged by `tutorial_lib.speedups`: a range over 1.0 is *within noise* and never "
             "ranks above a change whose whole range is above 1.0, fewer than 3 rounds give *no verdict*, a median "
-            "above the ceiling is noise or a different kernel; every other payoff is the cost model's (speed: the roofline model's "
-            "step-time ratio on ceilings recorded for that kind of device, else on the reference GPU's "
-            "datasheet, else the FLOP ratio, as each row says; memory: predicted bytes; decoding: bytes "
-            "read per new token, memory-bound), labelled *prediction* on a kind of device with no step "
-            "measurement on record at all. The H200 training runs on record reach a small fraction of the "
-            "GPU's bf16 peak (the MFU column of the training table): a GPU step is not math-bound, so a "
-            "FLOP ranking there is not evidence. The seed's tree is quoted in its own words.\n")
+            "above the ceiling is noise or a different kernel; every other payoff is the cost model's "
+            "(speed: the roofline model's step-time ratio on ceilings recorded for that kind of device, "
+            "else on the reference GPU's datasheet, else the FLOP ratio, as each row says; memory: predicted "
+            "bytes; decoding: bytes read per new token, memory-bound), labelled *prediction* on a kind of "
+            "device with no step measurement on record at all. The H200 training runs on record reach a "
+            "small fraction of the GPU's bf16 peak (the MFU column of the training table): a GPU step is "
+            "not math-bound, so a FLOP ranking there is not evidence. The seed's tree is quoted in its own words.\n")
 
 
 # ---- recorded training runs: results/<folder>/*.json written by `python -m tutorial_lib train` ----

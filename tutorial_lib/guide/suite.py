@@ -485,9 +485,10 @@ def sec_own_paths(S: Suite):
                                device=S.device, rounds=o.rounds, min_run_time=o.min_run_time)
         S.add("own_paths.window", res["rows"],
               columns=["impl", "seq_len", "peak_MB", "ms", "speedup_vs_causal", "speedup_range", "error"],
-              sizes={**attn, "timing": f"{o.rounds} interleaved rounds"}, note="peak_MB: the allocator's peak over one forward+backward above the inputs "
-                               "(CPU: torch.profiler's memory events; CUDA: max_memory_allocated), MB = 10^6 "
-                               "bytes. speedup_vs_causal: median of per-round ratios (interleaved rounds).")
+              sizes={**attn, "timing": f"{o.rounds} interleaved rounds"},
+              note="peak_MB: the allocator's peak over one forward+backward above the inputs "
+                   "(CPU: torch.profiler's memory events; CUDA: max_memory_allocated), MB = 10^6 "
+                   "bytes. speedup_vs_causal: median of per-round ratios (interleaved rounds).")
         S.add("own_paths.window_slope", res["summary"], columns=["impl", "peak_slope", "T", "peak_vs_causal"],
               sizes={**attn, "T": list(o.window_seqs), "fit": "log-log over every T"},
               note="peak_slope 1 = the peak grows linearly with T. Goal for the local path: peak_vs_causal <= 1 "

@@ -9,8 +9,8 @@ Sizes: ``sizes.Final`` (a short and a long sequence setting) and ``sizes.Quality
 - ``measure``: training-step time (interleaved rounds, ``common.measure_variants``) and memory;
   each speedup a ``speedups.Speedup`` with its range, rounds and analytic ceiling
   (``measure.roofline.speedup_ceiling``), printed and judged by the one path.
-- ``quality_variants``: the configs of the quality runs (``common.quality_runs`` runs them);
-  ``recorded_quality``: the guide suite's recorded runs of them (the notebook shows those).
+- ``quality_variants``: the configs of the quality runs (``common.quality_runs`` runs them; the
+  notebook shows the guide suite's recorded runs, ``common.recorded_quality``).
 - ``seed_table_arithmetic``: what the seed's own table implies (its inconsistent tokens/s row).
 - ``expected_results``: the seed's table with a claimed and a measured column.
 - the seed's decision tree, both branches, is ``lessons.decision.branches`` / ``branches_figure``:
@@ -19,13 +19,11 @@ Sizes: ``sizes.Final`` (a short and a long sequence setting) and ``sizes.Quality
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from tutorial_lib import claims, settings
 from tutorial_lib.lessons import lm_head
 from tutorial_lib.lessons.common import CheckResult, call_checked, measure_variants
-from tutorial_lib.measure import records
 from tutorial_lib.measure.ceilings import Ceilings
 from tutorial_lib.measure.roofline import speedup_ceiling
 from tutorial_lib.model import GPTConfig, get_config
@@ -155,34 +153,6 @@ def quality_variants(q: Quality) -> Dict[str, Tuple[GPTConfig, str]]:
 
 # the guide suite's quality rows that stand for the seed's "before" and "after" (``guide.suite.quality_variants``)
 QUALITY_BASELINE, QUALITY_AFTER = "baseline (MHA, GELU 4x)", "GQA-4 + 3x MLP (the seed's 'after')"
-
-
-@dataclass
-class RecordedQuality:
-    """The guide suite's recorded quality runs of one results file: {variant: row}, where they were
-    recorded (in words), and their setting (for ``claims.compare``)."""
-    rows: Dict[str, dict]
-    caption: str
-    setting: Optional[claims.Setting]
-
-
-def recorded_quality(device: Optional[str] = None, results_dir=None) -> RecordedQuality:
-    """The quality section (``results/*.json``) of the first results file recorded on this kind of
-    device (``device``: "cpu" / "cuda"; None: any): the rows as {variant label: row}, a caption
-    (device, date, sizes) and the setting. Empty rows when none is on record."""
-    for doc in records.load_all(results_dir):
-        if device is not None and records.device_kind(doc["meta"].get("device", "")) != device:
-            continue
-        rows = {r["variant"]: r for r in doc["rows"] if r.get("kind") == "quality" and not r.get("error")}
-        if rows:
-            sizes = doc.get("sections", {}).get("quality", {}).get("sizes") or {}
-            meta = doc["meta"]
-            caption = (f"recorded on {meta.get('device_name', '?')} ({str(meta.get('date', '?'))[:10]}, "
-                       + ", ".join(f"{k}={v}" for k, v in sizes.items()) + ")")
-            setting = claims.Setting(model=sizes.get("model"), batch=sizes.get("B"), seq_len=sizes.get("T"),
-                                     steps=sizes.get("steps"), device=records.device_kind(meta.get("device", "")))
-            return RecordedQuality(rows, caption, setting)
-    return RecordedQuality({}, "none on record", None)
 
 
 # ---- the seed's table ------------------------------------------------------------------------

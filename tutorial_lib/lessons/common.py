@@ -38,9 +38,12 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from tutorial_lib import settings
+from tutorial_lib import claims, settings
 from tutorial_lib.files import atomic_path
+from tutorial_lib.measure import records
+from tutorial_lib.measure.ceilings import Ceilings
 from tutorial_lib.measure.memory import memory_breakdown
+from tutorial_lib.measure.roofline import speedup_ceiling
 from tutorial_lib.measure.timing import (
     NOISY,
     SWEEP_ERRORS,
@@ -53,6 +56,7 @@ from tutorial_lib.measure.timing import (
 )
 from tutorial_lib.model import GPTConfig
 from tutorial_lib.sizes import Quality
+from tutorial_lib.speedups import Speedup
 from tutorial_lib.train import TrainConfig, TrainHistory, train
 
 
@@ -100,6 +104,16 @@ def noise_note(rows: Sequence[dict], key: str = "variant") -> str:
     return (f"noisy: the rounds of {', '.join(noisy)} spread more than {NOISY:.0%} even after re-measuring, "
             "so their times are uncertain by that much; a speedup (per-round ratios) holds only as far as its "
             "range. Re-run on a quieter machine to narrow them") if noisy else ""
+
+
+def row_speedup(row: dict, base: GPTConfig, variant: GPTConfig, ceilings: Optional[Ceilings] = None) -> Speedup:
+    """A ``measure_variants`` row's speedup over ``base`` as a ``speedups.Speedup``: the median of its
+    per-round ratios, their range, its rounds, and the analytic ceiling of the change at the row's
+    batch, length, dtype and device (``measure.roofline.speedup_ceiling``, on ``ceilings`` where
+    given). Print it with ``.text()``: the one form every printed speedup takes."""
+    ceiling = speedup_ceiling(base, variant, row["batch_size"], row["seq_len"], row.get("dtype", "float32"),
+                              str(row.get("device", "cpu")).split(":")[0], ceilings)
+    return Speedup.from_row(row, ceiling=ceiling)
 
 
 def attention_runner(fn: Callable, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -224,6 +238,35 @@ def quality_runs(variants: Mapping[str, Variant], sizes: Quality, seeds: Optiona
 
 
 TOO_SHORT = "too short to tell"
+
+
+@dataclass
+class RecordedQuality:
+    """The guide suite's recorded quality runs of one results file: {variant: row}, where they were
+    recorded (in words), and their setting (for ``claims.compare``)."""
+    rows: Dict[str, dict]
+    caption: str
+    setting: Optional[claims.Setting]
+
+
+def recorded_quality(device: Optional[str] = None, results_dir=None) -> RecordedQuality:
+    """The quality section (``results/*.json``) of the first results file recorded on this kind of
+    device (``device``: "cpu" / "cuda"; None: any): the rows as {variant label: row}, a caption
+    (device, date, sizes) and the setting. Empty rows when none is on record."""
+    for doc in records.load_all(results_dir):
+        if device is not None and records.device_kind(doc["meta"].get("device", "")) != device:
+            continue
+        rows = {r["variant"]: r for r in doc["rows"] if r.get("kind") == "quality" and not r.get("error")}
+        if rows:
+            sizes = doc.get("sections", {}).get("quality", {}).get("sizes") or {}
+            meta = doc["meta"]
+            caption = (f"recorded on {meta.get('device_name', '?')} ({str(meta.get('date', '?'))[:10]}, "
+                       + ", ".join(f"{k}={v}" for k, v in sizes.items()) + ")")
+            setting = claims.Setting(model=sizes.get("model"), batch=sizes.get("B"), seq_len=sizes.get("T"),
+                                     steps=sizes.get("steps"), device=records.device_kind(meta.get("device", "")))
+            return RecordedQuality(rows, caption, setting)
+    return RecordedQuality({}, "none on record", None)
+
 
 
 def _finished(h) -> bool:

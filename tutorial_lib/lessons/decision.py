@@ -36,11 +36,11 @@ from typing import Dict, List, Optional, Sequence
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from tutorial_lib import claims, settings, speedups
+from tutorial_lib import claims, speedups
 from tutorial_lib.lessons import explorer as explore
 from tutorial_lib.lessons import lm_head
-from tutorial_lib.lessons.gqa import decode_bytes_per_token, kv_cache_bytes
-from tutorial_lib.measure import cost, records, roofline
+from tutorial_lib.lessons.gqa import decode_bytes_per_token, decode_ceiling
+from tutorial_lib.measure import records, roofline
 from tutorial_lib.measure.ceilings import Ceilings, ceilings_for, doc_ceilings
 from tutorial_lib.model import GPTConfig, get_config
 from tutorial_lib.speedups import Speedup
@@ -356,8 +356,7 @@ def measured_payoff(change: Change, goal: str, seq_len: int, docs: Sequence[dict
 
 
 def _decode_ceiling(sizes: dict, prefix: str, context, dtype: str) -> Optional[float]:
-    """Bytes one decoding step reads (every weight once, the batch's KV caches), MHA / the
-    variant: decoding is memory-bound, so no more speedup than that."""
+    """``gqa.decode_ceiling`` of a recorded decoding row: MHA against the variant its label names."""
     m = re.search(r"GQA-(\d+)|MQA", prefix)
     try:
         base = get_config(sizes.get("model", "gpt2_small"), block_size=max(1024, int(context)))
@@ -367,8 +366,7 @@ def _decode_ceiling(sizes: dict, prefix: str, context, dtype: str) -> Optional[f
         return None
     var = base.replace(n_kv_head=1 if m.group(1) is None else int(m.group(1)))
     B = sizes.get("B", 1) if isinstance(sizes.get("B", 1), int) else 1
-    read = [cost.num_params(c) * settings.dtype_bytes(dtype) + kv_cache_bytes(c, B, int(context), dtype) for c in (base, var)]
-    return read[0] / read[1]
+    return decode_ceiling(base, var, B, int(context), dtype)
 
 
 # recorded training runs (``train --out results/<folder>/...``) that answer the quality questions:

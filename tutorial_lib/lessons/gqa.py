@@ -456,6 +456,18 @@ def decode_bytes_per_token(cfg: GPTConfig, context: int, dtype: str) -> int:
     return cost.num_params(cfg) * e + kv_cache_bytes(cfg, 1, ctx, dtype)
 
 
+def decode_ceiling(base: GPTConfig, variant: GPTConfig, batch_size: int, context: int, dtype: str) -> float:
+    """The most ``variant`` can speed up decoding over ``base``: one decoding step reads every weight
+    once and the batch's whole KV cache (capped at a window), so a memory-bound step speeds up by at
+    most the ratio of the bytes it reads -- the ceiling a measured decoding speedup is judged by."""
+    e = settings.dtype_bytes(dtype)
+
+    def read(c):
+        ctx = min(context, c.window) if c.window else context
+        return cost.num_params(c) * e + kv_cache_bytes(c, batch_size, ctx, dtype)
+    return read(base) / read(variant)
+
+
 def gqa_point(n_kv_head: int, context: int, batch_size: int = 1, dtype: str = "bfloat16",
               preset: str = "gpt2_small", docs: Optional[List[dict]] = None,
               device: Optional[str] = None) -> Dict[str, object]:
