@@ -32,7 +32,15 @@ from tutorial_lib import claims, settings
 from tutorial_lib.lessons import all_together as AT
 from tutorial_lib.lessons import decision
 from tutorial_lib.lessons import roofline as RL
-from tutorial_lib.lessons.common import env_summary, format_rows, noise_note, recorded_quality, show_source
+from tutorial_lib.lessons.common import (
+    QUALITY_AFTER,
+    QUALITY_BASELINE,
+    env_summary,
+    format_rows,
+    noise_note,
+    recorded_quality,
+    show_source,
+)
 from tutorial_lib.sizes import get_sizes
 
 DEVICE = settings.get_device()
@@ -185,7 +193,7 @@ print(format_rows(list(quality.values()), columns=["variant", "optimizer", "seed
 # %% tags=["nbval-ignore-output"]
 before = next(r for r in short if r["variant"] == AT.BEFORE_LABEL)
 after = next(r for r in short if r["variant"] == AT.AFTER_LABEL)
-q_before, q_after = quality.get(AT.QUALITY_BASELINE, {}), quality.get(AT.QUALITY_AFTER, {})
+q_before, q_after = quality.get(QUALITY_BASELINE, {}), quality.get(QUALITY_AFTER, {})
 where = claims.Setting(model=S.preset, batch=S.short_batch, seq_len=S.short_seq, device=DEVICE.type)
 print(f"steps measured now at {where.describe()} on {ok['device_name']}; validation losses {rec.caption} "
       "(mean over seeds)")

@@ -6,7 +6,7 @@ import pytest
 
 from tutorial_lib import claims, speedups
 from tutorial_lib.lessons import all_together as AT
-from tutorial_lib.lessons.common import quality_runs, recorded_quality
+from tutorial_lib.lessons.common import QUALITY_AFTER, QUALITY_BASELINE, quality_runs, recorded_quality
 from tutorial_lib.measure import roofline
 from tutorial_lib.sizes import get_sizes
 
@@ -83,11 +83,11 @@ def test_expected_results_rows_and_verdicts():
 def test_recorded_quality_reads_the_suite_s_rows(tmp_path):
     doc = {"schema_version": 1, "meta": {"device": "cpu", "device_name": "box", "date": "2026-12-01T00:00"},
            "sections": {"quality": {"sizes": {"model": "gpt2_mini", "B": 8, "T": 64, "steps": 80}}},
-           "rows": [{"kind": "quality", "variant": AT.QUALITY_BASELINE, "val_loss": 6.1, "seeds": 3},
-                    {"kind": "quality", "variant": AT.QUALITY_AFTER, "val_loss": 6.0, "seeds": 3}]}
+           "rows": [{"kind": "quality", "variant": QUALITY_BASELINE, "val_loss": 6.1, "seeds": 3},
+                    {"kind": "quality", "variant": QUALITY_AFTER, "val_loss": 6.0, "seeds": 3}]}
     (tmp_path / "box.json").write_text(json.dumps(doc))
     rec = recorded_quality("cpu", results_dir=tmp_path)
-    assert rec.rows[AT.QUALITY_AFTER]["val_loss"] == 6.0 and "box" in rec.caption
+    assert rec.rows[QUALITY_AFTER]["val_loss"] == 6.0 and "box" in rec.caption
     assert rec.setting == claims.Setting(model="gpt2_mini", batch=8, seq_len=64, steps=80, device="cpu")
     assert recorded_quality("cuda", results_dir=tmp_path).rows == {}  # a CPU file says nothing of a GPU
 

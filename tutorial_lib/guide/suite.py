@@ -27,7 +27,14 @@ from tutorial_lib.files import check_writable
 from tutorial_lib.lessons import all_together, lm_head, own_paths
 from tutorial_lib.lessons import roofline as roofline_lesson
 from tutorial_lib.lessons import triton_flash as triton_lesson
-from tutorial_lib.lessons.common import fit_loglog_slope, measure_variants, quality_runs, quality_table
+from tutorial_lib.lessons.common import (
+    QUALITY_AFTER,
+    QUALITY_BASELINE,
+    fit_loglog_slope,
+    measure_variants,
+    quality_runs,
+    quality_table,
+)
 from tutorial_lib.lessons.flash_attention import attention_sweep, loglog_slopes, model_backend_comparison
 from tutorial_lib.lessons.gqa import measure_decode
 from tutorial_lib.lessons.sliding_window import window_sweep
@@ -378,7 +385,7 @@ def quality_variants(q: Quality) -> Dict[str, Tuple[GPTConfig, str]]:
     """{label: (config, optimizer)}: every lesson's change alone, Muon, and the combination."""
     base = get_config(q.preset)
     return {
-        all_together.QUALITY_BASELINE: (base, "adamw"),
+        QUALITY_BASELINE: (base, "adamw"),
         "GQA-4": (base.replace(n_kv_head=4), "adamw"),
         "MQA": (base.replace(n_kv_head=1), "adamw"),
         "MLP 3x": (base.replace(mlp_ratio=3.0), "adamw"),
@@ -386,7 +393,7 @@ def quality_variants(q: Quality) -> Dict[str, Tuple[GPTConfig, str]]:
         f"window W={q.window}": (base.replace(window=q.window), "adamw"),
         "Muon": (base, "muon"),
         # the seed's "after" (GQA + flash + 3x MLP: flash computes the same function as eager)
-        all_together.QUALITY_AFTER: (base.replace(n_kv_head=4, mlp_ratio=3.0), "adamw"),
+        QUALITY_AFTER: (base.replace(n_kv_head=4, mlp_ratio=3.0), "adamw"),
         "GQA-4 + 3x MLP + SwiGLU": (base.replace(n_kv_head=4, mlp="swiglu", mlp_ratio=3.0), "adamw"),
     }
 

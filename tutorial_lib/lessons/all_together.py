@@ -151,10 +151,6 @@ def quality_variants(q: Quality) -> Dict[str, Tuple[GPTConfig, str]]:
     }
 
 
-# the guide suite's quality rows that stand for the seed's "before" and "after" (``guide.suite.quality_variants``)
-QUALITY_BASELINE, QUALITY_AFTER = "baseline (MHA, GELU 4x)", "GQA-4 + 3x MLP (the seed's 'after')"
-
-
 # ---- the seed's table ------------------------------------------------------------------------
 def seed_table_arithmetic(batch_size: int = 4, seq_len: int = 512) -> dict:
     """What the seed's Expected Results imply at its own setting (B=4, T=512: 2,048 tokens/step)."""

@@ -240,6 +240,10 @@ def quality_runs(variants: Mapping[str, Variant], sizes: Quality, seeds: Optiona
 TOO_SHORT = "too short to tell"
 
 
+# the guide suite's quality rows that stand for the seed's "before" and "after" (``guide.suite.quality_variants``)
+QUALITY_BASELINE, QUALITY_AFTER = "baseline (MHA, GELU 4x)", "GQA-4 + 3x MLP (the seed's 'after')"
+
+
 @dataclass
 class RecordedQuality:
     """The guide suite's recorded quality runs of one results file: {variant: row}, where they were

@@ -43,6 +43,7 @@ from tutorial_lib.measure.timing import (
     time_fn,
 )
 from tutorial_lib.model import GPT, GPTConfig, KVCache, get_config
+from tutorial_lib.speedups import Speedup
 
 GQA_KV_HEADS = (12, 4, 2, 1)  # the seed's table: MHA, GQA-4, GQA-2, MQA for 12 query heads
 
@@ -466,6 +467,15 @@ def decode_ceiling(base: GPTConfig, variant: GPTConfig, batch_size: int, context
         ctx = min(context, c.window) if c.window else context
         return cost.num_params(c) * e + kv_cache_bytes(c, batch_size, ctx, dtype)
     return read(base) / read(variant)
+
+
+def decode_speedup(row: "DecodeResult", base: GPTConfig) -> Speedup:
+    """A decoding row's tokens/s over the first n_kv_head's (``measure_decode``) as a
+    ``speedups.Speedup``: the median of the per-round ratios, their range, the rounds, and
+    ``decode_ceiling`` at the row's batch and context -- print it with ``.text()``."""
+    variant = base.replace(n_kv_head=row.n_kv_head)
+    ceiling = decode_ceiling(base.replace(n_kv_head=None), variant, row.batch_size, row.context, row.dtype)
+    return Speedup(row.speedup_vs_first, row.speedup_min, row.speedup_max, len(row.round_ms), ceiling)
 
 
 def gqa_point(n_kv_head: int, context: int, batch_size: int = 1, dtype: str = "bfloat16",
