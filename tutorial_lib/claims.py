@@ -175,7 +175,7 @@ _c("mlp.params.3x", "2304 dim  1.77M params", 1.77e6, "params", _S, setting="one
    where=GPT2_SMALL)
 _c("mlp.params_fewer", "Parameters: 1.77M (25% fewer!)", 0.25, "share", _S, of="MLP parameters",
    where=GPT2_SMALL)
-_c("mlp.time", "Time: ~75% (25% faster!)", 0.75, "share", _S, of="baseline time",
+_c("mlp.time", "Time: ~75% (25% faster!)", 0.75, "share", _S, of="baseline time", time_ratio=True,
    note="the MLP's time; the whole step saves less")
 
 # ---- memory --------------------------------------------------------------------------------------
@@ -262,7 +262,7 @@ ABOVE_CEILING = speedups.ABOVE_CEILING
 
 def compare(claim_key: str, measured: Optional[float], note: str = "", tolerance: float = 0.10,
             where: Optional[Setting] = None, spread: Optional[Sequence[float]] = None,
-            ceiling: Optional[float] = None, rounds: Optional[int] = None) -> dict:
+            ceiling: Optional[float] = None, rounds: Optional[int] = None, exact: bool = False) -> dict:
     """One row: the claim beside a measurement, and a verdict only where one is earned.
 
     ``where``: the setting of the measurement. A claim is judged only at its own setting
@@ -277,7 +277,8 @@ def compare(claim_key: str, measured: Optional[float], note: str = "", tolerance
     A speedup claim (``Claim.faster``) is judged by ``speedups.judge`` first, the one rule for
     every printed speedup: with fewer than ``speedups.MIN_ROUNDS`` ``rounds`` (the interleaved
     rounds behind ``spread``) or no spread it gets "no verdict"; a spread over 1.0 "within noise";
-    a median above ``ceiling`` "above the ceiling".
+    a median above ``ceiling`` "above the ceiling". ``exact``: the value is computed, not timed (a
+    FLOP or byte ratio): it has no noise, and those rules do not apply.
     Otherwise: "agrees" inside the claimed range (or within the claim's tolerance, else
     ``tolerance``, of a single value), else
     "higher" / "lower". ``ratio`` = measured / claimed value.
@@ -294,7 +295,7 @@ def compare(claim_key: str, measured: Optional[float], note: str = "", tolerance
         spread = (min(spread), max(spread))
     # a speedup claim: the one rule for every printed speedup speaks first
     judged = (speedups.judge(*as_speedup(c, measured, spread, rounds, ceiling))
-              if (c.faster or c.time_ratio) and ok else None)
+              if (c.faster or c.time_ratio) and ok and not exact else None)
     if not ok or c.value is None:
         verdict = "n/a"
     elif where is None:
@@ -323,6 +324,7 @@ def compare(claim_key: str, measured: Optional[float], note: str = "", tolerance
     return {"key": c.key, "claim": plain(c.text), "claimed": c.value, "low": c.low, "high": c.high,
             "unit": c.unit, "of": c.of, "measured": measured if ok else None, "ratio": ratio,
             "spread": list(spread) if spread is not None else None, "ceiling": ceiling, "rounds": rounds,
+            "exact": exact,
             "verdict": verdict, "why": explain, "claim_setting": c.where.describe(),
             "measured_setting": where.describe() if where is not None else None,
             "note": note or c.note}
@@ -382,7 +384,7 @@ def format_table(rows: Iterable[dict], width: int = 56) -> str:
         text = claim if len(claim) <= width else claim[:width - 1] + "…"
         ratio = "" if r["ratio"] is None else f"{r['ratio']:.2f}"
         c = CLAIMS.get(r.get("key"))
-        if c is not None and (c.faster or c.time_ratio) and r["measured"] is not None:
+        if c is not None and (c.faster or c.time_ratio) and r["measured"] is not None and not r.get("exact"):
             sp = speedups.Speedup(*as_speedup(c, r["measured"], r.get("spread"), r.get("rounds"), r.get("ceiling")))
             meas = (f"{r['measured']:.2f}× the time: " if c.time_ratio else "") + sp.text()
         else:
