@@ -104,7 +104,8 @@ def text_table_problems(text: str):
                               and row.startswith(claims.plain(c.text)[:40])), None)
                 if claim is None:
                     continue
-                bare = NUMBER_X.findall(_without_printed(row[min(len(claims.plain(claim.text)), 56):]))  # past the claim
+                past_claim = row[min(len(claims.plain(claim.text)), 56):]
+                bare = NUMBER_X.findall(_without_printed(past_claim))
                 if len(bare) > 1 or (len(bare) == 1 and claim.value is not None
                                      and abs(float(bare[0]) - claim.value) > 0.005):
                     out.append(f"a measured speedup without its range, rounds and verdict: {row.strip()!r}")
