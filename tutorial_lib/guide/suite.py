@@ -580,7 +580,9 @@ def sec_lm_head(S: Suite):
     mib = lambda v: None if v is None else v / 2**20  # noqa: E731
     rows = []
     for r in lm_head.step_payoff(s, device=S.device):
-        rows.append({"variant": r["variant"], "config_fields": r["config_fields"], "batch_size": s.batch,
+        # the step is timed at s.timed_batch (the row's batch_size); its bytes are counted at s.batch
+        rows.append({"variant": r["variant"], "config_fields": r["config_fields"], "batch_size": s.timed_batch,
+                     "memory_batch_size": s.batch,
                      "seq_len": s.seq_len, "activations_MiB": mib(r.get("activations_bytes")),
                      "head_loss_MiB": mib(r.get("head_loss_bytes")),
                      "saved_vs_full_MiB": mib(r.get("saved_vs_full_bytes")),
@@ -591,7 +593,8 @@ def sec_lm_head(S: Suite):
                      "rounds": len(r.get("times_ms") or []) or None,
                      "tokens_per_s": r.get("tokens_per_s"), "peak_mem_MiB": mib(r.get("peak_bytes")),
                      "error": r.get("error")})
-    sizes = {"model": s.preset, "B": s.batch, "T": s.seq_len, "loss_chunk": s.chunk, "step": "fwd+bwd+AdamW",
+    sizes = {"model": s.preset, "B": s.timed_batch, "memory B": s.batch, "T": s.seq_len, "loss_chunk": s.chunk,
+             "step": "fwd+bwd+AdamW",
              "timing": f"{s.rounds} interleaved rounds, speedup = median per-round ratio (range: min–max)"}
     S.add("lm_head", rows, columns=["variant", "activations_MiB", "head_loss_MiB", "saved_vs_full_MiB",
                                     "ms_per_step", "speedup", "speedup_range", "tokens_per_s",
