@@ -42,9 +42,8 @@ from tutorial_lib.lessons.common import (
     measure_variants,
     slopes_by,
 )
-from tutorial_lib.measure import cost
 from tutorial_lib.measure.memory import peak_bytes, saved_bytes
-from tutorial_lib.measure.roofline import speedup_ceiling
+from tutorial_lib.measure.roofline import attention_core_ceiling, speedup_ceiling
 from tutorial_lib.measure.timing import (
     SWEEP_ERRORS,
     error_text,
@@ -237,22 +236,17 @@ CORE_BACKENDS = {"causal": ("sdpa", False), "band_mask": ("sdpa", True), "local"
 
 def core_ceiling(impl: str, base: str, seq_len: int, window: int, batch_size: int, n_head: int, head_dim: int,
                  dtype: str = "float32", device_type: str = "cpu", mode: str = "fwdbwd") -> Optional[float]:
-    """The most ``impl`` can speed up the attention core over ``base`` (forward, and backward for
-    "fwdbwd") by the cost model: the largest of the ratios of their FLOPs, bytes and launches
-    (``cost.attention_core_kernels``, one layer). None where the cost model has no kernels for one
-    of them."""
+    """The most ``impl`` can speed up the attention core over ``base`` by the cost model
+    (``measure.roofline.attention_core_ceiling``, one layer; forward only for mode "fwd"). None
+    where the cost model has no kernels for one of them."""
     if impl not in CORE_BACKENDS or base not in CORE_BACKENDS:
         return None
-    totals = []
+    cfgs = []
     for name in (base, impl):
         backend, windowed = CORE_BACKENDS[name]
-        c = GPTConfig(n_layer=1, n_head=n_head, n_embd=n_head * head_dim, block_size=max(1024, seq_len),
-                      attn_backend=backend, window=window if windowed else None, pos="learned")
-        fwd, bwd, _ = cost.attention_core_kernels(c, batch_size, seq_len, settings.dtype_bytes(dtype), device_type)
-        ks = fwd + (bwd if mode == "fwdbwd" else [])
-        totals.append((sum(k.count * k.flops for k in ks), sum(k.count * (k.read + k.write) for k in ks),
-                       sum(k.count for k in ks)))
-    return max(b / v for b, v in zip(*totals) if b and v)
+        cfgs.append(GPTConfig(n_layer=1, n_head=n_head, n_embd=n_head * head_dim, block_size=max(1024, seq_len),
+                              attn_backend=backend, window=window if windowed else None, pos="learned"))
+    return attention_core_ceiling(*cfgs, batch_size, seq_len, dtype, device_type, backward=mode == "fwdbwd")
 
 
 def sweep_speedups(rows: Sequence[WindowPoint], base: str = "causal") -> Dict[str, Dict[int, Speedup]]:

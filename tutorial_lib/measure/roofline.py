@@ -21,8 +21,9 @@ its memory time (``cost.Kernel.bound``); first touch and overhead are shown as t
   minute divided by a measurement from another (this machine's speed drifts that much).
 - ``roofline_points``: one point per (component, phase) on the roofline, measured time beside the
   prediction; ``inferred_overhead``: the per-operator cost a measurement implies.
-- ``speedup_ceiling``: the most a change can speed a step up by its analytic cost -- the ceiling
-  every printed speedup is judged against (``tutorial_lib.speedups``).
+- ``speedup_ceiling`` / ``attention_core_ceiling``: the most a change can speed a step (or the
+  attention core alone) up by its analytic cost -- the ceiling every printed speedup is judged
+  against (``tutorial_lib.speedups``).
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from tutorial_lib import settings
 from tutorial_lib.measure import ceilings as ceil
 from tutorial_lib.measure.ceilings import Ceilings
-from tutorial_lib.measure.cost import Component, Kernel, step_kernels
+from tutorial_lib.measure.cost import Component, Kernel, attention_core_kernels, step_kernels
 from tutorial_lib.measure.timing import SWEEP_ERRORS, error_text, prepare_step, progress_bar, time_rounds
 from tutorial_lib.model import GPTConfig
 
@@ -170,6 +171,20 @@ def speedup_ceiling(base: GPTConfig, variant: GPTConfig, batch_size: int, seq_le
              for c in (base, variant)]
         ratios.append(t[0] / t[1])
     return max(ratios)
+
+
+def attention_core_ceiling(base: GPTConfig, variant: GPTConfig, batch_size: int, seq_len: int,
+                           dtype="float32", device_type: str = "cpu", backward: bool = True) -> float:
+    """``speedup_ceiling`` of the attention core alone (``cost.attention_core_kernels``: forward, and
+    backward unless ``backward`` is False): the largest of the ratios of its FLOPs, bytes and
+    launches, base / variant -- the most one attention implementation can gain over another."""
+    totals = []
+    for c in (base, variant):
+        fwd, bwd, _ = attention_core_kernels(c, batch_size, seq_len, settings.dtype_bytes(dtype), device_type)
+        ks = fwd + (bwd if backward else [])
+        totals.append((sum(k.count * k.flops for k in ks), sum(k.count * (k.read + k.write) for k in ks),
+                       sum(k.count for k in ks)))
+    return max(b / v for b, v in zip(*totals) if b and v)
 
 
 def inferred_overhead(prediction: StepPrediction, measured_ms: float, phases=None) -> Optional[float]:
