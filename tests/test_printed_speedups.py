@@ -11,8 +11,8 @@ range, rounds and ceiling, and fails where the words contradict the rules:
   prediction, a ceiling or a claim): the reader is handed a number the rules never judged.
 
 It checks whatever is stored, so it holds for outputs the lead re-executes. Notebooks whose stored
-outputs predate the one printing path wait in ``AWAITING_RERUN`` by their stored execution time;
-re-executing one changes that time, and then it is checked and must leave the list.
+outputs predate the one printing path wait in ``awaiting_rerun.AWAITING_RERUN`` by their stored
+execution time; re-executing one changes that time, and then it is checked and must leave the list.
 """
 import json
 import re
@@ -20,15 +20,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from awaiting_rerun import AWAITING_RERUN, first_execution, waiting
 
 from tutorial_lib import claims, speedups
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 GUIDE = ROOT / "OPTIMIZATION_GUIDE.md"
-# notebook -> the stored first code cell's execution start: outputs printed before issue 23's path
-AWAITING_RERUN = {
-}
 
 NUMBER_X = re.compile(r"(?<![\w.])(\d+\.\d+)\s?[x×](?![\w])")
 MEASURED_WORDS = re.compile(r"\bmeasured\b|\bspeedups?\b|\bfaster\b|\bslower\b|\bas fast\b|'s speed\b|\bruns at\b"
@@ -55,14 +53,6 @@ def notebook_texts(book: dict):
                 if mime in data:
                     yield i, "".join(data[mime])
                     break
-
-
-def first_execution(book: dict):
-    for cell in book["cells"]:
-        ex = cell.get("metadata", {}).get("execution", {})
-        if ex.get("iopub.execute_input"):
-            return ex["iopub.execute_input"]
-    return None
 
 
 # ---- the checks ---------------------------------------------------------------------------------
@@ -200,7 +190,7 @@ def notebook_problems(book: dict):
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
 def test_every_printed_speedup_in_a_notebook_says_what_the_rules_say(nb):
     book = json.loads(nb.read_text(encoding="utf-8"))
-    if AWAITING_RERUN.get(nb.name) == first_execution(book):
+    if waiting(nb.name, book):
         pytest.skip(f"{nb.name}: stored outputs predate the one printing path; re-execute it at the cpu profile")
     found = notebook_problems(book)
     assert not found, f"{nb.name}:\n" + "\n".join(found[:20])
