@@ -32,7 +32,7 @@ from tutorial_lib import attention, settings
 from tutorial_lib.lessons import decision
 from tutorial_lib.lessons import explorer as explore
 from tutorial_lib.lessons.flash_attention import flash_point
-from tutorial_lib.lessons.gqa import gqa_point, kv_cache_bytes, measure_decode
+from tutorial_lib.lessons.gqa import decode_speedup, gqa_point, kv_cache_bytes, measure_decode
 from tutorial_lib.lessons.sliding_window import mask_density, window_point
 from tutorial_lib.loss import LOSS_IMPLS
 from tutorial_lib.measure import records
@@ -556,7 +556,7 @@ class GQAExplorer(Explorer):
 
     def render(self, r) -> str:
         meas = "; ".join(f"context {m['context']}: {m['tokens_per_s']:,.0f} tokens/s "
-                         f"({m['speedup_vs_MHA']:.2f}x MHA) on {m['device_name']}"
+                         f"(over MHA: {m['speedup_of'].text()}) on {m['device_name']}"
                          for m in r["measured"] if m.get("tokens_per_s") and m.get("speedup_vs_MHA"))
         return (f"<div><b>{r['label']}</b> ({r['n_kv_head']} K/V heads for {r['n_head']} query heads), "
                 f"{r['batch_size']} x {r['context']:,} tokens, {r['dtype']}: KV cache "
@@ -622,8 +622,8 @@ class GQAExplorer(Explorer):
         for r in rows:
             if r.ok:
                 parts.append(f"{r.attention}: {r.tokens_per_s:,.0f} tokens/s ({r.ms_per_step:.2f} ms/token, "
-                             f"{r.speedup_vs_first:.2f}x MHA, range {r.speedup_min:.2f}-{r.speedup_max:.2f}), "
-                             f"cache {fmt_bytes(r.cache_bytes)}")
+                             "over MHA: " + ("baseline" if r.n_kv_head == cfg.n_head else decode_speedup(r, cfg).text())
+                             + f"), cache {fmt_bytes(r.cache_bytes)}")
             else:
                 parts.append(f"{r.attention}: {r.error}")
         self.measured.value = (f"<div><b>measured on {html.escape(self.device_name)}</b> "

@@ -184,7 +184,8 @@ def sec_gqa_train(S: Suite):
         r.update(n_kv_head=h, flops_vs_MHA=flops_ratio, flop_ceiling=1 / flops_ratio)
         if h != cfg0.n_head and f"gqa.speedup.kv{h}" in CLAIMS:
             spread = (r["speedup_min"], r["speedup_max"]) if r.get("speedup_min") is not None else None
-            c = compare(f"gqa.speedup.kv{h}", r.get("speedup"), where=where, spread=spread, ceiling=1 / flops_ratio)
+            c = compare(f"gqa.speedup.kv{h}", r.get("speedup"), where=where, spread=spread, ceiling=1 / flops_ratio,
+                        rounds=r.get("rounds"))
             r.update(claimed_speedup=c["claimed"], verdict=c["verdict"])
     S.add("gqa_train", rows,
           columns=["variant", "n_kv_head", "params_M", "flops_vs_MHA", "flop_ceiling", "ms_per_step", "speedup",

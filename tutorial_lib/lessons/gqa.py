@@ -495,7 +495,8 @@ def gqa_point(n_kv_head: int, context: int, batch_size: int = 1, dtype: str = "b
     read, read_mha = (decode_bytes_per_token(c, context, dtype) for c in (cfg, base))
     label = attention_label(cfg)
     measured = [{"context": r.get("context"), "tokens_per_s": r.get("tokens_per_s"),
-                 "speedup_vs_MHA": r.get("speedup_vs_MHA"), "device_name": m.get("device_name")}
+                 "speedup_vs_MHA": r.get("speedup_vs_MHA"), "device_name": m.get("device_name"),
+                 "speedup_of": Speedup.from_row(r, key="speedup_vs_MHA")}  # the one printed form
                 for r, m in records.measured_rows("gqa_decode", docs, device) if r.get("variant") == label]
     return {"label": label, "n_kv_head": cfg.kv_heads, "n_head": cfg.n_head, "context": context,
             "batch_size": batch_size, "dtype": dtype, "cache_bytes": cache, "cache_bytes_mha": cache_mha,
