@@ -9,7 +9,15 @@ from pathlib import Path
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
-AWAITING_RERUN = {
+AWAITING_RERUN = {  # issue 23: the one printing path, 07's rewrite, the map in 01
+    "01_profile.ipynb": "2026-12-01T06:03:05.329731Z",
+    "02_gqa.ipynb": "2026-12-01T05:44:23.234191Z",
+    "03_flash_attention.ipynb": "2026-12-01T05:58:47.890063Z",
+    "04_mlp_expansion.ipynb": "2026-12-01T07:13:31.699836Z",
+    "05_swiglu.ipynb": "2026-12-01T07:21:09.241106Z",
+    "06_sliding_window.ipynb": "2026-12-01T06:05:04.791880Z",
+    "07_all_together.ipynb": "2026-12-01T08:35:03.680337Z",
+    "08_lm_head.ipynb": "2026-12-01T08:18:41.819224Z",
 }
 
 
