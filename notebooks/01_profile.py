@@ -41,7 +41,7 @@ from tutorial_lib.lessons.flash_attention import attention_sweep, loglog_slopes,
 from tutorial_lib.measure import cost, flops, memory, profile, timing
 from tutorial_lib.measure.memory import fmt_bytes
 from tutorial_lib.model import get_config
-from tutorial_lib.notebook_map import map_rows
+from tutorial_lib.notebook_map import map_lines
 from tutorial_lib.sizes import get_sizes
 
 DEVICE = settings.get_device()
@@ -50,10 +50,8 @@ P = SIZES.step  # the measured training step
 DTYPE = P.torch_dtype  # bf16 autocast on CUDA, fp32 on CPU
 print(env_summary(DEVICE))
 print(f"measured model: {P.preset}, B={P.batch}, T={P.seq_len}")
-print("\nthe map (times: minutes at the cpu profile from the stored outputs, at the smoke profile recorded):")
-print(format_rows(map_rows(), columns=["notebook", "answers", "cpu_min", "smoke_min", "needs", "on_a_cpu"],
-                  headers={"cpu_min": "cpu min", "smoke_min": "smoke min", "on_a_cpu": "on a CPU"},
-                  formats={"cpu_min": "{:.1f}", "smoke_min": "{:.1f}"}))
+print("\nthe map (cpu: the stored outputs' run at the cpu profile; smoke: recorded at the smoke profile):")
+print("\n".join(map_lines()))
 
 # %% [markdown]
 # ## 1. The idea: a step is a list of matrix multiplies — and everything around them

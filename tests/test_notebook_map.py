@@ -62,3 +62,9 @@ def test_all_notebooks_together_within_the_budget():
         pytest.skip("some notebooks wait for their re-execution at the cpu profile (tests/awaiting_rerun.py)")
     cpu_total, _ = M.totals(M.map_rows())
     assert cpu_total is not None and cpu_total <= M.TOTAL_MINUTES, f"{cpu_total} min in all"
+
+
+def test_the_map_as_text_names_every_notebook_and_the_totals():
+    lines = M.map_lines()
+    assert len(lines) == 2 * len(M.LESSONS) + 1 and lines[-1].startswith("all")
+    assert all(any(line.startswith(lesson.stem) for line in lines) for lesson in M.LESSONS)

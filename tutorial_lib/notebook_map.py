@@ -9,7 +9,7 @@ The questions, prerequisites and advice are data (``LESSONS``); the times are re
   writes by executing every notebook at that profile and reading the same timestamps.
 
 ``map_rows`` joins them; ``map_markdown`` is the README's table (``scripts/time_notebooks.py
---readme`` rewrites it; a test fails when it drifts) and 01's first cells print ``map_rows``.
+--readme`` rewrites it; a test fails when it drifts) and 01's first cell prints ``map_lines``.
 """
 from __future__ import annotations
 
@@ -118,6 +118,19 @@ def totals(rows: List[dict]) -> Tuple[Optional[float], Optional[float]]:
         vals = [r[key] for r in rows]
         return None if any(v is None for v in vals) else sum(vals)
     return total("cpu_min"), total("smoke_min")
+
+
+def map_lines(directory: Path = NOTEBOOKS) -> List[str]:
+    """The map as text for a notebook's output: two lines per notebook."""
+    out = []
+    for r in map_rows(directory):
+        cpu = _minutes(r["cpu_min"]) if r["cpu_min"] is not None else f"stored at {r['stored_profile']}"
+        out.append(f"{r['notebook']:19} {r['answers']}")
+        out.append(f"{'':19} cpu {cpu}, smoke {_minutes(r['smoke_min'])}; needs {r['needs']}; "
+                   f"on a CPU: {r['on_a_cpu']}")
+    cpu_total, smoke_total = totals(map_rows(directory))
+    out.append(f"{'all':19} cpu {_minutes(cpu_total)}, smoke {_minutes(smoke_total)}")
+    return out
 
 
 def _minutes(v: Optional[float]) -> str:
