@@ -17,7 +17,8 @@ TORCH_PIN := torch==2.13.0
 # Profiles: nbval re-runs the notebooks at toy sizes (smoke) and compares every cell not tagged
 # nbval-ignore-output; those cells print only profile-independent things (shapes, exact checks,
 # analytic numbers), so the stored outputs can come from the bigger `cpu` profile that readers
-# see (`make notebooks`, ~30 min on 2 cores; NOTEBOOK_PROFILE=smoke for a quick refresh).
+# see (`make notebooks`; README's map gives each notebook's time at both profiles, read from the
+# stored outputs; NOTEBOOK_PROFILE=smoke for a quick refresh).
 TEST_PROFILE := smoke
 NOTEBOOK_PROFILE ?= cpu
 NOTEBOOK_TIMEOUT ?= 3600

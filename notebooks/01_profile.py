@@ -20,6 +20,15 @@
 # Sizes come from the size profile (`TUTORIAL_PROFILE=smoke|cpu|gpu`); analytic numbers always use
 # the real GPT-2 small at the seed's setting (B=4, T=512). The first cell says where the stored
 # outputs were measured.
+#
+# ### A map of the tutorial
+#
+# Each notebook answers one question. The table below (printed by the first cell, from
+# `tutorial_lib.notebook_map`) gives, for each: what it answers, how long it took to run at the `cpu`
+# profile (read from the stored outputs' timestamps: a 2-core CPU) and at the `smoke` profile, what
+# it builds on, and what to skip or expect on a CPU. Start here, then follow the order; 07 is the
+# synthesis, 99 the playground. On a GPU (`gpu` profile) every notebook measures the seed's own
+# setting and the times differ.
 
 # %% tags=["nbval-ignore-output"]
 # %matplotlib inline
@@ -32,6 +41,7 @@ from tutorial_lib.lessons.flash_attention import attention_sweep, loglog_slopes,
 from tutorial_lib.measure import cost, flops, memory, profile, timing
 from tutorial_lib.measure.memory import fmt_bytes
 from tutorial_lib.model import get_config
+from tutorial_lib.notebook_map import map_lines
 from tutorial_lib.sizes import get_sizes
 
 DEVICE = settings.get_device()
@@ -40,6 +50,8 @@ P = SIZES.step  # the measured training step
 DTYPE = P.torch_dtype  # bf16 autocast on CUDA, fp32 on CPU
 print(env_summary(DEVICE))
 print(f"measured model: {P.preset}, B={P.batch}, T={P.seq_len}")
+print("\nthe map (cpu: the stored outputs' run at the cpu profile; smoke: recorded at the smoke profile):")
+print("\n".join(map_lines()))
 
 # %% [markdown]
 # ## 1. The idea: a step is a list of matrix multiplies — and everything around them
@@ -160,9 +172,11 @@ print(claims.format_table(claims.claims_table({
     "ops.scores": qk_one_head,
     "ops.per_layer": per_layer,
     "ops.model": t["fwd"],
-    "scores.T512": SEED_T * SEED_T,
-    "scores.T1024": 1024 * 1024,
-}, notes={"ops.per_layer": "ours: the whole block's forward matmul FLOPs"}, where=AT_SEED)))
+}, notes={"ops.per_layer": "ours: the whole block's forward matmul FLOPs"}, where=AT_SEED) + [
+    # the score counts hold at their own T: each is computed there (T x T per head)
+    claims.compare("scores.T512", SEED_T * SEED_T, where=claims.Setting(seq_len=SEED_T)),
+    claims.compare("scores.T1024", 1024 * 1024, where=claims.Setting(seq_len=1024)),
+]))
 print(f"\n12 heads x 12 layers of Q Kᵀ alone: {12 * 12 * qk_one_head / 1e9:.1f} GFLOP")
 
 # %% [markdown]

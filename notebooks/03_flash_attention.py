@@ -22,7 +22,7 @@ import torch
 from tutorial_lib import claims, settings
 from tutorial_lib.attention import flash_tiled as flash
 from tutorial_lib.lessons import flash_attention as fl
-from tutorial_lib.lessons.common import env_summary, noise_note, show_source
+from tutorial_lib.lessons.common import env_summary, format_rows, noise_note, show_source
 from tutorial_lib.model import get_config
 from tutorial_lib.sizes import get_sizes
 
@@ -124,8 +124,12 @@ for n_kv, window in ((4, None), (2, None), (4, 17)):
 # `max_memory_allocated`, on CPU the running sum of `torch.profiler`'s memory events). A backend that is unsupported here (FlexAttention has no CPU backward) or runs
 # out of memory is recorded in its row, and the sweep carries on. At each T the backends are timed in
 # interleaved rounds (eager, tiled, sdpa, eager, ...): `ms` is the median over rounds, and `vs eager`
-# is the median of the per-round ratios eager / this backend, with their range — load that comes and
-# goes slows both sides of a ratio alike. A backend whose rounds still disagree after extra rounds
+# is the median of the per-round ratios eager / this backend, with their range, the rounds and the
+# attention core's **analytic ceiling** (the most the backend can gain over eager by the cost
+# model: the largest of their FLOP, byte and launch ratios) — load that comes and goes slows both
+# sides of a ratio alike. The verdict follows the tutorial's three rules (`tutorial_lib.speedups`):
+# a range over 1.0 is *within noise*, fewer than three rounds give *no verdict*, a median above the
+# ceiling is noise or a different kernel. A backend whose rounds still disagree after extra rounds
 # is named below the table as noisy.
 
 # %% tags=["nbval-ignore-output"]
@@ -134,14 +138,16 @@ rows = fl.attention_sweep(SIZES.sweep.seq_lens, batch_size=SIZES.sweep.batch, n_
 r0 = rows[0]
 print(f"B={r0.batch_size}, H={r0.n_head}, D={r0.head_dim}, {r0.dtype}, {r0.device_name}, forward+backward, "
       f"{len(r0.times_ms)}+ interleaved rounds")
-print(f"{'backend':8} {'T':>5} {'kept for bwd MiB':>17} {'peak MiB':>14} {'ms':>9} {'vs eager (range)':>20}")
-for r in rows:
-    if not r.ok:
-        print(f"{r.backend:8} {r.seq_len:>5} not measured: {r.error[:90]}")
-        continue
-    peak = "n/a" if r.peak_bytes is None else f"{r.peak_bytes / 2**20:.1f}"
-    vs = "" if r.speedup is None else f"{r.speedup:.2f}x ({r.speedup_min:.2f}-{r.speedup_max:.2f})"
-    print(f"{r.backend:8} {r.seq_len:>5} {r.saved_bytes / 2**20:>17.2f} {peak:>14} {r.median_ms:>9.2f} {vs:>20}")
+vs_eager = {(r.backend, r.seq_len): fl.point_speedup(r) for r in rows}
+print(format_rows([{"backend": r.backend, "T": r.seq_len,
+                    "kept for bwd MiB": r.saved_bytes / 2**20 if r.ok else None,
+                    "peak MiB": r.peak_bytes / 2**20 if r.ok and r.peak_bytes is not None else None,
+                    "ms": r.median_ms if r.ok else None,
+                    "vs eager (median [range, rounds; ceiling] verdict)": (
+                        "baseline" if r.ok and r.backend == "eager" else
+                        vs_eager[r.backend, r.seq_len].text() if vs_eager[r.backend, r.seq_len] else None),
+                    "note": (r.error or "")[:90]} for r in rows],
+                  formats={"kept for bwd MiB": "{:.2f}", "peak MiB": "{:.1f}", "ms": "{:.2f}"}))
 print(noise_note([{"variant": f"{r.backend} T={r.seq_len}", "spread": r.spread, "noisy": r.noisy} for r in rows])
       or "every backend's rounds agreed within 25%")
 
@@ -184,24 +190,25 @@ fl.sweep_figure(rows, "median_ms")
 time_slopes = fl.loglog_slopes(rows, "median_ms", last=3)
 print("fitted exponent of time in T (largest three lengths):",
       ", ".join(f"{b} {s:.2f}" for b, s in time_slopes.items()))
-if "eager" in at:
-    for b in ("tiled", "sdpa", "flex"):
-        if b in at:
-            r = at[b]
-            print(f"at T={big}: {b} runs at {r.speedup:.2f}x eager's speed "
-                  f"(per-round range {r.speedup_min:.2f}-{r.speedup_max:.2f})")
 for T in sorted({r.seq_len for r in rows}):
-    here = {r.backend: r for r in rows if r.ok and r.seq_len == T and r.speedup is not None}
-    if len(here) > 1:
-        order = sorted(here, key=lambda b: -here[b].speedup)
-        line = f"T={T}: fastest {order[0]}, slowest {order[-1]}"
-        if {"tiled", "eager"} <= set(here):
-            t = here["tiled"]
-            line += ("; tiled vs eager: within noise (its range includes 1.0)" if t.speedup_min <= 1 <= t.speedup_max
-                     else f"; tiled is {'faster' if t.speedup > 1 else 'slower'} than eager in every round")
-        print(line)
-print(claims.format_table([claims.compare("seq.flash", time_slopes.get("sdpa"), where=claims.ANY_SETTING,
-                                          note="SDPA forward+backward time vs T")]))
+    for b in ("tiled", "sdpa", "flex"):
+        if vs_eager.get((b, T)):
+            print(f"T={T}: {b} over eager {vs_eager[b, T].text()}")
+recorded_vs = fl.recorded_vs_eager(DEVICE.type)
+if recorded_vs:
+    print(f"\nrecorded in {recorded_vs['where']} (another run, not now):")
+    for (b, T), sp_ in recorded_vs["speedups"].items():
+        if b in ("tiled", "sdpa") and T in {r.seq_len for r in rows}:
+            print(f"T={T}: {b} over eager {sp_.text()}")
+# "Same O(n²)": judged on the compute it is about, and on the time with its spread over the rounds
+per_round = fl.round_slopes(rows, 3).get("sdpa", [])
+print(claims.format_table([
+    claims.compare("seq.flash", fl.flop_slope(rows, "sdpa"), where=claims.ANY_SETTING, exact=True,
+                   note="the attention core's FLOPs vs T (cost model): the compute the claim is about"),
+    claims.compare("seq.flash", time_slopes.get("sdpa"), where=claims.ANY_SETTING,
+                   spread=(min(per_round), max(per_round)) if len(per_round) > 1 else None,
+                   note="SDPA's measured fwd+bwd time, largest three T; spread: the slope fitted in each round"),
+]))
 
 # %% [markdown]
 # ### What pure-PyTorch tiling does for memory — and why its time is a different question
@@ -219,6 +226,15 @@ print(claims.format_table([claims.compare("seq.flash", time_slopes.get("sdpa"), 
 #   most where each op is fast (a GPU, short T), the T × T traffic most at long T. The lines printed
 #   above say which won at each length on this machine — do not take "tiling is slower" or "tiling
 #   is faster" from anyone without that measurement.
+# - **What interleaving cannot catch.** Interleaved rounds cancel load that comes and goes; they
+#   cannot cancel a slowdown that always hits one variant — tiled's hundreds of small ops suffer most
+#   when other processes share the cores, eager's large fresh buffers pay page faults the first time
+#   memory is touched. Then every round agrees and the verdict is still about the machine's state,
+#   not the kernel. That is why the recorded run is printed beside this one: where the two disagree
+#   about the direction at the same T, each was consistent within its own rounds, and neither tells
+#   the kernel apart from the circumstances — re-run on a quiet machine. The same goes for the
+#   absolute times: eager attention at one T is timed here, in notebook 01 and in the recorded run,
+#   and the three need not agree; only ratios taken in the same rounds compare two backends.
 # - **SDPA's fused kernel** (FlashAttention on CUDA, a tiled C++ kernel on CPU) does the same tiling
 #   *inside one kernel*: a tile of scores lives in registers / shared memory (GPU) or cache (CPU),
 #   is used and discarded without a round trip to main memory, and causally masked tiles are skipped.
@@ -228,8 +244,11 @@ print(claims.format_table([claims.compare("seq.flash", time_slopes.get("sdpa"), 
 #   number of FLOPs (more, in backward), done without the bytes; at short T there is little traffic
 #   to remove, and the timings above show whether it still won here.
 #
-# The seed's "Same O(n²) but much faster constant factors" is right about the compute; the memory
-# is where flash changes the *exponent*, from 2 to 1.
+# The seed's "Same O(n²) but much faster constant factors" is right about the compute — the table
+# above judges it on the attention core's FLOPs, where the exponent is exactly 2. The measured time
+# is shown beside it with the spread of the slope fitted in each round: at these lengths per-call
+# costs that grow more slowly than T² still weigh in, so a time exponent below 2 is expected and is
+# not evidence against the claim. The memory is where flash changes the *exponent*, from 2 to 1.
 #
 # ## 5. The whole model: eager vs SDPA attention
 #
@@ -252,8 +271,7 @@ for r in model_rows:
           f"{r['scores_bytes'] / 2**20:>15.1f} {r['total_bytes'] / 2**20:>10.1f} {peak:>14}")
 eager_r, sdpa_r = model_rows
 if not (eager_r["error"] or sdpa_r["error"]):
-    print(f"\nSDPA: {sdpa_r['speedup']:.2f}x eager's speed (median of {sdpa_r['rounds']} interleaved rounds' "
-          f"ratios, range {sdpa_r['speedup_min']:.2f}-{sdpa_r['speedup_max']:.2f}), "
+    print(f"\nSDPA over eager, the whole step: {fl.step_speedup(model_rows, get_config(P.preset)).text()}; "
           f"{1 - sdpa_r['activations_bytes'] / eager_r['activations_bytes']:.0%} fewer activation bytes, "
           f"{1 - sdpa_r['total_bytes'] / eager_r['total_bytes']:.0%} less memory in total.")
     print(noise_note([{"variant": r["backend"], "spread": r["spread"], "noisy": r["noisy"]} for r in model_rows])

@@ -8,38 +8,47 @@
 #   (MHA, GELU 4×, eager attention), and what they buy **together**;
 # - how to read the seed's "Expected Results" table: its numbers beside ours, and the row that
 #   contradicts its own setting (worked out in code);
-# - the seed's decision tree redrawn with the payoffs measured here, at a short and a long sequence
-#   length, and what matters at which length on which device.
+# - the seed's decision tree redrawn from the evidence: every payoff with its per-round range and its
+#   analytic ceiling, ranked so that a change the measurements cannot tell apart from noise never
+#   ranks above one that was faster in every round;
+# - what matters at which length on which device.
+#
+# **What is measured now, and what is read from a file.** The training steps (sections 3 and 4) are
+# measured live, on your machine: that is the table a learner should see being made. The quality
+# runs (section 5) and the decision tree (section 7) are read from the guide suite's results files
+# (`results/*.json`, each labelled with where it was recorded): the quality runs take many minutes
+# and at this length cannot tell the variants apart, and the tree must show the same payoff for a
+# change here, in notebook 08 and in `OPTIMIZATION_GUIDE.md` — one measurement per change, named.
 #
 # Sizes come from the size profile (`TUTORIAL_PROFILE=smoke|cpu|gpu`); the `gpu` profile measures the
-# seed's own setting (GPT-2 small, B=4, T=512, bf16 autocast). The first cell says where the stored
-# outputs were measured.
+# seed's own setting (GPT-2 small, B=4, T=512, bf16 autocast); on a CPU the steps use the 4-layer
+# `gpt2_mini` at the guide suite's own setting, so the live table sits beside the recorded one. The
+# first cell says where the stored outputs were measured.
 
 # %% tags=["nbval-ignore-output"]
 # %matplotlib inline
 
 from tutorial_lib import claims, settings
 from tutorial_lib.lessons import all_together as AT
+from tutorial_lib.lessons import decision
 from tutorial_lib.lessons import roofline as RL
 from tutorial_lib.lessons.common import (
+    QUALITY_AFTER,
+    QUALITY_BASELINE,
     env_summary,
-    format_quality,
     format_rows,
-    loss_curves,
     noise_note,
-    quality_runs,
-    quality_table,
+    recorded_quality,
     show_source,
 )
 from tutorial_lib.sizes import get_sizes
 
 DEVICE = settings.get_device()
 SIZES = get_sizes()  # the size profile: TUTORIAL_PROFILE=smoke|cpu|gpu
-S, Q = SIZES.final, SIZES.quality  # the short and long settings; the quality runs
+S = SIZES.final  # the short and long settings
 print(env_summary(DEVICE))
 print(f"sizes: {S.preset}, short B={S.short_batch} T={S.short_seq}, long B={S.long_batch} T={S.long_seq} "
-      f"(window {S.long_window}); quality {Q.preset} B={Q.batch} T={Q.seq_len}, {Q.steps} steps, "
-      f"seeds {list(Q.seeds)}; torch.compile rows: {S.compile}")
+      f"(window {S.long_window}), {S.rounds} interleaved rounds; torch.compile rows: {S.compile}")
 
 # %% [markdown]
 # ## 1. The seed's promise, and what its own numbers imply
@@ -97,95 +106,107 @@ show_source(AT.long_variants)
 # in *interleaved rounds* (each variant once per round, speedups taken within a round, so a busy
 # machine slows both sides of every ratio alike). Memory: on CUDA the allocator's peak; on a CPU the
 # exact sum of parameters, gradients, optimizer state and activations saved for backward (a CPU has
-# no allocator peak to read). Beside each measurement, the roofline model's prediction (notebook 09:
-# FLOPs, bytes and kernel launches against this machine's ceilings, measured first) and the speedup
-# FLOPs alone would predict.
+# no allocator peak to read).
+#
+# Every speedup is printed one way (`tutorial_lib.speedups`): the median of the per-round ratios,
+# their range, the rounds, and the change's **analytic ceiling** — the most it can give by the cost
+# model, the largest of its FLOP, byte, kernel-launch and roofline ratios on this machine's ceilings
+# (measured first). Then the verdict, by three rules: a range that spans 1.0 is *within noise*;
+# fewer than three rounds give *no verdict*; a median above the ceiling is *above the ceiling* —
+# noise, or a different kernel ran than the one the cost model describes, never a gain the change
+# can deliver. The `predicted` column is the roofline model's step-time ratio (notebook 09), the
+# `FLOP-only` column the matmul-FLOP ratio: predictions, not measurements.
 
 # %% tags=["nbval-ignore-output"]
 CEIL = RL.lesson_ceilings(DEVICE)  # this machine's peak FLOP/s, bandwidth and per-op overhead
 short_variants = AT.short_variants(S)
-short = AT.measure(short_variants, S.short_batch, S.short_seq, S, device=DEVICE)
+short = AT.measure(short_variants, S.short_batch, S.short_seq, S, device=DEVICE, ceilings=CEIL)
 short = RL.add_predictions(short, short_variants, S.short_batch, S.short_seq, CEIL)
 ok = next(r for r in short if not r["error"])
 for r in short:
     r["memory_MiB"] = r["memory_bytes_shown"] / 2**20 if r.get("memory_bytes_shown") else None
+    r["measured"] = AT.speedup_text(r)
 mem_kind = "CUDA peak" if DEVICE.type == "cuda" else "exact sum"
 print(f"{S.preset}, B={S.short_batch}, T={S.short_seq}, train step (AdamW), {ok['dtype']}, {ok['device_name']}")
 print(f"ceilings: {CEIL.describe()}")
-print(format_rows(short, columns=["variant", "median_ms", "predicted_ms", "speedup", "predicted_speedup",
-                                  "flop_only_speedup", "tokens_per_s", "memory_MiB", "error"],
-                  headers={"median_ms": "ms/step", "predicted_ms": "predicted ms", "tokens_per_s": "tokens/s",
-                           "predicted_speedup": "predicted", "flop_only_speedup": "FLOP-only",
-                           "memory_MiB": f"MiB ({mem_kind})"},
-                  formats={"median_ms": "{:,.1f}", "predicted_ms": "{:,.1f}", "tokens_per_s": "{:,.0f}",
-                           "speedup": "{:.2f}x", "predicted_speedup": "{:.2f}x", "flop_only_speedup": "{:.2f}x",
-                           "memory_MiB": "{:,.0f}"}))
+print(format_rows(short, columns=["variant", "median_ms", "measured", "predicted_speedup", "flop_only_speedup",
+                                  "tokens_per_s", "memory_MiB", "error"],
+                  headers={"median_ms": "ms/step", "measured": "speedup (median [range, rounds; ceiling] verdict)",
+                           "tokens_per_s": "tokens/s", "predicted_speedup": "predicted",
+                           "flop_only_speedup": "FLOP-only", "memory_MiB": f"MiB ({mem_kind})"},
+                  formats={"median_ms": "{:,.1f}", "tokens_per_s": "{:,.0f}", "predicted_speedup": "{:.2f}x",
+                           "flop_only_speedup": "{:.2f}x", "memory_MiB": "{:,.0f}"}))
 print(noise_note(short) or "every variant's rounds agreed within 25%")
 after_row = next(r for r in short if r["variant"] == AT.AFTER_LABEL)
 print(f"the seed's combination ({AT.AFTER_LABEL}): the seed claims "
-      f"{claims.get('results.tokens_per_s.gain').value:.2f}x; measured here "
-      + ("n/a" if after_row.get("speedup") is None else f"{after_row['speedup']:.2f}x")
-      + "; the roofline predicts " + ("n/a" if after_row.get("predicted_speedup") is None
-                                      else f"{after_row['predicted_speedup']:.2f}x"))
+      f"{claims.get('results.tokens_per_s.gain').value:.2f}x; measured here {AT.speedup_text(after_row)}; "
+      "the roofline model predicts " + ("n/a" if after_row.get("predicted_speedup") is None
+                                        else f"{after_row['predicted_speedup']:.2f}x"))
 
 # %% [markdown]
 # ## 4. Measured: the long setting (T ≥ 512)
+#
+# The seed's other branch: the window joins, alone and on top of the combination. The same rounds,
+# the same rules.
 
 # %% tags=["nbval-ignore-output"]
-long = AT.measure(AT.long_variants(S), S.long_batch, S.long_seq, S, device=DEVICE, memory=False,
-                  rounds=max(1, S.rounds - 1))  # the long steps are slow: one round fewer
+long_variants = AT.long_variants(S)
+long = AT.measure(long_variants, S.long_batch, S.long_seq, S, device=DEVICE, memory=False, ceilings=CEIL)
+long = RL.add_predictions(long, long_variants, S.long_batch, S.long_seq, CEIL)
+for r in long:
+    r["measured"] = AT.speedup_text(r)
 print(f"{S.preset}, B={S.long_batch}, T={S.long_seq}, train step (AdamW), {ok['device_name']}")
-print(format_rows(long, columns=["variant", "median_ms", "tokens_per_s", "speedup", "error"],
-                  headers={"median_ms": "ms/step", "tokens_per_s": "tokens/s"},
-                  formats={"median_ms": "{:,.1f}", "tokens_per_s": "{:,.0f}", "speedup": "{:.2f}x"}))
+print(format_rows(long, columns=["variant", "median_ms", "measured", "predicted_speedup", "tokens_per_s", "error"],
+                  headers={"median_ms": "ms/step", "measured": "speedup (median [range, rounds; ceiling] verdict)",
+                           "predicted_speedup": "predicted", "tokens_per_s": "tokens/s"},
+                  formats={"median_ms": "{:,.1f}", "tokens_per_s": "{:,.0f}", "predicted_speedup": "{:.2f}x"}))
 print(noise_note(long) or "every variant's rounds agreed within 25%")
 
 # %% [markdown]
-# ## 5. Does it still learn? Validation loss after N steps
+# ## 5. Does it still learn? Validation loss after N steps, recorded
 #
-# Speed is half of the seed's table; its last row is "val loss @ 1000". `train` runs the baseline,
-# the seed's combination, + SwiGLU, + a window, and the baseline with the Muon optimizer, from the
-# same seed on the same batches, and validates on the same held-out batches. (Eager and SDPA compute
-# the same function, so the quality runs use SDPA throughout; N is the profile's, not 1000.)
+# Speed is half of the seed's table; its last row is "val loss @ 1000". The guide suite trains the
+# baseline, each change alone, the seed's combination, + SwiGLU, + a window and the baseline with the
+# Muon optimizer, from the same seeds on the same batches, and validates on the same held-out
+# batches; here are its recorded runs (not trained now: at these sizes they take longer than the
+# rest of this notebook together, and a verdict of "too short to tell" is what a short run on a CPU
+# can give). `quality_runs(AT.quality_variants(SIZES.quality), SIZES.quality)` re-runs them here;
+# notebooks 04–06 show loss curves.
 
 # %% tags=["nbval-ignore-output"]
-runs = quality_runs(AT.quality_variants(Q), Q, device=DEVICE)
-first = next(h for hs in runs.values() for h in hs if not isinstance(h, str))
-print(f"{Q.preset}, {Q.steps} steps, batch {Q.batch} x {Q.seq_len} tokens, {first.dtype}, {first.device}, "
-      f"seeds {list(Q.seeds)}")
-q = {r["variant"]: r for r in quality_table(runs)}
-print(format_quality(q.values()))
-loss_curves(runs, title=f"{Q.preset}, T={Q.seq_len}: validation loss, mean over {len(Q.seeds)} seeds")
+rec = recorded_quality(DEVICE.type)
+quality = rec.rows
+print(f"quality runs {rec.caption}; not measured now")
+print(format_rows(list(quality.values()), columns=["variant", "optimizer", "seeds", "val_loss", "val_loss_sd",
+                                                   "vs_baseline", "vs_baseline_sd", "verdict"],
+                  formats={"val_loss": "{:.3f}", "val_loss_sd": "{:.3f}", "vs_baseline": "{:+.3f}",
+                           "vs_baseline_sd": "{:.3f}"}))
 
 # %% [markdown]
 # ## 6. The seed's Expected Results, claimed beside measured
 #
 # "Before" is the seed's baseline and "after" is GQA-4 + SDPA + 3× MLP, both from the short table;
-# validation losses from the quality runs (at N steps, not 1000).
+# validation losses from the recorded quality runs (at their N steps, not 1000). A row measured at
+# another setting than the seed's carries a marker, and the sentence under the table says what
+# differs.
 
 # %% tags=["nbval-ignore-output"]
 before = next(r for r in short if r["variant"] == AT.BEFORE_LABEL)
 after = next(r for r in short if r["variant"] == AT.AFTER_LABEL)
-vals = [r["val_loss"] for r in q.values()]  # mean over seeds: the baseline, then the seed's combination
-vals_ms = [r.get("ms_per_step") for r in q.values()]
-spreads = []
-for label in list(runs)[:2]:
-    losses = [h.final_val_loss for h in runs[label] if not isinstance(h, str)]
-    spreads.append((min(losses), max(losses)) if len(losses) > 1 else None)
+q_before, q_after = quality.get(QUALITY_BASELINE, {}), quality.get(QUALITY_AFTER, {})
 where = claims.Setting(model=S.preset, batch=S.short_batch, seq_len=S.short_seq, device=DEVICE.type)
-val_where = claims.Setting(model=Q.preset, batch=Q.batch, seq_len=Q.seq_len, steps=Q.steps, device=DEVICE.type)
-print(f"steps measured at {where.describe()} on {ok['device_name']}; validation loss at {val_where.describe()}, "
-      f"mean of {len(Q.seeds)} seeds (spread: min-max over seeds)")
-print(claims.format_table(AT.expected_results(before, after, vals[0], vals[1], where=where, val_where=val_where,
-                                              val_spreads=tuple(spreads))))
+print(f"steps measured now at {where.describe()} on {ok['device_name']}; validation losses {rec.caption} "
+      "(mean over seeds)")
+print(claims.format_table(AT.expected_results(before, after, q_before.get("val_loss"), q_after.get("val_loss"),
+                                              where=where, val_where=rec.setting)))
 
 # %% tags=["nbval-ignore-output"]
 if before.get("median_ms"):
     print(f"Our before: {S.short_batch * S.short_seq:,} tokens in {before['median_ms']:,.1f} ms = "
           f"{before['tokens_per_s']:,.0f} tokens/s -- the two rows agree with each other, as they must.")
-if after.get("speedup"):
-    print(f"The seed's combination makes this step {after['speedup']:.2f}x as fast here "
-          f"(the seed: {claims.get('results.tokens_per_s.gain').value:.2f}x).")
+if after.get("speedup_of") is not None:
+    print(f"The seed's combination, measured here: {AT.speedup_text(after)} "
+          f"(the seed claims {claims.get('results.tokens_per_s.gain').value:.2f}x).")
 
 # %% [markdown]
 # The seed's "val loss @ 1000" cannot be judged from a short run of a small model. The closest
@@ -207,73 +228,73 @@ else:
     print("no recorded 1000-step runs in results/train_h200_1000/")
 
 # %% [markdown]
-# ## 7. The decision tree, redrawn with measured payoffs
+# ## 7. The decision tree, redrawn from the evidence
 #
 # The seed's tree: for T < 512 implement GQA, then 3× MLP, then flash; for T ≥ 512 the sliding window,
-# then flash, then GQA; both paths should add SwiGLU and a better optimizer. Below, each branch is
-# re-ordered by the training-step speedup measured on this machine (each change alone, against the
-# baseline), at the short and the long setting.
+# then flash, then GQA; both paths should add SwiGLU and a better optimizer. Below, both branches
+# answered by `decision.recommend` — the function behind the guide's decision table and notebook 99's
+# explorer — for this kind of device at the short and the long T:
+#
+# - each change's payoff is **one** measurement from the results files: the one at the nearest
+#   setting (within a factor of 2 of T), then the one with the most rounds, named with its file,
+#   section, model, B, T and rounds — so notebook 08 and the guide quote the same number;
+# - where no file holds the change near that T, the payoff is the cost model's prediction, labelled
+#   *predicted*;
+# - the ranking reads the evidence first: changes faster in every round, then changes measured above
+#   their ceiling (ranked by the ceiling), then predictions, then what the rounds cannot tell apart
+#   from noise, then losses. A change whose range spans 1.0 never ranks above one whose whole range
+#   is above 1.0, whatever their medians.
+#
+# Your own machine's numbers join the tree once you record them:
+# `python -m tutorial_lib bench --suite guide --out results/<device>.json`.
 
 # %% tags=["nbval-ignore-output"]
-tree = AT.tree_payoffs(short, long)
+tree = decision.branches(S.short_seq, S.long_seq, DEVICE.type)
 for branch, key in (("short", "tree.short"), ("long", "tree.long")):
     print(f"seed ({branch}): {claims.get(key).text}")
-    print("  measured, best first: " + ", ".join(
-        f"{name} {'not measured' if sp is None else f'{sp:.2f}x'}" for name, sp in tree[branch]))
-sw, muon = [k for k in q if "SwiGLU" in k][0], [k for k in q if "Muon" in k][0]
+    for line in tree[branch].lines()[1:]:
+        if not line.lstrip().startswith(("quality:", "the seed says:")):
+            print(line)
 print(f"seed: {claims.get('tree.swiglu').text} / {claims.get('tree.optimizer').text}")
-combo = quality_table(runs, baseline=AT.AFTER_LABEL.replace(" + SDPA", ""))
-sw_row = next(r for r in combo if r["variant"] == sw)
-if sw_row["vs_baseline"] is not None:
-    print(f"  SwiGLU (on the combination): val loss {sw_row['vs_baseline']:+.3f} vs without, at equal steps "
-          f"({sw_row['verdict']})")
-if q[muon]["vs_baseline"] is not None:
-    print(f"  Muon (on the baseline): val loss {q[muon]['vs_baseline']:+.3f} vs AdamW at equal steps "
-          f"({q[muon]['verdict']}), {q[muon]['ms_per_step'] / vals_ms[0]:.2f}x the time per step")
-AT.decision_tree_figure(tree["short"], tree["long"],
-                        f"{S.preset}, B={S.short_batch}, T={S.short_seq}",
-                        f"{S.preset}, B={S.long_batch}, T={S.long_seq}, W={S.long_window}",
-                        title=f"What to implement first -- measured on {ok['device_name']}")
+for line in tree["short"].quality:
+    print(f"  {line}")
+decision.branches_figure(tree, title="What to implement first -- from the recorded evidence, ranked by it")
 
 # %% [markdown]
 # ## Recorded results, for comparison
 #
 # The guide suite (`python -m tutorial_lib bench --suite guide --out results/<device>.json`) records
-# these measurements once per machine; below are the files in `results/`, each labelled with the
+# the before/after table once per machine; below are the files in `results/`, each labelled with the
 # device, dtype, torch version, size profile, date and sizes it was recorded with. They are files,
-# not measurements made now: set them beside what this machine measured above. A GPU's numbers
-# appear here once a GPU run is recorded. `OPTIMIZATION_GUIDE.md` shows the same tables.
+# not measurements made now: set them beside what this machine measured in sections 3 and 4. A
+# GPU's numbers appear here once a GPU run is recorded. `OPTIMIZATION_GUIDE.md` shows the same tables.
 
 # %% tags=["nbval-ignore-output"]
 from tutorial_lib.guide.report import recorded
 
-recorded("before_after", "expected_results", "quality")
+recorded("before_after", "expected_results")
 
 
 # %% [markdown]
 # ## Summary: what matters at which length on which device
 
 # %% tags=["nbval-ignore-output"]
-def sp(rows, prefix):
-    return next((r.get("speedup") for r in rows if r["variant"].startswith(prefix)), None)
+def said(rows, prefix):
+    r = next((r for r in rows if r["variant"].startswith(prefix)), None)
+    return "not measured" if r is None else AT.speedup_text(r)
 
 
-def fmt(x):
-    return "n/a" if x is None else f"{x:.2f}x"
-
-
-print(f"Measured on {ok['device_name']} ({ok['dtype']}), {S.preset}, training step:")
-print(f"- short (B={S.short_batch}, T={S.short_seq}): flash {fmt(sp(short, '+ SDPA'))}, GQA-4 {fmt(sp(short, '+ GQA-4'))}, "
-      f"3x MLP {fmt(sp(short, '+ MLP 3x'))}, SwiGLU 8/3 {fmt(sp(short, '+ SwiGLU'))}; "
-      f"the seed's combination {fmt(sp(short, AT.AFTER_LABEL))}, + SwiGLU 3x {fmt(sp(short, '... + SwiGLU'))}; "
-      f"the chunked loss (notebook 08) {fmt(sp(short, '+ chunked loss'))}, "
-      f"on top of the combination {fmt(sp(short, '... + SwiGLU 3x + chunked'))}.")
-print(f"- long (B={S.long_batch}, T={S.long_seq}): window W={S.long_window} {fmt(sp(long, '+ window'))}, "
-      f"flash {fmt(sp(long, '+ SDPA'))}, GQA-4 {fmt(sp(long, '+ GQA-4'))}; all combined "
-      f"{fmt(sp(long, 'GQA-4 + SDPA'))}, + window {fmt(sp(long, '... + window'))}.")
-print(f"- quality after {Q.steps} steps ({len(Q.seeds)} seeds): " + ", ".join(
-    f"{k} {r['val_loss']:.3f}" + (f" ({r['verdict']})" if r["verdict"] else "") for k, r in q.items()
-    if r["val_loss"] is not None))
+print(f"Measured now on {ok['device_name']} ({ok['dtype']}), {S.preset}, training step, {S.rounds} rounds:")
+print(f"- short (B={S.short_batch}, T={S.short_seq}):")
+for prefix in ("+ GQA-4", "+ SDPA", "+ MLP 3x", "+ SwiGLU", AT.AFTER_LABEL, "... + SwiGLU 3x", "+ chunked loss",
+               "... + SwiGLU 3x + chunked"):
+    print(f"    {prefix:32} {said(short, prefix)}")
+print(f"- long (B={S.long_batch}, T={S.long_seq}):")
+for prefix in ("+ window", "+ SDPA", "+ GQA-4", "GQA-4 + SDPA", "... + window"):
+    print(f"    {prefix:32} {said(long, prefix)}")
+print("- quality (recorded): " + ", ".join(
+    f"{k} {r['val_loss']:.3f}" + (f" ({r['verdict']})" if r.get("verdict") else "") for k, r in quality.items()
+    if r.get("val_loss") is not None))
 
 
 # %% [markdown]

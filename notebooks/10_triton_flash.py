@@ -205,15 +205,17 @@ else:
 # ## 5. Interpreter timings are not performance
 #
 # The interpreter runs the programs **one after another**, each `tl.` operation a NumPy call on a
-# block: a check of correctness, thousands of times slower than the compiled kernel. The numbers
-# below say how slow the interpreter is on this machine, and nothing about Triton or about flash
-# attention. Speed is measured on a GPU (next section).
+# block: a check of correctness, not of speed. The cell below times it beside PyTorch's SDPA on the
+# same CPU — one call each, not a benchmark — to show how far the interpreter is from a fused CPU
+# kernel; it says nothing about the compiled Triton kernel, which only a GPU runs (and which this
+# cell does not time), nor about flash attention. Speed is measured on a GPU (next section).
 
 # %% tags=["nbval-ignore-output"]
 if CAN_RUN and tfl.kernel_device().type == "cpu":
     t = tfl.interpreter_timing(B=1, H=2, T=128, D=64)
     print(f"one forward, B=1 H=2 T=128 D=64 float32 on the CPU: Triton interpreter {t['triton_s']:.3f} s, "
-          f"SDPA {t['sdpa_s'] * 1e3:.2f} ms (one call each, not a benchmark)")
+          f"SDPA {t['sdpa_s'] * 1e3:.2f} ms (one call each, not a benchmark; the interpreter against a CPU kernel, "
+          "not against the compiled Triton kernel)")
 elif CAN_RUN:
     print("the kernels are compiled for the GPU here: see the timings below")
 else:

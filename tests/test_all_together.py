@@ -1,11 +1,13 @@
 """The closing notebook's functions (tutorial_lib.lessons.all_together)."""
+import json
 import math
 
 import pytest
 
-from tutorial_lib import claims
+from tutorial_lib import claims, speedups
 from tutorial_lib.lessons import all_together as AT
-from tutorial_lib.lessons.common import quality_runs
+from tutorial_lib.lessons.common import QUALITY_AFTER, QUALITY_BASELINE, quality_runs, recorded_quality
+from tutorial_lib.measure import roofline
 from tutorial_lib.sizes import get_sizes
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -72,21 +74,22 @@ def test_expected_results_rows_and_verdicts():
     elsewhere = {r["key"]: r for r in AT.expected_results(before, after, 4.1, 4.0, where=cpu,
                                                            val_where=claims.Setting(model="gpt2_mini", steps=80))}
     assert {r["verdict"] for r in elsewhere.values()} <= {"different setting", "n/a"}
-    noisy = dict(after, speedup=1.05, speedup_min=0.97, speedup_max=1.12)
+    noisy = dict(after, speedup=1.05, speedup_min=0.97, speedup_max=1.12, rounds=3)
     gain = next(r for r in AT.expected_results(before, noisy, None, None, where=at_seed)
                 if r["key"] == "results.tokens_per_s.gain")
     assert gain["verdict"] == "within noise"
 
 
-def test_tree_payoffs_order_by_measurement():
-    short = [_row(AT.BEFORE_LABEL, 10, 1.0, 1), _row("+ GQA-4", 9, 1.1, 1), _row("+ MLP 3x", 8, 1.25, 1),
-             _row("+ SDPA (flash)", 5, 2.0, 1)]
-    long = [_row(AT.BEFORE_LABEL, 10, 1.0, 1), _row("+ window W=8 (local)", 5, 2.0, 1)]
-    t = AT.tree_payoffs(short, long)
-    assert [k for k, _ in t["short"]] == ["Flash (SDPA)", "3× MLP", "GQA-4"]
-    assert [k for k, _ in t["short_seed_order"]] == ["GQA-4", "3× MLP", "Flash (SDPA)"]
-    assert t["long"][0] == ("Sliding window (local)", 2.0)
-    assert dict(t["long"])["GQA-4"] is None  # not measured: listed, last
+def test_recorded_quality_reads_the_suite_s_rows(tmp_path):
+    doc = {"schema_version": 1, "meta": {"device": "cpu", "device_name": "box", "date": "2026-12-01T00:00"},
+           "sections": {"quality": {"sizes": {"model": "gpt2_mini", "B": 8, "T": 64, "steps": 80}}},
+           "rows": [{"kind": "quality", "variant": QUALITY_BASELINE, "val_loss": 6.1, "seeds": 3},
+                    {"kind": "quality", "variant": QUALITY_AFTER, "val_loss": 6.0, "seeds": 3}]}
+    (tmp_path / "box.json").write_text(json.dumps(doc))
+    rec = recorded_quality("cpu", results_dir=tmp_path)
+    assert rec.rows[QUALITY_AFTER]["val_loss"] == 6.0 and "box" in rec.caption
+    assert rec.setting == claims.Setting(model="gpt2_mini", batch=8, seq_len=64, steps=80, device="cpu")
+    assert recorded_quality("cuda", results_dir=tmp_path).rows == {}  # a CPU file says nothing of a GPU
 
 
 def test_measure_and_quality_smoke():
@@ -95,7 +98,12 @@ def test_measure_and_quality_smoke():
     rows = AT.measure(v, 1, 32, s, device="cpu", memory=True)
     assert [r["variant"] for r in rows] == list(v)
     assert all(r["error"] is None and r["median_ms"] > 0 and r["memory_bytes_shown"] > 0 for r in rows)
-    assert rows[0]["speedup"] == 1.0
+    assert rows[0]["speedup"] == 1.0 and AT.speedup_text(rows[0]) == "baseline"
+    # every other row: its speedup in the one printed form, with its rounds and its analytic ceiling
+    sp = rows[1]["speedup_of"]
+    assert sp.rounds == s.rounds and sp.ceiling == pytest.approx(
+        roofline.speedup_ceiling(v[AT.BEFORE_LABEL][0], list(v.values())[1][0], 1, 32))
+    assert speedups.find(AT.speedup_text(rows[1]))[0].consistent()
     q = get_sizes("smoke").quality
     variants = AT.quality_variants(q)
     runs = quality_runs(variants, q, seeds=(0,), steps=2, eval_every=1, device="cpu")
@@ -122,12 +130,6 @@ def test_compiled_variants_are_timed_in_the_same_rounds_as_eager(monkeypatch):
     rows = AT.measure(v, 1, 32, s, device="cpu", memory=False)
     assert seen == [(list(v), ["... + torch.compile"])]
     assert [r["compile"] for r in rows] == [label == "... + torch.compile" for label in v]
-
-
-def test_decision_tree_figure():
-    f = AT.decision_tree_figure([("GQA-4", 1.1), ("3x MLP", None)], [("window", 2.0)], "T=256", "T=1024")
-    texts = [t.get_text() for t in f.axes[0].texts]
-    assert any("GQA-4: 1.10× step" in t for t in texts) and any("not measured" in t for t in texts)
 
 
 def test_check_tokens_per_second():

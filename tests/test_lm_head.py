@@ -1,9 +1,12 @@
 """The LM-head lesson (08): its measurements, its claim table, its checker, and the chunked loss as one
 more change in the suite, the report, the decision tree and the cost explorer."""
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
 
+from tutorial_lib import speedups
 from tutorial_lib.guide import suite
 from tutorial_lib.guide.report import render_block
 from tutorial_lib.lessons import decision
@@ -154,12 +157,14 @@ def test_decision_tree_and_explorer_know_the_chunked_loss():
     assert decision.analytic_payoff("chunked_loss", 512, "cpu", "speed") < 1.0
     assert decision.analytic_payoff("chunked_loss", 512, "cpu", "memory") > 1.1
     assert decision.analytic_payoff("chunked_loss", 512, "cpu", "decoding") == pytest.approx(1.0)
-    doc = {"meta": {"device": "cpu", "device_name": "x"}, "sections": {"lm_head": {"sizes": {"T": 512}}},
+    doc = {"meta": {"device": "cpu", "device_name": "x"},
+           "sections": {"lm_head": {"sizes": {"T": 512, "timing": "3 interleaved rounds"}}},
            "rows": [{"kind": "lm_head", "variant": L.FULL, "speedup": 1.0},
-                    {"kind": "lm_head", "variant": L.CHUNKED, "speedup": 0.97}]}
+                    {"kind": "lm_head", "variant": L.CHUNKED, "speedup": 0.97, "speedup_range": "0.95–0.99"}]}
     r = decision.recommend(512, "cpu", "speed", results=[doc])
-    got = next(p for p in r.steps + r.no_gain if p.key == "chunked_loss")
-    assert got.measured and got.value == pytest.approx(0.97)
+    got = r.payoff("chunked_loss")
+    assert got.measured and got.value == pytest.approx(0.97) and got in r.no_gain  # slower in every round
+    assert got.speedup.rounds == 3 and "lm_head" in got.source
     s = explore.ExplorerSettings(preset="gpt2_small", seq_len=512, batch_size=4, dtype="float32",
                                  loss_impl="chunked")
     full = explore.predict_cost(s.replace(loss_impl="full"))
@@ -193,3 +198,23 @@ def test_bench_and_profile_commands_take_the_loss(tmp_path, capsys):
                  "--device", "cpu", "--steps", "1", "--no-progress", "--no-timing"]) == 0
     text = capsys.readouterr().out
     assert "chunked_liger loss" in text and "lm_head" in text and "head + loss" in text
+
+
+def test_the_padded_vocabulary_s_speedup_is_paired_by_round_and_capped_by_its_work():
+    def pt(vocab, rounds):
+        return L.HeadPoint("full", 64, 8, vocab, None, "cpu", "cpu", "float32", 64 * vocab * 4,
+                           median_ms=sorted(rounds)[1], round_ms=list(rounds))
+    rows = [pt(50257, [10.0, 30.0, 10.0]), pt(50304, [9.0, 27.0, 9.5])]  # round 2 busy: both slower
+    sp = L.padded_speedup(rows, "full")
+    assert sp.rounds == 3 and sp.low == pytest.approx(10 / 9.5) and sp.high == pytest.approx(10 / 9)
+    # more rows can only cost by FLOPs and bytes: a gain is above the ceiling, a different kernel
+    assert sp.ceiling == pytest.approx(50257 / 50304) and sp.verdict == speedups.ABOVE_CEILING
+    assert L.padded_speedup(rows[:1], "full") is None
+
+
+def test_step_payoff_times_at_the_timing_batch_and_carries_the_speedup():
+    s = dataclasses.replace(get_sizes("smoke").lm_head, batch=2, timed_batch=1, rounds=1)
+    rows = L.step_payoff(s, device="cpu", memory=False)
+    assert all(r["batch_size"] == 2 and r["timed_batch_size"] == 1 for r in rows)
+    assert "speedup_of" not in rows[0] and rows[1]["speedup_of"].rounds == 1
+    assert rows[1]["speedup_of"].ceiling is not None and rows[1]["speedup_of"].verdict == speedups.NO_VERDICT

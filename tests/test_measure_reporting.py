@@ -37,7 +37,7 @@ def test_the_seed_copy_is_the_seed():
 
 
 def test_compare_ratio_and_verdict():
-    r = C.compare("gqa.speedup.kv4", 1.05, where=AT_SEED)
+    r = C.compare("gqa.speedup.kv4", 1.05, where=AT_SEED, spread=(1.02, 1.08), rounds=3)
     assert r["ratio"] == pytest.approx(1.05 / 1.25) and r["verdict"] == "lower"
     assert C.compare("time.lm_head", 0.06, where=AT_SEED)["verdict"] == "agrees"  # inside the 5-8 % range
     assert C.compare("time.lm_head", 0.29, where=AT_SEED)["verdict"] == "higher"
@@ -141,37 +141,65 @@ def test_env_summary_warns_when_the_cpu_is_already_busy():
 def test_a_measurement_at_another_setting_gets_no_verdict():
     r = C.compare("gqa.speedup.kv4", 1.26, where=C.Setting(model="gpt2_mini", batch=2, seq_len=256, device="cpu"))
     assert r["verdict"] == "different setting"
-    assert "gpt2_mini" in r["why"] and "B=2 (claim: B=4)" in r["why"] and "T=256 (claim: T=512)" in r["why"]
+    assert "gpt2_mini" in r["why"] and r["why"].endswith("the claim holds at model gpt2_small, B=4, T=512")
     assert r["measured"] == 1.26  # shown, with the difference named
     # the claim's own setting gets its verdict; a claim that states no setting inherits the seed's
-    assert C.compare("gqa.speedup.kv4", 1.26, where=AT_SEED)["verdict"] == "agrees"
+    assert C.compare("gqa.speedup.kv4", 1.26, where=AT_SEED, spread=(1.2, 1.3), rounds=3)["verdict"] == "agrees"
     assert C.get("mlp.time").where == C.SEED_SETTING
     # an arithmetic claim about GPT-2 small's shapes holds at any batch and length
     assert C.compare("mlp.params.3x", 768 * 2304, where=C.Setting(model="gpt2_small", batch=1))["verdict"] == "agrees"
     # a loss "@ 1000" needs 1000 steps
     short = C.compare("results.val_loss.before", 3.5, where=dataclasses.replace(AT_SEED, steps=50))
-    assert short["verdict"] == "different setting" and "steps=50 (claim: steps=1000)" in short["why"]
+    assert short["verdict"] == "different setting" and short["why"].endswith("the claim holds at steps=1000")
     # no setting given: no verdict either
     assert C.compare("gqa.speedup.kv4", 1.26)["verdict"] == "setting not stated"
 
 
 def test_a_spread_that_reaches_the_claim_or_one_is_within_noise():
-    spread_over_one = C.compare("gqa.speedup.kv4", 1.25, where=AT_SEED, spread=(0.96, 1.30))
+    spread_over_one = C.compare("gqa.speedup.kv4", 1.25, where=AT_SEED, spread=(0.96, 1.30), rounds=5)
     assert spread_over_one["verdict"] == "within noise"  # the median equals the claim; the rounds cannot tell
-    partly = C.compare("gqa.speedup.kv4", 1.20, where=AT_SEED, spread=(1.05, 1.30))
+    partly = C.compare("gqa.speedup.kv4", 1.20, where=AT_SEED, spread=(1.05, 1.30), rounds=5)
     assert partly["verdict"] == "within noise"
-    inside = C.compare("gqa.speedup.kv4", 1.25, where=AT_SEED, spread=(1.16, 1.34))
+    inside = C.compare("gqa.speedup.kv4", 1.25, where=AT_SEED, spread=(1.16, 1.34), rounds=5)
     assert inside["verdict"] == "agrees"  # the whole spread inside 1.25 +- 10 %
-    assert C.compare("gqa.speedup.kv4", 1.05, where=AT_SEED, spread=(1.02, 1.07))["verdict"] == "lower"
+    assert C.compare("gqa.speedup.kv4", 1.05, where=AT_SEED, spread=(1.02, 1.07), rounds=5)["verdict"] == "lower"
     loss = C.compare("results.val_loss.after", 3.47, where=dataclasses.replace(AT_SEED, steps=1000),
                      spread=(3.30, 3.60))
     assert loss["verdict"] == "within noise"
 
 
 def test_a_speedup_above_its_analytic_ceiling_is_flagged():
-    r = C.compare("gqa.speedup.kv4", 1.13, where=AT_SEED, ceiling=1.08)  # the old notebook 02 case
+    r = C.compare("gqa.speedup.kv4", 1.13, where=AT_SEED, ceiling=1.08, spread=(1.10, 1.16), rounds=3)
     assert r["verdict"] == "above the ceiling" and "noise, or a different kernel ran" in r["why"]
-    assert C.compare("gqa.speedup.kv4", 1.07, where=AT_SEED, ceiling=1.08)["verdict"] == "lower"
+    assert C.compare("gqa.speedup.kv4", 1.07, where=AT_SEED, ceiling=1.08, spread=(1.04, 1.09),
+                     rounds=3)["verdict"] == "lower"
+
+
+def test_a_speedup_claim_needs_three_rounds_and_a_range():
+    """The one rule for every printed speedup speaks before the claim: a speedup with no range, or
+    from fewer than 3 rounds, cannot tell its own noise -- no verdict, whatever its median."""
+    assert C.compare("gqa.speedup.kv4", 1.25, where=AT_SEED)["verdict"] == "no verdict"
+    two = C.compare("gqa.speedup.kv4", 1.25, where=AT_SEED, spread=(1.2, 1.3), rounds=2)
+    assert two["verdict"] == "no verdict" and "2 round(s)" in two["why"]
+    assert C.compare("gqa.speedup.kv4", 1.25, where=AT_SEED, spread=(1.2, 1.3), rounds=3)["verdict"] == "agrees"
+    # a claim that is not a speedup (a share, a byte count) needs neither
+    assert C.compare("time.lm_head", 0.06, where=AT_SEED)["verdict"] == "agrees"
+
+
+def test_the_table_keeps_notes_and_names_a_different_setting_once():
+    """Two rows that quote one claim differ in their note (04's two "Time ~75%" rows); a table
+    measured at another setting carries one marker per row and one sentence for all of them."""
+    at = C.Setting(model="gpt2_small", batch=1, seq_len=256, device="cpu")
+    rows = [C.compare("mlp.time", 0.78, note="MLP alone", where=at),
+            C.compare("mlp.time", 0.87, note="whole step", where=at),
+            C.compare("gqa.speedup.kv4", 1.07, where=at, spread=(1.02, 1.12), rounds=3)]
+    text = C.format_table(rows)
+    lines = text.splitlines()
+    assert "MLP alone" in lines[2] and "whole step" in lines[3]
+    assert sum("different setting (a)" in ln for ln in lines) == 3
+    assert sum("measured at gpt2_small, B=1, T=256, cpu" in ln for ln in lines) == 1
+    assert lines[-1] == "(a) measured at gpt2_small, B=1, T=256, cpu; the claim holds at B=4, T=512"
+    assert "1.07× [1.02–1.12, 3 rounds] faster" in text  # a speedup in its one printed form
 
 
 def test_verdicts_are_words_and_emoji_become_words():

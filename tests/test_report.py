@@ -115,17 +115,19 @@ def test_decision_block_uses_measured_payoffs_for_their_device_only():
     doc = {"schema_version": 1, "_path": "results/h200.json",
            "meta": {"device": "cuda:0", "device_name": "NVIDIA H200", "dtype": "bfloat16", "date": "2026-11-28"},
            "rows": [{"kind": "before_after", "variant": "baseline: MHA, GELU 4x, eager", "speedup": 1.0},
-                    {"kind": "before_after", "variant": "+ SDPA (flash)", "speedup": 1.5}],
+                    {"kind": "before_after", "variant": "+ SDPA (flash)", "speedup": 1.5, "speedup_min": 1.4,
+                     "speedup_max": 1.6, "rounds": 3}],
            "sections": {"before_after": {"sizes": {"model": "gpt2_small", "B": 4, "T": 1024}}}}
     text = render_decision([doc])
     rows = {tuple(c.strip() for c in line.split("|")[1:4]): line for line in text.splitlines()
             if line.startswith("| cuda") or line.startswith("| cpu")}
     assert len(rows) == 18  # 2 devices x 3 lengths x 3 goals
     first = rows[("cuda", "1,024", "speed")].split("|")[4]
-    assert first.strip().startswith("1. Flash attention (fused SDPA) 1.50× (measured)")
+    assert first.strip().startswith("1. Flash attention (fused SDPA) 1.50× [1.40–1.60, 3 rounds] faster "
+                                    "(measured: NVIDIA H200, h200.json: before_after")
     # a CUDA measurement says nothing about a CPU, nor about T=4096 (more than 2x away)
-    assert "(measured)" not in rows[("cpu", "1,024", "speed")]
-    assert "(measured)" not in rows[("cuda", "4,096", "speed")]
+    assert "measured" not in rows[("cpu", "1,024", "speed")].split("|")[4]
+    assert "measured" not in rows[("cuda", "4,096", "speed")].split("|")[4]
     assert "`h200.json` (NVIDIA H200)" in text
 
 

@@ -5,6 +5,7 @@ import math
 import pytest
 from matplotlib.figure import Figure
 
+from tutorial_lib import speedups
 from tutorial_lib.attention.reference import causal_mask, visible_pairs
 from tutorial_lib.attention.sliding_window import local_pairs
 from tutorial_lib.lessons import sliding_window as WL
@@ -80,8 +81,23 @@ def test_model_payoff_rows():
     rows = WL.model_payoff("tiny", [64], window=16, device="cpu", min_run_time=0.01, rounds=1)
     (r,) = rows
     assert r["error"] is None and r["full_ms"] > 0 and r["window_ms"] > 0
-    # one round: the paired ratio is the ratio of the two times
+    # one round: the paired ratio is the ratio of the two times -- and no verdict
     assert math.isclose(r["speedup"], r["full_ms"] / r["window_ms"])
+    assert r["speedup_of"].rounds == 1 and r["speedup_of"].verdict == speedups.NO_VERDICT
+    assert r["speedup_of"].ceiling is not None
+
+
+def test_sweep_speedups_carry_rounds_range_and_the_core_ceiling():
+    rows = [_pt("causal", 100, [8.0, 24.0, 9.0]), _pt("local", 100, [2.0, 6.0, 2.0])]
+    (sp,) = WL.sweep_speedups(rows)["local"].values()
+    assert sp.rounds == 3 and (sp.low, sp.high) == (4.0, 4.5) and sp.value == 4.0
+    # the band mask computes every score that full causal attention skips: it can never be faster
+    assert WL.core_ceiling("band_mask", "causal", 1024, 128, 1, 12, 64) <= 1.0 + 1e-9
+    # the local path skips all but ~T x W of the T^2/2 causal pairs: at long T its FLOPs shrink by about
+    # (T / 2) / W, an independent count of what a window of W lets through
+    T, W = 4096, 128
+    assert WL.core_ceiling("local", "causal", T, W, 1, 12, 64) >= 0.5 * (T / 2) / W
+    assert WL.core_ceiling("local_sdpa", "causal", T, W, 1, 12, 64) is None  # not in the cost model
 
 
 # ---- checkers: the right answer passes, each typical mistake is named ----------------------------

@@ -235,13 +235,18 @@ def test_crossover_checker():
 # ---- decision tree ----------------------------------------------------------------------------
 def _doc(device="cuda", name="GPU-X"):
     return {"meta": {"device": device, "device_name": name, "date": "2026"}, "_path": "x.json",
-            "sections": {"before_after": {"sizes": {"T": 512}}, "gqa_decode": {"sizes": {"B": 1}}},
+            "sections": {"before_after": {"sizes": {"T": 512, "timing": "3 interleaved rounds"}},
+                         "gqa_decode": {"sizes": {"B": 1, "timing": "3 interleaved rounds"}}},
             "rows": [
                 {"kind": "before_after", "variant": "baseline: MHA", "speedup": 1.0, "peak_mem_MiB": 1000.0},
-                {"kind": "before_after", "variant": "+ GQA-4", "speedup": 1.3, "peak_mem_MiB": 900.0},
-                {"kind": "before_after", "variant": "+ SDPA (flash)", "speedup": 2.5, "peak_mem_MiB": 500.0},
-                {"kind": "gqa_decode", "variant": "GQA-4", "context": 512, "speedup_vs_MHA": 1.7},
-                {"kind": "gqa_decode", "variant": "GQA-4", "context": 4096, "speedup_vs_MHA": 2.9},
+                {"kind": "before_after", "variant": "+ GQA-4", "speedup": 1.3, "speedup_min": 1.2,
+                 "speedup_max": 1.4, "peak_mem_MiB": 900.0},
+                {"kind": "before_after", "variant": "+ SDPA (flash)", "speedup": 2.5, "speedup_min": 2.4,
+                 "speedup_max": 2.6, "peak_mem_MiB": 500.0},
+                {"kind": "gqa_decode", "variant": "GQA-4", "context": 512, "speedup_vs_MHA": 1.7,
+                 "speedup_range": "1.6–1.8"},
+                {"kind": "gqa_decode", "variant": "GQA-4", "context": 4096, "speedup_vs_MHA": 2.9,
+                 "speedup_range": "2.8–3.0"},
                 {"kind": "quality", "variant": "Muon", "vs_baseline": -0.05, "vs_baseline_sd": 0.01,
                  "seeds": 3, "verdict": "lower"}]}
 

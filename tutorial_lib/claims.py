@@ -16,6 +16,8 @@ import math
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 
+from tutorial_lib import speedups
+
 SEED = "BOTTLENECK_SUMMARY.md"
 
 
@@ -36,6 +38,10 @@ class Setting:
                  if getattr(self, f.name) is not None]
         return ", ".join(parts) or "any setting"
 
+    def stated(self, names: Iterable[str]) -> List[str]:
+        """The fields ``names`` of this setting in words ("B=4", "T=512")."""
+        return [f"{self._LABELS[n] or n + ' '}{getattr(self, n)}" for n in names]
+
     def differences(self, measured: "Setting") -> List[str]:
         """The fields this (claimed) setting states that ``measured`` does not match."""
         out = []
@@ -45,6 +51,14 @@ class Setting:
                 label = self._LABELS[f.name] or f"{f.name} "
                 out.append(f"{label}{'?' if got is None else got} (claim: {label}{want})")
         return out
+
+
+def diff_fields(claimed: Setting, measured: Optional[Setting]) -> List[str]:
+    """Names of the fields ``claimed`` states that ``measured`` does not match."""
+    if measured is None:
+        return []
+    return [f.name for f in dataclasses.fields(claimed)
+            if getattr(claimed, f.name) is not None and getattr(measured, f.name) != getattr(claimed, f.name)]
 
 
 # The seed states its headline setting once (its memory section); claims that state no setting of
@@ -78,7 +92,8 @@ class Claim:
     setting: str = ""  # the setting the seed states, in its words (e.g. "B=4, T=512")
     note: str = ""  # our remark: what the claim assumes, where it is inconsistent
     where: Setting = SEED_SETTING  # where a measurement must be taken to give it a verdict
-    faster: bool = False  # a speedup claim: a measurement whose spread includes 1.0 cannot tell
+    faster: bool = False  # a speedup claim: judged by ``speedups`` first (rounds, range, ceiling)
+    time_ratio: bool = False  # a step-time ratio (new / old): judged like the speedup old / new
     tolerance: Optional[float] = None  # relative band around a single claimed value (None: compare's)
 
     def to_dict(self) -> dict:
@@ -160,7 +175,7 @@ _c("mlp.params.3x", "2304 dim  1.77M params", 1.77e6, "params", _S, setting="one
    where=GPT2_SMALL)
 _c("mlp.params_fewer", "Parameters: 1.77M (25% fewer!)", 0.25, "share", _S, of="MLP parameters",
    where=GPT2_SMALL)
-_c("mlp.time", "Time: ~75% (25% faster!)", 0.75, "share", _S, of="baseline time",
+_c("mlp.time", "Time: ~75% (25% faster!)", 0.75, "share", _S, of="baseline time", time_ratio=True,
    note="the MLP's time; the whole step saves less")
 
 # ---- memory --------------------------------------------------------------------------------------
@@ -201,7 +216,7 @@ _c("results.tokens_per_s.after", "Tokens/second │ 7,700", 7700, "tokens/s", _S
 _c("results.tokens_per_s.gain", "Tokens/second │ +54%", 1.54, "x", _S, setting=_R, faster=True)
 _c("results.step_ms.before", "Time per step │ 51 ms", 51, "ms", _S, setting=_R)
 _c("results.step_ms.after", "Time per step │ 33 ms", 33, "ms", _S, setting=_R)
-_c("results.step_ms.change", "Time per step │ -35%", 0.65, "x", _S, setting=_R,
+_c("results.step_ms.change", "Time per step │ -35%", 0.65, "x", _S, setting=_R, time_ratio=True,
    note="51 → 33 ms is -35 %, a 1.55× speedup")
 _c("results.peak_mem.before", "Peak memory │ 8.5 GB", 8.5, "GB", _S, setting=_R,
    note="the memory section's total is ~4 GB at the same setting")
@@ -240,14 +255,14 @@ def keys(prefix: str = "") -> List[str]:
     return [k for k in CLAIMS if k.startswith(prefix)]
 
 
-VERDICTS = ("agrees", "higher", "lower", "within noise", "above the ceiling", "different setting",
-            "setting not stated", "n/a")
-ABOVE_CEILING = "above the ceiling: noise, or a different kernel ran"
+VERDICTS = ("agrees", "higher", "lower", "within noise", "above the ceiling", "no verdict",
+            "different setting", "setting not stated", "n/a")
+ABOVE_CEILING = speedups.ABOVE_CEILING
 
 
 def compare(claim_key: str, measured: Optional[float], note: str = "", tolerance: float = 0.10,
             where: Optional[Setting] = None, spread: Optional[Sequence[float]] = None,
-            ceiling: Optional[float] = None) -> dict:
+            ceiling: Optional[float] = None, rounds: Optional[int] = None, exact: bool = False) -> dict:
     """One row: the claim beside a measurement, and a verdict only where one is earned.
 
     ``where``: the setting of the measurement. A claim is judged only at its own setting
@@ -259,6 +274,11 @@ def compare(claim_key: str, measured: Optional[float], note: str = "", tolerance
     includes 1.0, the verdict is "within noise": the measurement cannot tell.
     ``ceiling``: the most the change can give by its analytic cost (FLOPs, bytes); a median above
     it is "above the ceiling" (noise, or a different kernel ran), never "agrees".
+    A speedup claim (``Claim.faster``) is judged by ``speedups.judge`` first, the one rule for
+    every printed speedup: with fewer than ``speedups.MIN_ROUNDS`` ``rounds`` (the interleaved
+    rounds behind ``spread``) or no spread it gets "no verdict"; a spread over 1.0 "within noise";
+    a median above ``ceiling`` "above the ceiling". ``exact``: the value is computed, not timed (a
+    FLOP or byte ratio): it has no noise, and those rules do not apply.
     Otherwise: "agrees" inside the claimed range (or within the claim's tolerance, else
     ``tolerance``, of a single value), else
     "higher" / "lower". ``ratio`` = measured / claimed value.
@@ -273,12 +293,17 @@ def compare(claim_key: str, measured: Optional[float], note: str = "", tolerance
     diff = c.where.differences(where) if where is not None else []
     if spread is not None:
         spread = (min(spread), max(spread))
+    # a speedup claim: the one rule for every printed speedup speaks first
+    judged = (speedups.judge(*as_speedup(c, measured, spread, rounds, ceiling))
+              if (c.faster or c.time_ratio) and ok and not exact else None)
     if not ok or c.value is None:
         verdict = "n/a"
     elif where is None:
         verdict = "setting not stated"
     elif diff:
         verdict = "different setting"
+    elif judged in (speedups.NO_VERDICT, speedups.WITHIN_NOISE, speedups.ABOVE_CEILING):
+        verdict = "above the ceiling" if judged == speedups.ABOVE_CEILING else judged
     elif ceiling is not None and measured > ceiling * (1 + 1e-9):
         verdict = "above the ceiling"
     elif spread is not None and ((c.faster and spread[0] <= 1.0 <= spread[1])
@@ -288,17 +313,32 @@ def compare(claim_key: str, measured: Optional[float], note: str = "", tolerance
         verdict = "agrees" if lo <= spread[0] and spread[1] <= hi else ("higher" if spread[0] > hi else "lower")
     else:
         verdict = "agrees" if lo <= measured <= hi else ("higher" if measured > hi else "lower")
-    explain = {"different setting": "measured at " + (where.describe() if where else "?") + "; differs in "
-               + "; ".join(diff),
+    explain = {"different setting": f"measured at {where.describe() if where else '?'}; the claim holds at "
+                                    + ", ".join(c.where.stated(diff_fields(c.where, where))),
                "above the ceiling": f"{ABOVE_CEILING} (ceiling {ceiling:.3g})" if ceiling is not None else "",
                "within noise": (f"the spread {spread[0]:.3g}–{spread[1]:.3g} cannot tell"
-                                if spread is not None else "")}.get(verdict, "")
+                                if spread is not None else ""),
+               "no verdict": (f"{rounds} round(s): a speedup needs {speedups.MIN_ROUNDS} and a range"
+                              if rounds is not None else "a speedup needs a range over interleaved rounds")
+               }.get(verdict, "")
     return {"key": c.key, "claim": plain(c.text), "claimed": c.value, "low": c.low, "high": c.high,
             "unit": c.unit, "of": c.of, "measured": measured if ok else None, "ratio": ratio,
-            "spread": list(spread) if spread is not None else None, "ceiling": ceiling,
+            "spread": list(spread) if spread is not None else None, "ceiling": ceiling, "rounds": rounds,
+            "exact": exact,
             "verdict": verdict, "why": explain, "claim_setting": c.where.describe(),
             "measured_setting": where.describe() if where is not None else None,
             "note": note or c.note}
+
+
+def as_speedup(claim: Claim, measured: float, spread: Optional[Sequence[float]], rounds: Optional[int],
+               ceiling: Optional[float]) -> tuple:
+    """(value, low, high, rounds, ceiling) of a measurement of a speedup claim as a speedup: a
+    step-time ratio (``Claim.time_ratio``) is turned over (old / new), its spread with it."""
+    lo, hi = spread if spread is not None else (None, None)
+    if claim.time_ratio:
+        inv = lambda x: None if not x else 1 / x  # noqa: E731
+        return inv(measured), inv(hi), inv(lo), rounds, ceiling
+    return measured, lo, hi, rounds, ceiling
 
 
 def claims_table(measured: Mapping[str, Optional[float]], notes: Optional[Mapping[str, str]] = None,
@@ -330,21 +370,43 @@ def _fmt_value(v: Optional[float], unit: str, low=None, high=None) -> str:
 
 
 def format_table(rows: Iterable[dict], width: int = 56) -> str:
-    """A plain-text table: claim (the seed's words, emoji as words) | claimed | measured (and its
-    spread) | ratio | verdict (and why, when the verdict is not a plain comparison)."""
+    """A plain-text table: claim (the seed's words, emoji as words) | claimed | measured (a speedup
+    in ``speedups``' printed form; else its spread) | ratio | verdict | note.
+
+    A verdict that needs a reason ("different setting", "within noise", ...) carries a marker,
+    (a), (b), ..., and each distinct reason is one sentence under the table -- not the same long
+    sentence on every row. The note says what a row measures where two rows quote one claim."""
     rows = list(rows)
-    head = f"{'seed claim':<{width}}  {'claimed':>12}  {'measured':>20}  {'ratio':>6}  verdict"
-    lines = [head, "-" * len(head)]
+    reasons: Dict[str, str] = {}
+    body = []
     for r in rows:
         claim = plain(r["claim"])
         text = claim if len(claim) <= width else claim[:width - 1] + "…"
         ratio = "" if r["ratio"] is None else f"{r['ratio']:.2f}"
-        meas = _fmt_value(r["measured"], r["unit"])
-        if r.get("spread") and r["measured"] is not None:
-            meas += f" ({_fmt_value(r['spread'][0], r['unit'])}–{_fmt_value(r['spread'][1], r['unit'])})"
-        why = f" -- {r['why']}" if r.get("why") else ""
-        lines.append(f"{text:<{width}}  {_fmt_value(r['claimed'], r['unit'], r['low'], r['high']):>12}"
-                     f"  {meas:>20}  {ratio:>6}  {r['verdict']}{why}")
+        c = CLAIMS.get(r.get("key"))
+        if c is not None and (c.faster or c.time_ratio) and r["measured"] is not None and not r.get("exact"):
+            sp = speedups.Speedup(*as_speedup(c, r["measured"], r.get("spread"), r.get("rounds"), r.get("ceiling")))
+            meas = (f"{r['measured']:.2f}× the time: " if c.time_ratio else "") + sp.text()
+        else:
+            meas = _fmt_value(r["measured"], r["unit"])
+            if r.get("spread") and r["measured"] is not None:
+                meas += f" ({_fmt_value(r['spread'][0], r['unit'])}–{_fmt_value(r['spread'][1], r['unit'])})"
+        verdict = r["verdict"]
+        if r.get("why"):
+            mark = reasons.setdefault(r["why"], chr(ord("a") + len(reasons)))
+            verdict += f" ({mark})"
+        body.append((text, _fmt_value(r["claimed"], r["unit"], r["low"], r["high"]), meas, ratio, verdict,
+                     r.get("note") or ""))
+    mw = max([20] + [len(b[2]) for b in body])
+    vw = max([7] + [len(b[4]) for b in body])
+    notes = any(b[5] for b in body)
+    head = f"{'seed claim':<{width}}  {'claimed':>12}  {'measured':>{mw}}  {'ratio':>6}  {'verdict':<{vw}}"
+    head += "  note" if notes else ""
+    lines = [head, "-" * len(head)]
+    for text, claimed_, meas, ratio, verdict, note in body:
+        line = f"{text:<{width}}  {claimed_:>12}  {meas:>{mw}}  {ratio:>6}  {verdict:<{vw}}"
+        lines.append((line + f"  {note}" if notes and note else line).rstrip())
+    lines += [f"({mark}) {why}" for why, mark in reasons.items()]
     return "\n".join(lines)
 
 

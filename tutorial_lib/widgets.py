@@ -32,7 +32,7 @@ from tutorial_lib import attention, settings
 from tutorial_lib.lessons import decision
 from tutorial_lib.lessons import explorer as explore
 from tutorial_lib.lessons.flash_attention import flash_point
-from tutorial_lib.lessons.gqa import gqa_point, kv_cache_bytes, measure_decode
+from tutorial_lib.lessons.gqa import decode_speedup, gqa_point, kv_cache_bytes, measure_decode
 from tutorial_lib.lessons.sliding_window import mask_density, window_point
 from tutorial_lib.loss import LOSS_IMPLS
 from tutorial_lib.measure import records
@@ -470,31 +470,18 @@ class DecisionTree(Explorer):
     def render(self, r: decision.Recommendation) -> str:
         items = "".join(f"<li>{html.escape(p.describe(r.goal))}</li>" for p in r.steps)
         rest = "".join(f"<li>{html.escape(p.describe(r.goal))}</li>" for p in r.no_gain)
+        undecided = "".join(f"<li>{html.escape(p.describe(r.goal))}</li>" for p in r.undecided)
         q = "".join(f"<li>{html.escape(x)}</li>" for x in r.quality)
         seed = "<br>".join(html.escape(x) for x in r.seed)
         notes = "".join(f"<li>{html.escape(n)}</li>" for n in r.notes)
         return (f"<div><b>Do first, for {r.goal} at T={r.seq_len} on {r.device}:</b>"
                 f"<ol class='tl-steps'>{items or '<li>nothing beats the baseline here</li>'}</ol>"
-                f"<b>Little or no gain here:</b><ul>{rest}</ul><b>Quality (not speed):</b><ul>{q}</ul>"
+                + (f"<b>Measured, but the rounds cannot tell:</b><ul>{undecided}</ul>" if undecided else "")
+                + f"<b>Little or no gain here:</b><ul>{rest}</ul><b>Quality (not speed):</b><ul>{q}</ul>"
                 f"<b>The seed's tree says:</b><br>{seed}<ul>{notes}</ul></div>")
 
     def figure(self, r: decision.Recommendation) -> Figure:
-        ps = [p for p in r.steps + r.no_gain if p.value is not None]
-        fig = Figure(figsize=(6.5, 0.45 * len(ps) + 1.2), layout="constrained")
-        ax = fig.subplots()
-        y = list(range(len(ps)))[::-1]
-        ax.barh(y, [p.value for p in ps], color=["#2ca02c" if p.measured else "#9edae5" for p in ps],
-                hatch=None)
-        for yi, p in zip(y, ps):
-            ax.text(p.value, yi, f" {p.value:.2f}x {'measured' if p.measured else 'analytic'}",
-                    va="center", fontsize=8)
-        ax.axvline(1.0, color="grey", lw=1, ls=":")
-        ax.set_yticks(y, [p.title for p in ps], fontsize=8)
-        ax.set_xlim(0, max([p.value for p in ps] + [1.0]) * 1.45)
-        ax.set_xlabel({"speed": "step speedup", "memory": "memory reduction",
-                       "decoding": "decoding speedup"}[r.goal] + " vs the seed's baseline (x)")
-        ax.set_title(f"T={r.seq_len}, {r.device}, goal: {r.goal}", fontsize=9, loc="left")
-        return fig
+        return decision.payoff_figure(r)
 
 
 def decision_tree(**kwargs) -> DecisionTree:
@@ -558,7 +545,7 @@ class GQAExplorer(Explorer):
 
     def render(self, r) -> str:
         meas = "; ".join(f"context {m['context']}: {m['tokens_per_s']:,.0f} tokens/s "
-                         f"({m['speedup_vs_MHA']:.2f}x MHA) on {m['device_name']}"
+                         f"(over MHA: {m['speedup_of'].text()}) on {m['device_name']}"
                          for m in r["measured"] if m.get("tokens_per_s") and m.get("speedup_vs_MHA"))
         return (f"<div><b>{r['label']}</b> ({r['n_kv_head']} K/V heads for {r['n_head']} query heads), "
                 f"{r['batch_size']} x {r['context']:,} tokens, {r['dtype']}: KV cache "
@@ -624,8 +611,8 @@ class GQAExplorer(Explorer):
         for r in rows:
             if r.ok:
                 parts.append(f"{r.attention}: {r.tokens_per_s:,.0f} tokens/s ({r.ms_per_step:.2f} ms/token, "
-                             f"{r.speedup_vs_first:.2f}x MHA, range {r.speedup_min:.2f}-{r.speedup_max:.2f}), "
-                             f"cache {fmt_bytes(r.cache_bytes)}")
+                             "over MHA: " + ("baseline" if r.n_kv_head == cfg.n_head else decode_speedup(r, cfg).text())
+                             + f"), cache {fmt_bytes(r.cache_bytes)}")
             else:
                 parts.append(f"{r.attention}: {r.error}")
         self.measured.value = (f"<div><b>measured on {html.escape(self.device_name)}</b> "

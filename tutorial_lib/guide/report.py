@@ -223,8 +223,11 @@ def render_decision(results: list[dict]) -> str:
                         for d in results)
 
         def item(p):  # no step measured on this kind of device: the cost model's numbers are predictions
+            if p.speedup is not None:  # one measurement, judged by the speedup rules, named
+                return f"{p.title} {p.speedup.text()} ({p.source.replace('measured on ', 'measured: ')})"
             how = "measured" if p.measured else ("analytic" if on_record else "prediction")
-            return f"{p.title} {p.value:.2f}× ({how})"
+            ceiling = f", ceiling {p.ceiling:.2f}×" if p.ceiling is not None else ""
+            return f"{p.title} {p.value:.2f}× ({how}{ceiling})"
 
         for T in seqs:
             for goal in decision.GOALS:
@@ -232,20 +235,25 @@ def render_decision(results: list[dict]) -> str:
                 rows.append({"device": device, "T": T, "goal": goal,
                              "do first (payoff = baseline / variant)": "; ".join(
                                  f"{i}. {item(p)}" for i, p in enumerate(r.steps, 1)) or "—",
+                             "measured, the rounds cannot tell": "; ".join(item(p) for p in r.undecided) or "—",
                              "little or no gain": "; ".join(
                                  p.title if p.value is None else item(p) for p in r.no_gain) or "—",
                              "the seed says": r.seed[0]})
     files = ", ".join(f"`{Path(d['_path']).name}` ({d['meta'].get('device_name', '?')})"
                       for d in results if "_path" in d) or "none"
     return (markdown_table(rows) + "\nComputed by `tutorial_lib.lessons.decision.recommend` from the results "
-            f"files ({files}): *measured* payoffs come from a file recorded on that kind of device, "
-            "within a factor of 2 of T; every other payoff is the cost model's (speed: the roofline model's "
-            "step-time ratio on ceilings recorded for that kind of device, else on the reference GPU's "
-            "datasheet, else the FLOP ratio, as each row says; memory: predicted bytes; decoding: bytes "
-            "read per new token, memory-bound), labelled *prediction* on a kind of device with no step "
-            "measurement on record at all. The H200 training runs on record reach a small fraction of the "
-            "GPU's bf16 peak (the MFU column of the training table): a GPU step is not math-bound, so a "
-            "FLOP ranking there is not evidence. The seed's tree is quoted in its own words.\n")
+            f"files ({files}): a *measured* payoff is one row of a file recorded on that kind of device within a "
+            "factor of 2 of T -- the nearest setting, then the most rounds, named -- printed with its per-round "
+            "range, its rounds and its analytic ceiling (the largest of the change's FLOP, byte, launch and "
+            "roofline ratios) and judged by `tutorial_lib.speedups`: a range over 1.0 is *within noise* and never "
+            "ranks above a change whose whole range is above 1.0, fewer than 3 rounds give *no verdict*, a median "
+            "above the ceiling is noise or a different kernel; every other payoff is the cost model's "
+            "(speed: the roofline model's step-time ratio on ceilings recorded for that kind of device, "
+            "else on the reference GPU's datasheet, else the FLOP ratio, as each row says; memory: predicted "
+            "bytes; decoding: bytes read per new token, memory-bound), labelled *prediction* on a kind of "
+            "device with no step measurement on record at all. The H200 training runs on record reach a "
+            "small fraction of the GPU's bf16 peak (the MFU column of the training table): a GPU step is "
+            "not math-bound, so a FLOP ranking there is not evidence. The seed's tree is quoted in its own words.\n")
 
 
 # ---- recorded training runs: results/<folder>/*.json written by `python -m tutorial_lib train` ----
@@ -347,6 +355,21 @@ def render_cuda_tests(results: list[dict]) -> str:
     return "\n".join(chunks)
 
 
+def with_verdicts(doc: dict, name: str, rows: list[dict], columns: list[str] | None):
+    """``rows`` and ``columns`` with every measured speedup in ``tutorial_lib.speedups``' printed form
+    (median, per-round range, rounds, ceiling and verdict: ``decision.recorded_speedups``) in place
+    of its median and range columns; a baseline row reads "baseline"."""
+    found = decision.recorded_speedups(doc, name)
+    if not any(found):
+        return rows, columns
+    out = []
+    for r, sp in zip(rows, found):
+        key = next((k for k in decision.SPEEDUP_KEYS if r.get(k) is not None), None)
+        out.append({**r, key: sp.text() if sp is not None else "baseline"} if key else r)
+    drop = {"speedup_range", "speedup_min", "speedup_max"}
+    return out, [c for c in columns if c not in drop] if columns else None
+
+
 def render_block(name: str, results: list[dict], runs: list[dict] | None = None,
                  histories: list[dict] | None = None) -> str:
     if name == "cuda_tests":
@@ -373,7 +396,7 @@ def render_block(name: str, results: list[dict], runs: list[dict] | None = None,
         elif section.get("error"):
             body += f"_This section failed on this device: {fmt(section['error'])}_\n"
         else:
-            body += markdown_table(rows, section.get("columns"))
+            body += markdown_table(*with_verdicts(res, name, rows, section.get("columns")))
             noisy = noisy_note(rows)
             if noisy:
                 body += "\n" + noisy + "\n"

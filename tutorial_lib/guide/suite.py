@@ -28,7 +28,14 @@ from tutorial_lib.guide.plan import priority_order
 from tutorial_lib.lessons import all_together, lm_head, own_paths
 from tutorial_lib.lessons import roofline as roofline_lesson
 from tutorial_lib.lessons import triton_flash as triton_lesson
-from tutorial_lib.lessons.common import fit_loglog_slope, measure_variants, quality_runs, quality_table
+from tutorial_lib.lessons.common import (
+    QUALITY_AFTER,
+    QUALITY_BASELINE,
+    fit_loglog_slope,
+    measure_variants,
+    quality_runs,
+    quality_table,
+)
 from tutorial_lib.lessons.flash_attention import attention_sweep, loglog_slopes, model_backend_comparison
 from tutorial_lib.lessons.gqa import measure_decode
 from tutorial_lib.lessons.sliding_window import window_sweep
@@ -138,6 +145,7 @@ def _variants(S: "Suite", configs: dict, memory: bool = False, compiled=()) -> L
                     "speedup_min": r.get("speedup_min"), "speedup_max": r.get("speedup_max"),
                     "speedup_range": (f"{r['speedup_min']:.2f}–{r['speedup_max']:.2f}"
                                       if r.get("speedup_min") is not None else None),
+                    "rounds": len(r.get("times_ms") or []) or None,  # the speedup rules need the count
                     "params_M": r["params"] / 1e6 if r.get("params") else None,
                     "step_memory_MiB": None if mem is None else mem / 2**20,
                     "peak_mem_MiB": None if r.get("peak_bytes") is None else r["peak_bytes"] / 2**20,
@@ -177,7 +185,8 @@ def sec_gqa_train(S: Suite):
         r.update(n_kv_head=h, flops_vs_MHA=flops_ratio, flop_ceiling=1 / flops_ratio)
         if h != cfg0.n_head and f"gqa.speedup.kv{h}" in CLAIMS:
             spread = (r["speedup_min"], r["speedup_max"]) if r.get("speedup_min") is not None else None
-            c = compare(f"gqa.speedup.kv{h}", r.get("speedup"), where=where, spread=spread, ceiling=1 / flops_ratio)
+            c = compare(f"gqa.speedup.kv{h}", r.get("speedup"), where=where, spread=spread, ceiling=1 / flops_ratio,
+                        rounds=r.get("rounds"))
             r.update(claimed_speedup=c["claimed"], verdict=c["verdict"])
     S.add("gqa_train", rows,
           columns=["variant", "n_kv_head", "params_M", "flops_vs_MHA", "flop_ceiling", "ms_per_step", "speedup",
@@ -321,7 +330,8 @@ def sec_flash_model(S: Suite):
           columns=["variant", "ms_per_step", "speedup", "speedup_range", "tokens_per_s", "step_memory_MiB",
                    "peak_mem_MiB", "error"],
           sizes={"model": s.preset, "B": s.batch, "T": s.seq_len,
-                 "memory": "params + grads + AdamW + saved activations, exact"})
+                 "memory": "params + grads + AdamW + saved activations, exact",
+                 "timing": f"{s.rounds} interleaved rounds, speedup = median per-round ratio (range: min–max)"})
 
 
 def _mlp_like(S: Suite, kind: str, variants, base_key: str):
@@ -377,13 +387,15 @@ def quality_variants(q: Quality) -> Dict[str, Tuple[GPTConfig, str]]:
     """{label: (config, optimizer)}: every lesson's change alone, Muon, and the combination."""
     base = get_config(q.preset)
     return {
-        "baseline (MHA, GELU 4x)": (base, "adamw"),
+        QUALITY_BASELINE: (base, "adamw"),
         "GQA-4": (base.replace(n_kv_head=4), "adamw"),
         "MQA": (base.replace(n_kv_head=1), "adamw"),
         "MLP 3x": (base.replace(mlp_ratio=3.0), "adamw"),
         "SwiGLU 8/3x": (base.replace(mlp="swiglu"), "adamw"),
         f"window W={q.window}": (base.replace(window=q.window), "adamw"),
         "Muon": (base, "muon"),
+        # the seed's "after" (GQA + flash + 3x MLP: flash computes the same function as eager)
+        QUALITY_AFTER: (base.replace(n_kv_head=4, mlp_ratio=3.0), "adamw"),
         "GQA-4 + 3x MLP + SwiGLU": (base.replace(n_kv_head=4, mlp="swiglu", mlp_ratio=3.0), "adamw"),
     }
 
@@ -418,7 +430,8 @@ def expected_results_rows(before: dict, after: dict, where: Setting) -> List[dic
     rows = [
         compare("results.tokens_per_s.before", before.get("tokens_per_s"), where=where),
         compare("results.tokens_per_s.after", after.get("tokens_per_s"), where=where),
-        compare("results.tokens_per_s.gain", after.get("speedup"), where=where, spread=spread),
+        compare("results.tokens_per_s.gain", after.get("speedup"), where=where, spread=spread,
+                rounds=after.get("rounds")),
         compare("results.step_ms.before", before.get("ms_per_step"), where=where),
         compare("results.step_ms.after", after.get("ms_per_step"), where=where),
     ]
@@ -481,9 +494,10 @@ def sec_own_paths(S: Suite):
                                device=S.device, rounds=o.rounds, min_run_time=o.min_run_time)
         S.add("own_paths.window", res["rows"],
               columns=["impl", "seq_len", "peak_MB", "ms", "speedup_vs_causal", "speedup_range", "error"],
-              sizes=attn, note="peak_MB: the allocator's peak over one forward+backward above the inputs "
-                               "(CPU: torch.profiler's memory events; CUDA: max_memory_allocated), MB = 10^6 "
-                               "bytes. speedup_vs_causal: median of per-round ratios (interleaved rounds).")
+              sizes={**attn, "timing": f"{o.rounds} interleaved rounds"},
+              note="peak_MB: the allocator's peak over one forward+backward above the inputs "
+                   "(CPU: torch.profiler's memory events; CUDA: max_memory_allocated), MB = 10^6 "
+                   "bytes. speedup_vs_causal: median of per-round ratios (interleaved rounds).")
         S.add("own_paths.window_slope", res["summary"], columns=["impl", "peak_slope", "T", "peak_vs_causal"],
               sizes={**attn, "T": list(o.window_seqs), "fit": "log-log over every T"},
               note="peak_slope 1 = the peak grows linearly with T. Goal for the local path: peak_vs_causal <= 1 "
@@ -493,7 +507,7 @@ def sec_own_paths(S: Suite):
         rows = own_paths.mask_paths(o.mask_seq, o.window, n_head=o.n_head, head_dim=o.head_dim, device=S.device,
                              rounds=o.rounds, min_run_time=o.min_run_time)
         S.add("own_paths.mask", rows, columns=["what", "path", "ms", "speedup", "speedup_range", "peak_MB"],
-              sizes={**attn, "T": o.mask_seq},
+              sizes={**attn, "T": o.mask_seq, "timing": f"{o.rounds} interleaved rounds"},
               note="Every layer of every step of a windowed model with the sdpa backend asks for this mask. "
                    "speedup: against the first row of its group, median of per-round ratios.")
 
@@ -543,6 +557,7 @@ def sec_own_paths(S: Suite):
               columns=["variant", "GFLOP", "ms", "achieved_TFLOPs", "MFU_measured_peak", "MFU_range", "MFU_spec",
                        "speedup", "speedup_range", "rounds", "huge_pages", "error"],
               sizes={"model": o.mfu_preset, "B": o.mfu_batch, "T": o.mfu_seq, "work": "forward+backward",
+                     "timing": f"{o.rounds} interleaved rounds",
                      "peak": pk["source"], "peak_TFLOPs": (f"{pk['median_TFLOPs']:.3f} (rounds "
                                                            f"{pk['range_TFLOPs'][0]:.3f}–{pk['range_TFLOPs'][1]:.3f})"),
                      "spec_TFLOPs": pk["spec_TFLOPs"]},
@@ -567,16 +582,21 @@ def sec_lm_head(S: Suite):
     mib = lambda v: None if v is None else v / 2**20  # noqa: E731
     rows = []
     for r in lm_head.step_payoff(s, device=S.device):
-        rows.append({"variant": r["variant"], "config_fields": r["config_fields"], "batch_size": s.batch,
+        # the step is timed at s.timed_batch (the row's batch_size); its bytes are counted at s.batch
+        rows.append({"variant": r["variant"], "config_fields": r["config_fields"], "batch_size": s.timed_batch,
+                     "memory_batch_size": s.batch,
                      "seq_len": s.seq_len, "activations_MiB": mib(r.get("activations_bytes")),
                      "head_loss_MiB": mib(r.get("head_loss_bytes")),
                      "saved_vs_full_MiB": mib(r.get("saved_vs_full_bytes")),
                      "ms_per_step": r.get("median_ms"), "speedup": r.get("speedup"),
+                     "speedup_min": r.get("speedup_min"), "speedup_max": r.get("speedup_max"),
                      "speedup_range": (f"{r['speedup_min']:.2f}–{r['speedup_max']:.2f}"
                                        if r.get("speedup_min") is not None else None),
+                     "rounds": len(r.get("times_ms") or []) or None,
                      "tokens_per_s": r.get("tokens_per_s"), "peak_mem_MiB": mib(r.get("peak_bytes")),
                      "error": r.get("error")})
-    sizes = {"model": s.preset, "B": s.batch, "T": s.seq_len, "loss_chunk": s.chunk, "step": "fwd+bwd+AdamW",
+    sizes = {"model": s.preset, "B": s.timed_batch, "memory B": s.batch, "T": s.seq_len, "loss_chunk": s.chunk,
+             "step": "fwd+bwd+AdamW",
              "timing": f"{s.rounds} interleaved rounds, speedup = median per-round ratio (range: min–max)"}
     S.add("lm_head", rows, columns=["variant", "activations_MiB", "head_loss_MiB", "saved_vs_full_MiB",
                                     "ms_per_step", "speedup", "speedup_range", "tokens_per_s",

@@ -6,26 +6,29 @@ Sizes: ``sizes.Final`` (a short and a long sequence setting) and ``sizes.Quality
 - ``short_variants`` / ``long_variants``: the seed's baseline (MHA, GELU 4x, eager attention), each
   single change, and the combinations (GQA-4 + SDPA + 3x MLP, + SwiGLU, + the chunked loss of
   lesson 08, + window where T >= 512, + ``torch.compile`` where it is cheap to compile).
-- ``measure``: training-step time (interleaved rounds, ``common.measure_variants``) and memory.
-- ``quality_variants``: the configs of the quality runs (``common.quality_runs`` runs them).
+- ``measure``: training-step time (interleaved rounds, ``common.measure_variants``) and memory;
+  each speedup a ``speedups.Speedup`` with its range, rounds and analytic ceiling
+  (``measure.roofline.speedup_ceiling``), printed and judged by the one path.
+- ``quality_variants``: the configs of the quality runs (``common.quality_runs`` runs them; the
+  notebook shows the guide suite's recorded runs, ``common.recorded_quality``).
 - ``seed_table_arithmetic``: what the seed's own table implies (its inconsistent tokens/s row).
 - ``expected_results``: the seed's table with a claimed and a measured column.
-- ``tree_payoffs`` / ``decision_tree_figure``: both branches of the seed's decision tree, ordered
-  by measured payoff (``lessons.decision.recommend`` answers for any T, device and goal).
+- the seed's decision tree, both branches, is ``lessons.decision.branches`` / ``branches_figure``:
+  from the recorded evidence, the same payoffs as the guide's table.
 - ``check_tokens_per_second``: exercise checker.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
-from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
-
-from tutorial_lib import claims
+from tutorial_lib import claims, settings
 from tutorial_lib.lessons import lm_head
 from tutorial_lib.lessons.common import CheckResult, call_checked, measure_variants
+from tutorial_lib.measure.ceilings import Ceilings
+from tutorial_lib.measure.roofline import speedup_ceiling
 from tutorial_lib.model import GPTConfig, get_config
 from tutorial_lib.sizes import Final, Quality
+from tutorial_lib.speedups import Speedup
 
 BASELINE = {"attn_backend": "eager", "n_kv_head": None, "mlp": "gelu", "mlp_ratio": 4.0, "window": None}
 AFTER = {"attn_backend": "sdpa", "n_kv_head": 4, "mlp_ratio": 3.0}  # the seed's "GQA + Flash + 3x MLP"
@@ -92,12 +95,16 @@ SUITE_VARIANTS = (
 
 # ---- measuring -------------------------------------------------------------------------------
 def measure(variants: Dict[str, Tuple[GPTConfig, bool]], batch_size: int, seq_len: int,
-            s: Final, device=None, memory: bool = True, rounds: Optional[int] = None) -> List[dict]:
+            s: Final, device=None, memory: bool = True, rounds: Optional[int] = None,
+            ceilings: Optional[Ceilings] = None) -> List[dict]:
     """Training step per variant: ms, tokens/s, speedup over the first (paired per round), memory.
 
     Every variant, compiled ones included, is timed in the same interleaved rounds
     (``common.measure_variants``; a ``torch.compile`` variant compiles in its untimed first call),
-    so each speedup is the median of per-round ratios, with its range.
+    so each speedup is the median of per-round ratios, with its range. ``row["speedup_of"]`` is
+    that speedup as a ``speedups.Speedup`` with its analytic ceiling (the cost model at these
+    sizes, on ``ceilings`` where given; none for a compiled variant, whose fused kernels the
+    model does not describe) -- print it with ``.text()``.
     """
 
     configs = {label: cfg for label, (cfg, _) in variants.items()}
@@ -105,14 +112,27 @@ def measure(variants: Dict[str, Tuple[GPTConfig, bool]], batch_size: int, seq_le
     rows = {r["variant"]: r for r in measure_variants(configs, batch_size, seq_len, rounds=rounds or s.rounds,
                                                         min_run_time=s.min_run_time, device=device,
                                                         memory=memory, compiled=compiled)}
+    dev = settings.resolve(device)[0]
+    base_label, (base_cfg, _) = next(iter(variants.items()))
     out = []
     for label, (cfg, comp) in variants.items():
         r = dict(rows[label])
         r.update(config=cfg.describe(), compile=comp, batch_size=batch_size, seq_len=seq_len)
         mem = r.get("peak_bytes") or r.get("memory_bytes")
         r["memory_bytes_shown"] = mem
+        if not r.get("error") and label != base_label:
+            ceiling = None if comp else speedup_ceiling(base_cfg, cfg, batch_size, seq_len, r.get("dtype", "float32"),
+                                                        dev.type, ceilings)
+            r["speedup_of"] = Speedup.from_row(r, ceiling=ceiling)
         out.append(r)
     return out
+
+
+def speedup_text(row: dict) -> str:
+    """A measured row's speedup in the one printed form; "baseline" for the first row."""
+    if row.get("error"):
+        return "n/a"
+    return row["speedup_of"].text() if row.get("speedup_of") is not None else "baseline"
 
 
 def quality_variants(q: Quality) -> Dict[str, Tuple[GPTConfig, str]]:
@@ -185,73 +205,20 @@ def expected_results(before: dict, after: dict, val_before: Optional[float], val
     }
     gain = after.get("speedup")
     spread = ((after["speedup_min"], after["speedup_max"]) if after.get("speedup_min") is not None else None)
+    rounds = len(after["times_ms"]) if after.get("times_ms") else after.get("rounds")
     vb, va = val_spreads or (None, None)
     rows = []
     for key, value in measured.items():
         if key.startswith("results.val_loss"):
             rows.append(claims.compare(key, value, where=val_where, spread=vb if key.endswith("before") else va))
         elif key == "results.tokens_per_s.gain":
-            rows.append(claims.compare(key, value, where=where, spread=spread))
+            rows.append(claims.compare(key, value, where=where, spread=spread, rounds=rounds))
         elif key == "results.step_ms.change" and gain:
-            rows.append(claims.compare(key, value, where=where, spread=spread and (1 / spread[1], 1 / spread[0])))
+            rows.append(claims.compare(key, value, where=where, spread=spread and (1 / spread[1], 1 / spread[0]),
+                                       rounds=rounds))
         else:
             rows.append(claims.compare(key, value, where=where))
     return rows
-
-
-# ---- the decision tree -----------------------------------------------------------------------
-def tree_payoffs(short_rows: List[dict], long_rows: List[dict]) -> Dict[str, List[Tuple[str, Optional[float]]]]:
-    """The seed's two branches with our measured step speedups, each ordered by payoff.
-
-    short: GQA, 3x MLP, Flash (the seed's T < 512 order); long: Sliding Window, Flash, GQA.
-    """
-    def find(rows, prefix):
-        for r in rows:
-            if r["variant"].startswith(prefix):
-                return r.get("speedup")
-        return None
-
-    short = [("GQA-4", find(short_rows, "+ GQA-4")), ("3× MLP", find(short_rows, "+ MLP 3x")),
-             ("Flash (SDPA)", find(short_rows, "+ SDPA"))]
-    long = [("Sliding window (local)", find(long_rows, "+ window")),
-            ("Flash (SDPA)", find(long_rows, "+ SDPA")), ("GQA-4", find(long_rows, "+ GQA-4"))]
-    key = lambda kv: -(kv[1] or 0.0)  # noqa: E731
-    return {"short": sorted(short, key=key), "long": sorted(long, key=key),
-            "short_seed_order": short, "long_seed_order": long}
-
-
-def _box(ax, x, y, text, color="#f0f0f0", w=0.28, h=0.16, fontsize=8):
-    ax.add_patch(Rectangle((x - w / 2, y - h / 2), w, h, facecolor=color, edgecolor="#555555"))
-    ax.text(x, y, text, ha="center", va="center", fontsize=fontsize, wrap=True)
-
-
-def decision_tree_figure(short: Sequence[tuple], long: Sequence[tuple], short_setting: str,
-                         long_setting: str, title: str = "") -> Figure:
-    """The seed's decision tree with measured payoffs.
-
-    ``short`` / ``long``: (change, measured step-time speedup or None) per branch, best first;
-    the settings say where each branch was measured (model, B, T, device).
-    """
-    fig = Figure(figsize=(11, 5.6), layout="constrained")
-    ax = fig.subplots()
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.axis("off")
-    _box(ax, 0.5, 0.92, "What should I implement first?\n(measured on this machine)", w=0.36, h=0.1)
-    for x, label, rows, setting in ((0.25, "T < 512", short, short_setting),
-                                    (0.75, "T ≥ 512", long, long_setting)):
-        ax.annotate("", (x, 0.78), (0.5, 0.87), arrowprops={"arrowstyle": "->"})
-        _box(ax, x, 0.74, f"{label}\n{setting}", color="#e8f0fa", w=0.44, h=0.09)
-        for n, (change, speedup) in enumerate(rows):
-            y = 0.6 - n * 0.1
-            sp = "not measured" if speedup is None else f"{speedup:.2f}× step"
-            good = speedup is not None and speedup >= 1.05
-            _box(ax, x, y, f"{n + 1}. {change}: {sp}", color="#d8f0d8" if good else "#f7e3e3",
-                 w=0.44, h=0.08)
-    ax.text(0.5, 0.02, "green: ≥ 1.05× faster training step; red: less (or slower). Ordered by "
-            "measured payoff.", ha="center", fontsize=8)
-    ax.set_title(title, fontsize=10)
-    return fig
 
 
 # ---- exercise --------------------------------------------------------------------------------

@@ -38,9 +38,12 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from tutorial_lib import settings
+from tutorial_lib import claims, settings
 from tutorial_lib.files import atomic_path
+from tutorial_lib.measure import records
+from tutorial_lib.measure.ceilings import Ceilings
 from tutorial_lib.measure.memory import memory_breakdown
+from tutorial_lib.measure.roofline import speedup_ceiling
 from tutorial_lib.measure.timing import (
     NOISY,
     SWEEP_ERRORS,
@@ -53,6 +56,7 @@ from tutorial_lib.measure.timing import (
 )
 from tutorial_lib.model import GPTConfig
 from tutorial_lib.sizes import Quality
+from tutorial_lib.speedups import Speedup
 from tutorial_lib.train import TrainConfig, TrainHistory, train
 
 
@@ -102,6 +106,16 @@ def noise_note(rows: Sequence[dict], key: str = "variant") -> str:
             "range. Re-run on a quieter machine to narrow them") if noisy else ""
 
 
+def row_speedup(row: dict, base: GPTConfig, variant: GPTConfig, ceilings: Optional[Ceilings] = None) -> Speedup:
+    """A ``measure_variants`` row's speedup over ``base`` as a ``speedups.Speedup``: the median of its
+    per-round ratios, their range, its rounds, and the analytic ceiling of the change at the row's
+    batch, length, dtype and device (``measure.roofline.speedup_ceiling``, on ``ceilings`` where
+    given). Print it with ``.text()``: the one form every printed speedup takes."""
+    ceiling = speedup_ceiling(base, variant, row["batch_size"], row["seq_len"], row.get("dtype", "float32"),
+                              str(row.get("device", "cpu")).split(":")[0], ceilings)
+    return Speedup.from_row(row, ceiling=ceiling)
+
+
 def attention_runner(fn: Callable, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                      mode: str = "fwdbwd") -> Callable[[], None]:
     """A no-argument call of attention ``fn(q, k, v)`` to time or profile: ``mode="fwd"`` runs the
@@ -119,14 +133,6 @@ def attention_runner(fn: Callable, q: torch.Tensor, k: torch.Tensor, v: torch.Te
             t.grad = None
         fn(q, k, v).backward(g)
     return run
-
-
-def speedup_words(speedup: float, lo: float, hi: float) -> str:
-    """A per-round speedup (``paired_speedup``) in words: "7.5% faster", "1.3% slower", or "within
-    noise" when the rounds disagree on the sign (their range spans 1.0)."""
-    change = 1 / speedup - 1  # > 0: the step takes longer
-    words = f"{abs(change):.1%} {'slower' if change > 0 else 'faster'}"
-    return f"within noise (median {words}; some rounds faster, some slower)" if lo <= 1.0 <= hi else words
 
 
 def measure_variants(configs: Mapping[str, GPTConfig], batch_size: int, seq_len: int, rounds: int = 3,
@@ -232,6 +238,39 @@ def quality_runs(variants: Mapping[str, Variant], sizes: Quality, seeds: Optiona
 
 
 TOO_SHORT = "too short to tell"
+
+
+# the guide suite's quality rows that stand for the seed's "before" and "after" (``guide.suite.quality_variants``)
+QUALITY_BASELINE, QUALITY_AFTER = "baseline (MHA, GELU 4x)", "GQA-4 + 3x MLP (the seed's 'after')"
+
+
+@dataclass
+class RecordedQuality:
+    """The guide suite's recorded quality runs of one results file: {variant: row}, where they were
+    recorded (in words), and their setting (for ``claims.compare``)."""
+    rows: Dict[str, dict]
+    caption: str
+    setting: Optional[claims.Setting]
+
+
+def recorded_quality(device: Optional[str] = None, results_dir=None) -> RecordedQuality:
+    """The quality section (``results/*.json``) of the first results file recorded on this kind of
+    device (``device``: "cpu" / "cuda"; None: any): the rows as {variant label: row}, a caption
+    (device, date, sizes) and the setting. Empty rows when none is on record."""
+    for doc in records.load_all(results_dir):
+        if device is not None and records.device_kind(doc["meta"].get("device", "")) != device:
+            continue
+        rows = {r["variant"]: r for r in doc["rows"] if r.get("kind") == "quality" and not r.get("error")}
+        if rows:
+            sizes = doc.get("sections", {}).get("quality", {}).get("sizes") or {}
+            meta = doc["meta"]
+            caption = (f"recorded on {meta.get('device_name', '?')} ({str(meta.get('date', '?'))[:10]}, "
+                       + ", ".join(f"{k}={v}" for k, v in sizes.items()) + ")")
+            setting = claims.Setting(model=sizes.get("model"), batch=sizes.get("B"), seq_len=sizes.get("T"),
+                                     steps=sizes.get("steps"), device=records.device_kind(meta.get("device", "")))
+            return RecordedQuality(rows, caption, setting)
+    return RecordedQuality({}, "none on record", None)
+
 
 
 def _finished(h) -> bool:

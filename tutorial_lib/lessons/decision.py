@@ -6,8 +6,11 @@ MHA, GELU 4x, eager attention) and orders them by payoff:
 - ``speed``: training-step speedup; ``memory``: training-memory reduction; ``decoding``:
   KV-cache decoding speedup (tokens/s). Every payoff is base / variant (> 1 = better).
 - *measured* when a results file (``results/*.json`` from ``python -m tutorial_lib bench
-  --suite guide``) was recorded on this kind of device and holds that change -- stamped with where
-  and at which sizes, which need not be your sequence length;
+  --suite guide``) was recorded on this kind of device and holds that change within a factor of 2
+  of T: one source per payoff -- the measurement at the nearest setting, then the one with the
+  most rounds -- named with its file, section, model, B, T and rounds, so 07, 08, 99 and the guide
+  quote the same number. A measured speedup carries its range, its rounds and its analytic
+  ceiling (``measure.roofline.speedup_ceiling``) and is judged by ``tutorial_lib.speedups``;
 - else *analytic*, and labelled so: speed = the roofline model's step-time ratio
   (``measure.roofline.predict_step``: FLOPs, bytes and kernel launches against the ceilings of
   that kind of device -- measured ones from a results file, else for a GPU the datasheet of the
@@ -15,21 +18,32 @@ MHA, GELU 4x, eager attention) and orders them by payoff:
   labelled so), memory = ``explore.predict_memory``, decoding = bytes read per new token (all
   weights + the KV cache at context T; a window caps the cache at W), the memory-bound assumption.
 
+Ranked by evidence (``speedups.tier``): gains measured in every round first, then gains measured
+above their ceiling (capped at it), then predictions, then what the measurements cannot tell
+(within noise, too few rounds), then losses -- so a change whose range spans 1.0 never ranks
+above one whose whole range is above 1.0, whatever its median.
+
 The seed's own answer (``claims`` keys ``tree.*``) is returned beside ours.
 """
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
-from tutorial_lib import claims
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from tutorial_lib import claims, speedups
 from tutorial_lib.lessons import explorer as explore
 from tutorial_lib.lessons import lm_head
-from tutorial_lib.lessons.gqa import decode_bytes_per_token
+from tutorial_lib.lessons.gqa import decode_bytes_per_token, decode_ceiling
 from tutorial_lib.measure import records, roofline
-from tutorial_lib.measure.ceilings import Ceilings, ceilings_for
-from tutorial_lib.model import get_config
+from tutorial_lib.measure.ceilings import Ceilings, ceilings_for, doc_ceilings
+from tutorial_lib.model import GPTConfig, get_config
+from tutorial_lib.speedups import Speedup
 from tutorial_lib.train import TrainHistory
 
 GOALS = ("speed", "memory", "decoding")
@@ -89,14 +103,42 @@ class Payoff:
     key: str
     title: str
     value: Optional[float]  # base / variant, > 1 = better; None: not applicable here
-    source: str  # "measured on ... (sizes)" or "analytic (...)"
+    source: str  # "measured on ... (file: section, model, B, T, rounds)" or "analytic (...)"
     measured: bool
     note: str = ""
+    speedup: Optional[Speedup] = None  # a measured speed or decoding payoff: range, rounds, ceiling
+    ceiling: Optional[float] = None  # the analytic ceiling at the asked setting (speed, decoding)
+
+    @property
+    def evidence(self) -> str:
+        """The verdict of a measured speedup (``speedups.VERDICTS``), "predicted" for an analytic
+        payoff, "exact" for a measured memory payoff (byte counts carry no noise), "n/a"."""
+        if self.value is None:
+            return speedups.NA
+        if self.speedup is not None:
+            return self.speedup.verdict
+        return "exact" if self.measured else "predicted"
+
+    def rank_key(self):
+        """Best first: by the evidence tier, then by the gain it can be trusted for."""
+        if self.speedup is not None:
+            return self.speedup.rank_key()
+        if self.value is None:
+            return speedups.TIERS[speedups.NA], 0.0
+        return (0 if self.measured else speedups.TIERS["predicted"]), -self.value
 
     def describe(self, goal: str) -> str:
-        what = {"speed": "faster step", "memory": "less training memory",
-                "decoding": "faster decoding"}[goal]
-        v = "n/a" if self.value is None else f"{self.value:.2f}x {what}"
+        """One line: the payoff (a measured speedup in ``speedups``' printed form, a prediction
+        labelled so, with its ceiling) and where it comes from. ``goal`` names the unit."""
+        if self.value is None:
+            v = "n/a"
+        elif self.speedup is not None:
+            v = self.speedup.text()
+        else:
+            unit = {"speed": "", "memory": " less memory", "decoding": ""}[goal]
+            how = "measured" if self.measured else "predicted"
+            ceiling = f", ceiling {self.ceiling:.2f}×" if self.ceiling is not None else ""
+            v = f"{self.value:.2f}×{unit} {how}{ceiling}"
         return f"{self.title}: {v} [{self.source}]" + (f" -- {self.note}" if self.note else "")
 
 
@@ -105,15 +147,25 @@ class Recommendation:
     seq_len: int
     device: str
     goal: str
-    steps: List[Payoff]  # recommended, best first
-    no_gain: List[Payoff]  # payoff below GAIN_THRESHOLD (or n/a)
+    steps: List[Payoff]  # recommended, best first by evidence
+    no_gain: List[Payoff]  # slower, predicted below GAIN_THRESHOLD, or n/a
     quality: List[str]  # quality-only changes (SwiGLU, Muon): measured val-loss deltas if any
     seed: List[str]  # the seed's tree for this T
     notes: List[str] = field(default_factory=list)
+    undecided: List[Payoff] = field(default_factory=list)  # measured, but within noise / too few rounds
+
+    def payoff(self, key: str) -> Optional[Payoff]:
+        """The payoff of change ``key`` (one of ``CHANGES``), wherever it ranked."""
+        return next((p for p in self.steps + self.undecided + self.no_gain if p.key == key), None)
 
     def lines(self) -> List[str]:
-        out = [f"T={self.seq_len}, device={self.device}, goal={self.goal}:"]
+        what = {"speed": "training-step speedup", "memory": "training-memory reduction",
+                "decoding": "decoding speedup"}[self.goal]
+        out = [f"T={self.seq_len}, device={self.device}, goal={self.goal} ({what}, baseline / change):"]
         out += [f"  {i}. {p.describe(self.goal)}" for i, p in enumerate(self.steps, 1)]
+        if self.undecided:
+            out.append("  measured, but the rounds cannot tell: "
+                       + "; ".join(p.describe(self.goal) for p in self.undecided))
         if self.no_gain:
             out.append("  little or no gain here: " + "; ".join(p.describe(self.goal) for p in self.no_gain))
         out += [f"  quality: {q}" for q in self.quality]
@@ -188,29 +240,133 @@ def _near(measured_T, seq_len: int) -> bool:
         return True
 
 
-def measured_payoff(change: Change, goal: str, seq_len: int, docs: Sequence[dict]):
-    """(value, source) from the newest results doc that has this change for this goal, measured
-    within a factor of 2 of ``seq_len``; None when there is none."""
-    for doc in docs:
-        where = doc["meta"].get("device_name", doc["meta"].get("device", "?"))
-        for kind, prefix in change.measured_as:
+def _distance(measured_T, seq_len: int) -> float:
+    try:
+        return abs(math.log2(int(measured_T) / seq_len))
+    except (TypeError, ValueError, ZeroDivisionError):
+        return math.inf
+
+
+def section_rounds(row: dict, section: dict) -> Optional[int]:
+    """The interleaved rounds behind a recorded speedup: the row's own count (``rounds``, its
+    ``times_ms``), else the section's timing note ("5 interleaved rounds")."""
+    if isinstance(row.get("rounds"), int):
+        return row["rounds"]
+    if isinstance(row.get("times_ms"), list):
+        return len(row["times_ms"])
+    sizes = section.get("sizes") or {}
+    m = re.search(r"(\d+) interleaved rounds", str(sizes.get("timing", "")))
+    if m:
+        return int(m.group(1))
+    return sizes["rounds"] if isinstance(sizes.get("rounds"), int) else None
+
+
+SPEEDUP_KEYS = ("speedup", "speedup_vs_MHA", "speedup_vs_causal")
+
+
+def recorded_speedups(doc: dict, kind: str) -> List[Optional[Speedup]]:
+    """Every row of section ``kind`` of a results doc as a ``Speedup`` (its range, its rounds, its
+    ceiling where the rows carry configs), None for a row without one and for a baseline row (a
+    speedup of exactly 1 over itself), in the order of the rows -- the guide prints these."""
+    section = doc.get("sections", {}).get(kind, {})
+    rows = [r for r in doc["rows"] if r.get("kind") == kind]
+    base = rows[0] if rows else {}
+    out: List[Optional[Speedup]] = []
+    for r in rows:
+        key = next((k for k in SPEEDUP_KEYS if r.get(k) is not None), None)
+        if key is None or r is base and r[key] == 1.0 or (
+                r[key] == 1.0 and r.get("speedup_range") in ("1.00–1.00", None) and r.get("speedup_min", 1.0) == 1.0
+                and r.get("speedup_max", 1.0) == 1.0):
+            out.append(None)
+            continue
+        ceiling = recorded_ceiling(doc, base, r) if key == "speedup" else None
+        out.append(Speedup.from_row(r, section_rounds(r, section), ceiling, key=key))
+    return out
+
+
+def _config(row: dict) -> Optional[GPTConfig]:
+    try:
+        return GPTConfig(**row["config_fields"]) if row.get("config_fields") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def recorded_ceiling(doc: dict, base_row: dict, row: dict) -> Optional[float]:
+    """The analytic ceiling of a recorded speedup at its own setting (``roofline.speedup_ceiling``
+    on the file's ceilings), from the configs the rows carry; None where they carry none."""
+    base, var = _config(base_row), _config(row)
+    B, T = row.get("batch_size"), row.get("seq_len")
+    if base is None or var is None or not isinstance(B, int) or not isinstance(T, int):
+        return None
+    kind = records.device_kind(doc["meta"].get("device", "cpu"))
+    dtype = doc["meta"].get("dtype", "float32")
+    return roofline.speedup_ceiling(base, var, B, T, dtype, kind, doc_ceilings(doc))
+
+
+def _where(doc: dict) -> str:
+    name = doc["meta"].get("device_name", doc["meta"].get("device", "?"))
+    return f"{name}, {Path(doc['_path']).name}" if doc.get("_path") else name
+
+
+def measured_payoff(change: Change, goal: str, seq_len: int, docs: Sequence[dict]) -> Optional[Payoff]:
+    """The one measurement that stands for ``change`` at ``seq_len``: among the results docs' rows
+    of this change within a factor of 2 of T, the one at the nearest setting, then with the most
+    rounds (then the first file and section); named with where and at which sizes. None when no
+    row qualifies. Speed and decoding payoffs carry their range, rounds and ceiling."""
+    found = []
+    for d, doc in enumerate(docs):
+        for k, (kind, prefix) in enumerate(change.measured_as):
             rows = _find(doc, kind, prefix)
-            if not rows:
+            if not rows or (goal == "decoding") != (kind == "gqa_decode"):
                 continue
+            section = doc.get("sections", {}).get(kind, {})
+            sizes = section.get("sizes") or {}
             first = next(b for b in doc["rows"] if b.get("kind") == kind)  # the section's baseline
-            T = (doc.get("sections", {}).get(kind, {}).get("sizes") or {}).get("T")
-            if goal == "speed" and kind != "gqa_decode" and _near(T, seq_len) and rows[0].get("speedup"):
-                return rows[0]["speedup"], f"measured on {where} ({kind}: {_sizes(doc, kind)})"
-            if (goal == "memory" and kind != "gqa_decode" and _near(T, seq_len)
-                    and first.get("peak_mem_MiB") and rows[0].get("peak_mem_MiB")):
-                return (first["peak_mem_MiB"] / rows[0]["peak_mem_MiB"],
-                        f"measured peak on {where} ({kind}: {_sizes(doc, kind)})")
-            if goal == "decoding" and kind == "gqa_decode":
+            rounds = section_rounds(rows[0], section)
+            order = (d, k)
+            if goal == "decoding":
                 r = min(rows, key=lambda r: abs(r.get("context", 0) - seq_len))
-                if r.get("speedup_vs_MHA") and _near(r.get("context"), seq_len):
-                    return (r["speedup_vs_MHA"],
-                            f"measured on {where} at context {r['context']} ({_sizes(doc, kind)})")
-    return None
+                if r.get("speedup_vs_MHA") is None or not _near(r.get("context"), seq_len):
+                    continue
+                ceiling = _decode_ceiling(sizes, prefix, r.get("context"), doc["meta"].get("dtype", "float32"))
+                sp = Speedup.from_row(r, rounds, ceiling, key="speedup_vs_MHA",
+                                      source=f"measured on {_where(doc)}: {kind}, {sizes.get('model', '?')}, "
+                                             f"B={sizes.get('B', '?')}, context {r['context']}, "
+                                             f"{rounds if rounds is not None else '?'} rounds")
+                found.append(((_distance(r.get("context"), seq_len), -(rounds or 0), order),
+                              Payoff(change.key, change.title, sp.value, sp.source, True, speedup=sp)))
+                continue
+            row = rows[0]
+            T = row.get("seq_len", sizes.get("T"))
+            if not _near(T, seq_len):
+                continue
+            model = (row.get("config_fields") or {}).get("name", sizes.get("model", "?"))
+            named = (f"measured on {_where(doc)}: {kind}, {model}, B={row.get('batch_size', sizes.get('B', '?'))}, "
+                     f"T={T}")
+            if goal == "speed" and row.get("speedup") is not None:
+                sp = Speedup.from_row(row, rounds, recorded_ceiling(doc, first, row),
+                                      source=f"{named}, {rounds if rounds is not None else '?'} rounds")
+                found.append(((_distance(T, seq_len), -(rounds or 0), order),
+                              Payoff(change.key, change.title, sp.value, sp.source, True, speedup=sp)))
+            elif goal == "memory" and first.get("peak_mem_MiB") and row.get("peak_mem_MiB"):
+                found.append(((_distance(T, seq_len), 0, order),
+                              Payoff(change.key, change.title, first["peak_mem_MiB"] / row["peak_mem_MiB"],
+                                     f"{named} (peak memory)", True)))
+    return min(found, key=lambda f: f[0])[1] if found else None
+
+
+def _decode_ceiling(sizes: dict, prefix: str, context, dtype: str) -> Optional[float]:
+    """``gqa.decode_ceiling`` of a recorded decoding row: MHA against the variant its label names."""
+    m = re.search(r"GQA-(\d+)|MQA", prefix)
+    try:
+        base = get_config(sizes.get("model", "gpt2_small"), block_size=max(1024, int(context)))
+    except (ValueError, TypeError):
+        return None
+    if m is None:
+        return None
+    var = base.replace(n_kv_head=1 if m.group(1) is None else int(m.group(1)))
+    B = sizes.get("B", 1) if isinstance(sizes.get("B", 1), int) else 1
+    return decode_ceiling(base, var, B, int(context), dtype)
 
 
 # recorded training runs (``train --out results/<folder>/...``) that answer the quality questions:
@@ -286,6 +442,7 @@ def recommend(seq_len: int, device: str = "cpu", goal: str = "speed", batch_size
                              any_of_kind=True) if goal == "speed" else None)
     notes = []
     payoffs = []
+    dt = _dtype(device)
     for ch in CHANGES:
         if ch.key == "window" and (window or max(16, seq_len // 4)) >= seq_len:
             payoffs.append(Payoff(ch.key, ch.title, None, "n/a", False, "a window >= T is full attention"))
@@ -293,13 +450,23 @@ def recommend(seq_len: int, device: str = "cpu", goal: str = "speed", batch_size
         title = ch.title + (f" (W={window or max(16, seq_len // 4)})" if ch.key == "window" else "")
         m = measured_payoff(ch, goal, seq_len, docs)
         if m is not None:
-            payoffs.append(Payoff(ch.key, title, float(m[0]), m[1], True))
-        else:
-            v = analytic_payoff(ch.key, seq_len, device, goal, batch_size, window, ceilings)
-            payoffs.append(Payoff(ch.key, title, v, analytic_basis(goal, ceilings, device), False))
-    good = sorted((p for p in payoffs if p.value is not None and p.value >= GAIN_THRESHOLD),
-                  key=lambda p: -p.value)
-    rest = [p for p in payoffs if p not in good]
+            m.title = title
+            payoffs.append(m)
+            continue
+        v = analytic_payoff(ch.key, seq_len, device, goal, batch_size, window, ceilings)
+        ceiling = None
+        if goal == "speed":
+            ceiling = roofline.speedup_ceiling(change_config("baseline", seq_len, device),
+                                               change_config(ch.key, seq_len, device, window),
+                                               batch_size, seq_len, dt, device, ceilings)
+        payoffs.append(Payoff(ch.key, title, v, analytic_basis(goal, ceilings, device), False, ceiling=ceiling))
+    ranked = sorted(payoffs, key=Payoff.rank_key)
+    undecided = [p for p in ranked if p.evidence in (speedups.WITHIN_NOISE, speedups.NO_VERDICT)]
+    good = [p for p in ranked if p not in undecided and p.value is not None
+            and (p.evidence in (speedups.FASTER, "exact", "predicted")
+                 or (p.evidence == speedups.ABOVE_CEILING and speedups.tier(p.evidence, p.speedup.low) == 1))
+            and (p.evidence not in ("exact", "predicted") or p.value >= GAIN_THRESHOLD)]
+    rest = [p for p in ranked if p not in good and p not in undecided]
     if device == "cpu":
         notes.append("on CPU, flex attention has no backward: train windows with the local kernel")
     if not docs:
@@ -308,4 +475,84 @@ def recommend(seq_len: int, device: str = "cpu", goal: str = "speed", batch_size
         notes.append(f"no {device} step measurements on record {where}: every payoff here is a prediction "
                      "of the cost model, not a measurement")
     return Recommendation(seq_len, device, goal, good, rest, quality_notes(docs, device, results_dir),
-                          seed_tree(seq_len), notes)
+                          seed_tree(seq_len), notes, undecided)
+
+
+# ---- the figure ---------------------------------------------------------------------------------
+def draw_payoffs(ax, rec: Recommendation, title: str = "") -> None:
+    """One recommendation on ``ax``, best first from the top: a measured payoff as its median with
+    the per-round range as a bar, coloured by its verdict (``speedups.COLOURS``); a prediction as an
+    open marker; the analytic ceiling as a tick. The dotted line is no change (1.0)."""
+    ps = [p for p in rec.steps + rec.undecided + rec.no_gain if p.value is not None]
+    y = list(range(len(ps)))[::-1]
+    top = max([1.0] + [p.value for p in ps] + [p.speedup.high for p in ps if p.speedup and p.speedup.high]
+              + [c for c in (p.speedup.ceiling if p.speedup else p.ceiling for p in ps) if c])
+    for yi, p in zip(y, ps):
+        sp = p.speedup
+        if sp is not None:
+            colour = sp.colour
+            if sp.low is not None and sp.high is not None:
+                ax.plot([sp.low, sp.high], [yi, yi], color=colour, lw=5, alpha=0.45, solid_capstyle="butt")
+            ax.plot(p.value, yi, "o", color=colour, ms=7)
+            label = f" {sp.short()} {sp.verdict_words().split(':')[0]}"
+        else:
+            colour = "#1f77b4" if not p.measured else speedups.COLOURS[speedups.FASTER]
+            ax.plot(p.value, yi, "o", mfc="white", mec=colour, ms=7, mew=1.5)
+            label = f" {p.value:.2f}× {'measured' if p.measured else 'predicted'}"
+        ceiling = sp.ceiling if sp is not None else p.ceiling
+        if ceiling:
+            ax.plot(ceiling, yi, marker="|", color="black", ms=12, mew=1.5)
+        ax.text(max(p.value, sp.high if sp is not None and sp.high else p.value, ceiling or 0), yi, label,
+                va="center", fontsize=8)
+    ax.axvline(1.0, color="grey", lw=1, ls=":")
+    ax.set_yticks(y, [p.title for p in ps], fontsize=8)
+    ax.set_ylim(-0.7, len(ps) - 0.3)
+    ax.set_xlim(min([0.8] + [p.speedup.low for p in ps if p.speedup and p.speedup.low]) * 0.95, top * 1.6)
+    ax.set_xlabel({"speed": "training-step speedup", "memory": "memory reduction",
+                   "decoding": "decoding speedup"}[rec.goal] + " vs the seed's baseline (×)", fontsize=9)
+    ax.tick_params(axis="x", labelsize=8)
+    ax.set_title(title or f"T={rec.seq_len}, {rec.device}, goal: {rec.goal}", fontsize=9, loc="left")
+
+
+def legend_handles():
+    """Legend entries for ``draw_payoffs``: each verdict's colour, a prediction, the ceiling."""
+    out = [Line2D([], [], color=speedups.COLOURS[v], marker="o", lw=5, alpha=0.8, label=speedups.LEGEND[v])
+           for v in (speedups.FASTER, speedups.ABOVE_CEILING, speedups.WITHIN_NOISE, speedups.NO_VERDICT,
+                     speedups.SLOWER)]
+    out.append(Line2D([], [], color="#1f77b4", marker="o", mfc="white", lw=0, label="predicted (cost model)"))
+    out.append(Line2D([], [], color="black", marker="|", lw=0, ms=10, label="analytic ceiling"))
+    return out
+
+
+def payoff_figure(rec: Recommendation, title: str = ""):
+    """``draw_payoffs`` as a figure with its legend under the axes."""
+    n = len([p for p in rec.steps + rec.undecided + rec.no_gain if p.value is not None])
+    fig = Figure(figsize=(7.5, 0.42 * n + 2.2), layout="constrained")
+    ax = fig.subplots()
+    draw_payoffs(ax, rec, title)
+    fig.legend(handles=legend_handles(), loc="outside lower center", ncol=2, fontsize=8, frameon=False)
+    return fig
+
+
+def branches(short_seq: int, long_seq: int, device: str, results=None) -> Dict[str, Recommendation]:
+    """The seed's two branches (T < 512, T >= 512) answered for speed at a short and a long T from
+    the recorded evidence (``results``: documents; default: every file in results/): the same
+    payoffs, from the same single measurement each, as the guide's decision table."""
+    kind = device if device in DEVICES else "cpu"
+    return {"short": recommend(short_seq, kind, "speed", results=results),
+            "long": recommend(long_seq, kind, "speed", results=results)}
+
+
+def branches_figure(tree: Dict[str, Recommendation], title: str = "") -> Figure:
+    """``branches`` side by side (``draw_payoffs``): ranked by evidence, each measured payoff with
+    its per-round range in its verdict's colour, predictions open, ceilings ticked."""
+    n = max(len([p for p in r.steps + r.undecided + r.no_gain if p.value is not None]) for r in tree.values())
+    fig = Figure(figsize=(11, 0.42 * n + 2.4), layout="constrained")
+    axes = fig.subplots(1, 2)
+    for ax, rec in zip(axes, tree.values()):
+        seed = "T < 512" if rec.seq_len < 512 else "T ≥ 512"
+        draw_payoffs(ax, rec, f"the seed's {seed} branch: T={rec.seq_len}, {rec.device}")
+    fig.legend(handles=legend_handles(), loc="outside lower center", ncol=3, fontsize=8, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig

@@ -31,9 +31,17 @@ from matplotlib.figure import Figure
 from tutorial_lib import attention, settings
 from tutorial_lib.attention import attention_core
 from tutorial_lib.attention.flash_tiled import key_tiles, online_softmax_update, tile_mask
-from tutorial_lib.lessons.common import CheckResult, call_checked, loglog_scaling, measure_variants, slopes_by
+from tutorial_lib.lessons.common import (
+    CheckResult,
+    call_checked,
+    fit_loglog_slope,
+    loglog_scaling,
+    measure_variants,
+    slopes_by,
+)
 from tutorial_lib.measure import cost, records
 from tutorial_lib.measure.memory import memory_breakdown, peak_bytes, saved_bytes
+from tutorial_lib.measure.roofline import attention_core_ceiling, speedup_ceiling
 from tutorial_lib.measure.timing import (
     NOISY,
     SWEEP_ERRORS,
@@ -46,6 +54,7 @@ from tutorial_lib.measure.timing import (
     time_rounds,
 )
 from tutorial_lib.model import get_config
+from tutorial_lib.speedups import Speedup
 
 WORKED_SCORES = (2.0, 1.0, 3.0, 0.5, 4.0, 1.5)  # one query's scores against six keys
 WORKED_VALUES = (1.0, 2.0, 3.0, 4.0, 5.0, 6.0)  # each key's value (head_dim 1, so it prints)
@@ -275,6 +284,85 @@ def loglog_slopes(rows: Sequence[AttentionPoint], value: str = "saved_bytes",
     successful rows; ``last``: only the largest-T points): ~2 quadratic, ~1 linear. NaN with fewer
     than two usable points."""
     return slopes_by(rows, "backend", value, last)
+
+
+def point_speedup(row: AttentionPoint, base: str = "eager") -> Optional[Speedup]:
+    """A sweep row's speedup over ``base`` at its T (per-round ratios: ``attention_sweep`` times the
+    backends in the same rounds) as a ``speedups.Speedup``, with the attention core's analytic
+    ceiling (``measure.roofline.attention_core_ceiling``); None for the base row or a failed one."""
+    if not row.ok or row.speedup is None or row.backend == base:
+        return None
+    cfgs = [get_config("gpt2_small", n_layer=1, n_head=row.n_head, n_embd=row.n_head * row.head_dim,
+                       block_size=max(1024, row.seq_len), attn_backend=b) for b in (base, row.backend)]
+    try:
+        ceiling = attention_core_ceiling(*cfgs, row.batch_size, row.seq_len, row.dtype, row.device.split(":")[0],
+                                         backward=row.mode == "fwdbwd")
+    except (ValueError, TypeError):  # a backend the cost model has no kernels for
+        ceiling = None
+    return Speedup(row.speedup, row.speedup_min, row.speedup_max, len(row.times_ms), ceiling)
+
+
+def round_slopes(rows: Sequence[AttentionPoint], value_last: int = 3) -> Dict[str, List[float]]:
+    """Per backend, the time exponent fitted separately in each interleaved round (each round's
+    times of the ``value_last`` largest T): their spread is how much of a fitted slope is noise."""
+    out: Dict[str, List[float]] = {}
+    for b in dict.fromkeys(r.backend for r in rows):
+        pts = [r for r in rows if r.backend == b and r.ok and r.times_ms]
+        n = min((len(r.times_ms) for r in pts), default=0)
+        fits = []
+        for i in range(n):
+            try:
+                fits.append(fit_loglog_slope([r.seq_len for r in pts], [r.times_ms[i] for r in pts],
+                                             last=value_last)[0])
+            except ValueError:
+                pass
+        out[b] = fits
+    return out
+
+
+def flop_slope(rows: Sequence[AttentionPoint], backend: str, last: int = 3) -> Optional[float]:
+    """The exponent in T of the attention core's FLOPs (forward + backward, as the kernels compute
+    them: ``cost.attention_core_kernels``) over the sweep's ``last`` largest T: the compute a claim
+    such as "Same O(n²)" is about, without the machine's noise."""
+    pts = sorted({r.seq_len for r in rows if r.backend == backend})[-last:]
+    r0 = next((r for r in rows if r.backend == backend), None)
+    if r0 is None or len(pts) < 2:
+        return None
+    flops = []
+    for T in pts:
+        c = get_config("gpt2_small", n_layer=1, n_head=r0.n_head, n_embd=r0.n_head * r0.head_dim,
+                       block_size=max(1024, T), attn_backend=backend)
+        fwd, bwd, _ = cost.attention_core_kernels(c, r0.batch_size, T, settings.dtype_bytes(r0.dtype), "cpu")
+        flops.append(sum(k.count * k.flops for k in fwd + bwd))
+    return fit_loglog_slope(pts, flops)[0]
+
+
+def recorded_vs_eager(device: Optional[str] = None, results_dir=None) -> Optional[dict]:
+    """The guide suite's recorded ``flash_vs_T`` speedups over eager (``results/*.json``; the first
+    file of this kind of device, None: any): {"where": the file and device, "speedups": {(backend,
+    T): speedups.Speedup}} -- another run, to set beside this one. None when none is on record."""
+    for doc in records.load_all(results_dir):
+        if device is not None and records.device_kind(doc["meta"].get("device", "")) != device:
+            continue
+        rows = [r for r in doc["rows"] if r.get("kind") == "flash_vs_T" and not r.get("error")]
+        if rows:
+            where = (f"{doc.get('_path', 'results/').split('/')[-1]} ({doc['meta'].get('device_name', '?')}, "
+                     f"{str(doc['meta'].get('date', '?'))[:10]})")
+            return {"where": where, "speedups": {(r["backend"], r["seq_len"]): Speedup.from_row(r) for r in rows
+                                                  if r["backend"] != "eager" and r.get("speedup") is not None}}
+    return None
+
+
+def step_speedup(rows: List[dict], config) -> Optional[Speedup]:
+    """``model_backend_comparison``'s second backend over the first as a ``speedups.Speedup``, with
+    the training step's analytic ceiling (``measure.roofline.speedup_ceiling``)."""
+    base, r = rows[0], rows[1]
+    if base.get("error") or r.get("error") or r.get("speedup") is None:
+        return None
+    cfg = resolve_config(config)
+    ceiling = speedup_ceiling(cfg.replace(attn_backend=base["backend"]), cfg.replace(attn_backend=r["backend"]),
+                              r["batch_size"], r["seq_len"], r["dtype"], r["device"].split(":")[0])
+    return Speedup.from_row(r, ceiling=ceiling)
 
 
 _UNITS = {"saved_bytes": ("MiB kept for backward", 2 ** 20), "peak_bytes": ("peak above inputs, MiB", 2 ** 20),

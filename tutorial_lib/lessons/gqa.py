@@ -43,6 +43,7 @@ from tutorial_lib.measure.timing import (
     time_fn,
 )
 from tutorial_lib.model import GPT, GPTConfig, KVCache, get_config
+from tutorial_lib.speedups import Speedup
 
 GQA_KV_HEADS = (12, 4, 2, 1)  # the seed's table: MHA, GQA-4, GQA-2, MQA for 12 query heads
 
@@ -456,6 +457,27 @@ def decode_bytes_per_token(cfg: GPTConfig, context: int, dtype: str) -> int:
     return cost.num_params(cfg) * e + kv_cache_bytes(cfg, 1, ctx, dtype)
 
 
+def decode_ceiling(base: GPTConfig, variant: GPTConfig, batch_size: int, context: int, dtype: str) -> float:
+    """The most ``variant`` can speed up decoding over ``base``: one decoding step reads every weight
+    once and the batch's whole KV cache (capped at a window), so a memory-bound step speeds up by at
+    most the ratio of the bytes it reads -- the ceiling a measured decoding speedup is judged by."""
+    e = settings.dtype_bytes(dtype)
+
+    def read(c):
+        ctx = min(context, c.window) if c.window else context
+        return cost.num_params(c) * e + kv_cache_bytes(c, batch_size, ctx, dtype)
+    return read(base) / read(variant)
+
+
+def decode_speedup(row: "DecodeResult", base: GPTConfig) -> Speedup:
+    """A decoding row's tokens/s over the first n_kv_head's (``measure_decode``) as a
+    ``speedups.Speedup``: the median of the per-round ratios, their range, the rounds, and
+    ``decode_ceiling`` at the row's batch and context -- print it with ``.text()``."""
+    variant = base.replace(n_kv_head=row.n_kv_head)
+    ceiling = decode_ceiling(base.replace(n_kv_head=None), variant, row.batch_size, row.context, row.dtype)
+    return Speedup(row.speedup_vs_first, row.speedup_min, row.speedup_max, len(row.round_ms), ceiling)
+
+
 def gqa_point(n_kv_head: int, context: int, batch_size: int = 1, dtype: str = "bfloat16",
               preset: str = "gpt2_small", docs: Optional[List[dict]] = None,
               device: Optional[str] = None) -> Dict[str, object]:
@@ -473,7 +495,8 @@ def gqa_point(n_kv_head: int, context: int, batch_size: int = 1, dtype: str = "b
     read, read_mha = (decode_bytes_per_token(c, context, dtype) for c in (cfg, base))
     label = attention_label(cfg)
     measured = [{"context": r.get("context"), "tokens_per_s": r.get("tokens_per_s"),
-                 "speedup_vs_MHA": r.get("speedup_vs_MHA"), "device_name": m.get("device_name")}
+                 "speedup_vs_MHA": r.get("speedup_vs_MHA"), "device_name": m.get("device_name"),
+                 "speedup_of": Speedup.from_row(r, key="speedup_vs_MHA")}  # the one printed form
                 for r, m in records.measured_rows("gqa_decode", docs, device) if r.get("variant") == label]
     return {"label": label, "n_kv_head": cfg.kv_heads, "n_head": cfg.n_head, "context": context,
             "batch_size": batch_size, "dtype": dtype, "cache_bytes": cache, "cache_bytes_mha": cache_mha,

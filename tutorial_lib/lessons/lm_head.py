@@ -37,9 +37,11 @@ from tutorial_lib.lessons.common import CheckResult, call_checked, measure_varia
 from tutorial_lib.loss import chunked_linear_cross_entropy
 from tutorial_lib.measure import cost
 from tutorial_lib.measure.memory import memory_breakdown, saved_bytes
+from tutorial_lib.measure.roofline import speedup_ceiling
 from tutorial_lib.measure.timing import SWEEP_ERRORS, error_text, free_memory, time_fn
 from tutorial_lib.model import GPTConfig, get_config
 from tutorial_lib.sizes import LMHead
+from tutorial_lib.speedups import Speedup
 
 FULL, CHUNKED, LIGER = "full logits", "chunked (recompute)", "chunked (Liger: grads in forward)"
 VARIANTS = {FULL: {"loss_impl": "full"}, CHUNKED: {"loss_impl": "chunked"},
@@ -108,6 +110,7 @@ class HeadPoint:
     median_ms: Optional[float] = None  # median over rounds of each round's median, fwd + bwd
     min_ms: Optional[float] = None  # the spread of the rounds' medians
     max_ms: Optional[float] = None
+    round_ms: List[float] = dataclasses.field(default_factory=list)  # each round's median, in round order
     error: Optional[str] = None
 
     @property
@@ -196,9 +199,24 @@ def head_loss_sweep(points: Sequence[Mapping], rounds: int = 3, min_run_time: Op
             if times and not rows[i].error:
                 rows[i].median_ms = statistics.median(times)
                 rows[i].min_ms, rows[i].max_ms = min(times), max(times)
+                rows[i].round_ms = list(times)
     runs.clear()
     free_memory(dev)
     return rows
+
+
+def padded_speedup(rows: Sequence[HeadPoint], impl: str, vocab: int = 50257, padded: int = 50304
+                   ) -> Optional[Speedup]:
+    """The head + loss with the ``padded`` vocabulary over the same with ``vocab`` (> 1: padding
+    pays), from rows timed in the same rounds (``head_loss_sweep``), as a ``speedups.Speedup``. Its
+    ceiling is the ratio of the two vocabularies: padding adds rows, so by its FLOPs and bytes it
+    can only cost -- a gain above that comes from a better-shaped kernel, which the cost model does
+    not describe. None when either was not measured."""
+    by = {(r.impl, r.vocab): r for r in rows if r.ok and r.round_ms}
+    a, b = by.get((impl, vocab)), by.get((impl, padded))
+    if a is None or b is None:
+        return None
+    return Speedup.from_times(a.round_ms, b.round_ms, ceiling=vocab / padded)
 
 
 def chunk_points(s: LMHead, impls: Sequence[str] = ("full", "chunked", "chunked_liger")) -> List[dict]:
@@ -221,14 +239,16 @@ def scaling_points(s: LMHead, axis: str, impls: Sequence[str] = ("full", "chunke
 # ---- the whole step --------------------------------------------------------------------------
 def step_payoff(s: LMHead, device=None, dtype=None, variants: Mapping[str, dict] = VARIANTS,
                 rounds: Optional[int] = None, measure_time: bool = True, memory: bool = True) -> List[dict]:
-    """Training steps (fwd + bwd + AdamW) of ``s.preset`` at (s.batch, s.seq_len) with each loss:
-    time in interleaved rounds (speedup = median per-round ratio to the first variant, with its
-    range) and the exact memory of one step (saved activations, the head + loss's share of them,
-    and on CUDA the allocator's peak). One dict per variant; failures are rows with ``error``."""
+    """Training steps (fwd + bwd + AdamW) of ``s.preset`` at length ``s.seq_len`` with each loss:
+    the exact memory of one step at ``s.batch`` (saved activations, the head + loss's share of them,
+    and on CUDA the allocator's peak), and the time at ``s.timed_batch`` in interleaved rounds --
+    ``speedup_of``, a ``speedups.Speedup`` over the first variant (median per-round ratio, range,
+    rounds, ceiling). One dict per variant; failures are rows with ``error``."""
     dev, dt = settings.resolve(device, dtype)
     configs = variant_configs(get_config(s.preset), s.chunk, variants)
     rows = {label: {"variant": label, "loss_impl": cfg.loss_impl, "config_fields": cfg.to_dict(),
-                    "batch_size": s.batch, "seq_len": s.seq_len, "error": None}
+                    "batch_size": s.batch, "timed_batch_size": s.timed_batch, "seq_len": s.seq_len,
+                    "error": None}
             for label, cfg in configs.items()}
     for label, cfg in (configs.items() if memory else ()):
         r = rows[label]
@@ -244,8 +264,9 @@ def step_payoff(s: LMHead, device=None, dtype=None, variants: Mapping[str, dict]
         gc.collect()
         free_memory(dev)
     if measure_time:
-        timed = measure_variants(configs, s.batch, s.seq_len, rounds=rounds or s.rounds,
+        timed = measure_variants(configs, s.timed_batch, s.seq_len, rounds=rounds or s.rounds,
                                  min_run_time=s.min_run_time, device=dev, dtype=dt, memory=False)
+        base_cfg = next(iter(configs.values()))
         for t in timed:
             r = rows[t["variant"]]
             r["error"] = r["error"] or t.get("error")
@@ -253,6 +274,9 @@ def step_payoff(s: LMHead, device=None, dtype=None, variants: Mapping[str, dict]
                       "params", "device_name", "dtype"):
                 if t.get(k) is not None:
                     r.setdefault(k, t[k])
+            if not r["error"] and t["variant"] != next(iter(configs)):
+                r["speedup_of"] = Speedup.from_row(t, ceiling=speedup_ceiling(
+                    base_cfg, configs[t["variant"]], s.timed_batch, s.seq_len, t.get("dtype", "float32"), dev.type))
     base = rows[next(iter(configs))]
     for r in rows.values():
         if r.get("activations_bytes") is not None and base.get("activations_bytes") is not None:

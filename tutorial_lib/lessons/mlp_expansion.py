@@ -3,8 +3,9 @@
 - ``VARIANTS_04`` / ``mlp_variants``: GELU 4x and GELU 3x as config changes.
 - ``mlp_params``, ``cost_rows``: parameters and FLOPs of the whole model per variant (analytic,
   ``measure.flops``), with the MLP's share -- the ceiling of any speedup (Amdahl).
-- ``mlp_alone_timing``: the MLP module by itself, forward + backward: what the seed's "25% faster"
-  is about (the whole step is timed with ``common.measure_variants``).
+- ``mlp_alone_timing`` / ``alone_speedup``: the MLP module by itself, forward + backward: what the
+  seed's "25% faster" is about, as a ``speedups.Speedup`` whose ceiling is the hidden widths' ratio
+  (the whole step is timed with ``common.measure_variants``).
 - ``mlp_figure``: the MLP shapes drawn from the configs.
 - ``check_amdahl``: the exercise's checker.
 """
@@ -22,6 +23,7 @@ from tutorial_lib.lessons.common import CheckResult, call_checked
 from tutorial_lib.measure import cost
 from tutorial_lib.measure.timing import time_fn
 from tutorial_lib.model import GPTConfig, build_mlp
+from tutorial_lib.speedups import Speedup
 
 VARIANTS_04 = {"GELU 4x": {"mlp": "gelu", "mlp_ratio": 4.0},
                "GELU 3x": {"mlp": "gelu", "mlp_ratio": 3.0}}
@@ -91,6 +93,14 @@ def mlp_alone_timing(configs: Mapping[str, GPTConfig], tokens: int, rounds: int 
                      "speedup_min": min(ratios), "speedup_max": max(ratios), "rounds": len(ratios),
                      "device_name": settings.device_name(dev)})
     return rows
+
+
+def alone_speedup(rows: List[dict]) -> Speedup:
+    """The second row of ``mlp_alone_timing`` over the first as a ``speedups.Speedup``. Its ceiling
+    is the ratio of the hidden widths: the MLP's FLOPs and its hidden activations' bytes shrink with
+    the hidden width, its input and output do not, so no more than that can be gained."""
+    base, r = rows[0], rows[1]
+    return Speedup(r["speedup"], r["speedup_min"], r["speedup_max"], r["rounds"], base["hidden"] / r["hidden"])
 
 
 # ---- figures ---------------------------------------------------------------------------------

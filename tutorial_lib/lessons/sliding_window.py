@@ -8,7 +8,11 @@ figures, the explorer's numbers and the exercises' checkers (sizes: ``sizes.Wind
 - ``work_grid`` / ``window_work_figure`` / ``receptive_field_figure``: which scores each
   implementation computes, and how far back stacked windowed layers see.
 - ``window_point`` / ``mask_density``: what the window explorer shows.
-- ``model_payoff``: a whole GPT training step with and without the window, at several T.
+- ``sweep_speedups`` / ``core_ceiling``: each implementation's per-round speedup over full causal
+  SDPA as a ``speedups.Speedup``, with the attention core's analytic ceiling where the cost model
+  describes the implementation.
+- ``model_payoff``: a whole GPT training step with and without the window, at several T, each
+  speedup with its range, rounds and ceiling (``measure.roofline.speedup_ceiling``).
 - ``check_window_mask``, ``check_visible_pairs``: checkers for the exercises.
 """
 from __future__ import annotations
@@ -39,6 +43,7 @@ from tutorial_lib.lessons.common import (
     slopes_by,
 )
 from tutorial_lib.measure.memory import peak_bytes, saved_bytes
+from tutorial_lib.measure.roofline import attention_core_ceiling, speedup_ceiling
 from tutorial_lib.measure.timing import (
     SWEEP_ERRORS,
     error_text,
@@ -48,7 +53,9 @@ from tutorial_lib.measure.timing import (
     resolve_config,
     time_rounds,
 )
+from tutorial_lib.model import GPTConfig
 from tutorial_lib.sizes import get_sizes
+from tutorial_lib.speedups import Speedup
 
 IMPLS = ("causal", "band_mask", "local", "local_sdpa", "flex")
 IMPL_LABELS = {
@@ -221,6 +228,42 @@ def speedups(rows: Sequence[WindowPoint], base: str = "causal") -> Dict[str, Dic
     return out
 
 
+# the attention backend (``attention`` registry) whose kernels the cost model uses for an implementation;
+# local_sdpa (many plain SDPA calls) has no entry of its own
+CORE_BACKENDS = {"causal": ("sdpa", False), "band_mask": ("sdpa", True), "local": ("local", True),
+                 "flex": ("flex", True)}
+
+
+def core_ceiling(impl: str, base: str, seq_len: int, window: int, batch_size: int, n_head: int, head_dim: int,
+                 dtype: str = "float32", device_type: str = "cpu", mode: str = "fwdbwd") -> Optional[float]:
+    """The most ``impl`` can speed up the attention core over ``base`` by the cost model
+    (``measure.roofline.attention_core_ceiling``, one layer; forward only for mode "fwd"). None
+    where the cost model has no kernels for one of them."""
+    if impl not in CORE_BACKENDS or base not in CORE_BACKENDS:
+        return None
+    cfgs = []
+    for name in (base, impl):
+        backend, windowed = CORE_BACKENDS[name]
+        cfgs.append(GPTConfig(n_layer=1, n_head=n_head, n_embd=n_head * head_dim, block_size=max(1024, seq_len),
+                              attn_backend=backend, window=window if windowed else None, pos="learned"))
+    return attention_core_ceiling(*cfgs, batch_size, seq_len, dtype, device_type, backward=mode == "fwdbwd")
+
+
+def sweep_speedups(rows: Sequence[WindowPoint], base: str = "causal") -> Dict[str, Dict[int, Speedup]]:
+    """{impl: {T: speedup over ``base``}} as ``speedups.Speedup``s: per-round ratios (both timed in
+    the same rounds), their range and rounds, and the attention core's ceiling (``core_ceiling``)."""
+    by = {(r.impl, r.seq_len): r for r in rows if r.ok and r.round_ms}
+    out: Dict[str, Dict[int, Speedup]] = {}
+    for (impl, T), r in by.items():
+        b = by.get((base, T))
+        if b is None or impl == base:
+            continue
+        ceiling = core_ceiling(impl, base, T, r.window, r.batch_size, r.n_head, r.head_dim, r.dtype,
+                               r.device.split(":")[0], r.mode)
+        out.setdefault(impl, {})[T] = Speedup.from_times(b.round_ms, r.round_ms, ceiling)
+    return out
+
+
 def slopes(rows: Sequence[WindowPoint], value: str = "median_ms", last: Optional[int] = 2
            ) -> Dict[str, float]:
     """Fitted log-log exponent of ``value`` in T per implementation (``common.slopes_by``);
@@ -247,24 +290,28 @@ def round_slopes(rows: Sequence[WindowPoint], last: Optional[int] = 2) -> Dict[s
 
 # ---- quality and whole-model payoff ------------------------------------------------------------
 def model_payoff(preset: str, seq_lens: Sequence[int], window: int, batch_size: int = 1,
-                 device=None, min_run_time: Optional[float] = None, rounds: int = 2) -> List[dict]:
+                 device=None, min_run_time: Optional[float] = None, rounds: int = 3) -> List[dict]:
     """A whole GPT training step (fwd + bwd + AdamW) with full causal SDPA vs the local window,
     at each T: ms/step and the speedup the window buys -- the two timed interleaved, in rounds,
-    with per-round ratios (``common.measure_variants``); errors become rows."""
+    with per-round ratios (``common.measure_variants``) -- as a ``speedups.Speedup`` with its range,
+    rounds and analytic ceiling (``measure.roofline.speedup_ceiling``); errors become rows."""
 
     rows = []
     for T in seq_lens:
         cfg = resolve_config(preset)
         cfg = cfg.replace(block_size=max(cfg.block_size, T))
-        res = measure_variants({"full": cfg.replace(attn_backend="sdpa", window=None),
-                                "window": cfg.replace(attn_backend="local", window=window)},
-                               batch_size, T, rounds=rounds, min_run_time=min_run_time,
-                               device=device, memory=False)
+        full, win = cfg.replace(attn_backend="sdpa", window=None), cfg.replace(attn_backend="local", window=window)
+        res = measure_variants({"full": full, "window": win}, batch_size, T, rounds=rounds,
+                               min_run_time=min_run_time, device=device, memory=False)
         f, w = res
         ok = not f.get("error") and not w.get("error")
+        sp = None
+        if ok:
+            sp = Speedup.from_row(w, ceiling=speedup_ceiling(full, win, batch_size, T, w.get("dtype", "float32"),
+                                                             str(w.get("device", "cpu")).split(":")[0]))
         rows.append({"preset": cfg.name, "seq_len": T, "window": window, "batch_size": batch_size,
                      "full_ms": f.get("median_ms"), "window_ms": w.get("median_ms"),
-                     "speedup": w.get("speedup") if ok else None,
+                     "speedup": sp.value if sp else None, "speedup_of": sp,
                      "device_name": f.get("device_name") or w.get("device_name"),
                      "error": None if ok else (f.get("error") or w.get("error"))})
     return rows

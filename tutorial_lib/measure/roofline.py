@@ -21,6 +21,9 @@ its memory time (``cost.Kernel.bound``); first touch and overhead are shown as t
   minute divided by a measurement from another (this machine's speed drifts that much).
 - ``roofline_points``: one point per (component, phase) on the roofline, measured time beside the
   prediction; ``inferred_overhead``: the per-operator cost a measurement implies.
+- ``speedup_ceiling`` / ``attention_core_ceiling``: the most a change can speed a step (or the
+  attention core alone) up by its analytic cost -- the ceiling every printed speedup is judged
+  against (``tutorial_lib.speedups``).
 """
 from __future__ import annotations
 
@@ -31,7 +34,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from tutorial_lib import settings
 from tutorial_lib.measure import ceilings as ceil
 from tutorial_lib.measure.ceilings import Ceilings
-from tutorial_lib.measure.cost import Component, Kernel, step_kernels
+from tutorial_lib.measure.cost import Component, Kernel, attention_core_kernels, step_kernels
 from tutorial_lib.measure.timing import SWEEP_ERRORS, error_text, prepare_step, progress_bar, time_rounds
 from tutorial_lib.model import GPTConfig
 
@@ -148,6 +151,40 @@ def predict_step(config: GPTConfig, batch_size: int, seq_len: int, ceilings: Cei
                           kernels=sum(r.n_kernels for r in rows), bytes=sum(r.bytes for r in rows), flops=fl,
                           roof_ms=sum(p["compute"] + p["memory"] for p in split) * 1e3,
                           first_touch_ms=sum(p["first touch"] for p in split) * 1e3, rows=rows)
+
+
+def speedup_ceiling(base: GPTConfig, variant: GPTConfig, batch_size: int, seq_len: int, dtype="float32",
+                    device_type: str = "cpu", ceilings: Optional[Ceilings] = None) -> float:
+    """The most ``variant`` can speed up a training step of ``base`` by the cost model: the largest
+    of the ratios base / variant of the step's matmul FLOPs, its bytes moved and its kernel
+    launches, and on ``ceilings`` of the roofline's predicted times (which weigh in the CPU's
+    first-touch page faults as well).
+
+    A step's time is roughly a sum of those terms; a sum shrinks by no more than its most-shrunk
+    term (the mediant inequality), so a measured speedup above this is noise, or a different kernel
+    ran than the one the cost model describes -- not a gain the change can deliver."""
+    rows = [step_kernels(c, batch_size, seq_len, dtype, device_type) for c in (base, variant)]
+    totals = [(sum(r.flops for r in rs), sum(r.bytes for r in rs), sum(r.n_kernels for r in rs)) for rs in rows]
+    ratios = [b / v for b, v in zip(*totals) if b and v]
+    if ceilings is not None:
+        t = [predict_step(c, batch_size, seq_len, ceilings, dtype=dtype, device_type=device_type).total_ms
+             for c in (base, variant)]
+        ratios.append(t[0] / t[1])
+    return max(ratios)
+
+
+def attention_core_ceiling(base: GPTConfig, variant: GPTConfig, batch_size: int, seq_len: int,
+                           dtype="float32", device_type: str = "cpu", backward: bool = True) -> float:
+    """``speedup_ceiling`` of the attention core alone (``cost.attention_core_kernels``: forward, and
+    backward unless ``backward`` is False): the largest of the ratios of its FLOPs, bytes and
+    launches, base / variant -- the most one attention implementation can gain over another."""
+    totals = []
+    for c in (base, variant):
+        fwd, bwd, _ = attention_core_kernels(c, batch_size, seq_len, settings.dtype_bytes(dtype), device_type)
+        ks = fwd + (bwd if backward else [])
+        totals.append((sum(k.count * k.flops for k in ks), sum(k.count * (k.read + k.write) for k in ks),
+                       sum(k.count for k in ks)))
+    return max(b / v for b, v in zip(*totals) if b and v)
 
 
 def inferred_overhead(prediction: StepPrediction, measured_ms: float, phases=None) -> Optional[float]:
