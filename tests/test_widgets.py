@@ -562,6 +562,23 @@ def test_typed_values_join_the_slider_or_are_refused():
     assert w.result["window"] is None
 
 
+def test_a_typed_value_redraws_once_at_that_value():
+    """Adding a step to a slider resets it to its first step for a moment: that interim value is
+    never computed or drawn (the learner saw T=32 flash up before the typed T)."""
+    for ex, name, typed in ((widgets.window_explorer(), "seq_len", 3000),
+                            (widgets.flash_explorer(results=[]), "seq_len", 1500),
+                            (widgets.cost_explorer(preset="tiny", seq_len=64, batch_size=1, dtype="float32",
+                                                   results=[], device="cpu"), "seq_len", 48)):
+        seen, compute = [], ex.compute
+        ex.compute = lambda compute=compute, seen=seen, name=name, **v: seen.append(v[name]) or compute(**v)
+        n, img = ex.n_updates, ex.image.value
+        ex.texts[name].value = typed
+        assert seen == [typed] and ex.n_updates == n + 1, (type(ex).__name__, seen)
+        assert ex.image.value != img and ex.controls[name].value == typed
+        ex.texts[name].value = typed  # the same value again: nothing to redraw
+        assert ex.n_updates == n + 1
+
+
 def test_a_displayed_explorer_carries_its_figure_for_stored_notebooks():
     import base64
     for ex in (widgets.window_explorer(), widgets.flash_explorer(results=[])):

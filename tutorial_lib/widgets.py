@@ -110,6 +110,7 @@ class Explorer(W.VBox):
         self.result = None
         self.error: Optional[str] = None
         self.n_updates = 0
+        self.quiet = False
         self.texts: Dict[str, W.IntText] = {}
         rows = []
         for name, c in controls.items():
@@ -135,6 +136,8 @@ class Explorer(W.VBox):
         return {k: c.value for k, c in self.controls.items()}
 
     def _changed(self, change=None):
+        if self.quiet:  # a slider's options are being replaced (``typed_value``): not a user's move
+            return
         for name, t in self.texts.items():  # a slider move shows in its text box
             t.value = self.controls[name].value
         self.update()
@@ -154,12 +157,20 @@ class Explorer(W.VBox):
             return
         if value in [v for _, v in pairs]:
             self.note.value = ""
-        else:
-            pairs = sorted(pairs + [(str(value), value)], key=lambda p: p[1])
-            self.note.value = (f"<i>{html.escape(s.description)} = {value} is not one of the slider's "
-                               f"steps: added to it</i>")
-            s.options = pairs if isinstance(s.options[0], tuple) else [v for _, v in pairs]
-        s.value = value
+            s.value = value
+            return
+        pairs = sorted(pairs + [(str(value), value)], key=lambda p: p[1])
+        self.note.value = (f"<i>{html.escape(s.description)} = {value} is not one of the slider's "
+                           f"steps: added to it</i>")
+        # New options reset a selection slider to its first step: that interim value is not redrawn
+        # (one redraw, at the typed value), and the page gets options and value in one message.
+        with s.hold_sync():
+            self.quiet = True
+            try:
+                s.options = pairs if isinstance(s.options[0], tuple) else [v for _, v in pairs]
+            finally:
+                self.quiet = False
+            s.value = value
 
     def update(self) -> None:
         """Recompute from the controls and redraw; a ValueError lands in the readout."""
