@@ -342,6 +342,9 @@ def test_plan_decode_says_time_and_memory_before_measuring():
     assert longer.seconds > plan.seconds
     slower = gqa.plan_decode(cfg, 1024, [12, 4], 2, 8, "float32", 3, 0.1, _ceilings(bandwidth=1e9), 2**36, 1e8)
     assert slower.step_ms[12] > plan.step_ms[12] and slower.seconds > plan.seconds
+    off = gqa.plan_decode(cfg, 1024, [12, 4], 2, 8, "float32", 3, 0.1, _ceilings(), 2**36, 1e8,
+                          correction=(4.0, "measured / predicted here"))
+    assert off.step_ms[4] == pytest.approx(4 * plan.step_ms[4]) and "x4.00: measured / predicted here" in off.basis
     msg = plan.message()
     assert "MHA and GQA-4" in msg and "batch 2" in msg and "context 1,024" in msg and "Measuring takes ~" in msg
     # a cache that cannot fit is refused before anything is built

@@ -342,6 +342,10 @@ def test_cost_explorer_measure_now_calibrates():
     # a prediction the measurement cannot scale says how far the model was off on this machine
     far = widgets.cost_explorer(preset="gpt2_mini", seq_len=64, batch_size=1, dtype="float32", session=ex.session)
     assert "not scaled" in far.result.basis and explore.error_words(row) in far.result.basis
+    # ... and its plan's time estimate is corrected by how far the model was off here
+    plan = far.plan()
+    factor = row["measured_ms"] / row["roofline_ms"]
+    assert plan.step_ms == pytest.approx(far.result.step_ms * factor) and f"x{factor:.2f}" in plan.basis
     assert widgets.cost_explorer(preset="tiny", seq_len=64, results=[], device="cpu").result.step_ms is None
 
 
@@ -530,6 +534,21 @@ def test_the_plan_counts_every_round_of_the_measurement():
     # the same step behind a long setup no longer fits: the setup counts against the budget
     slow = explore.plan_measurement(s, matmul_flops_per_s=1e11, available=2**34, budget_s=5, setup_s=4.9)
     assert slow.action == "reduced" and slow.seconds < quick.seconds
+
+
+def test_a_plan_corrects_unscaled_step_times_by_the_last_measurement_here():
+    s = explore.ExplorerSettings(preset="tiny", seq_len=64, batch_size=1, dtype="float32")
+    plain = explore.plan_measurement(s, matmul_flops_per_s=1e11, available=2**34)
+    slow = explore.plan_measurement(s, matmul_flops_per_s=1e11, available=2**34, correction=(3.0, "off here"))
+    assert slow.step_ms == pytest.approx(3 * plain.step_ms) and "x3.00: off here" in slow.basis
+    assert slow.seconds == pytest.approx(explore.measurement_seconds(3 * plain.step_ms))
+    # a measurement that scales these settings already knows this machine: no second correction
+    cal = explore.Calibration.from_measurement(s, 50.0, "cpu", "a CPU")
+    c = ceilings.Ceilings(device="cpu", device_name="a CPU", dtype="float32", peak_flops=1e11, bandwidth=1e10,
+                          overhead_s=1e-5)
+    scaled = explore.plan_measurement(s, cal, available=2**34, ceilings=c, correction=(3.0, "off here"))
+    assert scaled.step_ms == pytest.approx(explore.predict_cost(s, cal, "cpu", c).step_ms)
+    assert "off here" not in scaled.basis
 
 
 def test_reduced_sizes_shrink_batch_then_length_and_keep_the_window_below_t():

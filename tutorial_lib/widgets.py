@@ -574,6 +574,7 @@ class GQAExplorer(Explorer):
         self.pending: Optional[DecodePlan] = None  # shown, waiting for the confirm press
         self.quick: Optional[Ceilings] = None  # quick ceilings for a plan, measured once
         self.fill_rate: Optional[float] = None  # random numbers per second, measured once
+        self.correction = None  # (measured / predicted step, why) of the last decoding measured here
         n_head = get_config(preset).n_head
         controls = {
             "n_kv_head": _dropdown(_kv_options(n_head), n_kv_head, "K/V heads", "gqa-kv"),
@@ -679,7 +680,7 @@ class GQAExplorer(Explorer):
             c = self.quick
         self.fill_rate = self.fill_rate or random_fill_rate()
         return plan_decode(cfg, v["context"], [cfg.n_head, v["n_kv_head"]], v["batch_size"], tokens, dtype,
-                           rounds, mrt, c, available_bytes(self.device), self.fill_rate)
+                           rounds, mrt, c, available_bytes(self.device), self.fill_rate, self.correction)
 
     def press(self) -> None:
         """The button: the first press shows the plan and asks to confirm; the second measures."""
@@ -734,6 +735,10 @@ class GQAExplorer(Explorer):
         took = time.perf_counter() - t0
         self.progress.value, self.progress.bar_style = self.progress.max, "success"
         self.decode_rows, self.measured_for = rows, v
+        ratios = sorted(r.ms_per_step / plan.step_ms[r.n_kv_head] for r in rows if r.ok and r.ms_per_step)
+        if ratios:  # the next plan's steps, corrected by how far this one was off
+            self.correction = (ratios[len(ratios) // 2] * (self.correction[0] if self.correction else 1.0),
+                               f"measured / predicted decoding here (context {plan.context}, batch {plan.batch_size})")
         parts = []
         for r in rows:
             if r.ok:
@@ -742,10 +747,11 @@ class GQAExplorer(Explorer):
                              f"range {r.speedup_min:.2f}-{r.speedup_max:.2f}), cache {fmt_bytes(r.cache_bytes)}")
             else:
                 parts.append(f"{r.attention}: {r.error}")
+        rounds = f"{plan.rounds} interleaved round" + ("s" if plan.rounds != 1 else "")
         self.measured.value = (f"<div><b>measured on {html.escape(self.device_name)}</b> "
                                f"({html.escape(cfg.describe())}, {plan.dtype}, batch {plan.batch_size}, "
-                               f"context {plan.context}, {plan.new_tokens} new tokens, {plan.rounds} interleaved "
-                               f"rounds): {html.escape('; '.join(parts))}<br><span class='tl-took'>this measurement "
+                               f"context {plan.context}, {plan.new_tokens} new tokens, {rounds}): "
+                               f"{html.escape('; '.join(parts))}<br><span class='tl-took'>this measurement "
                                f"took {explore.seconds_text(took)} (the plan said "
                                f"~{explore.seconds_text(plan.seconds)})</span></div>")
         return rows

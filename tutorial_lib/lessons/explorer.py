@@ -431,8 +431,8 @@ def plan_measurement(settings: ExplorerSettings, calibration: Optional[Calibrati
                      matmul_flops_per_s: Optional[float] = None, device_type: str = "cpu",
                      available: Optional[int] = None, budget_s: float = MEASURE_BUDGET_S,
                      memory_bytes_per_s: Optional[float] = None,
-                     ceilings: Optional[Ceilings] = None, setup_s: float = 0.0, setup: str = ""
-                     ) -> MeasurementPlan:
+                     ceilings: Optional[Ceilings] = None, setup_s: float = 0.0, setup: str = "",
+                     correction: Optional[Tuple[float, str]] = None) -> MeasurementPlan:
     """Decide how "Measure now" measures ``settings`` within ``budget_s`` seconds.
 
     At the predicted step time (``predict_step_ms``) the measurement takes ``measurement_seconds``,
@@ -440,14 +440,20 @@ def plan_measurement(settings: ExplorerSettings, calibration: Optional[Calibrati
     asked. Above it: the largest of ``reduced_sizes`` that fits (else the smallest); its measurement calibrates
     the cost model, which then predicts the requested size (``scale`` = predicted requested /
     predicted measured step) -- said in ``message()``. When the requested step's predicted memory
-    (``predict_memory``) exceeds ``available`` bytes: refuse.
+    (``predict_memory``) exceeds ``available`` bytes: refuse. ``correction`` = (factor, why): a step
+    time no ``calibration`` scales is multiplied by ``factor`` -- measured / predicted of the last
+    step measured on this machine -- so that a machine slower than its ceilings say gets a longer
+    estimate, not a surprise.
     """
     if not budget_s > 0:
         raise ValueError(f"budget_s={budget_s!r} must be > 0")
     mem = int(predict_memory(settings.config(), settings.batch_size, settings.seq_len, settings.dtype)["total"])
 
     def step_ms(s):
-        return predict_step_ms(s, calibration, matmul_flops_per_s, memory_bytes_per_s, device_type, ceilings)
+        ms, why = predict_step_ms(s, calibration, matmul_flops_per_s, memory_bytes_per_s, device_type, ceilings)
+        if ms is not None and correction and (calibration is None or applies(calibration, s) is not None):
+            ms, why = ms * correction[0], f"{why}; x{correction[0]:.2f}: {correction[1]}"
+        return ms, why
 
     full_ms, basis = step_ms(settings)
     plan = MeasurementPlan(settings, settings, "measure", 1.0, full_ms,
@@ -590,9 +596,13 @@ class ExplorerSession:
         c = self.ceilings(s.dtype)
         peak, bandwidth = (None, None) if c is not None else self.quick_numbers(s.dtype)
         setup_s, setup = self.setup_seconds(s)
+        row = self.checks.get(s.dtype)  # how far the roofline model was off here, last time
+        fix = None
+        if c is not None and row and row.get("roofline_ms"):
+            fix = (row["measured_ms"] / row["roofline_ms"], f"measured / predicted for {row['label']} here")
         return plan_measurement(s, self.calibration(s), peak, self.device.type, available_bytes(self.device),
                                 budget_s=budget_s, memory_bytes_per_s=bandwidth, ceilings=c,
-                                setup_s=setup_s, setup=setup)
+                                setup_s=setup_s, setup=setup, correction=fix)
 
     # -- measuring -------------------------------------------------------------------------------
     def measure(self, plan: MeasurementPlan,

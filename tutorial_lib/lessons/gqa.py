@@ -25,7 +25,7 @@ import dataclasses
 import math
 import statistics
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import matplotlib
 import torch
@@ -425,8 +425,9 @@ class DecodePlan:
                 f"{self.new_tokens} new tokens, {self.dtype}: {mem}")
         if self.action == "refuse":
             return f"{head}. Not measured: it does not fit; lower the batch or the context."
+        rounds = f"{self.rounds} interleaved round" + ("s" if self.rounds != 1 else "")
         return (f"{head}; predicted {steps} per step ({self.basis}). Measuring takes ~{self.seconds:,.1f} s: "
-                f"the models and caches, then {self.rounds} interleaved rounds of each.")
+                f"the models and caches, then {rounds} of each.")
 
 
 def random_fill_rate(n: int = 1 << 20) -> float:
@@ -437,12 +438,15 @@ def random_fill_rate(n: int = 1 << 20) -> float:
 
 def plan_decode(config: GPTConfig, context: int, kv_heads: Sequence[int], batch_size: int, new_tokens: int,
                 dtype: str, rounds: int, min_run_time: float, ceilings: Ceilings,
-                available: Optional[int] = None, fill_numbers_per_s: Optional[float] = None) -> DecodePlan:
+                available: Optional[int] = None, fill_numbers_per_s: Optional[float] = None,
+                correction: Optional[Tuple[float, str]] = None) -> DecodePlan:
     """Predict ``measure_decode(config, [context], kv_heads, ...)``: per n_kv_head a model
     (``INIT_S_PER_PARAM``) and a cache filled with random numbers (at ``fill_numbers_per_s``, when
     given), then ``rounds`` timings of ``new_tokens`` steps each (``timing.expected_seconds`` at
     ``predict_decode_step_ms``). Memory: every model and filled cache at once, plus the float32
-    random numbers of one K or V cache. Bad sizes raise ValueError naming the field."""
+    random numbers of one K or V cache. ``correction`` = (factor, why): the predicted steps times
+    ``factor`` -- measured / predicted of the last decoding measured here. Bad sizes raise
+    ValueError naming the field."""
     for name, v in (("context", context), ("batch_size", batch_size), ("new_tokens", new_tokens), ("rounds", rounds)):
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise ValueError(f"{name}={v!r} must be a positive integer")
@@ -452,7 +456,8 @@ def plan_decode(config: GPTConfig, context: int, kv_heads: Sequence[int], batch_
     e = settings.dtype_bytes(dtype)
     cfgs = {h: config.replace(n_kv_head=h, block_size=max(config.block_size, context + new_tokens)) for h in heads}
     caches = {h: kv_cache_bytes(c, batch_size, context + new_tokens, dtype) for h, c in cfgs.items()}
-    step_ms = {h: predict_decode_step_ms(c, context, batch_size, dtype, ceilings) for h, c in cfgs.items()}
+    factor = correction[0] if correction else 1.0
+    step_ms = {h: factor * predict_decode_step_ms(c, context, batch_size, dtype, ceilings) for h, c in cfgs.items()}
     seconds = 0.0
     for h, c in cfgs.items():
         seconds += cost.num_params(c) * INIT_S_PER_PARAM
@@ -462,6 +467,8 @@ def plan_decode(config: GPTConfig, context: int, kv_heads: Sequence[int], batch_
     memory = sum(cost.num_params(c) * e + caches[h] for h, c in cfgs.items()) + max(caches.values()) // e * 4 // 2
     basis = (f"{ceilings.source} ceilings of {ceilings.device_name}: bytes at {ceilings.bandwidth / 1e9:,.1f} GB/s, "
              f"{ceilings.overhead_s * 1e6:,.1f} µs per operator")
+    if correction:
+        basis += f"; x{factor:.2f}: {correction[1]}"
     return DecodePlan(config, heads, context, batch_size, new_tokens, settings.dtype_name(dtype), rounds,
                       min_run_time, step_ms, seconds, int(memory), available, basis)
 
