@@ -82,9 +82,10 @@ def _wait_text(page, selector: str, needle: str, old: str = None, timeout: int =
 
 
 def _wait_src_change(page, selector: str, old: str, timeout: int = 30_000) -> str:
-    page.wait_for_function(
+    page.wait_for_function(  # the new picture set and decoded: the page's layout has settled around it
         """([sel, old]) => { const e = document.querySelector(sel);
-                             return !!e && !!e.getAttribute('src') && e.getAttribute('src') !== old; }""",
+                             return !!e && !!e.getAttribute('src') && e.getAttribute('src') !== old
+                                    && e.complete && e.naturalWidth > 0; }""",
         arg=[selector, old], timeout=timeout)
     return _src(page, selector)
 
@@ -224,8 +225,10 @@ def test_explorer_notebook_in_jupyterlab(lab):
             src = _wait_src_change(page, g_figure, src)
             _type_into(page, f"{gqa} .tl-gqa-batch .widget-readout", "1")
             text = _wait_text(page, g_readout, "1 x 16,384 tokens", text)
+            src = _wait_src_change(page, g_figure, src)
             _type_into(page, f"{gqa} .tl-typed-context input", "128")
             text = _wait_text(page, g_readout, "1 x 128 tokens", text)
+            _wait_src_change(page, g_figure, src)  # a click while the figure swaps can land beside the button
             page.click(f"{gqa} button.tl-measure")  # the plan first ...
             plan = _wait_text(page, f"{gqa} .tl-plan-note", "before measuring")
             assert "batch 1, context 128" in plan and "Measuring takes ~" in plan, plan

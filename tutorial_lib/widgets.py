@@ -453,8 +453,8 @@ class CostExplorer(Explorer):
         if row.get("roofline_ms"):
             model = (f"<br><span class='tl-model-error'>the roofline model, on the ceilings timed in the same "
                      f"rounds, said {row['roofline_ms']:,.1f} ms{html.escape(at)}: "
-                     f"{html.escape(explore.error_words(row))} off (FLOPs alone: {row['flop_only_ms']:,.1f} ms, "
-                     f"{html.escape(explore.error_words(row, 'flop_only'))} off)</span>")
+                     f"{html.escape(explore.error_words(row))} off the measured step; FLOPs alone said "
+                     f"{row['flop_only_ms']:,.1f} ms, {html.escape(explore.error_words(row, 'flop_only'))}</span>")
         before = (f"{b.step_ms:,.1f} ms/step shown before this run" if b.step_ms else
                   "no time shown before this run (no ceilings yet)")
         shares = sorted(m.time_share.items(), key=lambda kv: -kv[1])[:4]

@@ -521,8 +521,8 @@ def error_words(row: Dict[str, object], what: str = "roofline") -> str:
     if e is None:
         return "no error known"
     rounds = row.get("rounds") or 0
-    return (f"{e:+.0%}" + (f" (rounds {lo:+.0%} to {hi:+.0%})" if rounds > 1 else "")
-            + f" over {rounds} round{'s' if rounds != 1 else ''}")
+    per = f"per round {lo:+.0%} to {hi:+.0%}, " if rounds > 1 else ""
+    return f"{e:+.0%} ({per}{rounds} round{'s' if rounds != 1 else ''})"
 
 
 class ExplorerSession:
