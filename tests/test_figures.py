@@ -139,3 +139,25 @@ def test_coinciding_sdpa_and_tiled_points_both_show():
         else (sdpa, tiled)
     assert later.get_markersize() < earlier.get_markersize()  # the top one sits inside the one below
     assert later.get_markerfacecolor() == "none"
+
+
+def test_roofline_points_near_the_ridge_are_numbered_and_named_in_a_key():
+    """Points crowded near the ridge once carried their names and piled up unreadably: each
+    labelled point carries a number in the axes, and the key beside the axes names it, clear of
+    the legend and of the data."""
+    c = _ceilings()
+    scopes = ["attention.qkv", "attention.core", "attention.out", "mlp.up", "mlp.down", "lm_head", "loss", "norm"]
+    points = [{"scope": s, "phase": ph, "intensity": c.ridge * (1 + 0.02 * i), "achieved_flops": 2e10 * (1 + 0.01 * i),
+               "bound": "memory", "measured_ms": 1.0, "predicted_ms": 1.0}
+              for i, (s, ph) in enumerate((s, ph) for s in scopes for ph in ("forward", "backward"))]
+    fig, r = drawn(roofline_figure(points, c, title="crowded"))
+    ax = fig.axes[0]
+    numbers = [t for t in ax.texts if t.get_text().strip().isdigit()]
+    assert [int(t.get_text()) for t in numbers] == list(range(1, len(points) + 1))
+    key = next(t for t in ax.texts if t.get_text().startswith("labelled points"))
+    lines = key.get_text().splitlines()[1:]
+    assert [ln.split()[0] for ln in lines] == [str(i) for i in range(1, len(points) + 1)]
+    assert all(f"{p['scope']} {p['phase'][:3]}" in ln for p, ln in zip(points, lines))
+    box = key.get_window_extent(r)
+    assert not box.overlaps(ax.get_legend().get_window_extent(r)) and not box.overlaps(ax.get_window_extent(r))
+    assert box.x1 <= fig.bbox.x1 + 1 and box.y0 >= fig.bbox.y0 - 1
