@@ -138,7 +138,7 @@ print(f"{'':6} {'params':>12} {'vs MHA':>7} {'train GFLOP':>12} {'vs MHA':>7} {'
 for r in paper:
     print(f"{r['attention']:6} {r['params']:>12,} {r['params_ratio']:>7.3f} {r['train_flops'] / 1e9:>12,.0f} "
           f"{r['flops_ratio']:>7.3f} {r['kv_cache_bytes'] / 2**20:>13.1f} {r['kv_cache_ratio']:>7.3f}")
-mha_c, mqa_c = cost[0], cost[-1]
+mha_c, mqa_c = paper[0], paper[-1]
 print(f"\nMQA removes {1 - mqa_c['params_ratio']:.1%} of the parameters and {1 - mqa_c['flops_ratio']:.1%} "
       f"of a training step's FLOPs: if time followed FLOPs, the step could be at most "
       f"{1 / mqa_c['flops_ratio']:.2f}x faster (the seed claims {claims.get('gqa.speedup.kv1').value:.2f}x).")
