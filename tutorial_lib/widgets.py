@@ -5,9 +5,10 @@ Each builder returns a widget (a ``VBox`` subclass) to display; nothing is shown
 
 - ``cost_explorer()``: T, B, n_kv_head, attention backend, window, MLP kind and ratio, dtype ->
   predicted FLOP and time shares per component (the roofline model on this device's ceilings)
-  and the training-memory breakdown; "Measure now" measures the ceilings (once), then times,
-  profiles and memory-accounts one training step here (progress bar), shows it beside the
-  prediction, and scales later predictions of comparable work on this device.
+  and the training-memory breakdown; "Measure now" first shows its plan (time and memory), then
+  times the ceilings and one training step here in the same rounds, profiles and memory-accounts
+  it (progress bar), shows it beside the roofline model's same-round prediction, and scales later
+  predictions of comparable work on this device.
 - ``decision_tree()``: sequence length, device, goal -> the changes to make first, with payoffs.
 - ``gqa_explorer()``, ``flash_explorer()``, ``window_explorer()``: the lesson explorers.
 

@@ -17,14 +17,14 @@ The lesson explorers' numbers live in their lessons (``gqa.gqa_point``,
 
 How time is predicted. The roofline model (``measure.roofline``, notebook 09): every kernel the
 eager step launches takes max(FLOPs / peak, bytes / bandwidth) plus a per-operator overhead, on
-*ceilings* of this device -- measured (``measure_ceilings``: "Measure now" measures them once, the
-guide suite records them) or, for a GPU, its datasheet ("spec"). Without ceilings the time share
-shown is the FLOP share, labelled as the compute-bound assumption it is. A measured step scales the
-prediction only when it is comparable work: the same model preset and dtype, and tokens per step
-within a factor of 2 (``SIZE_CLASS``); then each component is scaled by its own measured /
-predicted ratio at the measured settings, and ``basis`` names the measurement and how far apart
-the sizes are. Memory: parameters, gradients (fp32), AdamW's two fp32 moments, and the activations
-autograd keeps for backward (``measure.cost.activation_bytes``: exact, byte for byte).
+*ceilings* of this device -- measured ("Measure now" times them in the same rounds as its step,
+``roofline.check_steps``; the guide suite records them) or, for a GPU, its datasheet ("spec").
+Without ceilings the time share shown is the FLOP share, labelled as the compute-bound assumption it
+is. A measured step scales the prediction only when it is comparable work: the same model preset and
+dtype, and tokens per step within a factor of 2 (``SIZE_CLASS``); then each component is scaled by
+its own measured / predicted ratio at the measured settings, and ``basis`` names the measurement and
+how far apart the sizes are. Memory: parameters, gradients (fp32), AdamW's two fp32 moments, and the
+activations autograd keeps for backward (``measure.cost.activation_bytes``: exact, byte for byte).
 """
 from __future__ import annotations
 
@@ -350,7 +350,7 @@ class MeasurementPlan:
     memory_bytes: int  # predicted training-step memory at the requested size
     available_bytes: Optional[int]  # what this machine can still allocate (None: unknown)
     basis: str  # how the time was predicted
-    setup_s: float = 0.0  # predicted seconds before the step is timed: ceilings (once), the model
+    setup_s: float = 0.0  # predicted seconds beside the step's own: the model's build, the ceilings' probes
     setup: str = ""  # what the setup does, in words
 
     @property
