@@ -23,6 +23,12 @@ TEST_PROFILE := smoke
 NOTEBOOK_PROFILE ?= cpu
 NOTEBOOK_TIMEOUT ?= 3600
 LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings
+# JupyterLab as `make lab` runs it (scripts/lab/): its settings overrides for this venv (no news or
+# update-check toast, which would reach for the internet and cover cells; a notebook's .py source
+# opens as text, not as a second copy of the notebook without its stored outputs), and the
+# server's config (the file browser lists each lesson once: the .py sources are hidden there).
+LAB_OVERRIDES := scripts/lab/overrides.json
+LAB_CONFIG := scripts/lab/jupyter_lab_config.json
 # JupyterLab refuses to start as root without --allow-root.
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 NOTEBOOKS := $(wildcard notebooks/*.ipynb)
@@ -33,7 +39,7 @@ export THP_MEM_ALLOC_ENABLE ?= 1
 
 .PHONY: venv install lab test notebooks sync clean distclean browser-deps
 
-venv install: $(STAMP)
+venv install: $(STAMP) $(LAB_SETTINGS)/overrides.json
 
 $(PY):
 	@$(PYTHON3) -m venv $(VENV) || { rm -rf $(VENV); \
@@ -49,15 +55,16 @@ $(STAMP): pyproject.toml | $(PY)
 	fi
 	$(PY) -m pip install -e '.[dev]'
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
-	@# No news/update-check toast in JupyterLab (it would reach for the internet and cover cells).
-	@mkdir -p $(LAB_SETTINGS)
-	@printf '%s\n' '{"@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": false}}' \
-	  > $(LAB_SETTINGS)/overrides.json
 	@touch $(STAMP)
+
+$(LAB_SETTINGS)/overrides.json: $(LAB_OVERRIDES) | $(STAMP)
+	@mkdir -p $(LAB_SETTINGS)
+	cp $(LAB_OVERRIDES) $@
 
 # JUPYTER_PATH puts this venv's kernel first, ahead of any "python3" kernel in ~/.local.
 lab: install
-	JUPYTER_PATH=$(CURDIR)/$(VENV)/share/jupyter $(JUPYTER) lab --notebook-dir=notebooks $(ALLOW_ROOT)
+	JUPYTER_PATH=$(CURDIR)/$(VENV)/share/jupyter $(JUPYTER) lab --notebook-dir=notebooks \
+	  --config=$(CURDIR)/$(LAB_CONFIG) $(ALLOW_ROOT)
 
 # The browser test (tests/test_browser.py) drives Debian's Chromium through Playwright: install it
 # when it is missing and we can (root with apt-get); otherwise that test skips.

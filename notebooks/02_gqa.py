@@ -264,9 +264,11 @@ if base and most:
 # ### Explore: the KV cache and decoding for any context and number of K/V heads
 #
 # The measurement above covers a few contexts at one batch. The explorer computes the cache and the
-# bytes each new token reads for any setting: move **context tokens** and **batch** up until the
-# cache outweighs the weights, then compare MHA, GQA-4 and MQA. **Measure decode** times this
-# profile's model at the chosen setting here (type a context into the box beside the slider).
+# bytes each decoding step reads for any setting -- the weights once, shared by the batch, and every
+# sequence's cache: move **context tokens** and **batch** up until the caches outweigh the weights,
+# then compare MHA, GQA-4 and MQA. **Measure decode** times this profile's model at the chosen
+# setting here (type a context into the box beside the slider): it first shows the predicted time
+# and memory of the measurement and asks you to confirm.
 
 # %% tags=["nbval-ignore-output"]
 from tutorial_lib.widgets import gqa_explorer  # the explorers need ipywidgets (part of the notebook stack)

@@ -34,10 +34,12 @@ print(env_summary())
 # (`measure.roofline`, notebook 09) adds the bytes every kernel moves and one overhead per kernel,
 # and predicts each component's time from this machine's *ceilings*: its peak FLOP/s, bandwidth and
 # per-operator cost. Without ceilings the explorer can only say *shares of FLOPs*. **Measure now**
-# measures the ceilings once, then times one training step here (`torch.utils.benchmark`), profiles
-# it per component (`torch.profiler`) and accounts its memory (saved-tensor hooks); later predictions
-# of comparable work (the same model, dtype and size class) are scaled by it, component by
-# component, and say so. The source: `tutorial_lib/lessons/explorer.py`.
+# times the ceilings' probes and one training step here in turn, three rounds
+# (`torch.utils.benchmark`), so that the roofline model's error it reports compares a prediction and
+# a measurement of the same minutes; then it profiles the step per component (`torch.profiler`) and
+# accounts its memory (saved-tensor hooks). Later predictions of comparable work (the same model,
+# dtype and size class) are scaled by it, component by component, and say so; the others say how
+# far the roofline model was off here. The source: `tutorial_lib/lessons/explorer.py`.
 #
 # GPT-2 small at the seed's setting, from the analytic model alone (no ceilings given):
 
@@ -57,11 +59,13 @@ for name, share in sorted(p.flop_share.items(), key=lambda kv: -kv[1]):
 # to `eager` and watch the memory bar's attention scores appear; set **K/V heads** to GQA-4 or MQA;
 # set a **window**; set **LM head + loss** to `chunked` (notebook 08) and watch the head's memory go;
 # type a T that is not a power of two into the box beside the slider. Then press **Measure now**: it
-# first shows the predicted time and memory of the measurement (a smaller size, scaled back by the
-# cost model, when the requested one would take too long; settings that cannot fit in this machine's
+# first shows the predicted time of everything the press will do (building the model, the ceilings'
+# probes, the timed rounds, the profile) and its memory (a smaller size, scaled back by the cost
+# model, when the requested one would take too long; settings that cannot fit in this machine's
 # memory disable the button), and nothing runs until you press **Measure (~N s)**. The red bars are
-# then the measured time shares on this machine, and the text below says how far the prediction was
-# off. The measurement runs the model shown (pick `tiny` or `gpt2_mini` for a quick one on a CPU).
+# then the measured time shares on this machine, and the text below says how far the roofline model
+# was off (in the same rounds) and how long the measurement took against the plan's estimate. The
+# measurement runs the model shown (pick `tiny` or `gpt2_mini` for a quick one on a CPU).
 
 # %% tags=["nbval-ignore-output"]
 explorer = cost_explorer()
@@ -121,8 +125,10 @@ window_explorer()
 # 1. *(auto-checked)* Using the cost explorer (attention `sdpa`, GPT-2 small), find the smallest
 #    power-of-two T at which `attention.core` costs more FLOPs than the whole MLP. Put it in `answer`.
 # 2. Press **Measure now** for `tiny` at T = 64, then look at T = 128 (the same size class: the
-#    measurement scales the prediction) and T = 512 (four times the tokens: the roofline model alone).
-#    Measure both. Which component's time share grows most? Which prediction was closer?
+#    measurement scales the prediction) and T = 512 (eight times the tokens: the roofline model alone,
+#    with its error on this machine beside it). Measure both. Which component's time share grows
+#    most? Which prediction was closer? (`tiny`'s LM head multiplies by a 64-wide matrix: such thin
+#    matmuls run well below the square-matmul peak the roofline assumes.)
 # 3. In the decision tree, find a T where GQA is the best choice for decoding but not for training
 #    speed. Why?
 

@@ -5,19 +5,26 @@ notebooks/99_explorer.ipynb with its stored outputs cleared, opens it, runs all 
 Run menu, then, like a learner:
 
 1. cost explorer: presses "Measure now" on the default gpt2_small, B=4, T=512 -> the plan (predicted
-   time and memory) and a "Measure ... (~N s)" confirmation appear, and nothing is measured (the
-   progress bar stays hidden, no measured text); then picks the ``tiny`` model in the "model"
-   dropdown -> the plan is gone, the readout names tiny and the figure's PNG changes; moves the
-   "sequence length T" slider three steps left with the keyboard (512 -> 64) -> the readout says
-   T=64 and the figure changes again; types 1 into the "batch B" slider's readout -> B=1 and a new
-   figure; types 48 into the box beside the T slider -> T=48 is added to the slider, then 64
-   again; clicks "Measure now" -> the plan shows; clicks the confirmation -> the progress bar
-   fills, the measured text shows ms/step on this machine, and the prediction is now "by measured
-   now";
-2. decision tree: picks goal "memory" -> the recommendation is for memory; moves its T slider one
+   time, setup included, and memory) and a "Measure (~N s)" confirmation appear, its label whole
+   (not cut off), and nothing is measured (the progress bar stays hidden, no measured text); then
+   picks the ``tiny`` model in the "model" dropdown -> the plan is gone, the readout names tiny and
+   the figure's PNG changes; moves the "sequence length T" slider three steps left with the
+   keyboard (512 -> 64) -> the readout says T=64 and the figure changes again; types 1 into the
+   "batch B" slider's readout -> B=1 and a new figure; types 48 into the box beside the T slider ->
+   T=48 is added to the slider, and the readout goes from T=64 straight to T=48 (a watcher in the
+   page records every readout: the slider's first step, T=32, never shows), then 64 again; clicks
+   "Measure now" -> the plan shows; clicks the confirmation -> the plan's note goes, the progress
+   bar fills, the measured text shows ms/step on this machine, the roofline model's error from the
+   same rounds and the time it took beside the plan's, and the readout's prediction is now scaled
+   by that measurement, its basis naming it (measured now: tiny, B=1, T=64);
+2. GQA explorer: types a 16384-token context, then moves its batch slider to 32 -> the analytic
+   decode speedup in the readout changes with the batch, and so does the figure; back at batch 1
+   and a 128-token context, "Measure decode" first shows its plan and a "Measure (~N s)"
+   confirmation (nothing measured), the second press measures and shows the time beside the plan's;
+3. decision tree: picks goal "memory" -> the recommendation is for memory; moves its T slider one
    step right -> it is for T=1024 and its figure changes;
-3. asserts that every code cell ran, no cell shows an error or a traceback, every explorer drew a
-   figure; saves screenshots of both explorers and of the page to artifacts/browser/.
+4. asserts that every code cell ran, no cell shows an error or a traceback, every explorer drew a
+   figure; saves screenshots of the explorers and of the page to artifacts/browser/.
 
 A second test opens lesson 06 (outputs cleared), runs its window-explorer cell alone and drives
 it (slider, typed window); a third serves 06 as stored (outputs kept, not trusted, no kernel
@@ -27,6 +34,7 @@ Skipped when Chromium or Playwright is missing (``make test`` installs Debian's 
 """
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -74,15 +82,37 @@ def _wait_text(page, selector: str, needle: str, old: str = None, timeout: int =
 
 
 def _wait_src_change(page, selector: str, old: str, timeout: int = 30_000) -> str:
-    page.wait_for_function(
+    page.wait_for_function(  # the new picture set and decoded: the page's layout has settled around it
         """([sel, old]) => { const e = document.querySelector(sel);
-                             return !!e && !!e.getAttribute('src') && e.getAttribute('src') !== old; }""",
+                             return !!e && !!e.getAttribute('src') && e.getAttribute('src') !== old
+                                    && e.complete && e.naturalWidth > 0; }""",
         arg=[selector, old], timeout=timeout)
     return _src(page, selector)
 
 
 def _visibility(page, selector: str) -> str:
     return page.locator(selector).first.evaluate("e => getComputedStyle(e).visibility")
+
+
+def _watch(page, selector: str) -> None:
+    """Record every text ``selector`` shows from now on (``_seen``): what flashed up, not only the end."""
+    page.evaluate("""(sel) => {
+        const e = document.querySelector(sel);
+        window.__seen = window.__seen || {};
+        window.__seen[sel] = [e.innerText];
+        new MutationObserver(() => window.__seen[sel].push(e.innerText))
+            .observe(e, {childList: true, subtree: true, characterData: true});
+    }""", selector)
+
+
+def _seen(page, selector: str) -> list:
+    return page.evaluate("(sel) => window.__seen[sel]", selector)
+
+
+def _label_is_whole(page, selector: str) -> bool:
+    """The element shows all of its text: nothing clipped behind an ellipsis."""
+    return page.locator(selector).first.evaluate(
+        "e => [e, ...e.querySelectorAll('*')].every(x => x.scrollWidth <= x.clientWidth + 1)")
 
 
 def _type_into(page, selector: str, value: str) -> None:
@@ -119,9 +149,11 @@ def test_explorer_notebook_in_jupyterlab(lab):
             plan = _wait_text(page, f"{cost} .tl-plan-note", "before measuring")
             assert "gpt2_small" in plan and "B=4, T=512" in plan and "predicted memory" in plan, plan
             assert " per step" in plan or "time unknown" in plan, plan
+            assert "ceilings" in plan and "building the model" in plan, plan  # the setup is in the estimate
             confirm = page.locator(f"{cost} button.tl-measure.tl-confirm")
             confirm.wait_for(timeout=10_000)
-            assert confirm.inner_text().startswith("Measure") and "s)" in confirm.inner_text()
+            assert re.fullmatch(r"Measure \(~[\d,.]+ s\)", confirm.inner_text().strip()), confirm.inner_text()
+            assert _label_is_whole(page, f"{cost} button.tl-measure.tl-confirm")
             assert "ms/step" not in _text(page, f"{cost} .tl-measured")
             assert _visibility(page, f"{cost} .tl-progress") == "hidden"  # nothing started
 
@@ -148,9 +180,12 @@ def test_explorer_notebook_in_jupyterlab(lab):
             text = _wait_text(page, readout, "B=1, T=64,", text)
             src = _wait_src_change(page, figure, src)
 
+            _watch(page, readout)
             _type_into(page, f"{cost} .tl-typed-seq-len input", "48")  # between the slider's steps
             text = _wait_text(page, readout, "B=1, T=48,", text)
             assert "added" in _text(page, f"{cost} .tl-note")
+            shown = [t for t in _seen(page, readout) if t.strip()]
+            assert all("B=1, T=64," in t or "B=1, T=48," in t for t in shown), shown  # never T=32 between
             _type_into(page, f"{cost} .tl-typed-seq-len input", "64")
             text = _wait_text(page, readout, "B=1, T=64,", text)
             assert _text(page, f"{cost} .tl-seq-len .widget-readout").strip() == "64"
@@ -158,13 +193,53 @@ def test_explorer_notebook_in_jupyterlab(lab):
             page.click(f"{cost} button.tl-measure")  # the plan first ...
             _wait_text(page, f"{cost} .tl-plan-note", "before measuring")
             page.click(f"{cost} button.tl-measure.tl-confirm")  # ... then the measurement
-            measured = _wait_text(page, f"{cost} .tl-measured", "ms/step", timeout=90_000)
+            measured = _wait_text(page, f"{cost} .tl-measured", "ms/step", timeout=300_000)
             assert "measured on" in measured and "B=1, T=64" in measured, measured
+            assert "on the ceilings timed in the same rounds, said" in measured, measured
+            assert "this measurement took" in measured and "the plan said ~" in measured, measured
+            assert "before measuring" not in _text(page, f"{cost} .tl-plan-note")
             text = _wait_text(page, readout, "by measured now", text)
+            # the readout for these settings is scaled from that measurement, and its basis names it
+            assert re.search(r"scaled per component by measured now: tiny\b.*B=1, T=64.*ms/step measured", text), text
+            assert "not scaled" not in text
+            ms_readout = float(re.search(r"([\d,.]+) ms/step,", text).group(1).replace(",", ""))
+            ms_measured = float(re.search(r"([\d,.]+) ms/step \(median", measured).group(1).replace(",", ""))
+            assert ms_readout == pytest.approx(ms_measured, rel=0.25), (text, measured)  # per component, same step
             page.wait_for_function(  # the bar is filled (its own widget model: waited for, not raced)
                 "s => document.querySelector(s)?.style.width === '100%'",
                 arg=f"{cost} .tl-progress .progress-bar", timeout=10_000)
             _wait_src_change(page, figure, src)
+
+            # -- GQA explorer: the batch moves the decoding estimate; Measure decode plans first ---
+            gqa = ".tl-gqa-explorer"
+            g_readout, g_figure = f"{gqa} .tl-readout", f"{gqa} img.tl-figure"
+            text, src = _text(page, g_readout), _src(page, g_figure)
+            _type_into(page, f"{gqa} .tl-typed-context input", "16384")
+            text = _wait_text(page, g_readout, "x 16,384 tokens", text)
+            src = _wait_src_change(page, g_figure, src)
+            one = re.search(r"([\d.]+)x MHA \(memory", text).group(1)
+            _type_into(page, f"{gqa} .tl-gqa-batch .widget-readout", "32")
+            text = _wait_text(page, g_readout, "32 x 16,384 tokens", text)
+            many = re.search(r"([\d.]+)x MHA \(memory", text).group(1)
+            assert float(many) > float(one), (one, many)  # the caches outweigh the shared weights more
+            src = _wait_src_change(page, g_figure, src)
+            _type_into(page, f"{gqa} .tl-gqa-batch .widget-readout", "1")
+            text = _wait_text(page, g_readout, "1 x 16,384 tokens", text)
+            src = _wait_src_change(page, g_figure, src)
+            _type_into(page, f"{gqa} .tl-typed-context input", "128")
+            text = _wait_text(page, g_readout, "1 x 128 tokens", text)
+            _wait_src_change(page, g_figure, src)  # a click while the figure swaps can land beside the button
+            page.click(f"{gqa} button.tl-measure")  # the plan first ...
+            plan = _wait_text(page, f"{gqa} .tl-plan-note", "before measuring")
+            assert "batch 1, context 128" in plan and "Measuring takes ~" in plan, plan
+            confirm = page.locator(f"{gqa} button.tl-measure.tl-confirm")
+            confirm.wait_for(timeout=10_000)
+            assert re.fullmatch(r"Measure \(~[\d,.]+ s\)", confirm.inner_text().strip()), confirm.inner_text()
+            assert _visibility(page, f"{gqa} .tl-progress") == "hidden"  # nothing measured yet
+            assert "tokens/s" not in _text(page, f"{gqa} .tl-measured")
+            confirm.click()  # ... then the measurement
+            measured = _wait_text(page, f"{gqa} .tl-measured", "tokens/s", timeout=300_000)
+            assert "batch 1" in measured and "context 128" in measured and "the plan said ~" in measured, measured
 
             # -- decision tree: a dropdown and a slider --------------------------------------------
             tree = ".tl-decision-tree"
@@ -179,7 +254,7 @@ def test_explorer_notebook_in_jupyterlab(lab):
             _wait_text(page, t_readout, "for memory at T=1024", text)
             _wait_src_change(page, t_figure, src)
 
-            for css in ("tl-cost-explorer", "tl-decision-tree"):
+            for css in ("tl-cost-explorer", "tl-gqa-explorer", "tl-decision-tree"):
                 page.locator(f".{css}").first.screenshot(path=str(ARTIFACTS / f"{css[3:]}.png"))
             assert cell_errors(page) == []
             stderr = [e.inner_text() for e in page.query_selector_all(

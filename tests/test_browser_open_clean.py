@@ -21,6 +21,11 @@ The one field no stored notebook can match everywhere is ``language_info.version
 the kernel. Where it differs from the stored one (the Python that executed the outputs) and all
 else matches, the served copy gets this kernel's version and the test says so in a warning.
 
+A last test walks the file browser as ``make lab`` shows it: each lesson is listed once (its
+``.ipynb``; the ``.py`` sources are hidden there), and a ``.py`` opened anyway (by its URL) opens
+as text in the editor, not as a second notebook without the stored outputs -- while saving a
+notebook still writes its paired source (jupytext), which ``make sync`` relies on.
+
 Skipped when Chromium or Playwright is missing (``make test`` installs Debian's chromium first).
 """
 from __future__ import annotations
@@ -33,7 +38,7 @@ import warnings
 from pathlib import Path
 
 import pytest
-from browser.lab import CELL, JupyterLabServer, chromium_path, launch_chromium, wait_kernel_settled
+from browser.lab import CELL, MAKE_LAB_ARGS, JupyterLabServer, chromium_path, launch_chromium, wait_kernel_settled
 
 pytestmark = pytest.mark.browser
 
@@ -79,7 +84,7 @@ def lab(tmp_path_factory):
     pytest.importorskip("playwright.sync_api")
     work = tmp_path_factory.mktemp("lab-open")
     server = JupyterLabServer(work, [], env={"TUTORIAL_PROFILE": "smoke"}, serve="notebooks",
-                              extra_args=["--LabApp.expose_app_in_browser=True"])
+                              extra_args=["--LabApp.expose_app_in_browser=True", *MAKE_LAB_ARGS])
     served = server.root / "notebooks"
     served.mkdir(parents=True)
     shutil.copy(REPO / "pyproject.toml", server.root / "pyproject.toml")
@@ -138,3 +143,26 @@ def test_opening_a_notebook_does_not_modify_it(lab, browser, nb):
     finally:
         page.close()
         lab.shutdown_kernels()
+
+
+def test_the_file_browser_lists_each_lesson_once_and_sources_open_as_text(lab, browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        page.goto(f"{lab.base}/lab?reset&token={lab.token}")
+        page.wait_for_selector(".jp-DirListing-item", timeout=60_000)
+        listed = page.eval_on_selector_all(".jp-DirListing-item .jp-DirListing-itemText",
+                                           "els => els.map(e => e.innerText.trim())")
+        lessons = sorted(p.name for p in NOTEBOOKS)
+        assert sorted(n for n in listed if n.endswith(".ipynb")) == lessons, listed
+        assert not [n for n in listed if n.endswith(".py")], f"sources listed beside their notebooks: {listed}"
+
+        source = NOTEBOOKS[0].with_suffix(".py").name
+        assert (lab.served / source).exists()
+        page.goto(lab.url(source))
+        page.wait_for_selector(".jp-FileEditor", timeout=60_000)
+        page.wait_for_function(_READY, timeout=60_000)
+        assert page.evaluate(f"() => {_PANEL}.context.path") == source
+        assert page.locator(".jp-NotebookPanel").count() == 0, f"{source} opened as a notebook"
+        assert "# %%" in page.locator(".jp-FileEditor").first.inner_text()
+    finally:
+        page.close()

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from tutorial_lib.lessons import common, gqa
+from tutorial_lib.measure import cost
 from tutorial_lib.model import GPT, KVCache, get_config
 from tutorial_lib.train import train, val_loss
 
@@ -295,6 +296,68 @@ def test_decode_figure():
     assert "1 points failed" in fig._suptitle.get_text()
     with pytest.raises(ValueError):
         gqa.decode_figure([])
+
+
+def test_the_decode_estimate_follows_the_batch():
+    """One decoding step reads the weights once for the whole batch and every sequence's cache:
+    the more sequences, the larger the cache's share and the larger GQA's gain (the explorer
+    showed 3.13x and 258.9 MiB per token at batch 1 and at batch 32 alike)."""
+    cfg = get_config("gpt2_small", block_size=16384)
+
+    def weights(h):  # every parameter once, bf16 (fewer K/V heads: smaller k and v projections)
+        return cost.num_params(cfg.replace(n_kv_head=h)) * 2
+
+    def cache(h, B, T):  # K and V, every layer, bf16
+        return 2 * cfg.n_layer * B * h * T * cfg.head_dim * 2
+    one, many = (gqa.gqa_point(4, 16384, batch_size=B, dtype="bfloat16", docs=[]) for B in (1, 32))
+    for B, r in ((1, one), (32, many)):
+        assert r["bytes_per_step"] == weights(4) + cache(4, B, 16384) and r["weight_bytes"] == weights(4)
+        assert r["bytes_per_token"] == pytest.approx(r["bytes_per_step"] / B)
+        assert r["decode_speedup_analytic"] == pytest.approx(
+            (weights(12) + cache(12, B, 16384)) / (weights(4) + cache(4, B, 16384)))
+    assert one["decode_speedup_analytic"] < many["decode_speedup_analytic"] < 3.0  # towards 12 / 4
+    assert many["bytes_per_token"] < one["bytes_per_token"]  # the weights' share is split 32 ways
+    assert gqa.decode_bytes_per_token(cfg, 16384, "bfloat16") == weights(12) + cache(12, 1, 16384)
+
+
+def _ceilings(**kw):
+    from tutorial_lib.measure.ceilings import Ceilings
+    return Ceilings(**{"device": "cpu", "device_name": "a CPU", "dtype": "float32", "peak_flops": 1e11,
+                       "bandwidth": 1e10, "overhead_s": 1e-5, **kw})
+
+
+def test_plan_decode_says_time_and_memory_before_measuring():
+    cfg = get_config("gpt2_mini")
+    plan = gqa.plan_decode(cfg, 1024, [12, 4], 2, 8, "float32", rounds=3, min_run_time=0.1,
+                           ceilings=_ceilings(), available=2**36, fill_numbers_per_s=1e8)
+    assert plan.action == "measure" and plan.kv_heads == [12, 4]
+    # memory: both models and their filled caches at once (KVCache's own size), + one K or V fill
+    caches = {h: KVCache(cfg.replace(n_kv_head=h), 2, 1024 + 8, device="meta", dtype=torch.float32).nbytes
+              for h in (12, 4)}
+    params = {h: GPT(cfg.replace(n_kv_head=h)).num_params() for h in (12, 4)}
+    assert plan.memory_bytes == sum(4 * params[h] + caches[h] for h in (12, 4)) + caches[12] // 2
+    # a smaller cache is a shorter predicted step; more rounds are a longer measurement
+    assert plan.step_ms[4] < plan.step_ms[12]
+    longer = gqa.plan_decode(cfg, 1024, [12, 4], 2, 8, "float32", 5, 0.1, _ceilings(), 2**36, 1e8)
+    assert longer.seconds > plan.seconds
+    slower = gqa.plan_decode(cfg, 1024, [12, 4], 2, 8, "float32", 3, 0.1, _ceilings(bandwidth=1e9), 2**36, 1e8)
+    assert slower.step_ms[12] > plan.step_ms[12] and slower.seconds > plan.seconds
+    off = gqa.plan_decode(cfg, 1024, [12, 4], 2, 8, "float32", 3, 0.1, _ceilings(), 2**36, 1e8,
+                          correction=(4.0, "measured / predicted here"))
+    assert off.step_ms[4] == pytest.approx(4 * plan.step_ms[4]) and "x4.00: measured / predicted here" in off.basis
+    msg = plan.message()
+    assert "MHA and GQA-4" in msg and "batch 2" in msg and "context 1,024" in msg and "Measuring takes ~" in msg
+    # a cache that cannot fit is refused before anything is built
+    big = gqa.plan_decode(cfg, 32768, [12, 4], 64, 8, "float32", 3, 0.1, _ceilings(), available=2**30)
+    assert big.action == "refuse" and "Not measured" in big.message()
+    for bad, field in (({"context": 0}, "context"), ({"batch_size": -1}, "batch_size"), ({"rounds": 0}, "rounds")):
+        args = dict(context=1024, batch_size=2, rounds=3)
+        args.update(bad)
+        with pytest.raises(ValueError, match=field):
+            gqa.plan_decode(cfg, args["context"], [12], args["batch_size"], 8, "float32", args["rounds"], 0.1,
+                            _ceilings())
+    with pytest.raises(ValueError, match="n_kv_head"):
+        gqa.plan_decode(cfg, 1024, [5], 1, 8, "float32", 3, 0.1, _ceilings())
 
 
 def test_gqa_point_cache_bytes_formula():

@@ -321,9 +321,16 @@ def test_cost_explorer_measure_now_calibrates():
     assert ex.result.step_ms is None  # a CPU nobody measured: no ceilings, no time
     m = ex.measure()
     assert m is not None and m.step_ms > 0 and m.seconds > 0
-    # the ceilings were measured first, so the roofline predicted the step before it was measured
-    assert m.before.step_ms == pytest.approx(m.before.roofline_ms) and m.before.flop_only_ms > 0
-    assert "the roofline model alone said" in ex.measured.value
+    assert m.before.step_ms is None and "no time shown before this run" in ex.measured.value
+    # the ceilings were timed in the same rounds as the step: the model's error is a same-round ratio
+    row = m.check
+    assert row["rounds"] == explore.EXPLORER_ROUNDS and row["measured_ms"] == pytest.approx(m.step_ms)
+    assert row["measured_ms_min"] <= m.step_ms <= row["measured_ms_max"] and m.range_ms == (
+        row["measured_ms_min"], row["measured_ms_max"])
+    assert row["roofline_error_min"] <= row["roofline_error"] <= row["roofline_error_max"]
+    assert ex.session.live_ceilings["float32"] is m.ceilings and m.ceilings.rounds == explore.EXPLORER_ROUNDS
+    assert "on the ceilings timed in the same rounds, said" in ex.measured.value
+    assert explore.error_words(row) in ex.measured.value
     assert "this measurement took" in ex.measured.value and "the plan said" in ex.measured.value
     assert ex.plan_note.value == ""  # the plan was carried out: its note is gone
     assert ex.progress.value == ex.progress.max and ex.progress.bar_style == "success"
@@ -337,13 +344,20 @@ def test_cost_explorer_measure_now_calibrates():
     other = widgets.cost_explorer(preset="tiny", seq_len=64, batch_size=1, dtype="float32",
                                   session=ex.session)
     assert other.result.step_ms is not None and other.result.step_ms > 0
+    # a prediction the measurement cannot scale says how far the model was off on this machine
+    far = widgets.cost_explorer(preset="gpt2_mini", seq_len=64, batch_size=1, dtype="float32", session=ex.session)
+    assert "not scaled" in far.result.basis and explore.error_words(row) in far.result.basis
+    # ... and its plan's time estimate is corrected by how far the model was off here
+    plan = far.plan()
+    factor = row["measured_ms"] / row["roofline_ms"]
+    assert plan.step_ms == pytest.approx(far.result.step_ms * factor) and f"x{factor:.2f}" in plan.basis
     assert widgets.cost_explorer(preset="tiny", seq_len=64, results=[], device="cpu").result.step_ms is None
 
 
 def test_measure_failure_is_shown_not_raised(monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("out of memory (pretend)")
-    monkeypatch.setattr(explore, "measure_step", boom)
+    monkeypatch.setattr(explore, "GPT", boom)
     ex = widgets.cost_explorer(preset="tiny", seq_len=32, results=[], device="cpu")
     assert ex.measure() is None
     assert "out of memory" in ex.measured.value and ex.progress.bar_style == "danger"
@@ -398,6 +412,39 @@ def test_gqa_explorer_callbacks_and_measure():
     assert "tokens/s" in g.measured.value and g.progress.bar_style == "success"
 
 
+def test_gqa_batch_moves_the_decode_estimate():
+    g = widgets.gqa_explorer(results=[], context=16384, batch_size=1)
+    one, img = g.result, g.image.value
+    g.controls["batch_size"].value = 32
+    assert g.result["decode_speedup_analytic"] > one["decode_speedup_analytic"]
+    assert g.result["bytes_per_token"] < one["bytes_per_token"] and g.image.value != img
+    assert f"{g.result['decode_speedup_analytic']:.2f}x MHA" in g.readout.value
+    assert f"{one['decode_speedup_analytic']:.2f}x MHA" not in g.readout.value
+
+
+def test_measure_decode_shows_its_plan_first(monkeypatch):
+    """Like Measure now: the first press shows the predicted time and memory and asks to
+    confirm; a settings change drops the plan; the second press measures as planned."""
+    calls = []
+    monkeypatch.setattr(widgets, "measure_decode", lambda *a, **k: calls.append(k) or [])
+    g = widgets.gqa_explorer(results=[], measure_config=get_config("gpt2_mini", n_layer=1), measure_tokens=2)
+    g.press()
+    assert calls == [] and g.pending is not None and g.progress.layout.visibility == "hidden"
+    assert "before measuring" in g.plan_note.value and "Measuring takes ~" in g.plan_note.value
+    assert g.button.description == f"Measure (~{explore.seconds_text(g.pending.seconds)})"
+    assert "tl-confirm" in g.button._dom_classes and g.pending.message() in g.button.tooltip
+    g.controls["batch_size"].value = 4  # the plan was for other settings
+    assert g.pending is None and g.plan_note.value == "" and g.button.description == "Measure decode"
+    g.press()
+    plan = g.pending
+    assert plan.batch_size == 4 and calls == []
+    g.press()
+    assert len(calls) == 1 and calls[0]["batch_size"] == 4 and calls[0]["kv_heads"] == [12, 4]
+    assert calls[0]["rounds"] == plan.rounds and calls[0]["min_run_time"] == plan.min_run_time
+    assert g.plan_note.value == "" and f"the plan said ~{explore.seconds_text(plan.seconds)}" in g.measured.value
+    assert g.button.description == "Measure decode" and not g.button.disabled
+
+
 def test_flash_explorer_callbacks():
     f = widgets.flash_explorer(results=[])
     f.controls["seq_len"].value = 4096
@@ -425,47 +472,101 @@ def test_window_explorer_callbacks():
 # ---- "Measure now": predicted first, reduced when too long, refused when it cannot fit ----------
 def test_plan_measures_small_steps_as_they_are():
     s = explore.ExplorerSettings(preset="tiny", seq_len=32, batch_size=1, dtype="float32")
-    p = explore.plan_measurement(s, available=2**34, ceilings=_ceilings())
+    p = explore.plan_measurement(s, available=2**34, ceilings=_fast())
     assert p.action == "measure" and p.measured == s and p.scale == 1.0 and p.seconds < 1
     assert "Measuring it takes" in p.message()
     unknown = explore.plan_measurement(s, available=2**34)  # no ceilings at all: time unknown, said so
     assert unknown.step_ms is None and unknown.seconds is None and "time unknown" in unknown.message()
 
 
+def _fast(peak=1e12, bw=5e10):
+    return ceilings.Ceilings(device="cpu", device_name="test-cpu", dtype="float32", peak_flops=peak,
+                             bandwidth=bw, overhead_s=1e-6)
+
+
+def test_a_plan_before_any_ceilings_predicts_with_quick_ones_in_the_same_model():
+    session = explore.ExplorerSession("cpu", [])
+    s = explore.ExplorerSettings(preset="tiny", seq_len=32, batch_size=1, dtype="float32")
+    p = session.plan(s)
+    assert session.ceilings("float32") is None and session.quick_ceilings("float32").source == "quick"
+    assert p.step_ms > 0 and "quick" in p.basis and "roofline model" in p.basis
+
+
 def test_plan_reduces_a_long_measurement_and_scales_by_the_cost_model():
     s = explore.ExplorerSettings(preset="gpt2_small", seq_len=512, batch_size=4, dtype="float32")
-    slow = _ceilings()  # 100 GFLOP/s matmul peak, 10 GB/s
-    p = explore.plan_measurement(s, available=2**36, budget_s=20, ceilings=slow)
+    c = _fast()  # 1 TFLOP/s matmul peak, 50 GB/s: the seed's step is too long to measure, B=1 is not
+    p = explore.plan_measurement(s, available=2**36, budget_s=20, ceilings=c)
     assert p.action == "reduced" and p.seconds <= 20
     m = p.measured
     assert (m.batch_size, m.seq_len) < (s.batch_size, s.seq_len) and m.preset == s.preset
-    # the one model predicts both: the roofline on the ceilings given
-    assert p.step_ms == pytest.approx(roofline.predict_step(s.config(), 4, 512, slow, "float32").total_ms)
-    m_ms = explore.predict_step_ms(m, ceilings=slow)[0]
-    assert p.scale == pytest.approx(p.step_ms / m_ms) and p.seconds == pytest.approx(7 * m_ms / 1e3)
+    # the one model predicts both sizes: the roofline on the ceilings given
+    assert p.step_ms == pytest.approx(roofline.predict_step(s.config(), 4, 512, c, "float32").total_ms)
+    m_ms = explore.predict_step_ms(m, ceilings=c)[0]
+    assert p.scale == pytest.approx(p.step_ms / m_ms) and p.seconds == pytest.approx(explore.measurement_seconds(m_ms))
     assert "above the 20 s bound" in p.message() and "calibrate the cost model" in p.message()
     # the largest reduction that fits: the next larger candidate would not have
     cands = explore.reduced_sizes(s)
     i = cands.index(m)
     if i > 0:
-        bigger = explore.predict_step_ms(cands[i - 1], ceilings=slow)[0]
-        assert 7 * bigger / 1e3 > 20
-
-
-def test_a_plan_before_any_ceilings_uses_quick_ones_from_small_probes():
-    session = explore.ExplorerSession("cpu", [])
-    s = explore.ExplorerSettings(preset="tiny", seq_len=32, batch_size=1, dtype="float32")
-    p = session.plan(s)
-    assert session.ceilings("float32") is None and session.quick_ceilings("float32").source.startswith("quick")
-    assert p.step_ms > 0 and "quick" in p.basis and p.setup_s > 0 and "ceilings" in p.setup
+        bigger = explore.predict_step_ms(cands[i - 1], ceilings=c)[0]
+        assert explore.measurement_seconds(bigger) > 20
 
 
 def test_plan_refuses_what_cannot_fit_in_memory():
     s = explore.ExplorerSettings(preset="gpt2_small", seq_len=4096, batch_size=64, dtype="float32")
-    p = explore.plan_measurement(s, available=8 * 2**30, ceilings=_ceilings())
+    p = explore.plan_measurement(s, available=8 * 2**30, ceilings=_fast())
     assert p.action == "refuse" and p.memory_bytes > 8 * 2**30 and "Not measured" in p.message()
     with pytest.raises(ValueError, match="budget_s"):
         explore.plan_measurement(s, budget_s=0)
+
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu"])
+def test_measure_now_measures_the_ceilings_past_the_caches_at_every_profile(monkeypatch, profile):
+    """The smoke profile's roofline sizes (a 1 MiB copy, 64 x 64 matmuls, no fresh fill) measure
+    the caches: "Measure now" predicted the tiny model's step from them at a third of its time.
+    The explorer's probes reach past the caches, with a first-touch probe, whatever the profile."""
+    monkeypatch.setenv("TUTORIAL_PROFILE", profile)
+    session = explore.ExplorerSession("cpu", [])
+    by = {}
+    for p in session.ceiling_probes("float32"):
+        by.setdefault(p.ceiling, []).append(p)
+    assert {"peak_flops", "bandwidth", "fill_bandwidth", "first_touch_bandwidth", "overhead_s"} <= set(by)
+    assert min(p.size["bytes"] for p in by["bandwidth"]) >= ceilings.FRESH_ALLOC_BYTES
+    assert max(p.size["n"] for p in by["peak_flops"]) >= 1024
+
+
+def test_the_plan_counts_every_round_of_the_measurement():
+    """The plan's seconds follow the timer's own rule (warm-up, blocks of min_run_time, three
+    measurements) in every round, then the profile and the memory pass; the setup (the probes in
+    every round, the model's build) is inside the budget."""
+    from tutorial_lib.measure.timing import expected_seconds
+    assert expected_seconds(0.001, 0.1) == pytest.approx(0.103)  # a fast call: the block time
+    assert expected_seconds(2.0, 0.1, warmup=1) == pytest.approx(10.0)  # a slow one: 1 warm-up, 1 sizing, 3 timed
+    ms = 500.0
+    assert explore.measurement_seconds(ms) == pytest.approx(
+        explore.EXPLORER_ROUNDS * 2.5 + explore.AFTER_ROUNDS_STEPS * 0.5)
+    s = explore.ExplorerSettings(preset="tiny", seq_len=128, batch_size=4, dtype="float32")
+    quick = explore.plan_measurement(s, available=2**34, budget_s=5, setup_s=0.1, ceilings=_fast(1e11))
+    assert quick.action == "measure" and quick.total_seconds == pytest.approx(0.1 + quick.seconds)
+    assert quick.total_seconds < 5
+    # the same step behind a long setup no longer fits: the setup counts against the budget
+    slow = explore.plan_measurement(s, available=2**34, budget_s=5, setup_s=4.9, ceilings=_fast(1e11))
+    assert slow.action == "reduced" and slow.seconds < quick.seconds
+
+
+def test_a_plan_corrects_unscaled_step_times_by_the_last_measurement_here():
+    s = explore.ExplorerSettings(preset="tiny", seq_len=64, batch_size=1, dtype="float32")
+    plain = explore.plan_measurement(s, available=2**34, ceilings=_fast(1e11))
+    slow = explore.plan_measurement(s, available=2**34, ceilings=_fast(1e11), correction=(3.0, "off here"))
+    assert slow.step_ms == pytest.approx(3 * plain.step_ms) and "x3.00: off here" in slow.basis
+    assert slow.seconds == pytest.approx(explore.measurement_seconds(3 * plain.step_ms))
+    # a measurement that scales these settings already knows this machine: no second correction
+    cal = explore.Calibration.from_measurement(s, 50.0, "cpu", "a CPU")
+    c = ceilings.Ceilings(device="cpu", device_name="a CPU", dtype="float32", peak_flops=1e11, bandwidth=1e10,
+                          overhead_s=1e-5)
+    scaled = explore.plan_measurement(s, cal, available=2**34, ceilings=c, correction=(3.0, "off here"))
+    assert scaled.step_ms == pytest.approx(explore.predict_cost(s, cal, "cpu", c).step_ms)
+    assert "off here" not in scaled.basis
 
 
 def test_reduced_sizes_shrink_batch_then_length_and_keep_the_window_below_t():
@@ -518,7 +619,7 @@ def test_measure_now_shows_the_plan_before_measuring(monkeypatch):
     """The first press shows predicted time and memory and asks to confirm; nothing is measured
     until the second press, and a settings change drops the plan."""
     calls = []
-    monkeypatch.setattr(explore, "measure_step", lambda *a, **k: calls.append(a) or 1 / 0)
+    monkeypatch.setattr(explore, "GPT", lambda *a, **k: calls.append(a) or 1 / 0)
     ex = widgets.cost_explorer(results=[], device="cpu")  # the default: gpt2_small, B=4, T=512
     assert ex.progress.layout.visibility == "hidden"  # no empty bar stored in a headless run
     ex.press()
@@ -572,6 +673,23 @@ def test_typed_values_join_the_slider_or_are_refused():
     assert w.result["window"] == 100 and ("100", 100) in w.controls["window"].options
     w.texts["window"].value = 0  # 0 is "full" on the window slider
     assert w.result["window"] is None
+
+
+def test_a_typed_value_redraws_once_at_that_value():
+    """Adding a step to a slider resets it to its first step for a moment: that interim value is
+    never computed or drawn (the learner saw T=32 flash up before the typed T)."""
+    for ex, name, typed in ((widgets.window_explorer(), "seq_len", 3000),
+                            (widgets.flash_explorer(results=[]), "seq_len", 1500),
+                            (widgets.cost_explorer(preset="tiny", seq_len=64, batch_size=1, dtype="float32",
+                                                   results=[], device="cpu"), "seq_len", 48)):
+        seen, compute = [], ex.compute
+        ex.compute = lambda compute=compute, seen=seen, name=name, **v: seen.append(v[name]) or compute(**v)
+        n, img = ex.n_updates, ex.image.value
+        ex.texts[name].value = typed
+        assert seen == [typed] and ex.n_updates == n + 1, (type(ex).__name__, seen)
+        assert ex.image.value != img and ex.controls[name].value == typed
+        ex.texts[name].value = typed  # the same value again: nothing to redraw
+        assert ex.n_updates == n + 1
 
 
 def test_a_displayed_explorer_carries_its_figure_for_stored_notebooks():

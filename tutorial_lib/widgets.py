@@ -5,9 +5,10 @@ Each builder returns a widget (a ``VBox`` subclass) to display; nothing is shown
 
 - ``cost_explorer()``: T, B, n_kv_head, attention backend, window, MLP kind and ratio, dtype ->
   predicted FLOP and time shares per component (the roofline model on this device's ceilings)
-  and the training-memory breakdown; "Measure now" measures the ceilings (once), then times,
-  profiles and memory-accounts one training step here (progress bar), shows it beside the
-  prediction, and scales later predictions of comparable work on this device.
+  and the training-memory breakdown; "Measure now" first shows its plan (time and memory), then
+  times the ceilings and one training step here in the same rounds, profiles and memory-accounts
+  it (progress bar), shows it beside the roofline model's same-round prediction, and scales later
+  predictions of comparable work on this device.
 - ``decision_tree()``: sequence length, device, goal -> the changes to make first, with payoffs.
 - ``gqa_explorer()``, ``flash_explorer()``, ``window_explorer()``: the lesson explorers.
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import time
 from typing import Dict, List, Optional
 
 import ipywidgets as W
@@ -31,12 +33,22 @@ from matplotlib.figure import Figure
 from tutorial_lib import attention, settings
 from tutorial_lib.lessons import decision
 from tutorial_lib.lessons import explorer as explore
+from tutorial_lib.lessons.common import LEGEND, legend_below, legend_beside  # noqa: F401  (LEGEND: the style, for notebooks)
 from tutorial_lib.lessons.flash_attention import flash_point
-from tutorial_lib.lessons.gqa import decode_speedup, gqa_point, kv_cache_bytes, measure_decode
+from tutorial_lib.lessons.gqa import (
+    DecodePlan,
+    decode_speedup,
+    gqa_point,
+    kv_cache_bytes,
+    measure_decode,
+    plan_decode,
+    random_fill_rate,
+)
 from tutorial_lib.lessons.sliding_window import mask_density, window_point
 from tutorial_lib.loss import LOSS_IMPLS
 from tutorial_lib.measure import records
-from tutorial_lib.measure.memory import fmt_bytes
+from tutorial_lib.measure.ceilings import Ceilings, ceilings_for, quick_ceilings
+from tutorial_lib.measure.memory import available_bytes, fmt_bytes
 from tutorial_lib.model import PRESETS, get_config
 from tutorial_lib.sizes import get_sizes
 
@@ -48,7 +60,6 @@ RATIOS = [("default", 0.0), ("2", 2.0), ("8/3", 8 / 3), ("3", 3.0), ("3.5", 3.5)
 DTYPES = ["float32", "bfloat16", "float16"]
 _STYLE = {"description_width": "130px"}
 FIGURE_DPI = 100  # a figure's pixels: at the notebook's width, text of 8 pt and more reads
-LEGEND = {"fontsize": 8, "frameon": False}  # every legend: 8 pt, and placed off the data
 MEMORY_COLORS = {"parameters": "#1f77b4", "gradients": "#aec7e8", "optimizer state": "#c5b0d5",
                  "embedding": "#8c8c8c", "attention": "#d62728", "attention scores/probs": "#ff9896",
                  "mlp": "#ff7f0e", "norms": "#2ca02c", "residual stream": "#17becf",
@@ -110,6 +121,7 @@ class Explorer(W.VBox):
         self.result = None
         self.error: Optional[str] = None
         self.n_updates = 0
+        self.quiet = False
         self.texts: Dict[str, W.IntText] = {}
         rows = []
         for name, c in controls.items():
@@ -135,6 +147,8 @@ class Explorer(W.VBox):
         return {k: c.value for k, c in self.controls.items()}
 
     def _changed(self, change=None):
+        if self.quiet:  # a slider's options are being replaced (``typed_value``): not a user's move
+            return
         for name, t in self.texts.items():  # a slider move shows in its text box
             t.value = self.controls[name].value
         self.update()
@@ -154,12 +168,20 @@ class Explorer(W.VBox):
             return
         if value in [v for _, v in pairs]:
             self.note.value = ""
-        else:
-            pairs = sorted(pairs + [(str(value), value)], key=lambda p: p[1])
-            self.note.value = (f"<i>{html.escape(s.description)} = {value} is not one of the slider's "
-                               f"steps: added to it</i>")
-            s.options = pairs if isinstance(s.options[0], tuple) else [v for _, v in pairs]
-        s.value = value
+            s.value = value
+            return
+        pairs = sorted(pairs + [(str(value), value)], key=lambda p: p[1])
+        self.note.value = (f"<i>{html.escape(s.description)} = {value} is not one of the slider's "
+                           f"steps: added to it</i>")
+        # New options reset a selection slider to its first step: that interim value is not redrawn
+        # (one redraw, at the typed value), and the page gets options and value in one message.
+        with s.hold_sync():
+            self.quiet = True
+            try:
+                s.options = pairs if isinstance(s.options[0], tuple) else [v for _, v in pairs]
+            finally:
+                self.quiet = False
+            s.value = value
 
     def update(self) -> None:
         """Recompute from the controls and redraw; a ValueError lands in the readout."""
@@ -235,7 +257,8 @@ class CostExplorer(Explorer):
         controls["preset"].observe(self._preset_changed, names="value")
         self.button = W.Button(description="Measure now", icon="play", button_style="primary",
                                tooltip="time, profile and memory-account one training step of this "
-                                       "config on this machine")
+                                       "config on this machine",
+                               layout=W.Layout(width="auto", min_width="160px"))  # "Measure (~N s)" fits whole
         self.button.add_class("tl-measure")
         # hidden until a measurement starts: a notebook executed headless stores no empty bar
         self.progress = W.IntProgress(value=0, min=0, max=4, description="", bar_style="info",
@@ -339,7 +362,7 @@ class CostExplorer(Explorer):
             ax1.barh([v - 1.5 * h for v in y], [m.time_share.get(n, 0) for n in names], h,
                      color="#d62728", label="measured time share")
         ax1.set_yticks(y, names, fontsize=8)
-        ax1.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=3, **LEGEND)  # below, off the bars
+        legend_below(ax1, ncol=3)
         ax1.set_xlabel("share of the training step")
         t = f"predicted {p.step_ms:,.1f} ms/step" if p.step_ms else "no ceilings yet: press Measure now"
         ax1.set_title(f"{p.settings.preset}, B={p.settings.batch_size}, T={p.settings.seq_len}: {t}",
@@ -357,7 +380,7 @@ class CostExplorer(Explorer):
         ax2.set_yticks(range(len(bars)), [b[0] for b in bars], fontsize=8)
         ax2.set_xlabel("MiB (training step)")
         ax2.set_xlim(0, ax2.get_xlim()[1] * 1.35)  # room for the total's label
-        ax2.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, **LEGEND)  # beside, not over
+        legend_beside(ax2)
         ax2.set_title(f"memory, {p.settings.dtype} activations", fontsize=9, loc="left")
         return fig
 
@@ -415,12 +438,16 @@ class CostExplorer(Explorer):
 
     @staticmethod
     def render_measurement(m: explore.Measurement) -> str:
-        s, b = m.settings, m.before
-        pred = (f"{b.step_ms:,.1f} ms predicted before this run (measured / predicted "
-                f"{m.step_ms / b.step_ms:.2f})" if b.step_ms else "no prediction before (no ceilings yet)")
-        if b.roofline_ms and b.flop_only_ms:
-            pred += (f"; the roofline model alone said {b.roofline_ms:,.1f} ms ({b.roofline_ms / m.step_ms - 1:+.0%}), "
-                     f"FLOPs alone {b.flop_only_ms:,.1f} ms ({b.flop_only_ms / m.step_ms - 1:+.0%})")
+        s, b, row = m.settings, m.before, m.check
+        at = f" at the measured size, {m.measured.describe()}" if m.plan.action == "reduced" else ""
+        model = ""
+        if row.get("roofline_ms"):
+            model = (f"<br><span class='tl-model-error'>the roofline model, on the ceilings timed in the same "
+                     f"rounds, said {row['roofline_ms']:,.1f} ms{html.escape(at)}: "
+                     f"{html.escape(explore.error_words(row))} off the measured step; FLOPs alone said "
+                     f"{row['flop_only_ms']:,.1f} ms, {html.escape(explore.error_words(row, 'flop_only'))}</span>")
+        before = (f"{b.step_ms:,.1f} ms/step shown before this run" if b.step_ms else
+                  "no time shown before this run (no ceilings yet)")
         shares = sorted(m.time_share.items(), key=lambda kv: -kv[1])[:4]
         sh = ", ".join(f"{k} {v:.0%} of time vs {b.flop_share.get(k, 0):.0%} of FLOPs" for k, v in shares)
         scaled = ""
@@ -432,9 +459,11 @@ class CostExplorer(Explorer):
         est = m.plan.total_seconds
         took = (f"<br><span class='tl-took'>this measurement took {explore.seconds_text(m.seconds)}"
                 + (f" (the plan said ~{explore.seconds_text(est)})" if est else "") + "</span>")
+        lo, hi = m.range_ms
         return (f"<div class='tl-measured-text'><b>measured on {html.escape(m.device_name)}</b>: "
-                f"{html.escape(s.describe())}: <b>{m.step_ms:,.1f} ms/step</b> "
-                f"(IQR {m.iqr_ms:,.1f} ms), {m.tokens_per_s:,.0f} tokens/s; {html.escape(pred)}."
+                f"{html.escape(s.describe())}: <b>{m.step_ms:,.1f} ms/step</b> (median of "
+                f"{row.get('rounds', 1)} rounds, {lo:,.1f}-{hi:,.1f}), {m.tokens_per_s:,.0f} tokens/s; "
+                f"{html.escape(before)}.{model}"
                 f"<br>components: {html.escape(sh)}.<br>memory: {fmt_bytes(m.memory['total'])} "
                 f"measured (params + grads + AdamW + saved activations) vs "
                 f"{fmt_bytes(b.memory['total'])} predicted.{scaled}{took}</div>")
@@ -500,6 +529,10 @@ def _device():
 
 # ---- GQA: n_kv_head vs KV-cache bytes and decode speed -----------------------------------------
 class GQAExplorer(Explorer):
+    """KV-cache bytes and decoding cost vs n_kv_head, context and batch. "Measure decode" first
+    shows its plan (``gqa.plan_decode``: predicted step times, seconds and memory) and turns into a
+    "Measure (~N s)" button; the second press measures (``measure()``: code and tests measure at
+    once). A plan whose models and caches cannot fit in memory is refused."""
     css = "tl-gqa-explorer"
     typed = ("context",)
 
@@ -516,6 +549,10 @@ class GQAExplorer(Explorer):
         self.device, self.device_name = _device()
         self.decode_rows = []  # measured here with "Measure decode"
         self.measured_for: Optional[dict] = None  # the control values decode_rows were measured at
+        self.pending: Optional[DecodePlan] = None  # shown, waiting for the confirm press
+        self.quick: Optional[Ceilings] = None  # quick ceilings for a plan, measured once
+        self.fill_rate: Optional[float] = None  # random numbers per second, measured once
+        self.correction = None  # (measured / predicted step, why) of the last decoding measured here
         n_head = get_config(preset).n_head
         controls = {
             "n_kv_head": _dropdown(_kv_options(n_head), n_kv_head, "K/V heads", "gqa-kv"),
@@ -524,18 +561,30 @@ class GQAExplorer(Explorer):
             "dtype": _dropdown(DTYPES, dtype, "cache dtype", "gqa-dtype"),
         }
         self.button = W.Button(description="Measure decode", icon="play", button_style="primary",
-                               tooltip="time greedy KV-cache decoding here for MHA and this n_kv_head")
+                               tooltip="time greedy KV-cache decoding here for MHA and this n_kv_head",
+                               layout=W.Layout(width="auto", min_width="160px"))
         self.button.add_class("tl-measure")
         self.progress = W.IntProgress(value=0, min=0, max=2,  # hidden until "Measure decode" starts
                                       layout=W.Layout(width="200px", visibility="hidden"))
+        self.progress.add_class("tl-progress")
+        self.plan_note = W.HTML()  # the plan, shown before anything is measured
+        self.plan_note.add_class("tl-plan-note")
         self.measured = W.HTML()
         self.measured.add_class("tl-measured")
-        self.button.on_click(lambda _b: self.measure())
-        super().__init__(controls, [W.HBox([self.button, self.progress]), self.measured])
+        self.measuring = False
+        self.button.on_click(lambda _b: self.press())
+        super().__init__(controls, [W.HBox([self.button, self.progress]), self.plan_note, self.measured])
 
     def update(self) -> None:
-        """Redraw; a measured text that belongs to other settings is cleared."""
+        """Redraw; a settings change drops a plan waiting for confirmation and clears a measured
+        text that belongs to other settings."""
         super().update()
+        if self.measuring:
+            return
+        self.pending = None
+        self.plan_note.value = ""
+        self.button.description, self.button.button_style, self.button.disabled = "Measure decode", "primary", False
+        self.button.remove_class("tl-confirm")
         if self.measured_for is not None and self.measured_for != self.values():
             self.measured.value, self.measured_for = "", None
 
@@ -547,16 +596,20 @@ class GQAExplorer(Explorer):
         meas = "; ".join(f"context {m['context']}: {m['tokens_per_s']:,.0f} tokens/s "
                          f"(over MHA: {m['speedup_of'].text()}) on {m['device_name']}"
                          for m in r["measured"] if m.get("tokens_per_s") and m.get("speedup_vs_MHA"))
+        B = r["batch_size"]
+        share = "shared by the batch's " + f"{B} sequences" if B > 1 else "for its one sequence"
         return (f"<div><b>{r['label']}</b> ({r['n_kv_head']} K/V heads for {r['n_head']} query heads), "
-                f"{r['batch_size']} x {r['context']:,} tokens, {r['dtype']}: KV cache "
+                f"{B} x {r['context']:,} tokens, {r['dtype']}: KV cache "
                 f"<b>{fmt_bytes(r['cache_bytes'])}</b> vs MHA {fmt_bytes(r['cache_bytes_mha'])} "
-                f"({r['cache_ratio']:.3g}x).<br>Each new token reads {fmt_bytes(r['bytes_per_token'])} "
-                f"(weights + cache): analytic decode speed {r['decode_speedup_analytic']:.2f}x MHA "
-                f"(memory-bound assumption).<br>measured (results files): {html.escape(meas) or 'none yet'}</div>")
+                f"({r['cache_ratio']:.3g}x).<br>Each decoding step reads {fmt_bytes(r['bytes_per_step'])}: the "
+                f"weights ({fmt_bytes(r['weight_bytes'])}) once, {share}, and every sequence's cache; "
+                f"{fmt_bytes(r['bytes_per_token'])} per new token. Analytic decode speed "
+                f"<b>{r['decode_speedup_analytic']:.2f}x MHA</b> (memory-bound assumption).<br>"
+                f"measured (results files): {html.escape(meas) or 'none yet'}</div>")
 
     def figure(self, r) -> Figure:
 
-        fig = Figure(figsize=(9, 3.4), layout="constrained")
+        fig = Figure(figsize=(9, 3.8), layout="constrained")
         ax1, ax2 = fig.subplots(1, 2)
         base = get_config(self.preset)
         for label, h in _kv_options(base.n_head):
@@ -569,56 +622,117 @@ class GQAExplorer(Explorer):
         ax1.set_yscale("log")
         ax1.set_xlabel("context tokens")
         ax1.set_ylabel("KV cache (MiB)")
-        ax1.legend(**LEGEND)
+        legend_below(ax1, ncol=3)
         ax1.set_title(f"KV cache, batch {r['batch_size']}, {r['dtype']}", fontsize=9, loc="left")
         mha = gqa_point(base.n_head, r["context"], r["batch_size"], r["dtype"], self.preset, [])
         for i, (lab, p) in enumerate((("MHA", mha), (r["label"], r))):
-            w = p["bytes_per_token"] - p["cache_bytes"] // p["batch_size"]
-            ax2.barh(i, w / 2**20, color="#1f77b4", label="weights" if i == 0 else None)
+            w = p["weight_bytes"] / p["batch_size"]
+            ax2.barh(i, w / 2**20, color="#1f77b4", label="weights / batch" if i == 0 else None)
             ax2.barh(i, p["cache_bytes"] / p["batch_size"] / 2**20, left=w / 2**20, color="#d62728",
                      label="KV cache (one sequence)" if i == 0 else None)
         ax2.set_yticks([0, 1], ["MHA", r["label"]])
         ax2.set_xlabel("MiB read per new token")
-        ax2.legend(**LEGEND)
-        ax2.set_title(f"decoding: {r['decode_speedup_analytic']:.2f}x MHA (analytic)", fontsize=9, loc="left")
+        legend_below(ax2, ncol=2)
+        ax2.set_title(f"decoding, batch {r['batch_size']}: {r['decode_speedup_analytic']:.2f}x MHA (analytic)",
+                      fontsize=9, loc="left")
         return fig
 
-    def measure(self):
-        """Time greedy decoding (``gqa.measure_decode``) for MHA and the chosen n_kv_head at the
-        chosen context, on this profile's lesson model; the rows land in ``decode_rows``."""
-
+    def measure_setup(self):
+        """(config, new tokens, dtype, rounds, min_run_time) that "Measure decode" uses here."""
         prof = get_sizes(device=self.device)
         cfg = self.measure_config or get_config("gpt2_mini" if prof.name == "smoke" else self.preset)
         tokens = self.measure_tokens or prof.decode.new_tokens
+        dtype = self.values()["dtype"] if self.device.type == "cuda" else "float32"
+        return cfg, tokens, dtype, prof.step.rounds, prof.step.min_run_time
+
+    def plan(self) -> DecodePlan:
+        """What "Measure decode" will do at the current settings (``gqa.plan_decode``), on this
+        device's recorded ceilings, else quick ones (measured once, a fraction of a second)."""
+        cfg, tokens, dtype, rounds, mrt = self.measure_setup()
         v = self.values()
         if cfg.n_head % v["n_kv_head"]:
             raise ValueError(f"n_kv_head={v['n_kv_head']} does not divide n_head={cfg.n_head} of {cfg.name}")
-        heads = list(dict.fromkeys([cfg.n_head, v["n_kv_head"]]))
-        dtype = v["dtype"] if self.device.type == "cuda" else "float32"
-        self.button.disabled = True
+        c = ceilings_for(self.device_name, dtype, self.docs, None, self.device.type)
+        if c is None:
+            self.quick = self.quick or quick_ceilings(self.device, dtype)
+            c = self.quick
+        self.fill_rate = self.fill_rate or random_fill_rate()
+        return plan_decode(cfg, v["context"], [cfg.n_head, v["n_kv_head"]], v["batch_size"], tokens, dtype,
+                           rounds, mrt, c, available_bytes(self.device), self.fill_rate, self.correction)
+
+    def press(self) -> None:
+        """The button: the first press shows the plan and asks to confirm; the second measures."""
+        if self.pending is None:
+            self.propose()
+        else:
+            self.measure(self.pending)
+
+    def propose(self) -> DecodePlan:
+        plan = self.plan()
+        if plan.action == "refuse":
+            self.plan_note.value = f"<b class='tl-refused' style='color:#b00'>{html.escape(plan.message())}</b>"
+            self.button.disabled = True
+            return plan
+        self.pending = plan
+        self.plan_note.value = f"<i class='tl-plan'>before measuring: {html.escape(plan.message())}</i>"
+        self.button.description = f"Measure (~{explore.seconds_text(plan.seconds)})"
+        self.button.tooltip = "measure: " + plan.message()
+        self.button.button_style = "warning"
+        self.button.add_class("tl-confirm")
+        return plan
+
+    def measure(self, plan: Optional[DecodePlan] = None):
+        """Time greedy decoding (``gqa.measure_decode``) for MHA and the chosen n_kv_head at the
+        chosen context and batch, on this profile's lesson model, as ``plan`` (made now unless
+        given) says; the rows land in ``decode_rows``, the time it took beside the plan's."""
+        v = self.values()
+        if plan is None or (plan.context, plan.batch_size, plan.kv_heads[-1]) != (
+                v["context"], v["batch_size"], v["n_kv_head"]):
+            plan = self.plan()
+        self.pending = None
+        if plan.action == "refuse":
+            self.plan_note.value = f"<b class='tl-refused' style='color:#b00'>{html.escape(plan.message())}</b>"
+            return []
+        cfg = plan.config
+        self.plan_note.value = ""  # the plan is carried out: its note gives way to the result
+        self.measuring = True
+        self.button.disabled, self.button.description = True, "measuring ..."
         self.progress.value, self.progress.bar_style = 0, "info"
         self.progress.layout.visibility = "visible"
+        t0 = time.perf_counter()
         rows = []
         try:  # the heads timed in interleaved rounds: load that comes and goes slows both alike
-            rows = measure_decode(cfg, [v["context"]], kv_heads=heads, batch_size=v["batch_size"],
-                                  new_tokens=tokens, device=self.device, dtype=dtype,
-                                  min_run_time=prof.step.min_run_time, rounds=prof.step.rounds)
+            rows = measure_decode(cfg, [plan.context], kv_heads=plan.kv_heads, batch_size=plan.batch_size,
+                                  new_tokens=plan.new_tokens, device=self.device, dtype=plan.dtype,
+                                  min_run_time=plan.min_run_time, rounds=plan.rounds)
         finally:
+            self.measuring = False
             self.button.disabled = False
+            self.button.description, self.button.button_style = "Measure decode", "primary"
+            self.button.remove_class("tl-confirm")
+        took = time.perf_counter() - t0
         self.progress.value, self.progress.bar_style = self.progress.max, "success"
         self.decode_rows, self.measured_for = rows, v
+        ratios = sorted(r.ms_per_step / plan.step_ms[r.n_kv_head] for r in rows if r.ok and r.ms_per_step)
+        if ratios:  # the next plan's steps, corrected by how far this one was off
+            self.correction = (ratios[len(ratios) // 2] * (self.correction[0] if self.correction else 1.0),
+                               f"measured / predicted decoding here (context {plan.context}, batch {plan.batch_size})")
         parts = []
         for r in rows:
             if r.ok:
-                parts.append(f"{r.attention}: {r.tokens_per_s:,.0f} tokens/s ({r.ms_per_step:.2f} ms/token, "
-                             "over MHA: " + ("baseline" if r.n_kv_head == cfg.n_head else decode_speedup(r, cfg).text())
+                parts.append(f"{r.attention}: {r.tokens_per_s:,.0f} tokens/s ({r.ms_per_step:.2f} ms per step "
+                             f"vs ~{plan.step_ms[r.n_kv_head]:,.2f} predicted, over MHA: "
+                             + ("baseline" if r.n_kv_head == cfg.n_head else decode_speedup(r, cfg).text())
                              + f"), cache {fmt_bytes(r.cache_bytes)}")
             else:
                 parts.append(f"{r.attention}: {r.error}")
+        rounds = f"{plan.rounds} interleaved round" + ("s" if plan.rounds != 1 else "")
         self.measured.value = (f"<div><b>measured on {html.escape(self.device_name)}</b> "
-                               f"({html.escape(cfg.describe())}, {dtype}, batch {v['batch_size']}, "
-                               f"context {v['context']}, {tokens} new tokens): "
-                               f"{html.escape('; '.join(parts))}</div>")
+                               f"({html.escape(cfg.describe())}, {plan.dtype}, batch {plan.batch_size}, "
+                               f"context {plan.context}, {plan.new_tokens} new tokens, {rounds}): "
+                               f"{html.escape('; '.join(parts))}<br><span class='tl-took'>this measurement "
+                               f"took {explore.seconds_text(took)} (the plan said "
+                               f"~{explore.seconds_text(plan.seconds)})</span></div>")
         return rows
 
 
@@ -628,6 +742,9 @@ def gqa_explorer(**kwargs) -> GQAExplorer:
 
 
 # ---- flash: T vs attention memory ---------------------------------------------------------------
+FLASH_MARKERS = (("eager", "#d62728", "o", 7), ("sdpa", "#1f77b4", "s", 10), ("tiled", "#2ca02c", "x", 6))
+
+
 class FlashExplorer(Explorer):
     css = "tl-flash-explorer"
     typed = ("seq_len",)
@@ -663,11 +780,13 @@ class FlashExplorer(Explorer):
                 label="eager: scores + probs (analytic, ~T^2)")
         ax.plot(Ts, [p["sdpa_attention_bytes_per_layer"] / 2**20 for p in pts], "-", color="#1f77b4",
                 label="flash: logsumexp (analytic, ~T)")
-        for b, col in (("eager", "#d62728"), ("sdpa", "#1f77b4"), ("tiled", "#2ca02c")):
+        # sdpa and the tiled kernel keep the same bytes: a large open square and a small cross
+        # inside it, so that neither hides the other where they coincide
+        for b, col, marker, size in FLASH_MARKERS:
             ms = [m for m in r["measured"] if m["backend"] == b]
             if ms:
-                ax.plot([m["seq_len"] for m in ms], [m["saved_bytes"] / 2**20 for m in ms], "o",
-                        color=col, mfc="none", label=f"{b}: saved for backward (measured, "
+                ax.plot([m["seq_len"] for m in ms], [m["saved_bytes"] / 2**20 for m in ms], marker, ms=size,
+                        color=col, mfc="none", mew=1.5, ls="none", label=f"{b}: saved for backward (measured, "
                         f"B={ms[0]['batch_size']} H={ms[0]['n_head']}, whole core)")
         ax.plot([r["seq_len"]] * 2, [r["sdpa_attention_bytes_per_layer"] / 2**20,
                                      r["eager_attention_bytes_per_layer"] / 2**20], "k--o", lw=1)
@@ -675,7 +794,7 @@ class FlashExplorer(Explorer):
         ax.set_yscale("log")
         ax.set_xlabel("sequence length T")
         ax.set_ylabel("MiB per layer")
-        ax.legend(**LEGEND)
+        legend_below(ax, ncol=2)
         ax.set_title(f"attention memory per layer, B={r['batch_size']}, {r['dtype']}: "
                      f"{r['attention_ratio']:,.0f}x at T={r['seq_len']}", fontsize=9, loc="left")
         return fig
@@ -732,7 +851,7 @@ class WindowExplorer(Explorer):
         ax2.set_yscale("log")
         ax2.set_xlabel("sequence length T")
         ax2.set_ylabel(f"attention FLOPs, {r['n_layer']} layers, fwd")
-        ax2.legend(**LEGEND)
+        legend_below(ax2, ncol=2)
         ax2.set_title(f"{r['flop_ratio']:.2f}x fewer FLOPs at T={T}", fontsize=9, loc="left")
         return fig
 

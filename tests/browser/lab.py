@@ -27,6 +27,10 @@ from pathlib import Path
 from typing import Optional
 
 REPO = Path(__file__).resolve().parents[2]
+# What `make lab` gives JupyterLab (scripts/lab/): the venv's settings overrides, which every server
+# here uses as its app settings, and the server config `make lab` passes (``MAKE_LAB_ARGS``).
+LAB_OVERRIDES = REPO / "scripts" / "lab" / "overrides.json"
+MAKE_LAB_ARGS = [f"--config={REPO / 'scripts' / 'lab' / 'jupyter_lab_config.json'}"]
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
 CHROMIUM_FLAGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run",
@@ -115,6 +119,9 @@ class JupyterLabServer:
                     cell.outputs, cell.execution_count = [], None
             book.metadata.pop("widgets", None)
             nbformat.write(book, self.root / "notebooks" / src.name)
+        app_settings = self.workdir / "lab-app-settings"  # the overrides `make install` puts in the venv
+        app_settings.mkdir(parents=True, exist_ok=True)
+        shutil.copy(LAB_OVERRIDES, app_settings / "overrides.json")
         settings = self.workdir / "lab-user-settings"
         for rel, value in LAB_SETTINGS.items():
             p = settings / rel
@@ -140,7 +147,7 @@ class JupyterLabServer:
                "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={self.port}", "--ServerApp.port_retries=0",
                f"--IdentityProvider.token={self.token}", f"--ServerApp.root_dir={self.served}",
                "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-               *self.extra_args]
+               f"--LabApp.app_settings_dir={app_settings}", *self.extra_args]
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             cmd.append("--allow-root")
         self._log = open(self.log_path, "wb")

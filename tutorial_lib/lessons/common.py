@@ -59,6 +59,23 @@ from tutorial_lib.sizes import Quality
 from tutorial_lib.speedups import Speedup
 from tutorial_lib.train import TrainConfig, TrainHistory, train
 
+# ---- figures that read at the notebook's width --------------------------------------------------
+LEGEND = {"fontsize": 8, "frameon": False}  # every legend: 8 pt, no frame, and off the data
+X_AXIS_PT = 36  # an x axis's height under the axes: ticks, tick labels (log exponents too), its label
+
+
+def legend_below(ax, ncol: int = 2, **kw):
+    """``ax``'s legend under its x axis (ticks and label), centred: off the data whatever the data.
+    The gap is in points (``X_AXIS_PT``), as the axis is, so it clears the axis at any figure size."""
+    opts = {**LEGEND, **kw}
+    return ax.legend(loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=ncol,
+                     borderaxespad=X_AXIS_PT / opts["fontsize"], **opts)
+
+
+def legend_beside(ax, **kw):
+    """``ax``'s legend to the right of its axes, top-aligned: off the data whatever the data."""
+    return ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, **{**LEGEND, **kw})
+
 
 @dataclass
 class CheckResult:
@@ -355,7 +372,7 @@ def loss_curves(runs: Mapping[str, Union[TrainHistory, Sequence[object]]], title
     ax1.set_ylabel("validation loss (nats/token)")
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
-    ax1.legend(fontsize=8)
+    legend_below(ax1, ncol=2)
     if lows:
         lo, hi = min(lows), max(highs)
         ax1.set_ylim(lo - 0.1 * (hi - lo + 1e-6), hi + 0.05 * (hi - lo + 1e-6))
@@ -433,7 +450,7 @@ def loglog_scaling(series: Mapping[str, Tuple[Sequence[float], Sequence[float]]]
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    legend_below(ax, ncol=2)
     return fig
 
 

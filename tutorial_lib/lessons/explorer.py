@@ -17,14 +17,14 @@ The lesson explorers' numbers live in their lessons (``gqa.gqa_point``,
 
 How time is predicted. The roofline model (``measure.roofline``, notebook 09): every kernel the
 eager step launches takes max(FLOPs / peak, bytes / bandwidth) plus a per-operator overhead, on
-*ceilings* of this device -- measured (``measure_ceilings``: "Measure now" measures them once, the
-guide suite records them) or, for a GPU, its datasheet ("spec"). Without ceilings the time share
-shown is the FLOP share, labelled as the compute-bound assumption it is. A measured step scales the
-prediction only when it is comparable work: the same model preset and dtype, and tokens per step
-within a factor of 2 (``SIZE_CLASS``); then each component is scaled by its own measured /
-predicted ratio at the measured settings, and ``basis`` names the measurement and how far apart
-the sizes are. Memory: parameters, gradients (fp32), AdamW's two fp32 moments, and the activations
-autograd keeps for backward (``measure.cost.activation_bytes``: exact, byte for byte).
+*ceilings* of this device -- measured ("Measure now" times them in the same rounds as its step,
+``roofline.check_steps``; the guide suite records them) or, for a GPU, its datasheet ("spec").
+Without ceilings the time share shown is the FLOP share, labelled as the compute-bound assumption it
+is. A measured step scales the prediction only when it is comparable work: the same model preset and
+dtype, and tokens per step within a factor of 2 (``SIZE_CLASS``); then each component is scaled by
+its own measured / predicted ratio at the measured settings, and ``basis`` names the measurement and
+how far apart the sizes are. Memory: parameters, gradients (fp32), AdamW's two fp32 moments, and the
+activations autograd keeps for backward (``measure.cost.activation_bytes``: exact, byte for byte).
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ from tutorial_lib.measure import cost, records, roofline
 from tutorial_lib.measure.ceilings import Ceilings
 from tutorial_lib.measure.memory import available_bytes, fmt_bytes, memory_breakdown
 from tutorial_lib.measure.profile import GRAD_ACC, profile_step
-from tutorial_lib.measure.timing import measure_step
+from tutorial_lib.measure.timing import INIT_S_PER_PARAM, expected_seconds
 from tutorial_lib.model import GPT, GPTConfig, get_config
 from tutorial_lib.settings import DTYPE_NAMES, device_name, get_device
 from tutorial_lib.sizes import get_sizes
@@ -314,8 +314,19 @@ def predict_cost(settings: ExplorerSettings, calibration: Optional[Calibration] 
 
 # ---- "Measure now": how long it would take, and a reduced size when that is too long -----------
 MEASURE_BUDGET_S = 20.0  # "Measure now" should answer within this on a laptop
-MEASURE_STEP_EQUIVALENTS = 7  # steps one measurement runs: warm-up + 3 timed + profiled + memory + setup
+EXPLORER_ROUNDS = 3  # "Measure now" times the step in turn with the ceilings' probes, 3 rounds
+EXPLORER_MIN_RUN_TIME = 0.1  # seconds per timed block, steps and probes
+AFTER_ROUNDS_STEPS = 3  # after the rounds: a step under the profiler (~2x slower) and a memory-accounted one
 MIN_MEASURED_SEQ = 64
+
+
+def measurement_seconds(step_ms: float) -> float:
+    """Predicted wall seconds of "Measure now"'s work on a step of ``step_ms``: one timing per round
+    (``timing.expected_seconds``: warm-up and timed blocks), then ``AFTER_ROUNDS_STEPS`` steps'
+    worth of profile and memory accounting. The probes beside it and the model's build are the
+    plan's setup (``ExplorerSession.setup_seconds``)."""
+    step_s = step_ms / 1e3
+    return EXPLORER_ROUNDS * expected_seconds(step_s, EXPLORER_MIN_RUN_TIME) + AFTER_ROUNDS_STEPS * step_s
 
 
 def seconds_text(seconds: float) -> str:
@@ -338,7 +349,7 @@ class MeasurementPlan:
     memory_bytes: int  # predicted training-step memory at the requested size
     available_bytes: Optional[int]  # what this machine can still allocate (None: unknown)
     basis: str  # how the time was predicted
-    setup_s: float = 0.0  # predicted seconds before the step is timed: ceilings (once), the model
+    setup_s: float = 0.0  # predicted seconds beside the step's own: the model's build, the ceilings' probes
     setup: str = ""  # what the setup does, in words
 
     @property
@@ -371,8 +382,8 @@ class MeasurementPlan:
 def predict_step_ms(settings: ExplorerSettings, calibration: Optional[Calibration] = None,
                     device_type: str = "cpu", ceilings: Optional[Ceilings] = None) -> tuple:
     """(ms per training step, basis) for ``settings``: the roofline model on ``ceilings`` (this
-    device's, or quick ones from one small probe each before any are measured), scaled by
-    ``calibration`` when it applies (``predict_cost``); (None, why) without ceilings."""
+    device's, or quick ones before any are measured), scaled by ``calibration`` when it applies
+    (``predict_cost``); (None, why) without ceilings."""
     if ceilings is None:
         return None, "no ceilings for this device: time unknown"
     p = predict_cost(settings, calibration, device_type, ceilings)
@@ -397,79 +408,107 @@ def reduced_sizes(s: ExplorerSettings):
 
 def plan_measurement(settings: ExplorerSettings, calibration: Optional[Calibration] = None,
                      device_type: str = "cpu", available: Optional[int] = None,
-                     budget_s: float = MEASURE_BUDGET_S, steps: int = MEASURE_STEP_EQUIVALENTS,
-                     ceilings: Optional[Ceilings] = None, setup_s: float = 0.0, setup: str = ""
-                     ) -> MeasurementPlan:
+                     budget_s: float = MEASURE_BUDGET_S, ceilings: Optional[Ceilings] = None,
+                     setup_s: float = 0.0, setup: str = "",
+                     correction: Optional[Tuple[float, str]] = None) -> MeasurementPlan:
     """Decide how "Measure now" measures ``settings`` within ``budget_s`` seconds.
 
-    The measurement runs about ``steps`` training steps; at the predicted step time
-    (``predict_step_ms``) that is its wall time. Within the budget: measure as asked. Above it:
-    the largest of ``reduced_sizes`` that fits (else the smallest); its measurement calibrates
+    At the predicted step time (``predict_step_ms``) the measurement takes ``measurement_seconds``,
+    plus ``setup_s`` (the model's build and the ceilings' probes). Within the budget: measure as
+    asked. Above it: the largest of ``reduced_sizes`` that fits (else the smallest); its measurement calibrates
     the cost model, which then predicts the requested size (``scale`` = predicted requested /
     predicted measured step) -- said in ``message()``. When the requested step's predicted memory
-    (``predict_memory``) exceeds ``available`` bytes: refuse.
+    (``predict_memory``) exceeds ``available`` bytes: refuse. ``correction`` = (factor, why): a step
+    time no ``calibration`` scales is multiplied by ``factor`` -- measured / predicted of the last
+    step measured on this machine -- so that a machine slower than its ceilings say gets a longer
+    estimate, not a surprise.
     """
     if not budget_s > 0:
         raise ValueError(f"budget_s={budget_s!r} must be > 0")
     mem = int(predict_memory(settings.config(), settings.batch_size, settings.seq_len, settings.dtype)["total"])
 
     def step_ms(s):
-        return predict_step_ms(s, calibration, device_type, ceilings)
+        ms, why = predict_step_ms(s, calibration, device_type, ceilings)
+        if ms is not None and correction and (calibration is None or applies(calibration, s) is not None):
+            ms, why = ms * correction[0], f"{why}; x{correction[0]:.2f}: {correction[1]}"
+        return ms, why
 
     full_ms, basis = step_ms(settings)
     plan = MeasurementPlan(settings, settings, "measure", 1.0, full_ms,
-                           None if full_ms is None else steps * full_ms / 1e3, budget_s, mem, available, basis,
-                           setup_s, setup)
+                           None if full_ms is None else measurement_seconds(full_ms), budget_s, mem, available,
+                           basis, setup_s, setup)
     if available is not None and mem > available:
         plan.action = "refuse"
         return plan
-    if plan.seconds is None or plan.seconds <= budget_s:
+    if plan.seconds is None or plan.total_seconds <= budget_s:
         return plan
     candidates = reduced_sizes(settings)
     if not candidates:
         return plan
     for c in candidates:
         c_ms = step_ms(c)[0]
-        if steps * c_ms / 1e3 <= budget_s:
+        if setup_s + measurement_seconds(c_ms) <= budget_s:
             break
     plan.action, plan.measured, plan.scale = "reduced", c, full_ms / c_ms
-    plan.seconds = steps * c_ms / 1e3
+    plan.seconds = measurement_seconds(c_ms)
     return plan
 
 
 # ---- the explorer's state on this machine: one object ----------------------------------------------
-EXPLORER_CEILINGS_ROUNDS = 1  # "Measure now" measures the ceilings once, quickly: one round
-EXPLORER_MIN_RUN_TIME = 0.2  # seconds per timed block, steps and probes
-INIT_S_PER_PARAM = 1e-8  # building and initialising a model: ~1 s per 100 M parameters on 2 cores
+def explorer_probe_sizes(device) -> Tuple[Tuple[int, ...], int, Tuple[int, ...]]:
+    """(matmul sizes, stream bytes, first-touch sizes) "Measure now" measures the ceilings at,
+    whatever the size profile. On a CPU: matmuls of 512 and 1024, 64 MiB arrays (past the caches)
+    and a 64 MiB fresh fill (past glibc's mmap threshold: the page faults); on a GPU, the gpu
+    profile's. At toy sizes a probe measures the caches, not the machine: the smoke profile's
+    1 MiB copy ran at cache speed and its 64 x 64 matmul far below the peak, and a first touch
+    was never measured, so a tiny model's step was predicted several times too fast."""
+    if get_device(device).type == "cpu":
+        return (512, 1024), 64 * 2**20, (64 * 2**20,)
+    r = get_sizes("gpu").roofline
+    return r.mm_sizes, r.stream_bytes, r.first_touch_sizes
 
 
 @dataclass
 class Measurement:
     """What one "Measure now" found, at the requested settings (scaled there by the cost model when
-    the plan measured a reduced size), beside what was predicted before it ran."""
+    the plan measured a reduced size), beside the roofline model's prediction from the ceilings
+    timed in the same rounds (``check``) and what was shown before it ran (``before``)."""
     settings: ExplorerSettings  # requested
     measured: ExplorerSettings  # what ran
     plan: MeasurementPlan
     step_ms: float  # at the requested settings
-    measured_step_ms: float  # at the measured settings
-    iqr_ms: float
+    measured_step_ms: float  # at the measured settings: the median over the rounds
+    range_ms: Tuple[float, float]  # the rounds' fastest and slowest (at the requested settings)
     scale: float  # step_ms / measured_step_ms
     time_share: Dict[str, float]
     memory: Dict[str, object]  # by_kind, activations_by_group, total (at the requested settings)
-    before: "CostPrediction"  # the prediction before this measurement
+    before: "CostPrediction"  # the prediction for the requested settings before this measurement
     device_name: str
     seconds: float  # wall time the whole press took
+    check: Dict[str, object] = field(default_factory=dict)  # roofline.check_steps' row for the measured step
+    ceilings: Optional[Ceilings] = None  # measured in the same rounds as the step
 
     @property
     def tokens_per_s(self) -> float:
         return self.settings.batch_size * self.settings.seq_len / (self.step_ms / 1e3)
 
 
+def error_words(row: Dict[str, object], what: str = "roofline") -> str:
+    """A prediction's error from ``roofline.check_steps``' row: median and per-round range."""
+    e, lo, hi = (row.get(f"{what}_error{k}") for k in ("", "_min", "_max"))
+    if e is None:
+        return "no error known"
+    rounds = row.get("rounds") or 0
+    per = f"per round {lo:+.0%} to {hi:+.0%}, " if rounds > 1 else ""
+    return f"{e:+.0%} ({per}{rounds} round{'s' if rounds != 1 else ''})"
+
+
 class ExplorerSession:
     """What the cost explorer knows about this machine in this session, in one object: the
-    ceilings it measured (per dtype), the quick numbers a first plan uses before any ceilings
-    exist, and the last measurement per dtype (the calibration that scales later predictions).
-    Explorers given the same session share it; nothing lives in a module global."""
+    ceilings it measured (per dtype), the quick ceilings a first plan uses before any ceilings
+    exist, the last measurement per dtype (the calibration that scales later predictions) and how
+    far the roofline model was off it. Explorers given the same session share it; nothing lives in
+    a module global."""
 
     def __init__(self, device=None, docs: Optional[List[dict]] = None):
         self.device = get_device(device)
@@ -478,7 +517,8 @@ class ExplorerSession:
         self.sizes = get_sizes(device=self.device)
         self.live_ceilings: Dict[str, Ceilings] = {}  # dtype -> measured this session
         self.calibrations: Dict[str, Calibration] = {}  # dtype -> the last measurement
-        self.quick: Dict[str, Ceilings] = {}  # dtype -> quick ceilings, for a plan before any are measured
+        self.checks: Dict[str, Dict[str, object]] = {}  # dtype -> the last measurement's check_steps row
+        self.quick: Dict[str, Ceilings] = {}  # dtype -> ``ceilings.quick_ceilings``
 
     # -- what is known ------------------------------------------------------------------------
     def ceilings(self, dtype: str) -> Optional[Ceilings]:
@@ -495,7 +535,51 @@ class ExplorerSession:
         return calibration_from_results(self.docs, self.device_name, s.dtype, s) or c
 
     def predict(self, s: ExplorerSettings) -> "CostPrediction":
-        return predict_cost(s, self.calibration(s), self.device.type, self.ceilings(s.dtype))
+        """``predict_cost`` on what this session knows; a roofline prediction that no measurement
+        scaled says how far the model was off the last step measured here (same rounds)."""
+        p = predict_cost(s, self.calibration(s), self.device.type, self.ceilings(s.dtype))
+        row = self.checks.get(s.dtype)
+        if p.step_ms is not None and p.scaled_by is None and row is not None:
+            p.basis += (f"; unscaled, so read it with the model's error on this machine: "
+                        f"{error_words(row)} on {row['label']} (measured now, in the same rounds as the ceilings)")
+        return p
+
+    # -- planning --------------------------------------------------------------------------------
+    def ceiling_probes(self, dtype: str) -> List[ceil.Probe]:
+        return ceil.probes(self.device, dtype, *explorer_probe_sizes(self.device))
+
+    def quick_ceilings(self, dtype: str) -> Ceilings:
+        """``ceilings.quick_ceilings`` (a fraction of a second, once per dtype): what a plan made
+        before this device's ceilings are measured predicts with, in the same roofline model."""
+        if dtype not in self.quick:
+            self.quick[dtype] = ceil.quick_ceilings(self.device, dtype)
+        return self.quick[dtype]
+
+    def setup_seconds(self, s: ExplorerSettings) -> Tuple[float, str]:
+        """Predicted seconds of the press beside the step's own: building the model and timing the
+        ceilings' probes in every round (``timing.expected_seconds`` of each call at the quick
+        ceilings' rates)."""
+        c = self.ceilings(s.dtype) or self.quick_ceilings(s.dtype)
+        flops_s, bytes_s = c.peak_flops, c.bandwidth
+        probe_s = 0.0
+        for p in self.ceiling_probes(s.dtype):
+            call = 1e-4 if p.ceiling == "overhead_s" else p.amount / (flops_s if p.ceiling == "peak_flops" else bytes_s)
+            probe_s += expected_seconds(call, EXPLORER_MIN_RUN_TIME)
+        secs = cost.num_params(s.config()) * INIT_S_PER_PARAM + EXPLORER_ROUNDS * probe_s
+        return secs, f"building the model and timing this machine's ceilings in each of the {EXPLORER_ROUNDS} rounds"
+
+    def plan(self, s: ExplorerSettings, budget_s: float = MEASURE_BUDGET_S) -> MeasurementPlan:
+        """What "Measure now" will do for ``s`` and how long all of it takes (``plan_measurement``
+        with the setup included)."""
+        c = self.ceilings(s.dtype)
+        setup_s, setup = self.setup_seconds(s)
+        row = self.checks.get(s.dtype)  # how far the roofline model was off here, last time
+        fix = None
+        if c is not None and row and row.get("roofline_ms"):
+            fix = (row["measured_ms"] / row["roofline_ms"], f"measured / predicted for {row['label']} here")
+        return plan_measurement(s, self.calibration(s), self.device.type, available_bytes(self.device),
+                                budget_s=budget_s, ceilings=c or self.quick_ceilings(s.dtype),
+                                setup_s=setup_s, setup=setup, correction=fix)
 
     def memory_refusal(self, p: "CostPrediction") -> Optional[str]:
         """Why ``p``'s settings cannot be measured here (predicted memory above what this machine
@@ -506,77 +590,44 @@ class ExplorerSession:
         return (f"Not measurable here: predicted memory {fmt_bytes(need)} of {fmt_bytes(free)} available "
                 f"on {self.device_name}; lower B or T, or use a smaller model.")
 
-    # -- planning --------------------------------------------------------------------------------
-    def ceiling_probes(self, dtype: str) -> List[ceil.Probe]:
-        r = self.sizes.roofline
-        return ceil.probes(self.device, dtype, r.mm_sizes, r.stream_bytes, r.first_touch_sizes)
-
-    def quick_ceilings(self, dtype: str) -> Ceilings:
-        """Ceilings from one small probe each (a fraction of a second, labelled "quick"), for a plan
-        made before this device's are measured; once per dtype."""
-        if dtype not in self.quick:
-            c = ceil.measure_ceilings(self.device, dtype, mm_sizes=(512,), stream_bytes=16 * 2**20,
-                                      first_touch_sizes=(), min_run_time=0.05, rounds=1, progress=False)
-            self.quick[dtype] = dataclasses.replace(c, source="quick: one small probe each")
-        return self.quick[dtype]
-
-    def setup_seconds(self, s: ExplorerSettings) -> Tuple[float, str]:
-        """Predicted seconds before the step is timed, and what they are: measuring the ceilings
-        (once per dtype in a session: each probe timed for ``EXPLORER_MIN_RUN_TIME`` after two
-        warm-up calls, at the quick numbers' rates) and building the model."""
-        secs, what = cost.num_params(s.config()) * INIT_S_PER_PARAM, ["building the model"]
-        if s.dtype not in self.live_ceilings:
-            q = self.quick_ceilings(s.dtype)
-            for p in self.ceiling_probes(s.dtype):
-                rate = {"peak_flops": q.peak_flops, "overhead_s": None}.get(p.ceiling, q.bandwidth)
-                call = 1e-4 if rate is None else p.amount / rate
-                secs += EXPLORER_CEILINGS_ROUNDS * (max(EXPLORER_MIN_RUN_TIME, 3 * call) + 2 * call)
-            what.insert(0, "measuring this machine's ceilings (once per session)")
-        return secs, " and ".join(what)
-
-    def plan(self, s: ExplorerSettings, budget_s: float = MEASURE_BUDGET_S) -> MeasurementPlan:
-        """What "Measure now" will do for ``s`` and how long all of it takes (``plan_measurement``
-        with the setup included)."""
-        setup_s, setup = self.setup_seconds(s)
-        return plan_measurement(s, self.calibration(s), self.device.type, available_bytes(self.device),
-                                budget_s=budget_s, ceilings=self.ceilings(s.dtype) or self.quick_ceilings(s.dtype),
-                                setup_s=setup_s, setup=setup)
-
     # -- measuring -------------------------------------------------------------------------------
     def measure(self, plan: MeasurementPlan,
                 progress: Optional[Callable[[int, str], None]] = None) -> Measurement:
-        """Carry out ``plan``: the ceilings (once per dtype), then one model timed
-        (``measure_step``), profiled (``profile_step``) and memory-accounted (``memory_breakdown``)
-        at ``plan.measured``; calibrate; scale to ``plan.requested`` when the plan measured a reduced
-        size. ``progress(i, what)`` is told each of the 4 stages. Raises what the step raises."""
+        """Carry out ``plan``: one model of ``plan.measured``, timed in ``EXPLORER_ROUNDS`` rounds in
+        turn with the ceilings' probes (``roofline.check_steps``: the ceilings, the step and the
+        roofline model's error all from the same minutes), profiled (``profile_step``) and
+        memory-accounted (``memory_breakdown``); calibrate; scale to ``plan.requested`` when the plan
+        measured a reduced size. ``progress(i, what)`` is told each of the 4 stages. Raises what
+        the step raises."""
         if plan.action == "refuse":
             raise ValueError(f"plan.action='refuse': {plan.message()}")
         say = progress or (lambda i, what: None)
         t0 = time.perf_counter()
         s, m_s = plan.requested, plan.measured
-        if s.dtype not in self.live_ceilings:
-            say(0, "this machine's ceilings (once per session)")
-            r = self.sizes.roofline
-            self.live_ceilings[s.dtype] = ceil.measure_ceilings(
-                self.device, s.dtype, r.mm_sizes, r.stream_bytes, r.first_touch_sizes, EXPLORER_MIN_RUN_TIME,
-                EXPLORER_CEILINGS_ROUNDS, progress=False)
         before = self.predict(s)
-        say(1, "timing the step (torch.utils.benchmark)")
+        say(0, "building the model")
         cfg = m_s.config()
         model = GPT(cfg)  # one model for the three measurements
-        r = measure_step(cfg, m_s.batch_size, m_s.seq_len, mode="train", device=self.device, dtype=m_s.dtype,
-                         min_run_time=EXPLORER_MIN_RUN_TIME, warmup=1, model=model)
+        say(1, f"the ceilings and the step, timed in turn ({EXPLORER_ROUNDS} rounds)")
+        label = f"{m_s.preset}, B={m_s.batch_size}, T={m_s.seq_len}"
+        res = roofline.check_steps([roofline.StepCheck(label, cfg, m_s.batch_size, m_s.seq_len, model=model)],
+                                   self.ceiling_probes(m_s.dtype), self.device, m_s.dtype, EXPLORER_ROUNDS,
+                                   EXPLORER_MIN_RUN_TIME, progress=False)
+        row = dict(res["rows"][0], label=label)
+        if row["error"]:
+            raise RuntimeError(row["error"])
+        self.live_ceilings[s.dtype], self.checks[s.dtype] = res["ceilings"], row
+        step_ms = measured_ms = row["measured_ms"]
         say(2, "profiling components (torch.profiler)")
         pr = profile_step(cfg, m_s.batch_size, m_s.seq_len, mode="train", device=self.device, dtype=m_s.dtype,
                           steps=1, warmup=0, model=model)  # warm already
         say(3, "memory (saved-tensor accounting)")
         mb = memory_breakdown(cfg, m_s.batch_size, m_s.seq_len, device=self.device, dtype=m_s.dtype, model=model)
         say(4, "done")
-        scope_ms = profile_scope_ms(pr.rows, r.median_ms)
-        cal = Calibration.from_measurement(m_s, r.median_ms, str(self.device), self.device_name, scope_ms,
+        scope_ms = profile_scope_ms(pr.rows, measured_ms)
+        cal = Calibration.from_measurement(m_s, measured_ms, str(self.device), self.device_name, scope_ms,
                                            planned_for=s)
         self.calibrations[s.dtype] = cal
-        step_ms = r.median_ms
         acts, kinds = mb.activations_by_group(), mb.by_kind()
         if plan.action == "reduced":
             # the measured per-component rates applied to the requested size's work (the optimizer's
@@ -588,11 +639,13 @@ class ExplorerSession:
             acts = {k: v * ratio for k, v in acts.items()}
             kinds = {**kinds, "activations": kinds["activations"] * ratio}
         total = sum(scope_ms.values())
-        return Measurement(settings=s, measured=m_s, plan=plan, step_ms=step_ms, measured_step_ms=r.median_ms,
-                           iqr_ms=r.iqr_ms * step_ms / r.median_ms, scale=step_ms / r.median_ms,
+        f = step_ms / measured_ms
+        return Measurement(settings=s, measured=m_s, plan=plan, step_ms=step_ms, measured_step_ms=measured_ms,
+                           range_ms=(row["measured_ms_min"] * f, row["measured_ms_max"] * f), scale=f,
                            time_share={k: v / total for k, v in scope_ms.items()} if total else {},
                            memory={"by_kind": kinds, "activations_by_group": acts, "total": sum(kinds.values())},
-                           before=before, device_name=self.device_name, seconds=time.perf_counter() - t0)
+                           before=before, device_name=self.device_name, seconds=time.perf_counter() - t0,
+                           check=row, ceilings=res["ceilings"])
 
 
 # ---- calibration and ceilings from results files ------------------------------------------------

@@ -25,7 +25,7 @@ import dataclasses
 import math
 import statistics
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import matplotlib
 import torch
@@ -33,11 +33,14 @@ from matplotlib.figure import Figure
 from matplotlib.patches import FancyBboxPatch
 
 from tutorial_lib import settings
-from tutorial_lib.lessons.common import CheckResult, call_checked, measure_variants
+from tutorial_lib.lessons.common import CheckResult, call_checked, legend_below, measure_variants
 from tutorial_lib.measure import cost, records
+from tutorial_lib.measure.ceilings import Ceilings
 from tutorial_lib.measure.timing import (
+    INIT_S_PER_PARAM,
     SWEEP_ERRORS,
     error_text,
+    expected_seconds,
     free_memory,
     progress_bar,
     time_fn,
@@ -375,6 +378,102 @@ def measure_decode(config: GPTConfig, context_lengths: Iterable[int], kv_heads: 
     return [out[c][h] for h in heads for c in contexts]
 
 
+# ---- "Measure decode": what it will take, said before it runs ----------------------------------
+def predict_decode_step_ms(cfg: GPTConfig, context: int, batch_size: int, dtype: str, ceilings: Ceilings) -> float:
+    """One decoding step of ``batch_size`` sequences on ``ceilings``: its bytes (the weights once +
+    the caches, ``decode_bytes_per_step``) at the bandwidth, or its matmul FLOPs at the peak if
+    that is longer, and one operator overhead per kernel of a one-token forward pass
+    (``cost.step_kernels`` at T=1, the loss left out) -- added on a CPU, overlapping on a GPU."""
+    rows = [r for r in cost.step_kernels(cfg, batch_size, 1, dtype, str(ceilings.device).split(":")[0],
+                                         optimizer=False)
+            if r.phase == "forward" and r.scope != "loss"]
+    flops = sum(r.flops for r in rows)
+    busy = max(decode_bytes_per_step(cfg, context, dtype, batch_size) / ceilings.bandwidth, flops / ceilings.peak_flops)
+    launch = sum(r.n_kernels for r in rows) * ceilings.overhead_s
+    return (max(busy, launch) if ceilings.async_launch else busy + launch) * 1e3
+
+
+@dataclass
+class DecodePlan:
+    """What ``measure_decode`` will do for one context -- build a model and a filled cache per
+    n_kv_head, then time ``new_tokens`` steps of each in ``rounds`` interleaved rounds -- with its
+    predicted step times, wall time and memory; ``action`` "refuse" when the memory does not fit."""
+    config: GPTConfig
+    kv_heads: List[int]
+    context: int
+    batch_size: int
+    new_tokens: int
+    dtype: str
+    rounds: int
+    min_run_time: float
+    step_ms: Dict[int, float]  # predicted ms per decoding step, per n_kv_head
+    seconds: float  # predicted wall time of all of it
+    memory_bytes: int  # weights + filled caches held at once, + one random fill
+    available_bytes: Optional[int]
+    basis: str
+
+    @property
+    def action(self) -> str:
+        return "refuse" if self.available_bytes is not None and self.memory_bytes > self.available_bytes else "measure"
+
+    def message(self) -> str:
+        heads = " and ".join(attention_label(self.config.replace(n_kv_head=h)) for h in self.kv_heads)
+        steps = ", ".join(f"{attention_label(self.config.replace(n_kv_head=h))} ~{ms:,.2f} ms"
+                          for h, ms in self.step_ms.items())
+        mem = (f"{self.memory_bytes / 2**20:,.0f} MiB of weights and caches"
+               + (f" of {self.available_bytes / 2**20:,.0f} MiB available" if self.available_bytes else ""))
+        head = (f"{self.config.name}, {heads}, batch {self.batch_size}, context {self.context:,}, "
+                f"{self.new_tokens} new tokens, {self.dtype}: {mem}")
+        if self.action == "refuse":
+            return f"{head}. Not measured: it does not fit; lower the batch or the context."
+        rounds = f"{self.rounds} interleaved round" + ("s" if self.rounds != 1 else "")
+        return (f"{head}; predicted {steps} per step ({self.basis}). Measuring takes ~{self.seconds:,.1f} s: "
+                f"the models and caches, then {rounds} of each.")
+
+
+def random_fill_rate(n: int = 1 << 20) -> float:
+    """Random numbers per second ``torch.randn`` makes here (``measure_decode`` fills its caches
+    with them, on the CPU): ``n`` of them timed briefly."""
+    return n / (time_fn(lambda: torch.randn(n), "cpu", min_run_time=0.02, warmup=1).median_ms / 1e3)
+
+
+def plan_decode(config: GPTConfig, context: int, kv_heads: Sequence[int], batch_size: int, new_tokens: int,
+                dtype: str, rounds: int, min_run_time: float, ceilings: Ceilings,
+                available: Optional[int] = None, fill_numbers_per_s: Optional[float] = None,
+                correction: Optional[Tuple[float, str]] = None) -> DecodePlan:
+    """Predict ``measure_decode(config, [context], kv_heads, ...)``: per n_kv_head a model
+    (``INIT_S_PER_PARAM``) and a cache filled with random numbers (at ``fill_numbers_per_s``, when
+    given), then ``rounds`` timings of ``new_tokens`` steps each (``timing.expected_seconds`` at
+    ``predict_decode_step_ms``). Memory: every model and filled cache at once, plus the float32
+    random numbers of one K or V cache. ``correction`` = (factor, why): the predicted steps times
+    ``factor`` -- measured / predicted of the last decoding measured here. Bad sizes raise
+    ValueError naming the field."""
+    for name, v in (("context", context), ("batch_size", batch_size), ("new_tokens", new_tokens), ("rounds", rounds)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{name}={v!r} must be a positive integer")
+    heads = list(dict.fromkeys(kv_heads))
+    for h in heads:
+        _check_kv_heads(config, h)
+    e = settings.dtype_bytes(dtype)
+    cfgs = {h: config.replace(n_kv_head=h, block_size=max(config.block_size, context + new_tokens)) for h in heads}
+    caches = {h: kv_cache_bytes(c, batch_size, context + new_tokens, dtype) for h, c in cfgs.items()}
+    factor = correction[0] if correction else 1.0
+    step_ms = {h: factor * predict_decode_step_ms(c, context, batch_size, dtype, ceilings) for h, c in cfgs.items()}
+    seconds = 0.0
+    for h, c in cfgs.items():
+        seconds += cost.num_params(c) * INIT_S_PER_PARAM
+        if fill_numbers_per_s:
+            seconds += caches[h] / e * context / (context + new_tokens) / fill_numbers_per_s
+        seconds += rounds * expected_seconds(new_tokens * step_ms[h] / 1e3, min_run_time, warmup=2)
+    memory = sum(cost.num_params(c) * e + caches[h] for h, c in cfgs.items()) + max(caches.values()) // e * 4 // 2
+    basis = (f"{ceilings.source} ceilings of {ceilings.device_name}: bytes at {ceilings.bandwidth / 1e9:,.1f} GB/s, "
+             f"{ceilings.overhead_s * 1e6:,.1f} µs per operator")
+    if correction:
+        basis += f"; x{factor:.2f}: {correction[1]}"
+    return DecodePlan(config, heads, context, batch_size, new_tokens, settings.dtype_name(dtype), rounds,
+                      min_run_time, step_ms, seconds, int(memory), available, basis)
+
+
 def max_context_tokens(config: GPTConfig, budget_bytes: int, dtype="bfloat16") -> int:
     """How many cached tokens (summed over the batch) fit in ``budget_bytes`` of KV cache."""
     per_token = kv_cache_bytes(config, 1, 1, dtype)
@@ -426,7 +525,7 @@ def decode_figure(rows: Sequence[DecodeResult]):
     rows = list(rows)
     if not rows:
         raise ValueError("rows is empty")
-    fig = Figure(figsize=(10, 3.8))
+    fig = Figure(figsize=(10, 4.2), layout="constrained")
     a1, a2 = fig.subplots(1, 2)
     for label in dict.fromkeys(r.attention for r in rows):
         pts = [r for r in rows if r.attention == label]
@@ -439,22 +538,28 @@ def decode_figure(rows: Sequence[DecodeResult]):
         ax.set_xlabel("context length (tokens already cached)")
         ax.set_ylabel(yl)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
+        legend_below(ax, ncol=4)
     a2.set_yscale("log")
     failed = sum(not r.ok for r in rows)
     fig.suptitle(f"KV-cache decoding: {r0.preset}, batch {r0.batch_size}, {r0.new_tokens} new tokens, "
                  f"{r0.dtype}, {r0.device_name}" + (f" ({failed} points failed)" if failed else ""),
                  fontsize=9)
-    fig.tight_layout()
     return fig
 
 
 # ---- the explorer's numbers -------------------------------------------------------------------
-def decode_bytes_per_token(cfg: GPTConfig, context: int, dtype: str) -> int:
-    """Bytes one decoding step reads: every weight once + the whole KV cache (capped at W)."""
+def decode_bytes_per_step(cfg: GPTConfig, context: int, dtype: str, batch_size: int = 1) -> int:
+    """Bytes one decoding step reads for ``batch_size`` sequences: every weight once (the batch
+    shares them) + each sequence's whole KV cache (capped at W)."""
     e = settings.dtype_bytes(dtype)
     ctx = min(context, cfg.window) if cfg.window else context
-    return cost.num_params(cfg) * e + kv_cache_bytes(cfg, 1, ctx, dtype)
+    return cost.num_params(cfg) * e + kv_cache_bytes(cfg, batch_size, ctx, dtype)
+
+
+def decode_bytes_per_token(cfg: GPTConfig, context: int, dtype: str, batch_size: int = 1) -> float:
+    """Bytes read per new token: a decoding step's bytes over its ``batch_size`` new tokens (the
+    weights' share shrinks with the batch; each sequence's cache does not)."""
+    return decode_bytes_per_step(cfg, context, dtype, batch_size) / batch_size
 
 
 def decode_ceiling(base: GPTConfig, variant: GPTConfig, batch_size: int, context: int, dtype: str) -> float:
@@ -483,16 +588,17 @@ def gqa_point(n_kv_head: int, context: int, batch_size: int = 1, dtype: str = "b
               device: Optional[str] = None) -> Dict[str, object]:
     """KV-cache bytes and decoding cost of ``preset`` with ``n_kv_head`` K/V heads.
 
-    ``decode_speedup_analytic``: MHA's bytes read per new token / this one's (all weights + the
-    cache: decoding one token is memory-bound). ``measured``: tokens/s rows for this n_kv_head
-    from results files of this device kind (any context), if there are any.
+    ``decode_speedup_analytic``: MHA's bytes read per decoding step / this one's (the weights once
+    + the caches of all ``batch_size`` sequences: decoding is memory-bound), so it grows with the
+    batch as the caches outweigh the weights. ``measured``: tokens/s rows for this n_kv_head from
+    results files of this device kind (any context), if there are any.
     """
     base = get_config(preset, block_size=max(1024, context))
     cfg = base.replace(n_kv_head=n_kv_head)  # raises ValueError when it does not divide n_head
     if dtype not in settings.DTYPE_NAMES:
         raise ValueError(f"dtype={dtype!r} is not one of {list(settings.DTYPE_NAMES)}")
     cache, cache_mha = (kv_cache_bytes(c, batch_size, context, dtype) for c in (cfg, base))
-    read, read_mha = (decode_bytes_per_token(c, context, dtype) for c in (cfg, base))
+    read, read_mha = (decode_bytes_per_step(c, context, dtype, batch_size) for c in (cfg, base))
     label = attention_label(cfg)
     measured = [{"context": r.get("context"), "tokens_per_s": r.get("tokens_per_s"),
                  "speedup_vs_MHA": r.get("speedup_vs_MHA"), "device_name": m.get("device_name"),
@@ -500,7 +606,8 @@ def gqa_point(n_kv_head: int, context: int, batch_size: int = 1, dtype: str = "b
                 for r, m in records.measured_rows("gqa_decode", docs, device) if r.get("variant") == label]
     return {"label": label, "n_kv_head": cfg.kv_heads, "n_head": cfg.n_head, "context": context,
             "batch_size": batch_size, "dtype": dtype, "cache_bytes": cache, "cache_bytes_mha": cache_mha,
-            "cache_ratio": cache / cache_mha, "bytes_per_token": read,
+            "cache_ratio": cache / cache_mha, "bytes_per_step": read, "bytes_per_token": read / batch_size,
+            "weight_bytes": read - kv_cache_bytes(cfg, batch_size, min(context, cfg.window or context), dtype),
             "decode_speedup_analytic": read_mha / read, "measured": measured}
 
 

@@ -33,7 +33,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from tutorial_lib import claims, settings
-from tutorial_lib.lessons.common import CheckResult, call_checked, measure_variants
+from tutorial_lib.lessons.common import CheckResult, call_checked, legend_below, measure_variants
 from tutorial_lib.loss import chunked_linear_cross_entropy
 from tutorial_lib.measure import cost
 from tutorial_lib.measure.memory import memory_breakdown, saved_bytes
@@ -371,7 +371,7 @@ def sweep_figure(rows: Sequence[HeadPoint], x: str = "chunk", title: str = "") -
         ax.set_xlabel(names[x])
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        legend_below(ax, ncol=2)
     if x != "chunk":
         ax_m.set_yscale("log")
     r0 = rows[0] if rows else None
@@ -408,7 +408,7 @@ def payoff_figure(rows: Sequence[Mapping], title: str = "") -> Figure:
         ax_m.text(rest[i] + head[i], i, f" {rest[i] + head[i]:,.0f} MiB", va="center", fontsize=8)
     ax_m.set_xlabel("MiB saved for backward (exact)")
     ax_m.set_xlim(0, max([a + b for a, b in zip(rest, head)] + [1.0]) * 1.3)
-    ax_m.legend(fontsize=8, loc="lower right")
+    legend_below(ax_m, ncol=2)
     for ax in (ax_t, ax_m):
         ax.tick_params(axis="y", labelsize=8)
     r0 = rows[0] if rows else {}

@@ -18,6 +18,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from tutorial_lib import claims as seed_claims
+from tutorial_lib.lessons.common import legend_below
 from tutorial_lib.measure.memory import fmt_bytes
 
 COLORS = {"embedding": "#8c8c8c", "attention": "#d62728", "mlp": "#ff7f0e", "norm": "#2ca02c",
@@ -144,7 +145,7 @@ def flop_vs_time(flop_share: Mapping[str, float], time_share: Mapping[str, float
     ax.set_yticks(y, names, fontsize=8)
     ax.set_xlabel("share")
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8)
+    legend_below(ax, ncol=3 if other_share is None else 2)
     ax.grid(True, axis="x", alpha=0.3)
     return fig
 

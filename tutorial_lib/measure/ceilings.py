@@ -47,7 +47,7 @@ import torch
 
 from tutorial_lib import settings
 from tutorial_lib.measure import flops
-from tutorial_lib.measure.timing import progress_bar, time_rounds
+from tutorial_lib.measure.timing import progress_bar, time_fn, time_rounds
 
 FRESH_ALLOC_BYTES = 32 * 2**20  # glibc's largest mmap threshold on 64-bit (mallopt(3)): bigger
 #                                 CPU allocations are new pages every time
@@ -287,6 +287,21 @@ def measure_ceilings(device=None, dtype=None, mm_sizes: Iterable[int] = (1024, 2
         raise RuntimeError(f"ceilings: {'; '.join(f'{k}: {v}' for k, v in errors.items())}")
     per_round = [from_round(ps, {label: ts[i] for label, ts in times.items()}, dev, dtype) for i in range(rounds)]
     return combine(per_round)
+
+
+QUICK_MM, QUICK_COPY_BYTES = 512, 16 * 2**20  # quick_ceilings' probes: a fraction of a second in all
+
+
+def quick_ceilings(device=None, dtype=None, min_run_time: float = 0.05) -> Ceilings:
+    """Rough ceilings in a fraction of a second: one ``QUICK_MM`` matmul, one ``QUICK_COPY_BYTES``
+    copy and the overhead probe, each timed once for ``min_run_time`` -- ``source="quick"``. Enough
+    to say how long a measurement will take before the real ceilings are measured; never a roof
+    to report (a small matmul is below the peak, a 16 MiB copy partly in cache)."""
+    dev = settings.resolve(device)[0]
+    ps = (matmul_probes(dev, dtype, (QUICK_MM,)) + bandwidth_probes(dev, QUICK_COPY_BYTES)[:1]
+          + [overhead_probe(dev)])
+    ms = {p.label: time_fn(p.run, dev, min_run_time=min_run_time, warmup=1).median_ms for p in ps}
+    return dataclasses.replace(from_round(ps, ms, dev, dtype), source="quick")
 
 
 # ---- a GPU's datasheet ------------------------------------------------------------------------

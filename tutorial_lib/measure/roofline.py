@@ -246,11 +246,13 @@ def median_range(values: Sequence[float]) -> Tuple[Optional[float], Optional[flo
 
 @dataclass(frozen=True)
 class StepCheck:
-    """One step to predict and measure: its config, sizes and label."""
+    """One step to predict and measure: its config, sizes and label (``model``: an already built
+    model of ``config`` to time, so that a caller that also profiles it builds it once)."""
     label: str
     config: GPTConfig
     batch_size: int
     seq_len: int
+    model: Optional[object] = field(default=None, compare=False, repr=False)
 
 
 def check_steps(checks: Sequence[StepCheck], probes: Sequence[ceil.Probe], device=None, dtype=None,
@@ -271,7 +273,7 @@ def check_steps(checks: Sequence[StepCheck], probes: Sequence[ceil.Probe], devic
                          "config_fields": c.config.to_dict(), "B": c.batch_size, "T": c.seq_len,
                          "dtype": settings.dtype_name(dt), "rounds": 0, "error": None}
         try:
-            steps[c.label] = prepare_step(c.config, c.batch_size, c.seq_len, "train", dev, dt)[1]
+            steps[c.label] = prepare_step(c.config, c.batch_size, c.seq_len, "train", dev, dt, model=c.model)[1]
         except SWEEP_ERRORS as e:
             rows[c.label]["error"] = error_text(e)
     runs = {**{p.label: p.run for p in probes}, **steps}
@@ -297,6 +299,7 @@ def check_steps(checks: Sequence[StepCheck], probes: Sequence[ceil.Probe], devic
         flop = median_range([error(p.flop_only_ms, m) for p, m in zip(preds, measured)])
         mid = preds[len(preds) // 2]
         row.update(rounds=len(measured), measured_ms=statistics.median(measured),
+                   measured_ms_min=min(measured), measured_ms_max=max(measured),
                    roofline_ms=statistics.median(p.total_ms for p in preds),
                    flop_only_ms=statistics.median(p.flop_only_ms for p in preds),
                    roofline_error=roof[0], roofline_error_min=roof[1], roofline_error_max=roof[2],

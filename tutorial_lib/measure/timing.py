@@ -140,6 +140,20 @@ def time_fn(fn: Callable[[], object], device=None, min_run_time: Optional[float]
                   n_measurements=len(times), device=str(dev), peak_mem_bytes=peak, label=label)
 
 
+INIT_S_PER_PARAM = 1e-8  # a plan's estimate of building and initialising a model: ~1 s per 100 M parameters (2 cores)
+
+
+def expected_seconds(call_s: float, min_run_time: float, warmup: int = 1) -> float:
+    """About how long ``time_fn(fn, min_run_time=..., warmup=...)`` takes for a call of ``call_s``
+    seconds: the warm-up (``steady_warmup``: ``warmup`` calls, and a second one to agree with while
+    calls are shorter than its cap), one call to size the blocks, and the timed blocks
+    (``blocked_autorange`` runs for ``min_run_time``, topped up to three measurements). For a
+    plan's time estimate, never a measurement."""
+    cap = max(0.1, 3 * min_run_time)  # steady_warmup's max_s, as time_fn sets it
+    warm = warmup if warmup * call_s >= cap else max(warmup, 2)
+    return (warm + 1) * call_s + max(min_run_time, 3 * call_s)
+
+
 # ---- A vs B: interleaved rounds -----------------------------------------------------------------
 NOISY = 0.25  # a spread of a variant's per-round times above this (max - min over the median): noise
 
