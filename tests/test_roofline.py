@@ -125,6 +125,24 @@ def test_ceilings_measurement_runs_at_tiny_size():
     assert row["kind"] == "ceilings" and ceilings.Ceilings.from_row(row) == c  # a results row round-trips
 
 
+def test_a_thin_matmul_runs_at_the_rate_of_the_square_of_its_intensity():
+    c = _ceilings(peak=1e11, matmul_rates={"128": 2e10, "512": 6e10, "2048": 1e11})
+    assert c.matmul_rate() == 1e11 and c.matmul_rate((4096, 4096, 4096)) == 1e11  # held at the largest
+    assert c.matmul_rate((2048, 2048, 2048)) == pytest.approx(1e11)
+    assert c.matmul_rate((32, 32, 32)) == 2e10  # held at the smallest
+    assert c.matmul_rate((1024, 1024, 1024)) == pytest.approx(8e10)  # halfway in log n between 512 and 2048
+    M, K, N = 512, 64, 50304  # a head of 64: few FLOPs per element it moves
+    n_eq = 1.5 * 2 * M * K * N / (M * K + K * N + M * N)
+    assert 128 < n_eq < 512 and c.matmul_rate((M, K, N)) < c.matmul_rate((512, 512, 512))
+    assert _ceilings(peak=1e11).matmul_rate((M, K, N)) == 1e11  # no per-size probes (a datasheet): the peak
+    thin = Kernel("mm", 1, 0, 0, flops=2 * M * K * N, shape=(M, K, N))
+    assert roofline.compute_seconds(thin, c) == pytest.approx(2 * M * K * N / c.matmul_rate((M, K, N)))
+    measured = ceilings.measure_ceilings("cpu", mm_sizes=(32, 64), stream_bytes=2**16, first_touch_sizes=(),
+                                         min_run_time=0.01, rounds=2, progress=False)
+    assert set(measured.matmul_rates) == {"32", "64"} and max(measured.matmul_rates.values()) <= measured.peak_flops * 2
+    assert ceilings.Ceilings.from_row(measured.to_row()).matmul_rates == measured.matmul_rates
+
+
 def test_a_ceiling_whose_rounds_spread_is_flagged_unstable():
     c = _ceilings(first_touch_bandwidth=5e9, fresh_alloc_bytes=2**25, rounds=4,
                   ranges={"peak_flops": [0.95e11, 1.05e11], "first_touch_bandwidth": [0.7e9, 37e9]})

@@ -39,9 +39,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import math
 import statistics
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
@@ -72,6 +73,9 @@ class Ceilings:
     threads: Optional[int] = None
     date: str = ""
     rounds: int = 1  # rounds each ceiling is the median of
+    # the matmul probes one by one: {n: FLOP/s of an n x n torch.mm} (median over the rounds) -- the
+    # peak is the best of them; a smaller or thinner matmul runs at the rate of its size
+    matmul_rates: Dict[str, float] = field(default_factory=dict)
     ranges: Dict[str, List[float]] = field(default_factory=dict)  # ceiling -> [min, max] over the rounds
     details: List[dict] = field(default_factory=list)  # every probe's size and rate, per round
 
@@ -93,6 +97,26 @@ class Ceilings:
             return 0.0
         warm = self.fill_bandwidth or self.bandwidth
         return max(0.0, 1 / self.first_touch_bandwidth - 1 / warm)
+
+    def matmul_rate(self, shape: Optional[Tuple[int, int, int]] = None) -> float:
+        """FLOP/s of a matmul (M, K) @ (K, N): the probes' rate at the square size of the same
+        arithmetic intensity, n = 1.5 * 2MKN / (MK + KN + MN) -- the square that does as many
+        FLOPs per element it moves (interpolated in log n between the probes, held at the ends).
+        A thin matmul (a head of 64, a block of the flash kernel) does few FLOPs per element and
+        runs far below the peak. Without a shape, or without per-size probes (a datasheet, an
+        older record): the peak."""
+        if not shape or not self.matmul_rates:
+            return self.peak_flops
+        M, K, N = shape
+        n_eq = 1.5 * 2 * M * K * N / (M * K + K * N + M * N)
+        pts = sorted((int(n), r) for n, r in self.matmul_rates.items())
+        if n_eq <= pts[0][0]:
+            return pts[0][1]
+        for (n0, r0), (n1, r1) in zip(pts, pts[1:]):
+            if n_eq <= n1:
+                w = math.log(n_eq / n0) / math.log(n1 / n0)
+                return r0 + w * (r1 - r0)
+        return pts[-1][1]
 
     def spread(self, ceiling: str) -> Optional[float]:
         """(max - min) / median of ``ceiling`` over the rounds, None with one round."""
@@ -233,13 +257,15 @@ def from_round(probe_list: Sequence[Probe], ms: Mapping[str, float], device=None
     each ceiling's ``rule``."""
     dev, dt = settings.resolve(device, dtype)
     rates: Dict[str, List[float]] = {}
-    details = []
+    details, mm = [], {}
     for p in probe_list:
         if p.label not in ms:
             continue
         r = p.rate(ms[p.label])
         details.append({"ceiling": p.ceiling, "what": p.label, **p.size, "median_ms": ms[p.label], "rate": r})
         rates.setdefault(p.ceiling, []).append(r)
+        if p.ceiling == "peak_flops" and "n" in p.size:
+            mm[str(p.size["n"])] = r
     best = {c: rule(c, rs) for c, rs in rates.items()}
     for need in ("peak_flops", "bandwidth"):
         if need not in best:
@@ -249,7 +275,8 @@ def from_round(probe_list: Sequence[Probe], ms: Mapping[str, float], device=None
                     first_touch_bandwidth=best.get("first_touch_bandwidth"),
                     fresh_alloc_bytes=FRESH_ALLOC_BYTES if "first_touch_bandwidth" in best else None,
                     fill_bandwidth=best.get("fill_bandwidth"), threads=torch.get_num_threads(),
-                    date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), details=details)
+                    date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), matmul_rates=mm,
+                    details=details)
 
 
 def combine(per_round: Sequence[Ceilings]) -> Ceilings:
@@ -265,7 +292,10 @@ def combine(per_round: Sequence[Ceilings]) -> Ceilings:
             values[c] = statistics.median(vs)
             ranges[c] = [min(vs), max(vs)]
     details = [dict(d, round=i) for i, r in enumerate(per_round) for d in r.details]
-    return dataclasses.replace(first, **values, rounds=len(per_round), ranges=ranges, details=details)
+    mm = {n: statistics.median(r.matmul_rates[n] for r in per_round if n in r.matmul_rates)
+          for n in first.matmul_rates}
+    return dataclasses.replace(first, **values, rounds=len(per_round), ranges=ranges, matmul_rates=mm,
+                               details=details)
 
 
 def measure_ceilings(device=None, dtype=None, mm_sizes: Iterable[int] = (1024, 2048),

@@ -61,6 +61,7 @@ class Kernel:
     write: int
     flops: int = 0  # matmul FLOPs per launch (elementwise work is memory-bound: its bytes count)
     alloc: Optional[Tuple[int, ...]] = None
+    shape: Optional[Tuple[int, int, int]] = None  # (M, K, N) of its matmuls: how fast they can run
 
     @property
     def allocs(self) -> Tuple[int, ...]:

@@ -41,7 +41,8 @@ from tutorial_lib.model import GPTConfig
 
 # ---- a kernel's time on a machine --------------------------------------------------------------
 def compute_seconds(k: Kernel, c: Ceilings) -> float:
-    return k.flops / c.peak_flops
+    """Its matmul FLOPs at the rate a matmul of its shape reaches (``Ceilings.matmul_rate``)."""
+    return k.flops / c.matmul_rate(k.shape) if k.flops else 0.0
 
 
 def memory_seconds(k: Kernel, c: Ceilings) -> float:
