@@ -137,7 +137,7 @@ def test_sweep_records_unsupported_backend_and_carries_on():
 
 def test_records_round_trip(tmp_path):
     r = bench.measure_step("tiny", 1, 8, mode="fwd", device="cpu", min_run_time=0.02, warmup=1)
-    path = records.save_results(tmp_path / "sub" / "r.json", [r, {"kind": "note", "x": float("nan")}],
+    path = records.save_results(tmp_path / "sub" / "r.json", [r, {"kind": "note", "x": float("nan"), "what": "a NaN"}],
                                 meta={"suite": "test"}, device="cpu")
     doc = records.load_results(path)
     assert doc["schema_version"] == records.SCHEMA_VERSION

@@ -370,8 +370,9 @@ def test_recorded_gpu_timings_reads_cuda_files_only(tmp_path):
            "dtype": "bfloat16", "median_ms": 0.5, "min_ms": 0.4, "max_ms": 0.6, "tflops": 12.0,
            "max_abs_diff_vs_sdpa": 1e-3, "error": None, "device_name": "Some GPU"}
     for name, device in (("gpu.json", "cuda:0"), ("cpu.json", "cpu")):
-        doc = {"schema_version": 1, "meta": {"device": device, "torch": "2.x", "triton": "3.x",
-                                            "date": "2030-01-01"}, "rows": [row]}
+        doc = {"schema_version": 1, "meta": {"device": device, "device_name": "Some GPU", "dtype": "bfloat16",
+                                            "torch": "2.x", "triton": "3.x", "date": "2030-01-01"},
+               "rows": [row]}
         (tmp_path / name).write_text(json.dumps(doc))
     from tutorial_lib.measure import records
 
