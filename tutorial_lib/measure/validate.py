@@ -107,8 +107,34 @@ NOT_FINITE = ("is not a finite number; a failed measurement is recorded as null 
               "never as NaN or inf")
 
 
+def sound(doc: Any) -> bool:
+    """True when ``doc`` nests at most ``MAX_DEPTH`` levels and every float in it is finite: the
+    fast pass over a whole file (a training history holds thousands of numbers); ``check_depth``
+    and ``check_finite`` walk again to name the place only when it is False."""
+    stack, isfinite = [(doc, 0)], math.isfinite
+    while stack:
+        v, depth = stack.pop()
+        if type(v) is float:
+            if not isfinite(v):
+                return False
+            continue
+        if not isinstance(v, (dict, list)):
+            continue
+        items = v.values() if isinstance(v, dict) else v
+        if depth >= MAX_DEPTH and items:
+            return False
+        for x in items:
+            if type(x) is float:
+                if not isfinite(x):
+                    return False
+            elif isinstance(x, (dict, list)):
+                stack.append((x, depth + 1))
+    return True
+
+
 def check_depth(doc: Any, source: Source) -> None:
-    """At most ``MAX_DEPTH`` levels of nesting in ``doc``."""
+    """At most ``MAX_DEPTH`` levels of nesting in ``doc`` (a slow walk that names the place: run it
+    when ``sound`` is False)."""
     for where, _, depth in walk(doc):
         if depth > MAX_DEPTH:
             raise ValueError(f"{source}: {where} is nested {depth} levels deep; a file of this library has "
@@ -116,7 +142,8 @@ def check_depth(doc: Any, source: Source) -> None:
 
 
 def check_finite(doc: Any, source: Source) -> None:
-    """Every number in ``doc`` finite, in fields no rule names too."""
+    """Every number in ``doc`` finite, in fields no rule names too (a slow walk that names the
+    place: run it when ``sound`` is False)."""
     for where, v, _ in walk(doc):
         if isinstance(v, float) and not math.isfinite(v):
             raise ValueError(f"{source}: {where or 'the file'}={v!r} {NOT_FINITE}")
@@ -132,6 +159,9 @@ def check_value(value: Any, rule: Optional[str], where: str, source: Source, ser
             raise ValueError(f"{source}: {where}={shown(value)} must be text, not {type(value).__name__}")
         return
     if series and isinstance(value, list):
+        if all(type(v) is float or type(v) is int for v in value) and all(map(math.isfinite, value)) \
+                and (rule != NONNEGATIVE or not value or min(value) >= 0):
+            return  # the common case, in one pass per test
         for i, v in enumerate(value):
             if v is None or isinstance(v, (list, dict)):
                 raise ValueError(f"{source}: {where}[{i}]={shown(v)} must be {rule}")
@@ -282,7 +312,9 @@ def check_results(doc: Any, source: Source = "results") -> Dict[str, Any]:
     if not isinstance(v, int) or isinstance(v, bool) or v < 1:
         raise ValueError(f"{source}: schema_version={v!r} is not a version this library knows "
                          f"(an integer 1..{SCHEMA_VERSION})")
-    check_depth(doc, source)
+    whole = sound(doc)  # one fast pass; the slow ones below only to name what is wrong
+    if not whole:
+        check_depth(doc, source)
     if not isinstance(doc["meta"], dict):
         raise ValueError(f"{source}: 'meta' must be an object, not {type(doc['meta']).__name__}")
     if not isinstance(doc["rows"], list):
@@ -300,7 +332,8 @@ def check_results(doc: Any, source: Source = "results") -> Dict[str, Any]:
     for i, row in enumerate(doc["rows"]):
         check_row(i, row, sections, source)
     check_meta(doc["meta"], source)
-    check_finite(doc, source)
+    if not whole:
+        check_finite(doc, source)
     return doc
 
 
@@ -319,7 +352,9 @@ def check_history(doc: Any, source: Source = "history") -> Dict[str, Any]:
     per-validation series of one length each, the stored summary by its fields' names."""
     if not isinstance(doc, dict):
         raise ValueError(f"{source}: a training history is a JSON object, not {type(doc).__name__}")
-    check_depth(doc, source)
+    whole = sound(doc)
+    if not whole:
+        check_depth(doc, source)
     diverged = doc.get("diverged", False)
     if not isinstance(diverged, bool):
         raise ValueError(f"{source}: diverged={shown(diverged)} must be true or false")
@@ -327,6 +362,9 @@ def check_history(doc: Any, source: Source = "history") -> Dict[str, Any]:
         series = doc.get(key, [])
         if not isinstance(series, list):
             raise ValueError(f"{source}: {key}={shown(series)} must be a list")
+        if None not in series:
+            check_value(series, rule, key, source, series=True)
+            continue
         for i, v in enumerate(series):
             if v is None and not diverged:
                 raise ValueError(f"{source}: {key}[{i}] is null in a run that did not diverge; a null "
@@ -336,8 +374,9 @@ def check_history(doc: Any, source: Source = "history") -> Dict[str, Any]:
         series = doc.get(key, [])
         if not isinstance(series, list):
             raise ValueError(f"{source}: {key}={shown(series)} must be a list")
-        for i, v in enumerate(series):
-            check_int(v, f"{key}[{i}]", source)
+        if not all(type(v) is int and v >= 0 for v in series):
+            for i, v in enumerate(series):
+                check_int(v, f"{key}[{i}]", source)
     for key in HISTORY_COUNTS:
         if key in doc:
             check_int(doc[key], key, source, lo=1)
@@ -360,7 +399,8 @@ def check_history(doc: Any, source: Source = "history") -> Dict[str, Any]:
         if not isinstance(summary, dict):
             raise ValueError(f"{source}: summary={shown(summary)} must be an object")
         check_fields(summary, "summary", source)
-    check_finite(doc, source)
+    if not whole:
+        check_finite(doc, source)
     return doc
 
 
