@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from tutorial_lib.guide import sources as S
 from tutorial_lib.guide.report import BLOCK, block_names, fmt, load_results, markdown_table, render_guide
 from tutorial_lib.measure import records
 
@@ -304,3 +305,25 @@ def test_recorded_notes_duplicates_and_leaves_out_other_commands(tmp_path):
     text = recorded("gqa_train", results_dir=tmp_path).text
     assert "Recorded results files: 2" in text
     assert f"_Note: {tmp_path / 'a.json'} and {tmp_path / 'b.json'} both record gqa_train" in text
+
+
+# ---- which files feed the guide, and duplicates ----------------------------------------------------
+def test_only_suite_runs_and_cuda_tests_feed_the_guide():
+    assert S.is_guide_record(_vdoc())
+    assert S.is_guide_record({**_vdoc(suite=None), "kind": "cuda_tests"})
+    assert not S.is_guide_record(_vdoc(suite=None, command="profile"))
+
+
+def test_duplicates_are_the_same_device_dtype_and_sections():
+    a, b = dict(_vdoc(), _path="a.json"), dict(_vdoc(), _path="b.json")
+    (line,) = S.duplicates([a, b])
+    assert line == "a.json and b.json both record mlp on box in float32"
+    other_device = dict(_vdoc(device_name="other"), _path="c.json")
+    other_dtype = dict(_vdoc(dtype="bfloat16"), _path="d.json")
+    other_section = dict(_vdoc(sections={"swiglu": {}}), _path="e.json")
+    assert S.duplicates([a, other_device, other_dtype, other_section]) == []
+
+
+def _vdoc(sections=None, **meta):
+    return {"schema_version": 1, "meta": {**META, **meta}, "rows": [{"kind": "mlp", "ms": 1.0}],
+            "sections": sections if sections is not None else {"mlp": {}}}

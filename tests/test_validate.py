@@ -176,20 +176,3 @@ def test_a_diverged_history_may_hold_nulls(history):
     h = copy.deepcopy(history)
     h["diverged"], h["train_loss"][-1] = True, None
     V.check_history(h)
-
-
-# ---- which files feed the guide, and duplicates ----------------------------------------------------
-def test_only_suite_runs_and_cuda_tests_feed_the_guide():
-    assert V.is_guide_record(_doc())
-    assert V.is_guide_record({**_doc(suite=None), "kind": "cuda_tests"})
-    assert not V.is_guide_record(_doc(suite=None, command="profile"))
-
-
-def test_duplicates_are_the_same_device_dtype_and_sections():
-    a, b = dict(_doc(), _path="a.json"), dict(_doc(), _path="b.json")
-    (line,) = V.duplicates([a, b])
-    assert line == "a.json and b.json both record mlp on box in float32"
-    other_device = dict(_doc(device_name="other"), _path="c.json")
-    other_dtype = dict(_doc(dtype="bfloat16"), _path="d.json")
-    other_section = dict(_doc(sections={"swiglu": {}}), _path="e.json")
-    assert V.duplicates([a, other_device, other_dtype, other_section]) == []

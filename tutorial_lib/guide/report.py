@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Iterable
 
 from tutorial_lib import claims
+from tutorial_lib.guide.sources import duplicates, is_guide_record
 from tutorial_lib.guide.suite import OWN_PATHS_KINDS, SECTIONS
 from tutorial_lib.lessons import decision
 from tutorial_lib.lessons import roofline as RL
@@ -26,7 +27,6 @@ from tutorial_lib.lessons.common import NOISY
 from tutorial_lib.measure import flops as F
 from tutorial_lib.measure import records
 from tutorial_lib.measure import roofline as R
-from tutorial_lib.measure.validate import duplicates, is_guide_record
 from tutorial_lib.model import GPTConfig, get_config
 from tutorial_lib.settings import cpu_oversubscribed
 from tutorial_lib.train import TrainHistory
