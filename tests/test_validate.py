@@ -176,3 +176,16 @@ def test_a_diverged_history_may_hold_nulls(history):
     h = copy.deepcopy(history)
     h["diverged"], h["train_loss"][-1] = True, None
     V.check_history(h)
+
+
+def test_cuda_test_rows_are_free_form_but_finite():
+    """The device run's rows carry whatever each test recorded (``record_property``), shown as text:
+    ``eager_vs_compiled`` is {"false": [loss, norm], ...}, which a step-time rule would refuse."""
+    doc = {**_doc(rows=[{"kind": "cuda_test", "test": "t", "outcome": "passed", "seconds": 1.2,
+                         "eager_vs_compiled": {"false": [4.1, 0.5], "true": [4.1, 0.5]}, "error": None}],
+                  sections={}), "kind": "cuda_tests"}
+    V.check_results(doc)
+    doc["rows"][0]["eager_vs_compiled"]["true"][0] = float("nan")
+    _refused(doc, "rows[0].eager_vs_compiled.true[0]=nan")
+    doc["rows"][0]["eager_vs_compiled"]["true"][0], doc["rows"][0]["error"] = 4.1, ["no"]
+    _refused(doc, "error=['no']", "must be text")

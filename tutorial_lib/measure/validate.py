@@ -24,6 +24,8 @@ And per part of a results file (``schema_version``, ``meta``, ``rows``, ``sectio
 - ``meta`` names the device (``device``, ``device_name``), ``dtype``, ``torch`` and ``date``:
   every caption shows them;
 - every row has a ``kind`` and at least one value or an ``error`` (a row of dashes is no result);
+  the rows of the device run's CUDA tests (``kind`` "cuda_tests") hold whatever each test
+  recorded, shown as text, so only their ``error`` is held to a rule there;
 - a section is an object: ``columns`` a list of names, ``sizes`` an object of values or lists of
   values, ``note`` and ``error`` text, ``not_run`` true or false, ``seconds`` >= 0 and ``load`` an
   object of numbers >= 0.
@@ -278,10 +280,14 @@ def check_row_kind(i: int, row: Any, source: Source) -> None:
                          "so a reader can tell what it measured")
 
 
-def check_row(i: int, row: Dict[str, Any], sections: Dict[str, Any], source: Source) -> None:
+def check_row(i: int, row: Dict[str, Any], sections: Dict[str, Any], source: Source,
+              free_form: bool = False) -> None:
+    """A row: its fields by name, and a value or an error. ``free_form`` rows (the device run's CUDA
+    tests: whatever each test recorded with ``record_property``, shown as text) are held only to
+    a text ``error``, besides the file-wide depth and finite numbers."""
     kind = row["kind"]
     where = f"rows[{i}] (kind {kind!r})"
-    check_fields(row, where, source)
+    check_fields({"error": row.get("error")} if free_form else row, where, source)
     if row.get("error"):
         return  # a failed measurement: its error is its result
     values = [k for k, v in row.items() if k not in ("kind", "error") and v is not None]
@@ -330,7 +336,7 @@ def check_results(doc: Any, source: Source = "results") -> Dict[str, Any]:
     for name, sec in sections.items():
         check_section(name, sec, source)
     for i, row in enumerate(doc["rows"]):
-        check_row(i, row, sections, source)
+        check_row(i, row, sections, source, free_form=doc.get("kind") == "cuda_tests")
     check_meta(doc["meta"], source)
     if not whole:
         check_finite(doc, source)
