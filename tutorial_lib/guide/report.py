@@ -483,7 +483,7 @@ def regenerate(guide: Path, results_dir: Path, notes: list[str] | None = None,
     in its subfolders (``measure.records.scan``: a broken file raises ValueError naming it; other
     files are skipped with a line in ``notes``).
 
-    ValueError, before anything is rendered, for: a missing folder, or one without a single
+    ValueError (and the caller writes nothing) for: a missing folder, or one without a single
     results file of the guide's suite (rendering from nothing would replace every measured table
     with a placeholder); two files that record the same sections on the same device (every table
     would show it twice); a guide whose markers do not pair up (``check_markers``); and, unless
