@@ -28,13 +28,28 @@ def test_shares_add_up_and_cover_every_scope(prof):
     assert set(prof.phase_ms()) == {"forward", "backward", "optimizer"}
 
 
+BACKWARD_SCOPES = ("attention.qkv", "attention.core", "attention.out", "mlp.up", "mlp.down", "lm_head",
+                   "loss", "norm")
+
+
 def test_backward_is_attributed_to_the_scopes_that_created_it(prof):
     bwd = prof.ms("backward")
-    for s in ("attention.qkv", "attention.core", "attention.out", "mlp.up", "mlp.down", "lm_head",
-              "loss", "norm"):
+    for s in BACKWARD_SCOPES:
         assert bwd.get(s, 0) > 0, s
-    unattributed = bwd.get(P.OTHER_BWD, 0)
-    assert unattributed < 0.4 * sum(bwd.values())  # most of backward lands on a model scope
+
+
+def test_most_backward_nodes_map_to_a_model_scope(monkeypatch):
+    """Counted, not timed: with every profiler event worth 1, the backward rows count autograd nodes
+    by the scope of the forward op that created them. (A time share -- "unattributed < 40% of
+    backward" -- failed on a loaded machine: the autograd engine's gaps between nodes grow with the
+    load, the mapping does not.) Nodes outside every scope are the residual adds and the glue."""
+    monkeypatch.setattr(P, "_time", lambda event, cuda: 1.0)
+    r = P.profile_step(CFG, 2, 64, device="cpu", steps=1, warmup=1)
+    nodes = {scope: round(ms * 1e3) for scope, ms in r.ms("backward").items()}  # us -> one per node
+    for s in BACKWARD_SCOPES:
+        assert nodes.get(s, 0) > 0, (s, nodes)
+    scoped = sum(n for s, n in nodes.items() if s in scopes.SCOPE_NAMES)
+    assert scoped > 0.75 * sum(nodes.values()) and nodes.get(P.OTHER_FWD, 0) < 0.15 * sum(nodes.values()), nodes
 
 
 def test_table_and_groups(prof):

@@ -410,7 +410,10 @@ def train(model: Union[GPT, GPTConfig, str], config: Optional[TrainConfig] = Non
     try:
         # the run seeds its own generator state; the caller's global RNG is left as it was
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            return _run(cfg, tc, info, device, net)
+            history = _run(cfg, tc, info, device, net)
+        if created_group:  # every rank done with its collectives before any rank tears the group down
+            dist.barrier()  # (a gloo rank that was still finishing once aborted: SIGABRT, no traceback)
+        return history
     finally:
         if created_group:
             dist.destroy_process_group()
