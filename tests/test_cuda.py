@@ -8,6 +8,7 @@ on CPU too, so CI keeps them honest.
 
 Sizes are small (seconds on a GPU); what is compared is a result, never a time.
 """
+import gc
 import sys
 from datetime import timedelta
 
@@ -297,7 +298,11 @@ def test_ddp_on_one_rank_gives_the_single_process_gradients(device, monkeypatch)
             _, loss = run(idx, idx)
             loss.backward()
             grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+            del run, model
     finally:
+        # DDP's reducer holds the process group: free it while the group is alive (its gloo
+        # destructor, run later when the test's frame was cleared, hung joining a thread)
+        gc.collect()
         dist.destroy_process_group()
     assert torch.allclose(grads[0], grads[1], rtol=1e-5, atol=1e-7)
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import json
 import math
 import os
@@ -412,10 +413,15 @@ def train(model: Union[GPT, GPTConfig, str], config: Optional[TrainConfig] = Non
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             history = _run(cfg, tc, info, device, net)
         if created_group:  # every rank done with its collectives before any rank tears the group down
-            dist.barrier()  # (a gloo rank that was still finishing once aborted: SIGABRT, no traceback)
+            dist.barrier()
         return history
     finally:
         if created_group:
+            # the DDP wrapper sits in reference cycles and holds the process group: collect it while
+            # the group is alive. Left to a later collection, its gloo group's destructor joined a
+            # thread after destroy_process_group -- a hang in one process, SIGABRT ("terminate called
+            # without an active exception") in a torchrun rank.
+            gc.collect()
             dist.destroy_process_group()
 
 
