@@ -6,7 +6,9 @@ import functools
 import importlib
 import importlib.util
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Dict, FrozenSet
 
 import pytest
 
@@ -26,50 +28,86 @@ def module_name(path: Path) -> str:
 MODULES = {module_name(p): p for p in sorted(PKG.rglob("*.py"))}
 
 
+@dataclass(frozen=True)
+class Package:
+    """Module name -> source, and which names are packages (``__init__.py``): the real package, or
+    a few lines of made-up source in the tests below that prove each check catches what it must."""
+
+    sources: Dict[str, str]
+    packages: FrozenSet[str]
+
+    def is_package(self, name: str) -> bool:
+        return name in self.packages
+
+
+def real_package() -> Package:
+    return Package({m: p.read_text() for m, p in MODULES.items()},
+                   frozenset(m for m, p in MODULES.items() if p.name == "__init__.py"))
+
+
+REAL = real_package()
+
+
 def is_package(name: str) -> bool:
-    return MODULES[name].name == "__init__.py"
+    return REAL.is_package(name)
 
 
-def resolve(target: str, name: str = None) -> str:
+def resolve(target: str, name: str = None, pkg: Package = REAL) -> str:
     """The module an import refers to: ``from target import name`` may name a submodule."""
-    if name and f"{target}.{name}" in MODULES:
+    if name and f"{target}.{name}" in pkg.sources:
         return f"{target}.{name}"
     return target
 
 
+def absolute(module: str, node: ast.ImportFrom, pkg: Package = REAL) -> str:
+    """The absolute module of ``from ..x import y`` written in ``module`` (level 2: two dots)."""
+    if not node.level:
+        return node.module
+    base = module if pkg.is_package(module) else module.rpartition(".")[0]
+    for _ in range(node.level - 1):
+        base = base.rpartition(".")[0]
+    return f"{base}.{node.module}" if node.module else base
+
+
 @functools.lru_cache(maxsize=None)
-def _tree(name: str) -> ast.Module:
-    return ast.parse(MODULES[name].read_text())  # parsed once per test session
+def _tree(source: str) -> ast.Module:
+    return ast.parse(source)  # parsed once per test session
 
 
-def imports(name: str):
-    """(target module, imported name or None, node, inside a function?) for every tutorial_lib import."""
-    tree = _tree(name)
+def imports(name: str, pkg: Package = REAL):
+    """(absolute target module, imported name or None, node, inside a function?) for every import
+    in module ``name``; relative imports (``from .flops import x``) are resolved."""
+    tree = _tree(pkg.sources[name])
     inner = {id(n) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
              for n in ast.walk(f)}
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             for a in node.names:
                 yield a.name, None, node, id(node) in inner
-        elif isinstance(node, ast.ImportFrom) and node.module:
+        elif isinstance(node, ast.ImportFrom) and (node.module or node.level):
+            target = absolute(name, node, pkg)
             for a in node.names:
-                yield node.module, a.name, node, id(node) in inner
+                yield target, a.name, node, id(node) in inner
+
+
+def build_graph(pkg: Package):
+    edges = {m: set() for m in pkg.sources}
+    for m in pkg.sources:
+        for target, name, _, _ in imports(m, pkg):
+            if not target.startswith("tutorial_lib"):
+                continue
+            dst = resolve(target, name, pkg)
+            if dst == m or dst not in pkg.sources:
+                continue
+            if pkg.is_package(m) and dst.startswith(m + "."):
+                continue  # a package's __init__ importing its own submodules (the registry pattern)
+            edges[m].add(dst)
+    return edges
 
 
 @functools.lru_cache(maxsize=None)
 def graph():
-    edges = {m: set() for m in MODULES}
-    for m in MODULES:
-        for target, name, _, _ in imports(m):
-            if not target.startswith("tutorial_lib"):
-                continue
-            dst = resolve(target, name)
-            if dst == m or dst not in MODULES:
-                continue
-            if is_package(m) and dst.startswith(m + "."):
-                continue  # a package's __init__ importing its own submodules (the registry pattern)
-            edges[m].add(dst)
-    return edges
+    return build_graph(REAL)
 
 
 def cycles(edges):
@@ -115,34 +153,127 @@ def test_the_cycle_finder_finds_a_cycle():
     assert any("tutorial_lib.scopes" in c and "tutorial_lib.model" in c for c in cycles(edges))
 
 
-def test_no_private_name_is_imported_from_another_module():
+def private_imports(pkg: Package = REAL):
+    """``from x import _name`` (relative or not) of another module's private name."""
     bad = []
-    for m in MODULES:
-        for target, name, node, _ in imports(m):
+    for m in pkg.sources:
+        for target, name, node, _ in imports(m, pkg):
             if target.startswith("tutorial_lib") and name and name.startswith("_") \
-                    and not name.startswith("__") and resolve(target, name) != m:
+                    and not name.startswith("__") and resolve(target, name, pkg) != m:
                 bad.append(f"{m}:{node.lineno} imports {target}.{name}")
-    assert bad == []
+    return bad
 
 
-def test_no_private_attribute_of_another_module_is_used():
-    bad = []
-    for m, path in MODULES.items():
-        tree = ast.parse(path.read_text())
-        aliases = {}
-        for target, name, node, _ in imports(m):
+def dotted(node: ast.AST):
+    """["tutorial_lib", "measure", "flops", "_lin"] for the expression tutorial_lib.measure.flops._lin,
+    None when the chain does not start at a plain name."""
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    return [node.id, *reversed(parts)] if isinstance(node, ast.Name) else None
+
+
+def private_attributes(pkg: Package = REAL):
+    """Another module's private name reached through a module object: ``flops._lin`` after
+    ``from tutorial_lib.measure import flops``, or ``tutorial_lib.measure.flops._lin`` after
+    ``import tutorial_lib.measure.flops`` (dotted chains are followed module by module)."""
+    bad = set()
+    for m in pkg.sources:
+        bound = {}  # local name -> the module it is
+        for target, name, node, _ in imports(m, pkg):
             if not target.startswith("tutorial_lib"):
                 continue
             for a in node.names:
-                mod = resolve(target, a.name) if isinstance(node, ast.ImportFrom) else a.name
-                if mod in MODULES:
-                    aliases[a.asname or a.name.split(".")[-1]] = mod
-        for node in ast.walk(tree):
-            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
-                    and node.value.id in aliases and node.attr.startswith("_")
-                    and not node.attr.startswith("__")):
-                bad.append(f"{m}:{node.lineno} uses {aliases[node.value.id]}.{node.attr}")
-    assert bad == []
+                if isinstance(node, ast.ImportFrom):
+                    mod = resolve(target, a.name, pkg)
+                    if mod in pkg.sources and mod != target:  # the name is a module itself
+                        bound[a.asname or a.name] = mod
+                elif a.asname:
+                    bound[a.asname] = a.name  # import tutorial_lib.measure.flops as F
+                else:
+                    bound[a.name.split(".")[0]] = a.name.split(".")[0]  # import a.b.c binds a
+        for node in ast.walk(_tree(pkg.sources[m])):
+            chain = dotted(node) if isinstance(node, ast.Attribute) else None
+            if not chain or chain[0] not in bound:
+                continue
+            mod = bound[chain[0]]
+            for attr in chain[1:]:
+                if f"{mod}.{attr}" in pkg.sources:
+                    mod = f"{mod}.{attr}"
+                    continue
+                if attr.startswith("_") and not attr.startswith("__") and mod != m:
+                    bad.add(f"{m}:{node.lineno} uses {mod}.{attr}")
+                break
+    return sorted(bad)
+
+
+def test_no_private_name_is_imported_from_another_module():
+    assert private_imports() == []
+
+
+def test_no_private_attribute_of_another_module_is_used():
+    assert private_attributes() == []
+
+
+# ---- the checks themselves: each catches what it must (made-up modules) -------------------------
+def _made_up(**modules) -> Package:
+    """A package of made-up modules: keyword ``tutorial_lib__measure__flops`` is module
+    tutorial_lib.measure.flops; names ending in ``__init__`` are packages."""
+    sources, packages = {}, set()
+    for key, source in modules.items():
+        name = key.replace("__", ".")
+        if name.endswith(".init"):
+            name = name[:-len(".init")]
+            packages.add(name)
+        sources[name] = source
+    for name in list(sources):  # the folders on the way are packages too
+        parts = name.split(".")
+        for i in range(1, len(parts)):
+            parent = ".".join(parts[:i])
+            sources.setdefault(parent, "")
+            packages.add(parent)
+    return Package(sources, frozenset(packages))
+
+
+MADE_UP = dict(tutorial_lib__measure__flops="def _lin(): pass\ndef lin(): pass\n")
+
+
+@pytest.mark.parametrize("source", [
+    "from .flops import _lin",
+    "from tutorial_lib.measure.flops import _lin",
+    "from ..measure.flops import _lin",
+])
+def test_a_private_import_is_caught_relative_or_not(source):
+    pkg = _made_up(**MADE_UP, tutorial_lib__measure__roofline=source)
+    assert private_imports(pkg) == ["tutorial_lib.measure.roofline:1 imports tutorial_lib.measure.flops._lin"]
+    assert private_imports(_made_up(**MADE_UP, tutorial_lib__measure__roofline=source.replace("_lin", "lin"))) == []
+
+
+@pytest.mark.parametrize("source", [
+    "import tutorial_lib.measure.flops\nx = tutorial_lib.measure.flops._lin",
+    "import tutorial_lib.measure.flops as F\nx = F._lin()",
+    "from tutorial_lib import measure\nx = measure.flops._lin",
+    "from tutorial_lib.measure import flops\nx = flops._lin",
+    "from . import flops\nx = flops._lin",
+])
+def test_a_private_attribute_is_caught_through_dotted_chains(source):
+    pkg = _made_up(**MADE_UP, tutorial_lib__measure__roofline=source)
+    assert private_attributes(pkg) == ["tutorial_lib.measure.roofline:2 uses tutorial_lib.measure.flops._lin"]
+    assert private_attributes(_made_up(**MADE_UP, tutorial_lib__measure__roofline=source.replace("_lin", "lin"))) == []
+
+
+def test_relative_imports_resolve_to_the_right_module():
+    pkg = _made_up(tutorial_lib__model="",
+                   tutorial_lib__measure__flops="from ..model import GPT\nfrom . import roofline",
+                   tutorial_lib__measure__roofline="", tutorial_lib__measure__init="from .flops import lin")
+    assert build_graph(pkg)["tutorial_lib.measure.flops"] == {"tutorial_lib.model", "tutorial_lib.measure.roofline"}
+    assert build_graph(pkg)["tutorial_lib.measure"] == set()  # __init__ importing its own submodule
+
+
+def test_a_relative_import_cycle_is_caught():
+    pkg = _made_up(tutorial_lib__measure__a="from . import b", tutorial_lib__measure__b="from .a import x")
+    assert cycles(build_graph(pkg)) == [["tutorial_lib.measure.a", "tutorial_lib.measure.b"]]
 
 
 def test_imports_inside_functions_are_only_optional_dependencies_with_a_reason():

@@ -1,4 +1,4 @@
-"""Fault injection: every defect of issue 19 ("nothing lost, nothing silently wrong"), replayed.
+"""Fault injection: every defect of issues 19 and 26 ("nothing lost, nothing silently wrong"), replayed.
 
 Each case does what a skeptical user did -- a write that fails part-way, a run that diverges, a
 results folder that is empty or holds something odd, a corrupt token cache, an unusable ``--out``,
@@ -25,6 +25,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -137,11 +138,15 @@ def guide_copy(tmp: Path) -> Path:
     return g
 
 
-def results_copy(tmp: Path, name: str = "results") -> Path:
-    """results/ with the suite's file only (the training folders are not needed here)."""
+def results_copy(tmp: Path, name: str = "results", runs: bool = True) -> Path:
+    """results/ with the suite's file and (``runs``) the training folders: without them, report
+    refuses to replace the guide's training table with a placeholder."""
     r = tmp / name
     r.mkdir()
     shutil.copy(RESULTS / "cpu.json", r / "cpu.json")
+    for folder in sorted(RESULTS.glob("train_*")) if runs else []:
+        if folder.is_dir():
+            shutil.copytree(folder, r / folder.name)
     return r
 
 
@@ -157,7 +162,7 @@ def strict_json(path: Path):
 WRITERS = {
     "atomic_write_text": "files.atomic_write_text(P, 'x' * (3 * LIMIT))",
     "save_results": "records.save_results(P, [{'kind': 'k', 'v': 'x' * (3 * LIMIT)}], device='cpu')",
-    "save_document": ("records.save_document(P, {'schema_version': 1, 'meta': {}, "
+    "save_document": ("records.save_document(P, {'schema_version': 1, 'meta': records.stamp('cpu'), "
                       "'rows': [{'kind': 'k', 'v': 'x' * (3 * LIMIT)}]})"),
     "TrainHistory.save": ("TrainHistory(model={'name': 'tiny'}, config={'batch_size': 1, 'seq_len': 8, "
                           "'steps': 2}, optimizer='adamw', device='cpu', dtype='float32', world_size=1, "
@@ -383,7 +388,7 @@ def _(tmp):
 @case("diverge/report marks the run", "report's training table says the run diverged")
 def _(tmp):
     r, out = _diverged(("--lr", "1e2"))
-    results = results_copy(tmp)
+    results = results_copy(tmp, runs=False)
     (results / "runs").mkdir()
     shutil.copy(out, results / "runs" / "h.json")
     g = guide_copy(tmp)
@@ -485,7 +490,6 @@ def _(tmp):
 def _(tmp):
     results = results_copy(tmp)
     folder = results / "train_h200_550"
-    shutil.copytree(RESULTS / "train_h200_550", folder)
     first = sorted(folder.glob("*.json"))[0]
     doc = json.loads(first.read_text())
     doc.pop("summary")
@@ -493,24 +497,43 @@ def _(tmp):
     g = guide_copy(tmp)
     r = cli(["report", "--guide", g, "--results", results])
     block = g.read_text().split("<!-- report:training_runs -->")[1].split("<!-- /report:training_runs -->")[0]
-    n_rows = sum(1 for ln in block.splitlines() if ln.startswith("| GELU") or ln.startswith("| SwiGLU"))
+    table = next((t for t in block.split("Recorded on ") if f"results/{folder.name}/" in t), "")
+    n_rows = sum(1 for ln in table.splitlines() if ln.startswith("| GELU") or ln.startswith("| SwiGLU"))
     n_files = len(list(folder.glob("*.json")))
     return Outcome(r.rc == 0 and n_rows == n_files, f"rc {r.rc}; {n_rows} rows for {n_files} histories")
 
 
+@functools.lru_cache(maxsize=1)
+def _plain_report() -> tuple:
+    """(exit status, guide) of report on ``results_copy`` alone: what every extra file is compared with."""
+    tmp = Path(tempfile.mkdtemp(prefix="plain-", dir=SCRATCH))
+    r, _ = _report(tmp, results_copy(tmp, "plain"))
+    return r.rc, (tmp / "guide.md").read_text()
+
+
 def _extra_file(tmp: Path, name: str, content) -> Outcome:
     """report with results/cpu.json plus one file of another kind: same guide as without it."""
-    plain = results_copy(tmp, "plain")
     with_extra = results_copy(tmp, "extra")
     (with_extra / name).write_text(content if isinstance(content, str) else json.dumps(content))
-    r1, _ = _report(tmp, plain)
-    text1 = (tmp / "guide.md").read_text()
+    rc1, text1 = _plain_report()
     r2, _ = _report(tmp, with_extra)
     text2 = (tmp / "guide.md").read_text()
     noted = name in r2.err
-    return Outcome(r1.rc == 0 and r2.rc == 0 and text1 == text2 and noted,
+    return Outcome(rc1 == 0 and r2.rc == 0 and text1 == text2 and noted,
                    f"rc {r2.rc}; guide {'the same' if text1 == text2 else 'DIFFERENT'}; "
                    f"stderr: {r2.last_err()}")
+
+
+@functools.lru_cache(maxsize=1)
+def _profile_json() -> str:
+    """What `profile --out-json` writes (run once)."""
+    out = Path(tempfile.mkdtemp(prefix="profile-", dir=SCRATCH)) / "profile.json"
+    # memory and a timed step: its rows fed the memory table and the roofline calibration
+    r = cli(["profile", *TINY, "--batch", "1", "--seq", "8", "--steps", "1", "--min-run-time", "0.01",
+             "--out-json", out])
+    if r.rc != 0:
+        raise RuntimeError(f"profile failed: rc {r.rc}: {r.last_err()}")
+    return out.read_text()
 
 
 @case("report/a Chrome trace in results/", "skipped with a one-line note naming it; the guide unchanged")
@@ -528,18 +551,14 @@ def _(tmp):
 @case("report/profile --out-json results/profile.json", "the guide's memory table is not replaced by "
       "profile's tiny-model rows")
 def _(tmp):
-    plain, with_profile = results_copy(tmp, "plain"), results_copy(tmp, "extra")
-    r = cli(["profile", "--preset", "tiny", "--batch", "1", "--seq", "8", "--steps", "1", "--device", "cpu",
-             "--no-progress", "--no-timing", "--out-json", with_profile / "profile.json"])
-    if r.rc != 0:
-        return Outcome(False, f"profile failed: rc {r.rc}: {r.last_err()}")
+    with_profile = results_copy(tmp, "extra")
+    (with_profile / "profile.json").write_text(_profile_json())
 
-    def memory_block(results):
-        rr, _ = _report(tmp, results)
-        text = (tmp / "guide.md").read_text()
-        return rr, text.split("<!-- report:memory -->")[1].split("<!-- /report:memory -->")[0]
+    def memory_block(text):
+        return text.split("<!-- report:memory -->")[1].split("<!-- /report:memory -->")[0]
 
-    (_, m1), (r2, m2) = memory_block(plain), memory_block(with_profile)
+    r2, _ = _report(tmp, with_profile)
+    m1, m2 = memory_block(_plain_report()[1]), memory_block((tmp / "guide.md").read_text())
     return Outcome(r2.rc == 0 and m1 == m2 and "tiny" not in m2,
                    f"rc {r2.rc}; memory section {'unchanged' if m1 == m2 else 'CHANGED'}"
                    f"{' (holds a tiny-model table)' if 'tiny' in m2 else ''}")
@@ -787,6 +806,259 @@ for _f, _v in GPT_BAD:
 for _f, _v in TRAIN_BAD:
     case(f"config/TrainConfig({_f}={_v!r})", "ValueError naming the field and the value")(
         _config_case("TrainConfig", _f, _v))
+
+
+# ---- issue 26: targets that are not regular files, and symbolic links -------------------------
+def _kind_of(path: Path) -> str:
+    m = os.lstat(path).st_mode
+    for test, what in ((stat.S_ISCHR, "a character device"), (stat.S_ISFIFO, "a FIFO"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a symbolic link")):
+        if test(m):
+            return what
+    return f"a regular file of {os.path.getsize(path)} bytes" if stat.S_ISREG(m) else "something else"
+
+
+def _node_like(tmp: Path, device: str) -> tuple:
+    """(path, what) of a copy of ``device`` made with mknod (root), else a FIFO: neither may be
+    replaced by a regular file."""
+    path = tmp / Path(device).name
+    try:
+        os.mknod(path, stat.S_IFCHR | 0o666, os.stat(device).st_rdev)
+        return path, f"a mknod copy of {device}"
+    except PermissionError:
+        os.mkfifo(path)
+        return path, f"a FIFO (mknod of {device} needs root)"
+
+
+def _device_out_case(device: str):
+    def check(tmp):  # the real command, unguarded: before the fix it trained and replaced the node
+        node, what = _node_like(tmp, device)
+        before = _kind_of(node)
+        r = cli([*TRAIN_TINY, "--steps", "2", "--out", node])
+        after = _kind_of(node)
+        state = f"still {after}" if after == before else f"REPLACED: now {after}"
+        return Outcome(r.rc == 2 and after == before and "not a regular file" in r.err and not leftovers(tmp),
+                       f"{what}: rc {r.rc}; {state}; {r.last_err()}")
+    return check
+
+
+for _device in ("/dev/null", "/dev/full"):
+    case(f"out/train --out a copy of {_device}", "refused before training (exit 2, `error:` saying it is not a "
+         "regular file); the node stays a device")(_device_out_case(_device))
+
+
+@case("out/train --out /dev/null itself", "refused before training; /dev/null stays a character device")
+def _(tmp):
+    o = _before_work([*TRAIN_TINY, "--steps", "2", "--out", "/dev/null"])  # guarded: never writes
+    dev = stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    return Outcome(o.ok and dev, o.what + f"; /dev/null is {'still' if dev else 'NO LONGER'} a character device")
+
+
+@case("out/bench --out a FIFO", "refused before measuring; the FIFO stays")
+def _(tmp):
+    os.mkfifo(tmp / "pipe")
+    o = _before_work([*BENCH, "--out", tmp / "pipe"])
+    return Outcome(o.ok and _kind_of(tmp / "pipe") == "a FIFO", o.what + f"; target is {_kind_of(tmp / 'pipe')}")
+
+
+@case("out/profile --trace a socket", "refused before profiling; the socket stays")
+def _(tmp):
+    import socket
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(tmp / "sock"))
+        o = _before_work([*PROFILE, "--trace", tmp / "sock"])
+        return Outcome(o.ok and _kind_of(tmp / "sock") == "a socket", o.what + f"; target is {_kind_of(tmp / 'sock')}")
+
+
+@case("out/train --out a symbolic link", "written through: the link stays a link, the file it points to "
+      "holds the new history")
+def _(tmp):
+    real = tmp / "runs" / "h.json"
+    real.parent.mkdir()
+    real.write_text('{"old": true}')
+    link = tmp / "h.json"
+    link.symlink_to(real)
+    r = cli([*TRAIN_TINY, "--steps", "2", "--out", link])
+    got = json.loads(real.read_text()).get("kind", "the old content")
+    return Outcome(r.rc == 0 and link.is_symlink() and got == "train_history" and not leftovers(tmp),
+                   f"rc {r.rc}; --out is {_kind_of(link)}; the file it pointed to holds {got}")
+
+
+def _emptied(text: str) -> str:
+    """The guide with every table emptied: report has to rewrite all of them."""
+    return re.sub(r"(<!-- report:([\w.-]+) -->\n).*?(<!-- /report:\2 -->)", r"\1\3", text, flags=re.S)
+
+
+@case("report --guide a symbolic link", "written through: the link stays a link, the guide it points to "
+      "gets the tables")
+def _(tmp):
+    real = tmp / "docs" / "guide.md"
+    real.parent.mkdir()
+    real.write_text(_emptied(GUIDE.read_text()))
+    link = tmp / "guide.md"
+    link.symlink_to(real)
+    r = cli(["report", "--guide", link, "--results", results_copy(tmp)])
+    same = real.read_text() == GUIDE.read_text()
+    return Outcome(r.rc == 0 and link.is_symlink() and same and not leftovers(tmp),
+                   f"rc {r.rc}; --guide is {_kind_of(link)}; the guide it points to "
+                   f"{'has the tables' if same else 'is STALE'}")
+
+
+# ---- issue 26: the one results validator, seen through `report` --------------------------------
+def _refused_cleanly(r: Run, intact: bool, *needles: str) -> Outcome:
+    """Exit 2, one `error:` line naming every needle (the file, the field), no traceback, the guide
+    untouched."""
+    ok = (r.rc == 2 and intact and "Traceback" not in r.err and r.last_err().startswith("error:")
+          and all(n in r.err for n in needles))
+    tb = "; a TRACEBACK" if "Traceback" in r.err else ""
+    return Outcome(ok, f"rc {r.rc}; guide {'unchanged' if intact else 'REWRITTEN'}{tb}; {r.last_err()}")
+
+
+def _first_row(doc: dict, kind: str) -> dict:
+    return next(r for r in doc["rows"] if r["kind"] == kind)
+
+
+def _changed_results(tmp: Path, change, raw: Optional[str] = None) -> Path:
+    """results/ whose cpu.json has ``change`` applied (alone: no copy beside it to be refused for
+    being a duplicate). ``raw`` replaces the string "RAW" in the written text (for ``1e400``)."""
+    results = results_copy(tmp)
+    doc = json.loads((results / "cpu.json").read_text())
+    change(doc)
+    text = json.dumps(doc)  # allow_nan: NaN and Infinity are written as such, as a hand edit might
+    if raw is not None:
+        text = text.replace('"RAW"', raw)
+    (results / "cpu.json").write_text(text)
+    return results
+
+
+def _value_case(field_value, needle: str, kind: str = "before_after", field: str = "ms_per_step", raw=None):
+    def check(tmp):
+        results = _changed_results(tmp, lambda d: _first_row(d, kind).update({field: field_value}), raw)
+        return _refused_cleanly(*_report(tmp, results), "cpu.json", needle)
+    return check
+
+
+VALUE_CASES = [  # (id, value, what the error names, raw text)
+    ("NaN", float("nan"), "ms_per_step", None),
+    ("Infinity", float("inf"), "ms_per_step", None),
+    ("1e400", "RAW", "ms_per_step", "1e400"),
+    ("a string", "514.0", "ms_per_step", None),
+    ("a list", [514.0], "ms_per_step", None),
+    ("a negative time", -514.0, "ms_per_step", None),
+]
+for _id, _value, _needle, _raw in VALUE_CASES:
+    case(f"report/{_id} as a step time", "an error naming the file and the field, the guide untouched "
+         "(it was rendered: NaN as '—', inf skewing the roofline summary, text as a number)")(
+        _value_case(_value, _needle, raw=_raw))
+
+
+@case("report/a row holding only its kind", "an error naming the file and the row (it was a row of dashes "
+      "that shifted the statistics), the guide untouched")
+def _(tmp):
+    def strip(d):
+        i = d["rows"].index(_first_row(d, "before_after"))
+        d["rows"][i] = {"kind": "before_after"}
+    return _refused_cleanly(*_report(tmp, _changed_results(tmp, strip)), "cpu.json", "rows[", "nothing but its kind")
+
+
+@case("report/meta.device 123", "an error naming the file and meta.device (it dropped all the load notes)")
+def _(tmp):
+    return _refused_cleanly(*_report(tmp, _changed_results(tmp, lambda d: d["meta"].update(device=123))),
+                            "cpu.json", "meta.device")
+
+
+@case("report/meta {}", "an error naming the file and the missing meta fields (captions read "
+      "'Recorded on **?**')")
+def _(tmp):
+    return _refused_cleanly(*_report(tmp, _changed_results(tmp, lambda d: d.update(meta={}))),
+                            "cpu.json", "device_name")
+
+
+@case("report/a section whose sizes is a string", "an error naming the file and the field (it was an "
+      "AttributeError traceback), the guide untouched")
+def _(tmp):
+    results = _changed_results(tmp, lambda d: d["sections"]["mlp"].update(sizes="B=2, T=256"))
+    return _refused_cleanly(*_report(tmp, results), "cpu.json", "sizes")
+
+
+@case("report/JSON nested 100,000 deep", "an error naming the file (it was a RecursionError traceback), "
+      "the guide untouched")
+def _(tmp):
+    results = results_copy(tmp)
+    (results / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    return _refused_cleanly(*_report(tmp, results), "deep.json")
+
+
+@case("report/a failed measurement", "its cells read 'failed' beside its error, never '—' (not measured)")
+def _(tmp):
+    r, _ = _report(tmp, results_copy(tmp))
+    rows = [ln for ln in (tmp / "guide.md").read_text().splitlines() if "NotImplementedError" in ln]
+    dashes = [ln for ln in rows if "—" in ln]
+    return Outcome(r.rc == 0 and rows and not dashes and all("failed" in ln for ln in rows),
+                   f"rc {r.rc}; {len(rows)} failed rows, {len(dashes)} with '—'"
+                   + (f": {dashes[0][:90]}" if dashes else ""))
+
+
+# ---- issue 26: the guide's markers, and what belongs in results/ --------------------------------
+def _report_guide_text(tmp: Path, text: str, results: Path, *extra) -> tuple:
+    g = tmp / "guide.md"
+    g.write_text(text)
+    r = cli(["report", "--guide", g, "--results", results, *extra])
+    return r, g.read_text() == text
+
+
+@case("report/a guide with no markers", "an error (it was 'already up to date'), the guide untouched")
+def _(tmp):
+    text = "# A guide\n\nNo tables here.\n"
+    return _refused_cleanly(*_report_guide_text(tmp, text, results_copy(tmp)), "no report blocks")
+
+
+@case("report/an end marker missing", "an error naming the line and the block (the block silently stopped "
+      "being managed)")
+def _(tmp):
+    text = GUIDE.read_text().replace("<!-- /report:memory -->\n", "", 1)
+    return _refused_cleanly(*_report_guide_text(tmp, text, results_copy(tmp)), "report:memory", "line")
+
+
+@case("report/a start marker missing", "an error naming the line and the block")
+def _(tmp):
+    text = GUIDE.read_text().replace("<!-- report:memory -->\n", "", 1)
+    return _refused_cleanly(*_report_guide_text(tmp, text, results_copy(tmp)), "/report:memory", "line")
+
+
+@case("report/a copy of cpu.json in results/", "an error naming both files (every CPU table was shown "
+      "twice, with no note), the guide untouched")
+def _(tmp):
+    results = results_copy(tmp)
+    shutil.copy(results / "cpu.json", results / "cpu_copy.json")
+    return _refused_cleanly(*_report(tmp, results), "cpu.json", "cpu_copy.json")
+
+
+@case("report/a profile JSON in results/", "skipped with a note naming it; no table changes (it added a toy "
+      "row to the roofline calibration and moved its summary)")
+def _(tmp):
+    return _extra_file(tmp, "profile.json", _profile_json())
+
+
+@case("report/a results folder without training runs", "an error naming the training table (it was "
+      "silently replaced by 'No recorded training runs yet'), the guide untouched")
+def _(tmp):
+    return _refused_cleanly(*_report(tmp, results_copy(tmp, runs=False)), "training_runs", "--allow-placeholders")
+
+
+@case("report --allow-placeholders/no training runs", "the training table replaced by its placeholder, "
+      "on purpose")
+def _(tmp):
+    r, _ = _report(tmp, results_copy(tmp, runs=False), "--allow-placeholders")
+    block = (tmp / "guide.md").read_text().split("<!-- report:training_runs -->")[1].split("<!-- /report:")[0]
+    return Outcome(r.rc == 0 and "No recorded training runs yet" in block, f"rc {r.rc}; block: {block[:60]!r}")
+
+
+@case("args/train --eval-batches 100000000", "refused before training, naming the bound")
+def _(tmp):
+    o = _before_work([*TRAIN_TINY, "--steps", "2", "--eval-batches", "100000000"])
+    r = cli([*TRAIN_TINY, "--steps", "2", "--eval-batches", "100000000"], guard_work=True)
+    return Outcome(o.ok and "eval_batches" in r.err and "at most" in r.err, o.what)
 
 
 # ---- pytest --------------------------------------------------------------------------------

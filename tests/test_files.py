@@ -90,6 +90,90 @@ def test_check_writable(tmp_path):
             files.check_writable(ro / "r.json")
 
 
+# ---- targets that are not regular files, and symbolic links ------------------------------------
+def _make(kind: str, path: Path):
+    """A FIFO, a bound Unix socket, or a copy of /dev/null (``mknod``: root with CAP_MKNOD)."""
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "socket":
+        import socket
+        s = socket.socket(socket.AF_UNIX)
+        s.bind(str(path))
+        return s
+    else:
+        try:
+            os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+        except PermissionError:
+            pytest.skip("mknod needs root (CAP_MKNOD); /dev/null itself is checked below")
+    return None
+
+
+KIND_TEST = {"fifo": stat.S_ISFIFO, "socket": stat.S_ISSOCK, "device": stat.S_ISCHR}
+
+
+@pytest.mark.parametrize("kind", sorted(KIND_TEST))
+def test_a_target_that_is_not_a_regular_file_is_never_replaced(tmp_path, kind):
+    """``os.replace`` over a device node makes it a plain file (``train --out /dev/null`` as
+    root did that to /dev/null): both the early check and the writer refuse, naming what is there."""
+    target = tmp_path / "target"
+    sock = _make(kind, target)
+    try:
+        with pytest.raises(ValueError, match="not a regular file: refusing to replace it"):
+            files.check_writable(target)
+        with pytest.raises(OSError, match="not a regular file") as info:
+            files.atomic_write_text(target, "x" * 2000)
+        assert str(target) in str(info.value)
+        assert KIND_TEST[kind](os.lstat(target).st_mode) and _only(tmp_path) == ["target"]
+        link = tmp_path / "link"  # a link to it is refused the same way
+        link.symlink_to(target)
+        with pytest.raises(OSError, match="not a regular file"):
+            files.atomic_write_text(link, "x")
+        assert KIND_TEST[kind](os.lstat(target).st_mode)
+    finally:
+        if sock is not None:
+            sock.close()
+
+
+def test_dev_null_is_refused_before_any_work():
+    with pytest.raises(ValueError, match="'/dev/null': a character device, not a regular file"):
+        files.check_writable("/dev/null")
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+
+
+def test_a_symbolic_link_is_written_through_atomically(tmp_path):
+    real = tmp_path / "data" / "guide.md"
+    real.parent.mkdir()
+    real.write_text("old")
+    os.chmod(real, 0o600)
+    link = tmp_path / "guide.md"
+    link.symlink_to(real)
+    assert files.check_writable(link) == link
+    files.atomic_write_text(link, "new")
+    assert link.is_symlink() and os.readlink(link) == str(real)
+    assert real.read_text() == "new" and stat.S_IMODE(real.stat().st_mode) == 0o600
+    assert _only(real.parent) == ["guide.md"] and _only(tmp_path) == ["data", "guide.md"]
+    # a failed write through the link leaves the file it points to whole
+    with pytest.raises(OSError):
+        with files.atomic_path(link) as tmp:
+            tmp.write_text("half")
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert real.read_text() == "new" and _only(real.parent) == ["guide.md"]
+
+
+def test_a_dangling_link_creates_its_target_and_a_loop_is_refused(tmp_path):
+    link = tmp_path / "r.json"
+    link.symlink_to(tmp_path / "made.json")
+    files.atomic_write_text(link, "x")
+    assert link.is_symlink() and (tmp_path / "made.json").read_text() == "x"
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    with pytest.raises(ValueError, match="cannot be followed"):
+        files.check_writable(tmp_path / "a")
+    with pytest.raises(OSError, match="cannot be followed"):
+        files.atomic_write_text(tmp_path / "a", "x")
+    assert (tmp_path / "a").is_symlink() and (tmp_path / "b").is_symlink()
+
+
 # ---- the rule: every file written in tutorial_lib goes through files.py -----------------------
 WRITE_CALLS = {"write_text", "write_bytes", "savefig", "export_chrome_trace", "_dump_snapshot", "save",
                "savez", "savez_compressed", "dump", "write"}

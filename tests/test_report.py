@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from tutorial_lib.guide import sources as S
 from tutorial_lib.guide.report import BLOCK, block_names, fmt, load_results, markdown_table, render_guide
 from tutorial_lib.measure import records
 
@@ -15,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _result(device_type, device, rows, section="gqa_train"):
     return {"schema_version": 1,
             "meta": {"device": device_type, "device_name": device, "dtype": "float32",
-                     "torch": "2.x", "date": "2026-11-28T00:00:00", "profile": "cpu"},
+                     "torch": "2.x", "date": "2026-11-28T00:00:00", "profile": "cpu", "suite": "guide"},
             "rows": [dict(r, kind=section) for r in rows],
             "sections": {section: {"columns": ["n_kv_head", "ms"], "sizes": {"B": 4}}}}
 
@@ -97,7 +98,7 @@ def test_recorded_tables_for_notebooks(tmp_path):
     assert "No recorded result for this table yet" in empty._repr_markdown_()
     doc = {"schema_version": 1,
            "meta": {"device": "cuda:0", "device_name": "NVIDIA H200", "dtype": "bfloat16",
-                    "torch": "2.11.0", "profile": "gpu", "date": "2026-11-28T10:00:00+00:00"},
+                    "torch": "2.11.0", "profile": "gpu", "date": "2026-11-28T10:00:00+00:00", "suite": "guide"},
            "rows": [{"kind": "mlp", "variant": "GELU 4x", "ms_per_step": 47.8}],
            "sections": {"mlp": {"columns": ["variant", "ms_per_step"], "sizes": {"B": 4, "T": 512}}}}
     (tmp_path / "h200.json").write_text(json.dumps(doc))
@@ -133,8 +134,12 @@ def test_decision_block_uses_measured_payoffs_for_their_device_only():
 
 # ---- one loader: results files are validated, other files recognised -------------------------
 
+META = {"device": "cpu", "device_name": "box", "dtype": "float32", "torch": "2.x", "date": "2026-11-28",
+        "suite": "guide"}
+
+
 def _doc(**changes):
-    d = {"schema_version": 1, "meta": {"device": "cpu"}, "rows": [{"kind": "mlp", "ms": 1.0}]}
+    d = {"schema_version": 1, "meta": dict(META), "rows": [{"kind": "mlp", "ms": 1.0}]}
     d.update(changes)
     return d
 
@@ -213,3 +218,114 @@ def test_regenerate_refuses_no_results(tmp_path):
     with pytest.raises(ValueError, match="holds no results file"):
         regenerate(guide, tmp_path / "empty")
     assert "kept" in guide.read_text()
+
+
+# ---- issue 26: markers, failed rows, placeholders, duplicates, files of other commands ------------
+@pytest.mark.parametrize("text, match", [
+    ("# no blocks at all\n", "has no report blocks"),
+    ("<!-- report:mlp -->\nx\n", r"line 1: <!-- report:mlp --> is a start marker without its end marker"),
+    ("<!-- report:a -->\n<!-- /report:a -->\nx\n<!-- /report:mlp -->\n",
+     r"line 4: <!-- /report:mlp --> is an end marker without its start marker"),
+    ("<!-- report:a -->\n<!-- report:b -->\n<!-- /report:b -->\n<!-- /report:a -->\n",
+     "line 2: <!-- report:b --> is a start marker without"),  # a block inside a block
+    ("<!-- report:a -->\n<!-- /report:a -->\n<!--report:b-->\n", "not in the form"),
+])
+def test_check_markers_refuses_what_would_stop_being_managed(text, match):
+    from tutorial_lib.guide.report import check_markers
+    with pytest.raises(ValueError, match=match):
+        check_markers(text, "guide.md")
+
+
+def test_check_markers_ignores_markers_quoted_in_prose():
+    from tutorial_lib.guide.report import check_markers
+    check_markers("Blocks between `<!-- report:NAME -->` markers.\n<!-- report:a -->\n<!-- /report:a -->\n")
+
+
+def test_a_failed_row_reads_failed_beside_its_error():
+    rows = [{"variant": "a", "ms": 1.5, "error": None}, {"variant": "b", "ms": None, "error": "OutOfMemoryError"}]
+    assert markdown_table(rows, ["variant", "ms"]).splitlines()[2:] == [
+        "| a | 1.5 | — |", "| b | failed | OutOfMemoryError |"]  # the error column is added
+
+
+def test_every_empty_block_starts_with_a_known_placeholder():
+    """``regenerate`` tells a placeholder from a recorded table by these prefixes."""
+    from tutorial_lib.guide.report import PLACEHOLDERS, render_block
+    for name in ("mlp", "training_runs", "roofline.errors", "cuda_tests"):
+        assert render_block(name, [], [], []).startswith(PLACEHOLDERS), name
+
+
+def _suite_file(folder, name, **meta):
+    doc = _result("cpu", "cpu (2 cores)", [{"n_kv_head": 12, "ms": 812.5}])
+    doc["meta"].update(meta)
+    (folder / name).write_text(json.dumps(doc))
+
+
+def test_regenerate_skips_other_commands_and_refuses_duplicates(tmp_path):
+    from tutorial_lib.guide.report import regenerate
+
+    guide = tmp_path / "guide.md"
+    guide.write_text("<!-- report:gqa_train -->\n<!-- /report:gqa_train -->\n")
+    results = tmp_path / "results"
+    results.mkdir()
+    _suite_file(results, "cpu.json")
+    _suite_file(results, "profile.json", suite=None, command="profile")
+    notes = []
+    _, new = regenerate(guide, results, notes)
+    assert "| 12 | 812.5 |" in new and new.count("Recorded on") == 1
+    assert notes == [f"{results / 'profile.json'}: skipped, not a run of the guide's suite (`bench --suite guide`) "
+                     "but of `profile`: its rows feed no table"]
+    _suite_file(results, "cpu_again.json")
+    with pytest.raises(ValueError, match="cpu.json and .*cpu_again.json both record gqa_train on cpu"):
+        regenerate(guide, results)
+    (results / "cpu.json").unlink()
+    (results / "cpu_again.json").unlink()
+    with pytest.raises(ValueError, match="holds no results file of the guide's suite"):
+        regenerate(guide, results)
+
+
+def test_regenerate_refuses_to_turn_a_recorded_table_into_a_placeholder(tmp_path):
+    from tutorial_lib.guide.report import regenerate
+
+    guide = tmp_path / "guide.md"
+    guide.write_text("<!-- report:mlp -->\n| a recorded table |\n<!-- /report:mlp -->\n"
+                     "<!-- report:gqa_train -->\n<!-- /report:gqa_train -->\n")
+    results = tmp_path / "results"
+    results.mkdir()
+    _suite_file(results, "cpu.json")  # records gqa_train, not mlp
+    with pytest.raises(ValueError, match="holds nothing for mlp, which the guide shows recorded tables for"):
+        regenerate(guide, results)
+    _, new = regenerate(guide, results, allow_placeholders=True)
+    assert "No recorded result for this table yet" in new
+
+
+def test_recorded_notes_duplicates_and_leaves_out_other_commands(tmp_path):
+    from tutorial_lib.guide.report import recorded
+
+    _suite_file(tmp_path, "a.json")
+    _suite_file(tmp_path, "b.json")
+    _suite_file(tmp_path, "profile.json", suite=None, command="profile")
+    text = recorded("gqa_train", results_dir=tmp_path).text
+    assert "Recorded results files: 2" in text
+    assert f"_Note: {tmp_path / 'a.json'} and {tmp_path / 'b.json'} both record gqa_train" in text
+
+
+# ---- which files feed the guide, and duplicates ----------------------------------------------------
+def test_only_suite_runs_and_cuda_tests_feed_the_guide():
+    assert S.is_guide_record(_vdoc())
+    assert S.is_guide_record({**_vdoc(suite=None), "kind": "cuda_tests"})
+    assert not S.is_guide_record(_vdoc(suite=None, command="profile"))
+
+
+def test_duplicates_are_the_same_device_dtype_and_sections():
+    a, b = dict(_vdoc(), _path="a.json"), dict(_vdoc(), _path="b.json")
+    (line,) = S.duplicates([a, b])
+    assert line == "a.json and b.json both record mlp on box in float32"
+    other_device = dict(_vdoc(device_name="other"), _path="c.json")
+    other_dtype = dict(_vdoc(dtype="bfloat16"), _path="d.json")
+    other_section = dict(_vdoc(sections={"swiglu": {}}), _path="e.json")
+    assert S.duplicates([a, other_device, other_dtype, other_section]) == []
+
+
+def _vdoc(sections=None, **meta):
+    return {"schema_version": 1, "meta": {**META, **meta}, "rows": [{"kind": "mlp", "ms": 1.0}],
+            "sections": sections if sections is not None else {"mlp": {}}}

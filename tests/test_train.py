@@ -1,6 +1,7 @@
 """tutorial_lib.train / optim / the `train` command: determinism, Muon grouping, schedule, bad inputs."""
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -219,6 +220,23 @@ def test_batch_larger_than_a_split():
     n_train = len(data.get_split("train"))
     with pytest.raises(ValueError, match=r"larger than the 'train' split"):
         train("tiny", FAST, batch_size=n_train // seq + 1, seq_len=seq)
+
+
+def test_validation_batches_are_bounded_by_the_split():
+    """More validation tokens per evaluation than EVAL_SPLIT_PASSES x the split only re-read it
+    (``train --eval-batches 100000000`` was accepted and built every batch up front)."""
+    from tutorial_lib.train import EVAL_SPLIT_PASSES, check_sizes
+    cfg, n_val = get_config("tiny"), len(data.get_split("val"))
+    most = EVAL_SPLIT_PASSES * n_val // (2 * 16)  # FAST: 2 sequences of 16 tokens per batch
+    check_sizes(cfg, FAST.replace(eval_batches=most))
+    with pytest.raises(ValueError, match=rf"eval_batches={most + 1} reads .* more than {EVAL_SPLIT_PASSES}x "
+                                         rf"the 'val' split .* Use at most {most:,}"):
+        check_sizes(cfg, FAST.replace(eval_batches=most + 1))
+    with pytest.raises(ValueError, match="eval_batches=100000000"):
+        train("tiny", FAST, eval_batches=100_000_000)
+    for h in sorted((Path(__file__).resolve().parents[1] / "results").glob("*/*.json")):
+        recorded = TrainHistory.load(h)  # the recorded H200 runs stay within the bound
+        check_sizes(get_config(recorded.model["name"]), TrainConfig(**{**recorded.config, "progress": False}))
 
 
 def test_seq_longer_than_block_size():

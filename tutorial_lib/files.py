@@ -12,10 +12,16 @@ power loss) can leave a temporary behind: a hidden ``.NAME.*.tmp`` file beside t
 
 ``check_writable(path)`` tells, before any work starts, whether a path can be written: a folder
 where a file should be, or a parent that is a regular file, are refused with a clear error.
+
+Only regular files are ever replaced. A target that exists as something else -- a device node
+such as /dev/null, a FIFO, a socket -- is refused by both (``os.replace`` would turn /dev/null into
+a plain file). A symbolic link is written through: the file it points to is replaced atomically
+and the link stays a link.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import tempfile
@@ -35,7 +41,7 @@ def atomic_path(path: PathLike, tmp_suffix: str = "") -> Iterator[Path]:
     temporary file is removed, ``path`` is untouched and the exception propagates (an ``OSError``
     without a file name gets ``path``'s). ``tmp_suffix`` ends the temporary name, for writers that
     choose a format by extension (``".gz"``)."""
-    path = Path(path)
+    path = write_target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + tmp_suffix)
     os.close(fd)
@@ -52,6 +58,41 @@ def atomic_path(path: PathLike, tmp_suffix: str = "") -> Iterator[Path]:
             e.filename = str(path)  # "[Errno 28] No space left on device: 'results/x.json'"
         raise
     _fsync_dir(path.parent)
+
+
+NOT_REGULAR = ((stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"),
+               (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+               (stat.S_ISSOCK, "a socket"))
+
+
+def what_is_there(path: PathLike) -> Optional[str]:
+    """None when nothing is at ``path`` or it is a regular file (following symbolic links), else
+    what it is: "a folder", "a character device", "a FIFO (named pipe)", ..."""
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):  # nothing there (yet)
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    return next((what for test, what in NOT_REGULAR if test(mode)), "not a regular file")
+
+
+def write_target(path: PathLike) -> Path:
+    """The file a write to ``path`` replaces: ``path`` itself, or for a symbolic link the file it
+    points to (so the link stays a link and its target gets the new content). OSError naming
+    ``path`` when that is not a regular file (a device node, a FIFO, a socket, a folder) or the
+    link cannot be followed (a loop)."""
+    path = Path(path)
+    target = Path(os.path.realpath(path)) if path.is_symlink() else path
+    try:
+        what = what_is_there(target)
+    except OSError as e:  # ELOOP: a chain of links that never ends; EACCES
+        raise OSError(e.errno, f"cannot be followed ({e.strerror})", str(path)) from None
+    if what is not None:
+        shown = str(path) if target == path else f"{path} -> {target}"
+        code = errno.EISDIR if what == "a folder" else errno.EINVAL
+        raise OSError(code, f"{what}, not a regular file: refusing to replace it", shown)
+    return target
 
 
 def _mode_of(path: Path) -> int:
@@ -87,8 +128,9 @@ def atomic_write_text(path: PathLike, text: str) -> Path:
 
 
 def check_writable(path: PathLike, what: Optional[str] = "--out") -> Path:
-    """ValueError when ``path`` cannot be written as a file: it is a folder, a parent is a regular
-    file, or the nearest existing folder is not writable. The message starts with
+    """ValueError when ``path`` cannot be written as a file: it is a folder, a device node, a FIFO
+    or a socket (``write_target``), a parent is a regular file, or the nearest existing folder is
+    not writable. A symbolic link is checked as the file it points to. The message starts with
     ``what=path`` (just the path when ``what`` is None)."""
     p = Path(path)
     name = f"{what}={str(path)!r}" if what else repr(str(path))
@@ -96,7 +138,11 @@ def check_writable(path: PathLike, what: Optional[str] = "--out") -> Path:
         raise ValueError(f"{name} is empty; give a file name")
     if p.is_dir():
         raise ValueError(f"{name} is a folder; give a file name")
-    parent = p.parent
+    try:
+        target = write_target(p)
+    except OSError as e:  # a device node, a FIFO, a socket, a link loop: never replaced
+        raise ValueError(f"{name}: {e.strerror}; give the name of a regular file") from None
+    parent = target.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
     if not parent.is_dir():

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import json
 import math
 import os
@@ -37,6 +38,7 @@ from tqdm import tqdm
 from tutorial_lib import data, settings
 from tutorial_lib.files import atomic_write_text
 from tutorial_lib.measure import records
+from tutorial_lib.measure.validate import check_history
 from tutorial_lib.model import GPT, GPTConfig, get_config
 from tutorial_lib.optim import (
     DECAYS,
@@ -256,13 +258,15 @@ class TrainHistory:
     @classmethod
     def from_dict(cls, d: dict, source: str = "history") -> "TrainHistory":
         """A history from ``to_dict``'s output (the stored summary is ignored: it is recomputed);
-        ValueError naming ``source`` for a wrong schema version, a missing field or an unknown one."""
+        ValueError naming ``source`` for a wrong schema version, a missing field or an unknown one,
+        or a value ``measure.validate.check_history`` refuses."""
         if not isinstance(d, dict):
             raise ValueError(f"{source}: a training history is a JSON object, not {type(d).__name__}")
         v = d.get("schema_version")
         if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= SCHEMA_VERSION:
             raise ValueError(f"{source}: training history schema_version={v!r} is not one this "
                              f"library reads (1..{SCHEMA_VERSION})")
+        checked = d
         d = {k: v for k, v in d.items() if k not in ("summary", "kind")}
         fields = {f.name: f for f in dataclasses.fields(cls)}
         required = [n for n, f in fields.items() if f.default is dataclasses.MISSING
@@ -271,12 +275,11 @@ class TrainHistory:
         unknown = sorted(set(d) - set(fields))
         if missing or unknown:
             raise ValueError(f"{source}: not a training history (missing {missing}, unknown {unknown})")
-        for key in FLOAT_SERIES:
-            if not isinstance(d.get(key, []), list):
-                raise ValueError(f"{source}: {key} must be a list")
-            d[key] = [float("nan") if x is None else x for x in d.get(key, [])]
-        if not d["val_loss"]:
+        if isinstance(d["val_loss"], list) and not d["val_loss"]:
             raise ValueError(f"{source}: a training history needs at least one validation loss")
+        check_history(checked, source)  # types, finite values, times >= 0, one length per series
+        for key in FLOAT_SERIES:
+            d[key] = [float("nan") if x is None else x for x in d.get(key, [])]
         return cls(**d)
 
     @classmethod
@@ -321,8 +324,15 @@ def resolve_device(name: Optional[str], info: DistInfo = DistInfo()) -> torch.de
 
 
 # ---- validation ----------------------------------------------------------------------------
+# An evaluation reads at most this many times the validation split's tokens: its batches are random
+# windows, which by then have covered 1 - e^-4 = 98% of the split, so more batches only add time
+# (every evaluation of the run reads them all) and device memory (they are kept there).
+EVAL_SPLIT_PASSES = 4
+
+
 def check_sizes(cfg: GPTConfig, tc: TrainConfig, world_size: int = 1) -> None:
-    """The errors a run would otherwise hit late: sequence too long, batch bigger than a split."""
+    """The errors a run would otherwise hit late: sequence too long, batch bigger than a split,
+    validation batches beyond ``EVAL_SPLIT_PASSES`` times the validation split."""
     if tc.seq_len > cfg.block_size:
         raise ValueError(f"TrainConfig.seq_len={tc.seq_len} exceeds the model's block_size="
                          f"{cfg.block_size}")
@@ -334,6 +344,15 @@ def check_sizes(cfg: GPTConfig, tc: TrainConfig, world_size: int = 1) -> None:
         if b % world_size:
             raise ValueError(f"global batch size {b} ({split}) is not divisible by "
                              f"world_size={world_size}")
+    eval_b = tc.eval_batch_size or tc.batch_size
+    per_eval, n_val = tc.eval_batches * eval_b * tc.seq_len, len(data.get_split("val"))
+    if per_eval > EVAL_SPLIT_PASSES * n_val:
+        most = EVAL_SPLIT_PASSES * n_val // (eval_b * tc.seq_len)
+        raise ValueError(f"TrainConfig.eval_batches={tc.eval_batches!r} reads {per_eval:,} validation tokens "
+                         f"per evaluation ({tc.eval_batches:,} x {eval_b} x {tc.seq_len}), more than "
+                         f"{EVAL_SPLIT_PASSES}x the 'val' split ({n_val:,} tokens): by then its random windows "
+                         f"cover {1 - math.exp(-EVAL_SPLIT_PASSES):.0%} of it, so more batches only cost time "
+                         f"and memory. Use at most {most:,} at these sizes")
 
 
 def val_loss(model: torch.nn.Module, batch_size: int = 8, seq_len: int = 128, eval_batches: int = 4,
@@ -392,9 +411,17 @@ def train(model: Union[GPT, GPTConfig, str], config: Optional[TrainConfig] = Non
     try:
         # the run seeds its own generator state; the caller's global RNG is left as it was
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            return _run(cfg, tc, info, device, net)
+            history = _run(cfg, tc, info, device, net)
+        if created_group:  # every rank done with its collectives before any rank tears the group down
+            dist.barrier()
+        return history
     finally:
         if created_group:
+            # the DDP wrapper sits in reference cycles and holds the process group: collect it while
+            # the group is alive. Left to a later collection, its gloo group's destructor joined a
+            # thread after destroy_process_group -- a hang in one process, SIGABRT ("terminate called
+            # without an active exception") in a torchrun rank.
+            gc.collect()
             dist.destroy_process_group()
 
 

@@ -1,9 +1,12 @@
 """``python -m tutorial_lib report``: rewrite OPTIMIZATION_GUIDE.md's tables from results/*.json.
 
 Refuses, and leaves the guide as it is, when the results folder is missing or holds no results
-file, or when a file in it is broken (the error names the file). Files of another kind (a Chrome
-trace, a training history at the top level) are skipped with one line each on stderr. The guide
-is rewritten atomically: a failed write leaves the old guide whole.
+file of the guide's suite, when a file in it is broken (the error names the file and the field),
+when two files record the same sections on the same device, when the guide's markers do not pair
+up, or when a recorded table would become a placeholder (``--allow-placeholders`` allows that).
+Files of another kind (a Chrome trace, ``profile --out-json``'s results, a training history at the
+top level) are skipped with one line each on stderr. The guide is rewritten atomically (through a
+symbolic link to the file it points to): a failed write leaves the old guide whole.
 """
 from __future__ import annotations
 
@@ -23,6 +26,9 @@ def add_arguments(p):
     p.add_argument("--results", type=Path, default=ROOT / "results", help="folder of results/*.json")
     p.add_argument("--check", action="store_true",
                    help="write nothing; exit 1 when the guide differs from what report would write")
+    p.add_argument("--allow-placeholders", action="store_true",
+                   help="let a block that holds recorded tables become a placeholder when the results "
+                        "folder has nothing for it (by default that is refused)")
 
 
 def run(args) -> int:
@@ -33,7 +39,7 @@ def run(args) -> int:
             raise ValueError(f"--guide {args.guide} does not exist")
         if not args.check:
             check_writable(args.guide, "--guide")
-        old, new = regenerate(args.guide, args.results, notes)
+        old, new = regenerate(args.guide, args.results, notes, allow_placeholders=args.allow_placeholders)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -25,7 +25,7 @@ import sys
 from tutorial_lib.commands import output_file
 from tutorial_lib.model import PRESETS, get_config
 from tutorial_lib.optim import DECAYS, OPTIMIZERS
-from tutorial_lib.train import DTYPES, TrainConfig, dist_info, train
+from tutorial_lib.train import DTYPES, TrainConfig, check_sizes, dist_info, train
 
 DIVERGED = 3  # exit status of a run that diverged (2 is a usage error)
 
@@ -56,7 +56,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grad-clip", type=float, default=d.grad_clip, help="max gradient norm (0 = off)")
     p.add_argument("--eval-every", type=int, default=d.eval_every, help="validate every N steps")
     p.add_argument("--eval-batches", type=int, default=d.eval_batches,
-                   help="fixed validation batches per evaluation")
+                   help="fixed validation batches per evaluation (at most 4x the validation split's "
+                        "tokens: more would re-read it)")
     p.add_argument("--seed", type=int, default=d.seed,
                    help="seeds the initial weights, the batch order and the validation batches")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
@@ -96,6 +97,7 @@ def run(args) -> int:
                          grad_clip=args.grad_clip, eval_every=args.eval_every,
                          eval_batches=args.eval_batches, seed=args.seed, device=args.device,
                          dtype=args.dtype, compile=args.compile, progress=not args.no_progress)
+        check_sizes(cfg, tc, dist_info().world_size)  # before any work: sizes the splits cannot serve
         history = train(cfg, tc)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Iterable
 
 from tutorial_lib import claims
+from tutorial_lib.guide.sources import duplicates, is_guide_record
 from tutorial_lib.guide.suite import OWN_PATHS_KINDS, SECTIONS
 from tutorial_lib.lessons import decision
 from tutorial_lib.lessons import roofline as roofline_lesson
@@ -31,6 +32,33 @@ from tutorial_lib.train import TrainHistory
 BLOCK = re.compile(r"(<!-- report:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /report:(?P=name) -->)",
                    re.DOTALL)
 DEVICE_ORDER = {"cuda": 0, "mps": 1, "cpu": 2}
+# anything on a line of its own that looks like a marker, well-formed or not
+MARKER_LINE = re.compile(r"^[ \t]*(<!--\s*(/?)\s*report:\s*([^\s>]*)\s*-->)[ \t]*$", re.MULTILINE)
+# what a block reads when nothing on record fills it (see render_block)
+PLACEHOLDERS = ("_No recorded result for this table yet", "_No recorded training runs yet",
+                "_No step time on record yet", "_No device run recorded yet")
+FAILED = "failed"  # a cell of a row whose measurement failed: its error says why
+
+
+def check_markers(text: str, source: str = "the guide") -> None:
+    """ValueError unless ``text`` holds at least one report block and every marker line is part
+    of one: a start marker without its end marker, an end marker without its start, or a block
+    inside another would otherwise silently stop being managed."""
+    blocks = list(BLOCK.finditer(text))
+    paired = {m.start(1) for m in blocks} | {m.start(4) for m in blocks}
+    for m in MARKER_LINE.finditer(text):
+        if m.start(1) in paired:
+            continue
+        line = text.count("\n", 0, m.start(1)) + 1
+        name = m.group(3)
+        why = (f"an end marker without its start marker `<!-- report:{name} -->` before it" if m.group(2)
+               else f"a start marker without its end marker `<!-- /report:{name} -->` after it")
+        if not re.fullmatch(r"<!-- /?report:[\w.-]+ -->", m.group(1)):
+            why = "not in the form `<!-- report:NAME -->` / `<!-- /report:NAME -->`"
+        raise ValueError(f"{source}, line {line}: {m.group(1)} is {why}; the guide was left as it is")
+    if not blocks:
+        raise ValueError(f"{source} has no report blocks (a line `<!-- report:NAME -->`, the table, a line "
+                         "`<!-- /report:NAME -->`): there is nothing to rewrite")
 
 
 def load_results(paths: Iterable[Path]) -> list[dict]:
@@ -70,9 +98,15 @@ def markdown_table(rows: list[dict], columns: list[str] | None = None) -> str:
     if not rows:
         return "_(no rows)_\n"
     cols = columns or list(dict.fromkeys(k for r in rows for k in r))
+    if any(r.get("error") for r in rows) and "error" not in cols:
+        cols = [*cols, "error"]  # a failed row shows why
+
+    def cell(r, c):  # a value a failed measurement left empty reads "failed", not "—" (not measured)
+        return FAILED if r.get("error") and c != "error" and r.get(c) is None else fmt(r.get(c))
+
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     for r in rows:
-        lines.append("| " + " | ".join(fmt(r.get(c)) for c in cols) + " |")
+        lines.append("| " + " | ".join(cell(r, c) for c in cols) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -450,7 +484,8 @@ def recorded(*sections: str, results_dir: Path | None = None) -> Recorded:
         if name not in known:
             raise ValueError(f"section={name!r} is not one of {sorted(known)}")
     d = Path(results_dir) if results_dir is not None else records.results_dir()
-    docs = guide_order(records.load_all(d))  # a broken file is left out with a warning naming it
+    # a broken file is left out with a warning naming it; results of other commands feed no table
+    docs = guide_order([doc for doc in records.load_all(d) if is_guide_record(doc)])
     parts = []
     for name in sections:
         hist = roofline_lesson.training_histories(d) if name == "roofline.errors" else None
@@ -459,30 +494,65 @@ def recorded(*sections: str, results_dir: Path | None = None) -> Recorded:
     devices = ", ".join(dict.fromkeys(str(doc["meta"].get("device_name", "?")) for doc in docs)) or "none yet"
     head = (f"_Recorded results files: {len(docs)} ({devices}). Add one with "
             "`python -m tutorial_lib bench --suite guide --out results/<device>.json`._\n\n")
+    head += "".join(f"_Note: {line}; both are shown below._\n\n" for line in duplicates(docs))
     return Recorded(head + "\n".join(parts))
 
 
-def regenerate(guide: Path, results_dir: Path, notes: list[str] | None = None) -> tuple[str, str]:
+def regenerate(guide: Path, results_dir: Path, notes: list[str] | None = None,
+               allow_placeholders: bool = False) -> tuple[str, str]:
     """(old text, new text) of the guide, from every results_dir/*.json and the training histories
     in its subfolders (``measure.records.scan``: a broken file raises ValueError naming it; other
     files are skipped with a line in ``notes``).
 
-    A missing folder, or one without a single results file, is a ValueError: rendering from
-    nothing would replace every measured table with a placeholder."""
+    ValueError (and the caller writes nothing) for: a missing folder, or one without a single
+    results file of the guide's suite (rendering from nothing would replace every measured table
+    with a placeholder); two files that record the same sections on the same device (every table
+    would show it twice); a guide whose markers do not pair up (``check_markers``); and, unless
+    ``allow_placeholders``, a block that holds recorded tables now and would become a placeholder
+    (a results folder without the training runs would drop the guide's training table).
+    Results files of other commands (``profile --out-json``, a ``bench`` grid) feed no table:
+    they are skipped with a note."""
     results_dir = Path(results_dir)
     if not results_dir.exists():
         raise ValueError(f"results folder {str(results_dir)!r} does not exist (misspelled?)")
     if not results_dir.is_dir():
         raise ValueError(f"results folder {str(results_dir)!r} is not a folder")
     found = records.scan(results_dir, strict=True)
+    docs = guide_order([d for d in found.results if is_guide_record(d)])
     if notes is not None:
         notes += found.notes + [f"{p}: skipped, a training history; the guide's training table reads "
                                 f"{results_dir}/<folder>/*.json" for p, _ in found.histories]
-    if not found.results:
-        raise ValueError(f"results folder {str(results_dir)!r} holds no results file (*.json from "
-                         "`python -m tutorial_lib bench --suite guide --out ...`); the guide was left "
-                         "as it is")
-    runs = training_runs(results_dir, notes)
+        notes += [f"{d['_path']}: skipped, not a run of the guide's suite (`bench --suite guide`)"
+                  + (f" but of `{d['meta']['command']}`" if d["meta"].get("command") else "")
+                  + ": its rows feed no table" for d in found.results if not is_guide_record(d)]
+    if not docs:
+        raise ValueError(f"results folder {str(results_dir)!r} holds no results file of the guide's suite "
+                         "(*.json from `python -m tutorial_lib bench --suite guide --out ...`); the guide was "
+                         "left as it is")
+    twice = duplicates(docs)
+    if twice:
+        raise ValueError("; ".join(twice) + ": every table they share would show that device twice. Keep one "
+                         f"of them in {results_dir} (move the other away); the guide was left as it is")
     old = guide.read_text()
+    check_markers(old, str(guide))
+    runs = training_runs(results_dir, notes)
     histories = roofline_lesson.training_histories(results_dir)
-    return old, render_guide(old, guide_order(found.results), runs, histories)
+    new = render_guide(old, docs, runs, histories)
+    emptied = [] if allow_placeholders else emptied_blocks(old, new)
+    if emptied:
+        raise ValueError(f"{results_dir} holds nothing for {', '.join(emptied)}, which the guide shows recorded "
+                         "tables for: rewriting would replace them with a placeholder (training runs are "
+                         f"read from {results_dir}/<folder>/*.json). Add their results, or pass "
+                         "--allow-placeholders to drop them on purpose; the guide was left as it is")
+    return old, new
+
+
+def emptied_blocks(old: str, new: str) -> list[str]:
+    """The blocks that hold recorded tables in ``old`` and only a placeholder in ``new``."""
+    before = {m.group("name"): m.group("body").strip() for m in BLOCK.finditer(old)}
+    out = []
+    for m in BLOCK.finditer(new):
+        was = before.get(m.group("name"), "")
+        if m.group("body").strip().startswith(PLACEHOLDERS) and was and not was.startswith(PLACEHOLDERS):
+            out.append(m.group("name"))
+    return out

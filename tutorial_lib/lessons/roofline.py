@@ -40,6 +40,7 @@ from tutorial_lib.measure.profile import GRAD_ACC, OTHER_BWD, OTHER_FWD, profile
 from tutorial_lib.measure.roofline import StepCheck, error, median_range
 from tutorial_lib.measure.timing import SWEEP_ERRORS, error_text, time_fn
 from tutorial_lib.measure.traffic import count_call
+from tutorial_lib.measure.validate import check_history
 from tutorial_lib.model import GPTConfig, get_config
 from tutorial_lib.sizes import Roofline, get_sizes
 
@@ -405,7 +406,7 @@ def training_histories(results_dir: Optional[Path] = None) -> List[dict]:
     out = []
     for f in sorted(d.glob("*/*.json")) if d.is_dir() else []:
         try:
-            h = records.read_json(f)  # a broken file is skipped: the guide shows the rest
+            h = check_history(records.read_json(f), f)  # a broken file is skipped
             sm = h["summary"]
             cfg = GPTConfig(**h["model"])
         except (ValueError, KeyError, TypeError, OSError):

@@ -5,13 +5,15 @@ plain dicts (dataclasses such as ``StepResult`` are converted with ``dataclasses
 later lesson can add its own kinds of rows; give each row a ``"kind"`` (e.g. "step", "breakdown",
 "attention_sweep") so readers can pick theirs with ``rows_of_kind``.
 
-Bump ``SCHEMA_VERSION`` when a field changes meaning; ``load_results`` refuses newer files and
-reports the version it found (after mamf-finder's ``benchmark_version``).
+Bump ``SCHEMA_VERSION`` (defined in ``measure.validate``) when a field changes meaning;
+``load_results`` refuses newer files and reports the version it found (after mamf-finder's
+``benchmark_version``).
 
 Reading is one loader for every consumer (``report``, the notebooks, the widgets): ``read_json``
 names the file it failed on, ``file_kind`` tells a results file from a training history or a
-Chrome trace, ``check_results`` validates a results document (schema version, ``meta``, rows
-each with a ``kind``), and ``scan`` / ``load_all`` walk a folder with them.
+Chrome trace, ``check_results`` (``measure.validate``: types, finite values, times and bytes >= 0,
+``meta``, the shape of rows and sections, the nesting depth) refuses a bad document naming the
+field, and ``scan`` / ``load_all`` walk a folder with them.
 """
 from __future__ import annotations
 
@@ -32,8 +34,7 @@ import torch
 from tutorial_lib import settings
 from tutorial_lib.files import atomic_write_text
 from tutorial_lib.measure.allocator import allocator_settings
-
-SCHEMA_VERSION = 1
+from tutorial_lib.measure.validate import SCHEMA_VERSION, check_results
 
 
 def stamp(device=None, dtype=None, **extra) -> Dict[str, Any]:
@@ -132,8 +133,11 @@ def read_json(path: Union[str, Path]) -> Any:
         raise ValueError(f"{path}: cannot be read ({e.strerror or e})") from None
     try:
         return json.loads(text)
-    except json.JSONDecodeError as e:
+    except ValueError as e:  # JSONDecodeError, or an integer of more than 4,300 digits
         raise ValueError(f"{path}: not valid JSON ({e})") from None
+    except RecursionError:
+        raise ValueError(f"{path}: nested too deeply to be read (a results file has at most "
+                         "a few levels)") from None
 
 
 def file_kind(doc: Any) -> Optional[str]:
@@ -152,40 +156,6 @@ def file_kind(doc: Any) -> Optional[str]:
     elif isinstance(doc, list) and doc and all(isinstance(e, dict) and "ph" in e for e in doc[:10]):
         return CHROME_TRACE
     return None
-
-
-def check_results(doc: Any, source: Union[str, Path] = "results") -> Dict[str, Any]:
-    """``doc`` when it is a valid results document, else ValueError naming ``source`` and the
-    problem: the schema version (an int this library knows), ``meta`` (an object), ``rows`` (a
-    list of objects, each with a ``kind``), ``sections`` (optional, objects)."""
-    if not isinstance(doc, dict):
-        raise ValueError(f"{source}: a results file is a JSON object, not {type(doc).__name__}")
-    missing = [k for k in ("schema_version", "meta", "rows") if k not in doc]
-    if missing:
-        raise ValueError(f"{source}: not a results file (missing {missing}; it needs "
-                         "'schema_version', 'meta' and 'rows')")
-    v = doc["schema_version"]
-    if isinstance(v, int) and not isinstance(v, bool) and v > SCHEMA_VERSION:
-        raise ValueError(f"{source}: schema_version={v!r} is newer than this library's "
-                         f"{SCHEMA_VERSION}; update tutorial_lib")
-    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-        raise ValueError(f"{source}: schema_version={v!r} is not a version this library knows "
-                         f"(an integer 1..{SCHEMA_VERSION})")
-    if not isinstance(doc["meta"], dict):
-        raise ValueError(f"{source}: 'meta' must be an object, not {type(doc['meta']).__name__}")
-    if not isinstance(doc["rows"], list):
-        raise ValueError(f"{source}: 'rows' must be a list, not {type(doc['rows']).__name__}")
-    for i, row in enumerate(doc["rows"]):
-        if not isinstance(row, dict):
-            raise ValueError(f"{source}: row {i} is a {type(row).__name__}, not an object")
-        kind = row.get("kind")
-        if not isinstance(kind, str) or not kind:
-            raise ValueError(f"{source}: row {i} has no 'kind' (got {kind!r}); every row needs one "
-                             "so a reader can tell what it measured")
-    sections = doc.get("sections", {})
-    if not isinstance(sections, dict) or not all(isinstance(v, dict) for v in sections.values()):
-        raise ValueError(f"{source}: 'sections' must map a section name to an object")
-    return doc
 
 
 def load_results(path: Union[str, Path]) -> Dict[str, Any]:
