@@ -34,7 +34,8 @@ def test_estimates_name_real_sections_of_known_profiles():
 def _results(path, profile, device_name, date, sections):
     path.write_text(json.dumps({"schema_version": 1, "rows": [], "sections": sections,
                                 "meta": {"suite": "guide", "profile": profile, "device_name": device_name,
-                                         "date": date}}))
+                                         "date": date, "device": "cuda", "dtype": "bfloat16",
+                                         "torch": "2.11.0"}}))
 
 
 def test_predictions_prefer_this_devices_newest_finished_record(tmp_path):

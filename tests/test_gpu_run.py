@@ -34,7 +34,8 @@ def history(folder, seconds, profile="smoke", device_name="an earlier run"):
     folder.mkdir()
     (folder / "earlier.json").write_text(json.dumps({
         "schema_version": 1, "rows": [], "sections": {n: {"seconds": seconds} for n in suite.SECTIONS},
-        "meta": {"suite": "guide", "profile": profile, "device_name": device_name, "date": "2026-12-01"}}))
+        "meta": {"suite": "guide", "profile": profile, "device_name": device_name, "date": "2026-12-01",
+                 "device": "cpu", "dtype": "float32", "torch": "2.5.0"}}))
     return folder
 
 
