@@ -131,8 +131,8 @@ def build_optimizer(model: nn.Module, spec: OptimizerSpec) -> OptimizerSet:
     """AdamW over everything, or Muon over the blocks' matrices + AdamW over the rest.
 
     AdamW runs the implementation ``spec.adamw_impl`` names (``runtime.make_adamw``; by default
-    fused on CUDA, one kernel for all tensors, and the per-tensor loop elsewhere). Muon is PyTorch's ``torch.optim.Muon``
-    (2.9+), with Nesterov momentum, 5 Newton-Schulz steps in bf16, and Keller Jordan's
+    fused on CUDA, one kernel for all tensors, and the per-tensor loop elsewhere). Muon is
+    PyTorch's ``torch.optim.Muon`` (2.9+), with Nesterov momentum, 5 Newton-Schulz steps in bf16, and Keller Jordan's
     ``sqrt(max(1, rows/cols))`` learning-rate adjustment for rectangular matrices.
     """
     split = split_parameters(model, spec.name)
