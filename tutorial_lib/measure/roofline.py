@@ -132,14 +132,15 @@ class StepPrediction:
 
 
 def predict_step(config: GPTConfig, batch_size: int, seq_len: int, ceilings: Ceilings, dtype=None,
-                 optimizer: bool = True, grad_clip: bool = False, device_type: Optional[str] = None
-                 ) -> StepPrediction:
-    """Predicted time of one training step (forward + loss, backward, AdamW) on ``ceilings``."""
+                 optimizer: bool = True, grad_clip: bool = False, device_type: Optional[str] = None,
+                 adamw: str = "auto") -> StepPrediction:
+    """Predicted time of one training step (forward + loss, backward, AdamW in implementation
+    ``adamw``) on ``ceilings``. A TF32 step is a float32 step on ceilings measured with TF32."""
     dtype = dtype or ceilings.dtype
     if dtype == "tf32":
         dtype = "float32"
     dev = device_type or str(ceilings.device).split(":")[0]
-    rows = step_kernels(config, batch_size, seq_len, dtype, dev, optimizer, grad_clip)
+    rows = step_kernels(config, batch_size, seq_len, dtype, dev, optimizer, grad_clip, adamw)
     ms = {(r.scope, r.phase): component_seconds(r, ceilings) * 1e3 for r in rows}
     fl = sum(r.flops for r in rows)
     split = [parts(r, ceilings) for r in rows]
