@@ -359,13 +359,11 @@ print(format_rows(under, columns=["dtype", "loss_scale", "to_zero", "subnormal",
 # sd and the paired difference:
 
 # %% tags=["nbval-ignore-output"]
-from tutorial_lib.lessons.common import format_quality, loss_curves, quality_runs, quality_table
+from tutorial_lib.lessons.common import format_quality, loss_curves, quality_table
 
 q = SIZES.quality
-base_cfg = get_config(q.preset)
-runs = {**quality_runs({"fp32": base_cfg}, q, device=DEVICE, dtype="float32"),
-        **quality_runs({"bf16 autocast": base_cfg}, q, device=DEVICE, dtype="bfloat16")}
-print(f"{q.preset}, B={q.batch}, T={q.seq_len}, {q.steps} steps, seeds {list(q.seeds)}")
+runs = SL.precision_runs(q, S.numerics_steps, DEVICE, progress=True)
+print(f"{q.preset}, B={q.batch}, T={q.seq_len}, {S.numerics_steps} steps, seeds {list(q.seeds)}")
 print(format_quality(quality_table(runs), baseline_label="fp32"))
 loss_curves(runs, title="validation loss, fp32 vs bf16 autocast (mean over seeds, min-max band)")
 
@@ -387,7 +385,7 @@ print(format_rows(SL.chunked_loss_under_autocast(get_config(S.preset), S.batch, 
 # short run of the unmasked model:
 
 # %% tags=["nbval-ignore-output"]
-pad = SL.padding_difference(get_config(q.preset), q.batch, q.seq_len, S.padding_steps, DEVICE)
+pad = SL.padding_difference(get_config(q.preset), q.batch, q.seq_len, S.numerics_steps, DEVICE)
 print(f"{q.preset}, vocabulary {pad['vocab']:,} padded to {pad['padded_vocab']:,}:")
 print(f"  loss vs unpadded at init: masked {pad['masked_loss_diff']:+.2e}, unmasked {pad['unmasked_loss_diff']:+.2e}")
 print(f"  probability on the padded logits (unmasked): {pad['mass_at_init']:.3e} at init, "

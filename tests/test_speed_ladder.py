@@ -441,3 +441,14 @@ def test_the_decision_tree_weighs_the_ladders_levers():
                     {"kind": "speed_ladder", "variant": "+ bf16 autocast", "speedup": 1.4}]}
     got = {p.key: p for p in (lambda r: r.steps + r.no_gain)(decision.recommend(512, "cpu", "speed", results=[doc]))}
     assert got["bf16"].measured and got["bf16"].value == 1.4 and "over the ladder's rung below" in got["bf16"].source
+
+
+def test_precision_runs_train_fp32_and_bf16_on_the_same_seeds_and_batches():
+    runs = SL.precision_runs(SMOKE.quality, 2, "cpu")
+    assert list(runs) == ["fp32", "bf16 autocast"]
+    for label, dt in (("fp32", "float32"), ("bf16 autocast", "bfloat16")):
+        hs = runs[label]
+        assert [h.config["seed"] for h in hs] == list(SMOKE.quality.seeds)
+        assert all(h.dtype == dt and h.val_steps[-1] == 2 for h in hs)
+    for a, b in zip(runs["fp32"], runs["bf16 autocast"]):  # the same batches: the same starting loss, near
+        assert abs(a.val_loss[0] - b.val_loss[0]) <= BF16_EPS * a.val_loss[0]

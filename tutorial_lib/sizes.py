@@ -190,7 +190,7 @@ class Ladder:
     peak_sizes: Tuple[int, ...]  # torch.mm n x n per dtype: the best is that dtype's peak
     compile: bool  # time the torch.compile rungs (False: they are reported as not run)
     compile_modes: Tuple[str, ...]  # other torch.compile modes, as alternatives beside the default
-    padding_steps: int  # a short run of the unmasked padded model: where its padded logits' mass goes
+    numerics_steps: int  # the short runs (fp32 vs bf16 over Quality's seeds, the unmasked padding) at Quality's B, T
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -242,7 +242,7 @@ PROFILES = {
                            ab_attention_seq=64, ab_rounds=1, mfu_preset="tiny", mfu_batch=2, mfu_seq=32,
                            peak_sizes=(256,), rounds=1, min_run_time=0.01),
         ladder=Ladder(preset="tiny", batch=2, seq_len=32, rounds=1, min_run_time=0.01, peak_sizes=(128,),
-                      compile=False, compile_modes=(), padding_steps=4)),
+                      compile=False, compile_modes=(), numerics_steps=6)),
     "cpu": Sizes(
         name="cpu",
         step=Step(preset="gpt2_small", batch=1, seq_len=256, dtype="float32", min_run_time=1.0,
@@ -280,7 +280,7 @@ PROFILES = {
         # the issue's measurement: gpt2_mini, B=4, T=256 (bf16 autocast 1.38-1.63x on a quiet AMX
         # Xeon); the whole notebook, compiles included, within 10 minutes on 2 cores
         ladder=Ladder(preset="gpt2_mini", batch=4, seq_len=256, rounds=3, min_run_time=0.5,
-                      peak_sizes=(1024, 2048), compile=True, compile_modes=(), padding_steps=60)),
+                      peak_sizes=(1024, 2048), compile=True, compile_modes=(), numerics_steps=40)),
     "gpu": Sizes(
         name="gpu",
         step=Step(preset="gpt2_small", batch=4, seq_len=512, dtype="bfloat16", min_run_time=1.0,
@@ -314,7 +314,7 @@ PROFILES = {
         # the seed's setting; max-autotune's compile takes minutes, more than a device run can spend
         ladder=Ladder(preset="gpt2_small", batch=4, seq_len=512, rounds=3, min_run_time=0.3,
                       peak_sizes=(4096, 8192), compile=True, compile_modes=("reduce-overhead",),
-                      padding_steps=200)),
+                      numerics_steps=300)),
 }
 
 

@@ -17,7 +17,8 @@ The levers are ``GPTConfig`` fields (the model) and ``runtime.StepSettings`` fie
   (the first call) with the steps after which it pays back.
 - ``precision_rows`` / ``cpu_precision``: what each dtype can hold, and what this CPU has for it.
 - ``init_logit_difference``, ``autocast_dtypes``, ``gradient_underflow``, ``chunked_loss_under_autocast``,
-  ``padding_difference``: the numerics, measured (``common.quality_runs`` does the loss curves).
+  ``padding_difference``, ``precision_runs`` (fp32 and bf16 over seeds, ``common.quality_runs``): the
+  numerics, measured.
 - ``ladder_table`` / ``waterfall_figure``: the cumulative table and the waterfall, with
   ``PUBLISHED_A100`` (Karpathy's ladder, published figures on other hardware) beside it.
 - ``rung_ceiling`` / ``check_rung_ceiling``: the exercise.
@@ -39,7 +40,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from tutorial_lib import runtime, scopes, settings
 from tutorial_lib.data import random_batch
-from tutorial_lib.lessons.common import CheckResult, call_checked, speedup_words
+from tutorial_lib.lessons.common import CheckResult, call_checked, quality_runs, speedup_words
 from tutorial_lib.measure import ceilings as ceil
 from tutorial_lib.measure import cost, roofline
 from tutorial_lib.measure.memory import peak_bytes
@@ -59,7 +60,7 @@ from tutorial_lib.measure.timing import (
 from tutorial_lib.measure.traffic import NO_KERNEL
 from tutorial_lib.model import GPT, GPTConfig, get_config
 from tutorial_lib.runtime import NOT_AVAILABLE, StepSettings
-from tutorial_lib.sizes import Ladder, Roofline
+from tutorial_lib.sizes import Ladder, Quality, Roofline
 from tutorial_lib.train import TrainConfig, train
 
 # Karpathy, "Let's reproduce GPT-2 (124M)" (video and the build-nanogpt repository, 2024): ms per
@@ -501,6 +502,16 @@ def chunked_loss_under_autocast(config: GPTConfig, batch_size: int, seq_len: int
     for r in rows:
         r["vs_fp32"] = r["loss"] - rows[0]["loss"]
     return rows
+
+
+def precision_runs(quality: Quality, steps: int, device=None, progress: bool = False) -> Dict[str, List[object]]:
+    """The same short training run in fp32 and under bf16 autocast, for every seed of ``quality``
+    at its B and T, ``steps`` steps each (``common.quality_runs``: same seeds, same batches):
+    {"fp32": [histories], "bf16 autocast": [histories]} for ``quality_table`` and ``loss_curves``."""
+    q = dataclasses.replace(quality, steps=steps, eval_every=max(1, steps // 4))
+    return {**quality_runs({"fp32": get_config(q.preset)}, q, device=device, progress=progress, dtype="float32"),
+            **quality_runs({"bf16 autocast": get_config(q.preset)}, q, device=device, progress=progress,
+                           dtype="bfloat16")}
 
 
 def _copy_into(dst: GPT, src: GPT) -> None:
