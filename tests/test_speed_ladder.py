@@ -248,6 +248,9 @@ def test_the_ladder_records_every_rung_and_every_ratio_comes_from_the_same_round
     assert t["ms"] == rows["fused"]["ms"] and t["rungs_product"] == pytest.approx(
         math.prod(rows[k]["speedup_prev"] for k in ("bf16", "sdpa", "vocab", "fused")))
     assert set(ladder["peaks"]) == {rows[k]["dtype"] for k in ran}
+    peaks = {r["dtype"]: r for r in SL.peak_rows(ladder)}
+    assert set(peaks) == set(ladder["peaks"]) | set(ladder["quick"])  # a refused dtype: its quick probe, said so
+    assert all(("quick" in r["measured"]) == (d not in ladder["peaks"]) for d, r in peaks.items())
     text = "\n".join(SL.summary_lines(ladder))
     assert "everything together" in text and "goal" not in text and "not available here: TF32" in text
     met = t["speedup_base_min"] >= 1.2

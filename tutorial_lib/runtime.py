@@ -128,8 +128,9 @@ class NotAvailable(RuntimeError):
 def compiler_missing(device) -> Optional[str]:
     """Why ``torch.compile`` cannot build code on ``device`` here, or None. Inductor writes C++
     for a CPU (and a C launcher for Triton's GPU kernels): it needs a C++ compiler on PATH
-    (``$CXX``, else g++, clang++ or c++)."""
-    names = [os.environ["CXX"]] if os.environ.get("CXX") else ["g++", "clang++", "c++"]
+    (``$CXX``, else g++, clang++ or c++; MSVC's cl on Windows)."""
+    names = ([os.environ["CXX"]] if os.environ.get("CXX") else
+             ["cl"] if os.name == "nt" else ["g++", "clang++", "c++"])
     if not any(shutil.which(n) for n in names):
         return (f"torch.compile needs a C++ compiler to build {torch.device(device).type} code, and none of "
                 f"{', '.join(names)} is on PATH")

@@ -249,6 +249,8 @@ class TrainHistory:
                "median_step_ms": round(1e3 * self.median_step_s, 2),
                "median_optimizer_ms": round(1e3 * self.median_optimizer_s, 2),
                "tokens_per_s": round(self.tokens_per_s, 1), "wall_time_s": round(self.wall_time_s, 2)}
+        if self.skipped_steps:  # float16: updates the GradScaler skipped (inf/NaN gradients)
+            out["skipped_steps"] = len(self.skipped_steps)
         if self.diverged:
             (ts, tl), (vs, vl) = self.last_finite("train_loss"), self.last_finite("val_loss")
             out.update(status=self.divergence(), diverged=True,

@@ -180,7 +180,7 @@ def sec_speed_ladder(S: Suite):
                "rung's dtype timed in the same round. compile_s: the first call less one step; payback_steps: "
                "compile_s / the time a step saves. 'everything together': the last rung against the first.")
     S.add("speed_ladder.peaks", speed_ladder.peak_rows(res), columns=["dtype", "peak_TFLOPs", "range_TFLOPs",
-                                                                     "vs_float32"],
+                                                                     "vs_float32", "measured"],
           sizes={"mm": "x".join(str(n) for n in s.peak_sizes), "rounds": res["rounds"]},
           note="torch.mm of n x n matrices per dtype, the best size per round, timed in the ladder's rounds.")
 

@@ -177,7 +177,9 @@ def measure_ladder(sizes: Ladder, roof: Roofline, device=None, progress: bool = 
             bar.update(1)
     if bar is not None:
         bar.close()
-    return _time_and_analyse(sizes, roof, dev, rows, steps, built, prev, last, progress)
+    res = _time_and_analyse(sizes, roof, dev, rows, steps, built, prev, last, progress)
+    res["quick"] = quick  # dtype -> FLOP/s of the quick probe each rung's dtype was checked with
+    return res
 
 
 def onednn_support(dtype: str) -> Optional[bool]:
@@ -750,10 +752,19 @@ def record_rows(result: dict) -> List[dict]:
 
 
 def peak_rows(result: dict) -> List[dict]:
-    """Each dtype's matmul peak, measured in the ladder's rounds: median and range, TFLOP/s."""
-    return [{"dtype": k, "peak_TFLOPs": v[0] / 1e12, "range_TFLOPs": _rng(v[1] / 1e12, v[2] / 1e12, "{:.3f}"),
-             "vs_float32": v[0] / result["peaks"]["float32"][0] if "float32" in result["peaks"] else None}
-            for k, v in result["peaks"].items()]
+    """Each dtype's matmul peak, TFLOP/s: measured in the ladder's rounds (median and range) for the
+    dtypes of the rungs that ran; for a dtype whose rung did not run (fp16 on a CPU without fp16
+    kernels), the quick probe that checked it, said so."""
+    peaks, quick = result["peaks"], result.get("quick", {})
+    rows = [{"dtype": k, "peak_TFLOPs": v[0] / 1e12, "range_TFLOPs": _rng(v[1] / 1e12, v[2] / 1e12, "{:.3f}"),
+             "vs_float32": v[0] / peaks["float32"][0] if "float32" in peaks else None,
+             "measured": "in the ladder's rounds"} for k, v in peaks.items()]
+    for k, rate in quick.items():
+        if k not in peaks:
+            rows.append({"dtype": k, "peak_TFLOPs": rate / 1e12, "range_TFLOPs": None,
+                         "vs_float32": rate / quick["float32"] if quick.get("float32") else None,
+                         "measured": f"one quick {QUICK_MM}x{QUICK_MM} probe (its rung did not run)"})
+    return rows
 
 
 def published_rows() -> List[dict]:
