@@ -455,3 +455,16 @@ def test_precision_runs_train_fp32_and_bf16_on_the_same_seeds_and_batches():
         assert all(h.dtype == dt and h.val_steps[-1] == 2 for h in hs)
     for a, b in zip(runs["fp32"], runs["bf16 autocast"]):  # the same batches: the same starting loss, near
         assert abs(a.val_loss[0] - b.val_loss[0]) <= BF16_EPS * a.val_loss[0]
+
+
+def test_summary_lines_say_noise_goal_and_unreliable_peaks_from_the_numbers():
+    base = {"rung": "fp32 eager (baseline)", "key": "fp32", "beside": None, "mfu_max": 0.3}
+    noisy = {"rung": "+ bf16 autocast", "key": "bf16", "beside": None, "speedup_prev": 1.3, "speedup_prev_min": 0.9,
+             "speedup_prev_max": 1.6, "verdict": "within noise (...)", "predicted_speedup_prev": 1.5, "mfu_max": 1.4}
+    together = {"rung": "everything together", "key": "together", "speedup_base": 1.6, "speedup_base_min": 1.4,
+                "speedup_base_max": 1.9, "rungs_product": 1.3}
+    lines = SL.summary_lines({"rows": [base, noisy, together]}, goal=1.5)
+    assert lines[0].startswith("- + bf16 autocast: an MFU above 100% in some round (140%)")
+    assert lines[1] == ("- + bf16 autocast: 1.30x over the rung below (rounds 0.90-1.60): within noise (...); "
+                        "the roofline expected 1.50x")
+    assert lines[2].endswith("the 1.5x goal: met in the median only")

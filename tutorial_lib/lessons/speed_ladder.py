@@ -676,12 +676,14 @@ def summary_lines(result: dict, goal: Optional[float] = None) -> List[str]:
                        "met in the median only" if r["speedup_base"] >= goal else "not met")
                 line += f"; the {goal:g}x goal: {met}"
             out.append(line)
-        elif r.get("speedup_prev") is not None:
-            vs = f"vs {'bf16' if r.get('beside') == 'bf16' else 'the rung below'}"
-            out.append(f"- {r['rung']}: {r['verdict']} {vs} ({r['speedup_prev']:.2f}x, rounds "
-                       f"{r['speedup_prev_min']:.2f}-{r['speedup_prev_max']:.2f}; the roofline expected "
-                       + ("n/a" if r.get("predicted_speedup_prev") is None else f"{r['predicted_speedup_prev']:.2f}x")
-                       + ")")
+        elif r.get("mfu_max") is not None and r["mfu_max"] > 1 and r["key"] != "together":
+            out.append(f"- {r['rung']}: an MFU above 100% in some round ({r['mfu_max']:.0%}): the peak probe ran slow "
+                       "in that round (the machine was busy); this rung's numbers are noise")
+        if r.get("speedup_prev") is not None and not r.get("error") and r["key"] != "together":
+            expected = r.get("predicted_speedup_prev")
+            out.append(f"- {r['rung']}: {r['speedup_prev']:.2f}x over the rung below (rounds "
+                       f"{r['speedup_prev_min']:.2f}-{r['speedup_prev_max']:.2f}): {r['verdict']}; the roofline "
+                       "expected " + ("n/a" if expected is None else f"{expected:.2f}x"))
     return out
 
 
