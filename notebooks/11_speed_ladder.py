@@ -80,10 +80,10 @@ print(format_rows(SL.precision_rows(), formats={"max": "{:.3g}", "smallest_norma
                                                 "smallest_subnormal": "{:.3g}", "eps": "{:.3g}"}))
 
 # %% [markdown]
-# `eps` is the gap between 1 and the next number: bf16 resolves about 3 significant digits. So sums
+# `eps` is the gap between 1 and the next number: bf16 keeps between 2 and 3 significant digits. So sums
 # of many small terms — a softmax over 50,257 logits, a norm's mean of squares — lose their small
 # terms in bf16, while products of two numbers barely notice. And fp16's smallest numbers sit far
-# above fp32's: small gradients vanish (section 8).
+# above fp32's: small gradients vanish (section 7).
 
 # %%
 one, p = torch.tensor(1.0, dtype=torch.bfloat16), 1 / 50257  # one token's probability under a uniform guess
@@ -279,36 +279,17 @@ for r in res["rows"]:
         print(f"{r['rung']}: compile {r.get('compile_s', 0):,.1f} s, saves "
               f"{r.get('saved_ms_per_step') or 0:,.1f} ms per step -> {pay}")
 if not any(r.get("compile_s") is not None for r in res["rows"]):
-    print("no compiled rung ran here (see the table's error column)")
+    print("no compiled rung ran here (the lines under the figure say why)")
 
 # %% [markdown]
-# **The peaks** behind the MFU and the roofline, one per dtype, measured in the same rounds:
+# **The peaks** behind the MFU and the roofline, one per dtype, measured in the same rounds (a dtype
+# whose rung did not run shows the quick probe that checked it):
 
 # %% tags=["nbval-ignore-output"]
 print(format_rows(SL.peak_rows(res), formats={"peak_TFLOPs": "{:.3f}", "vs_float32": "{:.2f}x"}))
 
 # %% [markdown]
-# ## 7. Exercise: a precision rung's ceiling
-#
-# Only the matmuls get the new dtype's peak; the rest of the step (norms, the loss, the optimizer,
-# per-operator overhead) stays roughly as it was. So a precision rung cannot beat
-# `step_ms × ((1 − share) + share / peak_ratio)`, with `share` the matmul part of the step and
-# `peak_ratio` the new peak over the old one (Amdahl's law). Write it; the checker tries several
-# cases and names the usual slips.
-
-# %%
-def my_rung_ceiling(step_ms, matmul_share, peak_ratio):
-    raise NotImplementedError  # your code here
-
-
-SL.check_rung_ceiling(my_rung_ceiling)
-
-# %% [markdown]
-# Then try it on the ladder above: the fp32 rung's time, the matmul share of its roofline
-# prediction (`roofline.predict_step(...).rows`, the components with FLOPs), and the bf16 / fp32
-# peak ratio from the peaks table. Is the measured bf16 rung above or below your ceiling?
-#
-# ## 8. Numerics: what low precision changes
+# ## 7. Numerics: what low precision changes
 #
 # **The logits at initialisation**, fp32 against bf16 autocast, one batch at the ladder's setting:
 
@@ -333,7 +314,7 @@ print(format_rows(rows))
 # inside. The residual stream stays fp32 — the weights and the embedding are fp32 — so the norms
 # (`pow`, `mean`, `rsqrt`) run in fp32 on it; and the model casts the logits to fp32 before the
 # log-softmax and the loss, which autocast keeps in fp32 too. Those are sums over many terms and an
-# exponential: exactly where bf16's three digits lose the small terms (section 2).
+# exponential: exactly where bf16's few digits lose the small terms (section 2).
 #
 # **Why fp16 needs a loss scale and bf16 does not.** The gradients flowing out of every Linear
 # layer in one fp32 step at the ladder's setting, against each format's smallest numbers: below the
@@ -392,7 +373,7 @@ print(f"  probability on the padded logits (unmasked): {pad['mass_at_init']:.3e}
       f"{pad['mass_after']:.3e} after {pad['steps']} steps")
 
 # %% [markdown]
-# ## 9. Recorded results
+# ## 8. Recorded results
 #
 # The guide suite (`python -m tutorial_lib bench --suite guide`, section `speed_ladder`) records the
 # ladder for `OPTIMIZATION_GUIDE.md`; on a GPU at the seed's own setting. Here are those recorded so
@@ -434,7 +415,23 @@ if best:
 #
 # ## Exercises
 #
-# 1. **A precision rung's ceiling** (auto-checked, section 7).
+# 1. **A precision rung's ceiling** (auto-checked). Only the matmuls get the new dtype's peak; the
+#    rest of the step (norms, the loss, the optimizer, per-operator overhead) stays roughly as it
+#    was. So a precision rung cannot beat `step_ms × ((1 − share) + share / peak_ratio)`, with `share`
+#    the matmul part of the step and `peak_ratio` the new peak over the old one (Amdahl's law).
+#    Write it; the checker tries several cases and names the usual slips. Then try it on the ladder
+#    above: the fp32 rung's time, the matmul share of its roofline prediction
+#    (`roofline.predict_step(...).rows`, the components with FLOPs) and the bf16 / fp32 peak ratio
+#    from the peaks table. Is the measured bf16 rung above or below your ceiling?
+
+# %%
+def my_rung_ceiling(step_ms, matmul_share, peak_ratio):
+    raise NotImplementedError  # your code here
+
+
+SL.check_rung_ceiling(my_rung_ceiling)
+
+# %% [markdown]
 # 2. **Your GPU.** On a CUDA machine the TF32 rung runs and `S.compile_modes` adds `reduce-overhead`
 #    (CUDA graphs: fewer launches). Which rung pays most there, and does the order of Karpathy's
 #    ladder still hold at the seed's B=4, T=512?
