@@ -468,3 +468,14 @@ def test_summary_lines_say_noise_goal_and_unreliable_peaks_from_the_numbers():
     assert lines[1] == ("- + bf16 autocast: 1.30x over the rung below (rounds 0.90-1.60): within noise (...); "
                         "the roofline expected 1.50x")
     assert lines[2].endswith("the 1.5x goal: met in the median only")
+
+
+def test_a_cold_compile_uses_empty_caches_and_leaves_the_environment_as_it_was(monkeypatch):
+    import os
+    monkeypatch.setenv("TRITON_CACHE_DIR", "/somewhere/triton")
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    with runtime.empty_compile_caches() as folder:
+        inside = {k: os.environ[k] for k in runtime.COMPILE_CACHES}
+        assert all(v.startswith(folder) for v in inside.values()) and os.listdir(folder) == []
+    assert not os.path.exists(folder)
+    assert os.environ["TRITON_CACHE_DIR"] == "/somewhere/triton" and "TORCHINDUCTOR_CACHE_DIR" not in os.environ

@@ -28,6 +28,7 @@ import contextlib
 import dataclasses
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from typing import Optional
 
@@ -135,6 +136,29 @@ def compiler_missing(device) -> Optional[str]:
         return (f"torch.compile needs a C++ compiler to build {torch.device(device).type} code, and none of "
                 f"{', '.join(names)} is on PATH")
     return None
+
+
+COMPILE_CACHES = ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")  # where torch.compile keeps what it built
+
+
+@contextlib.contextmanager
+def empty_compile_caches():
+    """Point torch.compile's on-disk caches (Inductor's, and Triton's on a GPU) at an empty folder
+    inside the block, so that a compile there costs what a first run on a fresh machine pays; a
+    later run reuses the default caches and compiles in seconds. What the block compiled stays
+    loaded after the folder is gone."""
+    before = {k: os.environ.get(k) for k in COMPILE_CACHES}
+    with tempfile.TemporaryDirectory(prefix="tutorial_compile_") as folder:
+        for k in COMPILE_CACHES:
+            os.environ[k] = os.path.join(folder, k.lower())
+        try:
+            yield folder
+        finally:
+            for k, v in before.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
 
 
 @contextlib.contextmanager

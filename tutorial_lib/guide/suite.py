@@ -172,13 +172,15 @@ def sec_speed_ladder(S: Suite):
     sizes = {"model": s.preset, "B": s.batch, "T": s.seq_len, "step": "fwd+bwd+AdamW", "rounds": res["rounds"],
              "precision": f"{prec['model']}: {prec['summary']}"}
     S.add("speed_ladder", speed_ladder.record_rows(res), columns=speed_ladder.RECORD_COLUMNS, sizes=sizes,
-          note="Each rung adds one lever to the rungs above it that ran (a row 'instead of ...' stands beside "
+          note="Each rung adds one lever to the rungs below it that ran (a row 'instead of ...' stands beside "
                "the rung it names, built on the same rungs). speedup: over the rung below, the median of per-round "
                "ratios (range: min–max); roofline_expected: the same ratio of the roofline model's predictions on "
                "the ceilings measured in the same rounds (eager kernels: compile's fusion is not in the model). "
                "MFU: the step's forward+backward FLOPs (visible pairs) per second over the matmul peak of the "
-               "rung's dtype timed in the same round. compile_s: the first call less one step; payback_steps: "
-               "compile_s / the time a step saves. 'everything together': the last rung against the first.")
+               "rung's dtype timed in the same round. compile_s: the first call less one step, with "
+               "torch.compile's on-disk caches emptied (a cold compile; a rung reusing what the rung below "
+               "compiled pays only what is new); payback_steps: compile_s / the time a step saves. 'everything "
+               "together': the last rung against the first.")
     S.add("speed_ladder.peaks", speed_ladder.peak_rows(res), columns=["dtype", "peak_TFLOPs", "range_TFLOPs",
                                                                      "vs_float32", "measured"],
           sizes={"mm": "x".join(str(n) for n in s.peak_sizes), "rounds": res["rounds"]},

@@ -25,6 +25,7 @@ The levers are ``GPTConfig`` fields (the model) and ``runtime.StepSettings`` fie
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import statistics
@@ -162,10 +163,12 @@ def measure_ladder(sizes: Ladder, roof: Roofline, device=None, progress: bool = 
         if row["error"] is None:
             try:
                 _, step, _, _ = prepare_step(c, B, T, "train", dev, **step_settings(s, dev))
-                t0 = time.perf_counter()
-                step()  # the first call: compiles, allocates, creates AdamW's state
-                settings.synchronize(dev)
-                row["first_call_s"] = time.perf_counter() - t0
+                # the first call compiles (a cold compile: empty on-disk caches), allocates, makes AdamW's state
+                with runtime.empty_compile_caches() if s.compile else contextlib.nullcontext():
+                    t0 = time.perf_counter()
+                    step()
+                    settings.synchronize(dev)
+                    row["first_call_s"] = time.perf_counter() - t0
                 steps[lv.key] = step
             except SWEEP_ERRORS as e:
                 row["error"] = error_text(e)
@@ -277,11 +280,15 @@ def _analyse(row, times, key, prev_key, base, c: GPTConfig, s: StepSettings, cei
                peak_TFLOPs=statistics.median(cr.peak_flops for cr in ceilings) / 1e12)
     if s.compile and row.get("first_call_s") is not None and prev_key in times:
         row.update(compile_payback(row["first_call_s"], ts, times[prev_key]))
+        if not key.startswith("compile"):  # what this rung compiled anew; the payback is the compile rung's
+            row.update(saved_ms_per_step=None, payback_steps=None, payback_steps_min=None, payback_steps_max=None)
     row["_preds"] = [p.total_ms for p in preds]
 
 
 def compile_payback(first_call_s: float, compiled_ms: Sequence[float], eager_ms: Sequence[float]) -> dict:
-    """Compile time (the first call less one steady step) and the steps after which it pays back:
+    """Compile time (the first call, with empty compile caches, less one steady step; a rung that
+    reuses what a rung below it compiled in this process pays only what is new to it) and the steps
+    after which it pays back:
     compile seconds / seconds saved per step (the eager rung's time less the compiled one's, per
     round: median and range). None where the compiled step is not faster in the median."""
     compile_s = max(0.0, first_call_s - statistics.median(compiled_ms) / 1e3)
