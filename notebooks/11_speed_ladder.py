@@ -266,7 +266,10 @@ print("\n".join(SL.summary_lines(res, goal=SL.GOAL if cpu_with_bf16 else None)))
 # %% [markdown]
 # Read each rung next to its range: a range that spans 1.0 is noise, whatever the median says. The
 # roofline's expectation is not a verdict either — it knows FLOPs, bytes and launches, not
-# `torch.compile`'s fusion, so a compiled rung is predicted as its eager kernels.
+# `torch.compile`'s fusion, so a compiled rung is predicted as its eager kernels. Where "everything
+# together" falls short of the goal, the rows say where: the bf16 rung cannot beat the peaks' ratio
+# on the matmul share of the step (the peaks table below, and exercise 1), a CPU without bf16
+# instructions has no ratio to offer (section 3), and a lever within noise bought nothing here.
 #
 # **Compile time** is paid once per process (and per new shape): the first call of a compiled rung
 # less one steady step, measured cold — the ladder points `torch.compile`'s on-disk caches at an
