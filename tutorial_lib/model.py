@@ -8,8 +8,10 @@ Hsu et al. 2024 (Liger Kernel) and Wijmans et al. 2024 (Cut Cross-Entropy) for t
 
 Every lesson is a change of one or two ``GPTConfig`` fields (``n_kv_head`` for GQA,
 ``attn_backend`` for flash attention, ``mlp_ratio`` / ``mlp`` for the MLP lessons, ``window`` for
-sliding windows, ``loss_impl`` / ``loss_chunk`` for the LM-head lesson), so that "before" and
-"after" are the same code with a different config.
+sliding windows, ``loss_impl`` / ``loss_chunk`` for the LM-head lesson, ``pad_vocab_multiple`` /
+``mask_vocab_padding`` for the speed ladder's vocabulary rung), so that "before" and "after" are the
+same code with a different config. How a step *runs* -- autocast dtype, TF32, torch.compile, AdamW's
+kernels -- is not the model's: ``tutorial_lib.runtime.StepSettings`` holds it.
 
 Profiling names: ``GPT.module_scopes()`` names the modules the profiler and the memory kit label
 (``tutorial_lib.scopes``); the forward keeps explicit ``scope(...)`` only where no module exists
@@ -47,6 +49,7 @@ class GPTConfig:
     block_size: int = 1024  # longest sequence the model accepts (learned positions: table size)
     vocab_size: int = 50257  # GPT-2 BPE vocabulary
     pad_vocab_multiple: Optional[int] = None  # e.g. 64 -> 50,304 rows in wte/lm_head (nanoGPT)
+    mask_vocab_padding: bool = False  # padded logits -> -inf before the loss (exact); False: they enter it (nanoGPT)
     mlp: str = "gelu"  # "gelu" (Linear-GELU-Linear) or "swiglu" (gate/up/down)
     mlp_ratio: Optional[float] = None  # hidden = ratio * n_embd; None: 4 for gelu, 8/3 for swiglu
     gelu_approx: str = "none"  # "tanh" for the original GPT-2's approximate GELU
@@ -70,7 +73,7 @@ class GPTConfig:
         for f in ("n_kv_head", "window", "pad_vocab_multiple"):
             if getattr(self, f) is not None:
                 _check_int(f, getattr(self, f), " or None")
-        for f in ("bias", "tie_embeddings"):
+        for f in ("bias", "tie_embeddings", "mask_vocab_padding"):
             if not isinstance(getattr(self, f), bool):
                 raise ValueError(f"GPTConfig.{f}={getattr(self, f)!r} must be True or False")
         _choice("mlp", self.mlp, MLP_KINDS)
@@ -138,8 +141,11 @@ class GPTConfig:
         attn = "MHA" if self.kv_heads == self.n_head else ("MQA" if self.kv_heads == 1 else f"GQA-{self.kv_heads}")
         win = f", window {self.window}" if self.window else ""
         loss = "" if self.loss_impl == "full" else f", {self.loss_impl} loss ({self.loss_chunk})"
+        vocab = ""
+        if self.padded_vocab_size != self.vocab_size:
+            vocab = f", vocab {self.padded_vocab_size:,}" + (" (masked)" if self.mask_vocab_padding else "")
         return (f"{self.name}: {self.n_layer}L {self.n_head}H d{self.n_embd} {attn}, "
-                f"{self.mlp} x{self.ratio:.3g}, {self.norm}, {self.pos}, {self.attn_backend}{win}{loss}")
+                f"{self.mlp} x{self.ratio:.3g}, {self.norm}, {self.pos}, {self.attn_backend}{win}{loss}{vocab}")
 
 
 def _choice(name: str, value, allowed) -> None:
@@ -346,6 +352,9 @@ class GPT(nn.Module):
             cos, sin = rope_cache(config.block_size, config.head_dim, config.rope_theta)
             self.register_buffer("rope_cos", cos, persistent=False)
             self.register_buffer("rope_sin", sin, persistent=False)
+        # which of the V logits are padding, not tokens (only when they are to be masked)
+        pad = torch.arange(V) >= config.vocab_size if config.mask_vocab_padding and V > config.vocab_size else None
+        self.register_buffer("vocab_padding", pad, persistent=False)
         self.apply(self.init_weights)
         # GPT-2: scale the residual projections by 1/sqrt(2 * n_layer)
         for name, p in self.named_parameters():
@@ -395,10 +404,15 @@ class GPT(nn.Module):
         x = self.norm_f(x)
         if targets is not None and self.config.loss_impl != "full":
             with scope("loss"):  # inside it, each chunk's matmul is scoped "lm_head" again
-                loss = chunked_linear_cross_entropy(x, self.lm_head.weight, targets, self.config.loss_chunk,
+                # masked padding: the chunks' logits come from the real rows only (the same as -inf)
+                w = self.lm_head.weight if self.vocab_padding is None else self.lm_head.weight[: self.config.vocab_size]
+                loss = chunked_linear_cross_entropy(x, w, targets, self.config.loss_chunk,
                                                     grad_in_forward=self.config.loss_impl == "chunked_liger")
             return None, loss
         logits = self.lm_head(x)  # (B, T, V)
+        if self.vocab_padding is not None:
+            with scope("loss"):  # padded rows are no tokens: exp(-inf) = 0 keeps them out of the softmax
+                logits = logits.masked_fill(self.vocab_padding, float("-inf"))
         loss = None
         if targets is not None:
             with scope("loss"):

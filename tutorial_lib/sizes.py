@@ -180,6 +180,21 @@ class OwnPaths:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Ladder:
+    """The speed ladder (11) and the suite's ``speed_ladder`` section: every rung's training step,
+    the matmul peak of each dtype and the roofline's other probes, all timed in the same rounds."""
+    preset: str
+    batch: int
+    seq_len: int
+    rounds: int
+    min_run_time: float
+    peak_sizes: Tuple[int, ...]  # torch.mm n x n per dtype: the best is that dtype's peak
+    compile: bool  # time the torch.compile rungs (False: they are reported as not run)
+    compile_modes: Tuple[str, ...]  # other torch.compile modes, as alternatives beside the default
+    numerics_steps: int  # the short runs (fp32 vs bf16 over Quality's seeds, the unmasked padding) at Quality's B, T
+
+
+@dataclass(frozen=True, kw_only=True)
 class Sizes:
     name: str  # smoke | cpu | gpu
     step: Step
@@ -193,6 +208,7 @@ class Sizes:
     roofline: Roofline
     lm_head: LMHead
     own_paths: OwnPaths
+    ladder: Ladder
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -225,7 +241,9 @@ PROFILES = {
                        vocabs=(1000, 1024)),
         own_paths=OwnPaths(window=16, window_seqs=(64, 128), n_head=2, head_dim=16, mask_seq=64,
                            ab_attention_seq=64, ab_rounds=1, mfu_preset="tiny", mfu_batch=2, mfu_seq=32,
-                           peak_sizes=(256,), rounds=1, min_run_time=0.01)),
+                           peak_sizes=(256,), rounds=1, min_run_time=0.01),
+        ladder=Ladder(preset="tiny", batch=2, seq_len=32, rounds=1, min_run_time=0.01, peak_sizes=(128,),
+                      compile=False, compile_modes=(), numerics_steps=6)),
     "cpu": Sizes(
         name="cpu",
         step=Step(preset="gpt2_small", batch=1, seq_len=256, dtype="float32", min_run_time=1.0,
@@ -263,7 +281,11 @@ PROFILES = {
                        seq_lens=(256, 512, 1024, 2048), vocabs=(8192, 32768, 50257, 50304)),
         own_paths=OwnPaths(window=256, window_seqs=(1024, 2048, 4096), n_head=12, head_dim=64, mask_seq=4096,
                            ab_attention_seq=1024, ab_rounds=3, mfu_preset="gpt2_mini", mfu_batch=2, mfu_seq=256,
-                           peak_sizes=(1024, 2048), rounds=5, min_run_time=0.3)),
+                           peak_sizes=(1024, 2048), rounds=5, min_run_time=0.3),
+        # the issue's measurement: gpt2_mini, B=4, T=256 (bf16 autocast 1.38-1.63x on a quiet AMX
+        # Xeon); the whole notebook, compiles included, within 10 minutes on 2 cores
+        ladder=Ladder(preset="gpt2_mini", batch=4, seq_len=256, rounds=3, min_run_time=0.5,
+                      peak_sizes=(1024, 2048), compile=True, compile_modes=(), numerics_steps=40)),
     "gpu": Sizes(
         name="gpu",
         step=Step(preset="gpt2_small", batch=4, seq_len=512, dtype="bfloat16", min_run_time=1.0,
@@ -294,7 +316,11 @@ PROFILES = {
                        vocabs=(32000, 50257, 50304, 128256, 262144)),
         own_paths=OwnPaths(window=256, window_seqs=(4096, 8192, 16384), n_head=12, head_dim=64, mask_seq=4096,
                            ab_attention_seq=1024, ab_rounds=2, mfu_preset="gpt2_small", mfu_batch=4, mfu_seq=512,
-                           peak_sizes=(4096, 8192), rounds=3, min_run_time=0.3)),
+                           peak_sizes=(4096, 8192), rounds=3, min_run_time=0.3),
+        # the seed's setting; max-autotune's compile takes minutes, more than a device run can spend
+        ladder=Ladder(preset="gpt2_small", batch=4, seq_len=512, rounds=3, min_run_time=0.3,
+                      peak_sizes=(4096, 8192), compile=True, compile_modes=("reduce-overhead",),
+                      numerics_steps=300)),
 }
 
 

@@ -3,7 +3,8 @@
 Each builder returns a widget (a ``VBox`` subclass) to display; nothing is shown on import, and
 ``import tutorial_lib`` never imports this module (the CLI and the GPU machine have no ipywidgets).
 
-- ``cost_explorer()``: T, B, n_kv_head, attention backend, window, MLP kind and ratio, dtype ->
+- ``cost_explorer()``: T, B, n_kv_head, attention backend, window, MLP kind and ratio, dtype,
+  AdamW's kernels, torch.compile ->
   predicted FLOP and time shares per component (the roofline model on this device's ceilings)
   and the training-memory breakdown; "Measure now" first shows its plan (time and memory), then
   times the ceilings and one training step here in the same rounds, profiles and memory-accounts
@@ -50,6 +51,7 @@ from tutorial_lib.measure import records
 from tutorial_lib.measure.ceilings import Ceilings, ceilings_for, quick_ceilings
 from tutorial_lib.measure.memory import available_bytes, fmt_bytes
 from tutorial_lib.model import PRESETS, get_config
+from tutorial_lib.runtime import ADAMW_IMPLS, COMPILE_MODES
 from tutorial_lib.sizes import get_sizes
 
 POW2_T = [2 ** i for i in range(5, 15)]  # 32 .. 16384
@@ -253,6 +255,9 @@ class CostExplorer(Explorer):
             "mlp_ratio": _slider(RATIOS, 0.0, "MLP ratio", "mlp-ratio"),
             "dtype": _dropdown(DTYPES, dtype, "dtype", "dtype"),
             "loss_impl": _dropdown(list(LOSS_IMPLS), "full", "LM head + loss", "loss"),
+            "adamw": _dropdown(list(ADAMW_IMPLS), "auto", "AdamW kernels", "adamw"),
+            "compile": _dropdown([("eager", "")] + [(m, m) for m in COMPILE_MODES], "", "torch.compile",
+                                 "compile"),
         }
         controls["preset"].observe(self._preset_changed, names="value")
         self.button = W.Button(description="Measure now", icon="play", button_style="primary",
@@ -331,7 +336,8 @@ class CostExplorer(Explorer):
             preset=v["preset"], seq_len=v["seq_len"], batch_size=v["batch_size"],
             n_kv_head=v["n_kv_head"], mlp=v["mlp"], mlp_ratio=v["mlp_ratio"] or None,
             window=v["window"] or None,
-            attn_backend=v["attn_backend"], dtype=v["dtype"], loss_impl=v["loss_impl"])
+            attn_backend=v["attn_backend"], dtype=v["dtype"], loss_impl=v["loss_impl"],
+            adamw=v.get("adamw", "auto"), compile=v.get("compile") or None)
 
     def compute(self, **v) -> explore.CostPrediction:
         return self.session.predict(self.settings(**v))

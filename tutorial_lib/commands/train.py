@@ -25,7 +25,8 @@ import sys
 from tutorial_lib.commands import output_file
 from tutorial_lib.model import PRESETS, get_config
 from tutorial_lib.optim import DECAYS, OPTIMIZERS
-from tutorial_lib.train import DTYPES, TrainConfig, check_sizes, dist_info, train
+from tutorial_lib.runtime import ADAMW_IMPLS, COMPILE_MODES, NotAvailable
+from tutorial_lib.train import DTYPES, TrainConfig, check_sizes, dist_info, resolve_device, train
 
 DIVERGED = 3  # exit status of a run that diverged (2 is a usage error)
 
@@ -62,8 +63,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="seeds the initial weights, the batch order and the validation batches")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--dtype", default=d.dtype, choices=DTYPES,
-                   help="autocast dtype (auto: bfloat16 on CUDA, float32 on CPU)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+                   help="autocast dtype (auto: bfloat16 on CUDA, float32 on CPU; float16 runs with a GradScaler)")
+    p.add_argument("--compile", nargs="?", const="default", default=None, choices=COMPILE_MODES,
+                   help="torch.compile the model (optionally a mode: default, reduce-overhead, max-autotune)")
+    p.add_argument("--adamw", default=d.adamw, choices=ADAMW_IMPLS,
+                   help="AdamW's kernels: for-loop, foreach or fused (auto: fused on CUDA, for-loop elsewhere)")
+    p.add_argument("--tf32", action="store_true", help="fp32 matmuls on TF32 tensor cores (CUDA, Ampere+)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--out", type=output_file, default=None,
                    help="write the history (JSON) here (rank 0; checked before training starts)")
@@ -96,10 +101,12 @@ def run(args) -> int:
                          decay=args.decay, min_lr_ratio=args.min_lr_ratio,
                          grad_clip=args.grad_clip, eval_every=args.eval_every,
                          eval_batches=args.eval_batches, seed=args.seed, device=args.device,
-                         dtype=args.dtype, compile=args.compile, progress=not args.no_progress)
+                         dtype=args.dtype, compile=args.compile or False, adamw=args.adamw, tf32=args.tf32,
+                         progress=not args.no_progress)
         check_sizes(cfg, tc, dist_info().world_size)  # before any work: sizes the splits cannot serve
+        tc.step_settings().check(resolve_device(tc.device))  # "not available here: ..." before any work
         history = train(cfg, tc)
-    except ValueError as e:
+    except (ValueError, NotAvailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if rank == 0:

@@ -25,7 +25,7 @@ from tutorial_lib import settings
 from tutorial_lib.claims import CLAIMS, Setting, claimed, compare
 from tutorial_lib.files import check_writable
 from tutorial_lib.guide.plan import priority_order
-from tutorial_lib.lessons import all_together, lm_head, own_paths
+from tutorial_lib.lessons import all_together, lm_head, own_paths, speed_ladder
 from tutorial_lib.lessons import roofline as roofline_lesson
 from tutorial_lib.lessons import triton_flash as triton_lesson
 from tutorial_lib.lessons.common import (
@@ -170,6 +170,30 @@ def sec_breakdown(S: Suite):
           note="time_share is of the whole step (optimizer included); flop_share is the component's "
                "share of the step's matmul FLOPs (cost model). Elementwise work has no matmul FLOPs: "
                "where its time share is large, memory traffic and per-op overhead are the cost.")
+
+
+def sec_speed_ladder(S: Suite):
+    """The speed ladder (notebook 11): every rung's training step, each dtype's matmul peak and the
+    roofline's probes timed in the same interleaved rounds (``lessons.speed_ladder.measure_ladder``)."""
+    s = S.sizes.ladder
+    res = speed_ladder.measure_ladder(s, S.sizes.roofline, S.device)
+    prec = speed_ladder.device_precision(S.device)
+    sizes = {"model": s.preset, "B": s.batch, "T": s.seq_len, "step": "fwd+bwd+AdamW", "rounds": res["rounds"],
+             "precision": f"{prec['model']}: {prec['summary']}"}
+    S.add("speed_ladder", speed_ladder.record_rows(res), columns=speed_ladder.RECORD_COLUMNS, sizes=sizes,
+          note="Each rung adds one lever to the rungs below it that ran (a row 'instead of ...' stands beside "
+               "the rung it names, built on the same rungs). speedup: over the rung below, the median of per-round "
+               "ratios (range: min–max); roofline_expected: the same ratio of the roofline model's predictions on "
+               "the ceilings measured in the same rounds (eager kernels: compile's fusion is not in the model). "
+               "MFU: the step's forward+backward FLOPs (visible pairs) per second over the matmul peak of the "
+               "rung's dtype timed in the same round. compile_s: the first call less one step, with "
+               "torch.compile's on-disk caches emptied (a cold compile; a rung reusing what the rung below "
+               "compiled pays only what is new); payback_steps: compile_s / the time a step saves. 'everything "
+               "together': the last rung against the first.")
+    S.add("speed_ladder.peaks", speed_ladder.peak_rows(res), columns=["dtype", "peak_TFLOPs", "range_TFLOPs",
+                                                                     "vs_float32", "measured"],
+          sizes={"mm": "x".join(str(n) for n in s.peak_sizes), "rounds": res["rounds"]},
+          note="torch.mm of n x n matrices per dtype, the best size per round, timed in the ladder's rounds.")
 
 
 def sec_gqa_train(S: Suite):
@@ -693,6 +717,7 @@ def sec_roofline(S: Suite):
 SECTIONS = {
     "before_after": sec_before_after,
     "breakdown": sec_breakdown,
+    "speed_ladder": sec_speed_ladder,  # the levers practitioners pull first, at the seed's setting on a GPU
     "memory": sec_memory,
     "roofline": sec_roofline,
     "gqa_train": sec_gqa_train,

@@ -6,6 +6,8 @@ it can be tested and printed without a browser.
 
 - ``predict_cost(ExplorerSettings, calibration, device_type, ceilings)``: per-component FLOP shares,
   predicted time per component and per step, and the training-memory breakdown of one GPT step.
+  The settings include how the step runs (``runtime.StepSettings``: dtype, AdamW's kernels, which
+  the cost model knows, and a torch.compile mode, which only "Measure now" can time).
 - ``Calibration`` / ``comparable``: a measured step (a "Measure now" run, or a results file from
   ``python -m tutorial_lib bench``) and the rule for when it may scale a prediction.
 - ``calibration_from_results``: the same from results files measured on this device.
@@ -43,6 +45,7 @@ from tutorial_lib.measure.memory import available_bytes, fmt_bytes, memory_break
 from tutorial_lib.measure.profile import GRAD_ACC, profile_step
 from tutorial_lib.measure.timing import INIT_S_PER_PARAM, expected_seconds
 from tutorial_lib.model import GPT, GPTConfig, get_config
+from tutorial_lib.runtime import StepSettings
 from tutorial_lib.settings import DTYPE_NAMES, device_name, get_device
 from tutorial_lib.sizes import get_sizes
 
@@ -66,6 +69,8 @@ class ExplorerSettings:
     attn_backend: str = "sdpa"
     dtype: str = "bfloat16"
     loss_impl: str = "full"  # "chunked" / "chunked_liger": the LM-head lesson's chunked loss
+    adamw: str = "auto"  # AdamW's kernels (runtime.StepSettings): "for-loop", "foreach", "fused"
+    compile: Optional[str] = None  # a torch.compile mode: measured by "Measure now", not modelled
 
     def __post_init__(self):
         for name in ("seq_len", "batch_size"):
@@ -74,6 +79,10 @@ class ExplorerSettings:
                 raise ValueError(f"ExplorerSettings.{name}={v!r} must be a positive integer")
         if self.dtype not in DTYPE_NAMES:
             raise ValueError(f"ExplorerSettings.dtype={self.dtype!r} is not one of {list(DTYPE_NAMES)}")
+        try:
+            self.step_settings()  # validates adamw and compile
+        except ValueError as e:
+            raise ValueError(str(e).replace("StepSettings.", "ExplorerSettings.")) from None
         self.config()  # validates the rest (GPTConfig raises ValueError naming the field)
 
     def config(self) -> GPTConfig:
@@ -86,6 +95,10 @@ class ExplorerSettings:
                             window=self.window, attn_backend=backend, loss_impl=self.loss_impl,
                             block_size=max(base.block_size, self.seq_len))
 
+    def step_settings(self) -> StepSettings:
+        """How the step runs: the dtype (autocast), AdamW's kernels, torch.compile's mode."""
+        return StepSettings(dtype=self.dtype, adamw=self.adamw, compile=self.compile)
+
     @classmethod
     def from_config(cls, cfg: GPTConfig, seq_len: int, batch_size: int, dtype: str) -> "ExplorerSettings":
         """The settings of a measured config (its preset's other fields must be the preset's)."""
@@ -97,7 +110,9 @@ class ExplorerSettings:
         return dataclasses.replace(self, **changes)
 
     def describe(self) -> str:
-        return f"{self.config().describe()}; B={self.batch_size}, T={self.seq_len}, {self.dtype}"
+        run = (f", {self.adamw} AdamW" if self.adamw != "auto" else "") + (
+            f", compile ({self.compile})" if self.compile else "")
+        return f"{self.config().describe()}; B={self.batch_size}, T={self.seq_len}, {self.dtype}{run}"
 
 
 def scope_work(config: GPTConfig, batch_size: int, seq_len: int, device_type: str = "cpu") -> Dict[str, float]:
@@ -187,6 +202,8 @@ def comparable(measured: ExplorerSettings, wanted: ExplorerSettings) -> Optional
         return f"it measured {measured.preset}, not {wanted.preset}"
     if measured.dtype != wanted.dtype:
         return f"it ran in {measured.dtype}, not {wanted.dtype}"
+    if (measured.adamw, measured.compile) != (wanted.adamw, wanted.compile):
+        return f"it ran with {measured.step_settings().describe()}, not {wanted.step_settings().describe()}"
     f = tokens_apart(measured, wanted)
     if f > SIZE_CLASS:
         return f"its tokens per step are {f:,.1f}x apart from these (more than {SIZE_CLASS:g}x)"
@@ -206,7 +223,8 @@ def scale_factors(calibration: Calibration, ceilings: Ceilings, device_type: str
     """measured / predicted at the calibration's own settings, per display scope that both the
     profile and the model have ("step": the whole step, for the rest)."""
     s = calibration.settings
-    pred = roofline.predict_step(s.config(), s.batch_size, s.seq_len, ceilings, dtype=s.dtype, device_type=device_type)
+    pred = roofline.predict_step(s.config(), s.batch_size, s.seq_len, ceilings, dtype=s.dtype, device_type=device_type,
+                                 adamw=s.adamw)
     out = {"step": calibration.step_ms / pred.total_ms}
     per = roofline_scope_ms(pred)
     for k, ms in calibration.scope_ms.items():
@@ -284,10 +302,12 @@ def predict_cost(settings: ExplorerSettings, calibration: Optional[Calibration] 
         return CostPrediction(settings, cfg.describe(), flops, flop_share, None, dict(flop_share), None,
                               f"time share = FLOP share (compute-bound assumption; {why})", mem)
     pred = roofline.predict_step(cfg, settings.batch_size, settings.seq_len, ceilings, dtype=settings.dtype,
-                          device_type=device_type)
+                                 device_type=device_type, adamw=settings.adamw)
     time_ms = roofline_scope_ms(pred)
     where = f"{ceilings.device_name} ({ceilings.source} ceilings)"
     basis = f"roofline model on {where}"
+    if settings.compile:
+        basis += " (eager kernels: torch.compile's fusion is not in the model; Measure now measures it)"
     scaled_by = None
     why_not = None
     if calibration is not None:
@@ -610,7 +630,8 @@ class ExplorerSession:
         model = GPT(cfg)  # one model for the three measurements
         say(1, f"the ceilings and the step, timed in turn ({EXPLORER_ROUNDS} rounds)")
         label = f"{m_s.preset}, B={m_s.batch_size}, T={m_s.seq_len}"
-        res = roofline.check_steps([roofline.StepCheck(label, cfg, m_s.batch_size, m_s.seq_len, model=model)],
+        res = roofline.check_steps([roofline.StepCheck(label, cfg, m_s.batch_size, m_s.seq_len, model=model,
+                                                        adamw=m_s.adamw, compile=m_s.compile)],
                                    self.ceiling_probes(m_s.dtype), self.device, m_s.dtype, EXPLORER_ROUNDS,
                                    EXPLORER_MIN_RUN_TIME, progress=False)
         row = dict(res["rows"][0], label=label)

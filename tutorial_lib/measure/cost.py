@@ -269,17 +269,38 @@ def norm_kernels(c: GPTConfig, N: int, n: int) -> Tuple[List[Kernel], List[Kerne
     return fwd, bwd
 
 
-def adamw_kernels(param_sizes: List[int], device_type: str) -> List[Kernel]:
-    """AdamW's step on fp32 parameters of these element counts: PyTorch's per-tensor loop on a CPU
-    (9 operators per tensor, 13 reads and 8 writes of the tensor's size), one fused kernel per
-    step on CUDA (reads p, g, m, v; writes p, m, v)."""
-    if device_type == "cuda":
-        P = 4 * sum(param_sizes)
-        return [Kernel("_foreach_add_", 1, 4 * len(param_sizes), 4 * len(param_sizes)),
-                Kernel("_fused_adamw_", 1, 4 * P, 3 * P)]
+ADAMW_IMPLS = ("for-loop", "foreach", "fused")
+
+
+def adamw_kernels(param_sizes: List[int], device_type: str, impl: str = "auto") -> List[Kernel]:
+    """AdamW's step on fp32 parameters of these element counts, in implementation ``impl``
+    (``runtime.StepSettings.adamw``; "auto": fused on CUDA, the for-loop elsewhere):
+
+    - "for-loop": PyTorch's loop over the tensors, 9 operators per tensor (13 reads and 8 writes of
+      its size): every small tensor pays a dispatch each time;
+    - "foreach": the same 9 operators, each once over the list of all tensors (the same bytes; on
+      a CPU one dispatch loops over the tensors, on CUDA it launches a few kernels for all of them);
+    - "fused": one kernel reads parameters, gradients and both moments and writes three of them
+      back (4 reads and 3 writes of the parameters' size), after the step counts are bumped.
+    """
+    n, P = len(param_sizes), 4 * sum(param_sizes)
+    if impl == "auto":
+        impl = "fused" if device_type == "cuda" else "for-loop"
+    if impl not in ADAMW_IMPLS:
+        raise ValueError(f"impl={impl!r} is not one of {['auto', *ADAMW_IMPLS]}")
+    if impl == "fused":
+        return [Kernel("_foreach_add_", 1, 4 * n, 4 * n), Kernel("_fused_adamw_", 1, 4 * P + 4 * n, 3 * P)]
+    if impl == "foreach":  # step counts + 1 (a CPU adds a one-element tensor), then the update
+        one = 4 if device_type == "cpu" else 0
+        return [Kernel("_foreach_add_", 1, 4 * n + one, 4 * n), Kernel("_foreach_mul_", 1, P, P),  # decay
+                Kernel("_foreach_lerp_", 1, 2 * P, P), Kernel("_foreach_mul_", 1, P, P),
+                Kernel("_foreach_addcmul_", 1, 3 * P, P),
+                Kernel("_foreach_sqrt", 1, P, P, alloc=tuple(4 * k for k in param_sizes)),
+                Kernel("_foreach_div_", 1, P, P), Kernel("_foreach_add_", 1, P, P),
+                Kernel("_foreach_addcdiv_", 1, 3 * P, P)]
     ks = []
-    for n in param_sizes:
-        p = 4 * n
+    for k in param_sizes:
+        p = 4 * k
         ks += [Kernel("add_", 1, 4, 4), Kernel("mul_", 2, p, p), Kernel("lerp_", 1, 2 * p, p),
                Kernel("addcmul_", 1, 3 * p, p), Kernel("sqrt", 1, p, p), Kernel("div", 1, p, p),
                Kernel("add_", 1, p, p), Kernel("addcdiv_", 1, 3 * p, p)]
@@ -389,13 +410,14 @@ def chunked_loss_kernels(N: int, C: int, V: int, chunk: int, e: int, liger: bool
 
 
 def step_kernels(config: GPTConfig, batch_size: int, seq_len: int, dtype="float32",
-                  device_type: str = "cpu", optimizer: bool = True, grad_clip: bool = False
-                  ) -> List[Component]:
+                  device_type: str = "cpu", optimizer: bool = True, grad_clip: bool = False,
+                  adamw: str = "auto") -> List[Component]:
     """The kernels of one training step of ``config`` on a (batch_size, seq_len) batch, one
     ``Component`` per (scope, phase), all layers summed.
 
     ``dtype``: the compute dtype (bf16/fp16 = autocast on fp32 weights); ``optimizer`` adds
-    AdamW's step, ``grad_clip`` the global-norm clipping ``train`` does before it."""
+    AdamW's step (``adamw``: its implementation, ``adamw_kernels``), ``grad_clip`` the global-norm
+    clipping ``train`` does before it."""
     for name, v in (("batch_size", batch_size), ("seq_len", seq_len)):
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise ValueError(f"{name}={v!r} must be a positive integer")
@@ -487,25 +509,32 @@ def step_kernels(config: GPTConfig, batch_size: int, seq_len: int, dtype="float3
 
     # head and loss: fp32 log-softmax over the vocabulary, then pick each target's log-probability
     if c.loss_impl != "full":  # the chunked loss (tutorial_lib.loss): no (N, V) tensor at all
-        for key, ks in chunked_loss_kernels(N, C, V, c.loss_chunk, e, c.loss_impl == "chunked_liger").items():
+        masked = V > c.vocab_size and c.mask_vocab_padding  # the chunks' logits from the real rows only
+        for key, ks in chunked_loss_kernels(N, C, c.vocab_size if masked else V, c.loss_chunk, e,
+                                            c.loss_impl == "chunked_liger").items():
             add(*key, ks)
+        if masked:  # the real rows' gradient written into a zeroed gradient of the padded table
+            add("loss", "backward", [Kernel("slice_backward", 1, 4 * c.vocab_size * C, 4 * V * C)])
     else:
         f, b = linear_kernels(N, C, V, e, 4, False, 1)
         add("lm_head", "forward", f)
         add("lm_head", "backward", b)
         logits = 4 * N * V
-        loss_f = ([Kernel("_to_copy", 1, e * N * V, logits)] if e < 4 else []) + [
+        # masked padding: the padded logits set to -inf (a bool mask of V read), and their gradient to 0
+        mask = [Kernel("masked_fill", 1, e * N * V + V, e * N * V)] if V > c.vocab_size and c.mask_vocab_padding else []
+        loss_f = mask + ([Kernel("_to_copy", 1, e * N * V, logits)] if e < 4 else []) + [
             Kernel("_log_softmax", 1, logits, logits), Kernel("nll_loss_forward", 1, 8 * N + 4 * N, 8, alloc=(4, 4))]
         loss_b = [Kernel("nll_loss_backward", 1, 8 * N + 8, logits),
                   Kernel("_log_softmax_backward_data", 1, 2 * logits, logits)]
         if e < 4:
             loss_b.append(Kernel("_to_copy", 1, logits, e * N * V))
+        loss_b += mask
         add("loss", "forward", loss_f)
         add("loss", "backward", loss_b)
 
     if optimizer:
         sizes = param_sizes(c)
-        ks = adamw_kernels(sizes, device_type)
+        ks = adamw_kernels(sizes, device_type, adamw)
         if grad_clip:  # torch.nn.utils.clip_grad_norm_: a norm per tensor, then scale every grad
             P = 4 * sum(sizes)
             ks = [Kernel("_foreach_norm", 1, P, 4 * len(sizes)), Kernel("stack+norm+clamp", 4, 4 * len(sizes), 4),

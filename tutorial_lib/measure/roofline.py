@@ -136,14 +136,15 @@ class StepPrediction:
 
 
 def predict_step(config: GPTConfig, batch_size: int, seq_len: int, ceilings: Ceilings, dtype=None,
-                 optimizer: bool = True, grad_clip: bool = False, device_type: Optional[str] = None
-                 ) -> StepPrediction:
-    """Predicted time of one training step (forward + loss, backward, AdamW) on ``ceilings``."""
+                 optimizer: bool = True, grad_clip: bool = False, device_type: Optional[str] = None,
+                 adamw: str = "auto") -> StepPrediction:
+    """Predicted time of one training step (forward + loss, backward, AdamW in implementation
+    ``adamw``) on ``ceilings``. A TF32 step is a float32 step on ceilings measured with TF32."""
     dtype = dtype or ceilings.dtype
     if dtype == "tf32":
         dtype = "float32"
     dev = device_type or str(ceilings.device).split(":")[0]
-    rows = step_kernels(config, batch_size, seq_len, dtype, dev, optimizer, grad_clip)
+    rows = step_kernels(config, batch_size, seq_len, dtype, dev, optimizer, grad_clip, adamw)
     ms = {(r.scope, r.phase): component_seconds(r, ceilings) * 1e3 for r in rows}
     fl = sum(r.flops for r in rows)
     split = [parts(r, ceilings) for r in rows]
@@ -254,6 +255,8 @@ class StepCheck:
     batch_size: int
     seq_len: int
     model: Optional[object] = field(default=None, compare=False, repr=False)
+    adamw: str = "auto"  # how the step runs (runtime.StepSettings): AdamW's kernels, which the model
+    compile: Optional[str] = None  # knows, and a torch.compile mode, which it does not (eager kernels)
 
 
 def check_steps(checks: Sequence[StepCheck], probes: Sequence[ceil.Probe], device=None, dtype=None,
@@ -274,7 +277,8 @@ def check_steps(checks: Sequence[StepCheck], probes: Sequence[ceil.Probe], devic
                          "config_fields": c.config.to_dict(), "B": c.batch_size, "T": c.seq_len,
                          "dtype": settings.dtype_name(dt), "rounds": 0, "error": None}
         try:
-            steps[c.label] = prepare_step(c.config, c.batch_size, c.seq_len, "train", dev, dt, model=c.model)[1]
+            steps[c.label] = prepare_step(c.config, c.batch_size, c.seq_len, "train", dev, dt, c.compile,
+                                          model=c.model, adamw=c.adamw)[1]
         except SWEEP_ERRORS as e:
             rows[c.label]["error"] = error_text(e)
     runs = {**{p.label: p.run for p in probes}, **steps}
@@ -294,7 +298,7 @@ def check_steps(checks: Sequence[StepCheck], probes: Sequence[ceil.Probe], devic
         if row["error"]:
             continue
         preds = [predict_step(c.config, c.batch_size, c.seq_len, cr, dtype=settings.dtype_name(dt),
-                              device_type=dev.type) for cr in per_round]
+                              device_type=dev.type, adamw=c.adamw) for cr in per_round]
         measured = times[c.label]
         roof = median_range([error(p.total_ms, m) for p, m in zip(preds, measured)])
         flop = median_range([error(p.flop_only_ms, m) for p, m in zip(preds, measured)])

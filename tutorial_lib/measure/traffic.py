@@ -19,7 +19,9 @@ dimensions (stride 0) are counted once, since the data is the same. Four operato
 part of an argument, and are counted as such: ``embedding`` (the rows of the table it gathers),
 ``nll_loss_forward`` (one log-probability per target), ``gather`` (one element per index: the
 chunked loss's target logits) and ``nll_loss_backward`` (it writes a gradient of the logits'
-shape without reading them). This is the minimum each kernel moves; a
+shape without reading them). An in-place operator that returns nothing (the foreach and fused
+optimizers') writes the arguments its schema marks as written (``mutated_bytes``). This is the
+minimum each kernel moves; a
 cache may hold small tensors between kernels, so small operands can cost less.
 """
 from __future__ import annotations
@@ -66,8 +68,25 @@ def _tensors(x) -> List[torch.Tensor]:
     return [t for t in tree_flatten(x)[0] if isinstance(t, torch.Tensor)]
 
 
-def kernel_bytes(name: str, args, kwargs, out) -> Tuple[int, int, List[int]]:
-    """(bytes read, bytes written, sizes of the outputs allocated) of one ATen call."""
+def mutated_bytes(name: str, schema, args, kwargs) -> int:
+    """Bytes of the arguments an operator's schema marks as written (``Tensor(a!)``), for in-place
+    operators that return nothing (``_foreach_mul_``, ``_fused_adamw_``). The fused Adam(W) kernels
+    mark the gradients writable because they unscale them in place, which they do only when given a
+    ``grad_scale``: without one the gradients are read, not written."""
+    bound = dict(zip((a.name for a in schema.arguments), args), **(kwargs or {}))
+    out = 0
+    for a in schema.arguments:
+        if a.alias_info is None or not a.alias_info.is_write:
+            continue
+        if name.startswith("_fused_adam") and a.name == "grads" and bound.get("grad_scale") is None:
+            continue
+        out += sum(touched_bytes(t) for t in _tensors(bound.get(a.name)))
+    return out
+
+
+def kernel_bytes(name: str, args, kwargs, out, schema=None) -> Tuple[int, int, List[int]]:
+    """(bytes read, bytes written, sizes of the outputs allocated) of one ATen call (``schema``:
+    the operator's, to see what an in-place operator without outputs writes)."""
     ins, outs = _tensors((args, kwargs)), _tensors(out)
     read = sum(touched_bytes(t) for t in ins)
     if name == "embedding":  # weight (V, C), indices: reads one row per index
@@ -82,6 +101,8 @@ def kernel_bytes(name: str, args, kwargs, out) -> Tuple[int, int, List[int]]:
     elif name == "nll_loss_backward":  # (grad, self, target, ...): self only gives the shape
         read -= touched_bytes(args[1])
     written = sum(t.numel() * t.element_size() for t in outs)
+    if not outs and schema is not None:  # an in-place op that returns nothing: the foreach and fused optimizers
+        written = mutated_bytes(name, schema, args, kwargs)
     inplace = name.endswith("_") or "out" in (kwargs or {})
     allocs = [] if inplace else [t.numel() * t.element_size() for t in outs]
     return read, written, allocs
@@ -170,7 +191,7 @@ class TrafficCounter(TorchDispatchMode):
         name = func.overloadpacket.__name__
         if name in NO_KERNEL:
             return out
-        read, written, allocs = kernel_bytes(name, args, kwargs, out)
+        read, written, allocs = kernel_bytes(name, args, kwargs, out, func._schema)
         t = self.traffic.setdefault((self._scope(), self.current_phase), Traffic())
         t.read += read
         t.written += written
@@ -192,11 +213,12 @@ class TrafficCounter(TorchDispatchMode):
 
 
 def count_step_traffic(config, batch_size: int, seq_len: int, dtype=None, device="cpu",
-                       optimizer: bool = True, seed: int = 0, model=None) -> TrafficCounter:
+                       optimizer: bool = True, seed: int = 0, model=None, adamw: str = "auto") -> TrafficCounter:
     """Count one training step's traffic per (scope, phase): forward with loss, backward, AdamW.
 
     The step runs once before it is counted (AdamW creates its state on its first step), the
-    way a measured step is warm. ``dtype``: bf16/fp16 run under autocast, as every measurement."""
+    way a measured step is warm. ``dtype``: bf16/fp16 run under autocast, as every measurement;
+    ``adamw``: AdamW's implementation (``runtime.StepSettings.adamw``)."""
     cfg: GPTConfig = resolve_config(config)
     dev, dt = settings.resolve(device, dtype)
     if model is None:
@@ -204,7 +226,7 @@ def count_step_traffic(config, batch_size: int, seq_len: int, dtype=None, device
         model = GPT(cfg)
     model = model.to(dev).train()
     idx, targets = random_batch(cfg.vocab_size, batch_size, seq_len, dev, seed)
-    opt = make_optimizer(model, dev) if optimizer else None
+    opt = make_optimizer(model, dev, adamw=adamw) if optimizer else None
 
     def step(counter: Optional[TrafficCounter]):
         model.zero_grad(set_to_none=True)
