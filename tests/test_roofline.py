@@ -37,6 +37,11 @@ CONFIGS = [  # (changes on the tiny preset, B, T): every path the formulas disti
     ({"n_head": 1, "n_kv_head": None, "mlp_ratio": 3.0}, 2, 8),
     ({"loss_impl": "chunked", "loss_chunk": 7}, 3, 10),  # the chunked loss: ragged chunks
     ({"loss_impl": "chunked_liger", "loss_chunk": 7, "tie_embeddings": False, "pad_vocab_multiple": 64}, 2, 8),
+    # activation checkpointing: what is kept, and the forward run again in backward
+    ({"checkpoint": "block"}, 3, 10),
+    ({"checkpoint": "attention", "attn_backend": "eager", "n_kv_head": 2}, 3, 10),
+    ({"checkpoint": "mlp", "mlp": "swiglu", "norm": "layernorm", "bias": True}, 2, 12),
+    ({"checkpoint": "block", "checkpoint_every": 2, "n_layer": 3, "window": 4, "loss_impl": "chunked"}, 3, 10),
 ]
 IDS = [",".join(f"{k}={v}" for k, v in ch.items()) + f",B={B},T={T}" or "default" for ch, B, T in CONFIGS]
 

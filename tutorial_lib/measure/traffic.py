@@ -10,7 +10,9 @@ to look at the kernels of one component:
   metadata operators (``view``, ``transpose``, ``expand`` ...) launch nothing and are skipped.
 - In backward, each operator is charged to the model scope (``tutorial_lib.scopes``) whose
   forward created the autograd node that runs it, the same attribution as ``measure.profile``;
-  a ``TorchFunctionMode`` labels every node with the scope it was created in.
+  a ``TorchFunctionMode`` labels every node with the scope it was created in. A scope opened
+  inside backward names its own operators: the chunked loss's, and the modules a checkpointed
+  block runs again (``GPTConfig.checkpoint``).
 - ``count_step_traffic(config, B, T)``: one training step (forward + loss, backward, AdamW),
   counted per (scope, phase).
 
@@ -213,7 +215,8 @@ def count_step_traffic(config, batch_size: int, seq_len: int, dtype=None, device
                                                    contextlib.nullcontext()):
             with ctx("forward"), settings.autocast(dev, dt):
                 _, loss = model(idx, targets)
-        with ctx("backward"), scopes.enabled(record=False):  # scopes a backward opens (tutorial_lib.loss)
+        # scopes a backward opens (tutorial_lib.loss), and the modules a checkpointed block runs again
+        with ctx("backward"), scopes.enabled(model, record=False):
             loss.backward()
         if opt is not None:
             with ctx("optimizer"):
