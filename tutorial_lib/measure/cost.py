@@ -459,6 +459,18 @@ def half_kernels(c: GPTConfig, B: int, T: int, e: int, device_type: str, half: s
     return rows, exact
 
 
+def accumulation_kernels(c: GPTConfig, grad_accum: int) -> Dict[Tuple[str, str], List[Kernel]]:
+    """What gradient accumulation adds to ``grad_accum`` micro-batches' forward and backward: each
+    loss scaled by 1/grad_accum (a division forward, one backward), and from the second
+    micro-batch on, every parameter's new gradient added into its ``.grad`` in place (charged to
+    the parameter's scope; the first micro-batch's gradients are stored as they are)."""
+    out: Dict[Tuple[str, str], List[Kernel]] = {("other", "forward"): [Kernel("div", grad_accum, 4, 4)],
+                                                 ("other", "backward"): [Kernel("div", grad_accum, 4, 4)]}
+    for scope, n in param_tensors(c):
+        out.setdefault((scope, "backward"), []).append(Kernel("add_", grad_accum - 1, 8 * n, 4 * n))
+    return out
+
+
 def recomputed_until_last_save(kernels: List[Kernel], stopped: int) -> List[Kernel]:
     """A half's last Linear run again in backward, in ``stopped`` of its layers without the matmul
     (checkpoint's recompute stops as the matmul saves its input, before it runs)."""
@@ -472,20 +484,25 @@ def recomputed_until_last_save(kernels: List[Kernel], stopped: int) -> List[Kern
 
 def step_kernels(config: GPTConfig, batch_size: int, seq_len: int, dtype="float32",
                   device_type: str = "cpu", optimizer: bool = True, grad_clip: bool = False,
-                  recompute: bool = True) -> List[Component]:
+                  recompute: bool = True, grad_accum: int = 1) -> List[Component]:
     """The kernels of one training step of ``config`` on a (batch_size, seq_len) batch, one
     ``Component`` per (scope, phase), all layers summed.
 
     ``dtype``: the compute dtype (bf16/fp16 = autocast on fp32 weights); ``optimizer`` adds
     AdamW's step, ``grad_clip`` the global-norm clipping ``train`` does before it. With activation
     checkpointing (``GPTConfig.checkpoint``) the recomputed halves' forward kernels are charged
-    again to their scopes' backward (``recompute=False`` leaves them out: the useful work)."""
-    for name, v in (("batch_size", batch_size), ("seq_len", seq_len)):
+    again to their scopes' backward (``recompute=False`` leaves them out: the useful work).
+    ``grad_accum``: the batch runs as that many micro-batches (``train.accumulate_gradients``):
+    forward and backward of one micro-batch that many times, each loss scaled by 1/grad_accum, and
+    from the second on every gradient added into ``.grad``; one optimizer step."""
+    for name, v in (("batch_size", batch_size), ("seq_len", seq_len), ("grad_accum", grad_accum)):
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise ValueError(f"{name}={v!r} must be a positive integer")
+    if batch_size % grad_accum:
+        raise ValueError(f"grad_accum={grad_accum} does not divide batch_size={batch_size}")
     c = config
     e = settings.dtype_bytes(dtype)
-    B, T, L, C, V = batch_size, seq_len, c.n_layer, c.n_embd, c.padded_vocab_size
+    B, T, L, C, V = batch_size // grad_accum, seq_len, c.n_layer, c.n_embd, c.padded_vocab_size
     N = B * T
     cpu = device_type == "cpu"
     other = elementwise_flops(c, B, T, device_type)
@@ -561,6 +578,11 @@ def step_kernels(config: GPTConfig, batch_size: int, seq_len: int, dtype="float3
         add("loss", "forward", loss_f)
         add("loss", "backward", loss_b)
 
+    if grad_accum > 1:  # every micro-batch's forward and backward, then what accumulating adds
+        rows = {key: [dataclasses.replace(k, count=k.count * grad_accum) for k in ks] for key, ks in rows.items()}
+        for key, ks in accumulation_kernels(c, grad_accum).items():
+            add(*key, ks)
+
     if optimizer:
         sizes = param_sizes(c)
         ks = adamw_kernels(sizes, device_type)
@@ -576,7 +598,7 @@ def step_kernels(config: GPTConfig, batch_size: int, seq_len: int, dtype="float3
              for s in other if s.startswith(("attention", "mlp")) or s == "norm"}
     out = []
     for (scope, phase), ks in rows.items():
-        times = {"forward": 1, "backward": 2 + share.get(scope, 0)}.get(phase, 0)
+        times = {"forward": 1, "backward": 2 + share.get(scope, 0)}.get(phase, 0) * grad_accum
         ef = other.get(scope, 0) * times
         out.append(Component(scope, phase, tuple(ks), int(ef), exact_core or scope != "attention.core"))
     return out

@@ -31,6 +31,7 @@ from torch.utils.benchmark.utils.common import Measurement
 from tqdm.auto import tqdm
 
 from tutorial_lib import settings
+from tutorial_lib.accumulate import accumulate_gradients
 from tutorial_lib.data import random_batch
 from tutorial_lib.measure import cost, flops
 from tutorial_lib.model import GPT, GPTConfig, get_config
@@ -259,28 +260,32 @@ def make_optimizer(model: torch.nn.Module, device, lr: float = 3e-4, weight_deca
                              weight_decay=weight_decay, **kw)
 
 
-def build_step(model, idx, targets, mode: str, device, dtype, optimizer=None) -> Callable[[], None]:
+def build_step(model, idx, targets, mode: str, device, dtype, optimizer=None,
+               grad_accum: int = 1) -> Callable[[], None]:
     """The closure ``measure_step`` times; also used by the profiler and memory tools.
 
     fwd: forward + loss under no_grad; fwdbwd: + backward (grads reset each call);
     train: + optimizer step. Low-precision dtypes run under autocast (weights stay fp32).
+    ``grad_accum``: forward and backward in that many micro-batches (``train.accumulate_gradients``,
+    which the training loop runs too).
     """
     if mode not in MODES:
         raise ValueError(f"mode={mode!r} is not one of {list(MODES)}")
     dev = torch.device(device)
 
+    def autocast():
+        return settings.autocast(dev, dtype)
+
     if mode == "fwd":
         def step():
-            with torch.no_grad(), settings.autocast(dev, dtype):
+            with torch.no_grad(), autocast():
                 model(idx, targets)
         return step
 
     if mode == "fwdbwd":
         def step():
             model.zero_grad(set_to_none=True)
-            with settings.autocast(dev, dtype):
-                _, loss = model(idx, targets)
-            loss.backward()
+            accumulate_gradients(model, idx, targets, grad_accum, autocast)
         return step
 
     if optimizer is None:
@@ -288,19 +293,21 @@ def build_step(model, idx, targets, mode: str, device, dtype, optimizer=None) ->
 
     def step():
         optimizer.zero_grad(set_to_none=True)
-        with settings.autocast(dev, dtype):
-            _, loss = model(idx, targets)
-        loss.backward()
+        accumulate_gradients(model, idx, targets, grad_accum, autocast)
         optimizer.step()
     return step
 
 
 def prepare_step(config: Union[GPTConfig, str], batch_size: int, seq_len: int, mode: str = "train",
-                 device=None, dtype=None, compile: bool = False, seed: int = 0, model=None):
+                 device=None, dtype=None, compile: bool = False, seed: int = 0, model=None,
+                 grad_accum: int = 1):
     """Build (model, step closure, device, dtype) for one GPT step -- shared by timing, profiling
-    and memory tools so that they all measure the same thing."""
+    and memory tools so that they all measure the same thing. ``grad_accum``: the batch of
+    ``batch_size`` sequences in that many micro-batches."""
     cfg = resolve_config(config)
     check_sizes(cfg, batch_size, seq_len, mode)
+    if not isinstance(grad_accum, int) or isinstance(grad_accum, bool) or grad_accum < 1 or batch_size % grad_accum:
+        raise ValueError(f"grad_accum={grad_accum!r} must be a positive integer that divides batch_size={batch_size}")
     dev, dt = settings.resolve(device, dtype)
     if model is None:
         torch.manual_seed(seed)
@@ -309,7 +316,7 @@ def prepare_step(config: Union[GPTConfig, str], batch_size: int, seq_len: int, m
     run_model = torch.compile(model) if compile else model
     idx, targets = random_batch(cfg.vocab_size, batch_size, seq_len, dev, seed)
     opt = make_optimizer(model, dev) if mode == "train" else None
-    return model, build_step(run_model, idx, targets, mode, dev, dt, opt), dev, dt
+    return model, build_step(run_model, idx, targets, mode, dev, dt, opt, grad_accum), dev, dt
 
 
 def measure_step(config: Union[GPTConfig, str], batch_size: int, seq_len: int, mode: str = "train",
