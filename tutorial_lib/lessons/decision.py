@@ -5,6 +5,8 @@ MHA, GELU 4x, eager attention) and orders them by payoff:
 
 - ``speed``: training-step speedup; ``memory``: training-memory reduction; ``decoding``:
   KV-cache decoding speedup (tokens/s). Every payoff is base / variant (> 1 = better).
+  Activation checkpointing and gradient accumulation (notebook 12) serve the memory goal only:
+  they trade time for memory, and their note says how much.
 - *measured* when a results file (``results/*.json`` from ``python -m tutorial_lib bench
   --suite guide``) was recorded on this kind of device and holds that change -- stamped with where
   and at which sizes, which need not be your sequence length;
@@ -27,7 +29,7 @@ from tutorial_lib import claims
 from tutorial_lib.lessons import explorer as explore
 from tutorial_lib.lessons import lm_head
 from tutorial_lib.lessons.gqa import decode_bytes_per_token
-from tutorial_lib.measure import records, roofline
+from tutorial_lib.measure import cost, records, roofline
 from tutorial_lib.measure.ceilings import Ceilings, ceilings_for
 from tutorial_lib.model import get_config
 from tutorial_lib.train import TrainHistory
@@ -35,6 +37,7 @@ from tutorial_lib.train import TrainHistory
 GOALS = ("speed", "memory", "decoding")
 DEVICES = ("cpu", "cuda")
 BASELINE = {"attn_backend": "eager"}  # GPT-2 small, MHA, GELU 4x, eager attention
+ACCUMULATION = 4  # micro-batches of the "accumulate" change (the batch of 4: one sequence each)
 GAIN_THRESHOLD = 1.02  # payoffs below this are listed as "little or no gain"
 REFERENCE_GPU = "NVIDIA H200"  # the GPU of the training runs on record (results/train_h200_*)
 
@@ -46,6 +49,7 @@ class Change:
     seed_name: str  # what the seed's tree calls it
     # results rows that measure it: (kind, variant label prefix)
     measured_as: tuple = ()
+    goals: tuple = GOALS  # the goals it serves (checkpointing and accumulation: memory only)
 
 
 CHANGES = (
@@ -58,6 +62,10 @@ CHANGES = (
     Change("swiglu", "SwiGLU 8/3x (param-matched)", "SwiGLU", (("swiglu", "SwiGLU 8/3x"),)),
     Change("chunked_loss", "Chunked loss (no full logits)", "(not in the seed's tree)",
            (("lm_head", lm_head.CHUNKED), ("before_after", "+ chunked loss"))),
+    # the memory budget (notebook 12): trade time for memory; never a speed-up
+    Change("checkpoint", "Activation checkpointing (every block)", "(not in the seed's tree)", goals=("memory",)),
+    Change("accumulate", f"Gradient accumulation ({ACCUMULATION} micro-batches)", "(not in the seed's tree)",
+           goals=("memory",)),
 )
 QUALITY_ONLY = (("swiglu", "SwiGLU 8/3x"), ("muon", "Muon"))
 
@@ -77,6 +85,10 @@ def change_config(key: str, seq_len: int, device: str, window: Optional[int] = N
         return base.replace(mlp="swiglu")
     if key == "chunked_loss":
         return base.replace(loss_impl=lm_head.DEFAULT_IMPL)
+    if key == "checkpoint":
+        return base.replace(checkpoint="block")
+    if key == "accumulate":  # the same model; the step runs in micro-batches (``accumulation``)
+        return base
     if key == "window":
         W = window or max(16, seq_len // 4)
         # CPU trains windows with the local O(T*W) kernel; CUDA with flex's block-sparse mask
@@ -147,12 +159,26 @@ def analytic_payoff(key: str, seq_len: int, device: str, goal: str, batch_size: 
     elif goal == "speed":
         w = [explore.model_work(explore.scope_work(c, batch_size, seq_len, device)) for c in (base, var)]
     elif goal == "memory":
-        w = [explore.predict_memory(c, batch_size, seq_len, dt)["total"] for c in (base, var)]
+        k = ACCUMULATION if key == "accumulate" and batch_size % ACCUMULATION == 0 else 1
+        w = [explore.predict_memory(c, batch_size, seq_len, dt, g)["total"] for c, g in ((base, 1), (var, k))]
     elif goal == "decoding":
         w = [decode_bytes_per_token(c, seq_len, dt) for c in (base, var)]
     else:
         raise ValueError(f"goal={goal!r} is not one of {list(GOALS)}")
     return w[0] / w[1]
+
+
+def memory_trade(key: str, seq_len: int, batch_size: int = 4) -> str:
+    """What trading time for memory costs (notebook 12), for the note beside its memory payoff."""
+    if key == "checkpoint":
+        base = change_config("baseline", seq_len, "cpu")
+        fl = [sum(cost.flops_by_scope(c, batch_size, seq_len, None).values())
+              for c in (base, change_config("checkpoint", seq_len, "cpu"))]
+        return f"recomputes each block's forward in backward: {fl[1] / fl[0] - 1:.0%} more FLOPs per step"
+    if key == "accumulate":
+        return (f"the same FLOPs in {ACCUMULATION} smaller forward and backward passes, at the speed of the "
+                "smaller matmuls")
+    return ""
 
 
 def analytic_basis(goal: str, ceilings: Optional[Ceilings], device: str) -> str:
@@ -286,7 +312,7 @@ def recommend(seq_len: int, device: str = "cpu", goal: str = "speed", batch_size
                              any_of_kind=True) if goal == "speed" else None)
     notes = []
     payoffs = []
-    for ch in CHANGES:
+    for ch in (c for c in CHANGES if goal in c.goals):
         if ch.key == "window" and (window or max(16, seq_len // 4)) >= seq_len:
             payoffs.append(Payoff(ch.key, ch.title, None, "n/a", False, "a window >= T is full attention"))
             continue
@@ -296,7 +322,8 @@ def recommend(seq_len: int, device: str = "cpu", goal: str = "speed", batch_size
             payoffs.append(Payoff(ch.key, title, float(m[0]), m[1], True))
         else:
             v = analytic_payoff(ch.key, seq_len, device, goal, batch_size, window, ceilings)
-            payoffs.append(Payoff(ch.key, title, v, analytic_basis(goal, ceilings, device), False))
+            payoffs.append(Payoff(ch.key, title, v, analytic_basis(goal, ceilings, device), False,
+                                  memory_trade(ch.key, seq_len, batch_size)))
     good = sorted((p for p in payoffs if p.value is not None and p.value >= GAIN_THRESHOLD),
                   key=lambda p: -p.value)
     rest = [p for p in payoffs if p not in good]

@@ -322,7 +322,7 @@ def prepare_step(config: Union[GPTConfig, str], batch_size: int, seq_len: int, m
 def measure_step(config: Union[GPTConfig, str], batch_size: int, seq_len: int, mode: str = "train",
                  device=None, dtype=None, compile: bool = False, min_run_time: Optional[float] = None,
                  adaptive: bool = False, warmup: int = 2, seed: int = 0, model=None,
-                 label: str = "") -> StepResult:
+                 label: str = "", grad_accum: int = 1) -> StepResult:
     """Time one GPT step of ``config`` at (batch_size, seq_len) on ``device``.
 
     dtype: None = bf16 autocast on CUDA, fp32 on CPU. mode: "fwd" | "fwdbwd" | "train".
@@ -330,7 +330,7 @@ def measure_step(config: Union[GPTConfig, str], batch_size: int, seq_len: int, m
     """
     cfg = resolve_config(config)
     model, step, dev, dt = prepare_step(cfg, batch_size, seq_len, mode, device, dtype, compile,
-                                        seed, model)
+                                        seed, model, grad_accum)
     tm = time_fn(step, dev, min_run_time=min_run_time, adaptive=adaptive, warmup=warmup,
                  label=label or cfg.name)
     name = settings.device_name(dev)
