@@ -37,13 +37,13 @@ from tutorial_lib.measure import ceilings as ceil
 from tutorial_lib.measure import cost, roofline
 from tutorial_lib.measure.ceilings import Ceilings
 from tutorial_lib.measure.memory import fmt_bytes, memory_breakdown
-from tutorial_lib.measure.peak import StepPeak, measured_step_peak, step_peak
+from tutorial_lib.measure.peak import MOMENTS, StepPeak, measured_step_peak, step_peak
 from tutorial_lib.measure.roofline import StepCheck, median_range
 from tutorial_lib.measure.timing import SWEEP_ERRORS, error_text, free_memory
 from tutorial_lib.model import GPT, GPTConfig, get_config
 from tutorial_lib.sizes import MemoryBudget
 
-MiB = 2**20
+MiB, GiB = 2**20, 2**30
 # what each block recomputes in backward, as GPTConfig changes; "block every 2": half the blocks
 POLICIES = {"none": {"checkpoint": "none"}, "attention": {"checkpoint": "attention"},
             "mlp": {"checkpoint": "mlp"}, "block": {"checkpoint": "block"},
@@ -399,6 +399,37 @@ def plan_parts(plan_peak: StepPeak) -> List[Tuple[str, int]]:
     return [(k, v) for k, v in plan_peak.resident.items() if v] + [(k, v) for k, v in at.items() if v]
 
 
+def moments_rows(peaks: Mapping[str, StepPeak]) -> List[dict]:
+    """One row per step: what exists before it, each moment's bytes on top, and the peak."""
+    rows = []
+    for label, p in peaks.items():
+        rows.append({"step": label, "resident": p.resident_bytes, **{m: p.moments[m] for m in MOMENTS},
+                     "peak": p.peak_bytes, "at": p.at})
+    return rows
+
+
+def moments_figure(peaks: Mapping[str, StepPeak], title: str = "") -> Figure:
+    """What a training step holds at each moment (``measure.peak.MOMENTS``), for several ways to
+    run it: the resident memory (parameters, AdamW's state, the batch) as the grey base of every bar,
+    the moment's own bytes on top; each step's peak is its tallest bar."""
+    fig = Figure(figsize=(10, 3.6), layout="constrained")
+    ax = fig.subplots()
+    colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
+    width = 0.8 / max(1, len(peaks))
+    for i, (label, p) in enumerate(peaks.items()):
+        xs = [j + (i - (len(peaks) - 1) / 2) * width for j in range(len(MOMENTS))]
+        ax.bar(xs, [p.resident_bytes / GiB] * len(MOMENTS), width, color="#c7c7c7", edgecolor="white")
+        ax.bar(xs, [p.moments[m] / GiB for m in MOMENTS], width, bottom=p.resident_bytes / GiB,
+               color=colors[i % len(colors)], edgecolor="white", label=f"{label} (peak {p.peak_bytes / GiB:.2f} GiB)")
+        j = MOMENTS.index(p.at)
+        ax.plot([xs[j]], [p.peak_bytes / GiB], "kv", ms=5)
+    ax.set_xticks(range(len(MOMENTS)), MOMENTS, fontsize=8)
+    ax.set_ylabel("GiB held (grey: before the step starts)", fontsize=9)
+    ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.set_title(title, fontsize=9, loc="left")
+    return fig
+
+
 def plan_figure(planner: Planner, choice: Choice, title: str = "") -> Figure:
     """Left: every plan, predicted peak against predicted tokens/s, the budget as a line and the
     choice ringed. Right: the chosen plan's (or the smallest) predicted peak, part by part, beside
@@ -535,12 +566,16 @@ def within(value: Optional[float], goal: float) -> str:
 
 
 def ratio_words(median: Optional[float], lo: Optional[float], hi: Optional[float]) -> str:
-    """A per-round time ratio (the step with checkpointing / without) in words."""
+    """A per-round time ratio (the step with checkpointing / without) in words. Checkpointing only
+    adds work, so a step that measures faster is not called faster: something else moved."""
     if median is None:
         return "not measured"
     if lo <= 1.0 <= hi:
         return f"{median:.2f}x (rounds {lo:.2f}–{hi:.2f}: within noise)"
-    return f"{median:.2f}x ({lo:.2f}–{hi:.2f}): {abs(median - 1):.0%} {'slower' if median > 1 else 'faster'}"
+    if median < 1:
+        return (f"{median:.2f}x ({lo:.2f}–{hi:.2f}): less time for more work -- not a speed-up to believe; "
+                "page faults or the allocator moved (re-measure)")
+    return f"{median:.2f}x ({lo:.2f}–{hi:.2f}): {median - 1:.0%} slower"
 
 
 def plan_rows(choice: Choice, top: int = 5) -> List[dict]:
