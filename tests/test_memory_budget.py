@@ -285,6 +285,19 @@ def test_plans_carry_the_cost_models_predictions(planner):
     assert {q.config.loss_impl for q in planner.plans} == {"full", "chunked", "chunked_liger"}
 
 
+def test_the_figures_show_every_plan_and_moment(planner):
+    choice = planner.choose(900 * MiB)
+    fig = M.plan_figure(planner, choice)
+    scatter, bars = fig.axes
+    assert sum(len(c.get_offsets()) for c in scatter.collections) == len(planner.plans) + 1  # + the ringed choice
+    assert abs(sum(p.get_width() for p in bars.patches) * MiB - choice.best.peak_bytes) < 1e-3 * MiB
+    peaks = {"plain": step_peak(get_config("tiny"), 2, 32), "checkpointed": step_peak(
+        get_config("tiny", checkpoint="block"), 2, 32)}
+    rows = M.moments_rows(peaks)
+    assert [r["peak"] for r in rows] == [p.peak_bytes for p in peaks.values()]
+    assert len(M.moments_figure(peaks).axes[0].patches) == 2 * 2 * len(M.MOMENTS)  # resident + moment, per step
+
+
 def test_sizes_plan_whole_sequences_above_the_floor():
     assert ALL_POLICIES == tuple(M.POLICIES)
     for prof in PROFILES.values():

@@ -576,8 +576,3 @@ def ratio_words(median: Optional[float], lo: Optional[float], hi: Optional[float
         return (f"{median:.2f}x ({lo:.2f}–{hi:.2f}): less time for more work -- not a speed-up to believe; "
                 "page faults or the allocator moved (re-measure)")
     return f"{median:.2f}x ({lo:.2f}–{hi:.2f}): {median - 1:.0%} slower"
-
-
-def plan_rows(choice: Choice, top: int = 5) -> List[dict]:
-    """The fastest ``top`` fitting plans as table rows (rank 1 = the choice)."""
-    return [dict(rank=i + 1, **p.row()) for i, p in enumerate(choice.ranked[:top])]
