@@ -175,7 +175,8 @@ def step_peak(config: GPTConfig, batch_size: int, seq_len: int, dtype="float32",
 def measured_step_peak(config: GPTConfig, batch_size: int, seq_len: int, dtype=None, grad_accum: int = 1,
                        device=None, seed: int = 0, model=None) -> dict:
     """The allocator's peak over one training step as ``measure.timing.build_step`` runs it
-    (gradients set to None, ``accumulate.accumulate_gradients``, AdamW), after two warm steps:
+    (gradients set to None, ``accumulate.accumulate_gradients``, AdamW), after one warm step (it
+    makes AdamW's state, which a measured step finds in place):
     {"peak_bytes": resident + the peak above it, "resident_bytes": the parameters, buffers,
     AdamW's state and the batch (CPU: counted from the tensors; CUDA: ``memory_allocated``),
     "above_bytes", "source"}."""
@@ -188,7 +189,6 @@ def measured_step_peak(config: GPTConfig, batch_size: int, seq_len: int, dtype=N
     opt = make_optimizer(model, dev)
     idx, targets = random_batch(config.vocab_size, batch_size, seq_len, dev, seed)
     step = build_step(model, idx, targets, "train", dev, dt, opt, grad_accum)
-    step()
     step()
     opt.zero_grad(set_to_none=True)
     if dev.type == "cuda":
