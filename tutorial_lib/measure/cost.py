@@ -8,6 +8,9 @@ Every number the tutorial predicts before it measures comes from here:
   inputs read once, its outputs written once (eager attention's T x T scores and probabilities,
   several times). Tested against what PyTorch dispatches (``measure.traffic.count_step_traffic``),
   exactly. The roofline's time prediction and bound labels (``measure.roofline``) read them.
+  Activation checkpointing (``GPTConfig.checkpoint``): a recomputed half's forward kernels run
+  again in backward, up to ``torch.utils.checkpoint``'s early stop; gradient accumulation
+  (``grad_accum``): the micro-batches' kernels and the gradients added into ``.grad``.
 - **FLOPs** (``flops_by_scope``, ``step_flops``): the kernels' matmul FLOPs summed, in three
   conventions that differ only in the attention core's (query, key) pairs: ``"computed"`` (what
   the kernel really computes: a causal SDPA kernel skips the masked half, a band mask skips
@@ -18,8 +21,9 @@ Every number the tutorial predicts before it measures comes from here:
   out (softmax, GELU, norms, RoPE, residual adds, the loss): a place on the roofline's x axis for
   the components that have no matmul.
 - **Memory** (``activation_bytes``, ``training_memory``): the bytes autograd saves for backward, per
-  component -- equal to what ``saved_tensors_hooks`` sees (``measure.memory``), byte for byte --
-  and the training step's parameters, gradients and AdamW state beside them.
+  component -- equal to what ``saved_tensors_hooks`` sees (``measure.memory``), byte for byte,
+  a checkpointed half keeping only its input -- and the training step's parameters, gradients and
+  AdamW state beside them (the step's peak on top of them: ``measure.peak``).
 - **Parameters** (``param_tensors``, ``params_by_scope``, ``num_params``).
 
 Backward conventions: a Linear costs 2x its forward (grad input + grad weight). Eager attention's
@@ -492,7 +496,7 @@ def step_kernels(config: GPTConfig, batch_size: int, seq_len: int, dtype="float3
     AdamW's step, ``grad_clip`` the global-norm clipping ``train`` does before it. With activation
     checkpointing (``GPTConfig.checkpoint``) the recomputed halves' forward kernels are charged
     again to their scopes' backward (``recompute=False`` leaves them out: the useful work).
-    ``grad_accum``: the batch runs as that many micro-batches (``train.accumulate_gradients``):
+    ``grad_accum``: the batch runs as that many micro-batches (``accumulate.accumulate_gradients``):
     forward and backward of one micro-batch that many times, each loss scaled by 1/grad_accum, and
     from the second on every gradient added into ``.grad``; one optimizer step."""
     for name, v in (("batch_size", batch_size), ("seq_len", seq_len), ("grad_accum", grad_accum)):
