@@ -157,6 +157,7 @@ def test_ddp_syncs_only_the_last_micro_batch():
         accumulate.accumulate_gradients(model, x, x, 3)
 
 
+@pytest.mark.slow
 def test_training_with_accumulation_and_checkpointing_follows_the_plain_run():
     """Same batches, same seed: 2 micro-batches with recomputed blocks give the losses of one pass
     (float32: the sums are only reordered)."""
@@ -309,6 +310,7 @@ def test_sizes_plan_whole_sequences_above_the_floor():
 
 
 # ---- the guide's section ------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_the_suite_section_records_budgets_policies_and_micro_batches():
     doc = suite.run_suite("guide", profile="smoke", device="cpu", only=["memory_budget"], progress=False)
     kinds = {r["kind"] for r in doc["rows"]}
