@@ -341,7 +341,7 @@ def memory_breakdown(config: Union[GPTConfig, str], batch_size: int, seq_len: in
         opt.zero_grad(set_to_none=True)
         ctx = log if log is not None else contextlib.nullcontext()
         with scopes.enabled(model, record=False), ctx, settings.autocast(dev, dt):
-            _, loss = model(idx, targets)
+            loss = model(idx, targets)[1]  # the loss alone: the logits are not kept through backward
         loss.backward()
         opt.step()
 
