@@ -197,10 +197,11 @@ for r in pol["rows"][1:]:
           f"predicted {r['predicted_ratio']:.2f}x" if r.get("time_ratio") else f"{r['policy']}: {r['error']}")
 
 # %% [markdown]
-# Checkpointing the attention half keeps away the (B, H, T, T) tensors of eager attention — or, with a
-# fused kernel, q, k, v and the output — for a small part of the FLOPs; the MLP half keeps the
-# widest tensors (4 × n_embd) and costs its two matmuls' worth again; the whole block saves the most
-# and costs the most. `checkpoint_every=2` is the middle ground.
+# Checkpointing the attention half keeps away q, k, v and the attention output (with eager attention
+# also its (B, H, T, T) probabilities) and runs the q/k/v projections and the attention core again;
+# the MLP half keeps away the widest tensors (4 × n_embd per token) and runs its up projection again;
+# a whole block also runs the attention's output projection again. The `recompute GFLOP` column says
+# how much work each adds; `checkpoint_every=2` recomputes half the blocks.
 #
 # ## 6. Gradient accumulation
 #
