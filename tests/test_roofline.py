@@ -39,6 +39,11 @@ CONFIGS = [  # (changes on the tiny preset, B, T): every path the formulas disti
     ({"loss_impl": "chunked_liger", "loss_chunk": 7, "tie_embeddings": False, "pad_vocab_multiple": 64}, 2, 8),
     ({"pad_vocab_multiple": 64, "mask_vocab_padding": True}, 2, 8),  # the padded logits masked to -inf
     ({"pad_vocab_multiple": 64, "mask_vocab_padding": True, "loss_impl": "chunked", "loss_chunk": 7}, 2, 8),
+    # activation checkpointing: what is kept, and the forward run again in backward
+    ({"checkpoint": "block"}, 3, 10),
+    ({"checkpoint": "attention", "attn_backend": "eager", "n_kv_head": 2}, 3, 10),
+    ({"checkpoint": "mlp", "mlp": "swiglu", "norm": "layernorm", "bias": True}, 2, 12),
+    ({"checkpoint": "block", "checkpoint_every": 2, "n_layer": 3, "window": 4, "loss_impl": "chunked"}, 3, 10),
 ]
 IDS = [",".join(f"{k}={v}" for k, v in ch.items()) + f",B={B},T={T}" or "default" for ch, B, T in CONFIGS]
 

@@ -9,9 +9,15 @@ Hsu et al. 2024 (Liger Kernel) and Wijmans et al. 2024 (Cut Cross-Entropy) for t
 Every lesson is a change of one or two ``GPTConfig`` fields (``n_kv_head`` for GQA,
 ``attn_backend`` for flash attention, ``mlp_ratio`` / ``mlp`` for the MLP lessons, ``window`` for
 sliding windows, ``loss_impl`` / ``loss_chunk`` for the LM-head lesson, ``pad_vocab_multiple`` /
-``mask_vocab_padding`` for the speed ladder's vocabulary rung), so that "before" and "after" are the
-same code with a different config. How a step *runs* -- autocast dtype, TF32, torch.compile, AdamW's
-kernels -- is not the model's: ``tutorial_lib.runtime.StepSettings`` holds it.
+``mask_vocab_padding`` for the speed ladder's vocabulary rung, ``checkpoint`` / ``checkpoint_every``
+for the memory-budget lesson), so that "before" and "after" are the same code with a different
+config. How a step *runs* -- autocast dtype, TF32, torch.compile, AdamW's kernels -- is not the
+model's: ``tutorial_lib.runtime.StepSettings`` holds it.
+
+Activation checkpointing (Chen et al. 2016, "Training deep nets with sublinear memory cost"):
+``GPTConfig(checkpoint="block")`` runs each chosen block under ``torch.utils.checkpoint``
+(``recompute``), which keeps only the block's input and runs its forward again in backward;
+"attention" or "mlp" recompute only that half of the block (its norm included).
 
 Profiling names: ``GPT.module_scopes()`` names the modules the profiler and the memory kit label
 (``tutorial_lib.scopes``); the forward keeps explicit ``scope(...)`` only where no module exists
@@ -27,15 +33,18 @@ from typing import Dict, Optional
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from tutorial_lib import attention
 from tutorial_lib.loss import IGNORE_INDEX, LOSS_IMPLS, chunked_linear_cross_entropy
-from tutorial_lib.scopes import scope
+from tutorial_lib.scopes import saving_as, scope
 
 MLP_KINDS = ("gelu", "swiglu")
 NORM_KINDS = ("layernorm", "rmsnorm")
 POS_KINDS = ("learned", "rope")
 GELU_APPROX = ("none", "tanh")
+# what a checkpointed block recomputes in backward: nothing, all of it, or one half (with its norm)
+CHECKPOINT_POLICIES = ("none", "block", "attention", "mlp")
 SWIGLU_PARAM_MATCHED_RATIO = 8.0 / 3.0  # 3 matrices of 8/3 x n_embd = 2 matrices of 4 x n_embd
 
 
@@ -65,10 +74,13 @@ class GPTConfig:
     tie_embeddings: bool = True  # lm_head shares its weight with the token embedding
     loss_impl: str = "full"  # "full" logits, or "chunked" / "chunked_liger" (tutorial_lib.loss)
     loss_chunk: int = 1024  # tokens per chunk of the chunked loss
+    checkpoint: str = "none"  # activation checkpointing: "block", "attention" or "mlp" recomputed in backward
+    checkpoint_every: int = 1  # ... in blocks 0, k, 2k, ... (1: every block)
     name: str = field(default="custom", compare=False)  # a label for tables and plots
 
     def __post_init__(self) -> None:
-        for f in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "tile_size", "loss_chunk"):
+        for f in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "tile_size", "loss_chunk",
+                  "checkpoint_every"):
             _check_int(f, getattr(self, f))
         for f in ("n_kv_head", "window", "pad_vocab_multiple"):
             if getattr(self, f) is not None:
@@ -82,6 +94,7 @@ class GPTConfig:
         _choice("gelu_approx", self.gelu_approx, GELU_APPROX)
         _choice("attn_backend", self.attn_backend, attention.names())
         _choice("loss_impl", self.loss_impl, LOSS_IMPLS)
+        _choice("checkpoint", self.checkpoint, CHECKPOINT_POLICIES)
         if self.n_embd % self.n_head:
             raise ValueError(f"GPTConfig.n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
         if self.n_head % self.kv_heads:
@@ -127,6 +140,11 @@ class GPTConfig:
         m = self.pad_vocab_multiple
         return self.vocab_size if not m else -(-self.vocab_size // m) * m
 
+    def checkpointed(self, layer: int) -> str:
+        """What block ``layer`` recomputes in backward: ``checkpoint`` in blocks 0, k, 2k, ...
+        (k = ``checkpoint_every``), "none" in the others."""
+        return self.checkpoint if layer % self.checkpoint_every == 0 else "none"
+
     def replace(self, **changes) -> "GPTConfig":
         """A validated copy with some fields changed (``cfg.replace(n_kv_head=4)``)."""
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
@@ -144,8 +162,10 @@ class GPTConfig:
         vocab = ""
         if self.padded_vocab_size != self.vocab_size:
             vocab = f", vocab {self.padded_vocab_size:,}" + (" (masked)" if self.mask_vocab_padding else "")
+        ckpt = "" if self.checkpoint == "none" else f", checkpoint {self.checkpoint}" + (
+            f" every {self.checkpoint_every}" if self.checkpoint_every > 1 else "")
         return (f"{self.name}: {self.n_layer}L {self.n_head}H d{self.n_embd} {attn}, "
-                f"{self.mlp} x{self.ratio:.3g}, {self.norm}, {self.pos}, {self.attn_backend}{win}{loss}{vocab}")
+                f"{self.mlp} x{self.ratio:.3g}, {self.norm}, {self.pos}, {self.attn_backend}{win}{loss}{vocab}{ckpt}")
 
 
 def _choice(name: str, value, allowed) -> None:
@@ -322,17 +342,43 @@ def build_mlp(config: GPTConfig) -> nn.Module:
 
 
 # ---- the model -------------------------------------------------------------------------------
+def recompute(fn, *args):
+    """``fn(*args)``, its activations recomputed in backward instead of kept (activation
+    checkpointing): ``torch.utils.checkpoint`` (non-reentrant) keeps only the tensor inputs -- here
+    the residual stream, which the memory kit counts as such -- and runs ``fn`` again in backward
+    (only as far as the tensors backward needs)."""
+    with saving_as("residual"):
+        return checkpoint(fn, *args, use_reentrant=False)
+
+
 class Block(nn.Module):
-    def __init__(self, config: GPTConfig):
+    def __init__(self, config: GPTConfig, recomputes: str = "none"):
         super().__init__()
         self.norm1 = build_norm(config)
         self.attn = CausalSelfAttention(config)
         self.norm2 = build_norm(config)
         self.mlp = build_mlp(config)
+        self.recomputes = recomputes  # "none", "block", "attention" or "mlp": GPTConfig.checkpointed(layer)
 
     def forward(self, x, rope=None, kv_cache=None, layer: int = 0):
-        x = x + self.attn(self.norm1(x), rope, kv_cache, layer)
-        return x + self.mlp(self.norm2(x))
+        part = self.recomputes if torch.is_grad_enabled() and kv_cache is None else "none"
+        if part == "block":
+            return recompute(self.sublayers, x, rope)
+        return self.sublayers(x, rope, kv_cache, layer, part)
+
+    def sublayers(self, x, rope=None, kv_cache=None, layer: int = 0, part: str = "none"):
+        """x + attention(norm1(x)), then + mlp(norm2(.)); ``part`` "attention" or "mlp" recomputes that half."""
+        if part == "attention":
+            x = x + recompute(self.attention_branch, x, rope)
+        else:
+            x = x + self.attention_branch(x, rope, kv_cache, layer)
+        return x + (recompute(self.mlp_branch, x) if part == "mlp" else self.mlp_branch(x))
+
+    def attention_branch(self, x, rope=None, kv_cache=None, layer: int = 0):
+        return self.attn(self.norm1(x), rope, kv_cache, layer)
+
+    def mlp_branch(self, x):
+        return self.mlp(self.norm2(x))
 
 
 class GPT(nn.Module):
@@ -343,7 +389,7 @@ class GPT(nn.Module):
         self.wte = nn.Embedding(V, config.n_embd)
         self.wpe = nn.Embedding(config.block_size, config.n_embd) if config.pos == "learned" else None
         self.drop = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.blocks = nn.ModuleList(Block(config, config.checkpointed(i)) for i in range(config.n_layer))
         self.norm_f = build_norm(config)
         self.lm_head = nn.Linear(config.n_embd, V, bias=False)
         if config.tie_embeddings:

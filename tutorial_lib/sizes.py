@@ -195,6 +195,23 @@ class Ladder:
 
 
 @dataclass(frozen=True, kw_only=True)
+class MemoryBudget:
+    """The memory-budget lesson (12) and the suite's ``memory_budget`` section: the checkpointing
+    policies and the micro-batches measured on one model, and the planner's budgets."""
+    preset: str
+    batch: int  # sequences per step of the checkpointing policies' measurements
+    seq_len: int
+    micro_batches: Tuple[int, ...]  # micro-batch sizes of the accumulation sweep (each divides micro_step_batch)
+    micro_step_batch: int  # sequences per optimizer step of the accumulation sweep
+    tokens_per_step: int  # the planner's target per optimizer step (a multiple of seq_len)
+    policies: Tuple[str, ...]  # the checkpointing policies measured (lessons.memory_budget.POLICIES)
+    budgets_mib: Tuple[int, ...]  # the budgets whose chosen plans are measured (MiB)
+    dtypes: Tuple[str, ...]  # the dtypes a plan may use (each needs the machine's ceilings in it)
+    rounds: int  # interleaved rounds: the ceilings' probes and the steps in turn
+    min_run_time: float
+
+
+@dataclass(frozen=True, kw_only=True)
 class Sizes:
     name: str  # smoke | cpu | gpu
     step: Step
@@ -209,11 +226,13 @@ class Sizes:
     lm_head: LMHead
     own_paths: OwnPaths
     ladder: Ladder
+    memory_budget: MemoryBudget
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
+ALL_POLICIES = ("none", "attention", "mlp", "block", "block every 2")  # lessons.memory_budget.POLICIES
 PROFILES = {
     "smoke": Sizes(
         name="smoke",
@@ -243,7 +262,11 @@ PROFILES = {
                            ab_attention_seq=64, ab_rounds=1, mfu_preset="tiny", mfu_batch=2, mfu_seq=32,
                            peak_sizes=(256,), rounds=1, min_run_time=0.01),
         ladder=Ladder(preset="tiny", batch=2, seq_len=32, rounds=1, min_run_time=0.01, peak_sizes=(128,),
-                      compile=False, compile_modes=(), numerics_steps=6)),
+                      compile=False, compile_modes=(), numerics_steps=6),
+        # budgets around tiny's predicted peaks (87-113 MiB): checkpointing, accumulation, neither
+        memory_budget=MemoryBudget(preset="tiny", batch=2, seq_len=32, micro_batches=(1, 2), micro_step_batch=2,
+                                   tokens_per_step=128, policies=("none", "block"), budgets_mib=(88, 120),
+                                   dtypes=("float32",), rounds=1, min_run_time=0.01)),
     "cpu": Sizes(
         name="cpu",
         step=Step(preset="gpt2_small", batch=1, seq_len=256, dtype="float32", min_run_time=1.0,
@@ -285,7 +308,13 @@ PROFILES = {
         # the issue's measurement: gpt2_mini, B=4, T=256 (bf16 autocast 1.38-1.63x on a quiet AMX
         # Xeon); the whole notebook, compiles included, within 10 minutes on 2 cores
         ladder=Ladder(preset="gpt2_mini", batch=4, seq_len=256, rounds=3, min_run_time=0.5,
-                      peak_sizes=(1024, 2048), compile=True, compile_modes=(), numerics_steps=40)),
+                      peak_sizes=(1024, 2048), compile=True, compile_modes=(), numerics_steps=40),
+        # gpt2_mini: its steps take about a second here; its head (V=50,257 at C=384) is most of its
+        # memory, so the loss is the first lever and checkpointing the next. The budgets span its
+        # predicted peaks (624 MiB - 1.8 GiB at 2,048 tokens per step): three different plans
+        memory_budget=MemoryBudget(preset="gpt2_mini", batch=2, seq_len=256, micro_batches=(1, 2, 4),
+                                   micro_step_batch=4, tokens_per_step=2048, policies=ALL_POLICIES,
+                                   budgets_mib=(700, 900, 2048), dtypes=("float32",), rounds=3, min_run_time=0.3)),
     "gpu": Sizes(
         name="gpu",
         step=Step(preset="gpt2_small", batch=4, seq_len=512, dtype="bfloat16", min_run_time=1.0,
@@ -320,7 +349,11 @@ PROFILES = {
         # the seed's setting; max-autotune's compile takes minutes, more than a device run can spend
         ladder=Ladder(preset="gpt2_small", batch=4, seq_len=512, rounds=3, min_run_time=0.3,
                       peak_sizes=(4096, 8192), compile=True, compile_modes=("reduce-overhead",),
-                      numerics_steps=300)),
+                      numerics_steps=300),
+        # the seed's setting (B=4, T=512, bf16): one budget, below the plain step's 3.7 GiB peak
+        memory_budget=MemoryBudget(preset="gpt2_small", batch=4, seq_len=512, micro_batches=(1, 2, 4),
+                                   micro_step_batch=4, tokens_per_step=2048, policies=ALL_POLICIES,
+                                   budgets_mib=(2560,), dtypes=("bfloat16",), rounds=3, min_run_time=0.3)),
 }
 
 

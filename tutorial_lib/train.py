@@ -14,6 +14,12 @@ steps run -- autocast dtype (float16 with a GradScaler), TF32, torch.compile's m
 kernels -- are TrainConfig fields (``dtype``, ``tf32``, ``compile``, ``adamw``: a
 ``runtime.StepSettings``), measured like any other change.
 
+Gradient accumulation (``grad_accum``): each step's batch runs as ``grad_accum`` micro-batches, each
+loss scaled by 1/grad_accum, so the gradients add up to the whole batch's (``accumulate_gradients``)
+with the memory of one micro-batch; under DDP the gradients are all-reduced once, on the last
+micro-batch (``DistributedDataParallel.no_sync`` on the others). Activation checkpointing is the
+model's (``GPTConfig.checkpoint``).
+
 Scale-out: under ``torchrun --nproc_per_node N`` (env ``WORLD_SIZE`` > 1) the model is wrapped in
 DistributedDataParallel (gloo on CPU, nccl on CUDA). ``batch_size`` is the *global* batch: each
 rank takes its own ``batch_size / N`` slice of the same seeded stream (``data.BatchSampler``), and
@@ -39,6 +45,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from tutorial_lib import data, runtime, settings
+from tutorial_lib.accumulate import accumulate_gradients
 from tutorial_lib.files import atomic_write_text
 from tutorial_lib.measure import records
 from tutorial_lib.measure.validate import check_history
@@ -80,10 +87,12 @@ class TrainConfig:
     adamw: str = "auto"  # AdamW's kernels: "for-loop", "foreach", "fused" ("auto": fused on CUDA)
     tf32: bool = False  # fp32 matmuls on TF32 tensor cores (CUDA, Ampere and later)
     progress: bool = True  # tqdm bar (rank 0 only)
+    # memory budget (lesson 12): micro-batches per step, each batch_size / (world_size * grad_accum)
+    grad_accum: int = 1
 
     def __post_init__(self):
         for f, lo in (("steps", 1), ("batch_size", 1), ("seq_len", 1), ("warmup_steps", 0),
-                      ("eval_every", 1), ("eval_batches", 1), ("seed", 0)):
+                      ("eval_every", 1), ("eval_batches", 1), ("seed", 0), ("grad_accum", 1)):
             v = getattr(self, f)
             if not isinstance(v, int) or isinstance(v, bool) or v < lo:
                 raise ValueError(f"TrainConfig.{f}={v!r} must be an integer >= {lo}")
@@ -113,6 +122,9 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.min_lr_ratio={self.min_lr_ratio!r} must be a number in [0, 1]")
         if self.grad_clip is not None and not (_is_number(self.grad_clip) and self.grad_clip >= 0):
             raise ValueError(f"TrainConfig.grad_clip={self.grad_clip!r} must be None or a number >= 0")
+        if self.batch_size % self.grad_accum:
+            raise ValueError(f"TrainConfig.grad_accum={self.grad_accum} does not divide batch_size="
+                             f"{self.batch_size}: every micro-batch must hold the same number of sequences")
         try:
             self.optimizer_spec()  # validates lr, muon_lr, weight_decay
         except ValueError as e:
@@ -371,6 +383,10 @@ def check_sizes(cfg: GPTConfig, tc: TrainConfig, world_size: int = 1) -> None:
                          f"{EVAL_SPLIT_PASSES}x the 'val' split ({n_val:,} tokens): by then its random windows "
                          f"cover {1 - math.exp(-EVAL_SPLIT_PASSES):.0%} of it, so more batches only cost time "
                          f"and memory. Use at most {most:,} at these sizes")
+    per_rank = tc.batch_size // world_size
+    if per_rank % tc.grad_accum:
+        raise ValueError(f"each rank's batch ({tc.batch_size} / world_size={world_size} = {per_rank} sequences) "
+                         f"is not divisible by grad_accum={tc.grad_accum}")
 
 
 def val_loss(model: torch.nn.Module, batch_size: int = 8, seq_len: int = 128, eval_batches: int = 4,
@@ -461,10 +477,12 @@ def _run(cfg: GPTConfig, tc: TrainConfig, info: DistInfo, device: torch.device,
     torch.manual_seed(tc.seed)  # identical initial weights on every rank and every run
     raw = (net if net is not None else GPT(cfg)).to(device)
     model = raw
+    no_sync = None  # DDP's: skip the all-reduce on the micro-batches before the last
     if info.world_size > 1:
         # the only buffers are RoPE tables, identical on every rank: nothing to broadcast per step
         model = DDP(raw, device_ids=[device.index] if device.type == "cuda" else None,
                     broadcast_buffers=False)
+        no_sync = model.no_sync
     opt = build_optimizer(raw, tc.optimizer_spec())
     if run.compile:
         model = torch.compile(model, mode=run.compile)
@@ -503,9 +521,7 @@ def _run(cfg: GPTConfig, tc: TrainConfig, info: DistInfo, device: torch.device,
         t0 = time.perf_counter()
         x, y = sampler.next_batch()
         with runtime.matmul_precision(tc.tf32):
-            with autocast():
-                _, loss = model(x, y)
-            (loss if scaler is None else scaler.scale(loss)).backward()
+            loss = accumulate_gradients(model, x, y, tc.grad_accum, autocast, no_sync, scaler=scaler)
             if scaler is not None:
                 for o in opt.optimizers.values():
                     scaler.unscale_(o)  # clip and report the true gradients
@@ -522,7 +538,6 @@ def _run(cfg: GPTConfig, tc: TrainConfig, info: DistInfo, device: torch.device,
             opt.zero_grad()
         sync()
         t2 = time.perf_counter()
-        loss = loss.detach().float()
         if W > 1:
             dist.all_reduce(loss, op=dist.ReduceOp.SUM)
             loss = loss / W

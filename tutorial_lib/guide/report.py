@@ -489,7 +489,8 @@ def recorded(*sections: str, results_dir: Path | None = None) -> Recorded:
 
     known = set(SECTIONS) | {"attention_vs_T", "expected_results", "ceilings", "roofline_points",
                              "roofline.errors", "lm_head_alone", "lm_head_claim", "speed_ladder.peaks",
-                             "analytic.published_ladder"} | set(OWN_PATHS_KINDS)
+                             "analytic.published_ladder", "memory_budget_policies",
+                             "memory_budget_micro"} | set(OWN_PATHS_KINDS)
     for name in sections:
         if name not in known:
             raise ValueError(f"section={name!r} is not one of {sorted(known)}")

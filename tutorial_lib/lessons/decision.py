@@ -5,6 +5,8 @@ MHA, GELU 4x, eager attention) and orders them by payoff:
 
 - ``speed``: training-step speedup; ``memory``: training-memory reduction; ``decoding``:
   KV-cache decoding speedup (tokens/s). Every payoff is base / variant (> 1 = better).
+  Activation checkpointing and gradient accumulation (notebook 12) serve the memory goal only:
+  they trade time for memory, and their note says how much.
 - *measured* when a results file (``results/*.json`` from ``python -m tutorial_lib bench
   --suite guide``) was recorded on this kind of device and holds that change within a factor of 2
   of T: one source per payoff -- the measurement at the nearest setting, then the one with the
@@ -47,7 +49,7 @@ from tutorial_lib import claims, speedups
 from tutorial_lib.lessons import explorer as explore
 from tutorial_lib.lessons import lm_head
 from tutorial_lib.lessons.gqa import decode_bytes_per_token, decode_ceiling
-from tutorial_lib.measure import records, roofline
+from tutorial_lib.measure import cost, records, roofline
 from tutorial_lib.measure.ceilings import Ceilings, ceilings_for, doc_ceilings
 from tutorial_lib.model import GPTConfig, get_config
 from tutorial_lib.runtime import StepSettings
@@ -57,6 +59,7 @@ from tutorial_lib.train import TrainHistory
 GOALS = ("speed", "memory", "decoding")
 DEVICES = ("cpu", "cuda")
 BASELINE = {"attn_backend": "eager"}  # GPT-2 small, MHA, GELU 4x, eager attention
+ACCUMULATION = 4  # micro-batches of the "accumulate" change (the batch of 4: one sequence each)
 GAIN_THRESHOLD = 1.02  # payoffs below this are listed as "little or no gain"
 REFERENCE_GPU = "NVIDIA H200"  # the GPU of the training runs on record (results/train_h200_*)
 
@@ -68,6 +71,7 @@ class Change:
     seed_name: str  # what the seed's tree calls it
     # results rows that measure it: (kind, variant label prefix)
     measured_as: tuple = ()
+    goals: tuple = GOALS  # the goals it serves (checkpointing and accumulation: memory only)
 
 
 CHANGES = (
@@ -86,6 +90,10 @@ CHANGES = (
     Change("vocab_pad", "Vocabulary padded to 50,304 (masked)", "(not in the seed's tree)",
            (("speed_ladder", "+ vocab padded"),)),
     Change("fused_adamw", "Fused AdamW", "(not in the seed's tree)", (("speed_ladder", "+ fused AdamW"),)),
+    # the memory budget (notebook 12): trade time for memory; never a speed-up
+    Change("checkpoint", "Activation checkpointing (every block)", "(not in the seed's tree)", goals=("memory",)),
+    Change("accumulate", f"Gradient accumulation ({ACCUMULATION} micro-batches)", "(not in the seed's tree)",
+           goals=("memory",)),
 )
 RUN_CHANGES = {"bf16": {"dtype": "bfloat16"}, "compile": {"compile": "default"}, "fused_adamw": {"adamw": "fused"}}
 QUALITY_ONLY = (("swiglu", "SwiGLU 8/3x"), ("muon", "Muon"))
@@ -108,6 +116,10 @@ def change_config(key: str, seq_len: int, device: str, window: Optional[int] = N
         return base.replace(loss_impl=lm_head.DEFAULT_IMPL)
     if key == "vocab_pad":
         return base.replace(pad_vocab_multiple=64, mask_vocab_padding=True)
+    if key == "checkpoint":
+        return base.replace(checkpoint="block")
+    if key == "accumulate":  # the same model; the step runs in micro-batches (``accumulation``)
+        return base
     if key in RUN_CHANGES:  # the same model: the change is in how it runs (change_step)
         return base
     if key == "window":
@@ -250,10 +262,25 @@ def analytic_payoff(key: str, seq_len: int, device: str, goal: str, batch_size: 
     elif goal == "speed":
         w = [explore.model_work(explore.scope_work(c, batch_size, seq_len, device)) for c in (base, var)]
     elif goal == "memory":
-        w = [explore.predict_memory(c, batch_size, seq_len, dt)["total"] for c, dt in zip((base, var), dts)]
+        k = ACCUMULATION if key == "accumulate" and batch_size % ACCUMULATION == 0 else 1
+        w = [explore.predict_memory(c, batch_size, seq_len, dt, g)["total"]
+             for c, dt, g in zip((base, var), dts, (1, k))]
     else:
         w = [decode_bytes_per_token(c, seq_len, dt) for c, dt in zip((base, var), dts)]
     return w[0] / w[1]
+
+
+def memory_trade(key: str, seq_len: int, batch_size: int = 4) -> str:
+    """What trading time for memory costs (notebook 12), for the note beside its memory payoff."""
+    if key == "checkpoint":
+        base = change_config("baseline", seq_len, "cpu")
+        fl = [sum(cost.flops_by_scope(c, batch_size, seq_len, None).values())
+              for c in (base, change_config("checkpoint", seq_len, "cpu"))]
+        return f"recomputes each block's forward in backward: {fl[1] / fl[0] - 1:.0%} more FLOPs per step"
+    if key == "accumulate":
+        return (f"the same FLOPs in {ACCUMULATION} smaller forward and backward passes, at the speed of the "
+                "smaller matmuls")
+    return ""
 
 
 def analytic_basis(goal: str, ceilings: Optional[Ceilings], device: str) -> str:
@@ -496,7 +523,7 @@ def recommend(seq_len: int, device: str = "cpu", goal: str = "speed", batch_size
     notes = []
     payoffs = []
     dt = _dtype(device)
-    for ch in CHANGES:
+    for ch in (c for c in CHANGES if goal in c.goals):
         if ch.key == "window" and (window or max(16, seq_len // 4)) >= seq_len:
             payoffs.append(Payoff(ch.key, ch.title, None, "n/a", False, "a window >= T is full attention"))
             continue
@@ -514,7 +541,8 @@ def recommend(seq_len: int, device: str = "cpu", goal: str = "speed", batch_size
                                                change_config(ch.key, seq_len, device, window),
                                                batch_size, seq_len, dt, device, ceilings)
         basis = "analytic: no payoff" if why else analytic_basis(goal, ceilings, device)
-        payoffs.append(Payoff(ch.key, title, v, basis, False, why or "", ceiling=ceiling))
+        payoffs.append(Payoff(ch.key, title, v, basis, False, why or memory_trade(ch.key, seq_len, batch_size),
+                              ceiling=ceiling))
     ranked = sorted(payoffs, key=Payoff.rank_key)
     undecided = [p for p in ranked if p.evidence in (speedups.WITHIN_NOISE, speedups.NO_VERDICT)]
     good = [p for p in ranked if p not in undecided and p.value is not None

@@ -8,17 +8,22 @@ Every number the tutorial predicts before it measures comes from here:
   inputs read once, its outputs written once (eager attention's T x T scores and probabilities,
   several times). Tested against what PyTorch dispatches (``measure.traffic.count_step_traffic``),
   exactly. The roofline's time prediction and bound labels (``measure.roofline``) read them.
+  Activation checkpointing (``GPTConfig.checkpoint``): a recomputed half's forward kernels run
+  again in backward, up to ``torch.utils.checkpoint``'s early stop; gradient accumulation
+  (``grad_accum``): the micro-batches' kernels and the gradients added into ``.grad``.
 - **FLOPs** (``flops_by_scope``, ``step_flops``): the kernels' matmul FLOPs summed, in three
   conventions that differ only in the attention core's (query, key) pairs: ``"computed"`` (what
   the kernel really computes: a causal SDPA kernel skips the masked half, a band mask skips
   nothing), ``"counted"`` (what ``torch.utils.flop_counter.FlopCounterMode`` charges: full T x T;
   the tests match it exactly) and ``"visible"`` (only the pairs a query may see: the useful work,
-  what an MFU counts). ``elementwise_flops`` is a rough estimate of the work FLOP counters leave
+  what an MFU counts -- so without the forward that activation checkpointing runs again, which
+  the other two include). ``elementwise_flops`` is a rough estimate of the work FLOP counters leave
   out (softmax, GELU, norms, RoPE, residual adds, the loss): a place on the roofline's x axis for
   the components that have no matmul.
 - **Memory** (``activation_bytes``, ``training_memory``): the bytes autograd saves for backward, per
-  component -- equal to what ``saved_tensors_hooks`` sees (``measure.memory``), byte for byte --
-  and the training step's parameters, gradients and AdamW state beside them.
+  component -- equal to what ``saved_tensors_hooks`` sees (``measure.memory``), byte for byte,
+  a checkpointed half keeping only its input -- and the training step's parameters, gradients and
+  AdamW state beside them (the step's peak on top of them: ``measure.peak``).
 - **Parameters** (``param_tensors``, ``params_by_scope``, ``num_params``).
 
 Backward conventions: a Linear costs 2x its forward (grad input + grad weight). Eager attention's
@@ -36,6 +41,7 @@ kernels are an estimate and the component says ``exact=False``.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Tuple
@@ -184,10 +190,10 @@ def batched_copy_needed(B: int, heads: int, T: int) -> bool:
     return B > 1 and heads > 1 and T > 1
 
 
-def attention_core_kernels(c: GPTConfig, B: int, T: int, e: int, device_type: str
-                    ) -> Tuple[List[Kernel], List[Kernel], bool]:
-    """(forward, backward, exact) kernels of the attention core in all layers."""
-    L, H, Hkv, D = c.n_layer, c.n_head, c.kv_heads, c.head_dim
+def attention_core_kernels(c: GPTConfig, B: int, T: int, e: int, device_type: str,
+                           layers: Optional[int] = None) -> Tuple[List[Kernel], List[Kernel], bool]:
+    """(forward, backward, exact) kernels of the attention core in ``layers`` blocks (default: all)."""
+    L, H, Hkv, D = c.n_layer if layers is None else layers, c.n_head, c.kv_heads, c.head_dim
     q, kv = e * B * H * T * D, e * B * Hkv * T * D  # bytes of q (and out), of k (and v)
     lse = 4 * B * H * T  # the log-sum-exp a flash kernel keeps per query (fp32)
     backend = attention.get(c.attn_backend)
@@ -409,25 +415,123 @@ def chunked_loss_kernels(N: int, C: int, V: int, chunk: int, e: int, liger: bool
     return out
 
 
+HALVES = ("attention", "mlp")  # a block: x + attention(norm1(x)), then + mlp(norm2(.))
+
+
+def half_kernels(c: GPTConfig, B: int, T: int, e: int, device_type: str, half: str, layers: int
+                 ) -> Tuple[Dict[Tuple[str, str], List[Kernel]], bool]:
+    """({(scope, phase): kernels}, exact) of one half of ``layers`` blocks, its norm included:
+    "attention" (norm1, q/k/v, RoPE, the core, the output projection) or "mlp" (norm2, up, the
+    activation, down). The residual adds between them are not in either half."""
+    C, H, Hkv, D, Hid = c.n_embd, c.n_head, c.kv_heads, c.head_dim, c.mlp_hidden
+    L, N, rope = layers, B * T, c.pos == "rope"
+    rows: Dict[Tuple[str, str], List[Kernel]] = {}
+
+    def add(scope: str, phase: str, kernels: Iterable[Kernel]):
+        rows.setdefault((scope, phase), []).extend(k for k in kernels if k.count)
+
+    # its norm; in backward the residual stream's gradient meets the norm's
+    f, b = norm_kernels(c, N, L)
+    add("norm", "forward", f)
+    add("norm", "backward", b + [Kernel("add", L, 8 * N * C, 4 * N * C)])
+    if half == "mlp":
+        n_up = 2 if c.mlp == "swiglu" else 1
+        f, b = linear_kernels(N, C, Hid, e, 4, c.bias, n_up * L)
+        add("mlp.up", "forward", f)
+        add("mlp.up", "backward", b + ([Kernel("add", L, 8 * N * C, 4 * N * C)] if n_up == 2 else []))
+        h = e * N * Hid
+        if c.mlp == "swiglu":
+            add("mlp.act", "forward", [Kernel("silu", L, h, h), Kernel("mul", L, 2 * h, h)])
+            add("mlp.act", "backward", [Kernel("mul", 2 * L, 2 * h, h), Kernel("silu_backward", L, 2 * h, h)])
+        else:
+            add("mlp.act", "forward", [Kernel("gelu", L, h, h)])
+            add("mlp.act", "backward", [Kernel("gelu_backward", L, 2 * h, h)])
+        f, b = linear_kernels(N, Hid, C, e, e, c.bias, L)
+        add("mlp.down", "forward", f)
+        add("mlp.down", "backward", b)
+        return rows, True
+    if half != "attention":
+        raise ValueError(f"half={half!r} is not one of {list(HALVES)}")
+    # q/k/v projections from the (fp32) norm output; their input gradients add up
+    for fan_out in (H * D, Hkv * D, Hkv * D):
+        f, b = linear_kernels(N, C, fan_out, e, 4, c.bias, L)
+        add("attention.qkv", "forward", f)
+        add("attention.qkv", "backward", b)
+    add("attention.qkv", "backward", [Kernel("add", 2 * L, 8 * N * C, 4 * N * C)])
+    if rope:
+        for heads in (H, Hkv):
+            f, b = rope_kernels(B * heads * T * D, T, D, e, L)
+            add("attention.rope", "forward", f)
+            add("attention.rope", "backward", b)
+    f, b, exact = attention_core_kernels(c, B, T, e, device_type, layers=L)
+    add("attention.core", "forward", f)
+    add("attention.core", "backward", b)
+    f, b = linear_kernels(N, H * D, C, e, e, c.bias, L)
+    add("attention.out", "forward", f)
+    add("attention.out", "backward", b)
+    # gradients of q, k, v reach their (B, T, H, D) views as contiguous (B, H, T, D) tensors and
+    # are copied back: after RoPE's backward (q, k), after eager attention's matmuls (all three);
+    # SDPA's backward writes them in the layout its inputs had. Eager attention without RoPE or
+    # grouped heads hands k's gradient to the projection's own reshape (charged there).
+    eager = attention.get(c.attn_backend).materializes_scores
+    for t, heads in (("q", H), ("k", Hkv), ("v", Hkv)):
+        if (rope and t != "v" or eager) and contiguous_copy_needed(heads, T):
+            if eager and t == "k" and not rope and Hkv == H:  # charged to the projection's reshape
+                if B > 1:
+                    add("attention.qkv", "backward", [Kernel("clone", L, e * B * heads * T * D,
+                                                             e * B * heads * T * D)])
+                continue
+            add("other", "backward", [Kernel("clone", L, e * B * heads * T * D, e * B * heads * T * D)])
+    return rows, exact
+
+
+def accumulation_kernels(c: GPTConfig, grad_accum: int) -> Dict[Tuple[str, str], List[Kernel]]:
+    """What gradient accumulation adds to ``grad_accum`` micro-batches' forward and backward: each
+    loss scaled by 1/grad_accum (a division forward, one backward), and from the second
+    micro-batch on, every parameter's new gradient added into its ``.grad`` in place (charged to
+    the parameter's scope; the first micro-batch's gradients are stored as they are)."""
+    out: Dict[Tuple[str, str], List[Kernel]] = {("other", "forward"): [Kernel("div", grad_accum, 4, 4)],
+                                                 ("other", "backward"): [Kernel("div", grad_accum, 4, 4)]}
+    for scope, n in param_tensors(c):
+        out.setdefault((scope, "backward"), []).append(Kernel("add_", grad_accum - 1, 8 * n, 4 * n))
+    return out
+
+
+def recomputed_until_last_save(kernels: List[Kernel], stopped: int) -> List[Kernel]:
+    """A half's last Linear run again in backward, in ``stopped`` of its layers without the matmul
+    (checkpoint's recompute stops as the matmul saves its input, before it runs)."""
+    out = []
+    for k in kernels:
+        if k.op in ("mm", "addmm") and k.flops:
+            k = dataclasses.replace(k, count=k.count - stopped)
+        out.append(k)
+    return out
+
+
 def step_kernels(config: GPTConfig, batch_size: int, seq_len: int, dtype="float32",
                   device_type: str = "cpu", optimizer: bool = True, grad_clip: bool = False,
-                  adamw: str = "auto") -> List[Component]:
+                  adamw: str = "auto", recompute: bool = True, grad_accum: int = 1) -> List[Component]:
     """The kernels of one training step of ``config`` on a (batch_size, seq_len) batch, one
     ``Component`` per (scope, phase), all layers summed.
 
     ``dtype``: the compute dtype (bf16/fp16 = autocast on fp32 weights); ``optimizer`` adds
     AdamW's step (``adamw``: its implementation, ``adamw_kernels``), ``grad_clip`` the global-norm
-    clipping ``train`` does before it."""
-    for name, v in (("batch_size", batch_size), ("seq_len", seq_len)):
+    clipping ``train`` does before it. With activation checkpointing (``GPTConfig.checkpoint``) the
+    recomputed halves' forward kernels are charged again to their scopes' backward
+    (``recompute=False`` leaves them out: the useful work). ``grad_accum``: the batch runs as that
+    many micro-batches (``accumulate.accumulate_gradients``): forward and backward of one
+    micro-batch that many times, each loss scaled by 1/grad_accum, and from the second on every
+    gradient added into ``.grad``; one optimizer step."""
+    for name, v in (("batch_size", batch_size), ("seq_len", seq_len), ("grad_accum", grad_accum)):
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise ValueError(f"{name}={v!r} must be a positive integer")
+    if batch_size % grad_accum:
+        raise ValueError(f"grad_accum={grad_accum} does not divide batch_size={batch_size}")
     c = config
     e = settings.dtype_bytes(dtype)
-    B, T, L, C = batch_size, seq_len, c.n_layer, c.n_embd
-    H, Hkv, D, Hid, V = c.n_head, c.kv_heads, c.head_dim, c.mlp_hidden, c.padded_vocab_size
+    B, T, L, C, V = batch_size // grad_accum, seq_len, c.n_layer, c.n_embd, c.padded_vocab_size
     N = B * T
     cpu = device_type == "cpu"
-    rope = c.pos == "rope"
     other = elementwise_flops(c, B, T, device_type)
     rows: Dict[Tuple[str, str], List[Kernel]] = {}
     exact_core = True
@@ -447,57 +551,15 @@ def step_kernels(config: GPTConfig, batch_size: int, seq_len: int, dtype="float3
         add("other", "forward", [Kernel("arange", 1, 0, 8 * T), Kernel("add", 1, 4 * N * C + 4 * T * C, 4 * N * C)])
         add("other", "backward", [Kernel("sum", 1, 4 * N * C, 4 * T * C)])
 
-    # norms: two per block and the final one; the residual stream's gradient meets the norm's
-    f, b = norm_kernels(c, N, 2 * L + 1)
+    # the final norm; each block's two norms are in its halves (``half_kernels``)
+    f, b = norm_kernels(c, N, 1)
     add("norm", "forward", f)
-    add("norm", "backward", b + [Kernel("add", 2 * L, 8 * N * C, 4 * N * C)])
-
-    # attention: q/k/v projections from the (fp32) norm output; their input gradients add up
-    for fan_out in (H * D, Hkv * D, Hkv * D):
-        f, b = linear_kernels(N, C, fan_out, e, 4, c.bias, L)
-        add("attention.qkv", "forward", f)
-        add("attention.qkv", "backward", b)
-    add("attention.qkv", "backward", [Kernel("add", 2 * L, 8 * N * C, 4 * N * C)])
-    if rope:
-        for heads in (H, Hkv):
-            f, b = rope_kernels(B * heads * T * D, T, D, e, L)
-            add("attention.rope", "forward", f)
-            add("attention.rope", "backward", b)
-    f, b, exact_core = attention_core_kernels(c, B, T, e, device_type)
-    add("attention.core", "forward", f)
-    add("attention.core", "backward", b)
-    f, b = linear_kernels(N, H * D, C, e, e, c.bias, L)
-    add("attention.out", "forward", f)
-    add("attention.out", "backward", b)
-    # gradients of q, k, v reach their (B, T, H, D) views as contiguous (B, H, T, D) tensors and
-    # are copied back: after RoPE's backward (q, k), after eager attention's matmuls (all three);
-    # SDPA's backward writes them in the layout its inputs had. Eager attention without RoPE or
-    # grouped heads hands k's gradient to the projection's own reshape (charged there).
-    eager = attention.get(c.attn_backend).materializes_scores
-    for t, heads in (("q", H), ("k", Hkv), ("v", Hkv)):
-        if (rope and t != "v" or eager) and contiguous_copy_needed(heads, T):
-            if eager and t == "k" and not rope and Hkv == H:  # charged to the projection's reshape
-                if B > 1:
-                    add("attention.qkv", "backward", [Kernel("clone", L, e * B * heads * T * D,
-                                                             e * B * heads * T * D)])
-                continue
-            add("other", "backward", [Kernel("clone", L, e * B * heads * T * D, e * B * heads * T * D)])
-
-    # MLP
-    n_up = 2 if c.mlp == "swiglu" else 1
-    f, b = linear_kernels(N, C, Hid, e, 4, c.bias, n_up * L)
-    add("mlp.up", "forward", f)
-    add("mlp.up", "backward", b + ([Kernel("add", L, 8 * N * C, 4 * N * C)] if n_up == 2 else []))
-    h = e * N * Hid
-    if c.mlp == "swiglu":
-        add("mlp.act", "forward", [Kernel("silu", L, h, h), Kernel("mul", L, 2 * h, h)])
-        add("mlp.act", "backward", [Kernel("mul", 2 * L, 2 * h, h), Kernel("silu_backward", L, 2 * h, h)])
-    else:
-        add("mlp.act", "forward", [Kernel("gelu", L, h, h)])
-        add("mlp.act", "backward", [Kernel("gelu_backward", L, 2 * h, h)])
-    f, b = linear_kernels(N, Hid, C, e, e, c.bias, L)
-    add("mlp.down", "forward", f)
-    add("mlp.down", "backward", b)
+    add("norm", "backward", b)
+    for half in HALVES:
+        ks, exact = half_kernels(c, B, T, e, device_type, half, L)
+        exact_core = exact_core and exact
+        for key, kernels in ks.items():
+            add(*key, kernels)
 
     # residual adds: x (fp32) + branch output; under autocast the branch's gradient is cast back
     add("other", "forward", [Kernel("add", 2 * L, 4 * N * C + e * N * C, 4 * N * C)])
@@ -506,6 +568,24 @@ def step_kernels(config: GPTConfig, batch_size: int, seq_len: int, dtype="float3
     if cpu:  # GPT.check_ids reads the ids' range on CPU tensors
         add("other", "forward", [Kernel("min", 2, 8 * N, 8), Kernel("max", 2, 8 * N, 8)])
     add("other", "backward", [Kernel("ones_like", 1, 4, 4)])  # backward's seed, d loss / d loss
+
+    # activation checkpointing: a recomputed half's forward runs again in backward, up to the last
+    # tensor it saves (torch.utils.checkpoint's early stop). Each half ends in a Linear, which saves
+    # its input *before* its matmul runs: that matmul never runs again (nor a block's final add)
+    parts = [c.checkpointed(i) for i in range(L)] if recompute else []
+    whole = parts.count("block")
+    again = {"attention": parts.count("attention") + whole, "mlp": parts.count("mlp") + whole}
+    for half, n in again.items():
+        last = "attention.out" if half == "attention" else "mlp.down"
+        for (scope, phase), kernels in (half_kernels(c, B, T, e, device_type, half, n)[0].items() if n else ()):
+            if phase != "forward":
+                continue
+            if scope == last:  # all of it again only where the other half comes after (a whole block)
+                kernels = recomputed_until_last_save(kernels, n - (whole if half == "attention" else 0))
+            add(scope, "backward", kernels)
+    if whole:  # a whole block's middle residual add, charged where it runs again: inside the
+        # backward node whose saved tensor starts the recompute, down_proj's (as the profiler does)
+        add("mlp.down", "backward", [Kernel("add", whole, 4 * N * C + e * N * C, 4 * N * C)])
 
     # head and loss: fp32 log-softmax over the vocabulary, then pick each target's log-probability
     if c.loss_impl != "full":  # the chunked loss (tutorial_lib.loss): no (N, V) tensor at all
@@ -532,6 +612,11 @@ def step_kernels(config: GPTConfig, batch_size: int, seq_len: int, dtype="float3
         add("loss", "forward", loss_f)
         add("loss", "backward", loss_b)
 
+    if grad_accum > 1:  # every micro-batch's forward and backward, then what accumulating adds
+        rows = {key: [dataclasses.replace(k, count=k.count * grad_accum) for k in ks] for key, ks in rows.items()}
+        for key, ks in accumulation_kernels(c, grad_accum).items():
+            add(*key, ks)
+
     if optimizer:
         sizes = param_sizes(c)
         ks = adamw_kernels(sizes, device_type, adamw)
@@ -541,37 +626,55 @@ def step_kernels(config: GPTConfig, batch_size: int, seq_len: int, dtype="float3
                   Kernel("_foreach_mul_", 1, P, P)] + ks
         add("optimizer", "optimizer", ks)
 
+    # the elementwise estimate of the recomputed forward: each scope's share of its layers (norms: of 2L + 1)
+    share = {s: sum(again.values()) / (2 * L + 1) if s == "norm" else
+             again["attention" if s.startswith("attention") else "mlp"] / L
+             for s in other if s.startswith(("attention", "mlp")) or s == "norm"}
     out = []
     for (scope, phase), ks in rows.items():
-        ef = other.get(scope, 0) * (2 if phase == "backward" else 1) if phase != "optimizer" else 0
+        times = {"forward": 1, "backward": 2 + share.get(scope, 0)}.get(phase, 0) * grad_accum
+        ef = other.get(scope, 0) * times
         out.append(Component(scope, phase, tuple(ks), int(ef), exact_core or scope != "attention.core"))
     return out
 
 
 # ---- what forward keeps for backward -----------------------------------------------------------
+def kept_halves(config: GPTConfig) -> Tuple[int, int]:
+    """(blocks whose attention half keeps its activations, blocks whose MLP half does): the
+    others recompute that half in backward (``GPTConfig.checkpointed``)."""
+    parts = [config.checkpointed(i) for i in range(config.n_layer)]
+    return (sum(p not in ("attention", "block") for p in parts), sum(p not in ("mlp", "block") for p in parts))
+
+
 def activation_bytes(config: GPTConfig, batch_size: int, seq_len: int, dtype="float32") -> Dict[str, int]:
     """Bytes autograd saves for backward in one forward pass (with loss), by the component that
     saves them -- the bytes backward's kernels read again. Each storage counts once, for the first
     component that saves it; parameters are not counted; a norm's input is the "residual" stream
     and eager attention's (T, T) tensors are "attention.scores" (``measure.memory``'s categories,
-    which the tests compare this with, exactly)."""
+    which the tests compare this with, exactly).
+
+    Activation checkpointing (``GPTConfig.checkpoint``): a recomputed half keeps nothing of its
+    own, only its input -- the residual stream, the same tensor its norm would have kept -- and a
+    recomputed block keeps its input once instead of its two norms' inputs."""
     c, e = config, settings.dtype_bytes(dtype)
     B, T, L, C = batch_size, seq_len, config.n_layer, config.n_embd
     H, Hkv, D, Hid, V = c.n_head, c.kv_heads, c.head_dim, c.mlp_hidden, c.padded_vocab_size
     N, lp, rope = B * T, e < 4, c.pos == "rope"
     q, kv = e * B * H * T * D, e * B * Hkv * T * D
+    La, Lm = kept_halves(c)  # blocks whose attention / MLP half keeps its activations
+    whole = sum(c.checkpointed(i) == "block" for i in range(L))  # blocks recomputed whole
     out: Dict[str, int] = {}
 
     def add(name: str, nbytes: int):
         out[name] = out.get(name, 0) + nbytes
 
     add("embedding", 8 * N + (8 * T if c.pos == "learned" else 0))  # the token (and position) ids
-    n_norms = 2 * L + 1
-    add("residual", n_norms * 4 * N * C)  # each norm keeps its input
-    add("norm", n_norms * (8 * N if c.norm == "layernorm" else 4 * N * C + 4 * N))  # mean+rstd / rsqrt+x*rsqrt
+    # each norm keeps its input, a checkpointed half its input instead: the same residual stream
+    # tensor (once for a whole block), and the final norm's
+    add("residual", (2 * L - whole + 1) * 4 * N * C)
+    add("norm", (La + Lm + 1) * (8 * N if c.norm == "layernorm" else 4 * N * C + 4 * N))  # mean+rstd / rsqrt+x*rsqrt
 
-    def linear(name: str, fan_in: int, fan_out: int, n: int, x_bytes: int, fp32_input: bool,
-               layers: int = L):
+    def linear(name: str, fan_in: int, fan_out: int, n: int, x_bytes: int, fp32_input: bool, layers: int):
         """n Linear layers per block (``layers`` blocks) keep their input (``x_bytes``: a shared
         input once) for the weight's gradient; under autocast also their cast weights, and a cast
         per layer of an fp32 input."""
@@ -579,30 +682,32 @@ def activation_bytes(config: GPTConfig, batch_size: int, seq_len: int, dtype="fl
             add(name, layers * e * fan_in * fan_out)
         add(name, layers * (n * e * N * fan_in if (lp and fp32_input) else x_bytes))
 
-    linear("attention.qkv", C, H * D + 2 * Hkv * D, 3, 4 * N * C, True)  # q, k, v read the norm's output
+    # the attention half, in the La blocks that keep it
+    linear("attention.qkv", C, H * D + 2 * Hkv * D, 3, 4 * N * C, True, La)  # q, k, v read the norm's output
     if rope and lp:  # the cos/sin tables cast to the compute dtype (fp32: buffers, not counted)
-        add("attention.rope", L * 4 * e * T * (D // 2))
+        add("attention.rope", La * 4 * e * T * (D // 2))
     backend = attention.get(c.attn_backend)
     if backend.materializes_scores:
         rep = Hkv != H
         shared = rep and Hkv == 1 and B == 1
-        add("attention.core", L * (q + 2 * (kv if shared else q)))  # q, k (or its copy), v (or its copy)
-        add("attention.scores", L * (e * B * H * T * T + T * T))  # the probabilities and the bool mask
+        add("attention.core", La * (q + 2 * (kv if shared else q)))  # q, k (or its copy), v (or its copy)
+        add("attention.scores", La * (e * B * H * T * T + T * T))  # the probabilities and the bool mask
     elif backend.fused:
-        add("attention.core", L * (q + 2 * kv + q + 4 * B * H * T))  # q, k, v, out, log-sum-exp
-        if c.window is not None:
+        add("attention.core", La * (q + 2 * kv + q + 4 * B * H * T))  # q, k, v, out, log-sum-exp
+        if c.window is not None and La:
             add("attention.scores", e * T * T)  # the additive mask: one cached tensor every layer shares
     else:
-        add("attention.core", L * (q + 2 * kv + q + 4 * B * H * T))  # estimate: inputs, output, lse
+        add("attention.core", La * (q + 2 * kv + q + 4 * B * H * T))  # estimate: inputs, output, lse
     # the output projection keeps its input: the contiguous copy of the attention output, or the
     # output itself (already kept by SDPA) when no copy was needed
     copied = contiguous_copy_needed(H, T) and (not backend.fused or rope)
-    linear("attention.out", H * D, C, 1, e * N * C if copied else 0, False)
+    linear("attention.out", H * D, C, 1, e * N * C if copied else 0, False, La)
+    # the MLP half, in the Lm blocks that keep it
     n_up = 2 if c.mlp == "swiglu" else 1
-    linear("mlp.up", C, n_up * Hid, n_up, 4 * N * C, True)  # gate and up read the norm's output
+    linear("mlp.up", C, n_up * Hid, n_up, 4 * N * C, True, Lm)  # gate and up read the norm's output
     h = e * N * Hid
-    add("mlp.act", L * (3 * h if c.mlp == "swiglu" else h))  # gelu: its input; swiglu: g, silu(g), u
-    linear("mlp.down", Hid, C, 1, h, False)
+    add("mlp.act", Lm * (3 * h if c.mlp == "swiglu" else h))  # gelu: its input; swiglu: g, silu(g), u
+    linear("mlp.down", Hid, C, 1, h, False, Lm)
     if c.loss_impl == "chunked":  # the hidden states (cast under autocast), a log-sum-exp per
         add("loss", (e if lp else 4) * N * C + 4 * N + 8 + 8 * N)  # token, the count, the targets
     elif c.loss_impl == "chunked_liger":  # the gradients made in forward: hidden's and the weight's
@@ -611,8 +716,6 @@ def activation_bytes(config: GPTConfig, batch_size: int, seq_len: int, dtype="fl
         linear("lm_head", C, V, 1, 4 * N * C, True, layers=1)
         add("loss", 4 * N * V + 8 * N + 4)  # the log-probabilities, the targets, the total weight
     return {k: v for k, v in out.items() if v}
-
-
 
 
 ADAMW_STATE_BYTES_PER_PARAM = 8  # exp_avg + exp_avg_sq, fp32
@@ -695,7 +798,8 @@ def flops_by_scope(config: GPTConfig, batch_size: int, seq_len: int, phase: Opti
         raise ValueError(f"phase={phase!r} is not one of ['forward', 'backward', None]")
     pairs = attention_pairs(config, seq_len, device_type)
     out: Dict[str, int] = {}
-    for r in step_kernels(config, batch_size, seq_len, "float32", device_type, optimizer=False):
+    recompute = convention != "visible"  # a checkpointed half's forward again is work done, not useful work
+    for r in step_kernels(config, batch_size, seq_len, "float32", device_type, optimizer=False, recompute=recompute):
         if (phase is not None and r.phase != phase) or not r.flops:
             continue
         fl = r.flops

@@ -31,6 +31,7 @@ from torch.utils.benchmark.utils.common import Measurement
 from tqdm.auto import tqdm
 
 from tutorial_lib import runtime, settings
+from tutorial_lib.accumulate import accumulate_gradients
 from tutorial_lib.data import random_batch
 from tutorial_lib.measure import cost, flops
 from tutorial_lib.model import GPT, GPTConfig, get_config
@@ -275,21 +276,26 @@ def make_optimizer(model: torch.nn.Module, device, lr: float = 3e-4, weight_deca
 
 
 def build_step(model, idx, targets, mode: str, device, dtype, optimizer=None, scaler=None,
-               tf32: bool = False) -> Callable[[], None]:
+               tf32: bool = False, grad_accum: int = 1) -> Callable[[], None]:
     """The closure ``measure_step`` times; also used by the profiler and memory tools.
 
     fwd: forward + loss under no_grad; fwdbwd: + backward (grads reset each call);
     train: + optimizer step. Low-precision dtypes run under autocast (weights stay fp32); a
     ``scaler`` (``torch.amp.GradScaler``, for float16) scales the loss before backward and steps
     the optimizer through it; ``tf32`` runs the step's fp32 matmuls in TF32 (CUDA).
+    ``grad_accum``: forward and backward in that many micro-batches
+    (``accumulate.accumulate_gradients``, which the training loop runs too).
     """
     if mode not in MODES:
         raise ValueError(f"mode={mode!r} is not one of {list(MODES)}")
     dev = torch.device(device)
 
+    def autocast():
+        return settings.autocast(dev, dtype)
+
     if mode == "fwd":
         def step():
-            with torch.no_grad(), runtime.matmul_precision(tf32), settings.autocast(dev, dtype):
+            with torch.no_grad(), runtime.matmul_precision(tf32), autocast():
                 model(idx, targets)
         return step
 
@@ -297,9 +303,7 @@ def build_step(model, idx, targets, mode: str, device, dtype, optimizer=None, sc
         def step():
             model.zero_grad(set_to_none=True)
             with runtime.matmul_precision(tf32):
-                with settings.autocast(dev, dtype):
-                    _, loss = model(idx, targets)
-                (loss if scaler is None else scaler.scale(loss)).backward()
+                accumulate_gradients(model, idx, targets, grad_accum, autocast, scaler=scaler)
         return step
 
     if optimizer is None:
@@ -308,13 +312,10 @@ def build_step(model, idx, targets, mode: str, device, dtype, optimizer=None, sc
     def step():
         optimizer.zero_grad(set_to_none=True)
         with runtime.matmul_precision(tf32):
-            with settings.autocast(dev, dtype):
-                _, loss = model(idx, targets)
+            accumulate_gradients(model, idx, targets, grad_accum, autocast, scaler=scaler)
             if scaler is None:
-                loss.backward()
                 optimizer.step()
-            else:  # float16: scale the loss so small gradients do not flush to zero, unscale, step, adapt
-                scaler.scale(loss).backward()
+            else:  # float16: unscale, skip the step on inf/NaN gradients, adapt the scale
                 scaler.step(optimizer)
                 scaler.update()
     return step
@@ -322,16 +323,19 @@ def build_step(model, idx, targets, mode: str, device, dtype, optimizer=None, sc
 
 def prepare_step(config: Union[GPTConfig, str], batch_size: int, seq_len: int, mode: str = "train",
                  device=None, dtype=None, compile: Union[bool, str, None] = False, seed: int = 0, model=None,
-                 adamw: str = "auto", tf32: bool = False):
+                 adamw: str = "auto", tf32: bool = False, grad_accum: int = 1):
     """Build (model, step closure, device, dtype) for one GPT step -- shared by timing, profiling
     and memory tools so that they all measure the same thing.
 
     ``compile``: False/None (eager), True ("default") or a ``torch.compile`` mode; ``adamw`` and
     ``tf32`` as in ``runtime.StepSettings``, which ``step_settings`` turns into these arguments. A
     setting this device cannot run raises ``runtime.NotAvailable`` (a RuntimeError: a sweep
-    records it) before the model is built; float16 steps get a GradScaler."""
+    records it) before the model is built; float16 steps get a GradScaler. ``grad_accum``: the
+    batch of ``batch_size`` sequences in that many micro-batches."""
     cfg = resolve_config(config)
     check_sizes(cfg, batch_size, seq_len, mode)
+    if not isinstance(grad_accum, int) or isinstance(grad_accum, bool) or grad_accum < 1 or batch_size % grad_accum:
+        raise ValueError(f"grad_accum={grad_accum!r} must be a positive integer that divides batch_size={batch_size}")
     dev, dt = settings.resolve(device, dtype)
     mode_name = "default" if compile is True else (compile or None)
     runtime.StepSettings(dtype=settings.dtype_name(dt), tf32=tf32, compile=mode_name, adamw=adamw).check(dev)
@@ -343,7 +347,7 @@ def prepare_step(config: Union[GPTConfig, str], batch_size: int, seq_len: int, m
     idx, targets = random_batch(cfg.vocab_size, batch_size, seq_len, dev, seed)
     opt = make_optimizer(model, dev, adamw=adamw) if mode == "train" else None
     scaler = torch.amp.GradScaler(dev.type) if dt == torch.float16 and mode != "fwd" else None
-    return model, build_step(run_model, idx, targets, mode, dev, dt, opt, scaler, tf32), dev, dt
+    return model, build_step(run_model, idx, targets, mode, dev, dt, opt, scaler, tf32, grad_accum), dev, dt
 
 
 def step_settings(step: runtime.StepSettings, device=None) -> dict:
@@ -356,7 +360,8 @@ def step_settings(step: runtime.StepSettings, device=None) -> dict:
 def measure_step(config: Union[GPTConfig, str], batch_size: int, seq_len: int, mode: str = "train",
                  device=None, dtype=None, compile: Union[bool, str, None] = False,
                  min_run_time: Optional[float] = None, adaptive: bool = False, warmup: int = 2, seed: int = 0,
-                 model=None, label: str = "", adamw: str = "auto", tf32: bool = False) -> StepResult:
+                 model=None, label: str = "", adamw: str = "auto", tf32: bool = False,
+                 grad_accum: int = 1) -> StepResult:
     """Time one GPT step of ``config`` at (batch_size, seq_len) on ``device``.
 
     dtype: None = bf16 autocast on CUDA, fp32 on CPU. mode: "fwd" | "fwdbwd" | "train".
@@ -365,7 +370,7 @@ def measure_step(config: Union[GPTConfig, str], batch_size: int, seq_len: int, m
     """
     cfg = resolve_config(config)
     model, step, dev, dt = prepare_step(cfg, batch_size, seq_len, mode, device, dtype, compile,
-                                        seed, model, adamw, tf32)
+                                        seed, model, adamw, tf32, grad_accum)
     tm = time_fn(step, dev, min_run_time=min_run_time, adaptive=adaptive, warmup=warmup,
                  label=label or cfg.name)
     name = settings.device_name(dev)

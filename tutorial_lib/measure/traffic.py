@@ -10,7 +10,9 @@ to look at the kernels of one component:
   metadata operators (``view``, ``transpose``, ``expand`` ...) launch nothing and are skipped.
 - In backward, each operator is charged to the model scope (``tutorial_lib.scopes``) whose
   forward created the autograd node that runs it, the same attribution as ``measure.profile``;
-  a ``TorchFunctionMode`` labels every node with the scope it was created in.
+  a ``TorchFunctionMode`` labels every node with the scope it was created in. A scope opened
+  inside backward names its own operators: the chunked loss's, and the modules a checkpointed
+  block runs again (``GPTConfig.checkpoint``).
 - ``count_step_traffic(config, B, T)``: one training step (forward + loss, backward, AdamW),
   counted per (scope, phase).
 
@@ -156,11 +158,17 @@ class TrafficCounter(TorchDispatchMode):
     Results: ``counter.traffic[(scope, phase)] -> Traffic``.
     """
 
-    def __init__(self):
+    def __init__(self, model=None):
         super().__init__()
         self.traffic: Dict[Tuple[str, str], Traffic] = {}
         self.node_scope: Dict[object, str] = {}
         self.current_phase = "forward"
+        # a parameter's scope (its module's), for writing a gradient whose node no labelled op
+        # reached (a custom autograd Function's input): the parameter's AccumulateGrad
+        self.param_scope: Dict[int, str] = {}
+        for module, name in (model.module_scopes().items() if model is not None else ()):
+            for p in module.parameters(recurse=False):
+                self.param_scope.setdefault(id(p), name)
 
     @contextlib.contextmanager
     def labelling(self):
@@ -183,7 +191,8 @@ class TrafficCounter(TorchDispatchMode):
             # a scope opened inside a backward node (the chunked loss's own backward) names its ops,
             # as the profiler charges them; everything else goes to the node's forward scope
             node = torch._C._current_autograd_node()
-            return scopes.current() or self.node_scope.get(node, OTHER)
+            return (scopes.current() or self.node_scope.get(node)
+                    or self.param_scope.get(id(getattr(node, "variable", None)), OTHER))
         return scopes.current() or OTHER
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
@@ -213,12 +222,15 @@ class TrafficCounter(TorchDispatchMode):
 
 
 def count_step_traffic(config, batch_size: int, seq_len: int, dtype=None, device="cpu",
-                       optimizer: bool = True, seed: int = 0, model=None, adamw: str = "auto") -> TrafficCounter:
+                       optimizer: bool = True, seed: int = 0, model=None, adamw: str = "auto",
+                       grad_accum: int = 1) -> TrafficCounter:
     """Count one training step's traffic per (scope, phase): forward with loss, backward, AdamW.
 
     The step runs once before it is counted (AdamW creates its state on its first step), the
     way a measured step is warm. ``dtype``: bf16/fp16 run under autocast, as every measurement;
-    ``adamw``: AdamW's implementation (``runtime.StepSettings.adamw``)."""
+    ``adamw``: AdamW's implementation (``runtime.StepSettings.adamw``). ``grad_accum``: the batch in
+    that many micro-batches, each loss scaled by 1/grad_accum, as ``train.accumulate_gradients``
+    runs them."""
     cfg: GPTConfig = resolve_config(config)
     dev, dt = settings.resolve(device, dtype)
     if model is None:
@@ -227,22 +239,28 @@ def count_step_traffic(config, batch_size: int, seq_len: int, dtype=None, device
     model = model.to(dev).train()
     idx, targets = random_batch(cfg.vocab_size, batch_size, seq_len, dev, seed)
     opt = make_optimizer(model, dev, adamw=adamw) if optimizer else None
+    micro = list(zip(idx.chunk(grad_accum), targets.chunk(grad_accum)))
 
     def step(counter: Optional[TrafficCounter]):
         model.zero_grad(set_to_none=True)
         ctx = (lambda ph: counter.phase(ph)) if counter else (lambda ph: contextlib.nullcontext())
-        with scopes.enabled(model, record=False), (counter.labelling() if counter else
-                                                   contextlib.nullcontext()):
-            with ctx("forward"), settings.autocast(dev, dt):
-                _, loss = model(idx, targets)
-        with ctx("backward"), scopes.enabled(record=False):  # scopes a backward opens (tutorial_lib.loss)
-            loss.backward()
+        for x, y in micro:
+            with ctx("forward"):
+                with scopes.enabled(model, record=False), (counter.labelling() if counter else
+                                                           contextlib.nullcontext()):
+                    with settings.autocast(dev, dt):
+                        loss = model(x, y)[1]
+                if grad_accum > 1:  # the scaling, outside the model: its node is "other"
+                    loss = loss / grad_accum
+            # scopes a backward opens (tutorial_lib.loss), and the modules a checkpointed block runs again
+            with ctx("backward"), scopes.enabled(model, record=False):
+                loss.backward()
         if opt is not None:
             with ctx("optimizer"):
                 opt.step()
 
     step(None)
-    counter = TrafficCounter()
+    counter = TrafficCounter(model)
     step(counter)
     return counter
 
