@@ -291,7 +291,7 @@ PROFILES = {
                     min_run_time=0.3, rounds=5, compile=True),
         # the ceilings take ~15 s; the two checks are the suite's gpt2_mini step and notebook
         # 01's GPT-2 small step
-        roofline=Roofline(mm_sizes=(1024, 2048), stream_bytes=128 * 2**20,
+        roofline=Roofline(mm_sizes=(128, 256, 512, 1024, 2048), stream_bytes=128 * 2**20,
                           first_touch_sizes=(64 * 2**20,), min_run_time=0.3, rounds=3,
                           preset="gpt2_small", batch=1, seq_len=256,
                           checks=(("gpt2_mini", 2, 256), ("gpt2_small", 1, 256)), backends=("sdpa", "eager")),

@@ -137,9 +137,10 @@ def linear_kernels(N: int, fan_in: int, fan_out: int, e: int, x_bytes: int, bias
         if x_bytes == 4:
             fwd.append(Kernel("_to_copy", n, 4 * N * fan_in, e * N * fan_in))
     b = e * fan_out if bias else 0
-    fwd.append(Kernel("addmm" if bias else "mm", n, e * (N * fan_in + W) + b, e * N * fan_out, f))
-    bwd.append(Kernel("mm", n, e * (N * fan_out + N * fan_in), e * W, f))  # grad weight
-    bwd.append(Kernel("mm", n, e * (N * fan_out + W), e * N * fan_in, f))  # grad input
+    fwd.append(Kernel("addmm" if bias else "mm", n, e * (N * fan_in + W) + b, e * N * fan_out, f,
+                      shape=(N, fan_in, fan_out)))
+    bwd.append(Kernel("mm", n, e * (N * fan_out + N * fan_in), e * W, f, shape=(fan_in, N, fan_out)))  # grad weight
+    bwd.append(Kernel("mm", n, e * (N * fan_out + W), e * N * fan_in, f, shape=(N, fan_out, fan_in)))  # grad input
     if bias:
         bwd.append(Kernel("sum", n, e * N * fan_out, e * fan_out))
     if lp:
@@ -163,6 +164,17 @@ def rope_kernels(M: int, T: int, D: int, e: int, L: int) -> Tuple[List[Kernel], 
            Kernel("slice_backward", 2 * L, half, 2 * half),  # the halves back to full width
            Kernel("add", L, 4 * half, 2 * half)]
     return fwd, bwd
+
+
+def flash_block_shape(T: int, D: int, device_type: str) -> Optional[Tuple[int, int, int]]:
+    """(M, K, N) of the matmuls inside a fused attention kernel: on a CPU, PyTorch's flash kernel
+    (aten/src/ATen/native/cpu/FlashAttentionKernel.cpp) multiplies blocks of 32, 64 or 256 queries
+    (T < 192, < 768, >= 768) by blocks of up to 512 keys over a head of D -- thin matmuls, far below
+    the machine's peak. None on CUDA (its tiles run near the tensor cores' rate: the peak)."""
+    if device_type != "cpu":
+        return None
+    q_block = 256 if T >= 768 else 64 if T >= 192 else 32
+    return (min(q_block, T), D, min(512, T))
 
 
 def mask_kernels(T: int, window: Optional[int], L: int) -> List[Kernel]:
@@ -216,15 +228,16 @@ def attention_core_kernels(c: GPTConfig, B: int, T: int, e: int, device_type: st
         copies = sum(batched_copy_needed(B, h, T) for h in views)
         if copies:
             fwd.append(Kernel("clone", copies * L, q, q))
-        fwd += [Kernel("bmm", L, q + kop, tt, pf), Kernel("mul", L, tt, tt)]  # scores, scale
+        qk, pv = (T, D, T), (T, T, D)  # each head's matmuls: a head of D is a thin matmul
+        fwd += [Kernel("bmm", L, q + kop, tt, pf, shape=qk), Kernel("mul", L, tt, tt)]  # scores, scale
         fwd += mask_kernels(T, c.window, L)
         fwd += [Kernel("masked_fill", L, tt + T * T, tt), Kernel("_softmax", L, tt, tt),
-                Kernel("bmm", L, tt + kop, q, pf)]
+                Kernel("bmm", L, tt + kop, q, pf, shape=pv)]
         if batched_copy_needed(B, H, T):  # the output's gradient, a transposed view, made contiguous
             bwd.append(Kernel("clone", L, q, q))
-        bwd += [Kernel("bmm", L, q + kop, tt, pf),  # dP = dO V^T
-                Kernel("bmm", 2 * L, tt + q, q, pf),  # dV = P^T dO, dK = dS^T Q
-                Kernel("bmm", L, tt + kop, q, pf),  # dQ = dS K
+        bwd += [Kernel("bmm", L, q + kop, tt, pf, shape=qk),  # dP = dO V^T
+                Kernel("bmm", 2 * L, tt + q, q, pf, shape=pv),  # dV = P^T dO, dK = dS^T Q
+                Kernel("bmm", L, tt + kop, q, pf, shape=pv),  # dQ = dS K
                 Kernel("_softmax_backward_data", L, 2 * tt, tt), Kernel("masked_fill", L, tt + T * T, tt),
                 Kernel("mul", L, tt, tt)]
         if rep:
@@ -233,10 +246,12 @@ def attention_core_kernels(c: GPTConfig, B: int, T: int, e: int, device_type: st
     elif backend.fused:  # one fused kernel per layer (and the cached additive mask with a window)
         masked = c.window is not None
         m = e * T * T if masked else 0  # the cached additive mask, read by every layer
-        fwd.append(Kernel("scaled_dot_product_flash_attention", L, q + 2 * kv + m, q + lse, 2 * pf, (q, lse)))
+        block = flash_block_shape(T, D, device_type)
+        fwd.append(Kernel("scaled_dot_product_flash_attention", L, q + 2 * kv + m, q + lse, 2 * pf, (q, lse),
+                          shape=block))
         # backward recomputes the scores, then dV, dP, dQ, dK: bwd_matmuls() products over the pairs
         bwd.append(Kernel("scaled_dot_product_flash_attention_backward", L, 3 * q + 2 * kv + lse + m,
-                          q + 2 * kv, backend.bwd_matmuls() * pf, (q, kv, kv)))
+                          q + 2 * kv, backend.bwd_matmuls() * pf, (q, kv, kv), shape=block))
         exact = True
     else:  # loops of its own: read q, k, v, write out (+ lse); backward reads them again
         n_calls = backend.calls(T, c.window, c.tile_size, c.n_rep)
@@ -364,7 +379,7 @@ def chunked_loss_kernels(N: int, C: int, V: int, chunk: int, e: int, liger: bool
     def per_chunk(phase: str, recompute: bool):
         """A chunk's logits (forward: its loss; with gradients: softmax - one_hot, two matmuls)."""
         for k, n in ((k, sizes.count(k)) for k in dict.fromkeys(sizes)):
-            add("lm_head", phase, Kernel("mm", n, e * (k * C + V * C), e * k * V, 2 * k * C * V))
+            add("lm_head", phase, Kernel("mm", n, e * (k * C + V * C), e * k * V, 2 * k * C * V, shape=(k, C, V)))
             z = 4 * k * V
             if lp:
                 add("loss", phase, Kernel("_to_copy", n, e * k * V, z))
@@ -385,14 +400,14 @@ def chunked_loss_kernels(N: int, C: int, V: int, chunk: int, e: int, liger: bool
             if lp:
                 add("loss", phase, Kernel("_to_copy", n, z, e * k * V))
             # the two gradients' matmuls; the weight's accumulates over chunks in fp32
-            add("lm_head", phase, Kernel("mm", n, e * (k * V + V * C), e * k * C, 2 * k * V * C),
+            add("lm_head", phase, Kernel("mm", n, e * (k * V + V * C), e * k * C, 2 * k * V * C, shape=(k, V, C)),
                 Kernel("copy_", n, 4 * k * C + e * k * C, 4 * k * C))
             if lp:
-                add("lm_head", phase, Kernel("mm", n, e * (k * V + k * C), e * V * C, 2 * k * V * C),
+                add("lm_head", phase, Kernel("mm", n, e * (k * V + k * C), e * V * C, 2 * k * V * C, shape=(V, k, C)),
                     Kernel("_to_copy", n, e * V * C, 4 * V * C), Kernel("add_", n, 8 * V * C, 4 * V * C))
             else:
                 add("lm_head", phase, Kernel("addmm", n, 4 * (2 * V * C + k * V + k * C), 4 * V * C,
-                                             2 * k * V * C, alloc=()))
+                                             2 * k * V * C, alloc=(), shape=(V, k, C)))
 
     # forward: the casts, which targets count, the loss's accumulator
     if lp:
