@@ -81,7 +81,8 @@ def test_expected_results_rows_and_verdicts():
 
 
 def test_recorded_quality_reads_the_suite_s_rows(tmp_path):
-    doc = {"schema_version": 1, "meta": {"device": "cpu", "device_name": "box", "date": "2026-12-01T00:00"},
+    doc = {"schema_version": 1, "meta": {"device": "cpu", "device_name": "box", "date": "2026-12-01T00:00",
+                                         "dtype": "float32", "torch": "2.5.0"},
            "sections": {"quality": {"sizes": {"model": "gpt2_mini", "B": 8, "T": 64, "steps": 80}}},
            "rows": [{"kind": "quality", "variant": QUALITY_BASELINE, "val_loss": 6.1, "seeds": 3},
                     {"kind": "quality", "variant": QUALITY_AFTER, "val_loss": 6.0, "seeds": 3}]}

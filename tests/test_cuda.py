@@ -18,9 +18,11 @@ import torch
 import torch.nn.functional as F
 
 from tutorial_lib import attention, settings
+from tutorial_lib.accumulate import accumulate_gradients
 from tutorial_lib.attention import reference as ref
 from tutorial_lib.measure import flops
 from tutorial_lib.measure.memory import memory_breakdown
+from tutorial_lib.measure.peak import measured_step_peak, step_peak
 from tutorial_lib.measure.profile import profile_step
 from tutorial_lib.measure.timing import measure_step, time_fn
 from tutorial_lib.model import GPT, get_config
@@ -170,6 +172,34 @@ def test_memory_kit_peak_holds_the_exactly_counted_activations(device, record_pr
         assert mb.baseline_bytes >= mb.params_bytes + mb.optimizer_bytes
     else:
         assert mb.peak_bytes is None
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_checkpointing_accumulation_and_the_predicted_peak_on_the_device(device, record_property):
+    """Notebook 12 on the device: a checkpointed, accumulating step has the plain step's gradients
+    (float64), and the allocator's peak of a training step in the device's dtype is the one
+    ``measure.peak.step_peak`` predicts, within the lesson's 10 %, for each policy and micro-batch."""
+    cfg = get_config("tiny", n_layer=3)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, cfg.vocab_size, (4, 32), generator=g).to(device)
+    grads = {}
+    for name, c, k in (("plain", cfg, 1), ("block, 2 micro-batches", cfg.replace(checkpoint="block"), 2)):
+        torch.manual_seed(0)
+        model = GPT(c).to(device, torch.float64)
+        accumulate_gradients(model, x, x, k)
+        grads[name] = [p.grad for p in model.parameters()]
+    assert max((a - b).abs().max().item() for a, b in zip(*grads.values())) < 1e-12
+    dt = settings.dtype_name(settings.default_dtype(device))
+    big = get_config("gpt2_mini" if device == "cuda" else "tiny")
+    found = {}
+    for label, c, k in (("plain", big, 1), ("checkpoint block", big.replace(checkpoint="block"), 1),
+                        ("chunked loss, 2 micro-batches", big.replace(loss_impl="chunked"), 2)):
+        p = step_peak(c, 4, 128, dt, k, torch.device(device).type)
+        m = measured_step_peak(c, 4, 128, dt, k, device)
+        found[label] = {"predicted": p.peak_bytes, "measured": m["peak_bytes"], "at": p.at}
+    record_property("peak_bytes", found)
+    for label, f in found.items():
+        assert abs(f["predicted"] / f["measured"] - 1) <= 0.10, (label, f)
 
 
 @pytest.mark.parametrize("device", DEVICES)

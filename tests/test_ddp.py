@@ -78,3 +78,28 @@ def test_global_batch_not_divisible_by_ranks_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("LOCAL_RANK", "0")
     with pytest.raises(ValueError, match=r"global batch size 3 \(train\) is not divisible by world_size=2"):
         train("tiny", TrainConfig(steps=1, batch_size=3, seq_len=SEQ, device="cpu", progress=False))
+
+
+@pytest.mark.slow
+def test_two_gloo_ranks_accumulating_follow_the_single_process_trajectory(tmp_path):
+    """Each rank's half of the batch in 2 micro-batches (``no_sync`` on the first, one all-reduce
+    per step), with recomputed blocks: the same trajectory as one process over the whole batch
+    without either, within the AdamW tolerance above."""
+    out = tmp_path / "ddp_accum.json"
+    proc = _torchrun(2, out, "--grad-accum", "2", "--checkpoint", "block")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ddp = TrainHistory.load(out)
+    assert ddp.world_size == 2 and ddp.config["grad_accum"] == 2 and ddp.model["checkpoint"] == "block"
+    single = train("tiny", TrainConfig(steps=STEPS, batch_size=BATCH, seq_len=SEQ, warmup_steps=1, eval_every=2,
+                                       eval_batches=2, device="cpu", progress=False))
+    assert ddp.train_loss == pytest.approx(single.train_loss, abs=TOLERANCE["adamw"], rel=0)
+    assert ddp.val_loss == pytest.approx(single.val_loss, abs=TOLERANCE["adamw"], rel=0)
+
+
+def test_a_rank_batch_not_divisible_by_grad_accum_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    with pytest.raises(ValueError, match=r"each rank's batch \(4 / world_size=2 = 2 sequences\) is not divisible "
+                                         r"by grad_accum=4"):
+        train("tiny", TrainConfig(steps=1, batch_size=4, seq_len=SEQ, device="cpu", progress=False, grad_accum=4))

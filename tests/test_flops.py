@@ -29,6 +29,10 @@ VARIANTS = {
     "vocab_pad64": BASE.replace(pad_vocab_multiple=64),
     "untied": BASE.replace(tie_embeddings=False),
     "gqa_swiglu_window": BASE.replace(n_kv_head=2, mlp="swiglu", mlp_ratio=3.0, window=5),
+    # activation checkpointing: the counter sees the forward that backward runs again
+    "checkpoint_block": BASE.replace(checkpoint="block"),
+    "checkpoint_attention_eager": BASE.replace(checkpoint="attention", attn_backend="eager"),
+    "checkpoint_mlp_every2": BASE.replace(checkpoint="mlp", checkpoint_every=2, mlp="swiglu", bias=True),
 }
 B, T = 2, 20  # T not a multiple of the tile (8) or the window (7)
 

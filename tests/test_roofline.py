@@ -37,6 +37,13 @@ CONFIGS = [  # (changes on the tiny preset, B, T): every path the formulas disti
     ({"n_head": 1, "n_kv_head": None, "mlp_ratio": 3.0}, 2, 8),
     ({"loss_impl": "chunked", "loss_chunk": 7}, 3, 10),  # the chunked loss: ragged chunks
     ({"loss_impl": "chunked_liger", "loss_chunk": 7, "tie_embeddings": False, "pad_vocab_multiple": 64}, 2, 8),
+    ({"pad_vocab_multiple": 64, "mask_vocab_padding": True}, 2, 8),  # the padded logits masked to -inf
+    ({"pad_vocab_multiple": 64, "mask_vocab_padding": True, "loss_impl": "chunked", "loss_chunk": 7}, 2, 8),
+    # activation checkpointing: what is kept, and the forward run again in backward
+    ({"checkpoint": "block"}, 3, 10),
+    ({"checkpoint": "attention", "attn_backend": "eager", "n_kv_head": 2}, 3, 10),
+    ({"checkpoint": "mlp", "mlp": "swiglu", "norm": "layernorm", "bias": True}, 2, 12),
+    ({"checkpoint": "block", "checkpoint_every": 2, "n_layer": 3, "window": 4, "loss_impl": "chunked"}, 3, 10),
 ]
 IDS = [",".join(f"{k}={v}" for k, v in ch.items()) + f",B={B},T={T}" or "default" for ch, B, T in CONFIGS]
 
@@ -61,6 +68,22 @@ def test_kernels_and_bytes_match_every_dispatched_operator(changes, B, T, dtype)
         assert (m.read, m.write, m.n_kernels) == (t.read, t.written, t.kernels), (key, dict(t.ops))
         big = ceilings.FRESH_ALLOC_BYTES // 2**16  # allocation sizes too (what first touch is charged on)
         assert t.fresh_bytes(big) == sum(k.count * k.fresh_bytes(big) for k in m.kernels), key
+
+
+@pytest.mark.parametrize("impl", ["for-loop", "foreach", "fused"])
+def test_every_adamw_implementation_moves_what_the_model_says(impl):
+    """AdamW's step as a loop over tensors, as foreach operators over the list, and as one fused
+    kernel: the optimizer's bytes and launches equal what PyTorch dispatches, exactly; the three
+    move the same bytes but launch 9 operators per tensor, 9 in all, and 2."""
+    cfg = get_config("tiny", n_kv_head=2, bias=True)
+    counted = TR.count_step_traffic(cfg, 2, 8, adamw=impl).traffic[("optimizer", "optimizer")]
+    m = next(r for r in cost.step_kernels(cfg, 2, 8, adamw=impl) if r.phase == "optimizer")
+    assert (m.read, m.write, m.n_kernels) == (counted.read, counted.written, counted.kernels), dict(counted.ops)
+    n, P = len(cost.param_sizes(cfg)), 4 * cost.num_params(cfg)
+    assert m.n_kernels == {"for-loop": 9 * n, "foreach": 9, "fused": 2}[impl]
+    assert m.write - 4 * n == {"for-loop": 8 * P, "foreach": 8 * P, "fused": 3 * P}[impl]
+    with pytest.raises(ValueError, match="impl='loop'"):
+        cost.adamw_kernels([4], "cpu", "loop")
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])

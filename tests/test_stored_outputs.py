@@ -9,7 +9,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 EXPLORERS = {"02_gqa": "gqa_explorer(", "03_flash_attention": "flash_explorer(",
-             "06_sliding_window": "window_explorer(", "99_explorer": "cost_explorer("}
+             "06_sliding_window": "window_explorer(", "12_memory_budget": "budget_explorer(",
+             "99_explorer": "cost_explorer("}
 BAR = re.compile(r"\d+%\|")  # tqdm's text form: "measuring:   0%|          | 0/2"
 
 

@@ -8,7 +8,7 @@ import types
 
 import pytest
 
-from tutorial_lib.lessons import decision
+from tutorial_lib.lessons import decision, memory_budget
 from tutorial_lib.lessons import explorer as explore
 from tutorial_lib.measure import ceilings, roofline
 from tutorial_lib.measure.memory import memory_breakdown
@@ -312,6 +312,36 @@ def test_cost_explorer_callbacks():
     ex.controls["preset"].value = "tiny"  # K/V head choices follow the model's heads
     assert [v for _, v in ex.controls["n_kv_head"].options] == [4, 2, 1]
     assert ex.controls["n_kv_head"].value == 4 and ex.result.settings.preset == "tiny"
+
+
+def test_cost_explorer_shows_checkpointing_and_accumulation():
+    ex = widgets.cost_explorer(results=[], device="cpu", seq_len=1024, batch_size=4)
+    plain = ex.result.memory
+    ex.controls["grad_accum"].value = 4  # micro-batches of one sequence: a quarter of the activations
+    acc = ex.result.memory
+    assert acc["by_kind"]["activations"] == explore.predict_memory(ex.settings().config(), 1, 1024, ex.settings().dtype
+                                                                    )["by_kind"]["activations"]
+    assert acc["peak"] < plain["peak"] and "in 4 micro-batches" in ex.readout.value
+    ex.controls["checkpoint"].value = "block"
+    assert ex.result.memory["by_kind"]["activations"] < acc["by_kind"]["activations"]
+    assert "checkpoint block" in ex.result.config and "predicted peak" in ex.readout.value
+    ex.controls["grad_accum"].value = 8  # does not divide B=4: said in the readout, not raised
+    assert "grad_accum=8 does not divide batch_size=4" in ex.readout.value
+
+
+def test_budget_explorer_moves_the_plan_with_the_budget():
+    cpu = ceilings.Ceilings(device="cpu", device_name="test cpu", dtype="float32", peak_flops=1.4e11,
+                            bandwidth=2e10, overhead_s=5e-6)
+    planner = memory_budget.Planner(get_config("gpt2_mini"), 256, 2048, {"float32": cpu})
+    ex = widgets.budget_explorer(planner, budget_mib=2048)
+    loose = ex.result.best
+    assert loose.peak_bytes <= 2048 * 2**20 and "tokens/s" in ex.readout.value and ex.image.value
+    ex.controls["budget_mib"].value = max(o for o in ex.controls["budget_mib"].options if o <= 700)
+    tight = ex.result.best
+    assert tight.peak_bytes <= 700 * 2**20 < loose.peak_bytes and tight.tokens_per_s < loose.tokens_per_s
+    assert tight.describe() in ex.readout.value
+    ex.typed_value("budget_mib", 100)  # below the floor: the readout says so and gives the floor
+    assert "below the floor" in ex.readout.value and f"{planner.floor_bytes:,}" in ex.readout.value
 
 
 @pytest.mark.slow

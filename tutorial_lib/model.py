@@ -8,8 +8,16 @@ Hsu et al. 2024 (Liger Kernel) and Wijmans et al. 2024 (Cut Cross-Entropy) for t
 
 Every lesson is a change of one or two ``GPTConfig`` fields (``n_kv_head`` for GQA,
 ``attn_backend`` for flash attention, ``mlp_ratio`` / ``mlp`` for the MLP lessons, ``window`` for
-sliding windows, ``loss_impl`` / ``loss_chunk`` for the LM-head lesson), so that "before" and
-"after" are the same code with a different config.
+sliding windows, ``loss_impl`` / ``loss_chunk`` for the LM-head lesson, ``pad_vocab_multiple`` /
+``mask_vocab_padding`` for the speed ladder's vocabulary rung, ``checkpoint`` / ``checkpoint_every``
+for the memory-budget lesson), so that "before" and "after" are the same code with a different
+config. How a step *runs* -- autocast dtype, TF32, torch.compile, AdamW's kernels -- is not the
+model's: ``tutorial_lib.runtime.StepSettings`` holds it.
+
+Activation checkpointing (Chen et al. 2016, "Training deep nets with sublinear memory cost"):
+``GPTConfig(checkpoint="block")`` runs each chosen block under ``torch.utils.checkpoint``
+(``recompute``), which keeps only the block's input and runs its forward again in backward;
+"attention" or "mlp" recompute only that half of the block (its norm included).
 
 Profiling names: ``GPT.module_scopes()`` names the modules the profiler and the memory kit label
 (``tutorial_lib.scopes``); the forward keeps explicit ``scope(...)`` only where no module exists
@@ -25,15 +33,18 @@ from typing import Dict, Optional
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from tutorial_lib import attention
 from tutorial_lib.loss import IGNORE_INDEX, LOSS_IMPLS, chunked_linear_cross_entropy
-from tutorial_lib.scopes import scope
+from tutorial_lib.scopes import saving_as, scope
 
 MLP_KINDS = ("gelu", "swiglu")
 NORM_KINDS = ("layernorm", "rmsnorm")
 POS_KINDS = ("learned", "rope")
 GELU_APPROX = ("none", "tanh")
+# what a checkpointed block recomputes in backward: nothing, all of it, or one half (with its norm)
+CHECKPOINT_POLICIES = ("none", "block", "attention", "mlp")
 SWIGLU_PARAM_MATCHED_RATIO = 8.0 / 3.0  # 3 matrices of 8/3 x n_embd = 2 matrices of 4 x n_embd
 
 
@@ -47,6 +58,7 @@ class GPTConfig:
     block_size: int = 1024  # longest sequence the model accepts (learned positions: table size)
     vocab_size: int = 50257  # GPT-2 BPE vocabulary
     pad_vocab_multiple: Optional[int] = None  # e.g. 64 -> 50,304 rows in wte/lm_head (nanoGPT)
+    mask_vocab_padding: bool = False  # padded logits -> -inf before the loss (exact); False: they enter it (nanoGPT)
     mlp: str = "gelu"  # "gelu" (Linear-GELU-Linear) or "swiglu" (gate/up/down)
     mlp_ratio: Optional[float] = None  # hidden = ratio * n_embd; None: 4 for gelu, 8/3 for swiglu
     gelu_approx: str = "none"  # "tanh" for the original GPT-2's approximate GELU
@@ -62,15 +74,18 @@ class GPTConfig:
     tie_embeddings: bool = True  # lm_head shares its weight with the token embedding
     loss_impl: str = "full"  # "full" logits, or "chunked" / "chunked_liger" (tutorial_lib.loss)
     loss_chunk: int = 1024  # tokens per chunk of the chunked loss
+    checkpoint: str = "none"  # activation checkpointing: "block", "attention" or "mlp" recomputed in backward
+    checkpoint_every: int = 1  # ... in blocks 0, k, 2k, ... (1: every block)
     name: str = field(default="custom", compare=False)  # a label for tables and plots
 
     def __post_init__(self) -> None:
-        for f in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "tile_size", "loss_chunk"):
+        for f in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "tile_size", "loss_chunk",
+                  "checkpoint_every"):
             _check_int(f, getattr(self, f))
         for f in ("n_kv_head", "window", "pad_vocab_multiple"):
             if getattr(self, f) is not None:
                 _check_int(f, getattr(self, f), " or None")
-        for f in ("bias", "tie_embeddings"):
+        for f in ("bias", "tie_embeddings", "mask_vocab_padding"):
             if not isinstance(getattr(self, f), bool):
                 raise ValueError(f"GPTConfig.{f}={getattr(self, f)!r} must be True or False")
         _choice("mlp", self.mlp, MLP_KINDS)
@@ -79,6 +94,7 @@ class GPTConfig:
         _choice("gelu_approx", self.gelu_approx, GELU_APPROX)
         _choice("attn_backend", self.attn_backend, attention.names())
         _choice("loss_impl", self.loss_impl, LOSS_IMPLS)
+        _choice("checkpoint", self.checkpoint, CHECKPOINT_POLICIES)
         if self.n_embd % self.n_head:
             raise ValueError(f"GPTConfig.n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
         if self.n_head % self.kv_heads:
@@ -124,6 +140,11 @@ class GPTConfig:
         m = self.pad_vocab_multiple
         return self.vocab_size if not m else -(-self.vocab_size // m) * m
 
+    def checkpointed(self, layer: int) -> str:
+        """What block ``layer`` recomputes in backward: ``checkpoint`` in blocks 0, k, 2k, ...
+        (k = ``checkpoint_every``), "none" in the others."""
+        return self.checkpoint if layer % self.checkpoint_every == 0 else "none"
+
     def replace(self, **changes) -> "GPTConfig":
         """A validated copy with some fields changed (``cfg.replace(n_kv_head=4)``)."""
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
@@ -138,8 +159,13 @@ class GPTConfig:
         attn = "MHA" if self.kv_heads == self.n_head else ("MQA" if self.kv_heads == 1 else f"GQA-{self.kv_heads}")
         win = f", window {self.window}" if self.window else ""
         loss = "" if self.loss_impl == "full" else f", {self.loss_impl} loss ({self.loss_chunk})"
+        vocab = ""
+        if self.padded_vocab_size != self.vocab_size:
+            vocab = f", vocab {self.padded_vocab_size:,}" + (" (masked)" if self.mask_vocab_padding else "")
+        ckpt = "" if self.checkpoint == "none" else f", checkpoint {self.checkpoint}" + (
+            f" every {self.checkpoint_every}" if self.checkpoint_every > 1 else "")
         return (f"{self.name}: {self.n_layer}L {self.n_head}H d{self.n_embd} {attn}, "
-                f"{self.mlp} x{self.ratio:.3g}, {self.norm}, {self.pos}, {self.attn_backend}{win}{loss}")
+                f"{self.mlp} x{self.ratio:.3g}, {self.norm}, {self.pos}, {self.attn_backend}{win}{loss}{vocab}{ckpt}")
 
 
 def _choice(name: str, value, allowed) -> None:
@@ -316,17 +342,43 @@ def build_mlp(config: GPTConfig) -> nn.Module:
 
 
 # ---- the model -------------------------------------------------------------------------------
+def recompute(fn, *args):
+    """``fn(*args)``, its activations recomputed in backward instead of kept (activation
+    checkpointing): ``torch.utils.checkpoint`` (non-reentrant) keeps only the tensor inputs -- here
+    the residual stream, which the memory kit counts as such -- and runs ``fn`` again in backward
+    (only as far as the tensors backward needs)."""
+    with saving_as("residual"):
+        return checkpoint(fn, *args, use_reentrant=False)
+
+
 class Block(nn.Module):
-    def __init__(self, config: GPTConfig):
+    def __init__(self, config: GPTConfig, recomputes: str = "none"):
         super().__init__()
         self.norm1 = build_norm(config)
         self.attn = CausalSelfAttention(config)
         self.norm2 = build_norm(config)
         self.mlp = build_mlp(config)
+        self.recomputes = recomputes  # "none", "block", "attention" or "mlp": GPTConfig.checkpointed(layer)
 
     def forward(self, x, rope=None, kv_cache=None, layer: int = 0):
-        x = x + self.attn(self.norm1(x), rope, kv_cache, layer)
-        return x + self.mlp(self.norm2(x))
+        part = self.recomputes if torch.is_grad_enabled() and kv_cache is None else "none"
+        if part == "block":
+            return recompute(self.sublayers, x, rope)
+        return self.sublayers(x, rope, kv_cache, layer, part)
+
+    def sublayers(self, x, rope=None, kv_cache=None, layer: int = 0, part: str = "none"):
+        """x + attention(norm1(x)), then + mlp(norm2(.)); ``part`` "attention" or "mlp" recomputes that half."""
+        if part == "attention":
+            x = x + recompute(self.attention_branch, x, rope)
+        else:
+            x = x + self.attention_branch(x, rope, kv_cache, layer)
+        return x + (recompute(self.mlp_branch, x) if part == "mlp" else self.mlp_branch(x))
+
+    def attention_branch(self, x, rope=None, kv_cache=None, layer: int = 0):
+        return self.attn(self.norm1(x), rope, kv_cache, layer)
+
+    def mlp_branch(self, x):
+        return self.mlp(self.norm2(x))
 
 
 class GPT(nn.Module):
@@ -337,7 +389,7 @@ class GPT(nn.Module):
         self.wte = nn.Embedding(V, config.n_embd)
         self.wpe = nn.Embedding(config.block_size, config.n_embd) if config.pos == "learned" else None
         self.drop = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.blocks = nn.ModuleList(Block(config, config.checkpointed(i)) for i in range(config.n_layer))
         self.norm_f = build_norm(config)
         self.lm_head = nn.Linear(config.n_embd, V, bias=False)
         if config.tie_embeddings:
@@ -346,6 +398,9 @@ class GPT(nn.Module):
             cos, sin = rope_cache(config.block_size, config.head_dim, config.rope_theta)
             self.register_buffer("rope_cos", cos, persistent=False)
             self.register_buffer("rope_sin", sin, persistent=False)
+        # which of the V logits are padding, not tokens (only when they are to be masked)
+        pad = torch.arange(V) >= config.vocab_size if config.mask_vocab_padding and V > config.vocab_size else None
+        self.register_buffer("vocab_padding", pad, persistent=False)
         self.apply(self.init_weights)
         # GPT-2: scale the residual projections by 1/sqrt(2 * n_layer)
         for name, p in self.named_parameters():
@@ -395,10 +450,15 @@ class GPT(nn.Module):
         x = self.norm_f(x)
         if targets is not None and self.config.loss_impl != "full":
             with scope("loss"):  # inside it, each chunk's matmul is scoped "lm_head" again
-                loss = chunked_linear_cross_entropy(x, self.lm_head.weight, targets, self.config.loss_chunk,
+                # masked padding: the chunks' logits come from the real rows only (the same as -inf)
+                w = self.lm_head.weight if self.vocab_padding is None else self.lm_head.weight[: self.config.vocab_size]
+                loss = chunked_linear_cross_entropy(x, w, targets, self.config.loss_chunk,
                                                     grad_in_forward=self.config.loss_impl == "chunked_liger")
             return None, loss
         logits = self.lm_head(x)  # (B, T, V)
+        if self.vocab_padding is not None:
+            with scope("loss"):  # padded rows are no tokens: exp(-inf) = 0 keeps them out of the softmax
+                logits = logits.masked_fill(self.vocab_padding, float("-inf"))
         loss = None
         if targets is not None:
             with scope("loss"):

@@ -53,6 +53,10 @@ LESSONS = (
            "01, 03", "nothing"),
     Lesson("10_triton_flash", "What does a flash-attention kernel look like, written in Triton?",
            "03", "the timings: Triton's interpreter runs the kernels, slowly, for correctness only"),
+    Lesson("11_speed_ladder", "Which levers that leave the model alone pay here: precision, compile, fused AdamW?",
+           "01, 03, 09", "the compile rungs take minutes to compile; a CPU's bf16 speed depends on its instructions"),
+    Lesson("12_memory_budget", "When a step does not fit: what do checkpointing and accumulation cost, and what fits?",
+           "01, 08, 09", "nothing; the planner's measured plans are the slowest cells"),
     Lesson("99_explorer", "What if: any model, T, batch and device, predicted and measured on demand?",
            "01, 09 (the cost model)", "'Measure now' at large sizes (it says how long before it starts)"),
 )

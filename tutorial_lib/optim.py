@@ -20,6 +20,8 @@ from typing import Dict, List
 import torch
 import torch.nn as nn
 
+from tutorial_lib.runtime import ADAMW_IMPLS, make_adamw
+
 OPTIMIZERS = ("adamw", "muon")
 DECAYS = ("cosine", "linear", "constant")
 
@@ -66,9 +68,11 @@ class OptimizerSpec:
     weight_decay: float = 0.1  # decoupled weight decay on matrices (AdamW and Muon)
     betas: tuple = (0.9, 0.95)  # AdamW moments (nanoGPT / GPT-3)
     muon_momentum: float = 0.95  # Muon's Nesterov momentum
+    adamw_impl: str = "auto"  # AdamW's kernels: "for-loop", "foreach", "fused" ("auto": fused on CUDA)
 
     def __post_init__(self):
         _check_choice("optimizer", self.name, OPTIMIZERS)
+        _check_choice("adamw_impl", self.adamw_impl, ADAMW_IMPLS)
         for f in ("lr", "muon_lr", "weight_decay"):
             v = getattr(self, f)
             ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
@@ -126,8 +130,9 @@ def muon_available() -> bool:
 def build_optimizer(model: nn.Module, spec: OptimizerSpec) -> OptimizerSet:
     """AdamW over everything, or Muon over the blocks' matrices + AdamW over the rest.
 
-    AdamW is fused on CUDA (one kernel for all tensors). Muon is PyTorch's ``torch.optim.Muon``
-    (2.9+), with Nesterov momentum, 5 Newton-Schulz steps in bf16, and Keller Jordan's
+    AdamW runs the implementation ``spec.adamw_impl`` names (``runtime.make_adamw``; by default
+    fused on CUDA, one kernel for all tensors, and the per-tensor loop elsewhere). Muon is
+    PyTorch's ``torch.optim.Muon`` (2.9+), with Nesterov momentum, 5 Newton-Schulz steps in bf16, and Keller Jordan's
     ``sqrt(max(1, rows/cols))`` learning-rate adjustment for rectangular matrices.
     """
     split = split_parameters(model, spec.name)
@@ -136,8 +141,7 @@ def build_optimizer(model: nn.Module, spec: OptimizerSpec) -> OptimizerSet:
     adamw_groups = [{"params": [params[n] for n in split.adamw_decay], "weight_decay": spec.weight_decay},
                     {"params": [params[n] for n in split.adamw_no_decay], "weight_decay": 0.0}]
     adamw_groups = [g for g in adamw_groups if g["params"]]
-    opts = {"adamw": torch.optim.AdamW(adamw_groups, lr=spec.lr, betas=tuple(spec.betas),
-                                       fused=device.type == "cuda")}
+    opts = {"adamw": make_adamw(adamw_groups, device, spec.adamw_impl, lr=spec.lr, betas=spec.betas)}
     if spec.name == "muon":
         if not muon_available():
             raise ValueError(f"optimizer='muon' needs torch.optim.Muon (PyTorch >= 2.9); this is "

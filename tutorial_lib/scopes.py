@@ -11,7 +11,9 @@ own time, and the outer one the rest (``measure.profile``).
 
 Outside ``enabled`` nothing is attached and ``scope`` is a shared no-op, so plain training and
 ``torch.compile`` see no profiler ops. ``current()`` is the innermost open scope: the memory kit
-reads it from a saved-tensor hook to attribute activations to components.
+reads it from a saved-tensor hook to attribute activations to components. ``saving_as(name)`` is a
+label for the memory kit alone (no profiler range): activation checkpointing saves a region's
+inputs before the region's own scopes open, and the model says what they are (``saving()``).
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ SCOPE_NAMES = (
 
 _state = {"on": False, "record": True}
 _stack: list = []  # the scopes currently open, innermost last
+_saving: list = []  # the memory kit's labels (``saving_as``), innermost last
 _null = contextlib.nullcontext()
 
 
@@ -62,6 +65,33 @@ def scope(name: str):
 def current():
     """The innermost open scope's name (None outside every scope, or when scopes are off)."""
     return _stack[-1].name if _stack else None
+
+
+class SavingAs:
+    """Pushes a label for tensors saved inside it (``saving()``); no profiler range."""
+    __slots__ = ("name",)
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __enter__(self):
+        _saving.append(self.name)
+        return self
+
+    def __exit__(self, *exc):
+        _saving.pop()
+        return False
+
+
+def saving_as(name: str):
+    """While scopes are on: tensors autograd saves inside are the memory kit's ``name``
+    (``measure.memory``), whatever scope is open; a shared no-op otherwise."""
+    return SavingAs(name) if _state["on"] else _null
+
+
+def saving():
+    """The innermost ``saving_as`` label (None outside every one, or when scopes are off)."""
+    return _saving[-1] if _saving else None
 
 
 def _attach(model) -> list:

@@ -180,6 +180,38 @@ class OwnPaths:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Ladder:
+    """The speed ladder (11) and the suite's ``speed_ladder`` section: every rung's training step,
+    the matmul peak of each dtype and the roofline's other probes, all timed in the same rounds."""
+    preset: str
+    batch: int
+    seq_len: int
+    rounds: int
+    min_run_time: float
+    peak_sizes: Tuple[int, ...]  # torch.mm n x n per dtype: the best is that dtype's peak
+    compile: bool  # time the torch.compile rungs (False: they are reported as not run)
+    compile_modes: Tuple[str, ...]  # other torch.compile modes, as alternatives beside the default
+    numerics_steps: int  # the short runs (fp32 vs bf16 over Quality's seeds, the unmasked padding) at Quality's B, T
+
+
+@dataclass(frozen=True, kw_only=True)
+class MemoryBudget:
+    """The memory-budget lesson (12) and the suite's ``memory_budget`` section: the checkpointing
+    policies and the micro-batches measured on one model, and the planner's budgets."""
+    preset: str
+    batch: int  # sequences per step of the checkpointing policies' measurements
+    seq_len: int
+    micro_batches: Tuple[int, ...]  # micro-batch sizes of the accumulation sweep (each divides micro_step_batch)
+    micro_step_batch: int  # sequences per optimizer step of the accumulation sweep
+    tokens_per_step: int  # the planner's target per optimizer step (a multiple of seq_len)
+    policies: Tuple[str, ...]  # the checkpointing policies measured (lessons.memory_budget.POLICIES)
+    budgets_mib: Tuple[int, ...]  # the budgets whose chosen plans are measured (MiB)
+    dtypes: Tuple[str, ...]  # the dtypes a plan may use (each needs the machine's ceilings in it)
+    rounds: int  # interleaved rounds: the ceilings' probes and the steps in turn
+    min_run_time: float
+
+
+@dataclass(frozen=True, kw_only=True)
 class Sizes:
     name: str  # smoke | cpu | gpu
     step: Step
@@ -193,11 +225,14 @@ class Sizes:
     roofline: Roofline
     lm_head: LMHead
     own_paths: OwnPaths
+    ladder: Ladder
+    memory_budget: MemoryBudget
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
+ALL_POLICIES = ("none", "attention", "mlp", "block", "block every 2")  # lessons.memory_budget.POLICIES
 PROFILES = {
     "smoke": Sizes(
         name="smoke",
@@ -225,7 +260,13 @@ PROFILES = {
                        vocabs=(1000, 1024)),
         own_paths=OwnPaths(window=16, window_seqs=(64, 128), n_head=2, head_dim=16, mask_seq=64,
                            ab_attention_seq=64, ab_rounds=1, mfu_preset="tiny", mfu_batch=2, mfu_seq=32,
-                           peak_sizes=(256,), rounds=1, min_run_time=0.01)),
+                           peak_sizes=(256,), rounds=1, min_run_time=0.01),
+        ladder=Ladder(preset="tiny", batch=2, seq_len=32, rounds=1, min_run_time=0.01, peak_sizes=(128,),
+                      compile=False, compile_modes=(), numerics_steps=6),
+        # budgets around tiny's predicted peaks (87-113 MiB): checkpointing, accumulation, neither
+        memory_budget=MemoryBudget(preset="tiny", batch=2, seq_len=32, micro_batches=(1, 2), micro_step_batch=2,
+                                   tokens_per_step=128, policies=("none", "block"), budgets_mib=(88, 120),
+                                   dtypes=("float32",), rounds=1, min_run_time=0.01)),
     "cpu": Sizes(
         name="cpu",
         step=Step(preset="gpt2_small", batch=1, seq_len=256, dtype="float32", min_run_time=1.0,
@@ -250,7 +291,7 @@ PROFILES = {
                     min_run_time=0.3, rounds=5, compile=True),
         # the ceilings take ~15 s; the two checks are the suite's gpt2_mini step and notebook
         # 01's GPT-2 small step
-        roofline=Roofline(mm_sizes=(1024, 2048), stream_bytes=128 * 2**20,
+        roofline=Roofline(mm_sizes=(128, 256, 512, 1024, 2048), stream_bytes=128 * 2**20,
                           first_touch_sizes=(64 * 2**20,), min_run_time=0.3, rounds=3,
                           preset="gpt2_small", batch=1, seq_len=256,
                           checks=(("gpt2_mini", 2, 256), ("gpt2_small", 1, 256)), backends=("sdpa", "eager")),
@@ -263,7 +304,17 @@ PROFILES = {
                        seq_lens=(256, 512, 1024, 2048), vocabs=(8192, 32768, 50257, 50304)),
         own_paths=OwnPaths(window=256, window_seqs=(1024, 2048, 4096), n_head=12, head_dim=64, mask_seq=4096,
                            ab_attention_seq=1024, ab_rounds=3, mfu_preset="gpt2_mini", mfu_batch=2, mfu_seq=256,
-                           peak_sizes=(1024, 2048), rounds=5, min_run_time=0.3)),
+                           peak_sizes=(1024, 2048), rounds=5, min_run_time=0.3),
+        # the issue's measurement: gpt2_mini, B=4, T=256 (bf16 autocast 1.38-1.63x on a quiet AMX
+        # Xeon); the whole notebook, compiles included, within 10 minutes on 2 cores
+        ladder=Ladder(preset="gpt2_mini", batch=4, seq_len=256, rounds=3, min_run_time=0.5,
+                      peak_sizes=(1024, 2048), compile=True, compile_modes=(), numerics_steps=40),
+        # gpt2_mini: its steps take about a second here; its head (V=50,257 at C=384) is most of its
+        # memory, so the loss is the first lever and checkpointing the next. The budgets span its
+        # predicted peaks (624 MiB - 1.8 GiB at 2,048 tokens per step): three different plans
+        memory_budget=MemoryBudget(preset="gpt2_mini", batch=2, seq_len=256, micro_batches=(1, 2, 4),
+                                   micro_step_batch=4, tokens_per_step=2048, policies=ALL_POLICIES,
+                                   budgets_mib=(700, 900, 2048), dtypes=("float32",), rounds=3, min_run_time=0.3)),
     "gpu": Sizes(
         name="gpu",
         step=Step(preset="gpt2_small", batch=4, seq_len=512, dtype="bfloat16", min_run_time=1.0,
@@ -294,7 +345,15 @@ PROFILES = {
                        vocabs=(32000, 50257, 50304, 128256, 262144)),
         own_paths=OwnPaths(window=256, window_seqs=(4096, 8192, 16384), n_head=12, head_dim=64, mask_seq=4096,
                            ab_attention_seq=1024, ab_rounds=2, mfu_preset="gpt2_small", mfu_batch=4, mfu_seq=512,
-                           peak_sizes=(4096, 8192), rounds=3, min_run_time=0.3)),
+                           peak_sizes=(4096, 8192), rounds=3, min_run_time=0.3),
+        # the seed's setting; max-autotune's compile takes minutes, more than a device run can spend
+        ladder=Ladder(preset="gpt2_small", batch=4, seq_len=512, rounds=3, min_run_time=0.3,
+                      peak_sizes=(4096, 8192), compile=True, compile_modes=("reduce-overhead",),
+                      numerics_steps=300),
+        # the seed's setting (B=4, T=512, bf16): one budget, below the plain step's 3.7 GiB peak
+        memory_budget=MemoryBudget(preset="gpt2_small", batch=4, seq_len=512, micro_batches=(1, 2, 4),
+                                   micro_step_batch=4, tokens_per_step=2048, policies=ALL_POLICIES,
+                                   budgets_mib=(2560,), dtypes=("bfloat16",), rounds=3, min_run_time=0.3)),
 }
 
 

@@ -9,7 +9,16 @@ batches and (on CPU) bit-identical losses, so two runs differ only by what you c
 
 A run is AdamW (fused on CUDA) or Muon for the hidden matrices + AdamW for the rest
 (``tutorial_lib.optim``), linear warmup then cosine/linear decay, gradient clipping, bf16 autocast
-on CUDA, validation on fixed held-out batches every ``eval_every`` steps, and a tqdm bar.
+on CUDA, validation on fixed held-out batches every ``eval_every`` steps, and a tqdm bar. How its
+steps run -- autocast dtype (float16 with a GradScaler), TF32, torch.compile's mode, AdamW's
+kernels -- are TrainConfig fields (``dtype``, ``tf32``, ``compile``, ``adamw``: a
+``runtime.StepSettings``), measured like any other change.
+
+Gradient accumulation (``grad_accum``): each step's batch runs as ``grad_accum`` micro-batches, each
+loss scaled by 1/grad_accum, so the gradients add up to the whole batch's (``accumulate_gradients``)
+with the memory of one micro-batch; under DDP the gradients are all-reduced once, on the last
+micro-batch (``DistributedDataParallel.no_sync`` on the others). Activation checkpointing is the
+model's (``GPTConfig.checkpoint``).
 
 Scale-out: under ``torchrun --nproc_per_node N`` (env ``WORLD_SIZE`` > 1) the model is wrapped in
 DistributedDataParallel (gloo on CPU, nccl on CUDA). ``batch_size`` is the *global* batch: each
@@ -35,7 +44,8 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from tutorial_lib import data, settings
+from tutorial_lib import data, runtime, settings
+from tutorial_lib.accumulate import accumulate_gradients
 from tutorial_lib.files import atomic_write_text
 from tutorial_lib.measure import records
 from tutorial_lib.measure.validate import check_history
@@ -50,7 +60,7 @@ from tutorial_lib.optim import (
 from tutorial_lib.settings import device_name, get_device, synchronize
 
 SCHEMA_VERSION = 1
-DTYPES = ("auto", "float32", "bfloat16")
+DTYPES = runtime.DTYPES  # "auto" = bfloat16 on CUDA, float32 elsewhere; float16 runs with a GradScaler
 HISTORY_KIND = records.TRAIN_HISTORY  # the "kind" a saved history carries
 
 
@@ -72,13 +82,17 @@ class TrainConfig:
     eval_batch_size: Optional[int] = None  # global sequences per validation batch (None = batch_size)
     seed: int = 0  # model init, batch order and validation batches
     device: Optional[str] = None  # None = CUDA if available, else CPU (under DDP on CUDA: cuda:LOCAL_RANK)
-    dtype: str = "auto"  # autocast: "auto" = bfloat16 on CUDA, float32 on CPU
-    compile: bool = False  # torch.compile the model
+    dtype: str = "auto"  # autocast: "auto" = bfloat16 on CUDA, float32 on CPU; "float16" with a GradScaler
+    compile: Union[bool, str] = False  # torch.compile the model: True (default mode) or a mode name
+    adamw: str = "auto"  # AdamW's kernels: "for-loop", "foreach", "fused" ("auto": fused on CUDA)
+    tf32: bool = False  # fp32 matmuls on TF32 tensor cores (CUDA, Ampere and later)
     progress: bool = True  # tqdm bar (rank 0 only)
+    # memory budget (lesson 12): micro-batches per step, each batch_size / (world_size * grad_accum)
+    grad_accum: int = 1
 
     def __post_init__(self):
         for f, lo in (("steps", 1), ("batch_size", 1), ("seq_len", 1), ("warmup_steps", 0),
-                      ("eval_every", 1), ("eval_batches", 1), ("seed", 0)):
+                      ("eval_every", 1), ("eval_batches", 1), ("seed", 0), ("grad_accum", 1)):
             v = getattr(self, f)
             if not isinstance(v, int) or isinstance(v, bool) or v < lo:
                 raise ValueError(f"TrainConfig.{f}={v!r} must be an integer >= {lo}")
@@ -87,7 +101,7 @@ class TrainConfig:
                                                  or self.eval_batch_size < 1):
             raise ValueError(f"TrainConfig.eval_batch_size={self.eval_batch_size!r} must be None "
                              "or an integer >= 1")
-        for f in ("compile", "progress"):
+        for f in ("progress", "tf32"):
             if not isinstance(getattr(self, f), bool):
                 raise ValueError(f"TrainConfig.{f}={getattr(self, f)!r} must be True or False")
         if self.device is not None and not isinstance(self.device, str):
@@ -99,10 +113,18 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.decay={self.decay!r} is not one of {list(DECAYS)}")
         if self.dtype not in DTYPES:
             raise ValueError(f"TrainConfig.dtype={self.dtype!r} is not one of {list(DTYPES)}")
+        if not isinstance(self.compile, bool) and self.compile not in runtime.COMPILE_MODES:
+            raise ValueError(f"TrainConfig.compile={self.compile!r} must be True, False or one of "
+                             f"{list(runtime.COMPILE_MODES)}")
+        if self.adamw not in runtime.ADAMW_IMPLS:
+            raise ValueError(f"TrainConfig.adamw={self.adamw!r} is not one of {list(runtime.ADAMW_IMPLS)}")
         if not (_is_number(self.min_lr_ratio) and 0.0 <= self.min_lr_ratio <= 1.0):
             raise ValueError(f"TrainConfig.min_lr_ratio={self.min_lr_ratio!r} must be a number in [0, 1]")
         if self.grad_clip is not None and not (_is_number(self.grad_clip) and self.grad_clip >= 0):
             raise ValueError(f"TrainConfig.grad_clip={self.grad_clip!r} must be None or a number >= 0")
+        if self.batch_size % self.grad_accum:
+            raise ValueError(f"TrainConfig.grad_accum={self.grad_accum} does not divide batch_size="
+                             f"{self.batch_size}: every micro-batch must hold the same number of sequences")
         try:
             self.optimizer_spec()  # validates lr, muon_lr, weight_decay
         except ValueError as e:
@@ -110,7 +132,12 @@ class TrainConfig:
 
     def optimizer_spec(self) -> OptimizerSpec:
         return OptimizerSpec(self.optimizer, lr=self.lr, muon_lr=self.muon_lr,
-                             weight_decay=self.weight_decay)
+                             weight_decay=self.weight_decay, adamw_impl=self.adamw)
+
+    def step_settings(self) -> runtime.StepSettings:
+        """How this run's steps run: autocast dtype, TF32, compile mode and AdamW's kernels."""
+        mode = "default" if self.compile is True else (self.compile or None)
+        return runtime.StepSettings(dtype=self.dtype, tf32=self.tf32, compile=mode, adamw=self.adamw)
 
     def replace(self, **changes) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
@@ -159,6 +186,7 @@ class TrainHistory:
     val_wall_s: List[float] = field(default_factory=list)  # training time so far (eval excluded)
     diverged: bool = False  # stopped on a non-finite loss or gradient norm (see the class doc)
     diverged_at_step: Optional[int] = None  # the step whose loss/grad norm/val loss was not finite
+    skipped_steps: List[int] = field(default_factory=list)  # float16: steps the GradScaler skipped (inf/NaN grads)
     device_name: str = ""  # hardware: GPU name, or CPU model and cores
     torch_version: str = torch.__version__
     schema_version: int = SCHEMA_VERSION
@@ -235,6 +263,8 @@ class TrainHistory:
                "median_step_ms": round(1e3 * self.median_step_s, 2),
                "median_optimizer_ms": round(1e3 * self.median_optimizer_s, 2),
                "tokens_per_s": round(self.tokens_per_s, 1), "wall_time_s": round(self.wall_time_s, 2)}
+        if self.skipped_steps:  # float16: updates the GradScaler skipped (inf/NaN gradients)
+            out["skipped_steps"] = len(self.skipped_steps)
         if self.diverged:
             (ts, tl), (vs, vl) = self.last_finite("train_loss"), self.last_finite("val_loss")
             out.update(status=self.divergence(), diverged=True,
@@ -353,6 +383,10 @@ def check_sizes(cfg: GPTConfig, tc: TrainConfig, world_size: int = 1) -> None:
                          f"{EVAL_SPLIT_PASSES}x the 'val' split ({n_val:,} tokens): by then its random windows "
                          f"cover {1 - math.exp(-EVAL_SPLIT_PASSES):.0%} of it, so more batches only cost time "
                          f"and memory. Use at most {most:,} at these sizes")
+    per_rank = tc.batch_size // world_size
+    if per_rank % tc.grad_accum:
+        raise ValueError(f"each rank's batch ({tc.batch_size} / world_size={world_size} = {per_rank} sequences) "
+                         f"is not divisible by grad_accum={tc.grad_accum}")
 
 
 def val_loss(model: torch.nn.Module, batch_size: int = 8, seq_len: int = 128, eval_batches: int = 4,
@@ -427,9 +461,15 @@ def train(model: Union[GPT, GPTConfig, str], config: Optional[TrainConfig] = Non
 
 def _run(cfg: GPTConfig, tc: TrainConfig, info: DistInfo, device: torch.device,
          net: Optional[GPT] = None) -> TrainHistory:
-    amp_dtype = torch.bfloat16 if (tc.dtype == "bfloat16" or (tc.dtype == "auto" and device.type == "cuda")) else None
+    run = tc.step_settings()
+    run.check(device)  # runtime.NotAvailable: e.g. TF32 on a CPU, before any work
+    compute = run.compute_dtype(device)
+    amp_dtype = None if compute == torch.float32 else compute
     autocast = ((lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype is not None
                 else contextlib.nullcontext)
+    # float16's range ends at 65,504 and its smallest step near 6e-8: the loss is scaled up so small
+    # gradients survive, then unscaled before clipping; a step with inf/NaN gradients is skipped
+    scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
 
     def sync():  # wait for the device before reading the clock (a no-op on CPU)
         synchronize(device)
@@ -437,13 +477,15 @@ def _run(cfg: GPTConfig, tc: TrainConfig, info: DistInfo, device: torch.device,
     torch.manual_seed(tc.seed)  # identical initial weights on every rank and every run
     raw = (net if net is not None else GPT(cfg)).to(device)
     model = raw
+    no_sync = None  # DDP's: skip the all-reduce on the micro-batches before the last
     if info.world_size > 1:
         # the only buffers are RoPE tables, identical on every rank: nothing to broadcast per step
         model = DDP(raw, device_ids=[device.index] if device.type == "cuda" else None,
                     broadcast_buffers=False)
+        no_sync = model.no_sync
     opt = build_optimizer(raw, tc.optimizer_spec())
-    if tc.compile:
-        model = torch.compile(model)
+    if run.compile:
+        model = torch.compile(model, mode=run.compile)
 
     W = info.world_size
     sampler = data.BatchSampler("train", tc.batch_size // W, tc.seq_len, seed=tc.seed,
@@ -478,18 +520,24 @@ def _run(cfg: GPTConfig, tc: TrainConfig, info: DistInfo, device: torch.device,
         sync()
         t0 = time.perf_counter()
         x, y = sampler.next_batch()
-        with autocast():
-            _, loss = model(x, y)
-        loss.backward()
-        # max_norm=inf measures the norm without clipping
-        gnorm = torch.nn.utils.clip_grad_norm_(raw.parameters(), clip or float("inf"))
-        sync()
-        t1 = time.perf_counter()
-        opt.step()
-        opt.zero_grad()
+        with runtime.matmul_precision(tc.tf32):
+            loss = accumulate_gradients(model, x, y, tc.grad_accum, autocast, no_sync, scaler=scaler)
+            if scaler is not None:
+                for o in opt.optimizers.values():
+                    scaler.unscale_(o)  # clip and report the true gradients
+            # max_norm=inf measures the norm without clipping
+            gnorm = torch.nn.utils.clip_grad_norm_(raw.parameters(), clip or float("inf"))
+            sync()
+            t1 = time.perf_counter()
+            if scaler is None:
+                opt.step()
+            else:  # each optimizer skips the update when its gradients hold an inf or NaN
+                for o in opt.optimizers.values():
+                    scaler.step(o)
+                scaler.update()
+            opt.zero_grad()
         sync()
         t2 = time.perf_counter()
-        loss = loss.detach().float()
         if W > 1:
             dist.all_reduce(loss, op=dist.ReduceOp.SUM)
             loss = loss / W
@@ -502,7 +550,9 @@ def _run(cfg: GPTConfig, tc: TrainConfig, info: DistInfo, device: torch.device,
         # a NaN/inf gradient norm has already been applied: the weights are ruined even when this
         # step's loss (computed before the update) is still finite. Every rank sees the same
         # all-reduced loss and norm, so every rank stops at the same step.
-        if not (math.isfinite(h.train_loss[-1]) and math.isfinite(h.grad_norm[-1])):
+        if scaler is not None and math.isfinite(h.train_loss[-1]) and not math.isfinite(h.grad_norm[-1]):
+            h.skipped_steps.append(step + 1)  # the scaler skipped this update and lowered its scale
+        elif not (math.isfinite(h.train_loss[-1]) and math.isfinite(h.grad_norm[-1])):
             h.diverged, h.diverged_at_step = True, step + 1
             break
         if (step + 1) % tc.eval_every == 0 or step + 1 == tc.steps:

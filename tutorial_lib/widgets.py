@@ -3,13 +3,16 @@
 Each builder returns a widget (a ``VBox`` subclass) to display; nothing is shown on import, and
 ``import tutorial_lib`` never imports this module (the CLI and the GPU machine have no ipywidgets).
 
-- ``cost_explorer()``: T, B, n_kv_head, attention backend, window, MLP kind and ratio, dtype ->
+- ``cost_explorer()``: T, B, n_kv_head, attention backend, window, MLP kind and ratio, dtype,
+  AdamW's kernels, torch.compile ->
   predicted FLOP and time shares per component (the roofline model on this device's ceilings)
   and the training-memory breakdown; "Measure now" first shows its plan (time and memory), then
   times the ceilings and one training step here in the same rounds, profiles and memory-accounts
   it (progress bar), shows it beside the roofline model's same-round prediction, and scales later
   predictions of comparable work on this device.
 - ``decision_tree()``: sequence length, device, goal -> the changes to make first, with payoffs.
+- ``budget_explorer(planner)``: a memory budget -> the fastest plan that fits (micro-batches,
+  checkpointing, the loss, the attention backend, the dtype) and its predicted peak, part by part.
 - ``gqa_explorer()``, ``flash_explorer()``, ``window_explorer()``: the lesson explorers.
 
 Every explorer keeps its controls in ``.controls`` (name -> widget), its last computed result in
@@ -31,7 +34,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from tutorial_lib import attention, settings
-from tutorial_lib.lessons import decision
+from tutorial_lib.lessons import decision, memory_budget
 from tutorial_lib.lessons import explorer as explore
 from tutorial_lib.lessons.common import LEGEND, legend_below, legend_beside  # noqa: F401  (LEGEND: the style, for notebooks)
 from tutorial_lib.lessons.flash_attention import flash_point
@@ -49,7 +52,8 @@ from tutorial_lib.loss import LOSS_IMPLS
 from tutorial_lib.measure import records
 from tutorial_lib.measure.ceilings import Ceilings, ceilings_for, quick_ceilings
 from tutorial_lib.measure.memory import available_bytes, fmt_bytes
-from tutorial_lib.model import PRESETS, get_config
+from tutorial_lib.model import CHECKPOINT_POLICIES, PRESETS, get_config
+from tutorial_lib.runtime import ADAMW_IMPLS, COMPILE_MODES
 from tutorial_lib.sizes import get_sizes
 
 POW2_T = [2 ** i for i in range(5, 15)]  # 32 .. 16384
@@ -58,6 +62,7 @@ WINDOWS = [("full", 0)] + [(str(2 ** i), 2 ** i) for i in range(4, 13)]  # 16 ..
 RATIOS = [("default", 0.0), ("2", 2.0), ("8/3", 8 / 3), ("3", 3.0), ("3.5", 3.5), ("4", 4.0),
           ("6", 6.0)]
 DTYPES = ["float32", "bfloat16", "float16"]
+ACCUMULATIONS = [1, 2, 4, 8, 16]  # micro-batches per step (gradient accumulation)
 _STYLE = {"description_width": "130px"}
 FIGURE_DPI = 100  # a figure's pixels: at the notebook's width, text of 8 pt and more reads
 MEMORY_COLORS = {"parameters": "#1f77b4", "gradients": "#aec7e8", "optimizer state": "#c5b0d5",
@@ -253,6 +258,12 @@ class CostExplorer(Explorer):
             "mlp_ratio": _slider(RATIOS, 0.0, "MLP ratio", "mlp-ratio"),
             "dtype": _dropdown(DTYPES, dtype, "dtype", "dtype"),
             "loss_impl": _dropdown(list(LOSS_IMPLS), "full", "LM head + loss", "loss"),
+            "adamw": _dropdown(list(ADAMW_IMPLS), "auto", "AdamW kernels", "adamw"),
+            "compile": _dropdown([("eager", "")] + [(m, m) for m in COMPILE_MODES], "", "torch.compile",
+                                 "compile"),
+            # the memory budget (notebook 12): recompute in backward, micro-batches per step
+            "checkpoint": _dropdown(list(CHECKPOINT_POLICIES), "none", "checkpointing", "checkpoint"),
+            "grad_accum": _dropdown(ACCUMULATIONS, 1, "micro-batches", "grad-accum"),
         }
         controls["preset"].observe(self._preset_changed, names="value")
         self.button = W.Button(description="Measure now", icon="play", button_style="primary",
@@ -331,7 +342,9 @@ class CostExplorer(Explorer):
             preset=v["preset"], seq_len=v["seq_len"], batch_size=v["batch_size"],
             n_kv_head=v["n_kv_head"], mlp=v["mlp"], mlp_ratio=v["mlp_ratio"] or None,
             window=v["window"] or None,
-            attn_backend=v["attn_backend"], dtype=v["dtype"], loss_impl=v["loss_impl"])
+            attn_backend=v["attn_backend"], dtype=v["dtype"], loss_impl=v["loss_impl"],
+            adamw=v.get("adamw", "auto"), compile=v.get("compile") or None,
+            checkpoint=v["checkpoint"], grad_accum=v["grad_accum"])
 
     def compute(self, **v) -> explore.CostPrediction:
         return self.session.predict(self.settings(**v))
@@ -343,7 +356,8 @@ class CostExplorer(Explorer):
         return (f"<div><b>{html.escape(p.summary())}</b><br>"
                 f"largest predicted time shares: {html.escape(top)}<br>"
                 f"memory: params {fmt_bytes(mem['parameters'])}, grads {fmt_bytes(mem['gradients'])}, "
-                f"AdamW {fmt_bytes(mem['optimizer state'])}, activations {fmt_bytes(mem['activations'])}"
+                f"AdamW {fmt_bytes(mem['optimizer state'])}, activations {fmt_bytes(mem['activations'])}; "
+                f"predicted peak {fmt_bytes(p.memory['peak'])} (at its {html.escape(p.memory['peak_at'])})"
                 f"<br><i>{html.escape(p.basis)}</i></div>")
 
     def figure(self, p: explore.CostPrediction) -> Figure:
@@ -859,3 +873,44 @@ class WindowExplorer(Explorer):
 def window_explorer(**kwargs) -> WindowExplorer:
     """The mask and attention cost vs W and T: ``window_explorer(window=128, seq_len=4096)``."""
     return WindowExplorer(**kwargs)
+
+
+# ---- the memory budget: a budget -> the fastest plan that fits ------------------------------------
+class BudgetExplorer(Explorer):
+    """A budget slider over a ``lessons.memory_budget.Planner`` (every plan predicted once): the
+    fastest plan whose predicted peak fits, the next ones, and the peak as bars beside the budget.
+    A budget below the floor (parameters + gradients + AdamW state) says so in the readout."""
+    css = "tl-budget-explorer"
+    typed = ("budget_mib",)
+
+    def __init__(self, planner: memory_budget.Planner, budget_mib: Optional[int] = None, steps: int = 40):
+        self.planner = planner
+        lo = int(planner.floor_bytes // 2**20) + 1
+        hi = int(max(p.peak_bytes for p in planner.plans) * 1.15 // 2**20) + 1
+        options = sorted({int(round(lo * (hi / lo) ** (i / (steps - 1)))) for i in range(steps)})
+        budget_mib = budget_mib if budget_mib is not None else options[len(options) // 2]
+        if budget_mib not in options:
+            options = sorted(options + [int(budget_mib)])
+        self.typed_max = max(options) * 4
+        controls = {"budget_mib": _slider(options, int(budget_mib), "budget (MiB)", "budget")}
+        super().__init__(controls)
+
+    def compute(self, budget_mib) -> memory_budget.Choice:
+        return self.planner.choose(int(budget_mib) * 2**20)
+
+    def render(self, c: memory_budget.Choice) -> str:
+        rows = "".join(f"<li>{html.escape(p.describe())}: {p.tokens_per_s:,.0f} tokens/s, peak "
+                       f"{fmt_bytes(p.peak_bytes)}</li>" for p in c.ranked[1:4])
+        more = f"<br>next fastest that fit:<ol start='2'>{rows}</ol>" if rows else ""
+        basis = ", ".join(f"{dt}: {cl.device_name} ({cl.source})" for dt, cl in self.planner.ceilings.items())
+        return (f"<div><b>{html.escape(c.message())}</b>{more}<i>time: the roofline model on the ceilings of "
+                f"{html.escape(basis)}; peak: measure.peak (the floor, {fmt_bytes(c.floor_bytes)}, is "
+                f"parameters + gradients + AdamW state)</i></div>")
+
+    def figure(self, c: memory_budget.Choice) -> Figure:
+        return memory_budget.plan_figure(self.planner, c)
+
+
+def budget_explorer(planner: memory_budget.Planner, **kwargs) -> BudgetExplorer:
+    """The memory budget's explorer over ``planner``: ``budget_explorer(planner, budget_mib=900)``."""
+    return BudgetExplorer(planner, **kwargs)

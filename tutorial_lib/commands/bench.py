@@ -22,7 +22,7 @@ import itertools
 import signal
 import sys
 
-from tutorial_lib import attention, settings
+from tutorial_lib import attention, runtime, settings
 from tutorial_lib.commands import output_file, positive_float
 from tutorial_lib.guide import plan, suite
 from tutorial_lib.lessons.common import format_rows
@@ -31,6 +31,7 @@ from tutorial_lib.measure import records
 from tutorial_lib.measure import timing as bench
 from tutorial_lib.measure.timing import MODES
 from tutorial_lib.model import PRESETS, get_config
+from tutorial_lib.runtime import ADAMW_IMPLS, COMPILE_MODES
 from tutorial_lib.sizes import get_sizes
 
 HELP = "timed GPT steps over a grid (or a named suite) -> results/NAME.json"
@@ -68,7 +69,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--window", nargs="+", type=int, default=None, help="sliding window(s)")
     p.add_argument("--loss", nargs="+", default=None, choices=LOSS_IMPLS,
                    help="LM head + loss: full logits, or chunked (notebook 08)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--pad-vocab", nargs="+", type=int, default=None, metavar="MULTIPLE",
+                   help="pad the vocabulary to a multiple of this (64: 50,257 -> 50,304, nanoGPT's)")
+    p.add_argument("--mask-vocab-padding", action="store_true",
+                   help="with --pad-vocab: padded logits -> -inf before the loss (exact)")
+    p.add_argument("--compile", nargs="?", const="default", default=None, choices=COMPILE_MODES,
+                   help="torch.compile the model (optionally a mode: default, reduce-overhead, max-autotune)")
+    p.add_argument("--adamw", nargs="+", default=None, choices=ADAMW_IMPLS[1:],
+                   help="AdamW's kernels: for-loop, foreach, fused (default: fused on CUDA, for-loop elsewhere)")
+    p.add_argument("--tf32", action="store_true", help="fp32 matmuls on TF32 tensor cores (CUDA, Ampere+)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16"),
                    help="compute dtype (default: bfloat16 autocast on CUDA, float32 on CPU)")
@@ -95,24 +104,29 @@ def grid(args, prof) -> list:
         "mlp_ratio": args.mlp_ratio or [None],
         "window": args.window or [None],
         "loss_impl": args.loss or [None],
+        "pad_vocab_multiple": args.pad_vocab or [None],
+        "adamw": args.adamw or ["auto"],
     }
     points = []
     for combo in itertools.product(*axes.values()):
         a = dict(zip(axes, combo))
-        changes = {k: a[k] for k in ("attn_backend", "n_kv_head", "mlp", "mlp_ratio", "window", "loss_impl")
-                   if a[k] is not None}
+        changes = {k: a[k] for k in ("attn_backend", "n_kv_head", "mlp", "mlp_ratio", "window", "loss_impl",
+                                     "pad_vocab_multiple") if a[k] is not None}
+        if args.mask_vocab_padding:
+            changes["mask_vocab_padding"] = True
         cfg = get_config(a["preset"], **changes)  # ValueError for a bad combination
         if a["seq_len"] > cfg.block_size and cfg.pos == "rope":
             cfg = cfg.replace(block_size=a["seq_len"])  # RoPE has no table: longer T is fine
         label = cfg.name + "".join(f" {k}={v}" for k, v in changes.items())
+        label += f" adamw={a['adamw']}" if args.adamw else ""
         points.append({"config": cfg, "batch_size": a["batch_size"], "seq_len": a["seq_len"],
-                       "mode": a["mode"], "label": label})
+                       "mode": a["mode"], "label": label, "adamw": a["adamw"]})
     return points
 
 
 # options a grid uses and a suite would silently ignore (a suite measures at its size profile's sizes)
 GRID_ONLY = ("preset", "batch", "seq", "mode", "attn", "kv_heads", "mlp", "mlp_ratio", "window",
-             "compile", "dtype", "min_run_time")
+             "compile", "dtype", "min_run_time", "pad_vocab", "mask_vocab_padding", "adamw", "tf32")
 
 
 def check_options(args) -> None:
@@ -151,13 +165,14 @@ def run(args) -> int:
         points = grid(args, prof)
         for p in points:
             bench.check_sizes(p["config"], p["batch_size"], p["seq_len"], p["mode"])
-    except ValueError as e:
+        dtype = args.dtype or settings.dtype_name(settings.default_dtype(dev))
+        runtime.StepSettings(dtype=dtype, tf32=args.tf32, compile=args.compile).check(dev)
+    except (ValueError, runtime.NotAvailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    dtype = args.dtype or settings.dtype_name(settings.default_dtype(dev))
     print(f"{len(points)} point(s) on {dev} ({settings.device_name(dev)}), {dtype}, size profile {prof.name}")
     rows = bench.measure_sweep(points, progress=not args.no_progress, desc="bench", device=dev,
-                               dtype=dtype, compile=args.compile,
+                               dtype=dtype, compile=args.compile, tf32=args.tf32,
                                min_run_time=(prof.step.min_run_time if args.min_run_time is None
                                              else args.min_run_time))
     print(format_rows([{

@@ -7,8 +7,10 @@
 ``--batch`` is the global batch: under torchrun each of N ranks trains on its own batch/N slice
 of the same seeded stream and DDP averages gradients, so the loss curve matches the
 single-process run (only faster). Model fields can be changed with ``--set``, e.g.
-``--set mlp=swiglu --set mlp_ratio=3``. ``report`` shows the histories of each folder
-``results/<folder>/`` as one table of the guide.
+``--set mlp=swiglu --set mlp_ratio=3``. ``--grad-accum K`` runs each step's batch as K micro-batches
+(the same gradients, the activations of one micro-batch); ``--checkpoint block`` (or ``attention``,
+``mlp``; ``--checkpoint-every K``) recomputes activations in backward instead of keeping them.
+``report`` shows the histories of each folder ``results/<folder>/`` as one table of the guide.
 
 A run that diverges (a NaN or inf loss, gradient norm or validation loss) stops at that step,
 still writes ``--out`` (strict JSON: the non-finite values as ``null``, ``diverged`` and
@@ -23,9 +25,10 @@ import json
 import sys
 
 from tutorial_lib.commands import output_file
-from tutorial_lib.model import PRESETS, get_config
+from tutorial_lib.model import CHECKPOINT_POLICIES, PRESETS, get_config
 from tutorial_lib.optim import DECAYS, OPTIMIZERS
-from tutorial_lib.train import DTYPES, TrainConfig, check_sizes, dist_info, train
+from tutorial_lib.runtime import ADAMW_IMPLS, COMPILE_MODES, NotAvailable
+from tutorial_lib.train import DTYPES, TrainConfig, check_sizes, dist_info, resolve_device, train
 
 DIVERGED = 3  # exit status of a run that diverged (2 is a usage error)
 
@@ -62,13 +65,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="seeds the initial weights, the batch order and the validation batches")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--dtype", default=d.dtype, choices=DTYPES,
-                   help="autocast dtype (auto: bfloat16 on CUDA, float32 on CPU)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+                   help="autocast dtype (auto: bfloat16 on CUDA, float32 on CPU; float16 runs with a GradScaler)")
+    p.add_argument("--compile", nargs="?", const="default", default=None, choices=COMPILE_MODES,
+                   help="torch.compile the model (optionally a mode: default, reduce-overhead, max-autotune)")
+    p.add_argument("--adamw", default=d.adamw, choices=ADAMW_IMPLS,
+                   help="AdamW's kernels: for-loop, foreach or fused (auto: fused on CUDA, for-loop elsewhere)")
+    p.add_argument("--tf32", action="store_true", help="fp32 matmuls on TF32 tensor cores (CUDA, Ampere+)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--out", type=output_file, default=None,
                    help="write the history (JSON) here (rank 0; checked before training starts)")
     p.add_argument("--allow-divergence", action="store_true",
                    help="exit 0 even when the run diverges (a NaN/inf loss or gradient norm)")
+    # the memory budget (lesson 12): micro-batches per step, and what each block recomputes
+    p.add_argument("--grad-accum", type=int, default=d.grad_accum, metavar="K",
+                   help="gradient accumulation: each step's batch in K micro-batches (must divide the "
+                        "batch per rank); DDP all-reduces once per step")
+    p.add_argument("--checkpoint", default=None, choices=CHECKPOINT_POLICIES,
+                   help="activation checkpointing: recompute each block, its attention or its MLP in "
+                        "backward (GPTConfig.checkpoint)")
+    p.add_argument("--checkpoint-every", type=int, default=None, metavar="K",
+                   help="with --checkpoint: only in blocks 0, K, 2K, ... (default: every block)")
 
 
 def parse_overrides(items) -> dict:
@@ -89,17 +105,23 @@ def run(args) -> int:
 
     rank = dist_info().rank
     try:
-        cfg = get_config(args.preset, **parse_overrides(args.overrides))
+        overrides = parse_overrides(args.overrides)
+        for field in ("checkpoint", "checkpoint_every"):  # the flags win over --set
+            if getattr(args, field) is not None:
+                overrides[field] = getattr(args, field)
+        cfg = get_config(args.preset, **overrides)
         tc = TrainConfig(steps=args.steps, batch_size=args.batch, seq_len=args.seq,
                          optimizer=args.optimizer, lr=args.lr, muon_lr=args.muon_lr,
                          weight_decay=args.weight_decay, warmup_steps=args.warmup,
                          decay=args.decay, min_lr_ratio=args.min_lr_ratio,
                          grad_clip=args.grad_clip, eval_every=args.eval_every,
                          eval_batches=args.eval_batches, seed=args.seed, device=args.device,
-                         dtype=args.dtype, compile=args.compile, progress=not args.no_progress)
+                         dtype=args.dtype, compile=args.compile or False, adamw=args.adamw, tf32=args.tf32,
+                         progress=not args.no_progress, grad_accum=args.grad_accum)
         check_sizes(cfg, tc, dist_info().world_size)  # before any work: sizes the splits cannot serve
+        tc.step_settings().check(resolve_device(tc.device))  # "not available here: ..." before any work
         history = train(cfg, tc)
-    except ValueError as e:
+    except (ValueError, NotAvailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if rank == 0:

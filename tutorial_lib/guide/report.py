@@ -21,7 +21,7 @@ from typing import Iterable
 from tutorial_lib import claims
 from tutorial_lib.guide.sources import duplicates, is_guide_record
 from tutorial_lib.guide.suite import OWN_PATHS_KINDS, SECTIONS
-from tutorial_lib.lessons import decision
+from tutorial_lib.lessons import decision, speed_ladder
 from tutorial_lib.lessons import roofline as roofline_lesson
 from tutorial_lib.measure import ceilings, cost, flops, records
 from tutorial_lib.measure.timing import NOISY
@@ -194,7 +194,16 @@ def _analytic_gpu_specs() -> str:
               "library (MFU uses the same peaks).\n")
 
 
-ANALYTIC = {"analytic.flop_shares": _analytic_flop_shares, "analytic.gpu_specs": _analytic_gpu_specs}
+def _analytic_published_ladder() -> str:
+    """Karpathy's published A100 ladder (``lessons.speed_ladder.PUBLISHED_A100``): an anchor, no verdict."""
+    return (markdown_table(speed_ladder.published_rows(), ["rung", "ms_per_step", "speedup", "vs_fp32"])
+            + f"\nPublished figures, not measured here: {speed_ladder.PUBLISHED_SOURCE}, at his batch and in his "
+              "order (torch.compile before flash attention). Other hardware, other sizes: an anchor for the shape "
+              "of a ladder, compared with nothing.\n")
+
+
+ANALYTIC = {"analytic.flop_shares": _analytic_flop_shares, "analytic.gpu_specs": _analytic_gpu_specs,
+            "analytic.published_ladder": _analytic_published_ladder}
 
 
 def _pct(x) -> str:
@@ -479,7 +488,9 @@ def recorded(*sections: str, results_dir: Path | None = None) -> Recorded:
     sizes it was recorded with -- so a notebook can show them beside its live measurement."""
 
     known = set(SECTIONS) | {"attention_vs_T", "expected_results", "ceilings", "roofline_points",
-                             "roofline.errors", "lm_head_alone", "lm_head_claim"} | set(OWN_PATHS_KINDS)
+                             "roofline.errors", "lm_head_alone", "lm_head_claim", "speed_ladder.peaks",
+                             "analytic.published_ladder", "memory_budget_policies",
+                             "memory_budget_micro"} | set(OWN_PATHS_KINDS)
     for name in sections:
         if name not in known:
             raise ValueError(f"section={name!r} is not one of {sorted(known)}")

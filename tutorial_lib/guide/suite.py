@@ -25,7 +25,7 @@ from tutorial_lib import settings
 from tutorial_lib.claims import CLAIMS, Setting, claimed, compare
 from tutorial_lib.files import check_writable
 from tutorial_lib.guide.plan import priority_order
-from tutorial_lib.lessons import all_together, lm_head, own_paths
+from tutorial_lib.lessons import all_together, lm_head, memory_budget, own_paths, speed_ladder
 from tutorial_lib.lessons import roofline as roofline_lesson
 from tutorial_lib.lessons import triton_flash as triton_lesson
 from tutorial_lib.lessons.common import (
@@ -40,6 +40,7 @@ from tutorial_lib.lessons.flash_attention import attention_sweep, loglog_slopes,
 from tutorial_lib.lessons.gqa import measure_decode
 from tutorial_lib.lessons.sliding_window import window_sweep
 from tutorial_lib.lessons.swiglu import time_optimizer_step
+from tutorial_lib.measure import ceilings as ceil
 from tutorial_lib.measure import cost, profile
 from tutorial_lib.measure.allocator import allocator_settings
 from tutorial_lib.measure.records import SCHEMA_VERSION, save_document, stamp, to_row
@@ -170,6 +171,30 @@ def sec_breakdown(S: Suite):
           note="time_share is of the whole step (optimizer included); flop_share is the component's "
                "share of the step's matmul FLOPs (cost model). Elementwise work has no matmul FLOPs: "
                "where its time share is large, memory traffic and per-op overhead are the cost.")
+
+
+def sec_speed_ladder(S: Suite):
+    """The speed ladder (notebook 11): every rung's training step, each dtype's matmul peak and the
+    roofline's probes timed in the same interleaved rounds (``lessons.speed_ladder.measure_ladder``)."""
+    s = S.sizes.ladder
+    res = speed_ladder.measure_ladder(s, S.sizes.roofline, S.device)
+    prec = speed_ladder.device_precision(S.device)
+    sizes = {"model": s.preset, "B": s.batch, "T": s.seq_len, "step": "fwd+bwd+AdamW", "rounds": res["rounds"],
+             "precision": f"{prec['model']}: {prec['summary']}"}
+    S.add("speed_ladder", speed_ladder.record_rows(res), columns=speed_ladder.RECORD_COLUMNS, sizes=sizes,
+          note="Each rung adds one lever to the rungs below it that ran (a row 'instead of ...' stands beside "
+               "the rung it names, built on the same rungs). speedup: over the rung below, the median of per-round "
+               "ratios (range: min–max); roofline_expected: the same ratio of the roofline model's predictions on "
+               "the ceilings measured in the same rounds (eager kernels: compile's fusion is not in the model). "
+               "MFU: the step's forward+backward FLOPs (visible pairs) per second over the matmul peak of the "
+               "rung's dtype timed in the same round. compile_s: the first call less one step, with "
+               "torch.compile's on-disk caches emptied (a cold compile; a rung reusing what the rung below "
+               "compiled pays only what is new); payback_steps: compile_s / the time a step saves. 'everything "
+               "together': the last rung against the first.")
+    S.add("speed_ladder.peaks", speed_ladder.peak_rows(res), columns=["dtype", "peak_TFLOPs", "range_TFLOPs",
+                                                                     "vs_float32", "measured"],
+          sizes={"mm": "x".join(str(n) for n in s.peak_sizes), "rounds": res["rounds"]},
+          note="torch.mm of n x n matrices per dtype, the best size per round, timed in the ladder's rounds.")
 
 
 def sec_gqa_train(S: Suite):
@@ -688,11 +713,74 @@ def sec_roofline(S: Suite):
                  "ceilings": "measured in the same rounds as the step"})
 
 
+def sec_memory_budget(S: Suite):
+    """The memory budget (notebook 12): each activation-checkpointing policy's kept bytes (exact),
+    time and peak; tokens/s against the micro-batch; and the planner's choice for each of the size
+    profile's budgets, its peak and its step time measured beside the prediction (time in the same
+    rounds as the ceilings' probes)."""
+    s = S.sizes.memory_budget
+    probes = {dt: roofline_lesson.lesson_probes(S.device, S.sizes.roofline, dt) for dt in s.dtypes}
+    pol = memory_budget.policy_study(s, probes[s.dtypes[0]], S.device)
+    sizes = {"model": s.preset, "B": s.batch, "T": s.seq_len, "dtype": s.dtypes[0], "step": "fwd+bwd+AdamW",
+             "timing": f"{s.rounds} rounds, the ceilings' probes and the steps in turn"}
+    S.add("memory_budget_policies", pol["rows"], sizes=sizes,
+          columns=["policy", "saved_predicted_MiB", "saved_measured_MiB", "saved_exact", "recompute_GFLOP",
+                   "measured_ms", "predicted_ms", "time_ratio", "time_ratio_min", "time_ratio_max", "predicted_ratio",
+                   "peak_predicted_MiB", "peak_measured_MiB", "peak_error", "error"],
+          note="saved: the bytes autograd keeps for backward, predicted by the cost model and counted by the "
+               "saved-tensor hooks (exact: equal per component). recompute_GFLOP: the forward matmuls backward runs "
+               "again. time_ratio: the step's time over the step without checkpointing, per round (median, min–max), "
+               "beside the ratio predicted from each round's ceilings. peak: the allocator's (CPU: torch.profiler's "
+               "memory events; CUDA: max_memory_allocated) above nothing: the model, AdamW's state and the batch "
+               "included.")
+    micro = memory_budget.micro_batch_study(s, probes[s.dtypes[0]], S.device)
+    S.add("memory_budget_micro", [{"micro_batch": r["micro_batch"], "grad_accum": r["grad_accum"],
+                                   "measured_ms": r.get("measured_ms"), "predicted_ms": r.get("roofline_ms"),
+                                   "time_error": r.get("roofline_error"), "tokens_per_s": r.get("tokens_per_s"),
+                                   "predicted_tokens_per_s": r.get("predicted_tokens_per_s"),
+                                   "predicted_peak_MiB": r["predicted_peak_bytes"] / 2**20, "error": r.get("error")}
+                                  for r in micro["rows"]],
+          sizes={"model": s.preset, "sequences per step": s.micro_step_batch, "T": s.seq_len, "dtype": s.dtypes[0]},
+          columns=["micro_batch", "grad_accum", "measured_ms", "predicted_ms", "time_error", "tokens_per_s",
+                   "predicted_tokens_per_s", "predicted_peak_MiB", "error"],
+          note="The same sequences per optimizer step in micro-batches of each size (gradient accumulation): a "
+               "smaller micro-batch holds fewer activations, and runs smaller matmuls and more operators per token.")
+    ceilings = {s.dtypes[0]: pol["ceilings"]}
+    for dt in s.dtypes[1:]:
+        ceilings[dt] = ceil.measure_ceilings(S.device, dt, S.sizes.roofline.mm_sizes, S.sizes.roofline.stream_bytes,
+                                             S.sizes.roofline.first_touch_sizes, s.min_run_time, s.rounds,
+                                             progress=False)
+    bud = memory_budget.budget_study(s, ceilings, probes.__getitem__, S.device)
+    mib = lambda v: None if v is None else v / 2**20  # noqa: E731
+    S.add("memory_budget", [{"budget_MiB": r["budget_bytes"] / 2**20, "plan": r.get("plan"),
+                             "predicted_peak_MiB": mib(r.get("predicted_peak_bytes")),
+                             "measured_peak_MiB": mib(r.get("measured_peak_bytes")), "peak_error": r.get("peak_error"),
+                             "fits": r.get("fits"), "predicted_ms": r.get("roofline_ms"),
+                             "measured_ms": r.get("measured_ms"), "time_error": r.get("time_error"),
+                             "time_error_range": (f"{r['time_error_min']:+.2f}–{r['time_error_max']:+.2f}"
+                                                  if r.get("time_error_min") is not None else None),
+                             "predicted_tokens_per_s": r.get("predicted_tokens_per_s"), "error": r.get("error")}
+                            for r in bud["rows"]],
+          sizes={"model": s.preset, "tokens per step": s.tokens_per_step, "T": s.seq_len,
+                 "dtypes": ", ".join(s.dtypes), "plans": len(bud["planner"].plans),
+                 "floor_MiB": round(bud["planner"].floor_bytes / 2**20, 1),
+                 "timing": f"{s.rounds} rounds, the ceilings' probes and the plan's step in turn"},
+          columns=["budget_MiB", "plan", "predicted_peak_MiB", "measured_peak_MiB", "peak_error", "fits",
+                   "predicted_ms", "measured_ms", "time_error", "time_error_range", "predicted_tokens_per_s", "error"],
+          note="For each budget the planner takes the plan (micro-batch and accumulation, activation checkpointing, "
+               "the loss, the attention backend, the dtype) with the most predicted tokens/s whose predicted peak "
+               "fits. "
+               "Peak: predicted by measure.peak, measured by the allocator over one step. Time: predicted from the "
+               "ceilings measured in the same rounds as the step (error = predicted / measured - 1, median of the "
+               "rounds with its range). Goals: peak within 10 %, time within 25 %.")
+
+
 # In priority order: the seed's own setting first (a time-boxed run, e.g. on a lent GPU, keeps the
 # most important sections), then the curves and the lessons beyond it, quality (the longest) last.
 SECTIONS = {
     "before_after": sec_before_after,
     "breakdown": sec_breakdown,
+    "speed_ladder": sec_speed_ladder,  # the levers practitioners pull first, at the seed's setting on a GPU
     "memory": sec_memory,
     "roofline": sec_roofline,
     "gqa_train": sec_gqa_train,
@@ -700,6 +788,7 @@ SECTIONS = {
     "mlp": sec_mlp,
     "swiglu": sec_swiglu,
     "lm_head": sec_lm_head,
+    "memory_budget": sec_memory_budget,
     "triton_flash": sec_triton_flash,
     "flash_vs_T": sec_flash_vs_T,
     "gqa_decode": sec_gqa_decode,

@@ -5,6 +5,8 @@ MHA, GELU 4x, eager attention) and orders them by payoff:
 
 - ``speed``: training-step speedup; ``memory``: training-memory reduction; ``decoding``:
   KV-cache decoding speedup (tokens/s). Every payoff is base / variant (> 1 = better).
+  Activation checkpointing and gradient accumulation (notebook 12) serve the memory goal only:
+  they trade time for memory, and their note says how much.
 - *measured* when a results file (``results/*.json`` from ``python -m tutorial_lib bench
   --suite guide``) was recorded on this kind of device and holds that change within a factor of 2
   of T: one source per payoff -- the measurement at the nearest setting, then the one with the
@@ -23,6 +25,13 @@ above their ceiling (capped at it), then predictions, then what the measurements
 (within noise, too few rounds), then losses -- so a change whose range spans 1.0 never ranks
 above one whose whole range is above 1.0, whatever its median.
 
+The changes include the speed ladder's levers (notebook 11): bf16 autocast, torch.compile, the
+vocabulary padded to 50,304 and fused AdamW -- the same model, run differently
+(``runtime.StepSettings``; ``change_step``). Measured ones come from the suite's ``speed_ladder``
+rows (each over the ladder's rung below); where the cost model has no answer (compile's fusion, a
+CPU's bf16 speed, a lever the CUDA baseline already has) the payoff is "n/a" and says why
+(``not_modelled``).
+
 The seed's own answer (``claims`` keys ``tree.*``) is returned beside ours.
 """
 from __future__ import annotations
@@ -40,15 +49,17 @@ from tutorial_lib import claims, speedups
 from tutorial_lib.lessons import explorer as explore
 from tutorial_lib.lessons import lm_head
 from tutorial_lib.lessons.gqa import decode_bytes_per_token, decode_ceiling
-from tutorial_lib.measure import records, roofline
+from tutorial_lib.measure import cost, records, roofline
 from tutorial_lib.measure.ceilings import Ceilings, ceilings_for, doc_ceilings
 from tutorial_lib.model import GPTConfig, get_config
+from tutorial_lib.runtime import StepSettings
 from tutorial_lib.speedups import Speedup
 from tutorial_lib.train import TrainHistory
 
 GOALS = ("speed", "memory", "decoding")
 DEVICES = ("cpu", "cuda")
 BASELINE = {"attn_backend": "eager"}  # GPT-2 small, MHA, GELU 4x, eager attention
+ACCUMULATION = 4  # micro-batches of the "accumulate" change (the batch of 4: one sequence each)
 GAIN_THRESHOLD = 1.02  # payoffs below this are listed as "little or no gain"
 REFERENCE_GPU = "NVIDIA H200"  # the GPU of the training runs on record (results/train_h200_*)
 
@@ -60,6 +71,7 @@ class Change:
     seed_name: str  # what the seed's tree calls it
     # results rows that measure it: (kind, variant label prefix)
     measured_as: tuple = ()
+    goals: tuple = GOALS  # the goals it serves (checkpointing and accumulation: memory only)
 
 
 CHANGES = (
@@ -72,7 +84,18 @@ CHANGES = (
     Change("swiglu", "SwiGLU 8/3x (param-matched)", "SwiGLU", (("swiglu", "SwiGLU 8/3x"),)),
     Change("chunked_loss", "Chunked loss (no full logits)", "(not in the seed's tree)",
            (("lm_head", lm_head.CHUNKED), ("before_after", "+ chunked loss"))),
+    # the speed ladder's levers (notebook 11): the same model, run differently (runtime.StepSettings)
+    Change("bf16", "bf16 autocast", "(not in the seed's tree)", (("speed_ladder", "+ bf16 autocast"),)),
+    Change("compile", "torch.compile", "(not in the seed's tree)", (("speed_ladder", "+ torch.compile"),)),
+    Change("vocab_pad", "Vocabulary padded to 50,304 (masked)", "(not in the seed's tree)",
+           (("speed_ladder", "+ vocab padded"),)),
+    Change("fused_adamw", "Fused AdamW", "(not in the seed's tree)", (("speed_ladder", "+ fused AdamW"),)),
+    # the memory budget (notebook 12): trade time for memory; never a speed-up
+    Change("checkpoint", "Activation checkpointing (every block)", "(not in the seed's tree)", goals=("memory",)),
+    Change("accumulate", f"Gradient accumulation ({ACCUMULATION} micro-batches)", "(not in the seed's tree)",
+           goals=("memory",)),
 )
+RUN_CHANGES = {"bf16": {"dtype": "bfloat16"}, "compile": {"compile": "default"}, "fused_adamw": {"adamw": "fused"}}
 QUALITY_ONLY = (("swiglu", "SwiGLU 8/3x"), ("muon", "Muon"))
 
 
@@ -91,11 +114,45 @@ def change_config(key: str, seq_len: int, device: str, window: Optional[int] = N
         return base.replace(mlp="swiglu")
     if key == "chunked_loss":
         return base.replace(loss_impl=lm_head.DEFAULT_IMPL)
+    if key == "vocab_pad":
+        return base.replace(pad_vocab_multiple=64, mask_vocab_padding=True)
+    if key == "checkpoint":
+        return base.replace(checkpoint="block")
+    if key == "accumulate":  # the same model; the step runs in micro-batches (``accumulation``)
+        return base
+    if key in RUN_CHANGES:  # the same model: the change is in how it runs (change_step)
+        return base
     if key == "window":
         W = window or max(16, seq_len // 4)
         # CPU trains windows with the local O(T*W) kernel; CUDA with flex's block-sparse mask
         return base.replace(window=W, attn_backend="local" if device == "cpu" else "flex")
     raise ValueError(f"change={key!r} is not one of {[c.key for c in CHANGES]}")
+
+
+def change_step(key: str, device: str) -> StepSettings:
+    """How the step runs with change ``key`` on ``device`` (the baseline: bf16 autocast and fused
+    AdamW on CUDA, fp32 and AdamW's for-loop on a CPU)."""
+    base = StepSettings(dtype=_dtype(device), adamw="fused" if device == "cuda" else "for-loop")
+    return base.replace(**RUN_CHANGES.get(key, {}))
+
+
+def not_modelled(key: str, device: str, goal: str) -> Optional[str]:
+    """Why the cost model gives no payoff for change ``key`` here, or None when it does."""
+    if key == "bf16" and device == "cuda":
+        return "the baseline runs in bf16 autocast on CUDA already"
+    if key == "fused_adamw" and device == "cuda":
+        return "the baseline's AdamW is fused on CUDA already"
+    if key == "compile":
+        return "torch.compile's fusion is not in the cost model: only a measurement says (notebook 11)"
+    if key == "bf16" and goal == "speed":
+        return ("a CPU's bf16 speed depends on its instructions (AMX, AVX-512 BF16 or none): only a measurement "
+                "says (notebook 11)")
+    if key == "fused_adamw" and goal == "decoding":
+        return "decoding runs no optimizer"
+    if key == "bf16" and goal == "decoding":
+        return ("autocast keeps the weights in fp32 and casts them on every call: decoding reads no fewer bytes "
+                "(storing the weights in bf16 is another change)")
+    return None
 
 
 @dataclass
@@ -187,24 +244,43 @@ def _dtype(device: str) -> str:
 
 
 def analytic_payoff(key: str, seq_len: int, device: str, goal: str, batch_size: int = 4,
-                    window: Optional[int] = None, ceilings: Optional[Ceilings] = None) -> float:
+                    window: Optional[int] = None, ceilings: Optional[Ceilings] = None) -> Optional[float]:
     """base / variant for ``goal`` from the analytic model (see the module docstring); speed uses
-    the roofline model on ``ceilings``, or the FLOP ratio without them."""
+    the roofline model on ``ceilings``, or the FLOP ratio without them. None where the model has no
+    answer (``not_modelled``)."""
+    if goal not in GOALS:
+        raise ValueError(f"goal={goal!r} is not one of {list(GOALS)}")
+    if not_modelled(key, device, goal):
+        return None
     base = change_config("baseline", seq_len, device)
     var = change_config(key, seq_len, device, window)
-    dt = _dtype(device)
+    steps = [change_step("baseline", device), change_step(key, device)]
+    dts = [s.dtype for s in steps]
     if goal == "speed" and ceilings is not None:
-        w = [roofline.predict_step(c, batch_size, seq_len, ceilings, dtype=dt, device_type=device).total_ms
-             for c in (base, var)]
+        w = [roofline.predict_step(c, batch_size, seq_len, ceilings, dtype=s.dtype, device_type=device,
+                                   adamw=s.adamw).total_ms for c, s in zip((base, var), steps)]
     elif goal == "speed":
         w = [explore.model_work(explore.scope_work(c, batch_size, seq_len, device)) for c in (base, var)]
     elif goal == "memory":
-        w = [explore.predict_memory(c, batch_size, seq_len, dt)["total"] for c in (base, var)]
-    elif goal == "decoding":
-        w = [decode_bytes_per_token(c, seq_len, dt) for c in (base, var)]
+        k = ACCUMULATION if key == "accumulate" and batch_size % ACCUMULATION == 0 else 1
+        w = [explore.predict_memory(c, batch_size, seq_len, dt, g)["total"]
+             for c, dt, g in zip((base, var), dts, (1, k))]
     else:
-        raise ValueError(f"goal={goal!r} is not one of {list(GOALS)}")
+        w = [decode_bytes_per_token(c, seq_len, dt) for c, dt in zip((base, var), dts)]
     return w[0] / w[1]
+
+
+def memory_trade(key: str, seq_len: int, batch_size: int = 4) -> str:
+    """What trading time for memory costs (notebook 12), for the note beside its memory payoff."""
+    if key == "checkpoint":
+        base = change_config("baseline", seq_len, "cpu")
+        fl = [sum(cost.flops_by_scope(c, batch_size, seq_len, None).values())
+              for c in (base, change_config("checkpoint", seq_len, "cpu"))]
+        return f"recomputes each block's forward in backward: {fl[1] / fl[0] - 1:.0%} more FLOPs per step"
+    if key == "accumulate":
+        return (f"the same FLOPs in {ACCUMULATION} smaller forward and backward passes, at the speed of the "
+                "smaller matmuls")
+    return ""
 
 
 def analytic_basis(goal: str, ceilings: Optional[Ceilings], device: str) -> str:
@@ -344,8 +420,12 @@ def measured_payoff(change: Change, goal: str, seq_len: int, docs: Sequence[dict
             named = (f"measured on {_where(doc)}: {kind}, {model}, B={row.get('batch_size', sizes.get('B', '?'))}, "
                      f"T={T}")
             if goal == "speed" and row.get("speedup") is not None:
-                sp = Speedup.from_row(row, rounds, recorded_ceiling(doc, first, row),
-                                      source=f"{named}, {rounds if rounds is not None else '?'} rounds")
+                # a ladder rung is timed over the rung below it, in how the step runs: the configs'
+                # ceiling does not describe it
+                ladder = kind == "speed_ladder"
+                sp = Speedup.from_row(row, rounds, None if ladder else recorded_ceiling(doc, first, row),
+                                      source=f"{named}, {rounds if rounds is not None else '?'} rounds"
+                                             + (", over the ladder's rung below" if ladder else ""))
                 found.append(((_distance(T, seq_len), -(rounds or 0), order),
                               Payoff(change.key, change.title, sp.value, sp.source, True, speedup=sp)))
             elif goal == "memory" and first.get("peak_mem_MiB") and row.get("peak_mem_MiB"):
@@ -443,7 +523,7 @@ def recommend(seq_len: int, device: str = "cpu", goal: str = "speed", batch_size
     notes = []
     payoffs = []
     dt = _dtype(device)
-    for ch in CHANGES:
+    for ch in (c for c in CHANGES if goal in c.goals):
         if ch.key == "window" and (window or max(16, seq_len // 4)) >= seq_len:
             payoffs.append(Payoff(ch.key, ch.title, None, "n/a", False, "a window >= T is full attention"))
             continue
@@ -454,12 +534,15 @@ def recommend(seq_len: int, device: str = "cpu", goal: str = "speed", batch_size
             payoffs.append(m)
             continue
         v = analytic_payoff(ch.key, seq_len, device, goal, batch_size, window, ceilings)
+        why = not_modelled(ch.key, device, goal)
         ceiling = None
-        if goal == "speed":
+        if goal == "speed" and ch.key not in RUN_CHANGES:  # a run change's ceiling is not a config's
             ceiling = roofline.speedup_ceiling(change_config("baseline", seq_len, device),
                                                change_config(ch.key, seq_len, device, window),
                                                batch_size, seq_len, dt, device, ceilings)
-        payoffs.append(Payoff(ch.key, title, v, analytic_basis(goal, ceilings, device), False, ceiling=ceiling))
+        basis = "analytic: no payoff" if why else analytic_basis(goal, ceilings, device)
+        payoffs.append(Payoff(ch.key, title, v, basis, False, why or memory_trade(ch.key, seq_len, batch_size),
+                              ceiling=ceiling))
     ranked = sorted(payoffs, key=Payoff.rank_key)
     undecided = [p for p in ranked if p.evidence in (speedups.WITHIN_NOISE, speedups.NO_VERDICT)]
     good = [p for p in ranked if p not in undecided and p.value is not None

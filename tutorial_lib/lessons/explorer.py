@@ -6,6 +6,8 @@ it can be tested and printed without a browser.
 
 - ``predict_cost(ExplorerSettings, calibration, device_type, ceilings)``: per-component FLOP shares,
   predicted time per component and per step, and the training-memory breakdown of one GPT step.
+  The settings include how the step runs (``runtime.StepSettings``: dtype, AdamW's kernels, which
+  the cost model knows, and a torch.compile mode, which only "Measure now" can time).
 - ``Calibration`` / ``comparable``: a measured step (a "Measure now" run, or a results file from
   ``python -m tutorial_lib bench``) and the rule for when it may scale a prediction.
 - ``calibration_from_results``: the same from results files measured on this device.
@@ -29,6 +31,7 @@ activations autograd keeps for backward (``measure.cost.activation_bytes``: exac
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,9 +43,11 @@ from tutorial_lib.measure import ceilings as ceil
 from tutorial_lib.measure import cost, records, roofline
 from tutorial_lib.measure.ceilings import Ceilings
 from tutorial_lib.measure.memory import available_bytes, fmt_bytes, memory_breakdown
+from tutorial_lib.measure.peak import step_peak
 from tutorial_lib.measure.profile import GRAD_ACC, profile_step
 from tutorial_lib.measure.timing import INIT_S_PER_PARAM, expected_seconds
 from tutorial_lib.model import GPT, GPTConfig, get_config
+from tutorial_lib.runtime import StepSettings
 from tutorial_lib.settings import DTYPE_NAMES, device_name, get_device
 from tutorial_lib.sizes import get_sizes
 
@@ -66,14 +71,26 @@ class ExplorerSettings:
     attn_backend: str = "sdpa"
     dtype: str = "bfloat16"
     loss_impl: str = "full"  # "chunked" / "chunked_liger": the LM-head lesson's chunked loss
+    adamw: str = "auto"  # AdamW's kernels (runtime.StepSettings): "for-loop", "foreach", "fused"
+    compile: Optional[str] = None  # a torch.compile mode: measured by "Measure now", not modelled
+    # the memory-budget lesson: what each block recomputes in backward, and micro-batches per step
+    checkpoint: str = "none"
+    grad_accum: int = 1
 
     def __post_init__(self):
-        for name in ("seq_len", "batch_size"):
+        for name in ("seq_len", "batch_size", "grad_accum"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"ExplorerSettings.{name}={v!r} must be a positive integer")
+        if self.batch_size % self.grad_accum:
+            raise ValueError(f"ExplorerSettings.grad_accum={self.grad_accum} does not divide batch_size="
+                             f"{self.batch_size}")
         if self.dtype not in DTYPE_NAMES:
             raise ValueError(f"ExplorerSettings.dtype={self.dtype!r} is not one of {list(DTYPE_NAMES)}")
+        try:
+            self.step_settings()  # validates adamw and compile
+        except ValueError as e:
+            raise ValueError(str(e).replace("StepSettings.", "ExplorerSettings.")) from None
         self.config()  # validates the rest (GPTConfig raises ValueError naming the field)
 
     def config(self) -> GPTConfig:
@@ -84,20 +101,29 @@ class ExplorerSettings:
             backend = "sdpa"  # a local window of the full length is plain causal attention
         return base.replace(n_kv_head=self.n_kv_head, mlp=self.mlp, mlp_ratio=self.mlp_ratio,
                             window=self.window, attn_backend=backend, loss_impl=self.loss_impl,
+                            checkpoint=self.checkpoint,
                             block_size=max(base.block_size, self.seq_len))
+
+    def step_settings(self) -> StepSettings:
+        """How the step runs: the dtype (autocast), AdamW's kernels, torch.compile's mode."""
+        return StepSettings(dtype=self.dtype, adamw=self.adamw, compile=self.compile)
 
     @classmethod
     def from_config(cls, cfg: GPTConfig, seq_len: int, batch_size: int, dtype: str) -> "ExplorerSettings":
         """The settings of a measured config (its preset's other fields must be the preset's)."""
         return cls(preset=cfg.name, seq_len=seq_len, batch_size=batch_size, n_kv_head=cfg.n_kv_head,
                    mlp=cfg.mlp, mlp_ratio=cfg.mlp_ratio, window=cfg.window,
-                   attn_backend=cfg.attn_backend, dtype=dtype, loss_impl=cfg.loss_impl)
+                   attn_backend=cfg.attn_backend, dtype=dtype, loss_impl=cfg.loss_impl,
+                   checkpoint=cfg.checkpoint if cfg.checkpoint_every == 1 else "none")
 
     def replace(self, **changes) -> "ExplorerSettings":
         return dataclasses.replace(self, **changes)
 
     def describe(self) -> str:
-        return f"{self.config().describe()}; B={self.batch_size}, T={self.seq_len}, {self.dtype}"
+        run = (f", {self.adamw} AdamW" if self.adamw != "auto" else "") + (
+            f", compile ({self.compile})" if self.compile else "")
+        micro = f" in {self.grad_accum} micro-batches" if self.grad_accum > 1 else ""
+        return f"{self.config().describe()}; B={self.batch_size}{micro}, T={self.seq_len}, {self.dtype}{run}"
 
 
 def scope_work(config: GPTConfig, batch_size: int, seq_len: int, device_type: str = "cpu") -> Dict[str, float]:
@@ -122,11 +148,16 @@ def flop_breakdown(config: GPTConfig, batch_size: int, seq_len: int, device_type
     return out
 
 
-def predict_memory(config: GPTConfig, batch_size: int, seq_len: int, dtype: str = "float32") -> Dict[str, object]:
+def predict_memory(config: GPTConfig, batch_size: int, seq_len: int, dtype: str = "float32",
+                   grad_accum: int = 1, device_type: str = "cpu") -> Dict[str, object]:
     """Training-step memory from the cost model (``measure.cost.training_memory``: activations are
-    the exact bytes autograd saves), every activation group present (zero where this config has none)."""
-    mem = cost.training_memory(config, batch_size, seq_len, dtype)
+    the exact bytes autograd saves, for one micro-batch of ``batch_size / grad_accum``), every
+    activation group present (zero where this config has none), and the allocator's predicted
+    peak (``measure.peak.step_peak``: "peak", and the moment it happens, "peak_at")."""
+    mem = cost.training_memory(config, batch_size // grad_accum, seq_len, dtype)
     mem["activations_by_group"] = {g: mem["activations_by_group"].get(g, 0) for g in MEMORY_GROUPS}
+    p = step_peak(config, batch_size, seq_len, dtype, grad_accum, device_type)
+    mem.update(peak=p.peak_bytes, peak_at=p.at)
     return mem
 
 
@@ -187,6 +218,8 @@ def comparable(measured: ExplorerSettings, wanted: ExplorerSettings) -> Optional
         return f"it measured {measured.preset}, not {wanted.preset}"
     if measured.dtype != wanted.dtype:
         return f"it ran in {measured.dtype}, not {wanted.dtype}"
+    if (measured.adamw, measured.compile) != (wanted.adamw, wanted.compile):
+        return f"it ran with {measured.step_settings().describe()}, not {wanted.step_settings().describe()}"
     f = tokens_apart(measured, wanted)
     if f > SIZE_CLASS:
         return f"its tokens per step are {f:,.1f}x apart from these (more than {SIZE_CLASS:g}x)"
@@ -206,7 +239,8 @@ def scale_factors(calibration: Calibration, ceilings: Ceilings, device_type: str
     """measured / predicted at the calibration's own settings, per display scope that both the
     profile and the model have ("step": the whole step, for the rest)."""
     s = calibration.settings
-    pred = roofline.predict_step(s.config(), s.batch_size, s.seq_len, ceilings, dtype=s.dtype, device_type=device_type)
+    pred = roofline.predict_step(s.config(), s.batch_size, s.seq_len, ceilings, dtype=s.dtype, device_type=device_type,
+                                 adamw=s.adamw, grad_accum=s.grad_accum)
     out = {"step": calibration.step_ms / pred.total_ms}
     per = roofline_scope_ms(pred)
     for k, ms in calibration.scope_ms.items():
@@ -276,7 +310,7 @@ def predict_cost(settings: ExplorerSettings, calibration: Optional[Calibration] 
     flops = flop_breakdown(cfg, settings.batch_size, settings.seq_len, device_type)
     total = sum(flops.values())
     flop_share = {k: v / total for k, v in flops.items()}
-    mem = predict_memory(cfg, settings.batch_size, settings.seq_len, settings.dtype)
+    mem = predict_memory(cfg, settings.batch_size, settings.seq_len, settings.dtype, settings.grad_accum, device_type)
     if ceilings is None or ceilings.dtype not in (settings.dtype, "tf32" if settings.dtype == "float32" else ""):
         why = ("no ceilings for this device yet (Measure now measures them; so does "
                "python -m tutorial_lib bench --suite guide)" if ceilings is None else
@@ -284,10 +318,12 @@ def predict_cost(settings: ExplorerSettings, calibration: Optional[Calibration] 
         return CostPrediction(settings, cfg.describe(), flops, flop_share, None, dict(flop_share), None,
                               f"time share = FLOP share (compute-bound assumption; {why})", mem)
     pred = roofline.predict_step(cfg, settings.batch_size, settings.seq_len, ceilings, dtype=settings.dtype,
-                          device_type=device_type)
+                                 device_type=device_type, adamw=settings.adamw, grad_accum=settings.grad_accum)
     time_ms = roofline_scope_ms(pred)
     where = f"{ceilings.device_name} ({ceilings.source} ceilings)"
     basis = f"roofline model on {where}"
+    if settings.compile:
+        basis += " (eager kernels: torch.compile's fusion is not in the model; Measure now measures it)"
     scaled_by = None
     why_not = None
     if calibration is not None:
@@ -403,7 +439,7 @@ def reduced_sizes(s: ExplorerSettings):
         else:
             return out
         w = s.window if (s.window is None or s.window < T) else max(1, T // 2)
-        out.append(s.replace(batch_size=B, seq_len=T, window=w))
+        out.append(s.replace(batch_size=B, seq_len=T, window=w, grad_accum=math.gcd(B, s.grad_accum)))
 
 
 def plan_measurement(settings: ExplorerSettings, calibration: Optional[Calibration] = None,
@@ -425,7 +461,8 @@ def plan_measurement(settings: ExplorerSettings, calibration: Optional[Calibrati
     """
     if not budget_s > 0:
         raise ValueError(f"budget_s={budget_s!r} must be > 0")
-    mem = int(predict_memory(settings.config(), settings.batch_size, settings.seq_len, settings.dtype)["total"])
+    mem = int(predict_memory(settings.config(), settings.batch_size, settings.seq_len, settings.dtype,
+                             settings.grad_accum, device_type)["total"])
 
     def step_ms(s):
         ms, why = predict_step_ms(s, calibration, device_type, ceilings)
@@ -610,7 +647,9 @@ class ExplorerSession:
         model = GPT(cfg)  # one model for the three measurements
         say(1, f"the ceilings and the step, timed in turn ({EXPLORER_ROUNDS} rounds)")
         label = f"{m_s.preset}, B={m_s.batch_size}, T={m_s.seq_len}"
-        res = roofline.check_steps([roofline.StepCheck(label, cfg, m_s.batch_size, m_s.seq_len, model=model)],
+        res = roofline.check_steps([roofline.StepCheck(label, cfg, m_s.batch_size, m_s.seq_len, model=model,
+                                                        adamw=m_s.adamw, compile=m_s.compile,
+                                                        grad_accum=m_s.grad_accum)],
                                    self.ceiling_probes(m_s.dtype), self.device, m_s.dtype, EXPLORER_ROUNDS,
                                    EXPLORER_MIN_RUN_TIME, progress=False)
         row = dict(res["rows"][0], label=label)
@@ -618,11 +657,12 @@ class ExplorerSession:
             raise RuntimeError(row["error"])
         self.live_ceilings[s.dtype], self.checks[s.dtype] = res["ceilings"], row
         step_ms = measured_ms = row["measured_ms"]
+        micro = m_s.batch_size // m_s.grad_accum  # what one forward and backward runs on
         say(2, "profiling components (torch.profiler)")
-        pr = profile_step(cfg, m_s.batch_size, m_s.seq_len, mode="train", device=self.device, dtype=m_s.dtype,
+        pr = profile_step(cfg, micro, m_s.seq_len, mode="train", device=self.device, dtype=m_s.dtype,
                           steps=1, warmup=0, model=model)  # warm already
         say(3, "memory (saved-tensor accounting)")
-        mb = memory_breakdown(cfg, m_s.batch_size, m_s.seq_len, device=self.device, dtype=m_s.dtype, model=model)
+        mb = memory_breakdown(cfg, micro, m_s.seq_len, device=self.device, dtype=m_s.dtype, model=model)
         say(4, "done")
         scope_ms = profile_scope_ms(pr.rows, measured_ms)
         cal = Calibration.from_measurement(m_s, measured_ms, str(self.device), self.device_name, scope_ms,
@@ -634,8 +674,9 @@ class ExplorerSession:
             # part does not shrink with B and T, so this is not a plain ratio) ...
             step_ms = predict_cost(s, cal, self.device.type, self.live_ceilings[s.dtype]).step_ms
             # ... and the activations by the cost model's exact ratio
-            ratio = (predict_memory(s.config(), s.batch_size, s.seq_len, s.dtype)["by_kind"]["activations"]
-                     / max(1, predict_memory(cfg, m_s.batch_size, m_s.seq_len, m_s.dtype)["by_kind"]["activations"]))
+            want = predict_memory(s.config(), s.batch_size, s.seq_len, s.dtype, s.grad_accum)
+            got = predict_memory(cfg, m_s.batch_size, m_s.seq_len, m_s.dtype, m_s.grad_accum)
+            ratio = want["by_kind"]["activations"] / max(1, got["by_kind"]["activations"])
             acts = {k: v * ratio for k, v in acts.items()}
             kinds = {**kinds, "activations": kinds["activations"] * ratio}
         total = sum(scope_ms.values())

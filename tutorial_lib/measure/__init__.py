@@ -18,6 +18,8 @@
 - ``records``:  versioned JSON result files: one writer, one validated loader
 - ``traffic``:  what PyTorch dispatches, counted per component (``count_step_traffic``): the
                 cost model's truth for bytes and kernels
+- ``peak``:     a training step's allocator peak, predicted from the cost model (``step_peak``)
+                and measured (``measured_step_peak``)
 
 Nothing here imports Jupyter, ipywidgets or matplotlib.
 """

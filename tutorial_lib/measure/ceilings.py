@@ -267,6 +267,11 @@ def from_round(probe_list: Sequence[Probe], ms: Mapping[str, float], device=None
         if p.ceiling == "peak_flops" and "n" in p.size:
             mm[str(p.size["n"])] = r
     best = {c: rule(c, rs) for c, rs in rates.items()}
+    over = best.get("overhead_s", 0.0)
+    for p in probe_list:  # a size's rate net of one launch's overhead, which the roofline charges on
+        # its own (it is most of a small matmul's time otherwise, and would be counted twice)
+        if p.label in ms and p.ceiling == "peak_flops" and "n" in p.size and ms[p.label] / 1e3 > 2 * over:
+            mm[str(p.size["n"])] = p.amount / (ms[p.label] / 1e3 - over)
     for need in ("peak_flops", "bandwidth"):
         if need not in best:
             raise ValueError(f"ceilings: no {need} probe was timed in this round (probes: {sorted(ms)})")

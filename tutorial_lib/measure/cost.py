@@ -8,17 +8,22 @@ Every number the tutorial predicts before it measures comes from here:
   inputs read once, its outputs written once (eager attention's T x T scores and probabilities,
   several times). Tested against what PyTorch dispatches (``measure.traffic.count_step_traffic``),
   exactly. The roofline's time prediction and bound labels (``measure.roofline``) read them.
+  Activation checkpointing (``GPTConfig.checkpoint``): a recomputed half's forward kernels run
+  again in backward, up to ``torch.utils.checkpoint``'s early stop; gradient accumulation
+  (``grad_accum``): the micro-batches' kernels and the gradients added into ``.grad``.
 - **FLOPs** (``flops_by_scope``, ``step_flops``): the kernels' matmul FLOPs summed, in three
   conventions that differ only in the attention core's (query, key) pairs: ``"computed"`` (what
   the kernel really computes: a causal SDPA kernel skips the masked half, a band mask skips
   nothing), ``"counted"`` (what ``torch.utils.flop_counter.FlopCounterMode`` charges: full T x T;
   the tests match it exactly) and ``"visible"`` (only the pairs a query may see: the useful work,
-  what an MFU counts). ``elementwise_flops`` is a rough estimate of the work FLOP counters leave
+  what an MFU counts -- so without the forward that activation checkpointing runs again, which
+  the other two include). ``elementwise_flops`` is a rough estimate of the work FLOP counters leave
   out (softmax, GELU, norms, RoPE, residual adds, the loss): a place on the roofline's x axis for
   the components that have no matmul.
 - **Memory** (``activation_bytes``, ``training_memory``): the bytes autograd saves for backward, per
-  component -- equal to what ``saved_tensors_hooks`` sees (``measure.memory``), byte for byte --
-  and the training step's parameters, gradients and AdamW state beside them.
+  component -- equal to what ``saved_tensors_hooks`` sees (``measure.memory``), byte for byte,
+  a checkpointed half keeping only its input -- and the training step's parameters, gradients and
+  AdamW state beside them (the step's peak on top of them: ``measure.peak``).
 - **Parameters** (``param_tensors``, ``params_by_scope``, ``num_params``).
 
 Backward conventions: a Linear costs 2x its forward (grad input + grad weight). Eager attention's
@@ -36,6 +41,7 @@ kernels are an estimate and the component says ``exact=False``.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Tuple
@@ -131,9 +137,10 @@ def linear_kernels(N: int, fan_in: int, fan_out: int, e: int, x_bytes: int, bias
         if x_bytes == 4:
             fwd.append(Kernel("_to_copy", n, 4 * N * fan_in, e * N * fan_in))
     b = e * fan_out if bias else 0
-    fwd.append(Kernel("addmm" if bias else "mm", n, e * (N * fan_in + W) + b, e * N * fan_out, f))
-    bwd.append(Kernel("mm", n, e * (N * fan_out + N * fan_in), e * W, f))  # grad weight
-    bwd.append(Kernel("mm", n, e * (N * fan_out + W), e * N * fan_in, f))  # grad input
+    fwd.append(Kernel("addmm" if bias else "mm", n, e * (N * fan_in + W) + b, e * N * fan_out, f,
+                      shape=(N, fan_in, fan_out)))
+    bwd.append(Kernel("mm", n, e * (N * fan_out + N * fan_in), e * W, f, shape=(fan_in, N, fan_out)))  # grad weight
+    bwd.append(Kernel("mm", n, e * (N * fan_out + W), e * N * fan_in, f, shape=(N, fan_out, fan_in)))  # grad input
     if bias:
         bwd.append(Kernel("sum", n, e * N * fan_out, e * fan_out))
     if lp:
@@ -157,6 +164,17 @@ def rope_kernels(M: int, T: int, D: int, e: int, L: int) -> Tuple[List[Kernel], 
            Kernel("slice_backward", 2 * L, half, 2 * half),  # the halves back to full width
            Kernel("add", L, 4 * half, 2 * half)]
     return fwd, bwd
+
+
+def flash_block_shape(T: int, D: int, device_type: str) -> Optional[Tuple[int, int, int]]:
+    """(M, K, N) of the matmuls inside a fused attention kernel: on a CPU, PyTorch's flash kernel
+    (aten/src/ATen/native/cpu/FlashAttentionKernel.cpp) multiplies blocks of 32, 64 or 256 queries
+    (T < 192, < 768, >= 768) by blocks of up to 512 keys over a head of D -- thin matmuls, far below
+    the machine's peak. None on CUDA (its tiles run near the tensor cores' rate: the peak)."""
+    if device_type != "cpu":
+        return None
+    q_block = 256 if T >= 768 else 64 if T >= 192 else 32
+    return (min(q_block, T), D, min(512, T))
 
 
 def mask_kernels(T: int, window: Optional[int], L: int) -> List[Kernel]:
@@ -184,10 +202,10 @@ def batched_copy_needed(B: int, heads: int, T: int) -> bool:
     return B > 1 and heads > 1 and T > 1
 
 
-def attention_core_kernels(c: GPTConfig, B: int, T: int, e: int, device_type: str
-                    ) -> Tuple[List[Kernel], List[Kernel], bool]:
-    """(forward, backward, exact) kernels of the attention core in all layers."""
-    L, H, Hkv, D = c.n_layer, c.n_head, c.kv_heads, c.head_dim
+def attention_core_kernels(c: GPTConfig, B: int, T: int, e: int, device_type: str,
+                           layers: Optional[int] = None) -> Tuple[List[Kernel], List[Kernel], bool]:
+    """(forward, backward, exact) kernels of the attention core in ``layers`` blocks (default: all)."""
+    L, H, Hkv, D = c.n_layer if layers is None else layers, c.n_head, c.kv_heads, c.head_dim
     q, kv = e * B * H * T * D, e * B * Hkv * T * D  # bytes of q (and out), of k (and v)
     lse = 4 * B * H * T  # the log-sum-exp a flash kernel keeps per query (fp32)
     backend = attention.get(c.attn_backend)
@@ -210,15 +228,16 @@ def attention_core_kernels(c: GPTConfig, B: int, T: int, e: int, device_type: st
         copies = sum(batched_copy_needed(B, h, T) for h in views)
         if copies:
             fwd.append(Kernel("clone", copies * L, q, q))
-        fwd += [Kernel("bmm", L, q + kop, tt, pf), Kernel("mul", L, tt, tt)]  # scores, scale
+        qk, pv = (T, D, T), (T, T, D)  # each head's matmuls: a head of D is a thin matmul
+        fwd += [Kernel("bmm", L, q + kop, tt, pf, shape=qk), Kernel("mul", L, tt, tt)]  # scores, scale
         fwd += mask_kernels(T, c.window, L)
         fwd += [Kernel("masked_fill", L, tt + T * T, tt), Kernel("_softmax", L, tt, tt),
-                Kernel("bmm", L, tt + kop, q, pf)]
+                Kernel("bmm", L, tt + kop, q, pf, shape=pv)]
         if batched_copy_needed(B, H, T):  # the output's gradient, a transposed view, made contiguous
             bwd.append(Kernel("clone", L, q, q))
-        bwd += [Kernel("bmm", L, q + kop, tt, pf),  # dP = dO V^T
-                Kernel("bmm", 2 * L, tt + q, q, pf),  # dV = P^T dO, dK = dS^T Q
-                Kernel("bmm", L, tt + kop, q, pf),  # dQ = dS K
+        bwd += [Kernel("bmm", L, q + kop, tt, pf, shape=qk),  # dP = dO V^T
+                Kernel("bmm", 2 * L, tt + q, q, pf, shape=pv),  # dV = P^T dO, dK = dS^T Q
+                Kernel("bmm", L, tt + kop, q, pf, shape=pv),  # dQ = dS K
                 Kernel("_softmax_backward_data", L, 2 * tt, tt), Kernel("masked_fill", L, tt + T * T, tt),
                 Kernel("mul", L, tt, tt)]
         if rep:
@@ -227,10 +246,12 @@ def attention_core_kernels(c: GPTConfig, B: int, T: int, e: int, device_type: st
     elif backend.fused:  # one fused kernel per layer (and the cached additive mask with a window)
         masked = c.window is not None
         m = e * T * T if masked else 0  # the cached additive mask, read by every layer
-        fwd.append(Kernel("scaled_dot_product_flash_attention", L, q + 2 * kv + m, q + lse, 2 * pf, (q, lse)))
+        block = flash_block_shape(T, D, device_type)
+        fwd.append(Kernel("scaled_dot_product_flash_attention", L, q + 2 * kv + m, q + lse, 2 * pf, (q, lse),
+                          shape=block))
         # backward recomputes the scores, then dV, dP, dQ, dK: bwd_matmuls() products over the pairs
         bwd.append(Kernel("scaled_dot_product_flash_attention_backward", L, 3 * q + 2 * kv + lse + m,
-                          q + 2 * kv, backend.bwd_matmuls() * pf, (q, kv, kv)))
+                          q + 2 * kv, backend.bwd_matmuls() * pf, (q, kv, kv), shape=block))
         exact = True
     else:  # loops of its own: read q, k, v, write out (+ lse); backward reads them again
         n_calls = backend.calls(T, c.window, c.tile_size, c.n_rep)
@@ -269,17 +290,38 @@ def norm_kernels(c: GPTConfig, N: int, n: int) -> Tuple[List[Kernel], List[Kerne
     return fwd, bwd
 
 
-def adamw_kernels(param_sizes: List[int], device_type: str) -> List[Kernel]:
-    """AdamW's step on fp32 parameters of these element counts: PyTorch's per-tensor loop on a CPU
-    (9 operators per tensor, 13 reads and 8 writes of the tensor's size), one fused kernel per
-    step on CUDA (reads p, g, m, v; writes p, m, v)."""
-    if device_type == "cuda":
-        P = 4 * sum(param_sizes)
-        return [Kernel("_foreach_add_", 1, 4 * len(param_sizes), 4 * len(param_sizes)),
-                Kernel("_fused_adamw_", 1, 4 * P, 3 * P)]
+ADAMW_IMPLS = ("for-loop", "foreach", "fused")
+
+
+def adamw_kernels(param_sizes: List[int], device_type: str, impl: str = "auto") -> List[Kernel]:
+    """AdamW's step on fp32 parameters of these element counts, in implementation ``impl``
+    (``runtime.StepSettings.adamw``; "auto": fused on CUDA, the for-loop elsewhere):
+
+    - "for-loop": PyTorch's loop over the tensors, 9 operators per tensor (13 reads and 8 writes of
+      its size): every small tensor pays a dispatch each time;
+    - "foreach": the same 9 operators, each once over the list of all tensors (the same bytes; on
+      a CPU one dispatch loops over the tensors, on CUDA it launches a few kernels for all of them);
+    - "fused": one kernel reads parameters, gradients and both moments and writes three of them
+      back (4 reads and 3 writes of the parameters' size), after the step counts are bumped.
+    """
+    n, P = len(param_sizes), 4 * sum(param_sizes)
+    if impl == "auto":
+        impl = "fused" if device_type == "cuda" else "for-loop"
+    if impl not in ADAMW_IMPLS:
+        raise ValueError(f"impl={impl!r} is not one of {['auto', *ADAMW_IMPLS]}")
+    if impl == "fused":
+        return [Kernel("_foreach_add_", 1, 4 * n, 4 * n), Kernel("_fused_adamw_", 1, 4 * P + 4 * n, 3 * P)]
+    if impl == "foreach":  # step counts + 1 (a CPU adds a one-element tensor), then the update
+        one = 4 if device_type == "cpu" else 0
+        return [Kernel("_foreach_add_", 1, 4 * n + one, 4 * n), Kernel("_foreach_mul_", 1, P, P),  # decay
+                Kernel("_foreach_lerp_", 1, 2 * P, P), Kernel("_foreach_mul_", 1, P, P),
+                Kernel("_foreach_addcmul_", 1, 3 * P, P),
+                Kernel("_foreach_sqrt", 1, P, P, alloc=tuple(4 * k for k in param_sizes)),
+                Kernel("_foreach_div_", 1, P, P), Kernel("_foreach_add_", 1, P, P),
+                Kernel("_foreach_addcdiv_", 1, 3 * P, P)]
     ks = []
-    for n in param_sizes:
-        p = 4 * n
+    for k in param_sizes:
+        p = 4 * k
         ks += [Kernel("add_", 1, 4, 4), Kernel("mul_", 2, p, p), Kernel("lerp_", 1, 2 * p, p),
                Kernel("addcmul_", 1, 3 * p, p), Kernel("sqrt", 1, p, p), Kernel("div", 1, p, p),
                Kernel("add_", 1, p, p), Kernel("addcdiv_", 1, 3 * p, p)]
@@ -337,7 +379,7 @@ def chunked_loss_kernels(N: int, C: int, V: int, chunk: int, e: int, liger: bool
     def per_chunk(phase: str, recompute: bool):
         """A chunk's logits (forward: its loss; with gradients: softmax - one_hot, two matmuls)."""
         for k, n in ((k, sizes.count(k)) for k in dict.fromkeys(sizes)):
-            add("lm_head", phase, Kernel("mm", n, e * (k * C + V * C), e * k * V, 2 * k * C * V))
+            add("lm_head", phase, Kernel("mm", n, e * (k * C + V * C), e * k * V, 2 * k * C * V, shape=(k, C, V)))
             z = 4 * k * V
             if lp:
                 add("loss", phase, Kernel("_to_copy", n, e * k * V, z))
@@ -358,14 +400,14 @@ def chunked_loss_kernels(N: int, C: int, V: int, chunk: int, e: int, liger: bool
             if lp:
                 add("loss", phase, Kernel("_to_copy", n, z, e * k * V))
             # the two gradients' matmuls; the weight's accumulates over chunks in fp32
-            add("lm_head", phase, Kernel("mm", n, e * (k * V + V * C), e * k * C, 2 * k * V * C),
+            add("lm_head", phase, Kernel("mm", n, e * (k * V + V * C), e * k * C, 2 * k * V * C, shape=(k, V, C)),
                 Kernel("copy_", n, 4 * k * C + e * k * C, 4 * k * C))
             if lp:
-                add("lm_head", phase, Kernel("mm", n, e * (k * V + k * C), e * V * C, 2 * k * V * C),
+                add("lm_head", phase, Kernel("mm", n, e * (k * V + k * C), e * V * C, 2 * k * V * C, shape=(V, k, C)),
                     Kernel("_to_copy", n, e * V * C, 4 * V * C), Kernel("add_", n, 8 * V * C, 4 * V * C))
             else:
                 add("lm_head", phase, Kernel("addmm", n, 4 * (2 * V * C + k * V + k * C), 4 * V * C,
-                                             2 * k * V * C, alloc=()))
+                                             2 * k * V * C, alloc=(), shape=(V, k, C)))
 
     # forward: the casts, which targets count, the loss's accumulator
     if lp:
@@ -388,24 +430,123 @@ def chunked_loss_kernels(N: int, C: int, V: int, chunk: int, e: int, liger: bool
     return out
 
 
+HALVES = ("attention", "mlp")  # a block: x + attention(norm1(x)), then + mlp(norm2(.))
+
+
+def half_kernels(c: GPTConfig, B: int, T: int, e: int, device_type: str, half: str, layers: int
+                 ) -> Tuple[Dict[Tuple[str, str], List[Kernel]], bool]:
+    """({(scope, phase): kernels}, exact) of one half of ``layers`` blocks, its norm included:
+    "attention" (norm1, q/k/v, RoPE, the core, the output projection) or "mlp" (norm2, up, the
+    activation, down). The residual adds between them are not in either half."""
+    C, H, Hkv, D, Hid = c.n_embd, c.n_head, c.kv_heads, c.head_dim, c.mlp_hidden
+    L, N, rope = layers, B * T, c.pos == "rope"
+    rows: Dict[Tuple[str, str], List[Kernel]] = {}
+
+    def add(scope: str, phase: str, kernels: Iterable[Kernel]):
+        rows.setdefault((scope, phase), []).extend(k for k in kernels if k.count)
+
+    # its norm; in backward the residual stream's gradient meets the norm's
+    f, b = norm_kernels(c, N, L)
+    add("norm", "forward", f)
+    add("norm", "backward", b + [Kernel("add", L, 8 * N * C, 4 * N * C)])
+    if half == "mlp":
+        n_up = 2 if c.mlp == "swiglu" else 1
+        f, b = linear_kernels(N, C, Hid, e, 4, c.bias, n_up * L)
+        add("mlp.up", "forward", f)
+        add("mlp.up", "backward", b + ([Kernel("add", L, 8 * N * C, 4 * N * C)] if n_up == 2 else []))
+        h = e * N * Hid
+        if c.mlp == "swiglu":
+            add("mlp.act", "forward", [Kernel("silu", L, h, h), Kernel("mul", L, 2 * h, h)])
+            add("mlp.act", "backward", [Kernel("mul", 2 * L, 2 * h, h), Kernel("silu_backward", L, 2 * h, h)])
+        else:
+            add("mlp.act", "forward", [Kernel("gelu", L, h, h)])
+            add("mlp.act", "backward", [Kernel("gelu_backward", L, 2 * h, h)])
+        f, b = linear_kernels(N, Hid, C, e, e, c.bias, L)
+        add("mlp.down", "forward", f)
+        add("mlp.down", "backward", b)
+        return rows, True
+    if half != "attention":
+        raise ValueError(f"half={half!r} is not one of {list(HALVES)}")
+    # q/k/v projections from the (fp32) norm output; their input gradients add up
+    for fan_out in (H * D, Hkv * D, Hkv * D):
+        f, b = linear_kernels(N, C, fan_out, e, 4, c.bias, L)
+        add("attention.qkv", "forward", f)
+        add("attention.qkv", "backward", b)
+    add("attention.qkv", "backward", [Kernel("add", 2 * L, 8 * N * C, 4 * N * C)])
+    if rope:
+        for heads in (H, Hkv):
+            f, b = rope_kernels(B * heads * T * D, T, D, e, L)
+            add("attention.rope", "forward", f)
+            add("attention.rope", "backward", b)
+    f, b, exact = attention_core_kernels(c, B, T, e, device_type, layers=L)
+    add("attention.core", "forward", f)
+    add("attention.core", "backward", b)
+    f, b = linear_kernels(N, H * D, C, e, e, c.bias, L)
+    add("attention.out", "forward", f)
+    add("attention.out", "backward", b)
+    # gradients of q, k, v reach their (B, T, H, D) views as contiguous (B, H, T, D) tensors and
+    # are copied back: after RoPE's backward (q, k), after eager attention's matmuls (all three);
+    # SDPA's backward writes them in the layout its inputs had. Eager attention without RoPE or
+    # grouped heads hands k's gradient to the projection's own reshape (charged there).
+    eager = attention.get(c.attn_backend).materializes_scores
+    for t, heads in (("q", H), ("k", Hkv), ("v", Hkv)):
+        if (rope and t != "v" or eager) and contiguous_copy_needed(heads, T):
+            if eager and t == "k" and not rope and Hkv == H:  # charged to the projection's reshape
+                if B > 1:
+                    add("attention.qkv", "backward", [Kernel("clone", L, e * B * heads * T * D,
+                                                             e * B * heads * T * D)])
+                continue
+            add("other", "backward", [Kernel("clone", L, e * B * heads * T * D, e * B * heads * T * D)])
+    return rows, exact
+
+
+def accumulation_kernels(c: GPTConfig, grad_accum: int) -> Dict[Tuple[str, str], List[Kernel]]:
+    """What gradient accumulation adds to ``grad_accum`` micro-batches' forward and backward: each
+    loss scaled by 1/grad_accum (a division forward, one backward), and from the second
+    micro-batch on, every parameter's new gradient added into its ``.grad`` in place (charged to
+    the parameter's scope; the first micro-batch's gradients are stored as they are)."""
+    out: Dict[Tuple[str, str], List[Kernel]] = {("other", "forward"): [Kernel("div", grad_accum, 4, 4)],
+                                                 ("other", "backward"): [Kernel("div", grad_accum, 4, 4)]}
+    for scope, n in param_tensors(c):
+        out.setdefault((scope, "backward"), []).append(Kernel("add_", grad_accum - 1, 8 * n, 4 * n))
+    return out
+
+
+def recomputed_until_last_save(kernels: List[Kernel], stopped: int) -> List[Kernel]:
+    """A half's last Linear run again in backward, in ``stopped`` of its layers without the matmul
+    (checkpoint's recompute stops as the matmul saves its input, before it runs)."""
+    out = []
+    for k in kernels:
+        if k.op in ("mm", "addmm") and k.flops:
+            k = dataclasses.replace(k, count=k.count - stopped)
+        out.append(k)
+    return out
+
+
 def step_kernels(config: GPTConfig, batch_size: int, seq_len: int, dtype="float32",
-                  device_type: str = "cpu", optimizer: bool = True, grad_clip: bool = False
-                  ) -> List[Component]:
+                  device_type: str = "cpu", optimizer: bool = True, grad_clip: bool = False,
+                  adamw: str = "auto", recompute: bool = True, grad_accum: int = 1) -> List[Component]:
     """The kernels of one training step of ``config`` on a (batch_size, seq_len) batch, one
     ``Component`` per (scope, phase), all layers summed.
 
     ``dtype``: the compute dtype (bf16/fp16 = autocast on fp32 weights); ``optimizer`` adds
-    AdamW's step, ``grad_clip`` the global-norm clipping ``train`` does before it."""
-    for name, v in (("batch_size", batch_size), ("seq_len", seq_len)):
+    AdamW's step (``adamw``: its implementation, ``adamw_kernels``), ``grad_clip`` the global-norm
+    clipping ``train`` does before it. With activation checkpointing (``GPTConfig.checkpoint``) the
+    recomputed halves' forward kernels are charged again to their scopes' backward
+    (``recompute=False`` leaves them out: the useful work). ``grad_accum``: the batch runs as that
+    many micro-batches (``accumulate.accumulate_gradients``): forward and backward of one
+    micro-batch that many times, each loss scaled by 1/grad_accum, and from the second on every
+    gradient added into ``.grad``; one optimizer step."""
+    for name, v in (("batch_size", batch_size), ("seq_len", seq_len), ("grad_accum", grad_accum)):
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise ValueError(f"{name}={v!r} must be a positive integer")
+    if batch_size % grad_accum:
+        raise ValueError(f"grad_accum={grad_accum} does not divide batch_size={batch_size}")
     c = config
     e = settings.dtype_bytes(dtype)
-    B, T, L, C = batch_size, seq_len, c.n_layer, c.n_embd
-    H, Hkv, D, Hid, V = c.n_head, c.kv_heads, c.head_dim, c.mlp_hidden, c.padded_vocab_size
+    B, T, L, C, V = batch_size // grad_accum, seq_len, c.n_layer, c.n_embd, c.padded_vocab_size
     N = B * T
     cpu = device_type == "cpu"
-    rope = c.pos == "rope"
     other = elementwise_flops(c, B, T, device_type)
     rows: Dict[Tuple[str, str], List[Kernel]] = {}
     exact_core = True
@@ -425,57 +566,15 @@ def step_kernels(config: GPTConfig, batch_size: int, seq_len: int, dtype="float3
         add("other", "forward", [Kernel("arange", 1, 0, 8 * T), Kernel("add", 1, 4 * N * C + 4 * T * C, 4 * N * C)])
         add("other", "backward", [Kernel("sum", 1, 4 * N * C, 4 * T * C)])
 
-    # norms: two per block and the final one; the residual stream's gradient meets the norm's
-    f, b = norm_kernels(c, N, 2 * L + 1)
+    # the final norm; each block's two norms are in its halves (``half_kernels``)
+    f, b = norm_kernels(c, N, 1)
     add("norm", "forward", f)
-    add("norm", "backward", b + [Kernel("add", 2 * L, 8 * N * C, 4 * N * C)])
-
-    # attention: q/k/v projections from the (fp32) norm output; their input gradients add up
-    for fan_out in (H * D, Hkv * D, Hkv * D):
-        f, b = linear_kernels(N, C, fan_out, e, 4, c.bias, L)
-        add("attention.qkv", "forward", f)
-        add("attention.qkv", "backward", b)
-    add("attention.qkv", "backward", [Kernel("add", 2 * L, 8 * N * C, 4 * N * C)])
-    if rope:
-        for heads in (H, Hkv):
-            f, b = rope_kernels(B * heads * T * D, T, D, e, L)
-            add("attention.rope", "forward", f)
-            add("attention.rope", "backward", b)
-    f, b, exact_core = attention_core_kernels(c, B, T, e, device_type)
-    add("attention.core", "forward", f)
-    add("attention.core", "backward", b)
-    f, b = linear_kernels(N, H * D, C, e, e, c.bias, L)
-    add("attention.out", "forward", f)
-    add("attention.out", "backward", b)
-    # gradients of q, k, v reach their (B, T, H, D) views as contiguous (B, H, T, D) tensors and
-    # are copied back: after RoPE's backward (q, k), after eager attention's matmuls (all three);
-    # SDPA's backward writes them in the layout its inputs had. Eager attention without RoPE or
-    # grouped heads hands k's gradient to the projection's own reshape (charged there).
-    eager = attention.get(c.attn_backend).materializes_scores
-    for t, heads in (("q", H), ("k", Hkv), ("v", Hkv)):
-        if (rope and t != "v" or eager) and contiguous_copy_needed(heads, T):
-            if eager and t == "k" and not rope and Hkv == H:  # charged to the projection's reshape
-                if B > 1:
-                    add("attention.qkv", "backward", [Kernel("clone", L, e * B * heads * T * D,
-                                                             e * B * heads * T * D)])
-                continue
-            add("other", "backward", [Kernel("clone", L, e * B * heads * T * D, e * B * heads * T * D)])
-
-    # MLP
-    n_up = 2 if c.mlp == "swiglu" else 1
-    f, b = linear_kernels(N, C, Hid, e, 4, c.bias, n_up * L)
-    add("mlp.up", "forward", f)
-    add("mlp.up", "backward", b + ([Kernel("add", L, 8 * N * C, 4 * N * C)] if n_up == 2 else []))
-    h = e * N * Hid
-    if c.mlp == "swiglu":
-        add("mlp.act", "forward", [Kernel("silu", L, h, h), Kernel("mul", L, 2 * h, h)])
-        add("mlp.act", "backward", [Kernel("mul", 2 * L, 2 * h, h), Kernel("silu_backward", L, 2 * h, h)])
-    else:
-        add("mlp.act", "forward", [Kernel("gelu", L, h, h)])
-        add("mlp.act", "backward", [Kernel("gelu_backward", L, 2 * h, h)])
-    f, b = linear_kernels(N, Hid, C, e, e, c.bias, L)
-    add("mlp.down", "forward", f)
-    add("mlp.down", "backward", b)
+    add("norm", "backward", b)
+    for half in HALVES:
+        ks, exact = half_kernels(c, B, T, e, device_type, half, L)
+        exact_core = exact_core and exact
+        for key, kernels in ks.items():
+            add(*key, kernels)
 
     # residual adds: x (fp32) + branch output; under autocast the branch's gradient is cast back
     add("other", "forward", [Kernel("add", 2 * L, 4 * N * C + e * N * C, 4 * N * C)])
@@ -485,64 +584,112 @@ def step_kernels(config: GPTConfig, batch_size: int, seq_len: int, dtype="float3
         add("other", "forward", [Kernel("min", 2, 8 * N, 8), Kernel("max", 2, 8 * N, 8)])
     add("other", "backward", [Kernel("ones_like", 1, 4, 4)])  # backward's seed, d loss / d loss
 
+    # activation checkpointing: a recomputed half's forward runs again in backward, up to the last
+    # tensor it saves (torch.utils.checkpoint's early stop). Each half ends in a Linear, which saves
+    # its input *before* its matmul runs: that matmul never runs again (nor a block's final add)
+    parts = [c.checkpointed(i) for i in range(L)] if recompute else []
+    whole = parts.count("block")
+    again = {"attention": parts.count("attention") + whole, "mlp": parts.count("mlp") + whole}
+    for half, n in again.items():
+        last = "attention.out" if half == "attention" else "mlp.down"
+        for (scope, phase), kernels in (half_kernels(c, B, T, e, device_type, half, n)[0].items() if n else ()):
+            if phase != "forward":
+                continue
+            if scope == last:  # all of it again only where the other half comes after (a whole block)
+                kernels = recomputed_until_last_save(kernels, n - (whole if half == "attention" else 0))
+            add(scope, "backward", kernels)
+    if whole:  # a whole block's middle residual add, charged where it runs again: inside the
+        # backward node whose saved tensor starts the recompute, down_proj's (as the profiler does)
+        add("mlp.down", "backward", [Kernel("add", whole, 4 * N * C + e * N * C, 4 * N * C)])
+
     # head and loss: fp32 log-softmax over the vocabulary, then pick each target's log-probability
     if c.loss_impl != "full":  # the chunked loss (tutorial_lib.loss): no (N, V) tensor at all
-        for key, ks in chunked_loss_kernels(N, C, V, c.loss_chunk, e, c.loss_impl == "chunked_liger").items():
+        masked = V > c.vocab_size and c.mask_vocab_padding  # the chunks' logits from the real rows only
+        for key, ks in chunked_loss_kernels(N, C, c.vocab_size if masked else V, c.loss_chunk, e,
+                                            c.loss_impl == "chunked_liger").items():
             add(*key, ks)
+        if masked:  # the real rows' gradient written into a zeroed gradient of the padded table
+            add("loss", "backward", [Kernel("slice_backward", 1, 4 * c.vocab_size * C, 4 * V * C)])
     else:
         f, b = linear_kernels(N, C, V, e, 4, False, 1)
         add("lm_head", "forward", f)
         add("lm_head", "backward", b)
         logits = 4 * N * V
-        loss_f = ([Kernel("_to_copy", 1, e * N * V, logits)] if e < 4 else []) + [
+        # masked padding: the padded logits set to -inf (a bool mask of V read), and their gradient to 0
+        mask = [Kernel("masked_fill", 1, e * N * V + V, e * N * V)] if V > c.vocab_size and c.mask_vocab_padding else []
+        loss_f = mask + ([Kernel("_to_copy", 1, e * N * V, logits)] if e < 4 else []) + [
             Kernel("_log_softmax", 1, logits, logits), Kernel("nll_loss_forward", 1, 8 * N + 4 * N, 8, alloc=(4, 4))]
         loss_b = [Kernel("nll_loss_backward", 1, 8 * N + 8, logits),
                   Kernel("_log_softmax_backward_data", 1, 2 * logits, logits)]
         if e < 4:
             loss_b.append(Kernel("_to_copy", 1, logits, e * N * V))
+        loss_b += mask
         add("loss", "forward", loss_f)
         add("loss", "backward", loss_b)
 
+    if grad_accum > 1:  # every micro-batch's forward and backward, then what accumulating adds
+        rows = {key: [dataclasses.replace(k, count=k.count * grad_accum) for k in ks] for key, ks in rows.items()}
+        for key, ks in accumulation_kernels(c, grad_accum).items():
+            add(*key, ks)
+
     if optimizer:
         sizes = param_sizes(c)
-        ks = adamw_kernels(sizes, device_type)
+        ks = adamw_kernels(sizes, device_type, adamw)
         if grad_clip:  # torch.nn.utils.clip_grad_norm_: a norm per tensor, then scale every grad
             P = 4 * sum(sizes)
             ks = [Kernel("_foreach_norm", 1, P, 4 * len(sizes)), Kernel("stack+norm+clamp", 4, 4 * len(sizes), 4),
                   Kernel("_foreach_mul_", 1, P, P)] + ks
         add("optimizer", "optimizer", ks)
 
+    # the elementwise estimate of the recomputed forward: each scope's share of its layers (norms: of 2L + 1)
+    share = {s: sum(again.values()) / (2 * L + 1) if s == "norm" else
+             again["attention" if s.startswith("attention") else "mlp"] / L
+             for s in other if s.startswith(("attention", "mlp")) or s == "norm"}
     out = []
     for (scope, phase), ks in rows.items():
-        ef = other.get(scope, 0) * (2 if phase == "backward" else 1) if phase != "optimizer" else 0
+        times = {"forward": 1, "backward": 2 + share.get(scope, 0)}.get(phase, 0) * grad_accum
+        ef = other.get(scope, 0) * times
         out.append(Component(scope, phase, tuple(ks), int(ef), exact_core or scope != "attention.core"))
     return out
 
 
 # ---- what forward keeps for backward -----------------------------------------------------------
+def kept_halves(config: GPTConfig) -> Tuple[int, int]:
+    """(blocks whose attention half keeps its activations, blocks whose MLP half does): the
+    others recompute that half in backward (``GPTConfig.checkpointed``)."""
+    parts = [config.checkpointed(i) for i in range(config.n_layer)]
+    return (sum(p not in ("attention", "block") for p in parts), sum(p not in ("mlp", "block") for p in parts))
+
+
 def activation_bytes(config: GPTConfig, batch_size: int, seq_len: int, dtype="float32") -> Dict[str, int]:
     """Bytes autograd saves for backward in one forward pass (with loss), by the component that
     saves them -- the bytes backward's kernels read again. Each storage counts once, for the first
     component that saves it; parameters are not counted; a norm's input is the "residual" stream
     and eager attention's (T, T) tensors are "attention.scores" (``measure.memory``'s categories,
-    which the tests compare this with, exactly)."""
+    which the tests compare this with, exactly).
+
+    Activation checkpointing (``GPTConfig.checkpoint``): a recomputed half keeps nothing of its
+    own, only its input -- the residual stream, the same tensor its norm would have kept -- and a
+    recomputed block keeps its input once instead of its two norms' inputs."""
     c, e = config, settings.dtype_bytes(dtype)
     B, T, L, C = batch_size, seq_len, config.n_layer, config.n_embd
     H, Hkv, D, Hid, V = c.n_head, c.kv_heads, c.head_dim, c.mlp_hidden, c.padded_vocab_size
     N, lp, rope = B * T, e < 4, c.pos == "rope"
     q, kv = e * B * H * T * D, e * B * Hkv * T * D
+    La, Lm = kept_halves(c)  # blocks whose attention / MLP half keeps its activations
+    whole = sum(c.checkpointed(i) == "block" for i in range(L))  # blocks recomputed whole
     out: Dict[str, int] = {}
 
     def add(name: str, nbytes: int):
         out[name] = out.get(name, 0) + nbytes
 
     add("embedding", 8 * N + (8 * T if c.pos == "learned" else 0))  # the token (and position) ids
-    n_norms = 2 * L + 1
-    add("residual", n_norms * 4 * N * C)  # each norm keeps its input
-    add("norm", n_norms * (8 * N if c.norm == "layernorm" else 4 * N * C + 4 * N))  # mean+rstd / rsqrt+x*rsqrt
+    # each norm keeps its input, a checkpointed half its input instead: the same residual stream
+    # tensor (once for a whole block), and the final norm's
+    add("residual", (2 * L - whole + 1) * 4 * N * C)
+    add("norm", (La + Lm + 1) * (8 * N if c.norm == "layernorm" else 4 * N * C + 4 * N))  # mean+rstd / rsqrt+x*rsqrt
 
-    def linear(name: str, fan_in: int, fan_out: int, n: int, x_bytes: int, fp32_input: bool,
-               layers: int = L):
+    def linear(name: str, fan_in: int, fan_out: int, n: int, x_bytes: int, fp32_input: bool, layers: int):
         """n Linear layers per block (``layers`` blocks) keep their input (``x_bytes``: a shared
         input once) for the weight's gradient; under autocast also their cast weights, and a cast
         per layer of an fp32 input."""
@@ -550,30 +697,32 @@ def activation_bytes(config: GPTConfig, batch_size: int, seq_len: int, dtype="fl
             add(name, layers * e * fan_in * fan_out)
         add(name, layers * (n * e * N * fan_in if (lp and fp32_input) else x_bytes))
 
-    linear("attention.qkv", C, H * D + 2 * Hkv * D, 3, 4 * N * C, True)  # q, k, v read the norm's output
+    # the attention half, in the La blocks that keep it
+    linear("attention.qkv", C, H * D + 2 * Hkv * D, 3, 4 * N * C, True, La)  # q, k, v read the norm's output
     if rope and lp:  # the cos/sin tables cast to the compute dtype (fp32: buffers, not counted)
-        add("attention.rope", L * 4 * e * T * (D // 2))
+        add("attention.rope", La * 4 * e * T * (D // 2))
     backend = attention.get(c.attn_backend)
     if backend.materializes_scores:
         rep = Hkv != H
         shared = rep and Hkv == 1 and B == 1
-        add("attention.core", L * (q + 2 * (kv if shared else q)))  # q, k (or its copy), v (or its copy)
-        add("attention.scores", L * (e * B * H * T * T + T * T))  # the probabilities and the bool mask
+        add("attention.core", La * (q + 2 * (kv if shared else q)))  # q, k (or its copy), v (or its copy)
+        add("attention.scores", La * (e * B * H * T * T + T * T))  # the probabilities and the bool mask
     elif backend.fused:
-        add("attention.core", L * (q + 2 * kv + q + 4 * B * H * T))  # q, k, v, out, log-sum-exp
-        if c.window is not None:
+        add("attention.core", La * (q + 2 * kv + q + 4 * B * H * T))  # q, k, v, out, log-sum-exp
+        if c.window is not None and La:
             add("attention.scores", e * T * T)  # the additive mask: one cached tensor every layer shares
     else:
-        add("attention.core", L * (q + 2 * kv + q + 4 * B * H * T))  # estimate: inputs, output, lse
+        add("attention.core", La * (q + 2 * kv + q + 4 * B * H * T))  # estimate: inputs, output, lse
     # the output projection keeps its input: the contiguous copy of the attention output, or the
     # output itself (already kept by SDPA) when no copy was needed
     copied = contiguous_copy_needed(H, T) and (not backend.fused or rope)
-    linear("attention.out", H * D, C, 1, e * N * C if copied else 0, False)
+    linear("attention.out", H * D, C, 1, e * N * C if copied else 0, False, La)
+    # the MLP half, in the Lm blocks that keep it
     n_up = 2 if c.mlp == "swiglu" else 1
-    linear("mlp.up", C, n_up * Hid, n_up, 4 * N * C, True)  # gate and up read the norm's output
+    linear("mlp.up", C, n_up * Hid, n_up, 4 * N * C, True, Lm)  # gate and up read the norm's output
     h = e * N * Hid
-    add("mlp.act", L * (3 * h if c.mlp == "swiglu" else h))  # gelu: its input; swiglu: g, silu(g), u
-    linear("mlp.down", Hid, C, 1, h, False)
+    add("mlp.act", Lm * (3 * h if c.mlp == "swiglu" else h))  # gelu: its input; swiglu: g, silu(g), u
+    linear("mlp.down", Hid, C, 1, h, False, Lm)
     if c.loss_impl == "chunked":  # the hidden states (cast under autocast), a log-sum-exp per
         add("loss", (e if lp else 4) * N * C + 4 * N + 8 + 8 * N)  # token, the count, the targets
     elif c.loss_impl == "chunked_liger":  # the gradients made in forward: hidden's and the weight's
@@ -582,8 +731,6 @@ def activation_bytes(config: GPTConfig, batch_size: int, seq_len: int, dtype="fl
         linear("lm_head", C, V, 1, 4 * N * C, True, layers=1)
         add("loss", 4 * N * V + 8 * N + 4)  # the log-probabilities, the targets, the total weight
     return {k: v for k, v in out.items() if v}
-
-
 
 
 ADAMW_STATE_BYTES_PER_PARAM = 8  # exp_avg + exp_avg_sq, fp32
@@ -666,7 +813,8 @@ def flops_by_scope(config: GPTConfig, batch_size: int, seq_len: int, phase: Opti
         raise ValueError(f"phase={phase!r} is not one of ['forward', 'backward', None]")
     pairs = attention_pairs(config, seq_len, device_type)
     out: Dict[str, int] = {}
-    for r in step_kernels(config, batch_size, seq_len, "float32", device_type, optimizer=False):
+    recompute = convention != "visible"  # a checkpointed half's forward again is work done, not useful work
+    for r in step_kernels(config, batch_size, seq_len, "float32", device_type, optimizer=False, recompute=recompute):
         if (phase is not None and r.phase != phase) or not r.flops:
             continue
         fl = r.flops

@@ -6,7 +6,9 @@
 - activations saved for backward with ``torch.autograd.graph.saved_tensors_hooks``: every tensor
   autograd keeps is seen as it is saved, each storage counted once (a view of a kept tensor costs
   nothing extra), parameters and buffers excluded, and attributed to the model scope that saved it
-  (``tutorial_lib.scopes.current()``);
+  (``tutorial_lib.scopes.current()``, or the label the model gives it: a checkpointed region's
+  input is the residual stream). Inside a checkpointed region (``torch.utils.checkpoint``) the
+  region's own hooks take the tensors it saves: they are not kept, and not seen;
 - on CUDA also the allocator's view: ``max_memory_allocated`` over the step (after
   ``reset_peak_memory_stats``), and optionally a memory snapshot for PyTorch's visualiser
   (https://pytorch.org/memory_viz).
@@ -129,12 +131,19 @@ class SavedTensorLog:
         if args and isinstance(args[0], torch.Tensor):
             self._residual.add(self.storage_key(args[0]))
 
+    def _unmark_residual(self, module, args, out):
+        # the norm has saved its input by now (or not, inside a checkpointed region): forget the
+        # mark, so that a later tensor at the same address (a freed one's memory) is not taken for it
+        if args and isinstance(args[0], torch.Tensor):
+            self._residual.discard(self.storage_key(args[0]))
+
     def _pack(self, t: torch.Tensor):
         if t.layout == torch.strided and t.device.type != "meta":
             key = self.storage_key(t)
             if key[2] != 0 and key not in self._seen and key not in self.exclude:
                 self._seen.add(key)
-                comp = "residual" if key in self._residual else self._component(t, scopes.current())
+                comp = "residual" if key in self._residual else self._component(
+                    t, scopes.saving() or scopes.current())
                 self.by_component[comp] = self.by_component.get(comp, 0) + key[3]
         return t
 
@@ -147,6 +156,7 @@ class SavedTensorLog:
             for m in self.model.modules():
                 if isinstance(m, (torch.nn.LayerNorm, torch.nn.RMSNorm)):
                     self._handles.append(m.register_forward_pre_hook(self._mark_residual))
+                    self._handles.append(m.register_forward_hook(self._unmark_residual, always_call=True))
         self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
         self._hooks.__enter__()
         return self
@@ -331,7 +341,7 @@ def memory_breakdown(config: Union[GPTConfig, str], batch_size: int, seq_len: in
         opt.zero_grad(set_to_none=True)
         ctx = log if log is not None else contextlib.nullcontext()
         with scopes.enabled(model, record=False), ctx, settings.autocast(dev, dt):
-            _, loss = model(idx, targets)
+            loss = model(idx, targets)[1]  # the loss alone: the logits are not kept through backward
         loss.backward()
         opt.step()
 

@@ -136,18 +136,21 @@ class StepPrediction:
 
 
 def predict_step(config: GPTConfig, batch_size: int, seq_len: int, ceilings: Ceilings, dtype=None,
-                 optimizer: bool = True, grad_clip: bool = False, device_type: Optional[str] = None
-                 ) -> StepPrediction:
-    """Predicted time of one training step (forward + loss, backward, AdamW) on ``ceilings``."""
+                 optimizer: bool = True, grad_clip: bool = False, device_type: Optional[str] = None,
+                 adamw: str = "auto", grad_accum: int = 1) -> StepPrediction:
+    """Predicted time of one training step (forward + loss, backward, AdamW in implementation
+    ``adamw``) on ``ceilings``. A TF32 step is a float32 step on ceilings measured with TF32;
+    ``grad_accum``: the batch in that many micro-batches (``accumulate.accumulate_gradients``)."""
     dtype = dtype or ceilings.dtype
     if dtype == "tf32":
         dtype = "float32"
     dev = device_type or str(ceilings.device).split(":")[0]
-    rows = step_kernels(config, batch_size, seq_len, dtype, dev, optimizer, grad_clip)
+    rows = step_kernels(config, batch_size, seq_len, dtype, dev, optimizer, grad_clip, adamw, grad_accum=grad_accum)
     ms = {(r.scope, r.phase): component_seconds(r, ceilings) * 1e3 for r in rows}
     fl = sum(r.flops for r in rows)
     split = [parts(r, ceilings) for r in rows]
-    return StepPrediction(label=f"{config.name}, B={batch_size}, T={seq_len}, {settings.dtype_name(dtype)}",
+    micro = f" in {grad_accum} micro-batches" if grad_accum > 1 else ""
+    return StepPrediction(label=f"{config.name}, B={batch_size}{micro}, T={seq_len}, {settings.dtype_name(dtype)}",
                           ceilings=ceilings, ms=ms, flop_only_ms=fl / ceilings.peak_flops * 1e3,
                           kernels=sum(r.n_kernels for r in rows), bytes=sum(r.bytes for r in rows), flops=fl,
                           roof_ms=sum(p["compute"] + p["memory"] for p in split) * 1e3,
@@ -248,12 +251,16 @@ def median_range(values: Sequence[float]) -> Tuple[Optional[float], Optional[flo
 @dataclass(frozen=True)
 class StepCheck:
     """One step to predict and measure: its config, sizes and label (``model``: an already built
-    model of ``config`` to time, so that a caller that also profiles it builds it once)."""
+    model of ``config`` to time, so that a caller that also profiles it builds it once;
+    ``grad_accum``: the batch of ``batch_size`` sequences in that many micro-batches)."""
     label: str
     config: GPTConfig
     batch_size: int
     seq_len: int
     model: Optional[object] = field(default=None, compare=False, repr=False)
+    adamw: str = "auto"  # how the step runs (runtime.StepSettings): AdamW's kernels, which the model
+    compile: Optional[str] = None  # knows, and a torch.compile mode, which it does not (eager kernels)
+    grad_accum: int = 1
 
 
 def check_steps(checks: Sequence[StepCheck], probes: Sequence[ceil.Probe], device=None, dtype=None,
@@ -265,16 +272,19 @@ def check_steps(checks: Sequence[StepCheck], probes: Sequence[ceil.Probe], devic
     from *that round's* ceilings (``ceilings.from_round``), so every per-round error compares a
     prediction and a measurement of the same minute. Returns {"rows": one per check -- measured
     and predicted ms (medians), ``roofline_error`` and ``flop_only_error`` (medians of the
-    per-round errors) with ``*_min`` / ``*_max``, the kernels and the prediction's parts -- or an
-    error row; "ceilings": the rounds' ceilings combined (``ceilings.combine``)}."""
+    per-round errors) with ``*_min`` / ``*_max``, the kernels and the prediction's parts, and each
+    round's measured and predicted ms (``measured_rounds_ms``, ``roofline_rounds_ms``: ratios
+    between two steps come from these, round by round) -- or an error row; "ceilings": the rounds'
+    ceilings combined (``ceilings.combine``)}."""
     dev, dt = settings.resolve(device, dtype)
     steps, rows = {}, {}
     for c in checks:
         rows[c.label] = {"model": c.config.name, "variant": c.label, "config": c.config.describe(),
                          "config_fields": c.config.to_dict(), "B": c.batch_size, "T": c.seq_len,
-                         "dtype": settings.dtype_name(dt), "rounds": 0, "error": None}
+                         "grad_accum": c.grad_accum, "dtype": settings.dtype_name(dt), "rounds": 0, "error": None}
         try:
-            steps[c.label] = prepare_step(c.config, c.batch_size, c.seq_len, "train", dev, dt, model=c.model)[1]
+            steps[c.label] = prepare_step(c.config, c.batch_size, c.seq_len, "train", dev, dt, c.compile,
+                                          model=c.model, adamw=c.adamw, grad_accum=c.grad_accum)[1]
         except SWEEP_ERRORS as e:
             rows[c.label]["error"] = error_text(e)
     runs = {**{p.label: p.run for p in probes}, **steps}
@@ -294,7 +304,7 @@ def check_steps(checks: Sequence[StepCheck], probes: Sequence[ceil.Probe], devic
         if row["error"]:
             continue
         preds = [predict_step(c.config, c.batch_size, c.seq_len, cr, dtype=settings.dtype_name(dt),
-                              device_type=dev.type) for cr in per_round]
+                              device_type=dev.type, adamw=c.adamw, grad_accum=c.grad_accum) for cr in per_round]
         measured = times[c.label]
         roof = median_range([error(p.total_ms, m) for p, m in zip(preds, measured)])
         flop = median_range([error(p.flop_only_ms, m) for p, m in zip(preds, measured)])
@@ -306,5 +316,6 @@ def check_steps(checks: Sequence[StepCheck], probes: Sequence[ceil.Probe], devic
                    roofline_error=roof[0], roofline_error_min=roof[1], roofline_error_max=roof[2],
                    flop_only_error=flop[0], flop_only_error_min=flop[1], flop_only_error_max=flop[2],
                    kernels=mid.kernels, first_touch_ms=statistics.median(p.first_touch_ms for p in preds),
-                   overhead_ms=statistics.median(p.overhead_ms() for p in preds))
+                   overhead_ms=statistics.median(p.overhead_ms() for p in preds),
+                   measured_rounds_ms=list(measured), roofline_rounds_ms=[p.total_ms for p in preds])
     return {"rows": list(rows.values()), "ceilings": ceil.combine(per_round)}

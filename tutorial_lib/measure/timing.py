@@ -30,7 +30,8 @@ from torch.utils.benchmark import Timer
 from torch.utils.benchmark.utils.common import Measurement
 from tqdm.auto import tqdm
 
-from tutorial_lib import settings
+from tutorial_lib import runtime, settings
+from tutorial_lib.accumulate import accumulate_gradients
 from tutorial_lib.data import random_batch
 from tutorial_lib.measure import cost, flops
 from tutorial_lib.model import GPT, GPTConfig, get_config
@@ -230,6 +231,7 @@ class StepResult:
     mfu: Optional[float] = None  # achieved / peak for this GPU and dtype; None on CPU / unknown GPU
     error: Optional[str] = None  # set instead of the numbers when the point failed (OOM, ...)
     config_fields: dict = field(default_factory=dict)  # GPTConfig.to_dict() of the measured model
+    step_settings: dict = field(default_factory=dict)  # runtime.StepSettings.to_dict(): how the step ran
     extra: dict = field(default_factory=dict)  # anything a caller wants to stamp on the row
     kind: str = "step"  # row kind in a results file (see records.py)
 
@@ -266,35 +268,42 @@ def check_sizes(config: GPTConfig, batch_size, seq_len, mode) -> None:
         raise ValueError(f"seq_len={seq_len} exceeds block_size={config.block_size} of {config.name}")
 
 
-def make_optimizer(model: torch.nn.Module, device, lr: float = 3e-4, weight_decay: float = 0.1):
-    """AdamW as GPT-2 trainers use it: fused on CUDA (one kernel per step), PyTorch's default elsewhere."""
-    kw = {"fused": True} if torch.device(device).type == "cuda" else {}
-    return torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95),
-                             weight_decay=weight_decay, **kw)
+def make_optimizer(model: torch.nn.Module, device, lr: float = 3e-4, weight_decay: float = 0.1,
+                   adamw: str = "auto"):
+    """AdamW as GPT-2 trainers use it; ``adamw`` picks its implementation (``runtime.StepSettings``:
+    "auto" = fused on CUDA (one kernel per step), PyTorch's per-tensor loop elsewhere)."""
+    return runtime.make_adamw(model.parameters(), device, adamw, lr=lr, weight_decay=weight_decay)
 
 
-def build_step(model, idx, targets, mode: str, device, dtype, optimizer=None) -> Callable[[], None]:
+def build_step(model, idx, targets, mode: str, device, dtype, optimizer=None, scaler=None,
+               tf32: bool = False, grad_accum: int = 1) -> Callable[[], None]:
     """The closure ``measure_step`` times; also used by the profiler and memory tools.
 
     fwd: forward + loss under no_grad; fwdbwd: + backward (grads reset each call);
-    train: + optimizer step. Low-precision dtypes run under autocast (weights stay fp32).
+    train: + optimizer step. Low-precision dtypes run under autocast (weights stay fp32); a
+    ``scaler`` (``torch.amp.GradScaler``, for float16) scales the loss before backward and steps
+    the optimizer through it; ``tf32`` runs the step's fp32 matmuls in TF32 (CUDA).
+    ``grad_accum``: forward and backward in that many micro-batches
+    (``accumulate.accumulate_gradients``, which the training loop runs too).
     """
     if mode not in MODES:
         raise ValueError(f"mode={mode!r} is not one of {list(MODES)}")
     dev = torch.device(device)
 
+    def autocast():
+        return settings.autocast(dev, dtype)
+
     if mode == "fwd":
         def step():
-            with torch.no_grad(), settings.autocast(dev, dtype):
+            with torch.no_grad(), runtime.matmul_precision(tf32), autocast():
                 model(idx, targets)
         return step
 
     if mode == "fwdbwd":
         def step():
             model.zero_grad(set_to_none=True)
-            with settings.autocast(dev, dtype):
-                _, loss = model(idx, targets)
-            loss.backward()
+            with runtime.matmul_precision(tf32):
+                accumulate_gradients(model, idx, targets, grad_accum, autocast, scaler=scaler)
         return step
 
     if optimizer is None:
@@ -302,42 +311,66 @@ def build_step(model, idx, targets, mode: str, device, dtype, optimizer=None) ->
 
     def step():
         optimizer.zero_grad(set_to_none=True)
-        with settings.autocast(dev, dtype):
-            _, loss = model(idx, targets)
-        loss.backward()
-        optimizer.step()
+        with runtime.matmul_precision(tf32):
+            accumulate_gradients(model, idx, targets, grad_accum, autocast, scaler=scaler)
+            if scaler is None:
+                optimizer.step()
+            else:  # float16: unscale, skip the step on inf/NaN gradients, adapt the scale
+                scaler.step(optimizer)
+                scaler.update()
     return step
 
 
 def prepare_step(config: Union[GPTConfig, str], batch_size: int, seq_len: int, mode: str = "train",
-                 device=None, dtype=None, compile: bool = False, seed: int = 0, model=None):
+                 device=None, dtype=None, compile: Union[bool, str, None] = False, seed: int = 0, model=None,
+                 adamw: str = "auto", tf32: bool = False, grad_accum: int = 1):
     """Build (model, step closure, device, dtype) for one GPT step -- shared by timing, profiling
-    and memory tools so that they all measure the same thing."""
+    and memory tools so that they all measure the same thing.
+
+    ``compile``: False/None (eager), True ("default") or a ``torch.compile`` mode; ``adamw`` and
+    ``tf32`` as in ``runtime.StepSettings``, which ``step_settings`` turns into these arguments. A
+    setting this device cannot run raises ``runtime.NotAvailable`` (a RuntimeError: a sweep
+    records it) before the model is built; float16 steps get a GradScaler. ``grad_accum``: the
+    batch of ``batch_size`` sequences in that many micro-batches."""
     cfg = resolve_config(config)
     check_sizes(cfg, batch_size, seq_len, mode)
+    if not isinstance(grad_accum, int) or isinstance(grad_accum, bool) or grad_accum < 1 or batch_size % grad_accum:
+        raise ValueError(f"grad_accum={grad_accum!r} must be a positive integer that divides batch_size={batch_size}")
     dev, dt = settings.resolve(device, dtype)
+    mode_name = "default" if compile is True else (compile or None)
+    runtime.StepSettings(dtype=settings.dtype_name(dt), tf32=tf32, compile=mode_name, adamw=adamw).check(dev)
     if model is None:
         torch.manual_seed(seed)
         model = GPT(cfg)
     model = model.to(dev).train()
-    run_model = torch.compile(model) if compile else model
+    run_model = torch.compile(model, mode=mode_name, dynamic=False) if mode_name else model
     idx, targets = random_batch(cfg.vocab_size, batch_size, seq_len, dev, seed)
-    opt = make_optimizer(model, dev) if mode == "train" else None
-    return model, build_step(run_model, idx, targets, mode, dev, dt, opt), dev, dt
+    opt = make_optimizer(model, dev, adamw=adamw) if mode == "train" else None
+    scaler = torch.amp.GradScaler(dev.type) if dt == torch.float16 and mode != "fwd" else None
+    return model, build_step(run_model, idx, targets, mode, dev, dt, opt, scaler, tf32, grad_accum), dev, dt
+
+
+def step_settings(step: runtime.StepSettings, device=None) -> dict:
+    """``prepare_step``'s keyword arguments for ``step`` on ``device``: dtype, compile, adamw, tf32."""
+    dev = settings.resolve(device)[0]
+    return {"dtype": settings.dtype_name(step.compute_dtype(dev)), "compile": step.compile,
+            "adamw": step.adamw, "tf32": step.tf32}
 
 
 def measure_step(config: Union[GPTConfig, str], batch_size: int, seq_len: int, mode: str = "train",
-                 device=None, dtype=None, compile: bool = False, min_run_time: Optional[float] = None,
-                 adaptive: bool = False, warmup: int = 2, seed: int = 0, model=None,
-                 label: str = "") -> StepResult:
+                 device=None, dtype=None, compile: Union[bool, str, None] = False,
+                 min_run_time: Optional[float] = None, adaptive: bool = False, warmup: int = 2, seed: int = 0,
+                 model=None, label: str = "", adamw: str = "auto", tf32: bool = False,
+                 grad_accum: int = 1) -> StepResult:
     """Time one GPT step of ``config`` at (batch_size, seq_len) on ``device``.
 
     dtype: None = bf16 autocast on CUDA, fp32 on CPU. mode: "fwd" | "fwdbwd" | "train".
+    compile, adamw, tf32: how the step runs (``prepare_step``; ``runtime.StepSettings``).
     Returns a StepResult (raises on bad input and on failures; ``measure_sweep`` records them).
     """
     cfg = resolve_config(config)
     model, step, dev, dt = prepare_step(cfg, batch_size, seq_len, mode, device, dtype, compile,
-                                        seed, model)
+                                        seed, model, adamw, tf32, grad_accum)
     tm = time_fn(step, dev, min_run_time=min_run_time, adaptive=adaptive, warmup=warmup,
                  label=label or cfg.name)
     name = settings.device_name(dev)
@@ -350,7 +383,10 @@ def measure_step(config: Union[GPTConfig, str], batch_size: int, seq_len: int, m
         label=label or cfg.name, preset=cfg.name, config=cfg.describe(), config_fields=cfg.to_dict(),
         mode=mode,
         batch_size=batch_size, seq_len=seq_len, device=str(dev), device_name=name,
-        dtype=settings.dtype_name(dt), compile=compile, attn_backend=cfg.attn_backend,
+        dtype=settings.dtype_name(dt), compile=bool(compile), attn_backend=cfg.attn_backend,
+        step_settings=runtime.StepSettings(dtype=settings.dtype_name(dt), tf32=tf32,
+                                           compile="default" if compile is True else (compile or None),
+                                           adamw=adamw).to_dict(),
         median_ms=tm.median_ms, iqr_ms=tm.iqr_ms, min_ms=tm.min_ms, n_runs=tm.n_runs,
         tokens_per_s=batch_size * seq_len / sec, peak_mem_bytes=tm.peak_mem_bytes,
         params=model.num_params(), flops=fl, flops_counter=fl_counter,
@@ -384,7 +420,7 @@ def error_row(config, batch_size, seq_len, mode, device, dtype, compile, exc, la
     return StepResult(label=label or preset, preset=preset, config=desc, mode=mode,
                       batch_size=batch_size, seq_len=seq_len, device=str(dev),
                       device_name=settings.device_name(dev), dtype=settings.dtype_name(dt),
-                      compile=compile, attn_backend=backend, error=msg, config_fields=fields)
+                      compile=bool(compile), attn_backend=backend, error=msg, config_fields=fields)
 
 
 def measure_sweep(points: Iterable[dict], progress: bool = True, desc: str = "measuring",

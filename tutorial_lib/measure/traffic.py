@@ -10,7 +10,9 @@ to look at the kernels of one component:
   metadata operators (``view``, ``transpose``, ``expand`` ...) launch nothing and are skipped.
 - In backward, each operator is charged to the model scope (``tutorial_lib.scopes``) whose
   forward created the autograd node that runs it, the same attribution as ``measure.profile``;
-  a ``TorchFunctionMode`` labels every node with the scope it was created in.
+  a ``TorchFunctionMode`` labels every node with the scope it was created in. A scope opened
+  inside backward names its own operators: the chunked loss's, and the modules a checkpointed
+  block runs again (``GPTConfig.checkpoint``).
 - ``count_step_traffic(config, B, T)``: one training step (forward + loss, backward, AdamW),
   counted per (scope, phase).
 
@@ -19,7 +21,9 @@ dimensions (stride 0) are counted once, since the data is the same. Four operato
 part of an argument, and are counted as such: ``embedding`` (the rows of the table it gathers),
 ``nll_loss_forward`` (one log-probability per target), ``gather`` (one element per index: the
 chunked loss's target logits) and ``nll_loss_backward`` (it writes a gradient of the logits'
-shape without reading them). This is the minimum each kernel moves; a
+shape without reading them). An in-place operator that returns nothing (the foreach and fused
+optimizers') writes the arguments its schema marks as written (``mutated_bytes``). This is the
+minimum each kernel moves; a
 cache may hold small tensors between kernels, so small operands can cost less.
 """
 from __future__ import annotations
@@ -66,8 +70,25 @@ def _tensors(x) -> List[torch.Tensor]:
     return [t for t in tree_flatten(x)[0] if isinstance(t, torch.Tensor)]
 
 
-def kernel_bytes(name: str, args, kwargs, out) -> Tuple[int, int, List[int]]:
-    """(bytes read, bytes written, sizes of the outputs allocated) of one ATen call."""
+def mutated_bytes(name: str, schema, args, kwargs) -> int:
+    """Bytes of the arguments an operator's schema marks as written (``Tensor(a!)``), for in-place
+    operators that return nothing (``_foreach_mul_``, ``_fused_adamw_``). The fused Adam(W) kernels
+    mark the gradients writable because they unscale them in place, which they do only when given a
+    ``grad_scale``: without one the gradients are read, not written."""
+    bound = dict(zip((a.name for a in schema.arguments), args), **(kwargs or {}))
+    out = 0
+    for a in schema.arguments:
+        if a.alias_info is None or not a.alias_info.is_write:
+            continue
+        if name.startswith("_fused_adam") and a.name == "grads" and bound.get("grad_scale") is None:
+            continue
+        out += sum(touched_bytes(t) for t in _tensors(bound.get(a.name)))
+    return out
+
+
+def kernel_bytes(name: str, args, kwargs, out, schema=None) -> Tuple[int, int, List[int]]:
+    """(bytes read, bytes written, sizes of the outputs allocated) of one ATen call (``schema``:
+    the operator's, to see what an in-place operator without outputs writes)."""
     ins, outs = _tensors((args, kwargs)), _tensors(out)
     read = sum(touched_bytes(t) for t in ins)
     if name == "embedding":  # weight (V, C), indices: reads one row per index
@@ -82,6 +103,8 @@ def kernel_bytes(name: str, args, kwargs, out) -> Tuple[int, int, List[int]]:
     elif name == "nll_loss_backward":  # (grad, self, target, ...): self only gives the shape
         read -= touched_bytes(args[1])
     written = sum(t.numel() * t.element_size() for t in outs)
+    if not outs and schema is not None:  # an in-place op that returns nothing: the foreach and fused optimizers
+        written = mutated_bytes(name, schema, args, kwargs)
     inplace = name.endswith("_") or "out" in (kwargs or {})
     allocs = [] if inplace else [t.numel() * t.element_size() for t in outs]
     return read, written, allocs
@@ -135,11 +158,17 @@ class TrafficCounter(TorchDispatchMode):
     Results: ``counter.traffic[(scope, phase)] -> Traffic``.
     """
 
-    def __init__(self):
+    def __init__(self, model=None):
         super().__init__()
         self.traffic: Dict[Tuple[str, str], Traffic] = {}
         self.node_scope: Dict[object, str] = {}
         self.current_phase = "forward"
+        # a parameter's scope (its module's), for writing a gradient whose node no labelled op
+        # reached (a custom autograd Function's input): the parameter's AccumulateGrad
+        self.param_scope: Dict[int, str] = {}
+        for module, name in (model.module_scopes().items() if model is not None else ()):
+            for p in module.parameters(recurse=False):
+                self.param_scope.setdefault(id(p), name)
 
     @contextlib.contextmanager
     def labelling(self):
@@ -162,7 +191,8 @@ class TrafficCounter(TorchDispatchMode):
             # a scope opened inside a backward node (the chunked loss's own backward) names its ops,
             # as the profiler charges them; everything else goes to the node's forward scope
             node = torch._C._current_autograd_node()
-            return scopes.current() or self.node_scope.get(node, OTHER)
+            return (scopes.current() or self.node_scope.get(node)
+                    or self.param_scope.get(id(getattr(node, "variable", None)), OTHER))
         return scopes.current() or OTHER
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
@@ -170,7 +200,7 @@ class TrafficCounter(TorchDispatchMode):
         name = func.overloadpacket.__name__
         if name in NO_KERNEL:
             return out
-        read, written, allocs = kernel_bytes(name, args, kwargs, out)
+        read, written, allocs = kernel_bytes(name, args, kwargs, out, func._schema)
         t = self.traffic.setdefault((self._scope(), self.current_phase), Traffic())
         t.read += read
         t.written += written
@@ -192,11 +222,15 @@ class TrafficCounter(TorchDispatchMode):
 
 
 def count_step_traffic(config, batch_size: int, seq_len: int, dtype=None, device="cpu",
-                       optimizer: bool = True, seed: int = 0, model=None) -> TrafficCounter:
+                       optimizer: bool = True, seed: int = 0, model=None, adamw: str = "auto",
+                       grad_accum: int = 1) -> TrafficCounter:
     """Count one training step's traffic per (scope, phase): forward with loss, backward, AdamW.
 
     The step runs once before it is counted (AdamW creates its state on its first step), the
-    way a measured step is warm. ``dtype``: bf16/fp16 run under autocast, as every measurement."""
+    way a measured step is warm. ``dtype``: bf16/fp16 run under autocast, as every measurement;
+    ``adamw``: AdamW's implementation (``runtime.StepSettings.adamw``). ``grad_accum``: the batch in
+    that many micro-batches, each loss scaled by 1/grad_accum, as ``train.accumulate_gradients``
+    runs them."""
     cfg: GPTConfig = resolve_config(config)
     dev, dt = settings.resolve(device, dtype)
     if model is None:
@@ -204,23 +238,29 @@ def count_step_traffic(config, batch_size: int, seq_len: int, dtype=None, device
         model = GPT(cfg)
     model = model.to(dev).train()
     idx, targets = random_batch(cfg.vocab_size, batch_size, seq_len, dev, seed)
-    opt = make_optimizer(model, dev) if optimizer else None
+    opt = make_optimizer(model, dev, adamw=adamw) if optimizer else None
+    micro = list(zip(idx.chunk(grad_accum), targets.chunk(grad_accum)))
 
     def step(counter: Optional[TrafficCounter]):
         model.zero_grad(set_to_none=True)
         ctx = (lambda ph: counter.phase(ph)) if counter else (lambda ph: contextlib.nullcontext())
-        with scopes.enabled(model, record=False), (counter.labelling() if counter else
-                                                   contextlib.nullcontext()):
-            with ctx("forward"), settings.autocast(dev, dt):
-                _, loss = model(idx, targets)
-        with ctx("backward"), scopes.enabled(record=False):  # scopes a backward opens (tutorial_lib.loss)
-            loss.backward()
+        for x, y in micro:
+            with ctx("forward"):
+                with scopes.enabled(model, record=False), (counter.labelling() if counter else
+                                                           contextlib.nullcontext()):
+                    with settings.autocast(dev, dt):
+                        loss = model(x, y)[1]
+                if grad_accum > 1:  # the scaling, outside the model: its node is "other"
+                    loss = loss / grad_accum
+            # scopes a backward opens (tutorial_lib.loss), and the modules a checkpointed block runs again
+            with ctx("backward"), scopes.enabled(model, record=False):
+                loss.backward()
         if opt is not None:
             with ctx("optimizer"):
                 opt.step()
 
     step(None)
-    counter = TrafficCounter()
+    counter = TrafficCounter(model)
     step(counter)
     return counter
 
