@@ -63,7 +63,7 @@ print(f"ladder : {S.preset}, B={S.batch}, T={S.seq_len}, fwd+bwd+AdamW, {S.round
 # Published figures, his order (compile before flash attention), other hardware:
 
 # %%
-print(format_rows(SL.published_rows(), formats={"ms_per_step": "{:,.0f}", "speedup": "{:.2f}x",
+print(format_rows(SL.published_rows(), formats={"ms_per_step": "{:,.0f}", "claimed_speedup": "{:.2f}x",
                                                  "vs_fp32": "{:.2f}x"}))
 print(f"\nsource: {SL.PUBLISHED_SOURCE}")
 
@@ -402,13 +402,12 @@ recorded("speed_ladder", "speed_ladder.peaks")
 tog = next((r for r in res["rows"] if r["key"] == "together"), None)
 print(f"On {st['device_name']} ({prec['summary'].split(':')[0]}), {st['model']}, B={st['B']}, T={st['T']}:")
 if tog:
-    print(f"- everything together: {tog['speedup_base']:.2f}x the fp32 eager baseline "
-          f"(per-round range {tog['speedup_base_min']:.2f}-{tog['speedup_base_max']:.2f}), MFU "
+    print(f"- everything together, over the fp32 eager baseline: {SL.rung_speedup(tog, 'base').text()}; MFU "
           f"{tog['mfu']:.1%} of the {tog['dtype']} peak")
 best = max((r for r in res["rows"] if r.get("speedup_prev") and not r.get("beside")),
            key=lambda r: r["speedup_prev"], default=None)
 if best:
-    print(f"- the largest single rung: {best['rung']} ({best['speedup_prev']:.2f}x, {best['verdict']})")
+    print(f"- the largest single rung: {best['rung']}, {SL.rung_speedup(best, 'prev').text()}")
 
 # %% [markdown]
 # - The ladder's levers change how the model is computed, not the model: each is checked against

@@ -11,7 +11,7 @@ import statistics
 import pytest
 import torch
 
-from tutorial_lib import runtime
+from tutorial_lib import runtime, speedups
 from tutorial_lib.commands import bench as bench_cmd
 from tutorial_lib.data import random_batch
 from tutorial_lib.guide import suite
@@ -305,13 +305,14 @@ def test_the_waterfall_and_the_table_draw_what_was_measured(ladder):
     assert next(r for r in table if r["rung"] == "+ TF32 matmuls")["dtype"] == "not run"
     bf16 = next(r for r in ladder["rows"] if r["key"] == "bf16")
     shown = next(r for r in table if r["rung"] == "+ bf16 autocast")["x prev"]
-    assert shown == f"{bf16['speedup_prev']:.2f} ({bf16['speedup_prev_min']:.2f}–{bf16['speedup_prev_max']:.2f})"
+    assert shown == speedups.Speedup(bf16["speedup_prev"], bf16["speedup_prev_min"], bf16["speedup_prev_max"],
+                                     bf16["rounds"]).text()  # the one printed form, with its verdict
 
 
 def test_published_ladder_is_karpathys_figures_with_their_ratios():
     rows = SL.published_rows()
     assert [r["ms_per_step"] for r in rows] == [1000, 333, 300, 130, 96, 93, 90]
-    assert rows[0]["speedup"] is None and rows[1]["speedup"] == pytest.approx(1000 / 333)
+    assert rows[0]["claimed_speedup"] is None and rows[1]["claimed_speedup"] == pytest.approx(1000 / 333)
     assert rows[-1]["vs_fp32"] == pytest.approx(1000 / 90)
 
 
@@ -430,7 +431,8 @@ def test_the_explorer_predicts_adamw_kernels_and_keeps_compiled_measurements_apa
 
 def test_the_decision_tree_weighs_the_ladders_levers():
     from tutorial_lib.lessons import decision
-    cpu = {p.key: p for p in (lambda r: r.steps + r.no_gain)(decision.recommend(512, "cpu", "speed", results=[]))}
+    rec = decision.recommend(512, "cpu", "speed", results=[])
+    cpu = {k: rec.payoff(k) for k in ("bf16", "compile")}
     assert cpu["bf16"].value is None and "bf16 speed depends on its instructions" in cpu["bf16"].note
     assert cpu["compile"].value is None and "not in the cost model" in cpu["compile"].note
     assert decision.analytic_payoff("bf16", 512, "cpu", "memory") > 1  # bf16 activations
@@ -441,9 +443,11 @@ def test_the_decision_tree_weighs_the_ladders_levers():
     doc = {"meta": {"device": "cpu", "device_name": "box"},
            "sections": {"speed_ladder": {"sizes": {"model": "gpt2_mini", "B": 4, "T": 256}}},
            "rows": [{"kind": "speed_ladder", "variant": "fp32 eager (baseline)", "speedup": None},
-                    {"kind": "speed_ladder", "variant": "+ bf16 autocast", "speedup": 1.4}]}
-    got = {p.key: p for p in (lambda r: r.steps + r.no_gain)(decision.recommend(512, "cpu", "speed", results=[doc]))}
-    assert got["bf16"].measured and got["bf16"].value == 1.4 and "over the ladder's rung below" in got["bf16"].source
+                    {"kind": "speed_ladder", "variant": "+ bf16 autocast", "speedup": 1.4, "speedup_min": 1.3,
+                     "speedup_max": 1.5, "rounds": 3}]}
+    bf16 = decision.recommend(512, "cpu", "speed", results=[doc]).payoff("bf16")
+    assert bf16.measured and bf16.value == 1.4 and "over the ladder's rung below" in bf16.source
+    assert bf16.speedup.ceiling is None and bf16.evidence == "faster"  # a rung has no config's ceiling
 
 
 def test_precision_runs_train_fp32_and_bf16_on_the_same_seeds_and_batches():
@@ -460,13 +464,14 @@ def test_precision_runs_train_fp32_and_bf16_on_the_same_seeds_and_batches():
 def test_summary_lines_say_noise_goal_and_unreliable_peaks_from_the_numbers():
     base = {"rung": "fp32 eager (baseline)", "key": "fp32", "beside": None, "mfu_max": 0.3}
     noisy = {"rung": "+ bf16 autocast", "key": "bf16", "beside": None, "speedup_prev": 1.3, "speedup_prev_min": 0.9,
-             "speedup_prev_max": 1.6, "verdict": "within noise (...)", "predicted_speedup_prev": 1.5, "mfu_max": 1.4}
+             "speedup_prev_max": 1.6, "rounds": 3, "predicted_speedup_prev": 1.5, "mfu_max": 1.4}
     together = {"rung": "everything together", "key": "together", "speedup_base": 1.6, "speedup_base_min": 1.4,
-                "speedup_base_max": 1.9, "rungs_product": 1.3}
+                "speedup_base_max": 1.9, "rungs_product": 1.3, "rounds": 3}
     lines = SL.summary_lines({"rows": [base, noisy, together]}, goal=1.5)
     assert lines[0].startswith("- + bf16 autocast: an MFU above 100% in some round (140%)")
-    assert lines[1] == ("- + bf16 autocast: 1.30x over the rung below (rounds 0.90-1.60): within noise (...); "
+    assert lines[1] == ("- + bf16 autocast, over the rung below: 1.30× [0.90–1.60, 3 rounds] within noise; "
                         "the roofline expected 1.50x")
+    assert "1.60× [1.40–1.90, 3 rounds] faster" in lines[2]
     assert lines[2].endswith("the 1.5x goal: met in the median only")
 
 

@@ -180,6 +180,7 @@ class Explorer(W.VBox):
                            f"steps: added to it</i>")
         # New options reset a selection slider to its first step: that interim value is not redrawn
         # (one redraw, at the typed value), and the page gets options and value in one message.
+        drawn = self.n_updates
         with s.hold_sync():
             self.quiet = True
             try:
@@ -187,6 +188,8 @@ class Explorer(W.VBox):
             finally:
                 self.quiet = False
             s.value = value
+        if self.n_updates == drawn:  # the new first step: the reset already landed on it, unseen
+            self.update()
 
     def update(self) -> None:
         """Recompute from the controls and redraw; a ValueError lands in the readout."""

@@ -27,6 +27,7 @@ from tutorial_lib.measure import ceilings, cost, flops, records
 from tutorial_lib.measure.timing import NOISY
 from tutorial_lib.model import GPTConfig, get_config
 from tutorial_lib.settings import cpu_oversubscribed
+from tutorial_lib.speedups import Speedup
 from tutorial_lib.train import TrainHistory
 
 BLOCK = re.compile(r"(<!-- report:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /report:(?P=name) -->)",
@@ -196,7 +197,7 @@ def _analytic_gpu_specs() -> str:
 
 def _analytic_published_ladder() -> str:
     """Karpathy's published A100 ladder (``lessons.speed_ladder.PUBLISHED_A100``): an anchor, no verdict."""
-    return (markdown_table(speed_ladder.published_rows(), ["rung", "ms_per_step", "speedup", "vs_fp32"])
+    return (markdown_table(speed_ladder.published_rows(), ["rung", "ms_per_step", "claimed_speedup", "vs_fp32"])
             + f"\nPublished figures, not measured here: {speed_ladder.PUBLISHED_SOURCE}, at his batch and in his "
               "order (torch.compile before flash attention). Other hardware, other sizes: an anchor for the shape "
               "of a ladder, compared with nothing.\n")
@@ -405,11 +406,18 @@ def with_verdicts(doc: dict, name: str, rows: list[dict], columns: list[str] | N
     found = decision.recorded_speedups(doc, name)
     if not any(found):
         return rows, columns
+    section = doc.get("sections", {}).get(name, {})
     out = []
     for r, sp in zip(rows, found):
         key = next((k for k in decision.SPEEDUP_KEYS if r.get(k) is not None), None)
-        out.append({**r, key: sp.text() if sp is not None else "baseline"} if key else r)
-    drop = {"speedup_range", "speedup_min", "speedup_max"}
+        r = {**r, key: sp.text() if sp is not None else "baseline"} if key else dict(r)
+        if r.get("speedup_vs_baseline") is not None:  # a ladder's rung over its first rung, in the same form
+            r["speedup_vs_baseline"] = Speedup(r["speedup_vs_baseline"], r.get("vs_baseline_min"),
+                                               r.get("vs_baseline_max"), decision.section_rounds(r, section)).text()
+        out.append(r)
+    drop = {"speedup_range", "speedup_min", "speedup_max", "vs_baseline_range", "vs_baseline_min", "vs_baseline_max"}
+    if name == "speed_ladder":
+        drop.add("verdict")  # the printed form carries the verdict by the rules; the stored words may predate them
     return out, [c for c in columns if c not in drop] if columns else None
 
 

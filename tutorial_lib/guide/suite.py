@@ -191,8 +191,8 @@ def sec_speed_ladder(S: Suite):
                "torch.compile's on-disk caches emptied (a cold compile; a rung reusing what the rung below "
                "compiled pays only what is new); payback_steps: compile_s / the time a step saves. 'everything "
                "together': the last rung against the first.")
-    S.add("speed_ladder.peaks", speed_ladder.peak_rows(res), columns=["dtype", "peak_TFLOPs", "range_TFLOPs",
-                                                                     "vs_float32", "measured"],
+    S.add("speed_ladder.peaks", speed_ladder.peak_rows(res), columns=["dtype", "peak_TFLOPs", "peak_TFLOPs_min",
+                                                                     "peak_TFLOPs_max", "vs_float32", "measured"],
           sizes={"mm": "x".join(str(n) for n in s.peak_sizes), "rounds": res["rounds"]},
           note="torch.mm of n x n matrices per dtype, the best size per round, timed in the ladder's rounds.")
 

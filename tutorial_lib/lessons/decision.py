@@ -355,7 +355,8 @@ def recorded_speedups(doc: dict, kind: str) -> List[Optional[Speedup]]:
                 and r.get("speedup_max", 1.0) == 1.0):
             out.append(None)
             continue
-        ceiling = recorded_ceiling(doc, base, r) if key == "speedup" else None
+        # a ladder rung is timed over the rung below it, in how the step runs: no config's ceiling
+        ceiling = recorded_ceiling(doc, base, r) if key == "speedup" and kind != "speed_ladder" else None
         out.append(Speedup.from_row(r, section_rounds(r, section), ceiling, key=key))
     return out
 

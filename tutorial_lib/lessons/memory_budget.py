@@ -29,7 +29,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 from matplotlib.figure import Figure
 
-from tutorial_lib import attention, settings
+from tutorial_lib import attention, settings, speedups
 from tutorial_lib.accumulate import accumulate_gradients
 from tutorial_lib.lessons.common import CheckResult, call_checked
 from tutorial_lib.loss import LOSS_IMPLS
@@ -42,6 +42,7 @@ from tutorial_lib.measure.roofline import StepCheck, median_range
 from tutorial_lib.measure.timing import SWEEP_ERRORS, error_text, free_memory
 from tutorial_lib.model import GPT, GPTConfig, get_config
 from tutorial_lib.sizes import MemoryBudget
+from tutorial_lib.speedups import Speedup
 
 MiB, GiB = 2**20, 2**30
 # what each block recomputes in backward, as GPTConfig changes; "block every 2": half the blocks
@@ -191,7 +192,8 @@ class Plan:
 
     def check(self, label: Optional[str] = None) -> StepCheck:
         """The plan as a step to measure (``roofline.check_steps``)."""
-        return StepCheck(label or self.describe(), self.config, self.batch_size, self.seq_len, self.grad_accum)
+        return StepCheck(label or self.describe(), self.config, self.batch_size, self.seq_len,
+                         grad_accum=self.grad_accum)
 
     def row(self) -> dict:
         return {"plan": self.describe(), "micro_batch": self.micro_batch, "grad_accum": self.grad_accum,
@@ -354,7 +356,7 @@ def policy_study(s: MemoryBudget, probes: Sequence[ceil.Probe], device=None, dty
                      "recompute_GFLOP": sv["recompute_gflop"], "measured_ms": st.get("measured_ms"),
                      "predicted_ms": st.get("roofline_ms"), "time_ratio": st.get("measured_ratio"),
                      "time_ratio_min": st.get("measured_ratio_min"), "time_ratio_max": st.get("measured_ratio_max"),
-                     "predicted_ratio": st.get("predicted_ratio"),
+                     "predicted_ratio": st.get("predicted_ratio"), "rounds": st.get("rounds"),
                      "peak_predicted_MiB": pk["predicted_peak_bytes"] / MiB,
                      "peak_measured_MiB": mib(pk["measured_peak_bytes"]),
                      "peak_error": pk["peak_error"], "error": st.get("error") or pk["error"]})
@@ -367,7 +369,7 @@ def micro_batch_study(s: MemoryBudget, probes: Sequence[ceil.Probe], device=None
     predicted), and the predicted peak. Returns {"rows", "ceilings"}."""
     dev, dt = settings.resolve(device, dtype or s.dtypes[0])
     cfg, B = get_config(s.preset), s.micro_step_batch
-    checks = [StepCheck(f"micro-batch {m}", cfg, B, s.seq_len, B // m) for m in s.micro_batches]
+    checks = [StepCheck(f"micro-batch {m}", cfg, B, s.seq_len, grad_accum=B // m) for m in s.micro_batches]
     res = step_rows(checks, probes, dev, dt, s.rounds, s.min_run_time)
     for c, r in zip(checks, res["rows"]):
         r["predicted_peak_bytes"] = step_peak(cfg, B, s.seq_len, settings.dtype_name(dt), c.grad_accum,
@@ -565,14 +567,14 @@ def within(value: Optional[float], goal: float) -> str:
     return f"{value:+.1%} (within ±{goal:.0%})" if abs(value) <= goal else f"{value:+.1%} (outside ±{goal:.0%})"
 
 
-def ratio_words(median: Optional[float], lo: Optional[float], hi: Optional[float]) -> str:
-    """A per-round time ratio (the step with checkpointing / without) in words. Checkpointing only
-    adds work, so a step that measures faster is not called faster: something else moved."""
+def ratio_words(median: Optional[float], lo: Optional[float], hi: Optional[float],
+                rounds: Optional[int] = None) -> str:
+    """A per-round time ratio (the step with checkpointing / without) as the speedup it is (without /
+    with, ``speedups.Speedup``'s printed form and verdict), judged against its ceiling of 1.0:
+    checkpointing only adds work, so a step that measures faster is "above the ceiling" -- noise,
+    or the allocator and page faults moved -- never a gain."""
     if median is None:
         return "not measured"
-    if lo <= 1.0 <= hi:
-        return f"{median:.2f}x (rounds {lo:.2f}–{hi:.2f}: within noise)"
-    if median < 1:
-        return (f"{median:.2f}x ({lo:.2f}–{hi:.2f}): less time for more work -- not a speed-up to believe; "
-                "page faults or the allocator moved (re-measure)")
-    return f"{median:.2f}x ({lo:.2f}–{hi:.2f}): {median - 1:.0%} slower"
+    sp = Speedup(1 / median, None if hi is None else 1 / hi, None if lo is None else 1 / lo, rounds, ceiling=1.0)
+    more = f" (the step takes {median - 1:.0%} longer)" if sp.verdict == speedups.SLOWER else ""
+    return sp.text() + more

@@ -39,9 +39,9 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from tutorial_lib import runtime, scopes, settings
+from tutorial_lib import runtime, scopes, settings, speedups
 from tutorial_lib.data import random_batch
-from tutorial_lib.lessons.common import CheckResult, call_checked, quality_runs, speedup_words
+from tutorial_lib.lessons.common import CheckResult, call_checked, quality_runs
 from tutorial_lib.measure import ceilings as ceil
 from tutorial_lib.measure import cost, roofline
 from tutorial_lib.measure.memory import peak_bytes
@@ -62,6 +62,7 @@ from tutorial_lib.measure.traffic import NO_KERNEL
 from tutorial_lib.model import GPT, GPTConfig, get_config
 from tutorial_lib.runtime import NOT_AVAILABLE, StepSettings
 from tutorial_lib.sizes import Ladder, Quality, Roofline
+from tutorial_lib.speedups import Speedup
 from tutorial_lib.train import TrainConfig, train
 
 # Karpathy, "Let's reproduce GPT-2 (124M)" (video and the build-nanogpt repository, 2024): ms per
@@ -266,7 +267,7 @@ def _analyse(row, times, key, prev_key, base, c: GPTConfig, s: StepSettings, cei
             med, lo, hi = paired_speedup(times[other], ts)
             row.update({f"speedup_{name}": med, f"speedup_{name}_min": lo, f"speedup_{name}_max": hi})
     if row.get("speedup_prev") is not None:
-        row["verdict"] = speedup_words(row["speedup_prev"], row["speedup_prev_min"], row["speedup_prev_max"])
+        row["verdict"] = rung_speedup(row, "prev").verdict_words()
     dt = settings.dtype_name(s.compute_dtype(dev))
     impl = s.adamw_impl(dev)
     flops = cost.step_flops(c, B, T, "fwdbwd", "visible", dev.type)
@@ -313,8 +314,9 @@ def together_row(rows: Dict[str, dict], base: str, last: str, times) -> dict:
             "config": r["config"], "model_fields": r["model_fields"], "step_settings": r["step_settings"],
             "dtype": r["dtype"], "batch_size": r["batch_size"], "seq_len": r["seq_len"], "ms": r["ms"],
             "ms_min": r["ms_min"], "ms_max": r["ms_max"], "tokens_per_s": r["tokens_per_s"],
-            "speedup_base": med, "speedup_base_min": lo, "speedup_base_max": hi,
-            "verdict": speedup_words(med, lo, hi), "rungs_product": product, "mfu": r.get("mfu"),
+            "speedup_base": med, "speedup_base_min": lo, "speedup_base_max": hi, "rounds": len(times[base]),
+            "verdict": Speedup(med, lo, hi, len(times[base])).verdict_words(), "rungs_product": product,
+            "mfu": r.get("mfu"),
             "mfu_min": r.get("mfu_min"), "mfu_max": r.get("mfu_max"), "peak_mem_bytes": r.get("peak_mem_bytes")}
 
 
@@ -578,6 +580,14 @@ def _with_range(v, lo, hi, fmt: str) -> Optional[str]:
     return fmt.format(v) + ("" if lo is None or hi is None else f" ({fmt.format(lo)}–{fmt.format(hi)})")
 
 
+def rung_speedup(row: dict, over: str) -> Speedup:
+    """A rung's speedup over the rung below (``over="prev"``) or over the baseline (``"base"``):
+    the median of its per-round ratios, their range and the rounds (``speedups.Speedup``; no ceiling:
+    the cost model does not describe compile's fusion or a CPU's bf16 units)."""
+    return Speedup(row.get(f"speedup_{over}"), row.get(f"speedup_{over}_min"), row.get(f"speedup_{over}_max"),
+                   row.get("rounds"))
+
+
 def ladder_table(rows: Sequence[dict]) -> List[dict]:
     """One printable row per rung, each number the median over the rounds with its range: ms per
     step, tokens/s, peak memory, speedup over the rung below (``x prev``) with what the roofline
@@ -592,11 +602,9 @@ def ladder_table(rows: Sequence[dict]) -> List[dict]:
                     "ms": _with_range(r.get("ms"), r.get("ms_min"), r.get("ms_max"), "{:,.1f}"),
                     "tokens/s": r.get("tokens_per_s"),
                     "peak MiB": None if r.get("peak_mem_bytes") is None else r["peak_mem_bytes"] / 2**20,
-                    "x prev": _with_range(r.get("speedup_prev"), r.get("speedup_prev_min"), r.get("speedup_prev_max"),
-                                          "{:.2f}"),
+                    "x prev": rung_speedup(r, "prev").text() if r.get("speedup_prev") is not None else None,
                     "model": r.get("predicted_speedup_prev"),
-                    "x base": _with_range(r.get("speedup_base"), r.get("speedup_base_min"), r.get("speedup_base_max"),
-                                          "{:.2f}"),
+                    "x base": rung_speedup(r, "base").text() if r.get("speedup_base") is not None else None,
                     "MFU": _with_range(r.get("mfu"), r.get("mfu_min"), r.get("mfu_max"), "{:.1%}")})
     return out
 
@@ -640,7 +648,7 @@ def waterfall_figure(result: dict, title: str = "") -> Figure:
         if r.get("speedup_prev") is None:
             steps.append((r["rung"], r["ms"], "baseline", f"{r['ms']:,.0f} ms"))
             continue
-        kind = ("faster" if r["speedup_prev_min"] > 1 else "slower" if r["speedup_prev_max"] < 1 else "noise")
+        kind = {speedups.FASTER: "faster", speedups.SLOWER: "slower"}.get(rung_speedup(r, "prev").verdict, "noise")
         steps.append((r["rung"], r["ms"], kind, f"x{r['speedup_prev']:.2f}"))
     together = next((r for r in rows if r["key"] == "together"), None)
     total = (("everything together", together["ms"], f"x{together['speedup_base']:.2f}") if together else None)
@@ -675,9 +683,8 @@ def summary_lines(result: dict, goal: Optional[float] = None) -> List[str]:
         if r.get("error"):
             out.append(f"- {r['rung']}: {r['error']}")
         elif r["key"] == "together":
-            line = (f"- everything together: {r['speedup_base']:.2f}x the fp32 eager baseline (rounds "
-                    f"{r['speedup_base_min']:.2f}-{r['speedup_base_max']:.2f}; the rungs' speedups multiply to "
-                    f"{r['rungs_product']:.2f}x)")
+            line = (f"- everything together, over the fp32 eager baseline: {rung_speedup(r, 'base').text()} (the "
+                    f"rungs' medians multiply to {r['rungs_product']:.2f})")
             if goal is not None:
                 met = ("met in every round" if r["speedup_base_min"] >= goal else
                        "met in the median only" if r["speedup_base"] >= goal else "not met")
@@ -688,8 +695,7 @@ def summary_lines(result: dict, goal: Optional[float] = None) -> List[str]:
                        "in that round (the machine was busy); this rung's numbers are noise")
         if r.get("speedup_prev") is not None and not r.get("error") and r["key"] != "together":
             expected = r.get("predicted_speedup_prev")
-            out.append(f"- {r['rung']}: {r['speedup_prev']:.2f}x over the rung below (rounds "
-                       f"{r['speedup_prev_min']:.2f}-{r['speedup_prev_max']:.2f}): {r['verdict']}; the roofline "
+            out.append(f"- {r['rung']}, over the rung below: {rung_speedup(r, 'prev').text()}; the roofline "
                        "expected " + ("n/a" if expected is None else f"{expected:.2f}x"))
     return out
 
@@ -765,18 +771,19 @@ def peak_rows(result: dict) -> List[dict]:
     dtypes of the rungs that ran; for a dtype whose rung did not run (fp16 on a CPU without fp16
     kernels), the quick probe that checked it, said so."""
     peaks, quick = result["peaks"], result.get("quick", {})
-    rows = [{"dtype": k, "peak_TFLOPs": v[0] / 1e12, "range_TFLOPs": _rng(v[1] / 1e12, v[2] / 1e12, "{:.3f}"),
+    rows = [{"dtype": k, "peak_TFLOPs": v[0] / 1e12, "peak_TFLOPs_min": v[1] / 1e12, "peak_TFLOPs_max": v[2] / 1e12,
              "vs_float32": v[0] / peaks["float32"][0] if "float32" in peaks else None,
              "measured": "in the ladder's rounds"} for k, v in peaks.items()]
     for k, rate in quick.items():
         if k not in peaks:
-            rows.append({"dtype": k, "peak_TFLOPs": rate / 1e12, "range_TFLOPs": None,
+            rows.append({"dtype": k, "peak_TFLOPs": rate / 1e12, "peak_TFLOPs_min": None, "peak_TFLOPs_max": None,
                          "vs_float32": rate / quick["float32"] if quick.get("float32") else None,
                          "measured": f"one quick {QUICK_MM}x{QUICK_MM} probe (its rung did not run)"})
     return rows
 
 
 def published_rows() -> List[dict]:
-    """``PUBLISHED_A100`` as a table: ms per step and the speedup of each change over the one before."""
-    return [{"rung": label, "ms_per_step": ms, "speedup": None if i == 0 else PUBLISHED_A100[i - 1][1] / ms,
+    """``PUBLISHED_A100`` as a table: ms per step and the speedup each change claims over the one
+    before (published figures: claims, with no rounds to judge them by)."""
+    return [{"rung": label, "ms_per_step": ms, "claimed_speedup": None if i == 0 else PUBLISHED_A100[i - 1][1] / ms,
              "vs_fp32": PUBLISHED_A100[0][1] / ms} for i, (label, ms) in enumerate(PUBLISHED_A100)]

@@ -188,7 +188,7 @@ def measured_step_peak(config: GPTConfig, batch_size: int, seq_len: int, dtype=N
     model = model.to(dev).train()
     opt = make_optimizer(model, dev)
     idx, targets = random_batch(config.vocab_size, batch_size, seq_len, dev, seed)
-    step = build_step(model, idx, targets, "train", dev, dt, opt, grad_accum)
+    step = build_step(model, idx, targets, "train", dev, dt, opt, grad_accum=grad_accum)
     step()
     opt.zero_grad(set_to_none=True)
     if dev.type == "cuda":
