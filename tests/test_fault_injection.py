@@ -139,11 +139,13 @@ def guide_copy(tmp: Path) -> Path:
 
 
 def results_copy(tmp: Path, name: str = "results", runs: bool = True) -> Path:
-    """results/ with the suite's file and (``runs``) the training folders: without them, report
-    refuses to replace the guide's training table with a placeholder."""
+    """results/ with the suite's files (cpu.json, which the cases change, and every other one: without
+    them, report refuses to replace their tables with placeholders) and (``runs``) the training
+    folders, for the same reason."""
     r = tmp / name
     r.mkdir()
-    shutil.copy(RESULTS / "cpu.json", r / "cpu.json")
+    for f in sorted(RESULTS.glob("*.json")):
+        shutil.copy(f, r / f.name)
     for folder in sorted(RESULTS.glob("train_*")) if runs else []:
         if folder.is_dir():
             shutil.copytree(folder, r / folder.name)
