@@ -61,7 +61,8 @@ NONNEGATIVE_NAME = re.compile(r"""
     | (^|_)(MFU|mfu)(_|$)                       # MFU_spec, matmul_mfu
     | _(share|vs_[A-Za-z0-9]+)$                 # time_share, flops_vs_MHA, peak_vs_causal
 """, re.VERBOSE)
-SERIES_FIELDS = {"times_ms", "round_ms"}  # lists of numbers (one per run or round); other fields hold one
+SERIES_FIELDS = {"times_ms", "round_ms", "measured_rounds_ms", "roofline_rounds_ms"}  # lists of numbers (one per
+# run or round); other fields hold one
 SIGNED_SUFFIX = re.compile(r"_(error|slope)$")  # roofline_error, peak_slope: either sign, whatever the prefix
 NUMBER_NAME = re.compile(r"_sd$|^(vs_|ratio$|claimed|flop_ceiling|lr$|grad_norm)|(^|_)loss$")
 
@@ -71,6 +72,7 @@ def field_rule(name: str) -> Optional[str]:
     if name in TEXT_FIELDS or name.endswith("_range"):
         return TEXT
     name = re.sub(r"_(on|off)$", "", name)  # an A/B pair: fresh_fill_GBps_off, fresh_fill_GBps_on
+    name = re.sub(r"_(min|max|median)$", "", name)  # a range's end has its quantity's sign: roofline_error_min
     if SIGNED_SUFFIX.search(name):
         return NUMBER
     if name in COUNT_FIELDS or NONNEGATIVE_NAME.search(name):
