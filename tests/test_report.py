@@ -76,7 +76,7 @@ def test_load_note_flags_busy_cpu_runs_only():
     busy = {"load": {"start": 1.5, "end": 4.2, "cores": 2, "threads": 2}}
     assert load_note(cpu, quiet).startswith("_Load average 1.2–1.9 on 2 cores")
     assert "noisy" not in load_note(cpu, quiet)
-    assert "other jobs were competing" in load_note(cpu, busy)
+    assert "more threads were runnable than there are cores" in load_note(cpu, busy)
     assert load_note({"device": "cuda:0"}, busy) == ""  # GPU timings: host load is not the story
     assert load_note(cpu, {}) == ""  # older files without the record
 

@@ -151,8 +151,9 @@ def load_note(meta: dict, section: dict) -> str:
     txt = f"_Load average {rng} on {cores} cores while this ran (the suite itself uses {threads} threads)"
 
     if cores and cpu_oversubscribed(max(vals), cores):
-        txt += ("; other jobs were competing for the cores, so its times are noisy and rows measured "
-                "minutes apart are not comparable — byte counts, FLOPs, parameters and losses are not affected")
+        txt += ("; more threads were runnable than there are cores (other jobs, or helper threads of the "
+                "run itself), so its times are noisy and rows measured minutes apart are not comparable — "
+                "byte counts, FLOPs, parameters and losses are not affected")
     return txt + "._"
 
 
