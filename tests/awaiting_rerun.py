@@ -10,15 +10,29 @@ from pathlib import Path
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
 AWAITING_RERUN = {  # issue 23: the one printing path, 07's rewrite, the map in 01
-    "01_profile.ipynb": "2026-12-01T06:03:05.329731Z",
-    "02_gqa.ipynb": "2026-12-01T05:44:23.234191Z",
-    "03_flash_attention.ipynb": "2026-12-01T05:58:47.890063Z",
     "04_mlp_expansion.ipynb": "2026-12-01T07:13:31.699836Z",
     "05_swiglu.ipynb": "2026-12-01T07:21:09.241106Z",
     "06_sliding_window.ipynb": "2026-12-01T06:05:04.791880Z",
     "07_all_together.ipynb": "2026-12-01T08:35:03.680337Z",
     "08_lm_head.ipynb": "2026-12-01T08:18:41.819224Z",
 }
+
+
+# Notebooks stored from a cpu-profile run that took longer than the budget (10 min each, 60 in all)
+# on the machine that stored them: issue 23's time goal, not met there. Each entry is that run's first
+# cell's start, as above: re-executing the notebook (after its sizes shrink, or on a faster machine)
+# changes it, the budget test checks it again, and the entry must go.
+OVER_BUDGET = {  # an AMD EPYC with 2 vCPUs, quiet, 2026-12-05: minutes in tutorial_lib.notebook_map
+    "02_gqa.ipynb": "2026-12-05T16:47:57.091740Z",  # 15.0 min
+}
+
+
+def over_budget(name: str, book: dict = None) -> bool:
+    """True while notebook ``name`` still holds the over-budget run listed in ``OVER_BUDGET``."""
+    if name not in OVER_BUDGET:
+        return False
+    book = book if book is not None else json.loads((NOTEBOOKS / name).read_text(encoding="utf-8"))
+    return first_execution(book) == OVER_BUDGET[name]
 
 
 def first_execution(book: dict):

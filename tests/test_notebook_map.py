@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
-from awaiting_rerun import waiting
+from awaiting_rerun import OVER_BUDGET, first_execution, over_budget, waiting
 
 from tutorial_lib import notebook_map as M
 
@@ -54,6 +54,10 @@ def test_each_notebook_is_stored_from_a_cpu_run_within_its_budget(nb):
         pytest.skip(f"{nb.name} waits for its re-execution at the cpu profile (tests/awaiting_rerun.py)")
     assert M.stored_profile(book) == "cpu", f"{nb.name} is stored from the {M.stored_profile(book)} profile"
     minutes = M.stored_seconds(book) / 60
+    if over_budget(nb.name, book):
+        assert minutes > M.MAX_MINUTES, f"{nb.name} fits its budget now: remove it from OVER_BUDGET"
+        pytest.xfail(f"{nb.name} took {minutes:.1f} min at the cpu profile (budget {M.MAX_MINUTES}): "
+                     "listed in tests/awaiting_rerun.OVER_BUDGET")
     assert minutes <= M.MAX_MINUTES, f"{nb.name} took {minutes:.1f} min at the cpu profile (budget {M.MAX_MINUTES})"
 
 
@@ -61,7 +65,17 @@ def test_all_notebooks_together_within_the_budget():
     if any(waiting(p.name) for p in NOTEBOOKS):
         pytest.skip("some notebooks wait for their re-execution at the cpu profile (tests/awaiting_rerun.py)")
     cpu_total, _ = M.totals(M.map_rows())
-    assert cpu_total is not None and cpu_total <= M.TOTAL_MINUTES, f"{cpu_total} min in all"
+    assert cpu_total is not None
+    if any(over_budget(p.name) for p in NOTEBOOKS) and cpu_total > M.TOTAL_MINUTES:
+        pytest.xfail(f"{cpu_total:.1f} min in all (budget {M.TOTAL_MINUTES}): the notebooks in "
+                     "tests/awaiting_rerun.OVER_BUDGET are over theirs")
+    assert cpu_total <= M.TOTAL_MINUTES, f"{cpu_total} min in all"
+
+
+def test_the_over_budget_list_holds_only_the_runs_it_names():
+    for name, stamp in OVER_BUDGET.items():
+        book = json.loads((ROOT / "notebooks" / name).read_text(encoding="utf-8"))
+        assert first_execution(book) == stamp, f"{name} was re-executed: remove it from OVER_BUDGET"
 
 
 def test_the_map_as_text_names_every_notebook_and_the_totals():
