@@ -47,7 +47,8 @@ def test_the_committed_results_and_histories_pass():
     ("seq_len", V.NONNEGATIVE), ("n_kv_head", V.NONNEGATIVE), ("speedup", V.NONNEGATIVE),
     ("time_share", V.NONNEGATIVE), ("flops_vs_MHA", V.NONNEGATIVE), ("fresh_fill_GBps_off", V.NONNEGATIVE),
     ("roofline_error", V.NUMBER), ("roofline_error_min", V.NUMBER), ("flop_only_error_max", V.NUMBER),
-    ("speedup_min", V.NONNEGATIVE), ("measured_ms_max", V.NONNEGATIVE), ("peak_slope", V.NUMBER), ("vs_baseline", V.NUMBER), ("val_loss", V.NUMBER),
+    ("speedup_min", V.NONNEGATIVE), ("measured_ms_max", V.NONNEGATIVE),
+    ("peak_slope", V.NUMBER), ("vs_baseline", V.NUMBER), ("val_loss", V.NUMBER),
     ("variant", V.TEXT), ("error", V.TEXT), ("speedup_range", V.TEXT), ("ms_range", V.TEXT),
     ("time_source", None), ("device_name", None), ("config_fields", None), ("shares", None),
 ])
