@@ -120,6 +120,22 @@ def test_time_fn_measures_sleep():
     assert short.median_ms < long.median_ms
 
 
+def test_time_rounds_warms_up_once_and_times_one_block_of_a_slow_call():
+    """A call slower than min_run_time: the first round warms it (one call), sizes the block (one)
+    and times one; each later round sizes and times (the run is warm). The count is what the
+    explorer's plan assumes (``rounds_seconds``)."""
+    import time
+    calls = []
+
+    def slow():
+        calls.append(1)
+        time.sleep(0.11)  # longer than the warm-up's cap (0.1 s): one warm-up call is enough
+    times, errors = bench.time_rounds({"slow": slow}, "cpu", rounds=3, min_run_time=0.01, max_rounds=3)
+    assert not errors and len(times["slow"]) == 3 and all(t >= 109 for t in times["slow"])
+    assert len(calls) == 3 + 2 + 2
+    assert bench.rounds_seconds(0.11, 0.01, 3) == pytest.approx(len(calls) * 0.11)
+
+
 def test_bad_inputs():
     with pytest.raises(ValueError, match="mode='backward'"):
         bench.measure_step("tiny", 1, 8, mode="backward", device="cpu")

@@ -269,12 +269,15 @@ PROFILES = {
                                    dtypes=("float32",), rounds=1, min_run_time=0.01)),
     "cpu": Sizes(
         name="cpu",
-        step=Step(preset="gpt2_small", batch=1, seq_len=256, dtype="float32", min_run_time=1.0,
+        # GPT-2 small's step takes about 2 s on 2 cores: one timed call per round (min_run_time
+        # below it), 3 rounds -- a variant costs about 7 calls (measure.timing.rounds_seconds)
+        step=Step(preset="gpt2_small", batch=1, seq_len=256, dtype="float32", min_run_time=0.5,
                   rounds=3, profile_steps=2),
         seed=Step(preset="gpt2_small", batch=4, seq_len=512, dtype="float32", min_run_time=1.0,
                   rounds=3, profile_steps=2),
         sweep=Sweep(seq_lens=(128, 256, 512, 1024), batch=1),
-        decode=Decode(batch=8, contexts=(128, 512, 2048), new_tokens=8),
+        # 4 x 2,048 cached tokens: past the ~6,700 where reading the cache costs as much as the weights
+        decode=Decode(batch=4, contexts=(128, 512, 2048), new_tokens=8),
         quality=Quality(preset="gpt2_mini", batch=8, seq_len=64, steps=80, eval_every=20,
                         eval_batches=4, window=16, seeds=(0, 1, 2)),
         window=Window(window=256, seq_lens=(512, 1024, 2048, 4096), n_head=12, head_dim=64, batch=1,

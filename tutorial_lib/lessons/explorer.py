@@ -45,7 +45,7 @@ from tutorial_lib.measure.ceilings import Ceilings
 from tutorial_lib.measure.memory import available_bytes, fmt_bytes, memory_breakdown
 from tutorial_lib.measure.peak import step_peak
 from tutorial_lib.measure.profile import GRAD_ACC, profile_step
-from tutorial_lib.measure.timing import INIT_S_PER_PARAM, expected_seconds
+from tutorial_lib.measure.timing import INIT_S_PER_PARAM, rounds_seconds
 from tutorial_lib.model import GPT, GPTConfig, get_config
 from tutorial_lib.runtime import StepSettings
 from tutorial_lib.settings import DTYPE_NAMES, device_name, get_device
@@ -358,11 +358,11 @@ MIN_MEASURED_SEQ = 64
 
 def measurement_seconds(step_ms: float) -> float:
     """Predicted wall seconds of "Measure now"'s work on a step of ``step_ms``: one timing per round
-    (``timing.expected_seconds``: warm-up and timed blocks), then ``AFTER_ROUNDS_STEPS`` steps'
-    worth of profile and memory accounting. The probes beside it and the model's build are the
-    plan's setup (``ExplorerSession.setup_seconds``)."""
+    (``timing.rounds_seconds``: the first round's warm-up and every round's timed blocks), then
+    ``AFTER_ROUNDS_STEPS`` steps' worth of profile and memory accounting. The probes beside it and
+    the model's build are the plan's setup (``ExplorerSession.setup_seconds``)."""
     step_s = step_ms / 1e3
-    return EXPLORER_ROUNDS * expected_seconds(step_s, EXPLORER_MIN_RUN_TIME) + AFTER_ROUNDS_STEPS * step_s
+    return rounds_seconds(step_s, EXPLORER_MIN_RUN_TIME, EXPLORER_ROUNDS) + AFTER_ROUNDS_STEPS * step_s
 
 
 def seconds_text(seconds: float) -> str:
@@ -594,15 +594,15 @@ class ExplorerSession:
 
     def setup_seconds(self, s: ExplorerSettings) -> Tuple[float, str]:
         """Predicted seconds of the press beside the step's own: building the model and timing the
-        ceilings' probes in every round (``timing.expected_seconds`` of each call at the quick
+        ceilings' probes in every round (``timing.rounds_seconds`` of each call at the quick
         ceilings' rates)."""
         c = self.ceilings(s.dtype) or self.quick_ceilings(s.dtype)
         flops_s, bytes_s = c.peak_flops, c.bandwidth
         probe_s = 0.0
         for p in self.ceiling_probes(s.dtype):
             call = 1e-4 if p.ceiling == "overhead_s" else p.amount / (flops_s if p.ceiling == "peak_flops" else bytes_s)
-            probe_s += expected_seconds(call, EXPLORER_MIN_RUN_TIME)
-        secs = cost.num_params(s.config()) * INIT_S_PER_PARAM + EXPLORER_ROUNDS * probe_s
+            probe_s += rounds_seconds(call, EXPLORER_MIN_RUN_TIME, EXPLORER_ROUNDS)
+        secs = cost.num_params(s.config()) * INIT_S_PER_PARAM + probe_s
         return secs, f"building the model and timing this machine's ceilings in each of the {EXPLORER_ROUNDS} rounds"
 
     def plan(self, s: ExplorerSettings, budget_s: float = MEASURE_BUDGET_S) -> MeasurementPlan:

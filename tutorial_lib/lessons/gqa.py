@@ -464,7 +464,8 @@ def plan_decode(config: GPTConfig, context: int, kv_heads: Sequence[int], batch_
         seconds += cost.num_params(c) * INIT_S_PER_PARAM
         if fill_numbers_per_s:
             seconds += caches[h] / e * context / (context + new_tokens) / fill_numbers_per_s
-        seconds += rounds * expected_seconds(new_tokens * step_ms[h] / 1e3, min_run_time, warmup=2)
+        seconds += rounds * expected_seconds(new_tokens * step_ms[h] / 1e3, min_run_time, warmup=2,
+                                                       min_measurements=3)
     memory = sum(cost.num_params(c) * e + caches[h] for h, c in cfgs.items()) + max(caches.values()) // e * 4 // 2
     basis = (f"{ceilings.source} ceilings of {ceilings.device_name}: bytes at {ceilings.bandwidth / 1e9:,.1f} GB/s, "
              f"{ceilings.overhead_s * 1e6:,.1f} µs per operator")

@@ -144,15 +144,25 @@ def time_fn(fn: Callable[[], object], device=None, min_run_time: Optional[float]
 INIT_S_PER_PARAM = 1e-8  # a plan's estimate of building and initialising a model: ~1 s per 100 M parameters (2 cores)
 
 
-def expected_seconds(call_s: float, min_run_time: float, warmup: int = 1) -> float:
-    """About how long ``time_fn(fn, min_run_time=..., warmup=...)`` takes for a call of ``call_s``
-    seconds: the warm-up (``steady_warmup``: ``warmup`` calls, and a second one to agree with while
-    calls are shorter than its cap), one call to size the blocks, and the timed blocks
-    (``blocked_autorange`` runs for ``min_run_time``, topped up to three measurements). For a
-    plan's time estimate, never a measurement."""
+def expected_seconds(call_s: float, min_run_time: float, warmup: int = 1, min_measurements: int = 1) -> float:
+    """About how long ``time_fn(fn, min_run_time=..., warmup=..., min_measurements=...)`` takes for a
+    call of ``call_s`` seconds: the warm-up (``steady_warmup``: ``warmup`` calls, and a second one to
+    agree with while calls are shorter than its cap), one call to size the blocks, and the timed
+    blocks (``blocked_autorange`` runs for ``min_run_time``, topped up to ``min_measurements``; one
+    in each of ``time_rounds``' rounds). For a plan's time estimate, never a measurement."""
     cap = max(0.1, 3 * min_run_time)  # steady_warmup's max_s, as time_fn sets it
-    warm = warmup if warmup * call_s >= cap else max(warmup, 2)
-    return (warm + 1) * call_s + max(min_run_time, 3 * call_s)
+    warm = 0 if warmup <= 0 else warmup if warmup * call_s >= cap else max(warmup, 2)
+    return (warm + 1) * call_s + max(min_run_time, max(1, min_measurements) * call_s)
+
+
+def rounds_seconds(call_s: float, min_run_time: float, rounds: int, warmup: int = 1) -> float:
+    """About how long ``time_rounds`` takes for one run of ``call_s`` seconds per call over
+    ``rounds`` rounds: the first round's timing warms up, the later ones start with the Timer's
+    sizing call (``expected_seconds`` with no warm-up)."""
+    if rounds <= 0:
+        return 0.0
+    return (expected_seconds(call_s, min_run_time, warmup)
+            + (rounds - 1) * expected_seconds(call_s, min_run_time, warmup=0))
 
 
 # ---- A vs B: interleaved rounds -----------------------------------------------------------------
@@ -173,7 +183,13 @@ def time_rounds(runs: Mapping[str, Callable[[], object]], device, rounds: int = 
 
     Returns ({name: [median ms of each round]}, {name: error text}); a run that fails (OOM, an
     unsupported backend) is not timed again. ``bar``: a progress bar, one tick per timing;
-    ``warmup``: untimed calls before each timing (``measure.timing.time_fn``)."""
+    ``warmup``: untimed calls before each timing (``measure.timing.time_fn``).
+
+    A round's time is the median of the Timer's blocks within ``min_run_time``, at least one: the
+    spread comes from the rounds, so a call slower than ``min_run_time`` is timed once per round
+    instead of three times. Only the first round warms up (``warmup`` calls until steady); in the
+    later rounds the run is warm already, and the Timer's own sizing call (``blocked_autorange``
+    times one call, untimed, before its blocks) is the warm-up after the other runs' turns."""
     max_rounds = 2 * rounds if max_rounds is None else max(max_rounds, rounds)
     times: Dict[str, List[float]] = {name: [] for name in runs}
     errors: Dict[str, str] = {}
@@ -187,7 +203,8 @@ def time_rounds(runs: Mapping[str, Callable[[], object]], device, rounds: int = 
             if name in errors:
                 continue
             try:
-                times[name].append(time_fn(run, device, min_run_time=min_run_time, warmup=warmup).median_ms)
+                times[name].append(time_fn(run, device, min_run_time=min_run_time,
+                                           warmup=warmup if done == 1 else 0, min_measurements=1).median_ms)
             except SWEEP_ERRORS as e:
                 errors[name] = error_text(e)
             if bar is not None:
