@@ -40,9 +40,9 @@ from tutorial_lib.measure.timing import (
     INIT_S_PER_PARAM,
     SWEEP_ERRORS,
     error_text,
-    expected_seconds,
     free_memory,
     progress_bar,
+    rounds_seconds,
     time_fn,
 )
 from tutorial_lib.model import GPT, GPTConfig, KVCache, get_config
@@ -347,12 +347,13 @@ def measure_decode(config: GPTConfig, context_lengths: Iterable[int], kv_heads: 
                 calls[h] = decode
             except SWEEP_ERRORS as e:
                 row.error = error_text(e)
-        for _ in range(rounds):
+        for i in range(rounds):
             for h, decode in list(calls.items()):
                 if dev.type == "cuda":
                     torch.cuda.reset_peak_memory_stats(dev)
-                try:
-                    tm = time_fn(decode, dev, min_run_time=min_run_time, warmup=2, min_measurements=3)
+                try:  # warm once: later rounds are warm, their sizing call warms again (timing.time_rounds)
+                    tm = time_fn(decode, dev, min_run_time=min_run_time, warmup=2 if i == 0 else 0,
+                                 min_measurements=3)
                     rows[h].round_ms.append(tm.median_ms / new_tokens)
                     rows[h].iqr_ms = tm.iqr_ms / new_tokens
                     rows[h].peak_mem_bytes = tm.peak_mem_bytes
@@ -443,7 +444,7 @@ def plan_decode(config: GPTConfig, context: int, kv_heads: Sequence[int], batch_
                 correction: Optional[Tuple[float, str]] = None) -> DecodePlan:
     """Predict ``measure_decode(config, [context], kv_heads, ...)``: per n_kv_head a model
     (``INIT_S_PER_PARAM``) and a cache filled with random numbers (at ``fill_numbers_per_s``, when
-    given), then ``rounds`` timings of ``new_tokens`` steps each (``timing.expected_seconds`` at
+    given), then ``rounds`` timings of ``new_tokens`` steps each (``timing.rounds_seconds`` at
     ``predict_decode_step_ms``). Memory: every model and filled cache at once, plus the float32
     random numbers of one K or V cache. ``correction`` = (factor, why): the predicted steps times
     ``factor`` -- measured / predicted of the last decoding measured here. Bad sizes raise
@@ -464,8 +465,7 @@ def plan_decode(config: GPTConfig, context: int, kv_heads: Sequence[int], batch_
         seconds += cost.num_params(c) * INIT_S_PER_PARAM
         if fill_numbers_per_s:
             seconds += caches[h] / e * context / (context + new_tokens) / fill_numbers_per_s
-        seconds += rounds * expected_seconds(new_tokens * step_ms[h] / 1e3, min_run_time, warmup=2,
-                                                       min_measurements=3)
+        seconds += rounds_seconds(new_tokens * step_ms[h] / 1e3, min_run_time, rounds, warmup=2, min_measurements=3)
     memory = sum(cost.num_params(c) * e + caches[h] for h, c in cfgs.items()) + max(caches.values()) // e * 4 // 2
     basis = (f"{ceilings.source} ceilings of {ceilings.device_name}: bytes at {ceilings.bandwidth / 1e9:,.1f} GB/s, "
              f"{ceilings.overhead_s * 1e6:,.1f} µs per operator")

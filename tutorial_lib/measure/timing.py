@@ -155,14 +155,15 @@ def expected_seconds(call_s: float, min_run_time: float, warmup: int = 1, min_me
     return (warm + 1) * call_s + max(min_run_time, max(1, min_measurements) * call_s)
 
 
-def rounds_seconds(call_s: float, min_run_time: float, rounds: int, warmup: int = 1) -> float:
+def rounds_seconds(call_s: float, min_run_time: float, rounds: int, warmup: int = 1,
+                   min_measurements: int = 1) -> float:
     """About how long ``time_rounds`` takes for one run of ``call_s`` seconds per call over
     ``rounds`` rounds: the first round's timing warms up, the later ones start with the Timer's
     sizing call (``expected_seconds`` with no warm-up)."""
     if rounds <= 0:
         return 0.0
-    return (expected_seconds(call_s, min_run_time, warmup)
-            + (rounds - 1) * expected_seconds(call_s, min_run_time, warmup=0))
+    return (expected_seconds(call_s, min_run_time, warmup, min_measurements)
+            + (rounds - 1) * expected_seconds(call_s, min_run_time, 0, min_measurements))
 
 
 # ---- A vs B: interleaved rounds -----------------------------------------------------------------
