@@ -48,7 +48,7 @@ LESSONS = (
     Lesson("07_all_together", "What does each change buy alone and together, and what should I do first?",
            "02-06, 08", "nothing; the quality runs and the decision tree are read from the record"),
     Lesson("08_lm_head", "How much of a step is the LM head and the loss, and what does a chunked loss save?",
-           "01", "nothing; its whole-step timing is the slowest cell"),
+           "01", "nothing; the head + loss sweeps over chunk, T and V are the slowest cells"),
     Lesson("09_roofline", "Why is time not FLOPs: which roof does each kernel hit on this machine?",
            "01, 03", "nothing"),
     Lesson("10_triton_flash", "What does a flash-attention kernel look like, written in Triton?",
