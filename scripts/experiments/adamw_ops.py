@@ -1,7 +1,6 @@
 """AdamW's for-loop on GPT-2 small under torch.profiler: where its time goes, op by op, and for the
 embedding's 154 MB tensors against the other shapes (run it a few times: the fresh outputs stall now and then)."""
 
-import collections
 import os
 
 import torch
@@ -20,10 +19,7 @@ opt.step()
 with profile(activities=[ProfilerActivity.CPU]) as prof:
     for _ in range(3):
         opt.step()
-agg = collections.defaultdict(lambda: [0, 0.0])
-for e in prof.key_averages():
-    if e.key.startswith("aten::"):
-        agg[e.key] = [e.count, e.self_cpu_time_total / 1e3]
+agg = {e.key: (e.count, e.self_cpu_time_total / 1e3) for e in prof.key_averages() if e.key.startswith("aten::")}
 tot = sum(v[1] for v in agg.values())
 print("load", os.getloadavg(), "total self ms per step", round(tot / 3, 1))
 for k, (n, ms) in sorted(agg.items(), key=lambda kv: -kv[1][1])[:12]:
