@@ -5,6 +5,7 @@ import os
 import pytest
 import torch
 
+from tutorial_lib import cpu_memory as CM
 from tutorial_lib.lessons import own_paths as OP
 from tutorial_lib.measure import allocator as AL
 from tutorial_lib.model import get_config
@@ -83,13 +84,18 @@ def test_same_config_spread_finds_one_config_across_sections():
     assert OP.same_config_spread(rows[:1], cfg, 2, 32)["spread"] is None
 
 
-def test_huge_page_ab_runs_each_setting_in_its_own_process():
-    r = AL.huge_page_ab("eager_attention", seq_len=64, rounds=1, reps=1, threads=1)
-    assert {x["thp_env"] for x in r["rows"]} == {"0", "1"} and len(r["rows"]) == 2
+@pytest.mark.parametrize("setting", ["huge_pages", "keep_freed"])
+def test_huge_page_ab_runs_each_setting_in_its_own_process(setting):
+    r = AL.huge_page_ab("eager_attention", seq_len=64, rounds=1, reps=1, threads=1, setting=setting)
+    assert r["setting"] == setting and len(r["rows"]) == 2
     assert r["off_ms"] > 0 and r["on_ms"] > 0 and r["speedup_min"] <= r["speedup"] <= r["speedup_max"]
-    if AL.system_thp_mode() in ("madvise", "always"):
-        on = [x for x in r["rows"] if x["huge_pages"]]
-        off = [x for x in r["rows"] if not x["huge_pages"]]
+    on = [x for x in r["rows"] if x["on"]]
+    off = [x for x in r["rows"] if not x["on"]]
+    if setting == "huge_pages":
+        assert {x["thp_env"] for x in on} == {"1"} and {x["thp_env"] for x in off} == {"0"}
+    elif CM.glibc() is not None and CM.wanted():
+        assert [x["keeps_freed_memory"] for x in on + off] == [True, False]
+    if AL.system_thp_mode() in ("madvise", "always") and setting == "huge_pages":
         assert all(x["huge_pages_in_use"] for x in on)
         if AL.system_thp_mode() == "madvise":  # only the variable asks for them
             assert not any(x["huge_pages_in_use"] for x in off)
@@ -97,6 +103,53 @@ def test_huge_page_ab_runs_each_setting_in_its_own_process():
         AL.huge_page_ab("nope")
     with pytest.raises(ValueError, match="rounds=0"):
         AL.huge_page_ab(rounds=0)
+    with pytest.raises(ValueError, match="setting='tcmalloc'"):
+        AL.huge_page_ab(setting="tcmalloc")
+
+
+REFILL = ("import resource, torch, tutorial_lib; from tutorial_lib import cpu_memory\n"
+          "faults = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+          "x = torch.empty(2**24).fill_(1.0); del x  # 64 MiB: above glibc's largest mmap threshold\n"
+          "f = faults(); x = torch.empty(2**24).fill_(1.0); print(cpu_memory.KEPT, faults() - f)")
+
+
+def _refill(**env_changes):
+    """(kept?, page faults writing a second 64 MiB tensor after the first was freed), in a fresh process."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if k not in (CM.KEEP_ENV, *CM.USER_MALLOC_ENV)}
+    env.update(PYTHONPATH=str(Path(__file__).resolve().parents[1]), THP_MEM_ALLOC_ENABLE="1", **env_changes)
+    out = subprocess.run([sys.executable, "-c", REFILL], env=env, capture_output=True, text=True, check=True)
+    kept, faults = out.stdout.split()
+    return kept == "True", int(faults)
+
+
+@pytest.mark.skipif(CM.glibc() is None, reason="mallopt is glibc's")
+def test_kept_memory_means_a_freed_block_comes_back_without_page_faults():
+    """The behaviour cpu_memory exists for, counted in page faults (not time): with it on, a 64 MiB
+    tensor written after another was freed reuses mapped pages; with it off, glibc unmaps the
+    first, and the second faults every page in again (with 2 MiB pages, 32 of them)."""
+    kept, faults = _refill()
+    assert kept and faults < 8
+    kept, faults = _refill(**{CM.KEEP_ENV: "0"})
+    assert not kept and faults >= 32
+    kept, _ = _refill(MALLOC_MMAP_MAX_="65536")  # the user's own malloc setting stands
+    assert not kept
+
+
+def test_keep_freed_memory_is_off_where_asked():
+    env = {k: "" for k in CM.USER_MALLOC_ENV}
+    with pytest.MonkeyPatch.context() as m:
+        for k, v in env.items():
+            m.setenv(k, v)
+        m.setenv(CM.KEEP_ENV, "0")
+        assert not CM.wanted()
+        m.setenv(CM.KEEP_ENV, "1")
+        assert CM.wanted()
+        m.setenv("LD_PRELOAD", "/usr/lib/libjemalloc.so.2")
+        assert not CM.wanted()
 
 
 def test_allocator_settings_are_stamped_on_results():
@@ -106,6 +159,7 @@ def test_allocator_settings_are_stamped_on_results():
     a = meta["allocator"]
     assert a["threads"] == torch.get_num_threads() and "env" in a
     assert a["huge_pages_requested"] == (os.environ.get(AL.THP_ENV) == "1")
+    assert a["keeps_freed_memory"] == CM.KEPT
     row = AL.measure_in_this_process("eager_attention", 16, "tiny", 1, reps=1, threads=1)
     assert row["fresh_GBps"] > 0 and row["touched_GBps"] > 0  # the ceilings' fill probes, in GB/s
 

@@ -5,14 +5,21 @@ Importing this package loads nothing; import the pieces you use (``tutorial_lib.
 need only torch, numpy, matplotlib, tiktoken and tqdm; ``tutorial_lib.widgets`` alone needs
 ipywidgets. README.md has a map of the modules.
 
-It does set one environment variable, unless you set it first: ``THP_MEM_ALLOC_ENABLE=1`` puts
-PyTorch's large CPU tensors on huge pages. PyTorch reads it at its first CPU allocation, so this
-happens before torch is imported here. Measured (``measure.allocator.huge_page_ab``, the guide's
-``own_paths`` section): memory-heavy CPU steps spend much of their time in first-touch page faults,
-and huge pages cut them. ``THP_MEM_ALLOC_ENABLE=0`` before starting Python turns it off.
+It does set up the CPU allocator, in two ways, unless you say otherwise (both measured, in fresh
+processes, off against on: ``measure.allocator.huge_page_ab`` and the guide's ``own_paths`` section;
+memory-heavy CPU steps spend much of their time in first-touch page faults):
+
+- ``THP_MEM_ALLOC_ENABLE=1`` (unless already set) puts PyTorch's large CPU tensors on huge pages.
+  PyTorch reads it at its first CPU allocation, so this happens before torch is imported here.
+  ``THP_MEM_ALLOC_ENABLE=0`` before starting Python turns it off.
+- ``cpu_memory.keep_freed_memory()`` tells glibc's malloc to keep freed memory in the process, so a
+  step's large outputs reuse pages already mapped instead of faulting fresh ones in every step.
+  ``TUTORIAL_KEEP_FREED_MEMORY=0`` (or your own ``MALLOC_*`` settings, or ``LD_PRELOAD``) leaves it.
 """
 import os
 
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+
+from tutorial_lib import cpu_memory  # noqa: E402,F401  (keeps freed CPU memory in the process on import)
 
 __version__ = "0.2.0"

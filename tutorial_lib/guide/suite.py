@@ -544,14 +544,15 @@ def sec_own_paths(S: Suite):
         rows = own_paths.allocator_ab(o.ab_attention_seq, S.sizes.suite.preset, S.sizes.suite.batch,
                                S.sizes.suite.seq_len, rounds=o.ab_rounds)
         S.add("own_paths.allocator", rows,
-              columns=["workload", "off_ms", "on_ms", "speedup", "speedup_range", "fresh_fill_GBps_off",
+              columns=["setting", "workload", "off_ms", "on_ms", "speedup", "speedup_range", "fresh_fill_GBps_off",
                        "fresh_fill_GBps_on", "touched_fill_GBps", "huge_pages_in_use", "system_thp", "error"],
-              sizes={"processes": "fresh Python per measurement, THP_MEM_ALLOC_ENABLE=0 / 1",
+              sizes={"processes": "fresh Python per measurement, the setting's variable 0 / 1 (huge_pages: "
+                                  "THP_MEM_ALLOC_ENABLE; keep_freed: TUTORIAL_KEEP_FREED_MEMORY)",
                      "rounds": o.ab_rounds, "threads": torch.get_num_threads()},
-              note="speedup = time with huge pages off / on, median of per-round ratios (the two processes of a "
-                   "round run back to back). fill: GB/s writing a fresh 64 MiB tensor (its pages faulted in by "
-                   "the write) vs one already written. tutorial_lib turns huge pages on unless "
-                   "THP_MEM_ALLOC_ENABLE is set before Python starts.")
+              note="speedup = time with the setting off / on, median of per-round ratios (the two processes of a "
+                   "round run back to back); the other setting stays on. fill: GB/s writing a fresh 64 MiB "
+                   "tensor without and with the setting vs one already written. tutorial_lib turns both on "
+                   "unless their variables are set before Python starts.")
 
     def consistency():
         cfg0, s = S.base_config(), S.sizes.suite
@@ -688,8 +689,9 @@ def sec_roofline(S: Suite):
                "with the steps); `unstable` names those whose rounds spread more than 25 %. peak: the best "
                "torch.mm FLOP/s over the sizes; bandwidth: the best of copy and add into warm buffers "
                "(STREAM-style); first touch (CPU): allocating and writing a tensor of at least 32 MiB, which "
-               "glibc maps fresh every time (the model charges its extra time over a warm fill as a term of its "
-               "own); overhead: one tiny eager op. Ridge = peak / bandwidth, in FLOP per byte.")
+               "glibc maps fresh every time unless the process keeps freed memory (tutorial_lib does: then it "
+               "runs at about the warm rate); the model charges its extra time over a warm fill as a term of its "
+               "own; overhead: one tiny eager op. Ridge = peak / bandwidth, in FLOP per byte.")
     S.add("ceiling_runs", [dict(d) for d in c.details])
     S.add("roofline", res["rows"],
           columns=["model", "variant", "B", "T", "dtype", "rounds", "measured_ms", "roofline_ms", "roofline_error",

@@ -8,7 +8,8 @@ Each function measures one thing the lessons rely on, before and after a fix, an
   back chunk by chunk.
 - ``mask_paths``: SDPA with a window, its mask built on every call through an int64 T x T
   difference (before) against the cached additive mask (after): time and peak.
-- ``allocator_ab``: huge pages off and on (``measure.allocator.huge_page_ab``), in fresh processes.
+- ``allocator_ab``: huge pages, and glibc keeping freed memory, each off and on
+  (``measure.allocator.huge_page_ab``), in fresh processes.
 - ``step_mfu``: a forward+backward's FLOPs (FlopCounterMode) over its time, as a fraction of the
   matmul peak timed in the same rounds (on CUDA also of the spec sheet's peak): the median of the
   per-round MFUs, with their range.
@@ -164,28 +165,31 @@ def mask_paths(seq_len: int, window: int, batch: int = 1, n_head: int = 12, head
     return rows
 
 
-# ---- 3. the allocator: huge pages off and on ---------------------------------------------------
+# ---- 3. the allocator: huge pages and kept memory, each off and on ------------------------------
 def allocator_ab(attention_seq: int, preset: str, batch: int, seq_len: int, rounds: int = 3,
-                 reps: int = 3) -> List[dict]:
-    """``huge_page_ab`` for eager attention (B=1, 12 heads, D=64, fwd+bwd) and for a model step
-    (``preset`` at batch x seq_len, fwd+bwd+AdamW): one row each, times without and with huge
-    pages, the speedup (median of per-round ratios, range), and the fill rate of a fresh vs an
-    already-written 64 MiB tensor (the cost of first-touch page faults)."""
+                 reps: int = 3, settings: Sequence[str] = ("huge_pages", "keep_freed")) -> List[dict]:
+    """``huge_page_ab`` of each allocator setting (huge pages; glibc keeping freed memory) for
+    eager attention (B=1, 12 heads, D=64, fwd+bwd) and for a model step (``preset`` at batch x
+    seq_len, fwd+bwd+AdamW): one row each, times without and with the setting, the speedup (median
+    of per-round ratios, range), and the fill rate of a fresh 64 MiB tensor without and with it
+    beside an already-written one (the cost of first-touch page faults)."""
     rows = []
-    for workload, kw in (("eager_attention", {"seq_len": attention_seq, "batch": 1}),
-                         ("train_step", {"seq_len": seq_len, "batch": batch, "preset": preset})):
-        try:
-            r = huge_page_ab(workload, rounds=rounds, reps=reps, **kw)
-        except (RuntimeError, OSError, ValueError) as e:
-            rows.append({"workload": workload, "error": error_text(e)})
-            continue
-        what = (f"eager attention fwd+bwd, T={attention_seq}" if workload == "eager_attention"
-                else f"{preset} training step, B={batch}, T={seq_len}")
-        rows.append({"workload": what, "threads": r["threads"], "off_ms": r["off_ms"], "on_ms": r["on_ms"],
-                     "speedup": r["speedup"], "speedup_range": f"{r['speedup_min']:.2f}–{r['speedup_max']:.2f}",
-                     "fresh_fill_GBps_off": r["fresh_GBps_off"], "fresh_fill_GBps_on": r["fresh_GBps_on"],
-                     "touched_fill_GBps": r["touched_GBps_off"], "huge_pages_in_use": r["huge_pages_in_use"],
-                     "system_thp": r["system_thp"], "rounds": rounds})
+    for setting in settings:
+        for workload, kw in (("eager_attention", {"seq_len": attention_seq, "batch": 1}),
+                             ("train_step", {"seq_len": seq_len, "batch": batch, "preset": preset})):
+            try:
+                r = huge_page_ab(workload, rounds=rounds, reps=reps, setting=setting, **kw)
+            except (RuntimeError, OSError, ValueError) as e:
+                rows.append({"setting": setting, "workload": workload, "error": error_text(e)})
+                continue
+            what = (f"eager attention fwd+bwd, T={attention_seq}" if workload == "eager_attention"
+                    else f"{preset} training step, B={batch}, T={seq_len}")
+            rows.append({"setting": setting, "workload": what, "threads": r["threads"], "off_ms": r["off_ms"],
+                         "on_ms": r["on_ms"], "speedup": r["speedup"],
+                         "speedup_range": f"{r['speedup_min']:.2f}–{r['speedup_max']:.2f}",
+                         "fresh_fill_GBps_off": r["fresh_GBps_off"], "fresh_fill_GBps_on": r["fresh_GBps_on"],
+                         "touched_fill_GBps": r["touched_GBps_off"], "huge_pages_in_use": r["huge_pages_in_use"],
+                         "system_thp": r["system_thp"], "rounds": rounds})
     return rows
 
 

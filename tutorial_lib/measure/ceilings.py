@@ -6,13 +6,14 @@ divides by the first of them. Each ceiling has one probe and one rule:
 ==================  ==========================================  =====================================
 ceiling             probe (timed with ``timing.time_fn``)       rule over the probe's sizes
 ==================  ==========================================  =====================================
-``peak_flops``      ``torch.mm`` of two n x n matrices          the largest FLOP/s: a roof is the
-                                                                best a kernel of this shape reaches
+``peak_flops``      ``torch.mm`` of two n x n matrices, its     the largest FLOP/s: a roof is the
+                    operands rotated out of the caches          best a kernel of this shape reaches
 ``bandwidth``       STREAM ``copy`` and ``add`` into warm       the larger of the two (bytes read +
                     buffers                                     written per second)
 ``fill_bandwidth``  ``fill_`` of a warm buffer (CPU)            writing only, memory already mapped
-``first_touch``     ``torch.empty(n).fill_`` with n >= 32 MiB   writing memory the OS maps on the
-                    (CPU: glibc maps such blocks afresh)        first write (page faults included)
+``first_touch``     ``torch.empty(n).fill_`` with n >= 32 MiB   writing a fresh allocation: memory the
+                    (CPU)                                       OS maps on the first write (page faults
+                                                                included), unless the process kept it
 ``overhead_s``      100 tiny ``torch.add`` per call             seconds per eager operator
 ==================  ==========================================  =====================================
 
@@ -21,8 +22,12 @@ probe once per round, in turn, N rounds, and each ceiling is the **median over t
 its min–max range kept (``Ceilings.ranges``); a ceiling whose rounds spread more than
 ``UNSTABLE`` (max - min over the median) is flagged ``unstable`` wherever it is shown.
 
-The first touch is the unstable one on a shared virtual machine (the fill rate of fresh memory was
-seen anywhere from 0.7 to 37 GB/s minutes apart). So the model charges it as a separate term --
+The first touch is the unstable one on a shared virtual machine: the fill rate of fresh memory was
+seen anywhere from 0.7 to 37 GB/s minutes apart, because the hypervisor takes back pages that were
+freed a few seconds ago (``tutorial_lib.cpu_memory`` measured 17-20 GB/s against about 1 GB/s).
+``tutorial_lib`` keeps freed memory in the process (``cpu_memory.keep_freed_memory``), so a step's
+fresh outputs reuse mapped pages, and this probe -- the same allocation -- measures about the warm
+rate. Where the memory is not kept, the model charges it as a separate term --
 the page faults' *extra* time, fresh fill against warm fill in the same round
 (``Ceilings.fault_s_per_byte``) -- not as a roof, and a figure that must not move with the
 machine measures its probes in the same rounds as the work it predicts: ``probes`` gives the probes
@@ -39,6 +44,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import itertools
 import math
 import statistics
 from dataclasses import dataclass, field
@@ -51,10 +57,11 @@ from tutorial_lib.measure import flops
 from tutorial_lib.measure.timing import progress_bar, time_fn, time_rounds
 
 FRESH_ALLOC_BYTES = 32 * 2**20  # glibc's largest mmap threshold on 64-bit (mallopt(3)): bigger
-#                                 CPU allocations are new pages every time
+#                                 CPU allocations are new pages every time, unless freed memory is kept
 UNSTABLE = 0.25  # a ceiling whose rounds spread more than this (max - min over the median) is unstable
 CEILINGS = ("peak_flops", "bandwidth", "fill_bandwidth", "first_touch_bandwidth", "overhead_s")
 OVERHEAD_REPS = 100  # tiny adds per timed call (amortises the timer's own per-call cost)
+COLD_OPERAND_BYTES = 64 * 2**20  # a matmul probe's operand sets in all: twice a 32 MiB last-level cache
 
 
 @dataclass
@@ -183,16 +190,27 @@ def _check_sizes(name: str, values) -> tuple:
 
 
 def matmul_probes(device, dtype, sizes: Iterable[int]) -> List[Probe]:
-    """``torch.mm`` of two n x n matrices (2 n^3 FLOPs) into a preallocated output, per n."""
+    """``torch.mm`` of two n x n matrices (2 n^3 FLOPs) into a preallocated output, per n.
+
+    Each call takes the next of several operand sets, ``COLD_OPERAND_BYTES`` of them in all (more
+    than a CPU's last-level cache; a GPU's L2 is smaller still): a matmul in a training step reads
+    weights and activations that other work has pushed out of the caches, not the operands of the
+    call before. Measured here, a 256 x 256 matmul ran 19 % slower that way, a 512 one 8 %, a 2048
+    one the same (``scripts/experiments/cold_operands.py``)."""
     dev, dt = settings.resolve(device, dtype)
     out = []
     for n in _check_sizes("mm_sizes", sizes):
         g = torch.Generator().manual_seed(n)
-        a, b = (torch.randn(n, n, generator=g).to(dev, dt) for _ in range(2))
-        c = torch.empty(n, n, device=dev, dtype=dt)
-        out.append(Probe("peak_flops", f"mm {n}x{n} {settings.dtype_name(dt)}",
-                         lambda a=a, b=b, c=c: torch.mm(a, b, out=c), 2 * n ** 3,
-                         {"n": n, "dtype": settings.dtype_name(dt)}))
+        k = max(1, math.ceil(COLD_OPERAND_BYTES / (3 * n * n * settings.dtype_bytes(dt))))
+        sets = [tuple(torch.randn(n, n, generator=g).to(dev, dt) for _ in range(2))
+                + (torch.empty(n, n, device=dev, dtype=dt),) for _ in range(k)]
+        turn = itertools.cycle(sets)
+
+        def run(turn=turn):
+            a, b, c = next(turn)
+            return torch.mm(a, b, out=c)
+        out.append(Probe("peak_flops", f"mm {n}x{n} {settings.dtype_name(dt)}", run, 2 * n ** 3,
+                         {"n": n, "dtype": settings.dtype_name(dt), "operand_sets": k}))
     return out
 
 
@@ -210,7 +228,8 @@ def bandwidth_probes(device, nbytes: int) -> List[Probe]:
 
 def fill_probes(device, sizes: Iterable[int]) -> List[Probe]:
     """On a CPU, at the largest of ``sizes``: ``fill_`` into a warm buffer and into a fresh
-    ``torch.empty`` (its pages mapped by the write when it is at least ``FRESH_ALLOC_BYTES``);
+    ``torch.empty`` (its pages mapped by the write when it is at least ``FRESH_ALLOC_BYTES``, unless the
+    process keeps freed memory: ``tutorial_lib.cpu_memory``);
     none on a GPU, whose caching allocator hands memory back without the OS."""
     sizes = tuple(sizes)
     dev = settings.resolve(device)[0]

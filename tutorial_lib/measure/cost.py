@@ -60,7 +60,8 @@ class Kernel:
 
     ``alloc``: the sizes of the new outputs each launch allocates (default: one output of ``write``
     bytes; none for in-place operators, whose names end in "_"): on a CPU, allocations of
-    ``ceilings.FRESH_ALLOC_BYTES`` and more are new pages, which the OS maps on the first write."""
+    ``ceilings.FRESH_ALLOC_BYTES`` and more are new pages, which the OS maps on the first write
+    (unless the process keeps freed memory; the first-touch probe measures which)."""
     op: str
     count: int
     read: int
