@@ -353,14 +353,23 @@ sweep_figure(time_rows, "median_ms", title=f"attention fwd+bwd, B={SIZES.sweep.b
 # Eager attention makes fresh `(B, H, T, T)` tensors on every call — scores, masked scores,
 # probabilities and their gradients. A fresh tensor's memory is only *reserved*: the operating
 # system maps each 4 KiB page on the first write to it (a page fault, and the kernel zeroes the
-# page), and PyTorch hands large blocks back to the system when they are freed, so the next call
-# faults them in again. That cost is the operating system's, and it grows with the bytes, not the
-# FLOPs. Huge pages (2 MiB, 512× fewer faults) cut it: `tutorial_lib` turns them on for PyTorch's CPU
-# allocator (`THP_MEM_ALLOC_ENABLE=1`, read once per process, at its first allocation). Measured:
-# writing a fresh tensor vs one already written, then eager attention in two fresh processes, huge
-# pages off and on (`measure.allocator.huge_page_ab`):
+# page), and by default glibc hands PyTorch's large blocks back to the system when they are freed,
+# so the next call faults them in again. That cost is the operating system's, and it grows with the
+# bytes, not the FLOPs. On a virtual machine the hypervisor may also take freed pages back a few
+# seconds later, and then the next write to them is slower still, at random moments.
+# `tutorial_lib` changes two settings of the CPU allocator:
+#
+# - **huge pages** (2 MiB, 512× fewer faults): `THP_MEM_ALLOC_ENABLE=1`, read once per process, at
+#   its first allocation;
+# - **kept memory**: glibc keeps what it frees in the process (`tutorial_lib.cpu_memory`), so after
+#   the first call the large blocks come back already mapped: no faults at all.
+#
+# Measured: writing a fresh tensor vs one already written in this process (with memory kept, the two
+# should be alike), then eager attention in fresh processes with each setting off and on
+# (`measure.allocator.huge_page_ab`):
 
 # %% tags=["nbval-ignore-output"]
+from tutorial_lib import cpu_memory
 from tutorial_lib.measure import allocator, ceilings
 
 if DEVICE.type == "cpu":
@@ -369,9 +378,13 @@ if DEVICE.type == "cpu":
     print(f"writing 64 MiB: fresh tensor {fills['first_touch_bandwidth']:.1f} GB/s, already written "
           f"{fills['fill_bandwidth']:.1f} GB/s "
           f"(huge pages requested by PyTorch here: {allocator.huge_pages_requested()}, kernel THP mode: {allocator.system_thp_mode()})")
-    ab = allocator.huge_page_ab("eager_attention", seq_len=SIZES.own_paths.ab_attention_seq, rounds=1, reps=2)
-    print(f"eager attention fwd+bwd, B=1, H=12, T={ab['seq_len']}, {ab['threads']} threads: "
-          f"{ab['off_ms']:.1f} ms without huge pages, {ab['on_ms']:.1f} ms with them ({ab['speedup']:.2f}x)")
+    print(f"glibc keeps freed memory in this process: {cpu_memory.KEPT}")
+    for setting, what in (("huge_pages", "huge pages"), ("keep_freed", "kept memory")):
+        ab = allocator.huge_page_ab("eager_attention", seq_len=SIZES.own_paths.ab_attention_seq, rounds=1, reps=2,
+                                    setting=setting)
+        print(f"eager attention fwd+bwd, B=1, H=12, T={ab['seq_len']}, {ab['threads']} threads: "
+              f"{ab['off_ms']:.1f} ms without {what}, {ab['on_ms']:.1f} ms with it ({ab['speedup']:.2f}x; "
+              f"a fresh 64 MiB tensor written at {ab['fresh_GBps_off']:.1f} GB/s without, {ab['fresh_GBps_on']:.1f} with)")
 else:
     print("huge pages are a CPU allocator setting; on CUDA the caching allocator reuses its blocks")
 

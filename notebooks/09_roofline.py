@@ -159,16 +159,20 @@ for changes, dt in checks:
 # - **peak**: `torch.mm` on square matrices in the compute dtype; the best size's FLOP/s;
 # - **bandwidth**: STREAM-style copy and add on arrays far larger than the caches, into buffers that
 #   already exist; the better of the two;
-# - **first touch** (CPU only): allocate and fill a tensor of at least 32 MiB. glibc gives such
-#   allocations their own fresh pages every time, and the first write to each page faults — so in
-#   eager PyTorch, which allocates every output, the big outputs (logits, the embedding's gradient,
-#   AdamW's temporaries) pay that. The model charges it as a **term of its own**: the extra time of a
-#   fresh fill over a warm fill of the same size, never a roof and never what labels a kernel;
+# - **first touch** (CPU only): allocate and fill a tensor of at least 32 MiB. By default glibc gives
+#   such allocations their own fresh pages every time, and the first write to each page faults — so
+#   in eager PyTorch, which allocates every output, the big outputs (logits, the embedding's gradient,
+#   AdamW's temporaries) pay that. `tutorial_lib` has glibc keep freed memory instead
+#   (`tutorial_lib.cpu_memory`; notebook 01 measures both), and then this probe, the same
+#   allocation, runs at about the warm rate. The model charges first touch as a **term of its own**:
+#   the extra time of a fresh fill over a warm fill of the same size, never a roof and never what
+#   labels a kernel;
 # - **overhead**: a tiny `torch.add`, repeated — what every operator pays before doing any work.
 #
 # Every probe runs once per round, in turn, for several rounds; each ceiling is the median of the
 # rounds, and one whose rounds spread more than 25 % is flagged **unstable** — on a shared virtual
-# machine the first-touch rate has been seen to move more than tenfold within minutes.
+# machine the first-touch rate of memory given back to the system moves more than tenfold within
+# minutes (the hypervisor takes freed pages back): the reason `tutorial_lib` keeps it.
 
 # %% tags=["nbval-ignore-output"]
 probes = lesson.lesson_probes(DEVICE, RS)
@@ -375,7 +379,8 @@ print("\n".join(lines))
 # %% [markdown]
 # - Time is FLOPs **and** bytes **and** launches. FLOPs alone predict the matmul-heavy components
 #   and nothing else; the loss, the norms, the activations, the embedding's gradient and AdamW are
-#   bandwidth problems, and on a CPU the largest of them are first-touch problems.
+#   bandwidth problems, and on a CPU whose freed memory goes back to the system the largest of them
+#   are first-touch problems (the reason `tutorial_lib` keeps it).
 # - The bytes of a component are countable exactly: the model's count is tested against every
 #   operator PyTorch dispatches and every tensor autograd saves.
 # - Fusing removes bytes (flash attention's point moves right); GQA removes bytes at decoding time;
