@@ -365,12 +365,13 @@ sweep_figure(time_rows, "median_ms", title=f"attention fwd+bwd, B={SIZES.sweep.b
 #   the first call the large blocks come back already mapped: no faults at all.
 #
 # Measured: writing a fresh tensor vs one already written in this process (with memory kept, the two
-# should be alike), then eager attention in fresh processes with each setting off and on
-# (`measure.allocator.huge_page_ab`):
+# should be alike), then eager attention in fresh processes with each setting off and on, in three
+# interleaved rounds (`measure.allocator.huge_page_ab`):
 
 # %% tags=["nbval-ignore-output"]
 from tutorial_lib import cpu_memory
 from tutorial_lib.measure import allocator, ceilings
+from tutorial_lib.speedups import Speedup
 
 if DEVICE.type == "cpu":
     fills = {p.ceiling: p.rate(timing.time_fn(p.run, DEVICE, min_run_time=0.2).median_ms) / 1e9
@@ -380,11 +381,12 @@ if DEVICE.type == "cpu":
           f"(huge pages requested by PyTorch here: {allocator.huge_pages_requested()}, kernel THP mode: {allocator.system_thp_mode()})")
     print(f"glibc keeps freed memory in this process: {cpu_memory.KEPT}")
     for setting, what in (("huge_pages", "huge pages"), ("keep_freed", "kept memory")):
-        ab = allocator.huge_page_ab("eager_attention", seq_len=SIZES.own_paths.ab_attention_seq, rounds=1, reps=2,
+        ab = allocator.huge_page_ab("eager_attention", seq_len=SIZES.own_paths.ab_attention_seq, rounds=3, reps=2,
                                     setting=setting)
+        gain = Speedup(ab["speedup"], ab["speedup_min"], ab["speedup_max"], len(ab["rows"]) // 2)
         print(f"eager attention fwd+bwd, B=1, H=12, T={ab['seq_len']}, {ab['threads']} threads: "
-              f"{ab['off_ms']:.1f} ms without {what}, {ab['on_ms']:.1f} ms with it ({ab['speedup']:.2f}x; "
-              f"a fresh 64 MiB tensor written at {ab['fresh_GBps_off']:.1f} GB/s without, {ab['fresh_GBps_on']:.1f} with)")
+              f"{ab['off_ms']:.1f} ms without {what}, {ab['on_ms']:.1f} ms with it: {gain.text()}; "
+              f"a fresh 64 MiB tensor written at {ab['fresh_GBps_off']:.1f} GB/s without, {ab['fresh_GBps_on']:.1f} with")
 else:
     print("huge pages are a CPU allocator setting; on CUDA the caching allocator reuses its blocks")
 
