@@ -14,7 +14,8 @@ memory-heavy CPU steps spend much of their time in first-touch page faults):
   ``THP_MEM_ALLOC_ENABLE=0`` before starting Python turns it off.
 - ``cpu_memory.keep_freed_memory()`` tells glibc's malloc to keep freed memory in the process, so a
   step's large outputs reuse pages already mapped instead of faulting fresh ones in every step.
-  ``TUTORIAL_KEEP_FREED_MEMORY=0`` (or your own ``MALLOC_*`` settings, or ``LD_PRELOAD``) leaves it.
+  ``TUTORIAL_KEEP_FREED_MEMORY=0`` (or your own glibc malloc settings, or ``LD_PRELOAD``: see
+  ``cpu_memory.USER_MALLOC_ENV``) leaves it.
 """
 import os
 
