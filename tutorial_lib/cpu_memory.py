@@ -12,7 +12,7 @@ seconds), and the hypervisor takes them away. Touching such a page again costs a
 host as well. Measured on this project's 2-vCPU KVM machine, writing a fresh 512 MiB tensor:
 about 17-20 GB/s when its pages were freed a moment ago, about 1 GB/s when they had been free for
 3 s (``scripts/experiments/cold_pages.py``). A step that happens to meet a report pays 10-20x for its
-fresh outputs, at random: the same step measured 1.5 s and 2.2 s minutes apart.
+fresh outputs, at random: rounds of one gpt2_small step measured 1.5 s and 2.2 s in the same run.
 
 ``keep_freed_memory()`` asks glibc to keep what it frees: no ``mmap`` for large blocks
 (``M_MMAP_MAX`` = 0, so they come from the heap) and no returning the heap's top to the kernel
