@@ -383,7 +383,7 @@ if DEVICE.type == "cpu":
     for setting, what in (("huge_pages", "huge pages"), ("keep_freed", "kept memory")):
         ab = allocator.huge_page_ab("eager_attention", seq_len=SIZES.own_paths.ab_attention_seq, rounds=3, reps=2,
                                     setting=setting)
-        gain = Speedup(ab["speedup"], ab["speedup_min"], ab["speedup_max"], len(ab["rows"]) // 2)
+        gain = Speedup.from_row(ab)
         print(f"eager attention fwd+bwd, B=1, H=12, T={ab['seq_len']}, {ab['threads']} threads: "
               f"{ab['off_ms']:.1f} ms without {what}, {ab['on_ms']:.1f} ms with it: {gain.text()}; "
               f"a fresh 64 MiB tensor written at {ab['fresh_GBps_off']:.1f} GB/s without, {ab['fresh_GBps_on']:.1f} with")

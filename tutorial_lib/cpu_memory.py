@@ -34,7 +34,6 @@ This module imports only the standard library (``tutorial_lib/__init__.py`` runs
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 from typing import Optional
 
@@ -48,10 +47,11 @@ TRIM_THRESHOLD = 2**31 - 1  # the largest value mallopt takes (an int): 2 GiB of
 
 def glibc() -> Optional[ctypes.CDLL]:
     """The C library when it is glibc (it has ``mallopt`` and ``gnu_get_libc_version``), else None
-    (macOS, Windows, musl)."""
+    (macOS, Windows, musl). The symbols already loaded into the process are searched
+    (``dlopen(NULL)``), so nothing is looked up on disk at import time."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    except OSError:
+        libc = ctypes.CDLL(None)
+    except (OSError, TypeError):  # Windows has no dlopen(NULL)
         return None
     return libc if hasattr(libc, "mallopt") and hasattr(libc, "gnu_get_libc_version") else None
 

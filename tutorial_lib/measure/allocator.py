@@ -44,9 +44,8 @@ from tutorial_lib.measure.timing import prepare_step, steady_warmup, time_fn
 THP_ENV = "THP_MEM_ALLOC_ENABLE"
 SETTINGS = {"huge_pages": THP_ENV, "keep_freed": cpu_memory.KEEP_ENV}  # what huge_page_ab turns off and on
 # what changes how CPU memory is allocated or how many threads compete for it
-ALLOCATOR_ENV = (THP_ENV, cpu_memory.KEEP_ENV, "PYTORCH_CPU_ALLOC_CONF", "MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_",
-                 "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_", "GLIBC_TUNABLES",
-                 "LD_PRELOAD", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+ALLOCATOR_ENV = (THP_ENV, cpu_memory.KEEP_ENV, "PYTORCH_CPU_ALLOC_CONF", "MALLOC_ARENA_MAX", "MALLOC_TOP_PAD_",
+                 *cpu_memory.USER_MALLOC_ENV, "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 WORKLOADS = ("eager_attention", "train_step")
 _SYS_THP = "/sys/kernel/mm/transparent_hugepage/enabled"
 
@@ -162,7 +161,7 @@ def huge_page_ab(workload: str = "eager_attention", seq_len: int = 1024, preset:
     Each is set once per process, so each measurement is its own process; the two run back to
     back in every round (order alternating), and ``speedup`` is the median over rounds of (time
     without) / (time with the setting), so load that comes and goes cancels. Returns {"setting",
-    "workload", "rows": [one per process, ``on`` saying which], "speedup", "speedup_min",
+    "workload", "rounds", "rows": [one per process, ``on`` saying which], "speedup", "speedup_min",
     "speedup_max", "off_ms", "on_ms", "fresh_GBps_off" / "_on" (writing a fresh 64 MiB tensor),
     "touched_GBps_off", "huge_pages_in_use" (in the "on" processes), "system_thp"}.
     """
@@ -192,7 +191,7 @@ def huge_page_ab(workload: str = "eager_attention", seq_len: int = 1024, preset:
     off = {x["round"]: x["median_ms"] for x in rows if not x["on"]}
     on = {x["round"]: x["median_ms"] for x in rows if x["on"]}
     ratios = [off[r] / on[r] for r in range(rounds)]
-    return {"setting": setting, "workload": workload, "seq_len": seq_len, "batch": batch,
+    return {"setting": setting, "workload": workload, "seq_len": seq_len, "batch": batch, "rounds": rounds,
             "preset": preset if workload == "train_step" else None, "threads": threads, "rows": rows,
             "off_ms": statistics.median(off.values()), "on_ms": statistics.median(on.values()),
             "speedup": statistics.median(ratios), "speedup_min": min(ratios), "speedup_max": max(ratios),
